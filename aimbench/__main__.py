@@ -1,0 +1,3 @@
+from aimbench.cli import main
+
+main()

@@ -1,0 +1,27 @@
+"""Backbone families behind one contract (``base``); :func:`load_backbone` builds one by name."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aimbench.cards.registry import Registry
+
+if TYPE_CHECKING:
+    from aimbench.adapters.base import Backbone
+
+
+def load_backbone(
+    name: str, weights: str | None = None, cards: Sequence[Path] = (), registry: Registry | None = None
+) -> Backbone:
+    """Build the named backbone variant, frozen and in eval mode.
+
+    ``weights`` overrides the card's source: ``random``, ``timm`` or a local file path.
+    """
+    spec = (registry or Registry.load(cards)).backbone(name)
+    if spec.adapter == "timm":
+        from aimbench.adapters.timm_family import TimmBackbone
+
+        return TimmBackbone(spec, weights)
+    raise AssertionError(f"adapter '{spec.adapter}' passed card validation but has no implementation")

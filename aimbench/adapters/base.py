@@ -1,0 +1,120 @@
+"""The backbone contract every family adapter implements.
+
+A backbone is a frozen network plus the facts needed to trust its features: the preprocessing
+of its weights, its depth/width/heads, where the weights came from (id and SHA-256), and the
+provenance of each feature tensor (which block, raw residual stream or normed, which tokens).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.transforms import InterpolationMode, v2
+
+from aimbench.cards.backbone_card import BackboneSpec, Preprocess
+
+
+@dataclass(frozen=True)
+class LayerTokens:
+    """One block's output for a batch.
+
+    ``patches`` is (B, N, D); ``prefix`` is (B, P, D) for the cls/register tokens named by the
+    backbone's ``prefix_layout``, or None when the family has no prefix tokens.
+    """
+
+    layer: int
+    patches: torch.Tensor
+    prefix: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class FeatureProvenance:
+    """Where every feature tensor of this backbone comes from, recorded with each result."""
+
+    source: str  # e.g. "block output (residual stream)"
+    norm_applied: bool
+    prefix_layout: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "norm_applied": self.norm_applied,
+            "prefix_layout": list(self.prefix_layout),
+        }
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """What weights were loaded: an id a human can read and a hash a machine can check."""
+
+    id: str
+    sha256: str
+
+
+def build_eval_transform(pre: Preprocess) -> v2.Compose:
+    """Resize the short side, centre-crop, scale to [0, 1] and normalise; any input is made RGB."""
+    return v2.Compose(
+        [
+            v2.Lambda(lambda image: image.convert("RGB")),
+            v2.PILToTensor(),
+            v2.Resize(pre.resize_size, interpolation=InterpolationMode(pre.interpolation), antialias=True),
+            v2.CenterCrop(pre.image_size),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=list(pre.mean), std=list(pre.std)),
+        ]
+    )
+
+
+class Backbone(ABC):
+    """A frozen vision backbone that returns per-layer tokens in one forward pass."""
+
+    def __init__(self, spec: BackboneSpec, model: nn.Module, weights: WeightsInfo) -> None:
+        self.spec = spec
+        self.model = model.eval().requires_grad_(False)
+        self.weights = weights
+        self.device = torch.device("cpu")
+
+    @property
+    def depth(self) -> int:
+        return self.spec.depth
+
+    @property
+    def dim(self) -> int:
+        return self.spec.dim
+
+    @property
+    def heads(self) -> int:
+        return self.spec.heads
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.spec.preprocess
+
+    @property
+    def has_cls_token(self) -> bool:
+        return self.spec.cls_token
+
+    def transform(self) -> v2.Compose:
+        return build_eval_transform(self.spec.preprocess)
+
+    def to(self, device: torch.device | str) -> Backbone:
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self
+
+    @property
+    @abstractmethod
+    def provenance(self) -> FeatureProvenance:
+        """How the tensors from :meth:`forward_layers` were taken from the network."""
+
+    @abstractmethod
+    def forward_layers(self, images: torch.Tensor, layers: Sequence[int]) -> list[LayerTokens]:
+        """Run the network once and return the outputs of ``layers`` (0-indexed blocks).
+
+        ``layers`` must be sorted and unique; the result has one entry per layer, in order.
+        """

@@ -1,0 +1,113 @@
+"""Any timm vision transformer behind the backbone contract, via ``forward_intermediates``.
+
+Weights come from the card's ``weights`` field (or an override):
+``random`` — timm's own initialisation under a fixed seed (tiny models for tests and the demo);
+``timm`` — the pretrained tag in ``arch`` from the Hugging Face cache or hub;
+a file path — a timm-layout state dict loaded strictly without executing pickled code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import timm
+import torch
+from huggingface_hub.errors import LocalEntryNotFoundError
+from torch import nn
+
+from aimbench.adapters.base import Backbone, FeatureProvenance, LayerTokens, WeightsInfo
+from aimbench.adapters.weights import load_state_dict_file, load_strict, state_dict_sha256, verify_checksum
+from aimbench.cards.backbone_card import BackboneSpec
+from aimbench.errors import CardError, UserError
+from aimbench.hashing import file_sha256
+
+RANDOM_INIT_SEED = 0
+
+
+def _create(spec: BackboneSpec, pretrained: bool) -> nn.Module:
+    try:
+        return timm.create_model(spec.arch, pretrained=pretrained, num_classes=0, **spec.model_args)
+    except RuntimeError as exc:
+        if "Unknown model" in str(exc):
+            raise CardError(spec.card_path, f"variants.{spec.name}.arch", str(exc)) from None
+        raise
+    except TypeError as exc:  # an unknown keyword in model_args
+        raise CardError(spec.card_path, f"variants.{spec.name}.model_args", str(exc)) from None
+
+
+def _create_with_weights(spec: BackboneSpec, weights: str) -> tuple[nn.Module, WeightsInfo]:
+    if weights == "random":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            model = _create(spec, pretrained=False)
+        return model, WeightsInfo(f"random-init:seed{RANDOM_INIT_SEED}", state_dict_sha256(model.state_dict()))
+    if weights == "timm":
+        try:
+            model = _create(spec, pretrained=True)
+        except (LocalEntryNotFoundError, OSError) as exc:
+            raise UserError(
+                f"pretrained weights for '{spec.name}' ({spec.arch}) are not available offline: "
+                f"{type(exc).__name__}; download them once on a networked machine "
+                "(unset HF_HUB_OFFLINE), or pass --weights PATH to a local file"
+            ) from None
+        return model, WeightsInfo(f"timm:{spec.arch}", state_dict_sha256(model.state_dict()))
+    path = Path(weights).expanduser()
+    model = _create(spec, pretrained=False)
+    if not path.is_file():
+        raise UserError(f"weights file '{path}' for '{spec.name}' does not exist")
+    digest = file_sha256(path)
+    if weights == spec.weights:  # a published checksum belongs to the card's own file only
+        verify_checksum(path, digest, spec.sha256)
+    state = load_state_dict_file(path)
+    classifier = model.pretrained_cfg.get("classifier")
+    if isinstance(classifier, str):  # the probe replaces any classifier; drop it from the file
+        state = {k: v for k, v in state.items() if not k.startswith(classifier + ".")}
+    load_strict(model, state, str(path))
+    return model, WeightsInfo(f"file:{path.name}", digest)
+
+
+def check_against_card(spec: BackboneSpec, model: nn.Module) -> None:
+    """Fail if the built network is not the one the card describes (depth, width, tokens)."""
+    if not hasattr(model, "forward_intermediates") or not hasattr(model, "blocks"):
+        raise CardError(spec.card_path, f"variants.{spec.name}.arch", "not a transformer with forward_intermediates")
+    actual = {
+        "depth": len(model.blocks),
+        "dim": model.embed_dim,
+        "heads": model.blocks[0].attn.num_heads,
+        "cls_token": bool(getattr(model, "has_class_token", False)),
+        "registers": int(getattr(model, "num_reg_tokens", 0)),
+    }
+    for field, value in actual.items():
+        if getattr(spec, field) != value:
+            raise CardError(
+                spec.card_path,
+                f"variants.{spec.name}.{field}",
+                f"card says {getattr(spec, field)!r} but {spec.arch} has {value!r}",
+            )
+
+
+class TimmBackbone(Backbone):
+    """A timm ViT; features are raw block outputs (``norm=False``), as the AIM protocol reads them."""
+
+    def __init__(self, spec: BackboneSpec, weights: str | None = None) -> None:
+        model, info = _create_with_weights(spec, weights or spec.weights)
+        check_against_card(spec, model)
+        super().__init__(spec, model, info)
+
+    @property
+    def provenance(self) -> FeatureProvenance:
+        return FeatureProvenance("block output (residual stream)", False, self.spec.prefix_layout)
+
+    def forward_layers(self, images: torch.Tensor, layers: Sequence[int]) -> list[LayerTokens]:
+        layers = list(layers)
+        if layers != sorted(set(layers)) or not layers or layers[0] < 0 or layers[-1] >= self.depth:
+            raise ValueError(f"layers must be sorted, unique and within 0..{self.depth - 1}: {layers}")
+        options = dict(indices=layers, norm=False, output_fmt="NLC", intermediates_only=True, stop_early=True)
+        images = images.to(self.device)
+        if not self.spec.prefix_layout:
+            # timm returns malformed tuples when prefix tokens are requested from a model without any
+            outputs = self.model.forward_intermediates(images, **options)
+            return [LayerTokens(layer, tokens, None) for layer, tokens in zip(layers, outputs)]
+        outputs = self.model.forward_intermediates(images, return_prefix_tokens=True, **options)
+        return [LayerTokens(layer, patches, prefix) for layer, (patches, prefix) in zip(layers, outputs)]

@@ -1,0 +1,118 @@
+"""Backbone cards: one TOML file per family, listing named variants.
+
+A variant carries everything that changes its features: the architecture, where the weights
+come from (and their checksum when published), the preprocessing the weights were trained with,
+and the token layout. ``depth``/``dim``/``heads`` and the prefix-token layout are declared in the
+card *and* checked against the built model, so a card cannot silently describe another network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aimbench.cards.fields import Fields
+from aimbench.errors import CardError
+
+ADAPTERS = ("timm",)
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Eval-time transform: resize the short side to ``resize_size``, centre-crop ``image_size``."""
+
+    image_size: int
+    resize_size: int
+    interpolation: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "crop": "center"}
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One named variant of a backbone card."""
+
+    name: str
+    family: str
+    adapter: str
+    arch: str
+    weights: str  # "random" | "timm" | "hf-hub:<repo>" | a local file path
+    depth: int
+    dim: int
+    heads: int
+    cls_token: bool
+    registers: int
+    preprocess: Preprocess
+    license: str
+    description: str
+    card_path: Path
+    sha256: str | None = None
+    model_args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prefix_layout(self) -> tuple[str, ...]:
+        """Names of the prefix tokens in model order (cls first, then registers)."""
+        return ("cls",) * self.cls_token + ("register",) * self.registers
+
+
+def _read_preprocess(fields: Fields) -> Preprocess:
+    pre = Preprocess(
+        image_size=fields.int("image_size", minimum=1),
+        resize_size=fields.int("resize_size", minimum=1),
+        interpolation=fields.str("interpolation", choices=INTERPOLATIONS),
+        mean=fields.floats("mean", 3),
+        std=fields.floats("std", 3),
+    )
+    if pre.resize_size < pre.image_size:
+        raise fields.error("resize_size", f"must be >= image_size ({pre.image_size})")
+    if min(pre.std) <= 0:
+        raise fields.error("std", "every value must be positive")
+    fields.reject_unknown()
+    return pre
+
+
+def parse_backbone_card(data: dict[str, Any], path: Path) -> list[BackboneSpec]:
+    """Validate a parsed backbone card and return its variants."""
+    top = Fields(data, path)
+    family = top.str("family")
+    adapter = top.str("adapter", choices=ADAPTERS)
+    license_ = top.str("license")
+    top.str("description", default="")
+    top.str("homepage", default="")
+    family_pre = top.table_of("preprocess", default={}).table
+    variants = top.table_of("variants")
+    top.reject_unknown()
+    if not variants.table:
+        raise CardError(path, "variants", "a card must list at least one variant")
+    specs = []
+    for name in variants.table:
+        v = variants.table_of(name)
+        pre_table = {**family_pre, **v.table_of("preprocess", default={}).table}
+        spec = BackboneSpec(
+            name=name,
+            family=family,
+            adapter=adapter,
+            arch=v.str("arch"),
+            weights=v.str("weights"),
+            depth=v.int("depth", minimum=1),
+            dim=v.int("dim", minimum=1),
+            heads=v.int("heads", minimum=1),
+            cls_token=v.bool("cls_token"),
+            registers=v.int("registers", default=0, minimum=0),
+            preprocess=_read_preprocess(Fields(pre_table, path, v.name("preprocess"))),
+            license=v.str("license", default=license_),
+            description=v.str("description", default=""),
+            card_path=path,
+            sha256=v.str("sha256", default=None),
+            model_args=dict(v.table_of("model_args", default={}).table),
+        )
+        if spec.dim % spec.heads:
+            raise v.error("heads", f"dim {spec.dim} is not divisible by heads {spec.heads}")
+        v.reject_unknown()
+        specs.append(spec)
+    return specs

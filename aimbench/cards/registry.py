@@ -1,0 +1,108 @@
+"""Where cards are found and how names resolve.
+
+Built-in cards ship inside the wheel (``aimbench/_cards``); in a source checkout they are read
+from the repository's ``backbones/`` and ``tasks/``. Users add card directories (each holding
+``backbones/`` and/or ``tasks/``) with ``--cards DIR`` or ``AIMBENCH_CARDS`` (path-separated);
+a user card may shadow a built-in name, and the record keeps the card path either way.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from aimbench.cards.backbone_card import BackboneSpec, parse_backbone_card
+from aimbench.cards.task_card import TaskSpec, parse_task_card
+from aimbench.errors import CardError, UserError, unknown_name
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on Python 3.10
+    import tomli as tomllib
+
+CARDS_ENV = "AIMBENCH_CARDS"
+
+
+def builtin_cards_root() -> Path:
+    """The directory holding the shipped ``backbones/`` and ``tasks/`` folders."""
+    package = Path(__file__).resolve().parents[1]
+    packaged = package / "_cards"
+    return packaged if packaged.is_dir() else package.parent
+
+
+def card_roots(extra: Iterable[Path] = ()) -> list[Path]:
+    """Built-in root first, then ``AIMBENCH_CARDS`` entries, then explicit directories."""
+    env = [Path(p) for p in os.environ.get(CARDS_ENV, "").split(os.pathsep) if p]
+    roots = [builtin_cards_root()]
+    for root in [*env, *extra]:
+        if not root.is_dir():
+            raise UserError(f"card directory '{root}' does not exist")
+        if not (root / "backbones").is_dir() and not (root / "tasks").is_dir():
+            raise UserError(f"card directory '{root}' has neither a backbones/ nor a tasks/ folder")
+        roots.append(root)
+    return roots
+
+
+def read_toml(path: Path) -> dict:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise CardError(path, "<toml>", f"not valid TOML ({exc})") from None
+    except OSError as exc:
+        raise CardError(path, "<file>", f"cannot be read ({exc.strerror})") from None
+
+
+@dataclass
+class Registry:
+    """All known backbone variants and tasks, by name."""
+
+    backbones: dict[str, BackboneSpec]
+    tasks: dict[str, TaskSpec]
+
+    @classmethod
+    def load(cls, extra_dirs: Sequence[Path] = ()) -> Registry:
+        backbones: dict[str, BackboneSpec] = {}
+        tasks: dict[str, TaskSpec] = {}
+        for root in card_roots(extra_dirs):
+            seen: dict[str, Path] = {}
+            for path in sorted((root / "backbones").glob("*.toml")):
+                for spec in parse_backbone_card(read_toml(path), path):
+                    if spec.name in seen:
+                        raise CardError(path, f"variants.{spec.name}", f"also defined in {seen[spec.name]}")
+                    seen[spec.name] = path
+                    backbones[spec.name] = spec
+            for path in sorted((root / "tasks").glob("*.toml")):
+                spec = parse_task_card(read_toml(path), path)
+                tasks[spec.name] = spec
+        return cls(backbones=backbones, tasks=tasks)
+
+    def backbone(self, name: str) -> BackboneSpec:
+        if name not in self.backbones:
+            raise unknown_name("backbone", name, self.backbones)
+        return self.backbones[name]
+
+    def suites(self) -> dict[str, list[str]]:
+        suites: dict[str, list[str]] = {}
+        for task in self.tasks.values():
+            for suite in task.suites:
+                suites.setdefault(suite, []).append(task.name)
+        return suites
+
+    def task(self, name: str) -> TaskSpec:
+        if name not in self.tasks:
+            raise unknown_name("task", name, [*self.tasks, *self.suites()])
+        return self.tasks[name]
+
+    def expand_tasks(self, names: Iterable[str]) -> list[TaskSpec]:
+        """Resolve task and suite names, in order, without duplicates."""
+        suites = self.suites()
+        out: dict[str, TaskSpec] = {}
+        for name in names:
+            members = suites.get(name, [name]) if name not in self.tasks else [name]
+            for member in members:
+                out.setdefault(member, self.task(member))
+        return list(out.values())

@@ -1,0 +1,200 @@
+"""The ``aimbench`` command line: a thin layer over the library.
+
+User errors (``UserError``) print one ``error: ...`` line on stderr and exit with code 2;
+Ctrl-C during an evaluation exits with 130 and never leaves a partial record.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from aimbench.cards.registry import CARDS_ENV, Registry
+from aimbench.errors import UserError
+from aimbench.launch.cells import plan_cells
+from aimbench.probes.config import LinearProbeConfig
+from aimbench.report import FORMATS, cell_summaries, layer_table, leaderboard, to_csv, to_markdown, to_rich
+from aimbench.report.listing import backbone_listing, task_listing
+from aimbench.store import connect, read_record
+
+if TYPE_CHECKING:
+    from aimbench.launch.run_cell import RunOptions
+
+app = typer.Typer(
+    name="aimbench",
+    help="Layer-wise frozen-backbone probing (the AIM paper's protocol), with results in DuckDB.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,
+)
+# wide when piped, so names and numbers in logs are never cut to '…'
+console = Console(width=None if sys.stdout.isatty() else 200)
+
+DEMO_BACKBONES = ("vit-tiny-cls", "vit-tiny-reg")
+DEMO_TASK = "digits"
+
+CardsOption = Annotated[
+    Optional[list[Path]],
+    typer.Option("--cards", help=f"Extra card directory with backbones/ and/or tasks/ (repeatable; also ${CARDS_ENV}).", show_default=False),
+]
+ResultsOption = Annotated[
+    Path,
+    typer.Option("--results", envvar="AIMBENCH_RESULTS", help="Results home; records go to DIR/runs/."),
+]
+
+
+class ListKind(str, Enum):
+    backbones = "backbones"
+    tasks = "tasks"
+
+
+class ReportFormat(str, Enum):
+    table = "table"
+    markdown = "markdown"
+    csv = "csv"
+
+
+assert {f.value for f in ReportFormat} == set(FORMATS)
+
+
+def _split(values: str) -> list[str]:
+    return [v.strip() for v in values.split(",") if v.strip()]
+
+
+@app.command("ls")
+def list_cards(
+    kind: Annotated[ListKind, typer.Argument(help="What to list.")],
+    pattern: Annotated[Optional[str], typer.Argument(help="Substring or glob filter on names.")] = None,
+    cards: CardsOption = None,
+) -> None:
+    """List known backbone variants or tasks.
+
+    [bold]Examples[/bold]
+
+      aimbench ls backbones
+
+      aimbench ls backbones 'dinov2-*'
+
+      aimbench ls tasks --cards ./my-cards
+    """
+    registry = Registry.load(cards or ())
+    table = backbone_listing(registry, pattern) if kind is ListKind.backbones else task_listing(registry, pattern)
+    console.print(to_rich(table))
+
+
+def _evaluate(
+    backbones: list[str], tasks: list[str], seeds: list[int], layers: str, limit: Optional[int],
+    weights: Optional[str], config: LinearProbeConfig, options: "RunOptions", overwrite: bool,
+) -> None:  # fmt: skip
+    from aimbench.launch.local import run_local  # imports torch: only when evaluating
+
+    registry = Registry.load(options.card_dirs)
+    cells = plan_cells(registry, backbones, tasks, "linear", seeds, layers, limit, weights, config)
+    console.print(f"[bold]{len(cells)} cell(s)[/bold] → {options.results_dir / 'runs'}")
+    current = cells[0]
+    try:
+        for index, outcome in enumerate(run_local(cells, options, overwrite, console), start=1):
+            status = "skipped: record exists (use --overwrite to re-run)" if outcome.skipped else "done"
+            console.print(f"[{index}/{len(cells)}] {outcome.cell.key} {status}")
+            console.print(to_rich(layer_table(read_record(outcome.record))))
+            current = cells[index] if index < len(cells) else current
+    except KeyboardInterrupt:
+        print(f"interrupted: no record written for {current.key}; finished cells are kept", file=sys.stderr)
+        raise typer.Exit(130) from None
+
+
+@app.command("eval")
+def evaluate(
+    backbone: Annotated[str, typer.Option("--backbone", "-b", help="Backbone variant(s), comma-separated.")],
+    tasks: Annotated[str, typer.Option("--tasks", "-t", help="Task(s) or suite(s), comma-separated.")],
+    layers: Annotated[str, typer.Option(help="all | last | block indices like 0,5,-1.")] = "all",
+    limit: Annotated[Optional[int], typer.Option(help="Cap images per split (smoke runs; recorded).")] = None,
+    seed: Annotated[str, typer.Option(help="Seed(s), comma-separated; each is its own cell.")] = "0",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
+    results: ResultsOption = Path("results"),
+    data_root: Annotated[Optional[Path], typer.Option(envvar="AIMBENCH_DATA_ROOT", help="Where local dataset copies live.")] = None,
+    weights: Annotated[Optional[str], typer.Option(help="Override the card's weights: random | timm | PATH.")] = None,
+    epochs: Annotated[int, typer.Option(help="Probe training epochs.")] = LinearProbeConfig.epochs,
+    batch_size: Annotated[int, typer.Option(help="Images per backbone forward.")] = 64,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Re-run cells whose record already exists.")] = False,
+    cards: CardsOption = None,
+) -> None:
+    """Probe every selected layer of frozen backbones on tasks; one record per cell.
+
+    [bold]Examples[/bold]
+
+      aimbench eval --backbone vit-tiny-cls --tasks digits
+
+      aimbench eval -b vit-tiny-cls,vit-tiny-reg -t digits,fashion-mnist --limit 2000
+
+      aimbench eval -b dinov2-vits14 -t fashion-mnist --layers 0,6,-1 --seed 0,1,2 --device cuda
+    """
+    try:
+        seeds = [int(s) for s in _split(seed)]
+    except ValueError:
+        raise UserError(f"bad --seed '{seed}': use integers like 0 or 0,1,2") from None
+    from aimbench.launch.run_cell import RunOptions
+
+    options = RunOptions(results, data_root, tuple(cards or ()), device, batch_size, workers)
+    config = LinearProbeConfig(epochs=epochs)
+    _evaluate(_split(backbone), _split(tasks), seeds, layers, limit, weights, config, options, overwrite)
+
+
+@app.command("report")
+def report(
+    results: ResultsOption = Path("results"),
+    format: Annotated[ReportFormat, typer.Option("--format", "-f", help="table | markdown | csv (long form).")] = ReportFormat.table,
+    probe: Annotated[Optional[str], typer.Option(help="Only this probe kind.")] = None,
+) -> None:
+    """Leaderboard of the newest record per cell: backbones x tasks, best and last layer.
+
+    [bold]Examples[/bold]
+
+      aimbench report
+
+      aimbench report --format markdown > leaderboard.md
+
+      aimbench report --format csv --results /shared/aimbench
+    """
+    summaries = cell_summaries(connect(results), probe)
+    if format is ReportFormat.csv:
+        sys.stdout.write(to_csv(summaries))
+    elif format is ReportFormat.markdown:
+        sys.stdout.write(to_markdown(leaderboard(summaries)))
+    else:
+        console.print(to_rich(leaderboard(summaries)))
+
+
+@app.command("demo")
+def demo(results: ResultsOption = Path("results"), overwrite: bool = False) -> None:
+    """Evaluate two tiny random-init ViTs layer by layer on scikit-learn's digits, offline, then report."""
+    from aimbench.launch.run_cell import RunOptions
+
+    options = RunOptions(results_dir=results, device="cpu")
+    _evaluate(list(DEMO_BACKBONES), [DEMO_TASK], [0], "all", None, None, LinearProbeConfig(), options, overwrite)
+    console.print(to_rich(leaderboard(cell_summaries(connect(results)))))
+
+
+def main() -> None:
+    """Console-script entry point: one clean line for user errors, tracebacks only for bugs."""
+    try:
+        app()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except duckdb_error() as exc:
+        print(f"error: cannot read the run records: {str(exc).splitlines()[0]}", file=sys.stderr)
+        sys.exit(2)
+
+
+def duckdb_error() -> type[Exception]:
+    import duckdb
+
+    return duckdb.Error

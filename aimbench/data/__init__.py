@@ -1,0 +1,24 @@
+"""Datasets for tasks: sources, split carving and the torch view of images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from aimbench.cards.task_card import TaskSpec
+from aimbench.data.images import LabelledImages, TransformedImages
+from aimbench.data.sources import load_source
+from aimbench.data.splits import TaskSplits, carve_splits
+
+DATA_ROOT_ENV = "AIMBENCH_DATA_ROOT"
+
+__all__ = ["LabelledImages", "TaskSplits", "TransformedImages", "default_data_root", "load_task"]
+
+
+def default_data_root() -> Path:
+    return Path(os.environ.get(DATA_ROOT_ENV, Path.home() / ".cache" / "aimbench" / "data"))
+
+
+def load_task(task: TaskSpec, data_root: Path | None = None, limit: int | None = None) -> TaskSplits:
+    """Load a task's train/val/test as its card defines them."""
+    return carve_splits(task, load_source(task, data_root or default_data_root()), limit)

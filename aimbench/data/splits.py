@@ -1,0 +1,74 @@
+"""Forming train / val / test from a loaded source, exactly as the task card says.
+
+val is either the official split or a stratified fraction of train carved with the card's fixed
+seed (independent of the run seed, so every run sees the same val); the carved val is disjoint
+from train by construction and test is never touched. Split sizes are checked against the card
+so a different or incomplete copy of a dataset fails instead of producing a different number.
+``limit`` then caps every split with a fixed-seed random subset for smoke runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from aimbench.cards.task_card import TaskSpec
+from aimbench.data.images import LabelledImages
+from aimbench.data.sources import LoadedSource
+from aimbench.errors import UserError
+
+LIMIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class TaskSplits:
+    train: LabelledImages
+    val: LabelledImages
+    test: LabelledImages
+    source: str
+    revision: str
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+
+def _split(loaded: LoadedSource, name: str, task: TaskSpec) -> LabelledImages:
+    if name not in loaded.splits:
+        raise UserError(
+            f"task '{task.name}': split '{name}' not in {loaded.source} (has {', '.join(sorted(loaded.splits))})"
+        )
+    return loaded.splits[name]
+
+
+def _cap(images: LabelledImages, limit: int | None) -> LabelledImages:
+    if limit is None or len(images) <= limit:
+        return images
+    rng = np.random.default_rng(LIMIT_SEED)
+    return images.subset(np.sort(rng.choice(len(images), size=limit, replace=False)))
+
+
+def carve_splits(task: TaskSpec, loaded: LoadedSource, limit: int | None = None) -> TaskSplits:
+    train = _split(loaded, task.train_split, task)
+    test = _split(loaded, task.test_split, task)
+    if task.val.split is not None:
+        val = _split(loaded, task.val.split, task)
+    else:
+        train_pos, val_pos = train_test_split(
+            np.arange(len(train)),
+            test_size=task.val.fraction,
+            random_state=task.val.seed,
+            stratify=train.labels,
+        )
+        train, val = train.subset(np.sort(train_pos)), train.subset(np.sort(val_pos))
+    sizes = {"train": len(train), "val": len(val), "test": len(test)}
+    if sizes != task.expected_sizes:
+        raise UserError(
+            f"task '{task.name}': {loaded.source} gives split sizes {sizes}, the card expects "
+            f"{task.expected_sizes}; the local copy is incomplete or a different version"
+        )
+    for name, split in (("train", train), ("val", val), ("test", test)):
+        if len(split.labels) and (split.labels.min() < 0 or split.labels.max() >= task.num_classes):
+            raise UserError(f"task '{task.name}': {name} labels fall outside 0..{task.num_classes - 1}")
+    return TaskSplits(_cap(train, limit), _cap(val, limit), _cap(test, limit), loaded.source, loaded.revision)

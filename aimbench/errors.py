@@ -1,0 +1,37 @@
+"""User-facing errors.
+
+Anything a user can fix (a misspelt name, a malformed card, missing data or weights) raises
+:class:`UserError`. The CLI turns it into one line on stderr and exit code 2; library callers
+get a normal exception with the same message. Bugs stay ordinary exceptions with tracebacks.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class UserError(Exception):
+    """An error caused by the user's input, reported as one line without a traceback."""
+
+    exit_code = 2
+
+
+class CardError(UserError):
+    """A card file that does not validate; the message names the file and the field."""
+
+    def __init__(self, path: object, field: str, problem: str) -> None:
+        self.path = str(path)
+        self.field = field
+        super().__init__(f"{self.path}: field '{field}': {problem}")
+
+
+def unknown_name(kind: str, name: str, known: Iterable[str]) -> UserError:
+    """Build the error for an unknown name, listing the closest known names."""
+    known = sorted(known)
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    if close:
+        hint = "did you mean: " + ", ".join(close) + "?"
+    else:
+        hint = f"see 'aimbench ls {kind}s' ({len(known)} known)"
+    return UserError(f"unknown {kind} '{name}'; {hint}")

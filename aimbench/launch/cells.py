@@ -1,0 +1,117 @@
+"""Cells: the unit of evaluation (backbone x task x probe x seed) and its identity.
+
+A cell's identity is everything that defines its number: the content of the backbone and task
+cards (not their paths), the weights, the layer selection, the image limit, the probe config
+and the seed. Its hash names the record file, so finished cells are found and skipped without
+running anything, and a changed card or option never reuses a stale result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aimbench.cards.registry import Registry
+from aimbench.errors import UserError
+from aimbench.hashing import file_sha256
+from aimbench.probes.config import LinearProbeConfig
+
+PROBES = ("linear",)
+
+
+def parse_layers(spec: str, depth: int) -> list[int]:
+    """``all`` | ``last`` | comma-separated block indices (negative counts from the end)."""
+    if spec == "all":
+        return list(range(depth))
+    if spec == "last":
+        return [depth - 1]
+    layers = set()
+    for part in spec.split(","):
+        try:
+            index = int(part.strip())
+        except ValueError:
+            raise UserError(f"bad --layers '{spec}': use all, last, or block indices like 0,5,-1") from None
+        if not -depth <= index < depth:
+            raise UserError(f"bad --layers '{spec}': block {index} is outside 0..{depth - 1} (depth {depth})")
+        layers.add(index % depth)
+    return sorted(layers)
+
+
+def _card_content(spec: Any) -> dict[str, Any]:
+    content = dataclasses.asdict(spec)
+    content.pop("card_path")
+    return content
+
+
+@dataclass(frozen=True)
+class Cell:
+    backbone: str
+    task: str
+    probe: str
+    seed: int
+    layers: str = "all"
+    limit: int | None = None
+    weights: str | None = None  # overrides the card's weights source
+    probe_config: LinearProbeConfig = field(default_factory=LinearProbeConfig)
+
+    @property
+    def key(self) -> str:
+        return f"{self.backbone}|{self.task}|{self.probe}|{self.seed}"
+
+    def identity(self, registry: Registry) -> dict[str, Any]:
+        weights = self.weights
+        if weights not in (None, "random", "timm") and Path(weights).is_file():
+            weights = f"{weights}#sha256={file_sha256(Path(weights))}"
+        return {
+            "backbone": _card_content(registry.backbone(self.backbone)),
+            "task": _card_content(registry.task(self.task)),
+            "probe": self.probe,
+            "probe_config": self.probe_config.as_dict(),
+            "seed": self.seed,
+            "layers": self.layers,
+            "limit": self.limit,
+            "weights": weights,
+        }
+
+    def config_hash(self, registry: Registry) -> str:
+        blob = json.dumps(self.identity(registry), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def record_name(self, registry: Registry) -> str:
+        return f"{self.backbone}__{self.task}__{self.probe}__seed{self.seed}__{self.config_hash(registry)}.json"
+
+
+def plan_cells(
+    registry: Registry,
+    backbones: Sequence[str],
+    tasks: Sequence[str],
+    probe: str = "linear",
+    seeds: Sequence[int] = (0,),
+    layers: str = "all",
+    limit: int | None = None,
+    weights: str | None = None,
+    probe_config: LinearProbeConfig | None = None,
+) -> list[Cell]:
+    """Expand the matrix, validating every name and option before anything runs."""
+    if probe not in PROBES:
+        raise UserError(f"unknown probe '{probe}'; available: {', '.join(PROBES)}")
+    if weights is not None and len(backbones) != 1:
+        raise UserError("--weights applies to exactly one backbone")
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be a positive number of images, got {limit}")
+    specs = [registry.backbone(name) for name in backbones]
+    task_specs = registry.expand_tasks(tasks)
+    for spec in specs:
+        parse_layers(layers, spec.depth)  # fail now, not after loading data
+    config = probe_config or LinearProbeConfig()
+    return [
+        Cell(spec.name, task.name, probe, seed, layers, limit, weights, config)
+        for spec in specs
+        for task in task_specs
+        for seed in seeds
+    ]

@@ -1,0 +1,2 @@
+"""Probes on frozen features: pooled feature extraction (``features``), the multi-head linear
+probe (``linear``) and its hyper-parameters (``config``)."""
