@@ -92,13 +92,13 @@ def _evaluate(
     backbones: list[str], tasks: list[str], seeds: list[int], layers: str, limit: Optional[int],
     weights: Optional[str], config: LinearProbeConfig, options: "RunOptions", overwrite: bool,
 ) -> None:  # fmt: skip
-    from aimbench.launch.local import run_local  # imports torch: only when evaluating
-
     registry = Registry.load(options.card_dirs)
     cells = plan_cells(registry, backbones, tasks, "linear", seeds, layers, limit, weights, config)
     console.print(f"[bold]{len(cells)} cell(s)[/bold] → {options.results_dir / 'runs'}")
     current = cells[0]
     try:
+        from aimbench.launch.local import run_local  # imports torch: only when evaluating
+
         for index, outcome in enumerate(run_local(cells, options, overwrite, console), start=1):
             status = "skipped: record exists (use --overwrite to re-run)" if outcome.skipped else "done"
             console.print(f"[{index}/{len(cells)}] {outcome.cell.key} {status}")

@@ -1,0 +1,24 @@
+# Two entry points for a new user; both create .venv on first use.
+#   make demo   run the main job (layer-wise eval of two tiny backbones on digits), offline
+#   make test   run the test suite, offline
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+
+.PHONY: demo test clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(OFFLINE) $(BIN)/aimbench demo
+
+test: $(STAMP)
+	$(OFFLINE) $(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) results/runs .pytest_cache

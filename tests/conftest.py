@@ -1,0 +1,71 @@
+"""Shared fixtures: offline environment, tiny cards, and a runner for the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+TINY_BACKBONE_CARD = """
+family = "testfam"
+adapter = "timm"
+license = "Apache-2.0"
+
+[preprocess]
+image_size = 16
+resize_size = 16
+interpolation = "bilinear"
+mean = [0.5, 0.5, 0.5]
+std = [0.5, 0.5, 0.5]
+
+[variants.micro-cls]
+arch = "vit_tiny_patch16_224"
+weights = "random"
+model_args = { img_size = 16, patch_size = 4, embed_dim = 32, depth = 3, num_heads = 2 }
+depth = 3
+dim = 32
+heads = 2
+cls_token = true
+
+[variants.micro-patches]
+arch = "vit_tiny_patch16_224"
+weights = "random"
+model_args = { img_size = 16, patch_size = 4, embed_dim = 32, depth = 3, num_heads = 2, class_token = false, global_pool = "avg" }
+depth = 3
+dim = 32
+heads = 2
+cls_token = false
+"""
+
+
+def write_card(root: Path, kind: str, name: str, text: str) -> Path:
+    """Write a card file under ``root/kind/name.toml`` and return it."""
+    path = root / kind / f"{name}.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def tiny_cards(tmp_path: Path) -> Path:
+    """A user card directory with two micro ViTs (16 px, 3 blocks) for fast tests."""
+    root = tmp_path / "cards"
+    write_card(root, "backbones", "testfam", TINY_BACKBONE_CARD)
+    return root
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the installed ``aimbench`` console script as a user would."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})}
+    script = Path(sys.executable).with_name("aimbench")
+    return subprocess.run(
+        [str(script), *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout
+    )

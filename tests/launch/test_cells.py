@@ -1,0 +1,79 @@
+"""Cells: layer specs, the identity that names records, and up-front validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import TINY_BACKBONE_CARD, write_card
+
+from aimbench.cards.registry import Registry
+from aimbench.errors import UserError
+from aimbench.launch.cells import Cell, parse_layers, plan_cells
+from aimbench.probes.config import LinearProbeConfig
+
+
+@pytest.mark.parametrize(
+    ("spec", "layers"),
+    [("all", [0, 1, 2, 3, 4, 5]), ("last", [5]), ("0,5", [0, 5]), ("-1,0,-1", [0, 5]), (" 2 , 3 ", [2, 3])],
+)
+def test_parse_layers(spec: str, layers: list[int]) -> None:
+    assert parse_layers(spec, 6) == layers
+
+
+@pytest.mark.parametrize(("spec", "message"), [("6", "outside 0..5"), ("-7", "outside 0..5"), ("best", "use all, last"), ("1,,x", "use all, last")])
+def test_parse_layers_rejects_bad_specs(spec: str, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        parse_layers(spec, 6)
+
+
+def test_plan_expands_the_matrix_and_validates_first(tiny_cards: Path) -> None:
+    registry = Registry.load([tiny_cards])
+    cells = plan_cells(registry, ["micro-cls", "micro-patches"], ["smoke"], seeds=[0, 1], layers="last", limit=10)
+    assert [c.key for c in cells] == [
+        f"{b}|{t}|linear|{s}" for b in ("micro-cls", "micro-patches") for t in ("digits", "fashion-mnist") for s in (0, 1)
+    ]
+    with pytest.raises(UserError, match="outside 0..2"):
+        plan_cells(registry, ["micro-cls"], ["digits"], layers="3")
+    with pytest.raises(UserError, match="unknown task"):
+        plan_cells(registry, ["micro-cls"], ["digits", "nope"])
+    with pytest.raises(UserError, match="exactly one backbone"):
+        plan_cells(registry, ["micro-cls", "micro-patches"], ["digits"], weights="w.pt")
+    with pytest.raises(UserError, match="positive"):
+        plan_cells(registry, ["micro-cls"], ["digits"], limit=0)
+    with pytest.raises(UserError, match="unknown probe"):
+        plan_cells(registry, ["micro-cls"], ["digits"], probe="attentive")
+
+
+def test_config_hash_covers_everything_that_changes_the_number(tmp_path: Path, tiny_cards: Path) -> None:
+    registry = Registry.load([tiny_cards])
+    base = Cell("micro-cls", "digits", "linear", 0)
+    variants = [
+        Cell("micro-cls", "digits", "linear", 1),
+        Cell("micro-cls", "digits", "linear", 0, layers="last"),
+        Cell("micro-cls", "digits", "linear", 0, limit=100),
+        Cell("micro-cls", "digits", "linear", 0, weights="random"),
+        Cell("micro-cls", "digits", "linear", 0, probe_config=LinearProbeConfig(epochs=3)),
+    ]
+    hashes = {base.config_hash(registry)} | {v.config_hash(registry) for v in variants}
+    assert len(hashes) == 1 + len(variants)
+    assert base.config_hash(registry) == Cell("micro-cls", "digits", "linear", 0).config_hash(registry)
+
+    # the same card content at another path hashes the same; edited content does not
+    moved = tmp_path / "moved"
+    write_card(moved, "backbones", "testfam", TINY_BACKBONE_CARD)
+    assert base.config_hash(Registry.load([moved])) == base.config_hash(registry)
+    edited = tmp_path / "edited"
+    write_card(edited, "backbones", "testfam", TINY_BACKBONE_CARD.replace("std = [0.5, 0.5, 0.5]", "std = [0.25, 0.5, 0.5]"))
+    assert base.config_hash(Registry.load([edited])) != base.config_hash(registry)
+
+
+def test_weights_file_content_is_part_of_the_identity(tmp_path: Path, tiny_cards: Path) -> None:
+    registry = Registry.load([tiny_cards])
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"one")
+    cell = Cell("micro-cls", "digits", "linear", 0, weights=str(weights))
+    first = cell.config_hash(registry)
+    weights.write_bytes(b"two!")
+    assert cell.config_hash(registry) != first
+    assert cell.record_name(registry).startswith("micro-cls__digits__linear__seed0__")
