@@ -101,6 +101,7 @@ def test_report_formats_and_latest_wins_across_configurations(tmp_path: Path, ti
         (("eval", "-b", "vit-tiny-cls", "-t", "digits", "--layers", "9"), ("block 9 is outside 0..5",)),
         (("eval", "-b", "vit-tiny-cls", "-t", "digits", "--seed", "x"), ("bad --seed",)),
         (("eval", "-b", "vit-tiny-cls", "-t", "digits", "--weights", "/no/such.safetensors"), ("does not exist",)),
+        (("eval", "-b", "dinov2-vits14", "-t", "digits"), ("not available offline", "--weights PATH")),
         (("report",), ("no run records", "aimbench eval")),
     ],
 )
