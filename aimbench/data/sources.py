@@ -3,13 +3,14 @@
 Each source kind either returns the named splits or raises :class:`SourceUnavailable` with the
 exact step that would provide the data; the task loader tries a card's sources in order and,
 if none is available, reports all the ways at once. Every loaded source carries a revision
-(a pinned hub revision or a content hash) that is recorded with the results.
+(a pinned hub revision, a content hash, or for image folders a listing hash) that is recorded with the results.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +63,7 @@ def _read_idx(path: Path, expected_dims: int) -> np.ndarray:
     """Parse an IDX file (optionally gzipped) of unsigned bytes."""
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise UserError(f"corrupt data file {path}: {exc}") from None
     if len(raw) < 4 or raw[0:2] != b"\x00\x00" or raw[2] != 0x08 or raw[3] != expected_dims:
         raise UserError(f"corrupt data file {path}: not an IDX file of {expected_dims}-d unsigned bytes")
@@ -114,8 +115,12 @@ def _imagefolder(spec: SourceSpec, data_root: Path) -> LoadedSource:
     folder = data_root / spec.options["dir"]
     if not folder.is_dir():
         raise SourceUnavailable(f"put one sub-folder per split, each with one folder per class, in {folder}")
+    # a listing hash (path, size, mtime), not a content hash: hashing every image of a large folder
+    # on every run would cost more than the evaluation; an image replaced in place still changes it
     files = sorted(p for p in folder.rglob("*") if p.is_file())
-    listing = "\n".join(f"{p.relative_to(folder)}:{p.stat().st_size}" for p in files).encode()
+    listing = "\n".join(
+        f"{p.relative_to(folder)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files
+    ).encode()
     loaded = datasets.load_dataset("imagefolder", data_dir=str(folder))
     return LoadedSource(_hf_splits(loaded, "image", "label", str(folder)), f"imagefolder:{folder}", _digest(listing))
 

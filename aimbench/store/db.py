@@ -1,9 +1,9 @@
 """DuckDB over the record files: views, not a database that jobs write.
 
 Jobs only ever write their own record file, so any number of them and any number of readers
-run without lock contention. Each query session builds these views:
+run without lock contention. Each query session builds these relations:
 
-- ``runs``: every record (one row per record file);
+- ``runs``: every record (one row per record file, read once per session);
 - ``latest``: the newest record per ``cell_key`` (re-runs never duplicate a cell);
 - ``layer_metrics``: ``latest`` unnested to one row per (cell, layer).
 """
@@ -21,13 +21,15 @@ from aimbench.store.records import RECORD_GLOB, runs_dir
 def connect(results_dir: Path) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the views above over ``results_dir``'s records."""
     folder = runs_dir(results_dir)
-    if not any(folder.glob(RECORD_GLOB)):
+    # an explicit file list, not a glob string: a '[' or '*' in the results path must stay literal
+    files = sorted(str(path) for path in folder.glob(RECORD_GLOB))
+    if not files:
         raise UserError(f"no run records in {folder}; run 'aimbench eval' (or 'aimbench demo') first")
-    pattern = str(folder / RECORD_GLOB).replace("'", "''")
     con = duckdb.connect(":memory:")
     con.execute(
-        f"CREATE VIEW runs AS SELECT * FROM read_json('{pattern}', format='auto', union_by_name=true, "
-        "maximum_object_size=67108864)"
+        "CREATE TEMP TABLE runs AS SELECT * FROM read_json($files, format='auto', union_by_name=true, "
+        "maximum_object_size=67108864)",
+        {"files": files},
     )
     con.execute(
         "CREATE VIEW latest AS SELECT * FROM runs "

@@ -1,0 +1,148 @@
+"""Run records: atomic writes that leave either the whole record or nothing."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from aimbench.store import records
+from aimbench.store.records import (
+    RECORD_GLOB,
+    SCHEMA_VERSION,
+    new_record_header,
+    read_record,
+    record_path,
+    runs_dir,
+    write_record_atomic,
+)
+
+
+def sample_record(**extra) -> dict:
+    record = {
+        **new_record_header("tiny|digits|linear|0", "cafe1234"),
+        "backbone": "tiny",
+        "task": "digits",
+        "probe": "linear",
+        "seed": 0,
+        "best_test_top1": 0.875,
+        "layers": [{"layer": i, "token": "cls", "lr": 0.1, "weight_decay": 0.0, "val_top1": 0.5 + i / 10, "test_top1": 0.4} for i in range(3)],
+        "note": "ünïcode ✓",
+    }
+    record.update(extra)
+    return record
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_paths_and_header() -> None:
+    results = Path("/somewhere/results")
+    assert runs_dir(results) == results / "runs"
+    assert record_path(results, "a__b.json") == results / "runs" / "a__b.json"
+    header = new_record_header("bb|task|linear|3", "abc")
+    assert header["schema_version"] == SCHEMA_VERSION == 1
+    assert header["cell_key"] == "bb|task|linear|3" and header["config_hash"] == "abc"
+    assert uuid.UUID(hex=header["record_id"]).version == 4
+    assert header["record_id"] != new_record_header("x", "y")["record_id"]
+    created = datetime.fromisoformat(header["created_at"])
+    assert created.utcoffset() == timedelta(0)
+    assert abs(datetime.now(timezone.utc) - created) < timedelta(minutes=1)
+
+
+def test_write_then_read_round_trips(tmp_path: Path) -> None:
+    path = record_path(tmp_path / "results", "tiny|digits|linear|0__cafe1234.json")
+    record = sample_record()
+    write_record_atomic(path, record)  # creates runs/ on the way
+    assert read_record(path) == record
+    assert json.loads(path.read_text(encoding="utf-8")) == record
+    assert path.read_text(encoding="utf-8").endswith("}\n")
+    assert listing(path.parent) == [path.name]
+
+
+def test_rewrite_replaces_the_whole_file(tmp_path: Path) -> None:
+    path = tmp_path / "runs" / "cell.json"
+    write_record_atomic(path, sample_record(padding="x" * 5000))
+    smaller = {"cell_key": "c", "value": 1}
+    write_record_atomic(path, smaller)
+    assert read_record(path) == smaller
+    assert listing(path.parent) == ["cell.json"]
+
+
+def test_while_writing_only_a_hidden_part_file_exists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "runs" / "cell.json"
+    record = sample_record()
+    seen = {}
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        folder = path.parent
+        seen["names"] = listing(folder)
+        seen["matching"] = sorted(p.name for p in folder.glob(RECORD_GLOB))
+        seen["part"] = json.loads((folder / ".cell.json.part").read_text(encoding="utf-8"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(records.os, "fsync", spy)
+    write_record_atomic(path, record)
+    assert seen["names"] == [".cell.json.part"]
+    assert seen["matching"] == []  # the read pattern never sees a record being written
+    assert seen["part"] == record  # flushed before fsync and rename
+    assert listing(path.parent) == ["cell.json"]
+    assert not fnmatch.fnmatch(".cell.json.part", RECORD_GLOB)
+
+
+def test_unserialisable_record_leaves_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "runs" / "cell.json"
+    record = sample_record(bad=object())  # json fails after part of the record was written
+    with pytest.raises(TypeError):
+        write_record_atomic(path, record)
+    assert listing(path.parent) == []
+
+
+def test_failed_rewrite_keeps_the_previous_record(tmp_path: Path) -> None:
+    path = tmp_path / "runs" / "cell.json"
+    old = sample_record()
+    write_record_atomic(path, old)
+    with pytest.raises(TypeError):
+        write_record_atomic(path, sample_record(bad={1, 2}))
+    assert read_record(path) == old
+    assert listing(path.parent) == ["cell.json"]
+
+
+def test_failing_rename_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "runs" / "cell.json"
+
+    def broken_replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(records.os, "replace", broken_replace)
+    with pytest.raises(OSError, match="No space left"):
+        write_record_atomic(path, sample_record())
+    assert listing(path.parent) == []
+
+
+@pytest.mark.parametrize("where", ["dump", "fsync"])
+def test_keyboard_interrupt_mid_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    path = tmp_path / "runs" / "cell.json"
+
+    def interrupted_dump(obj, handle, **kwargs):
+        handle.write('{"cell_key": "half a rec')
+        handle.flush()
+        raise KeyboardInterrupt
+
+    def interrupted_fsync(fd):
+        raise KeyboardInterrupt
+
+    if where == "dump":
+        monkeypatch.setattr(records.json, "dump", interrupted_dump)
+    else:
+        monkeypatch.setattr(records.os, "fsync", interrupted_fsync)
+    with pytest.raises(KeyboardInterrupt):
+        write_record_atomic(path, sample_record())
+    assert listing(path.parent) == []
