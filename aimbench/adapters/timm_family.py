@@ -26,8 +26,11 @@ RANDOM_INIT_SEED = 0
 
 
 def _create(spec: BackboneSpec, pretrained: bool) -> nn.Module:
+    """Build the model with a fixed init seed, leaving the caller's RNG state untouched."""
     try:
-        return timm.create_model(spec.arch, pretrained=pretrained, num_classes=0, **spec.model_args)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            return timm.create_model(spec.arch, pretrained=pretrained, num_classes=0, **spec.model_args)
     except RuntimeError as exc:
         if "Unknown model" in str(exc):
             raise CardError(spec.card_path, f"variants.{spec.name}.arch", str(exc)) from None
@@ -36,11 +39,16 @@ def _create(spec: BackboneSpec, pretrained: bool) -> nn.Module:
         raise CardError(spec.card_path, f"variants.{spec.name}.model_args", str(exc)) from None
 
 
-def _create_with_weights(spec: BackboneSpec, weights: str) -> tuple[nn.Module, WeightsInfo]:
+def _weights_path(spec: BackboneSpec, override: str | None) -> Path:
+    """A card's relative path is relative to the card's folder; an override to the working dir."""
+    path = Path(override or spec.weights).expanduser()
+    return path if override or path.is_absolute() else spec.card_path.parent / path
+
+
+def _create_with_weights(spec: BackboneSpec, override: str | None) -> tuple[nn.Module, WeightsInfo]:
+    weights = override or spec.weights
     if weights == "random":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_INIT_SEED)
-            model = _create(spec, pretrained=False)
+        model = _create(spec, pretrained=False)
         return model, WeightsInfo(f"random-init:seed{RANDOM_INIT_SEED}", state_dict_sha256(model.state_dict()))
     if weights == "timm":
         try:
@@ -52,12 +60,12 @@ def _create_with_weights(spec: BackboneSpec, weights: str) -> tuple[nn.Module, W
                 "(unset HF_HUB_OFFLINE), or pass --weights PATH to a local file"
             ) from None
         return model, WeightsInfo(f"timm:{spec.arch}", state_dict_sha256(model.state_dict()))
-    path = Path(weights).expanduser()
+    path = _weights_path(spec, override)
     model = _create(spec, pretrained=False)
     if not path.is_file():
         raise UserError(f"weights file '{path}' for '{spec.name}' does not exist")
     digest = file_sha256(path)
-    if weights == spec.weights:  # a published checksum belongs to the card's own file only
+    if _weights_path(spec, None) == path:  # a published checksum belongs to the card's own file
         verify_checksum(path, digest, spec.sha256)
     state = load_state_dict_file(path)
     classifier = model.pretrained_cfg.get("classifier")
@@ -91,7 +99,7 @@ class TimmBackbone(Backbone):
     """A timm ViT; features are raw block outputs (``norm=False``), as the AIM protocol reads them."""
 
     def __init__(self, spec: BackboneSpec, weights: str | None = None) -> None:
-        model, info = _create_with_weights(spec, weights or spec.weights)
+        model, info = _create_with_weights(spec, weights)
         check_against_card(spec, model)
         super().__init__(spec, model, info)
 

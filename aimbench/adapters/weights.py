@@ -47,7 +47,8 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except (SafetensorError, pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError) as exc:
+    # torch's readers surface damage as many types (a truncated zip is an OSError, a text file a KeyError)
+    except (SafetensorError, pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, KeyError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot load weights file '{path}': {first_line}") from None
     for key in ("state_dict", "model"):  # common training-checkpoint wrappers

@@ -66,5 +66,6 @@ def extract_pooled(
             chunks.append(torch.stack(pooled, dim=1).float().cpu())
             if on_batch is not None:
                 on_batch(len(batch))
-    features = torch.cat(chunks) if chunks else torch.empty(0, len(layers), backbone.dim)
+    width = len(feature_sources(backbone, layers))
+    features = torch.cat(chunks) if chunks else torch.empty(0, width, backbone.dim)
     return PooledFeatures(features, torch.as_tensor(images.labels, dtype=torch.int64))

@@ -2,8 +2,9 @@
 
 All heads share one pass over the cached features: their logits are stacked and a single
 cross-entropy call trains them all (the heads' parameters are disjoint, so each gets exactly its
-own gradient). Each learning rate is its own parameter group with the same warmup-free cosine
-schedule. Features are standardised with train statistics (the eval-mode equivalent of a
+own gradient). Heads start at zero and see the same seeded data order, so a head's result does
+not depend on which other heads are trained beside it. Each learning rate is its own parameter
+group with the same warmup-free cosine schedule. Features are standardised with train statistics (the eval-mode equivalent of a
 BatchNorm without affine parameters).
 
 Selection uses val only: for every layer the head (token kind, lr) with the best val top-1 is
@@ -88,8 +89,10 @@ def train_linear_probes(
     y_train, y_val, y_test = (f.labels.to(device) for f in (train, val, test))
     n, s, d = x_train.shape
     lrs = config.learning_rates
+    # zero init and a data order that depends only on (seed, n): every head trains exactly as it
+    # would alone, whatever else is in the grid or the layer set
     generator = torch.Generator().manual_seed(seed)
-    weights = [torch.nn.Parameter((torch.randn(s, d, num_classes, generator=generator) * 0.01).to(device)) for _ in lrs]
+    weights = [torch.nn.Parameter(torch.zeros(s, d, num_classes, device=device)) for _ in lrs]
     biases = [torch.nn.Parameter(torch.zeros(s, num_classes, device=device)) for _ in lrs]
     optimizer = torch.optim.AdamW(
         [{"params": [w, b], "lr": lr} for w, b, lr in zip(weights, biases, lrs)],

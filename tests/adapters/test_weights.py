@@ -216,11 +216,6 @@ def test_garbage_safetensors_file_is_a_user_error(tmp_path: Path) -> None:
         load_state_dict_file(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="load_state_dict_file catches only SafetensorError/UnpicklingError/BadZipFile/RuntimeError/EOFError; "
-    "torch.load raises OSError for a zip missing its last byte and KeyError for non-zip garbage",
-)
 @pytest.mark.parametrize("damage", ["last-byte-dropped", "text-garbage"])
 def test_corrupt_pth_file_is_a_user_error(tmp_path: Path, damage: str) -> None:
     # torch's zip reader fails with OSError (not RuntimeError) for this file size once its tail
@@ -354,3 +349,21 @@ def test_verify_checksum_unit(tmp_path: Path) -> None:
     verify_checksum(tmp_path, digest, "ABAB")
     with pytest.raises(UserError, match="checksum mismatch"):
         verify_checksum(tmp_path, digest, "abac")
+
+
+def test_relative_card_path_is_relative_to_the_card_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "cards" / "backbones" / "w"
+    folder.mkdir(parents=True)
+    weights = _save(_source_model().state_dict(), folder / "micro.safetensors")
+    registry = _file_card(tmp_path, Path("w/micro.safetensors"), _sha256(weights)[:8])
+    monkeypatch.chdir(tmp_path)  # a working-directory lookup would miss the file
+    backbone = load_backbone("micro-file", registry=registry)
+    assert backbone.weights.sha256 == _sha256(weights)
+
+
+def test_loading_a_weights_file_leaves_the_global_rng_alone(registry: Registry, tmp_path: Path) -> None:
+    path = _save(_source_model().state_dict(), tmp_path / "w.safetensors")
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    load_backbone("micro-cls", weights=str(path), registry=registry)
+    assert torch.equal(torch.get_rng_state(), before)
