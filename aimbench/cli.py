@@ -6,12 +6,12 @@ Ctrl-C during an evaluation exits with 130 and never leaves a partial record.
 
 from __future__ import annotations
 
-import os
 import sys
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
+import duckdb
 import typer
 from rich.console import Console
 
@@ -54,13 +54,7 @@ class ListKind(str, Enum):
     tasks = "tasks"
 
 
-class ReportFormat(str, Enum):
-    table = "table"
-    markdown = "markdown"
-    csv = "csv"
-
-
-assert {f.value for f in ReportFormat} == set(FORMATS)
+ReportFormat = Enum("ReportFormat", {name: name for name in FORMATS}, type=str)
 
 
 def _split(values: str) -> list[str]:
@@ -95,17 +89,18 @@ def _evaluate(
     registry = Registry.load(options.card_dirs)
     cells = plan_cells(registry, backbones, tasks, "linear", seeds, layers, limit, weights, config)
     console.print(f"[bold]{len(cells)} cell(s)[/bold] → {options.results_dir / 'runs'}")
-    current = cells[0]
+    finished = 0
     try:
         from aimbench.launch.local import run_local  # imports torch: only when evaluating
 
-        for index, outcome in enumerate(run_local(cells, options, overwrite, console), start=1):
+        for outcome in run_local(cells, options, overwrite, console):
+            finished += 1
             status = "skipped: record exists (use --overwrite to re-run)" if outcome.skipped else "done"
-            console.print(f"[{index}/{len(cells)}] {outcome.cell.key} {status}")
+            console.print(f"[{finished}/{len(cells)}] {outcome.cell.key} {status}")
             console.print(to_rich(layer_table(read_record(outcome.record))))
-            current = cells[index] if index < len(cells) else current
     except KeyboardInterrupt:
-        print(f"interrupted: no record written for {current.key}; finished cells are kept", file=sys.stderr)
+        unfinished = cells[min(finished, len(cells) - 1)].key
+        print(f"interrupted: no record written for {unfinished}; finished cells are kept", file=sys.stderr)
         raise typer.Exit(130) from None
 
 
@@ -150,7 +145,7 @@ def evaluate(
 @app.command("report")
 def report(
     results: ResultsOption = Path("results"),
-    format: Annotated[ReportFormat, typer.Option("--format", "-f", help="table | markdown | csv (long form).")] = ReportFormat.table,
+    format: Annotated[ReportFormat, typer.Option("--format", "-f", help="table | markdown | csv (long form).")] = ReportFormat("table"),
     probe: Annotated[Optional[str], typer.Option(help="Only this probe kind.")] = None,
 ) -> None:
     """Leaderboard of the newest record per cell: backbones x tasks, best and last layer.
@@ -164,9 +159,9 @@ def report(
       aimbench report --format csv --results /shared/aimbench
     """
     summaries = cell_summaries(connect(results), probe)
-    if format is ReportFormat.csv:
+    if format.value == "csv":
         sys.stdout.write(to_csv(summaries))
-    elif format is ReportFormat.markdown:
+    elif format.value == "markdown":
         sys.stdout.write(to_markdown(leaderboard(summaries)))
     else:
         console.print(to_rich(leaderboard(summaries)))
@@ -189,12 +184,6 @@ def main() -> None:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except duckdb_error() as exc:
+    except duckdb.Error as exc:  # e.g. a record file edited by hand into invalid JSON
         print(f"error: cannot read the run records: {str(exc).splitlines()[0]}", file=sys.stderr)
         sys.exit(2)
-
-
-def duckdb_error() -> type[Exception]:
-    import duckdb
-
-    return duckdb.Error

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 from aimbench.errors import UserError
 
+
 def state_dict_sha256(state: Mapping[str, torch.Tensor]) -> str:
     """Hash names, dtypes, shapes and bytes of every tensor, in sorted key order."""
     digest = hashlib.sha256()

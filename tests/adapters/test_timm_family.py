@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_BACKBONE_CARD, write_card
+from conftest import write_card
 
 from aimbench.adapters import load_backbone
 from aimbench.adapters.timm_family import TimmBackbone, _create, check_against_card

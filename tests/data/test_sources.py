@@ -10,7 +10,6 @@ import json
 import socket
 import struct
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
