@@ -41,7 +41,7 @@ class BackboneSpec:
     family: str
     adapter: str
     arch: str
-    weights: str  # "random" | "timm" | "hf-hub:<repo>" | a local file path
+    weights: str  # "random" | "timm" (pretrained tag of ``arch``) | a local file path
     depth: int
     dim: int
     heads: int
