@@ -14,8 +14,10 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-TINY_BACKBONE_CARD = """
-family = "testfam"
+def micro_card_header(family: str) -> str:
+    """The family part of a backbone card for 16 px micro ViTs; variants are appended to it."""
+    return f"""
+family = "{family}"
 adapter = "timm"
 license = "Apache-2.0"
 
@@ -25,7 +27,10 @@ resize_size = 16
 interpolation = "bilinear"
 mean = [0.5, 0.5, 0.5]
 std = [0.5, 0.5, 0.5]
+"""
 
+
+TINY_BACKBONE_CARD = micro_card_header("testfam") + """
 [variants.micro-cls]
 arch = "vit_tiny_patch16_224"
 weights = "random"

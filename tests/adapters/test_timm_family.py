@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_card
+from conftest import micro_card_header, write_card
 
 from aimbench.adapters import load_backbone
 from aimbench.adapters.timm_family import TimmBackbone, _create, check_against_card
@@ -144,17 +144,6 @@ def test_transform_makes_normalised_rgb_at_the_card_size(registry: Registry) -> 
 # --- cards checked against the built model -------------------------------------------------
 
 MICRO_VARIANT = """
-family = "checkfam"
-adapter = "timm"
-license = "Apache-2.0"
-
-[preprocess]
-image_size = 16
-resize_size = 16
-interpolation = "bilinear"
-mean = [0.5, 0.5, 0.5]
-std = [0.5, 0.5, 0.5]
-
 [variants.x]
 arch = "{arch}"
 weights = "random"
@@ -170,7 +159,8 @@ GOOD = dict(arch="vit_tiny_patch16_224", extra_args="", depth=3, dim=32, heads=2
 
 
 def _card_registry(tmp_path: Path, **overrides: object) -> Registry:
-    write_card(tmp_path, "backbones", "checkfam", MICRO_VARIANT.format(**{**GOOD, **overrides}))
+    text = micro_card_header("checkfam") + MICRO_VARIANT.format(**{**GOOD, **overrides})
+    write_card(tmp_path, "backbones", "checkfam", text)
     return Registry.load([tmp_path])
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from conftest import write_card
+from conftest import micro_card_header, write_card
 from safetensors.torch import save_file
 
 from aimbench.adapters import load_backbone
@@ -270,17 +270,6 @@ def test_file_without_a_tensor_dict_is_refused(tmp_path: Path) -> None:
 # --- card checksums -------------------------------------------------------------------------
 
 CHECKSUM_CARD = """
-family = "filefam"
-adapter = "timm"
-license = "Apache-2.0"
-
-[preprocess]
-image_size = 16
-resize_size = 16
-interpolation = "bilinear"
-mean = [0.5, 0.5, 0.5]
-std = [0.5, 0.5, 0.5]
-
 [variants.micro-file]
 arch = "vit_tiny_patch16_224"
 weights = {weights}
@@ -296,7 +285,8 @@ cls_token = true
 def _file_card(tmp_path: Path, weights: Path, sha256: str | None) -> Registry:
     sha_line = f"sha256 = {json.dumps(sha256)}" if sha256 is not None else ""
     root = tmp_path / "cards"
-    write_card(root, "backbones", "filefam", CHECKSUM_CARD.format(weights=json.dumps(str(weights)), sha_line=sha_line))
+    variant = CHECKSUM_CARD.format(weights=json.dumps(str(weights)), sha_line=sha_line)
+    write_card(root, "backbones", "filefam", micro_card_header("filefam") + variant)
     return Registry.load([root])
 
 
