@@ -1,0 +1,180 @@
+"""AIM v1 (El-Nouby et al., 2024): our own trunk, key for key the layout of Apple's checkpoints.
+
+The module tree is ``preprocessor.patchifier.{proj,norm}`` and ``trunk.blocks.N.{norm_1,
+attn.qkv, attn.proj, norm_2, mlp.fc1, mlp.fc2}`` plus ``trunk.post_trunk_norm``, so an official
+backbone file loads with ``strict=True`` and no renaming, and a trunk we pre-train exports a file
+any AIM tool reads. Architecture facts: Conv2d patch embedding with bias followed by a LayerNorm;
+LayerNorm eps 1e-6 everywhere; pre-norm blocks; exact GELU; no bias in qkv/proj/fc1/fc2; no cls
+token; a fixed 2-D sin-cos position embedding computed from the input grid (not a parameter, not
+in the checkpoint), added after the patch norm. Pre-training uses a prefix-causal mask; probing
+runs fully bidirectional and reads raw block outputs (no post-trunk norm).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LN_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class AimConfig:
+    width: int
+    depth: int
+    heads: int
+    patch_size: int = 14
+    mlp_ratio: int = 4
+    in_chans: int = 3
+
+    @property
+    def mlp_hidden(self) -> int:
+        return self.width * self.mlp_ratio
+
+
+PRESETS: dict[str, AimConfig] = {
+    # the paper's models (head dim 128, patch 14)
+    "aim-600m": AimConfig(width=1536, depth=24, heads=12),
+    "aim-1b": AimConfig(width=2048, depth=24, heads=16),
+    "aim-3b": AimConfig(width=3072, depth=24, heads=24),
+    "aim-7b": AimConfig(width=4096, depth=32, heads=32),
+    # CPU-sized presets for tests, smoke runs and small pre-training experiments
+    "aim-tiny": AimConfig(width=128, depth=6, heads=2, patch_size=4),
+    "aim-micro": AimConfig(width=32, depth=3, heads=2, patch_size=4),
+}
+
+
+def sincos_2d(grid_h: int, grid_w: int, dim: int) -> torch.Tensor:
+    """(grid_h * grid_w, dim) MAE-layout embedding in raster order.
+
+    The first dim/2 channels encode the column (x) index, the last dim/2 the row (y) index; each
+    half is [sin(pos * w), cos(pos * w)] with w_i = 1 / 10000^(i / (dim / 4)).
+    """
+    if dim % 4:
+        raise ValueError(f"sin-cos position embedding needs a width divisible by 4, got {dim}")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
+    rows, cols = torch.meshgrid(torch.arange(grid_h, dtype=torch.float64), torch.arange(grid_w, dtype=torch.float64), indexing="ij")
+
+    def encode(positions: torch.Tensor) -> torch.Tensor:
+        angles = positions.reshape(-1, 1) * omega
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    return torch.cat([encode(cols), encode(rows)], dim=1).float()
+
+
+def prefix_causal_mask(prefix_lengths: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """Boolean (B, 1, N, N) mask, True = may attend: query q sees key k iff k < S or k <= q."""
+    keys = torch.arange(num_tokens, device=prefix_lengths.device)
+    causal = keys[None, :] <= keys[:, None]  # (N, N): k <= q
+    prefix = keys[None, None, :] < prefix_lengths[:, None, None]  # (B, 1, N): k < S
+    return (causal[None] | prefix)[:, None]
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, config: AimConfig) -> None:
+        super().__init__()
+        self.patch_size = config.patch_size
+        self.proj = nn.Conv2d(config.in_chans, config.width, config.patch_size, stride=config.patch_size, bias=True)
+        self.norm = nn.LayerNorm(config.width, eps=LN_EPS)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(images).flatten(2).transpose(1, 2))
+
+
+class Preprocessor(nn.Module):
+    """Patchify, normalise, add the sin-cos embedding of the actual input grid."""
+
+    def __init__(self, config: AimConfig) -> None:
+        super().__init__()
+        self.patchifier = PatchEmbed(config)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        tokens = self.patchifier(images)
+        p = self.patchifier.patch_size
+        pos = sincos_2d(images.shape[-2] // p, images.shape[-1] // p, tokens.shape[-1])
+        return tokens + pos.to(device=tokens.device, dtype=tokens.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: AimConfig) -> None:
+        super().__init__()
+        self.heads = config.heads
+        self.qkv = nn.Linear(config.width, 3 * config.width, bias=False)
+        self.proj = nn.Linear(config.width, config.width, bias=False)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: AimConfig) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(config.width, config.mlp_hidden, bias=False)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(config.mlp_hidden, config.width, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, config: AimConfig) -> None:
+        super().__init__()
+        self.norm_1 = nn.LayerNorm(config.width, eps=LN_EPS)
+        self.attn = Attention(config)
+        self.norm_2 = nn.LayerNorm(config.width, eps=LN_EPS)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm_1(x), mask)
+        return x + self.mlp(self.norm_2(x))
+
+
+class Trunk(nn.Module):
+    def __init__(self, config: AimConfig) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
+        self.post_trunk_norm = nn.LayerNorm(config.width, eps=LN_EPS)
+
+
+class AIM(nn.Module):
+    """The AIM v1 backbone (preprocessor + trunk); heads live outside it."""
+
+    def __init__(self, config: AimConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.preprocessor = Preprocessor(config)
+        self.trunk = Trunk(config)
+
+    def forward_layers(
+        self, images: torch.Tensor, layers: Sequence[int], prefix_lengths: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
+        """Raw outputs (B, N, D) of ``layers`` (sorted block indices), stopping at the last one."""
+        wanted = set(layers)
+        x = self.preprocessor(images)
+        mask = None if prefix_lengths is None else prefix_causal_mask(prefix_lengths, x.shape[1])
+        outputs = []
+        for index, block in enumerate(self.trunk.blocks[: max(layers) + 1]):
+            x = block(x, mask)
+            if index in wanted:
+                outputs.append(x)
+        return outputs
+
+    def forward(self, images: torch.Tensor, prefix_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """All blocks then the post-trunk norm: what the pre-training head reads."""
+        last = self.forward_layers(images, [self.config.depth - 1], prefix_lengths)[0]
+        return self.trunk.post_trunk_norm(last)
+
+
+def build_aim(name: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> AIM:
+    """Build a preset; on the ``meta`` device no memory is allocated, so a 7B costs nothing until
+    its weights are assigned with ``load_state_dict(..., assign=True)``."""
+    with torch.device(device):
+        return AIM(PRESETS[name]).to(dtype)
