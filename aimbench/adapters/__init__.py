@@ -17,11 +17,16 @@ def load_backbone(
 ) -> Backbone:
     """Build the named backbone variant, frozen and in eval mode.
 
-    ``weights`` overrides the card's source: ``random``, ``timm`` or a local file path.
+    ``weights`` overrides the card's source: ``random``, ``timm`` (timm family), a local file
+    path or ``hf:<owner>/<repo>/<file>``.
     """
     spec = (registry or Registry.load(cards)).backbone(name)
     if spec.adapter == "timm":
         from aimbench.adapters.timm_family import TimmBackbone
 
         return TimmBackbone(spec, weights)
+    if spec.adapter == "aim":
+        from aimbench.adapters.aim_family import AimBackbone
+
+        return AimBackbone(spec, weights)
     raise AssertionError(f"adapter '{spec.adapter}' passed card validation but has no implementation")

@@ -107,6 +107,13 @@ class Backbone(ABC):
         self.model.to(self.device)
         return self
 
+    def checked_layers(self, layers: Sequence[int]) -> list[int]:
+        """``layers`` as a list, or ValueError unless sorted, unique and within the depth."""
+        layers = list(layers)
+        if layers != sorted(set(layers)) or not layers or layers[0] < 0 or layers[-1] >= self.depth:
+            raise ValueError(f"layers must be sorted, unique and within 0..{self.depth - 1}: {layers}")
+        return layers
+
     @property
     @abstractmethod
     def provenance(self) -> FeatureProvenance:

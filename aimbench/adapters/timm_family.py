@@ -3,13 +3,12 @@
 Weights come from the card's ``weights`` field (or an override):
 ``random`` — timm's own initialisation under a fixed seed (tiny models for tests and the demo);
 ``timm`` — the pretrained tag in ``arch`` from the Hugging Face cache or hub;
-a file path — a timm-layout state dict loaded strictly without executing pickled code.
+a file path or ``hf:`` source — a timm-layout state dict loaded strictly (see ``weights``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import timm
 import torch
@@ -17,10 +16,9 @@ from huggingface_hub.errors import LocalEntryNotFoundError
 from torch import nn
 
 from aimbench.adapters.base import Backbone, FeatureProvenance, LayerTokens, WeightsInfo
-from aimbench.adapters.weights import load_state_dict_file, load_strict, state_dict_sha256, verify_checksum
+from aimbench.adapters.weights import load_strict, load_weights, state_dict_sha256
 from aimbench.cards.backbone_card import BackboneSpec
 from aimbench.errors import CardError, UserError
-from aimbench.hashing import file_sha256
 
 RANDOM_INIT_SEED = 0
 
@@ -39,12 +37,6 @@ def _create(spec: BackboneSpec, pretrained: bool) -> nn.Module:
         raise CardError(spec.card_path, f"variants.{spec.name}.model_args", str(exc)) from None
 
 
-def _weights_path(spec: BackboneSpec, override: str | None) -> Path:
-    """A card's relative path is relative to the card's folder; an override to the working dir."""
-    path = Path(override or spec.weights).expanduser()
-    return path if override or path.is_absolute() else spec.card_path.parent / path
-
-
 def _create_with_weights(spec: BackboneSpec, override: str | None) -> tuple[nn.Module, WeightsInfo]:
     weights = override or spec.weights
     if weights == "random":
@@ -60,19 +52,13 @@ def _create_with_weights(spec: BackboneSpec, override: str | None) -> tuple[nn.M
                 "(unset HF_HUB_OFFLINE), or pass --weights PATH to a local file"
             ) from None
         return model, WeightsInfo(f"timm:{spec.arch}", state_dict_sha256(model.state_dict()))
-    path = _weights_path(spec, override)
     model = _create(spec, pretrained=False)
-    if not path.is_file():
-        raise UserError(f"weights file '{path}' for '{spec.name}' does not exist")
-    digest = file_sha256(path)
-    if _weights_path(spec, None) == path:  # a published checksum belongs to the card's own file
-        verify_checksum(path, digest, spec.sha256)
-    state = load_state_dict_file(path)
+    state, info, path = load_weights(spec, override)
     classifier = model.pretrained_cfg.get("classifier")
     if isinstance(classifier, str):  # the probe replaces any classifier; drop it from the file
         state = {k: v for k, v in state.items() if not k.startswith(classifier + ".")}
     load_strict(model, state, str(path))
-    return model, WeightsInfo(f"file:{path.name}", digest)
+    return model, info
 
 
 def check_against_card(spec: BackboneSpec, model: nn.Module) -> None:
@@ -108,9 +94,7 @@ class TimmBackbone(Backbone):
         return FeatureProvenance("block output (residual stream)", False, self.spec.prefix_layout)
 
     def forward_layers(self, images: torch.Tensor, layers: Sequence[int]) -> list[LayerTokens]:
-        layers = list(layers)
-        if layers != sorted(set(layers)) or not layers or layers[0] < 0 or layers[-1] >= self.depth:
-            raise ValueError(f"layers must be sorted, unique and within 0..{self.depth - 1}: {layers}")
+        layers = self.checked_layers(layers)
         options = dict(indices=layers, norm=False, output_fmt="NLC", intermediates_only=True, stop_early=True)
         images = images.to(self.device)
         if not self.spec.prefix_layout:

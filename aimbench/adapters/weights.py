@@ -1,7 +1,9 @@
 """Loading weight files without executing code, and hashing what was loaded.
 
-Files load through safetensors or ``torch.load(weights_only=True)``; a checksum from the card is
-verified before the file is parsed. Every loaded state dict, random or not, gets a SHA-256 so a
+A weights source is ``random``, a local file (relative to its card when written in a card), or
+``hf:<owner>/<repo>/<file>`` downloaded once into the Hugging Face cache. Files load through
+safetensors or ``torch.load(weights_only=True)``; a checksum from the card is verified before the
+file is parsed. Every loaded state dict, random or not, gets a SHA-256 so a
 record can say exactly which numbers produced it.
 """
 
@@ -17,7 +19,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from aimbench.adapters.base import WeightsInfo
+from aimbench.cards.backbone_card import BackboneSpec
 from aimbench.errors import UserError
+from aimbench.hashing import file_sha256
+
+HF_PREFIX = "hf:"  # hf:<owner>/<repo>/<path in repo>, fetched through the Hugging Face cache
 
 
 def state_dict_sha256(state: Mapping[str, torch.Tensor]) -> str:
@@ -60,8 +67,11 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load with ``strict=True`` semantics but an error that lists what differs."""
+def load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str, assign: bool = False) -> None:
+    """Load with ``strict=True`` semantics but an error that lists what differs.
+
+    ``assign`` replaces the module's tensors by the loaded ones, which is how a model built on the
+    meta device gets its weights without ever holding a second copy."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -77,4 +87,56 @@ def load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], sourc
             problems.append(f"{len(items)} {label}: {shown}")
     if problems:
         raise UserError(f"weights '{source}' do not fit the model: " + "; ".join(problems))
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True, assign=assign)
+
+
+def _hub_file(source: str) -> Path:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    owner, _, rest = source[len(HF_PREFIX) :].partition("/")
+    repo, _, filename = rest.partition("/")
+    if not (owner and repo and filename):
+        raise UserError(f"bad weights source '{source}': use hf:<owner>/<repo>/<file>")
+    try:
+        return Path(hf_hub_download(f"{owner}/{repo}", filename))
+    except LocalEntryNotFoundError:
+        raise UserError(
+            f"weights {source} are not in the Hugging Face cache and the hub is offline; download them "
+            f"once with network access (unset HF_HUB_OFFLINE), or pass --weights PATH to a local copy"
+        ) from None
+    except OSError as exc:  # network failures, missing repo or file
+        raise UserError(f"cannot download weights {source}: {str(exc).splitlines()[0]}") from None
+
+
+def _snapshot_commit(path: Path) -> str:
+    """The hub commit a cached file came from: the cache stores it as snapshots/<commit>/<file>."""
+    parts = path.parts
+    return parts[parts.index("snapshots") + 1][:12] if "snapshots" in parts else "unknown"
+
+
+def resolve_weights_file(spec: BackboneSpec, override: str | None) -> Path:
+    """The local file for a file or hub source; a card's relative path is relative to the card."""
+    source = override or spec.weights
+    if source.startswith(HF_PREFIX):
+        return _hub_file(source)
+    path = Path(source).expanduser()
+    if override is None and not path.is_absolute():
+        path = spec.card_path.parent / path
+    if not path.is_file():
+        raise UserError(f"weights file '{path}' for '{spec.name}' does not exist")
+    return path
+
+
+def load_weights(spec: BackboneSpec, override: str | None) -> tuple[dict[str, torch.Tensor], WeightsInfo, Path]:
+    """The state dict, what it is (id and file sha256) and where it was read from.
+
+    The card's published checksum guards the card's own file, however it is referred to."""
+    path = resolve_weights_file(spec, override)
+    digest = file_sha256(path)
+    source = override or spec.weights
+    card_file = spec.weights not in ("random", "timm") and resolve_weights_file(spec, None) == path
+    if card_file:
+        verify_checksum(path, digest, spec.sha256)
+    label = f"{source}@{_snapshot_commit(path)}" if source.startswith(HF_PREFIX) else f"file:{path.name}"
+    return load_state_dict_file(path), WeightsInfo(label, digest), path

@@ -15,7 +15,7 @@ from typing import Any
 from aimbench.cards.fields import Fields
 from aimbench.errors import CardError
 
-ADAPTERS = ("timm",)
+ADAPTERS = ("timm", "aim")
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 
 

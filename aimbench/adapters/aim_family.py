@@ -1,0 +1,67 @@
+"""AIM v1 behind the backbone contract, on aimbench's own network (``aimbench.models.aim``).
+
+``arch`` names a preset. Weights are ``random`` (PyTorch's default init under a fixed seed), a
+local file, or ``hf:apple/AIM/<file>``; files must be in Apple's key layout and load strictly.
+Models are built on the meta device and receive the file's tensors directly, so even a 7B is
+held in memory once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from aimbench.adapters.base import Backbone, FeatureProvenance, LayerTokens, WeightsInfo
+from aimbench.adapters.weights import load_strict, load_weights, state_dict_sha256
+from aimbench.cards.backbone_card import BackboneSpec
+from aimbench.errors import CardError
+from aimbench.models.aim import AIM, PRESETS, build_aim
+
+RANDOM_INIT_SEED = 0
+
+
+def _check_card(spec: BackboneSpec) -> None:
+    field = f"variants.{spec.name}"
+    if spec.arch not in PRESETS:
+        raise CardError(spec.card_path, f"{field}.arch", f"unknown AIM preset '{spec.arch}'; one of {', '.join(PRESETS)}")
+    if spec.model_args:
+        raise CardError(spec.card_path, f"{field}.model_args", "the aim adapter takes no model_args (presets fix the shape)")
+    config = PRESETS[spec.arch]
+    expected = {"depth": config.depth, "dim": config.width, "heads": config.heads, "cls_token": False, "registers": 0}
+    for name, value in expected.items():
+        if getattr(spec, name) != value:
+            raise CardError(spec.card_path, f"{field}.{name}", f"card says {getattr(spec, name)!r} but {spec.arch} has {value!r}")
+
+
+def _build(spec: BackboneSpec, override: str | None) -> tuple[AIM, WeightsInfo]:
+    source = override or spec.weights
+    if source == "timm":
+        raise CardError(spec.card_path, f"variants.{spec.name}.weights", "AIM v1 is not in timm; use random, a file or hf:")
+    if source == "random":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            model = build_aim(spec.arch)
+        return model, WeightsInfo(f"random-init:seed{RANDOM_INIT_SEED}", state_dict_sha256(model.state_dict()))
+    state, info, path = load_weights(spec, override)
+    model = build_aim(spec.arch, device="meta")
+    load_strict(model, state, str(path), assign=True)
+    return model, info
+
+
+class AimBackbone(Backbone):
+    """AIM v1 trunk; features are raw block outputs over patch tokens (AIM has no cls token)."""
+
+    def __init__(self, spec: BackboneSpec, weights: str | None = None) -> None:
+        _check_card(spec)
+        model, info = _build(spec, weights)
+        super().__init__(spec, model, info)
+
+    @property
+    def provenance(self) -> FeatureProvenance:
+        return FeatureProvenance("block output (residual stream)", False, ())
+
+    def forward_layers(self, images: torch.Tensor, layers: Sequence[int]) -> list[LayerTokens]:
+        layers = self.checked_layers(layers)
+        outputs = self.model.forward_layers(images.to(self.device), layers)
+        return [LayerTokens(layer, tokens, None) for layer, tokens in zip(layers, outputs)]

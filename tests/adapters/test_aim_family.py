@@ -1,0 +1,154 @@
+"""The AIM adapter: contract, strict loading of Apple-layout files, hub sources, card checks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import micro_card_header, run_cli, write_card
+
+from aimbench.adapters import load_backbone
+from aimbench.cards.registry import Registry
+from aimbench.errors import CardError, UserError
+from aimbench.models.aim import PRESETS, build_aim
+
+VARIANT = """
+[variants.{name}]
+arch = "{arch}"
+weights = {weights}
+{extra}
+depth = {depth}
+dim = {dim}
+heads = {heads}
+cls_token = false
+"""
+
+
+def aim_card(root: Path, weights: str, name: str = "aim-micro-x", arch: str = "aim-micro", extra: str = "", **dims: int) -> Registry:
+    config = PRESETS[arch] if arch in PRESETS else PRESETS["aim-micro"]
+    values = {"depth": config.depth, "dim": config.width, "heads": config.heads, **dims}
+    body = VARIANT.format(name=name, arch=arch, weights=json.dumps(weights), extra=extra, **values)
+    write_card(root, "backbones", "aimtest", micro_card_header("aimtest").replace('adapter = "timm"', 'adapter = "aim"') + body)
+    return Registry.load([root])
+
+
+def apple_layout_file(path: Path, seed: int = 3) -> tuple[Path, torch.nn.Module]:
+    torch.manual_seed(seed)
+    model = build_aim("aim-micro").eval()
+    torch.save({k: v.clone() for k, v in model.state_dict().items()}, path)
+    return path, model
+
+
+def test_shipped_aim_cards_match_their_presets() -> None:
+    registry = Registry.load()
+    names = {n for n, s in registry.backbones.items() if s.adapter == "aim"}
+    assert names == {"aim-600m", "aim-1b", "aim-3b", "aim-7b", "aim-tiny"}
+    sha_prefixes = {"aim-600m": "0d6f6b8f", "aim-1b": "d254ecd3", "aim-3b": "8475ce4e", "aim-7b": "184ed94c"}
+    for name, prefix in sha_prefixes.items():
+        spec = registry.backbone(name)
+        assert spec.weights.startswith("hf:apple/AIM/") and spec.sha256 == prefix and spec.license == "apple-amlr"
+        assert (spec.depth, spec.dim, spec.heads) == (PRESETS[name].depth, PRESETS[name].width, PRESETS[name].heads)
+        assert (spec.preprocess.image_size, spec.preprocess.resize_size, spec.preprocess.interpolation) == (224, 256, "bicubic")
+
+
+def test_tiny_aim_follows_the_backbone_contract() -> None:
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    backbone = load_backbone("aim-tiny")
+    assert torch.equal(torch.get_rng_state(), before)
+    assert load_backbone("aim-tiny").weights == backbone.weights  # deterministic random init
+    outs = backbone.forward_layers(torch.randn(2, 3, 32, 32), [0, 5])
+    assert [(o.layer, tuple(o.patches.shape), o.prefix) for o in outs] == [(0, (2, 64, 128), None), (5, (2, 64, 128), None)]
+    assert backbone.provenance.as_dict() == {"source": "block output (residual stream)", "norm_applied": False, "prefix_layout": []}
+    assert not any(p.requires_grad for p in backbone.model.parameters())
+
+
+def test_apple_layout_file_loads_strictly_onto_meta_built_model(tmp_path: Path) -> None:
+    path, source = apple_layout_file(tmp_path / "aim_micro.pth")
+    backbone = load_backbone("aim-micro-x", registry=aim_card(tmp_path / "cards", str(path)))
+    assert backbone.weights.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert all(p.device.type == "cpu" for p in backbone.model.parameters())
+    images = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        expected = source.forward_layers(images, [1, 2])
+    got = backbone.forward_layers(images, [1, 2])
+    assert all(torch.equal(a, b.patches) for a, b in zip(expected, got))
+
+
+@pytest.mark.parametrize("damage", ["missing", "unexpected"])
+def test_files_that_do_not_fit_are_refused_with_the_key(tmp_path: Path, damage: str) -> None:
+    state = build_aim("aim-micro").state_dict()
+    if damage == "missing":
+        del state["trunk.blocks.1.mlp.fc1.weight"]
+        key = "trunk.blocks.1.mlp.fc1.weight"
+    else:
+        state["head.cls_token"] = torch.zeros(1, 1, 32)
+        key = "head.cls_token"
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(UserError, match=f"{damage}: {key}"):
+        load_backbone("aim-micro-x", registry=aim_card(tmp_path / "cards", str(tmp_path / "bad.pth")))
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "problem"),
+    [
+        ({"arch": "aim-42b"}, "arch", "unknown AIM preset"),
+        ({"depth": 4}, "depth", "card says 4"),
+        ({"extra": "model_args = { patch_size = 8 }"}, "model_args", "no model_args"),
+        ({"weights": "timm"}, "weights", "not in timm"),
+    ],
+)
+def test_card_errors_name_the_field(tmp_path: Path, change: dict, field: str, problem: str) -> None:
+    registry = aim_card(tmp_path, **{"weights": "random", **change})
+    with pytest.raises(CardError, match=problem) as info:
+        load_backbone("aim-micro-x", registry=registry)
+    assert info.value.field == f"variants.aim-micro-x.{field}"
+
+
+def hub_cache(root: Path, repo: str, filename: str, payload: Path) -> Path:
+    """A Hugging Face hub cache holding one file, laid out as huggingface_hub writes it."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    folder = root / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(commit)
+    target = folder / "snapshots" / commit / filename
+    target.parent.mkdir(parents=True)
+    target.write_bytes(payload.read_bytes())
+    return root
+
+
+@pytest.mark.parametrize("checksum_ok", [True, False])
+def test_hub_weights_resolve_from_the_cache_offline_and_are_checksummed(tmp_path: Path, checksum_ok: bool) -> None:
+    path, _ = apple_layout_file(tmp_path / "aim_micro.pth")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    cache = hub_cache(tmp_path / "hub", "testorg/aimtest", "aim_micro.pth", path)
+    prefix = digest[:8] if checksum_ok else ("0" * 8 if not digest.startswith("0" * 8) else "f" * 8)
+    cards = tmp_path / "cards"
+    aim_card(cards, "hf:testorg/aimtest/aim_micro.pth", extra=f'sha256 = "{prefix}"')
+    results = tmp_path / "results"
+    proc = run_cli(
+        "eval", "-b", "aim-micro-x", "-t", "digits", "--cards", str(cards), "--results", str(results),
+        "--limit", "40", "--epochs", "2", env={"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    if checksum_ok:
+        assert proc.returncode == 0, proc.stderr
+        [record] = (results / "runs").glob("*.json")
+        data = json.loads(record.read_text())
+        assert data["weights_id"] == "hf:testorg/aimtest/aim_micro.pth@0123456789ab"  # the exact hub commit
+        assert data["weights_sha256"] == digest
+    else:
+        assert proc.returncode == 2 and "checksum mismatch" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_hub_weights_missing_offline_say_how_to_get_them(tmp_path: Path) -> None:
+    cards = tmp_path / "cards"
+    aim_card(cards, "hf:testorg/aimtest/aim_micro.pth")
+    proc = run_cli(
+        "eval", "-b", "aim-micro-x", "-t", "digits", "--cards", str(cards), "--results", str(tmp_path / "r"),
+        env={"HF_HUB_CACHE": str(tmp_path / "empty-hub"), "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "not in the Hugging Face cache" in proc.stderr and "--weights PATH" in proc.stderr
