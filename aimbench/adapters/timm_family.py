@@ -3,11 +3,13 @@
 Weights come from the card's ``weights`` field (or an override):
 ``random`` — timm's own initialisation under a fixed seed (tiny models for tests and the demo);
 ``timm`` — the pretrained tag in ``arch`` from the Hugging Face cache or hub;
-a file path or ``hf:`` source — a timm-layout state dict loaded strictly (see ``weights``).
+a file path or ``hf:`` source — a state dict in timm's layout or any layout timm's filter for
+the model converts (original DINOv2, BEiT, ... releases), then loaded strictly.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import timm
@@ -37,6 +39,14 @@ def _create(spec: BackboneSpec, pretrained: bool) -> nn.Module:
         raise CardError(spec.card_path, f"variants.{spec.name}.model_args", str(exc)) from None
 
 
+def _timm_filter(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Apply the model module's own ``checkpoint_filter_fn``, as timm does for pretrained files:
+    it converts original release layouts (DINOv2, BEiT, ...) and resamples position embeddings
+    to the card's resolution. The file itself was already loaded without running pickled code."""
+    convert = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+    return convert(state, model) if convert is not None else state
+
+
 def _create_with_weights(spec: BackboneSpec, override: str | None) -> tuple[nn.Module, WeightsInfo]:
     weights = override or spec.weights
     if weights == "random":
@@ -54,6 +64,7 @@ def _create_with_weights(spec: BackboneSpec, override: str | None) -> tuple[nn.M
         return model, WeightsInfo(f"timm:{spec.arch}", state_dict_sha256(model.state_dict()))
     model = _create(spec, pretrained=False)
     state, info, path = load_weights(spec, override)
+    state = _timm_filter(model, state)
     classifier = model.pretrained_cfg.get("classifier")
     if isinstance(classifier, str):  # the probe replaces any classifier; drop it from the file
         state = {k: v for k, v in state.items() if not k.startswith(classifier + ".")}

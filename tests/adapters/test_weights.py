@@ -160,8 +160,8 @@ def _corrupt(state: dict[str, torch.Tensor], how: str) -> tuple[dict[str, torch.
     if how == "unexpected":
         state["blocks.7.mlp.fc9.weight"] = torch.zeros(3)
         return state, "blocks.7.mlp.fc9.weight", "1 unexpected"
-    state["pos_embed"] = torch.zeros(1, 5, 32)
-    return state, "pos_embed (1, 5, 32) vs model (1, 17, 32)", "1 shape mismatch"
+    state["blocks.0.norm1.weight"] = torch.zeros(5)  # (pos_embed would be resampled by timm's filter)
+    return state, "blocks.0.norm1.weight (5,) vs model (32,)", "1 shape mismatch"
 
 
 @pytest.mark.parametrize("suffix", SUFFIXES)
@@ -357,3 +357,13 @@ def test_loading_a_weights_file_leaves_the_global_rng_alone(registry: Registry, 
     before = torch.get_rng_state()
     load_backbone("micro-cls", weights=str(path), registry=registry)
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_timm_filter_resamples_position_embeddings_of_another_resolution(registry: Registry, tmp_path: Path) -> None:
+    """A file saved at 32 px (8x8 grid) loads into the card's 16 px model (4x4 grid)."""
+    source = _source_model(img_size=32)
+    path = _save(source.state_dict(), tmp_path / "at32.safetensors")
+    assert source.state_dict()["pos_embed"].shape[1] == 1 + 64
+    backbone = load_backbone("micro-cls", weights=str(path), registry=registry)
+    assert backbone.model.pos_embed.shape[1] == 1 + 16
+    assert torch.equal(backbone.model.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
