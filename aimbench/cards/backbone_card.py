@@ -8,7 +8,7 @@ card *and* checked against the built model, so a card cannot silently describe a
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from aimbench.cards.fields import Fields
 from aimbench.errors import CardError
 
 ADAPTERS = ("timm", "aim")
+PATCH_MEAN, CLS = "patch_mean", "cls"  # how a probe pools a layer's tokens
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 
 
@@ -53,6 +54,7 @@ class BackboneSpec:
     card_path: Path
     sha256: str | None = None
     model_args: dict[str, Any] = field(default_factory=dict)
+    probe_tokens: tuple[str, ...] = (PATCH_MEAN,)  # token poolings probed, e.g. not an untrained cls
 
     @property
     def prefix_layout(self) -> tuple[str, ...]:
@@ -110,7 +112,13 @@ def parse_backbone_card(data: dict[str, Any], path: Path) -> list[BackboneSpec]:
             card_path=path,
             sha256=v.str("sha256", default=None),
             model_args=dict(v.table_of("model_args", default={}).table),
+            probe_tokens=v.strs("probe_tokens", default=None) or (),
         )
+        default_tokens = (PATCH_MEAN, CLS) if spec.cls_token else (PATCH_MEAN,)
+        spec = replace(spec, probe_tokens=spec.probe_tokens or default_tokens)
+        unknown = set(spec.probe_tokens) - set(default_tokens)
+        if unknown or len(set(spec.probe_tokens)) != len(spec.probe_tokens):
+            raise v.error("probe_tokens", f"expected distinct values among {', '.join(default_tokens)}, got {list(spec.probe_tokens)}")
         if spec.dim % spec.heads:
             raise v.error("heads", f"dim {spec.dim} is not divisible by heads {spec.heads}")
         v.reject_unknown()

@@ -14,10 +14,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from aimbench.adapters.base import Backbone
+from aimbench.cards.backbone_card import PATCH_MEAN
 from aimbench.data.images import LabelledImages, TransformedImages
-
-PATCH_MEAN = "patch_mean"
-CLS = "cls"
 
 
 @dataclass(frozen=True)
@@ -35,9 +33,8 @@ class PooledFeatures:
 
 
 def feature_sources(backbone: Backbone, layers: Sequence[int]) -> list[FeatureSource]:
-    """Mean of patch tokens for every layer, plus the cls token where the backbone has one."""
-    tokens = (PATCH_MEAN, CLS) if backbone.has_cls_token else (PATCH_MEAN,)
-    return [FeatureSource(layer, token) for layer in layers for token in tokens]
+    """Every layer pooled every way the card asks (default: patch mean, plus cls where present)."""
+    return [FeatureSource(layer, token) for layer in layers for token in backbone.spec.probe_tokens]
 
 
 def extract_pooled(
@@ -60,9 +57,8 @@ def extract_pooled(
         for batch, _ in loader:
             pooled = []
             for out in backbone.forward_layers(batch, layers):
-                pooled.append(out.patches.mean(dim=1))
-                if backbone.has_cls_token:
-                    pooled.append(out.prefix[:, 0])
+                for token in backbone.spec.probe_tokens:
+                    pooled.append(out.patches.mean(dim=1) if token == PATCH_MEAN else out.prefix[:, 0])
             chunks.append(torch.stack(pooled, dim=1).float().cpu())
             if on_batch is not None:
                 on_batch(len(batch))

@@ -112,3 +112,17 @@ def test_suites_expand_in_order_without_duplicates() -> None:
     registry = Registry.load()
     names = [t.name for t in registry.expand_tasks(["digits", "smoke"])]
     assert names == ["digits", "fashion-mnist"]
+
+
+def test_probe_tokens_default_and_restriction(tmp_path: Path) -> None:
+    registry = Registry.load()
+    assert registry.backbone("vit-tiny-cls").probe_tokens == ("patch_mean", "cls")
+    assert registry.backbone("vit-tiny-reg").probe_tokens == ("patch_mean",)
+    restricted = TINY_BACKBONE_CARD.replace("cls_token = true", 'cls_token = true\nprobe_tokens = ["patch_mean"]', 1)
+    write_card(tmp_path / "a", "backbones", "testfam", restricted)
+    assert Registry.load([tmp_path / "a"]).backbone("micro-cls").probe_tokens == ("patch_mean",)
+    impossible = TINY_BACKBONE_CARD.replace("cls_token = false", 'cls_token = false\nprobe_tokens = ["cls"]', 1)
+    write_card(tmp_path / "b", "backbones", "testfam", impossible)
+    with pytest.raises(CardError) as info:
+        Registry.load([tmp_path / "b"])
+    assert info.value.field == "variants.micro-patches.probe_tokens"

@@ -7,12 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_BACKBONE_CARD, write_card
 
 from aimbench.adapters import load_backbone
 from aimbench.adapters.base import Backbone
+from aimbench.cards.backbone_card import CLS, PATCH_MEAN
 from aimbench.cards.registry import Registry
 from aimbench.data.images import LabelledImages, TransformedImages
-from aimbench.probes.features import CLS, PATCH_MEAN, FeatureSource, extract_pooled, feature_sources
+from aimbench.probes.features import FeatureSource, extract_pooled, feature_sources
 
 
 @pytest.fixture
@@ -129,3 +131,12 @@ def test_no_images_without_cls_token(registry: Registry) -> None:
     pooled = extract_pooled(backbone, empty, [0, 2])
     assert calls == []
     assert pooled.features.shape == (0, 2, backbone.dim)
+
+
+def test_card_probe_tokens_restrict_the_pooled_features(tmp_path: Path) -> None:
+    text = TINY_BACKBONE_CARD.replace("cls_token = true", 'cls_token = true\nprobe_tokens = ["patch_mean"]', 1)
+    write_card(tmp_path, "backbones", "testfam", text)
+    backbone = load_backbone("micro-cls", registry=Registry.load([tmp_path]))
+    assert feature_sources(backbone, [0, 2]) == [FeatureSource(0, PATCH_MEAN), FeatureSource(2, PATCH_MEAN)]
+    images = LabelledImages.from_arrays(np.zeros((3, 16, 16), dtype=np.uint8), np.zeros(3))
+    assert extract_pooled(backbone, images, [0, 2]).features.shape == (3, 2, 32)

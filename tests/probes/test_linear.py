@@ -7,9 +7,10 @@ import dataclasses
 import pytest
 import torch
 
+from aimbench.cards.backbone_card import CLS, PATCH_MEAN
 from aimbench.probes import linear
 from aimbench.probes.config import LinearProbeConfig
-from aimbench.probes.features import CLS, PATCH_MEAN, FeatureSource, PooledFeatures
+from aimbench.probes.features import FeatureSource, PooledFeatures
 from aimbench.probes.linear import HeadScore, LayerResult, train_linear_probes
 
 N_CLASSES = 3
