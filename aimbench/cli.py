@@ -142,6 +142,41 @@ def evaluate(
     _evaluate(_split(backbone), _split(tasks), seeds, layers, limit, weights, config, options, overwrite)
 
 
+@app.command("features")
+def features(
+    backbone: Annotated[str, typer.Argument(help="Backbone variant.")],
+    inputs: Annotated[list[Path], typer.Option("--input", "-i", help="Image folder, .txt list of paths, or image (repeatable).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The .safetensors file to write.")],
+    layers: Annotated[str, typer.Option(help="all | last | block indices like 0,5,-1.")] = "all",
+    weights: Annotated[Optional[str], typer.Option(help="Override the card's weights: random | timm | PATH | hf:...")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward.")] = 32,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
+    cards: CardsOption = None,
+) -> None:
+    """Write per-layer patch and prefix tokens of a backbone for images, with its own preprocessing.
+
+    [bold]Examples[/bold]
+
+      aimbench features aim-600m -i photos/ --layers 12,23 -o aim600m.safetensors
+
+      aimbench features dinov2-vits14 -i list.txt --layers all -o dino.safetensors --weights ./dinov2_vits14.pth
+    """
+    from aimbench.adapters import load_backbone
+    from aimbench.adapters.export import export_features, list_images
+    from aimbench.launch.cells import parse_layers
+    from aimbench.provenance import resolve_device
+
+    if output.suffix != ".safetensors":
+        raise UserError(f"--output must end in .safetensors, got '{output}'")
+    registry = Registry.load(cards or ())
+    spec = registry.backbone(backbone)
+    chosen = parse_layers(layers, spec.depth)
+    images = list_images(inputs)
+    model = load_backbone(backbone, weights=weights, registry=registry).to(resolve_device(device))
+    export_features(model, images, chosen, output, batch_size)
+    console.print(f"wrote {output}: {len(images)} images x {len(chosen)} layers of {backbone} ({model.weights.id})")
+
+
 @app.command("report")
 def report(
     results: ResultsOption = Path("results"),

@@ -1,0 +1,97 @@
+"""Exporting per-layer tokens of a backbone for a set of images (``aimbench features``).
+
+Users analyse features with it, and it is how our networks are checked against other
+implementations: same images, same preprocessing, compare tensors. Output is one safetensors
+file: ``block{i}.patches`` (images, N, D) and, where the family has them, ``block{i}.prefix``
+(images, P, D), plus metadata saying which backbone, weights, preprocessing and images (in
+order) produced them. Everything is held in memory and written atomically at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from safetensors.torch import save_file
+
+from aimbench import __version__
+from aimbench.adapters.base import Backbone
+from aimbench.errors import UserError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def list_images(inputs: Sequence[Path]) -> list[Path]:
+    """Images from folders (recursively, sorted), ``.txt`` lists (one path per line) or files."""
+    found: list[Path] = []
+    for item in inputs:
+        if item.is_dir():
+            found += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif item.suffix.lower() == ".txt" and item.is_file():
+            lines = [line.strip() for line in item.read_text().splitlines() if line.strip()]
+            found += [(item.parent / line) if not Path(line).is_absolute() else Path(line) for line in lines]
+        elif item.is_file():
+            found.append(item)
+        else:
+            raise UserError(f"input '{item}' does not exist")
+    if not found:
+        raise UserError(f"no images found in {', '.join(map(str, inputs))}")
+    return found
+
+
+def _load(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UserError(f"cannot read image '{path}': {exc}") from None
+
+
+def export_features(
+    backbone: Backbone,
+    images: Sequence[Path],
+    layers: Sequence[int],
+    output: Path,
+    batch_size: int = 32,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict[str, str]:
+    """Write the tokens of ``layers`` for ``images`` to ``output``; return the file's metadata."""
+    transform = backbone.transform()
+    patches: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+    prefixes: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            batch = torch.stack([transform(_load(path)) for path in chunk])
+            for out in backbone.forward_layers(batch, layers):
+                patches[out.layer].append(out.patches.float().cpu())
+                if out.prefix is not None:
+                    prefixes[out.layer].append(out.prefix.float().cpu())
+            if on_batch is not None:
+                on_batch(len(chunk))
+    tensors = {f"block{layer}.patches": torch.cat(patches[layer]).contiguous() for layer in layers}
+    tensors |= {f"block{layer}.prefix": torch.cat(prefixes[layer]).contiguous() for layer in layers if prefixes[layer]}
+    metadata = {
+        "backbone": backbone.spec.name,
+        "weights_id": backbone.weights.id,
+        "weights_sha256": backbone.weights.sha256,
+        "layers": json.dumps(list(layers)),
+        "preprocess": json.dumps(backbone.preprocess.as_dict()),
+        "features": json.dumps(backbone.provenance.as_dict()),
+        "images": json.dumps([str(path) for path in images]),
+        "aimbench_version": __version__,
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    temporary = output.with_name(f".{output.name}.part")
+    try:
+        save_file(tensors, str(temporary), metadata=metadata)
+        os.replace(temporary, output)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return metadata
