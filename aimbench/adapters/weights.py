@@ -115,28 +115,42 @@ def _snapshot_commit(path: Path) -> str:
     return parts[parts.index("snapshots") + 1][:12] if "snapshots" in parts else "unknown"
 
 
-def resolve_weights_file(spec: BackboneSpec, override: str | None) -> Path:
-    """The local file for a file or hub source; a card's relative path is relative to the card."""
-    source = override or spec.weights
+def resolve_source(source: str, card_dir: Path | None = None) -> Path:
+    """The local file of a file or hub source; relative paths are relative to ``card_dir``."""
     if source.startswith(HF_PREFIX):
         return _hub_file(source)
     path = Path(source).expanduser()
-    if override is None and not path.is_absolute():
-        path = spec.card_path.parent / path
+    if card_dir is not None and not path.is_absolute():
+        path = card_dir / path
     if not path.is_file():
-        raise UserError(f"weights file '{path}' for '{spec.name}' does not exist")
+        raise UserError(f"weights file '{path}' does not exist")
     return path
 
 
-def load_weights(spec: BackboneSpec, override: str | None) -> tuple[dict[str, torch.Tensor], WeightsInfo, Path]:
-    """The state dict, what it is (id and file sha256) and where it was read from.
-
-    The card's published checksum guards the card's own file, however it is referred to."""
-    path = resolve_weights_file(spec, override)
+def load_source(source: str, card_dir: Path | None = None, sha256: str | None = None) -> tuple[dict[str, torch.Tensor], WeightsInfo, Path]:
+    """The state dict of a file or hub source, what it is (id, file sha256) and where it was read."""
+    path = resolve_source(source, card_dir)
     digest = file_sha256(path)
-    source = override or spec.weights
-    card_file = spec.weights not in ("random", "timm") and resolve_weights_file(spec, None) == path
-    if card_file:
-        verify_checksum(path, digest, spec.sha256)
+    verify_checksum(path, digest, sha256)
     label = f"{source}@{_snapshot_commit(path)}" if source.startswith(HF_PREFIX) else f"file:{path.name}"
     return load_state_dict_file(path), WeightsInfo(label, digest), path
+
+
+def _is_card_source(spec: BackboneSpec, override: str) -> bool:
+    """Whether an override names the card's own weights (so its published checksum applies)."""
+    if override == spec.weights:
+        return True
+    if spec.weights.startswith(HF_PREFIX) or override.startswith(HF_PREFIX) or spec.weights in ("random", "timm"):
+        return False
+    card_file = Path(spec.weights).expanduser()
+    card_file = card_file if card_file.is_absolute() else spec.card_path.parent / card_file
+    return card_file.resolve() == Path(override).expanduser().resolve()
+
+
+def load_weights(spec: BackboneSpec, override: str | None) -> tuple[dict[str, torch.Tensor], WeightsInfo, Path]:
+    """A backbone's file or hub weights: the card's own (checksummed) or an override.
+
+    A card's relative path is relative to the card; an override's to the working directory."""
+    if override is None:
+        return load_source(spec.weights, spec.card_path.parent, spec.sha256)
+    return load_source(override, None, spec.sha256 if _is_card_source(spec, override) else None)

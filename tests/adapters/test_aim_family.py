@@ -152,3 +152,14 @@ def test_hub_weights_missing_offline_say_how_to_get_them(tmp_path: Path) -> None
     )  # fmt: skip
     assert proc.returncode == 2
     assert "not in the Hugging Face cache" in proc.stderr and "--weights PATH" in proc.stderr
+
+
+def test_local_override_of_a_hub_card_never_touches_the_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    path, source = apple_layout_file(tmp_path / "local_copy.pth")
+    registry = aim_card(tmp_path / "cards", "hf:testorg/aimtest/aim_micro.pth", extra='sha256 = "00000000"')
+    backbone = load_backbone("aim-micro-x", weights=str(path), registry=registry)
+    assert backbone.weights.id == "file:local_copy.pth"  # the card's checksum guards its own file only
+    assert torch.equal(backbone.model.trunk.blocks[0].attn.qkv.weight, source.trunk.blocks[0].attn.qkv.weight)
