@@ -83,11 +83,11 @@ def list_cards(
 
 
 def _evaluate(
-    backbones: list[str], tasks: list[str], seeds: list[int], layers: str, limit: Optional[int],
+    backbones: list[str], tasks: list[str], probe: str, seeds: list[int], layers: str, limit: Optional[int],
     weights: Optional[str], config: LinearProbeConfig, options: "RunOptions", overwrite: bool,
 ) -> None:  # fmt: skip
     registry = Registry.load(options.card_dirs)
-    cells = plan_cells(registry, backbones, tasks, "linear", seeds, layers, limit, weights, config)
+    cells = plan_cells(registry, backbones, tasks, probe, seeds, layers, limit, weights, config)
     console.print(f"[bold]{len(cells)} cell(s)[/bold] → {options.results_dir / 'runs'}")
     finished = 0
     try:
@@ -108,7 +108,8 @@ def _evaluate(
 def evaluate(
     backbone: Annotated[str, typer.Option("--backbone", "-b", help="Backbone variant(s), comma-separated.")],
     tasks: Annotated[str, typer.Option("--tasks", "-t", help="Task(s) or suite(s), comma-separated.")],
-    layers: Annotated[str, typer.Option(help="all | last | block indices like 0,5,-1.")] = "all",
+    probe: Annotated[str, typer.Option(help="linear (trained here) | official (released heads, e.g. AIM's).")] = "linear",
+    layers: Annotated[str, typer.Option(help="all | last | block indices like 0,5,-1; for --probe official: head names (last, best).")] = "all",
     limit: Annotated[Optional[int], typer.Option(help="Cap images per split (smoke runs; recorded).")] = None,
     seed: Annotated[str, typer.Option(help="Seed(s), comma-separated; each is its own cell.")] = "0",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
@@ -130,6 +131,8 @@ def evaluate(
       aimbench eval -b vit-tiny-cls,vit-tiny-reg -t digits,fashion-mnist --limit 2000
 
       aimbench eval -b dinov2-vits14 -t fashion-mnist --layers 0,6,-1 --seed 0,1,2 --device cuda
+
+      aimbench eval -b aim-600m -t imagenet-1k --probe official --layers last,best --device cuda
     """
     try:
         seeds = [int(s) for s in _split(seed)]
@@ -139,7 +142,7 @@ def evaluate(
 
     options = RunOptions(results, data_root, tuple(cards or ()), device, batch_size, workers)
     config = LinearProbeConfig(epochs=epochs)
-    _evaluate(_split(backbone), _split(tasks), seeds, layers, limit, weights, config, options, overwrite)
+    _evaluate(_split(backbone), _split(tasks), probe, seeds, layers, limit, weights, config, options, overwrite)
 
 
 @app.command("features")
@@ -208,7 +211,7 @@ def demo(results: ResultsOption = Path("results"), overwrite: bool = False) -> N
     from aimbench.launch.run_cell import RunOptions
 
     options = RunOptions(results_dir=results, device="cpu")
-    _evaluate(list(DEMO_BACKBONES), [DEMO_TASK], [0], "all", None, None, LinearProbeConfig(), options, overwrite)
+    _evaluate(list(DEMO_BACKBONES), [DEMO_TASK], "linear", [0], "all", None, None, LinearProbeConfig(), options, overwrite)
     console.print(to_rich(leaderboard(cell_summaries(connect(results)))))
 
 

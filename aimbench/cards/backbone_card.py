@@ -35,6 +35,15 @@ class Preprocess:
 
 
 @dataclass(frozen=True)
+class OfficialProbe:
+    """A released probe head: its file (or hub source), checksum, and the blocks it averages."""
+
+    weights: str
+    layers: tuple[int, ...]
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
 class BackboneSpec:
     """One named variant of a backbone card."""
 
@@ -55,6 +64,7 @@ class BackboneSpec:
     sha256: str | None = None
     model_args: dict[str, Any] = field(default_factory=dict)
     probe_tokens: tuple[str, ...] = (PATCH_MEAN,)  # token poolings probed, e.g. not an untrained cls
+    official_probes: dict[str, OfficialProbe] = field(default_factory=dict)
 
     @property
     def prefix_layout(self) -> tuple[str, ...]:
@@ -76,6 +86,18 @@ def _read_preprocess(fields: Fields) -> Preprocess:
         raise fields.error("std", "every value must be positive")
     fields.reject_unknown()
     return pre
+
+
+def _read_official_probes(fields: Fields, depth: int) -> dict[str, OfficialProbe]:
+    probes = {}
+    for name in fields.table:
+        entry = fields.table_of(name)
+        layers = entry.raw("layers")
+        if not isinstance(layers, list) or not layers or not all(isinstance(i, int) and 0 <= i < depth for i in layers):
+            raise entry.error("layers", f"expected a non-empty list of block indices in 0..{depth - 1}, got {layers!r}")
+        probes[name] = OfficialProbe(entry.str("weights"), tuple(sorted(set(layers))), entry.str("sha256", default=None))
+        entry.reject_unknown()
+    return probes
 
 
 def parse_backbone_card(data: dict[str, Any], path: Path) -> list[BackboneSpec]:
@@ -113,6 +135,7 @@ def parse_backbone_card(data: dict[str, Any], path: Path) -> list[BackboneSpec]:
             sha256=v.str("sha256", default=None),
             model_args=dict(v.table_of("model_args", default={}).table),
             probe_tokens=v.strs("probe_tokens", default=None) or (),
+            official_probes=_read_official_probes(v.table_of("official_probes", default={}), v.int("depth", minimum=1)),
         )
         default_tokens = (PATCH_MEAN, CLS) if spec.cls_token else (PATCH_MEAN,)
         spec = replace(spec, probe_tokens=spec.probe_tokens or default_tokens)

@@ -16,12 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aimbench.cards.backbone_card import BackboneSpec
 from aimbench.cards.registry import Registry
+from aimbench.cards.task_card import TaskSpec
 from aimbench.errors import UserError
 from aimbench.hashing import file_sha256
 from aimbench.probes.config import LinearProbeConfig
 
-PROBES = ("linear",)
+PROBES = ("linear", "official")  # official: released heads, one cell per head ("official:<head>")
+OFFICIAL = "official"
 
 
 def parse_layers(spec: str, depth: int) -> list[int]:
@@ -100,12 +103,9 @@ def plan_cells(
     """Expand the matrix, validating every name and option before anything runs."""
     if probe not in PROBES:
         raise UserError(f"unknown probe '{probe}'; available: {', '.join(PROBES)}")
-    if weights is not None and len(backbones) != 1:
-        raise UserError("--weights applies to exactly one backbone")
-    if limit is not None and limit < 1:
-        raise UserError(f"--limit must be a positive number of images, got {limit}")
-    specs = [registry.backbone(name) for name in backbones]
-    task_specs = registry.expand_tasks(tasks)
+    if probe == OFFICIAL:
+        return _plan_official(registry, backbones, tasks, seeds, layers, limit, weights)
+    specs, task_specs = _resolve(registry, backbones, tasks, weights, limit)
     for spec in specs:
         parse_layers(layers, spec.depth)  # fail now, not after loading data
     config = probe_config or LinearProbeConfig()
@@ -115,3 +115,36 @@ def plan_cells(
         for task in task_specs
         for seed in seeds
     ]
+
+
+def _resolve(
+    registry: Registry, backbones: Sequence[str], tasks: Sequence[str], weights: str | None, limit: int | None
+) -> tuple[list[BackboneSpec], list[TaskSpec]]:
+    if weights is not None and len(backbones) != 1:
+        raise UserError("--weights applies to exactly one backbone")
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be a positive number of images, got {limit}")
+    return [registry.backbone(name) for name in backbones], registry.expand_tasks(tasks)
+
+
+def _plan_official(
+    registry: Registry, backbones: Sequence[str], tasks: Sequence[str], seeds: Sequence[int],
+    layers: str, limit: int | None, weights: str | None,
+) -> list[Cell]:  # fmt: skip
+    """One cell per released head; ``layers`` names heads (``all`` = every head of the card)."""
+    specs, task_specs = _resolve(registry, backbones, tasks, weights, limit)
+    cells = []
+    for spec in specs:
+        if not spec.official_probes:
+            raise UserError(f"backbone '{spec.name}' has no released probe heads (its card lists no official_probes)")
+        names = list(spec.official_probes) if layers == "all" else [n.strip() for n in layers.split(",")]
+        for name in names:
+            if name not in spec.official_probes:
+                raise UserError(f"backbone '{spec.name}' has no released head '{name}'; it has: {', '.join(spec.official_probes)}")
+        cells += [
+            Cell(spec.name, task.name, f"{OFFICIAL}:{name}", seed, name, limit, weights)
+            for name in names
+            for task in task_specs
+            for seed in seeds
+        ]
+    return cells

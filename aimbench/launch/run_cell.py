@@ -3,7 +3,8 @@
 Order matters for cost and clarity: the task's data is resolved before the backbone is built
 (missing data fails in a second, not after loading a 7B), features for every layer come from one
 pass per split, and the record is written last and atomically, so an interrupted cell leaves
-nothing behind and is simply run again on resume.
+nothing behind and is simply run again on resume. Two probe paths share the record: linear
+heads trained here (``linear``) and released heads evaluated as they are (``official:<head>``).
 """
 
 from __future__ import annotations
@@ -13,15 +14,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from aimbench.adapters import load_backbone
+from aimbench.adapters.base import Backbone
+from aimbench.adapters.weights import load_source
 from aimbench.cards.registry import Registry
-from aimbench.data import load_task
-from aimbench.launch.cells import Cell, parse_layers
+from aimbench.cards.task_card import TaskSpec
+from aimbench.data import TaskSplits, load_task
+from aimbench.errors import UserError
+from aimbench.launch.cells import OFFICIAL, Cell, parse_layers
+from aimbench.probes.attentive import head_from_state_dict, score_head
 from aimbench.probes.features import extract_pooled, feature_sources
-from aimbench.probes.linear import train_linear_probes
+from aimbench.probes.linear import LayerResult, ProbeResult, train_linear_probes
 from aimbench.provenance import environment, resolve_device
 from aimbench.store.records import new_record_header, record_path, write_record_atomic
 
@@ -45,6 +52,47 @@ def _no_progress(_: str, __: int) -> Callable[[int], None]:
     return lambda _: None
 
 
+def _probe_linear(
+    cell: Cell, backbone: Backbone, task: TaskSpec, splits: TaskSplits, options: RunOptions, stage: StageCallback
+) -> tuple[ProbeResult, dict[str, Any]]:
+    """Linear heads for every layer x token kind x lr from one feature pass; selection on val."""
+    layers = parse_layers(cell.layers, backbone.depth)
+    sources = feature_sources(backbone, layers)
+    features = {}
+    for name, images in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
+        advance = stage(f"{cell.backbone} · {cell.task} · features {name}", len(images))
+        features[name] = extract_pooled(backbone, images, layers, options.batch_size, options.workers, advance)
+    config = cell.probe_config
+    advance = stage(f"{cell.backbone} · {cell.task} · {len(sources) * len(config.learning_rates)} heads", config.epochs)
+    result = train_linear_probes(
+        features["train"], features["val"], features["test"], sources, task.num_classes,
+        config, cell.seed, backbone.device, on_epoch=lambda _: advance(1),
+    )  # fmt: skip
+    return result, config.as_dict()
+
+
+def _probe_official(
+    cell: Cell, backbone: Backbone, task: TaskSpec, splits: TaskSplits, options: RunOptions, stage: StageCallback
+) -> tuple[ProbeResult, dict[str, Any]]:
+    """A released attentive head on its layer window, as is: nothing is trained or selected."""
+    official = backbone.spec.official_probes[cell.layers]
+    state, info, path = load_source(official.weights, backbone.spec.card_path.parent, official.sha256)
+    head = head_from_state_dict(state, backbone.heads, str(path))
+    if head.linear.out_features != task.num_classes:
+        raise UserError(f"head '{cell.layers}' of {cell.backbone} has {head.linear.out_features} classes, task '{task.name}' has {task.num_classes}")
+    scores = {}
+    for name, images in (("val", splits.val), ("test", splits.test)):
+        advance = stage(f"{cell.backbone} · {cell.task} · released head {cell.layers} on {name}", len(images))
+        scores[name] = score_head(backbone, head, images, official.layers, options.batch_size, options.workers, advance)
+    window = official.layers
+    result = LayerResult(window[-1], f"attentive:avg{window[0]}-{window[-1]}", None, None, scores["val"], scores["test"])
+    config = {
+        "kind": OFFICIAL, "head": cell.layers, "head_weights_id": info.id, "head_sha256": info.sha256,
+        "window": list(window), "training": "none: the released head is evaluated as is", "selection": "none",
+    }  # fmt: skip
+    return ProbeResult(heads=[], layers=[result], best=result, last=result), config
+
+
 def run_cell(cell: Cell, options: RunOptions, stage: StageCallback = _no_progress) -> Path:
     """Evaluate ``cell`` and return the path of its record."""
     started = time.perf_counter()
@@ -54,19 +102,8 @@ def run_cell(cell: Cell, options: RunOptions, stage: StageCallback = _no_progres
     device = resolve_device(options.device)
     torch.manual_seed(cell.seed)
     backbone = load_backbone(cell.backbone, weights=cell.weights, registry=registry).to(device)
-    layers = parse_layers(cell.layers, backbone.depth)
-    sources = feature_sources(backbone, layers)
-
-    features = {}
-    for name, images in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
-        advance = stage(f"{cell.backbone} · {cell.task} · features {name}", len(images))
-        features[name] = extract_pooled(backbone, images, layers, options.batch_size, options.workers, advance)
-    config = cell.probe_config
-    advance = stage(f"{cell.backbone} · {cell.task} · {len(sources) * len(config.learning_rates)} heads", config.epochs)
-    result = train_linear_probes(
-        features["train"], features["val"], features["test"], sources, task.num_classes,
-        config, cell.seed, device, on_epoch=lambda _: advance(1),
-    )  # fmt: skip
+    probe = _probe_official if cell.probe.startswith(f"{OFFICIAL}:") else _probe_linear
+    result, probe_config = probe(cell, backbone, task, splits, options, stage)
 
     spec = backbone.spec
     record = {
@@ -94,7 +131,7 @@ def run_cell(cell: Cell, options: RunOptions, stage: StageCallback = _no_progres
         "last_test_top1": result.last.test_top1,
         "layers": [dataclasses.asdict(r) for r in result.layers],
         "heads": [dataclasses.asdict(h) for h in result.heads],
-        "probe_config": config.as_dict(),
+        "probe_config": probe_config,
         "backbone_info": {
             "family": spec.family,
             "adapter": spec.adapter,

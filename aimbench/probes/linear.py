@@ -39,12 +39,14 @@ class HeadScore:
 
 @dataclass(frozen=True)
 class LayerResult:
-    """The val-selected head of one layer with its val and test top-1."""
+    """The val-selected head of one layer (or layer window) with its val and test top-1.
+
+    ``lr``/``weight_decay`` are None for heads that were not trained here (released heads)."""
 
     layer: int
     token: str
-    lr: float
-    weight_decay: float
+    lr: float | None
+    weight_decay: float | None
     val_top1: float
     test_top1: float
 

@@ -85,7 +85,7 @@ def layer_table(record: dict[str, Any]) -> Table:
             [
                 str(layer["layer"]),
                 layer["token"],
-                f"{layer['lr']:g}",
+                "–" if layer["lr"] is None else f"{layer['lr']:g}",
                 percent(layer["val_top1"]),
                 percent(layer["test_top1"]),
                 " ".join(marks),
