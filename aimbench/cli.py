@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from aimbench.cards.registry import CARDS_ENV, Registry
+from aimbench.dtypes import DTYPES
 from aimbench.errors import UserError
 from aimbench.launch.cells import plan_cells
 from aimbench.probes.config import LinearProbeConfig
@@ -84,10 +85,10 @@ def list_cards(
 
 def _evaluate(
     backbones: list[str], tasks: list[str], probe: str, seeds: list[int], layers: str, limit: Optional[int],
-    weights: Optional[str], config: LinearProbeConfig, options: "RunOptions", overwrite: bool,
+    weights: Optional[str], config: LinearProbeConfig, options: "RunOptions", overwrite: bool, dtype: str = "fp32",
 ) -> None:  # fmt: skip
     registry = Registry.load(options.card_dirs)
-    cells = plan_cells(registry, backbones, tasks, probe, seeds, layers, limit, weights, config)
+    cells = plan_cells(registry, backbones, tasks, probe, seeds, layers, limit, weights, config, dtype)
     console.print(f"[bold]{len(cells)} cell(s)[/bold] → {options.results_dir / 'runs'}")
     finished = 0
     try:
@@ -113,6 +114,7 @@ def evaluate(
     limit: Annotated[Optional[int], typer.Option(help="Cap images per split (smoke runs; recorded).")] = None,
     seed: Annotated[str, typer.Option(help="Seed(s), comma-separated; each is its own cell.")] = "0",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="Backbone precision: fp32 | bf16 | fp16 (recorded; part of the cell).")] = "fp32",
     results: ResultsOption = Path("results"),
     data_root: Annotated[Optional[Path], typer.Option(envvar="AIMBENCH_DATA_ROOT", help="Where local dataset copies live.")] = None,
     weights: Annotated[Optional[str], typer.Option(help="Override the card's weights: random | timm | PATH.")] = None,
@@ -142,7 +144,7 @@ def evaluate(
 
     options = RunOptions(results, data_root, tuple(cards or ()), device, batch_size, workers)
     config = LinearProbeConfig(epochs=epochs)
-    _evaluate(_split(backbone), _split(tasks), probe, seeds, layers, limit, weights, config, options, overwrite)
+    _evaluate(_split(backbone), _split(tasks), probe, seeds, layers, limit, weights, config, options, overwrite, dtype)
 
 
 @app.command("features")
@@ -154,6 +156,7 @@ def features(
     weights: Annotated[Optional[str], typer.Option(help="Override the card's weights: random | timm | PATH | hf:...")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward.")] = 32,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="Backbone precision: fp32 | bf16 | fp16.")] = "fp32",
     cards: CardsOption = None,
 ) -> None:
     """Write per-layer patch and prefix tokens of a backbone for images, with its own preprocessing.
@@ -169,13 +172,15 @@ def features(
     from aimbench.launch.cells import parse_layers
     from aimbench.provenance import resolve_device
 
+    if dtype not in DTYPES:
+        raise UserError(f"unknown dtype '{dtype}'; one of {', '.join(DTYPES)}")
     if output.suffix != ".safetensors":
         raise UserError(f"--output must end in .safetensors, got '{output}'")
     registry = Registry.load(cards or ())
     spec = registry.backbone(backbone)
     chosen = parse_layers(layers, spec.depth)
     images = list_images(inputs)
-    model = load_backbone(backbone, weights=weights, registry=registry).to(resolve_device(device))
+    model = load_backbone(backbone, weights=weights, registry=registry, dtype=dtype).to(resolve_device(device))
     export_features(model, images, chosen, output, batch_size)
     console.print(f"wrote {output}: {len(images)} images x {len(chosen)} layers of {backbone} ({model.weights.id})")
 

@@ -54,6 +54,7 @@ def test_eval_writes_a_complete_record_then_skips_and_overwrites(tmp_path: Path,
     assert len(record["heads"]) == 3 * 2 * 6  # layers x token kinds x learning rates
     assert record["best_layer"] in (0, 1, 2) and record["last_layer"] == 2
     assert record["weights_id"] == "random-init:seed0" and len(record["weights_sha256"]) == 64
+    assert record["dtype"] == "fp32"
     assert record["dataset_revision"].startswith("sha256:")
     assert record["split_policy"]["val"] == "stratified 0.1 of train, seed 0"
     assert record["backbone_info"]["features"] == {
@@ -102,6 +103,7 @@ def test_report_formats_and_latest_wins_across_configurations(tmp_path: Path, ti
         (("eval", "-b", "vit-tiny-cls", "-t", "digits", "--seed", "x"), ("bad --seed",)),
         (("eval", "-b", "vit-tiny-cls", "-t", "digits", "--weights", "/no/such.safetensors"), ("does not exist",)),
         (("eval", "-b", "dinov2-vits14", "-t", "digits"), ("not available offline", "--weights PATH")),
+        (("eval", "-b", "vit-tiny-cls", "-t", "digits", "--dtype", "fp8"), ("unknown dtype 'fp8'",)),
         (("report",), ("no run records", "aimbench eval")),
     ],
 )

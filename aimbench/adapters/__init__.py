@@ -13,20 +13,24 @@ if TYPE_CHECKING:
 
 
 def load_backbone(
-    name: str, weights: str | None = None, cards: Sequence[Path] = (), registry: Registry | None = None
+    name: str,
+    weights: str | None = None,
+    cards: Sequence[Path] = (),
+    registry: Registry | None = None,
+    dtype: str = "fp32",
 ) -> Backbone:
     """Build the named backbone variant, frozen and in eval mode.
 
     ``weights`` overrides the card's source: ``random``, ``timm`` (timm family), a local file
-    path or ``hf:<owner>/<repo>/<file>``.
+    path or ``hf:<owner>/<repo>/<file>``; ``dtype`` is one of ``aimbench.dtypes.DTYPES``.
     """
     spec = (registry or Registry.load(cards)).backbone(name)
     if spec.adapter == "timm":
         from aimbench.adapters.timm_family import TimmBackbone
 
-        return TimmBackbone(spec, weights)
+        return TimmBackbone(spec, weights, dtype)
     if spec.adapter == "aim":
         from aimbench.adapters.aim_family import AimBackbone
 
-        return AimBackbone(spec, weights)
+        return AimBackbone(spec, weights, dtype)
     raise AssertionError(f"adapter '{spec.adapter}' passed card validation but has no implementation")

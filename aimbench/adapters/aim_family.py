@@ -2,8 +2,8 @@
 
 ``arch`` names a preset. Weights are ``random`` (PyTorch's default init under a fixed seed), a
 local file, or ``hf:apple/AIM/<file>``; files must be in Apple's key layout and load strictly.
-Models are built on the meta device and receive the file's tensors directly, so even a 7B is
-held in memory once.
+Models are built on the meta device and receive the file's tensors directly, cast one by one to
+the requested precision (``.pth`` files are memory-mapped), so even a 7B is held in memory once.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import torch
 from aimbench.adapters.base import Backbone, FeatureProvenance, LayerTokens, WeightsInfo
 from aimbench.adapters.weights import load_strict, load_weights, state_dict_sha256
 from aimbench.cards.backbone_card import BackboneSpec
+from aimbench.dtypes import torch_dtype
 from aimbench.errors import CardError
 from aimbench.models.aim import AIM, PRESETS, build_aim
 
@@ -34,17 +35,19 @@ def _check_card(spec: BackboneSpec) -> None:
             raise CardError(spec.card_path, f"{field}.{name}", f"card says {getattr(spec, name)!r} but {spec.arch} has {value!r}")
 
 
-def _build(spec: BackboneSpec, override: str | None) -> tuple[AIM, WeightsInfo]:
+def _build(spec: BackboneSpec, override: str | None, dtype: torch.dtype) -> tuple[AIM, WeightsInfo]:
     source = override or spec.weights
     if source == "timm":
         raise CardError(spec.card_path, f"variants.{spec.name}.weights", "AIM v1 is not in timm; use random, a file or hf:")
     if source == "random":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)
-            model = build_aim(spec.arch)
+            model = build_aim(spec.arch, dtype=dtype)
         return model, WeightsInfo(f"random-init:seed{RANDOM_INIT_SEED}", state_dict_sha256(model.state_dict()))
     state, info, path = load_weights(spec, override)
-    model = build_aim(spec.arch, device="meta")
+    for key in list(state):  # cast one tensor at a time: never a second full copy in memory
+        state[key] = state[key].to(dtype)
+    model = build_aim(spec.arch, device="meta", dtype=dtype)
     load_strict(model, state, str(path), assign=True)
     return model, info
 
@@ -52,10 +55,10 @@ def _build(spec: BackboneSpec, override: str | None) -> tuple[AIM, WeightsInfo]:
 class AimBackbone(Backbone):
     """AIM v1 trunk; features are raw block outputs over patch tokens (AIM has no cls token)."""
 
-    def __init__(self, spec: BackboneSpec, weights: str | None = None) -> None:
+    def __init__(self, spec: BackboneSpec, weights: str | None = None, dtype: str = "fp32") -> None:
         _check_card(spec)
-        model, info = _build(spec, weights)
-        super().__init__(spec, model, info)
+        model, info = _build(spec, weights, torch_dtype(dtype))
+        super().__init__(spec, model, info, dtype)
 
     @property
     def provenance(self) -> FeatureProvenance:
@@ -63,5 +66,5 @@ class AimBackbone(Backbone):
 
     def forward_layers(self, images: torch.Tensor, layers: Sequence[int]) -> list[LayerTokens]:
         layers = self.checked_layers(layers)
-        outputs = self.model.forward_layers(images.to(self.device), layers)
+        outputs = self.model.forward_layers(self.prepare(images), layers)
         return [LayerTokens(layer, tokens, None) for layer, tokens in zip(layers, outputs)]

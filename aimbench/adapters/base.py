@@ -17,6 +17,7 @@ from torch import nn
 from torchvision.transforms import InterpolationMode, v2
 
 from aimbench.cards.backbone_card import BackboneSpec, Preprocess
+from aimbench.dtypes import torch_dtype
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,10 @@ def build_eval_transform(pre: Preprocess) -> v2.Compose:
 class Backbone(ABC):
     """A frozen vision backbone that returns per-layer tokens in one forward pass."""
 
-    def __init__(self, spec: BackboneSpec, model: nn.Module, weights: WeightsInfo) -> None:
+    def __init__(self, spec: BackboneSpec, model: nn.Module, weights: WeightsInfo, dtype: str = "fp32") -> None:
         self.spec = spec
-        self.model = model.eval().requires_grad_(False)
+        self.dtype = dtype
+        self.model = model.to(torch_dtype(dtype)).eval().requires_grad_(False)
         self.weights = weights
         self.device = torch.device("cpu")
 
@@ -106,6 +108,10 @@ class Backbone(ABC):
         self.device = torch.device(device)
         self.model.to(self.device)
         return self
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """Images on the model's device and in its precision."""
+        return images.to(self.device, torch_dtype(self.dtype))
 
     def checked_layers(self, layers: Sequence[int]) -> list[int]:
         """``layers`` as a list, or ValueError unless sorted, unique and within the depth."""

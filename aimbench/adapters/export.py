@@ -80,6 +80,7 @@ def export_features(
         "backbone": backbone.spec.name,
         "weights_id": backbone.weights.id,
         "weights_sha256": backbone.weights.sha256,
+        "dtype": backbone.dtype,
         "layers": json.dumps(list(layers)),
         "preprocess": json.dumps(backbone.preprocess.as_dict()),
         "features": json.dumps(backbone.provenance.as_dict()),

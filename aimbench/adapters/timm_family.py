@@ -95,10 +95,10 @@ def check_against_card(spec: BackboneSpec, model: nn.Module) -> None:
 class TimmBackbone(Backbone):
     """A timm ViT; features are raw block outputs (``norm=False``), as the AIM protocol reads them."""
 
-    def __init__(self, spec: BackboneSpec, weights: str | None = None) -> None:
+    def __init__(self, spec: BackboneSpec, weights: str | None = None, dtype: str = "fp32") -> None:
         model, info = _create_with_weights(spec, weights)
         check_against_card(spec, model)
-        super().__init__(spec, model, info)
+        super().__init__(spec, model, info, dtype)
 
     @property
     def provenance(self) -> FeatureProvenance:
@@ -107,7 +107,7 @@ class TimmBackbone(Backbone):
     def forward_layers(self, images: torch.Tensor, layers: Sequence[int]) -> list[LayerTokens]:
         layers = self.checked_layers(layers)
         options = dict(indices=layers, norm=False, output_fmt="NLC", intermediates_only=True, stop_early=True)
-        images = images.to(self.device)
+        images = self.prepare(images)
         if not self.spec.prefix_layout:
             # timm returns malformed tuples when prefix tokens are requested from a model without any
             outputs = self.model.forward_intermediates(images, **options)

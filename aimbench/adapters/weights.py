@@ -46,6 +46,16 @@ def verify_checksum(path: Path, actual: str, expected: str | None) -> None:
         )
 
 
+def _torch_load(path: Path) -> object:
+    """Memory-mapped where the file format allows it, so tensors are read only when used."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as exc:
+        if "mmap" not in str(exc):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)  # legacy (pre-zip) format
+
+
 def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     """Load a ``.safetensors`` or pickled-tensor file without running any pickled code."""
     if not path.is_file():
@@ -54,7 +64,7 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = _torch_load(path)
     # torch's readers surface damage as many types (a truncated zip is an OSError, a text file a KeyError)
     except (SafetensorError, pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, KeyError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -19,6 +19,7 @@ from typing import Any
 from aimbench.cards.backbone_card import BackboneSpec
 from aimbench.cards.registry import Registry
 from aimbench.cards.task_card import TaskSpec
+from aimbench.dtypes import DTYPES
 from aimbench.errors import UserError
 from aimbench.hashing import file_sha256
 from aimbench.probes.config import LinearProbeConfig
@@ -61,6 +62,7 @@ class Cell:
     limit: int | None = None
     weights: str | None = None  # overrides the card's weights source
     probe_config: LinearProbeConfig = field(default_factory=LinearProbeConfig)
+    dtype: str = "fp32"  # the backbone's precision: it changes the numbers, so it is identity
 
     @property
     def key(self) -> str:
@@ -79,6 +81,7 @@ class Cell:
             "layers": self.layers,
             "limit": self.limit,
             "weights": weights,
+            "dtype": self.dtype,
         }
 
     def config_hash(self, registry: Registry) -> str:
@@ -99,18 +102,21 @@ def plan_cells(
     limit: int | None = None,
     weights: str | None = None,
     probe_config: LinearProbeConfig | None = None,
+    dtype: str = "fp32",
 ) -> list[Cell]:
     """Expand the matrix, validating every name and option before anything runs."""
+    if dtype not in DTYPES:
+        raise UserError(f"unknown dtype '{dtype}'; one of {', '.join(DTYPES)}")
     if probe not in PROBES:
         raise UserError(f"unknown probe '{probe}'; available: {', '.join(PROBES)}")
     if probe == OFFICIAL:
-        return _plan_official(registry, backbones, tasks, seeds, layers, limit, weights)
+        return _plan_official(registry, backbones, tasks, seeds, layers, limit, weights, dtype)
     specs, task_specs = _resolve(registry, backbones, tasks, weights, limit)
     for spec in specs:
         parse_layers(layers, spec.depth)  # fail now, not after loading data
     config = probe_config or LinearProbeConfig()
     return [
-        Cell(spec.name, task.name, probe, seed, layers, limit, weights, config)
+        Cell(spec.name, task.name, probe, seed, layers, limit, weights, config, dtype)
         for spec in specs
         for task in task_specs
         for seed in seeds
@@ -129,7 +135,7 @@ def _resolve(
 
 def _plan_official(
     registry: Registry, backbones: Sequence[str], tasks: Sequence[str], seeds: Sequence[int],
-    layers: str, limit: int | None, weights: str | None,
+    layers: str, limit: int | None, weights: str | None, dtype: str,
 ) -> list[Cell]:  # fmt: skip
     """One cell per released head; ``layers`` names heads (``all`` = every head of the card)."""
     specs, task_specs = _resolve(registry, backbones, tasks, weights, limit)
@@ -142,7 +148,7 @@ def _plan_official(
             if name not in spec.official_probes:
                 raise UserError(f"backbone '{spec.name}' has no released head '{name}'; it has: {', '.join(spec.official_probes)}")
         cells += [
-            Cell(spec.name, task.name, f"{OFFICIAL}:{name}", seed, name, limit, weights)
+            Cell(spec.name, task.name, f"{OFFICIAL}:{name}", seed, name, limit, weights, dtype=dtype)
             for name in names
             for task in task_specs
             for seed in seeds

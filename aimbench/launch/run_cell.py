@@ -101,7 +101,7 @@ def run_cell(cell: Cell, options: RunOptions, stage: StageCallback = _no_progres
     splits = load_task(task, options.data_root, cell.limit)
     device = resolve_device(options.device)
     torch.manual_seed(cell.seed)
-    backbone = load_backbone(cell.backbone, weights=cell.weights, registry=registry).to(device)
+    backbone = load_backbone(cell.backbone, weights=cell.weights, registry=registry, dtype=cell.dtype).to(device)
     probe = _probe_official if cell.probe.startswith(f"{OFFICIAL}:") else _probe_linear
     result, probe_config = probe(cell, backbone, task, splits, options, stage)
 
@@ -114,6 +114,7 @@ def run_cell(cell: Cell, options: RunOptions, stage: StageCallback = _no_progres
         "seed": cell.seed,
         "weights_id": backbone.weights.id,
         "weights_sha256": backbone.weights.sha256,
+        "dtype": cell.dtype,
         "task_version": task.version,
         "dataset_source": splits.source,
         "dataset_revision": splits.revision,

@@ -6,7 +6,7 @@ Schema (version 1). Accuracies are fractions in [0, 1]; layers are 0-indexed blo
   ``cell_key`` ("backbone|task|probe|seed"), ``config_hash`` (hash of everything that defines
   the cell: cards' content, weights, layers, limit, probe config, seed), ``backbone``, ``task``,
   ``probe``, ``seed``.
-- what was measured on: ``weights_id``, ``weights_sha256``, ``task_version``,
+- what was measured on: ``weights_id``, ``weights_sha256``, ``dtype`` (backbone precision), ``task_version``,
   ``dataset_source``, ``dataset_revision``, ``split_policy`` {train, val, test},
   ``n_train``/``n_val``/``n_test``, ``layers_spec``, ``image_limit`` (null = full splits).
 - results: ``best_layer``/``best_token``/``best_lr``/``best_val_top1``/``best_test_top1`` (best

@@ -163,3 +163,17 @@ def test_local_override_of_a_hub_card_never_touches_the_hub(tmp_path: Path, monk
     backbone = load_backbone("aim-micro-x", weights=str(path), registry=registry)
     assert backbone.weights.id == "file:local_copy.pth"  # the card's checksum guards its own file only
     assert torch.equal(backbone.model.trunk.blocks[0].attn.qkv.weight, source.trunk.blocks[0].attn.qkv.weight)
+
+
+def test_bf16_materialises_file_weights_in_bf16_close_to_fp32(tmp_path: Path) -> None:
+    path, _ = apple_layout_file(tmp_path / "aim_micro.pth")
+    registry = aim_card(tmp_path / "cards", str(path))
+    full = load_backbone("aim-micro-x", registry=registry)
+    half = load_backbone("aim-micro-x", registry=registry, dtype="bf16")
+    assert {p.dtype for p in half.model.parameters()} == {torch.bfloat16}
+    assert half.weights == full.weights  # same file, same hash: the precision is recorded separately
+    images = torch.randn(2, 3, 16, 16)
+    a = full.forward_layers(images, [2])[0].patches
+    b = half.forward_layers(images, [2])[0].patches.float()
+    assert b.dtype == torch.float32 and torch.allclose(a, b, rtol=0.1, atol=0.1)
+    assert not torch.equal(a, b)

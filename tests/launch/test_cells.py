@@ -77,3 +77,12 @@ def test_weights_file_content_is_part_of_the_identity(tmp_path: Path, tiny_cards
     weights.write_bytes(b"two!")
     assert cell.config_hash(registry) != first
     assert cell.record_name(registry).startswith("micro-cls__digits__linear__seed0__")
+
+
+def test_dtype_is_validated_and_part_of_the_identity(tiny_cards: Path) -> None:
+    registry = Registry.load([tiny_cards])
+    [cell] = plan_cells(registry, ["micro-cls"], ["digits"], dtype="bf16")
+    assert cell.dtype == "bf16"
+    assert cell.config_hash(registry) != Cell("micro-cls", "digits", "linear", 0).config_hash(registry)
+    with pytest.raises(UserError, match="unknown dtype 'fp8'; one of fp32, bf16, fp16"):
+        plan_cells(registry, ["micro-cls"], ["digits"], dtype="fp8")
