@@ -21,8 +21,9 @@ def load_backbone(
 ) -> Backbone:
     """Build the named backbone variant, frozen and in eval mode.
 
-    ``weights`` overrides the card's source: ``random``, ``timm`` (timm family), a local file
-    path or ``hf:<owner>/<repo>/<file>``; ``dtype`` is one of ``aimbench.dtypes.DTYPES``.
+    ``weights`` overrides the card's source: ``random``, ``timm`` (timm family),
+    ``open_clip:<tag>`` (open_clip family), a local file path or ``hf:<owner>/<repo>/<file>``;
+    ``dtype`` is one of ``aimbench.dtypes.DTYPES``.
     """
     spec = (registry or Registry.load(cards)).backbone(name)
     if spec.adapter == "timm":
@@ -33,4 +34,8 @@ def load_backbone(
         from aimbench.adapters.aim_family import AimBackbone
 
         return AimBackbone(spec, weights, dtype)
+    if spec.adapter == "open_clip":
+        from aimbench.adapters.open_clip_family import OpenClipBackbone
+
+        return OpenClipBackbone(spec, weights, dtype)
     raise AssertionError(f"adapter '{spec.adapter}' passed card validation but has no implementation")

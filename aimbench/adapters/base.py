@@ -58,12 +58,16 @@ class WeightsInfo:
 
 
 def build_eval_transform(pre: Preprocess) -> v2.Compose:
-    """Resize the short side, centre-crop, scale to [0, 1] and normalise; any input is made RGB."""
+    """Resize (short side, or squash), centre-crop, scale to [0, 1], normalise; any input is made RGB."""
     return v2.Compose(
         [
             v2.Lambda(lambda image: image.convert("RGB")),
             v2.PILToTensor(),
-            v2.Resize(pre.resize_size, interpolation=InterpolationMode(pre.interpolation), antialias=True),
+            v2.Resize(
+                (pre.resize_size, pre.resize_size) if pre.resize_mode == "squash" else pre.resize_size,
+                interpolation=InterpolationMode(pre.interpolation),
+                antialias=True,
+            ),
             v2.CenterCrop(pre.image_size),
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(mean=list(pre.mean), std=list(pre.std)),

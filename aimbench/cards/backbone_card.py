@@ -15,20 +15,23 @@ from typing import Any
 from aimbench.cards.fields import Fields
 from aimbench.errors import CardError
 
-ADAPTERS = ("timm", "aim")
+ADAPTERS = ("timm", "aim", "open_clip")
 PATCH_MEAN, CLS = "patch_mean", "cls"  # how a probe pools a layer's tokens
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+RESIZE_MODES = ("shortest", "squash")  # short side to resize_size, or both sides (aspect not kept)
 
 
 @dataclass(frozen=True)
 class Preprocess:
-    """Eval-time transform: resize the short side to ``resize_size``, centre-crop ``image_size``."""
+    """Eval-time transform: resize to ``resize_size`` (the short side, or both sides with
+    ``resize_mode = "squash"``), then centre-crop ``image_size``."""
 
     image_size: int
     resize_size: int
     interpolation: str
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    resize_mode: str = "shortest"
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "crop": "center"}
@@ -51,7 +54,7 @@ class BackboneSpec:
     family: str
     adapter: str
     arch: str
-    weights: str  # "random" | "timm" (pretrained tag of ``arch``) | a local file path
+    weights: str  # random | timm (tag in arch) | open_clip:<tag> | hf:<owner>/<repo>/<file> | a file path
     depth: int
     dim: int
     heads: int
@@ -79,6 +82,7 @@ def _read_preprocess(fields: Fields) -> Preprocess:
         interpolation=fields.str("interpolation", choices=INTERPOLATIONS),
         mean=fields.floats("mean", 3),
         std=fields.floats("std", 3),
+        resize_mode=fields.str("resize_mode", default="shortest", choices=RESIZE_MODES),
     )
     if pre.resize_size < pre.image_size:
         raise fields.error("resize_size", f"must be >= image_size ({pre.image_size})")
