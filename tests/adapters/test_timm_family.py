@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -218,15 +217,6 @@ def test_check_against_card_rejects_a_model_without_blocks(registry: Registry) -
 # --- every shipped card describes the network it builds ------------------------------------
 
 SHIPPED = {name: spec for name, spec in Registry.load().backbones.items() if spec.adapter == "timm"}
-
-
-@pytest.fixture
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("a test tried to open a network connection")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 def test_shipped_cards_include_all_families() -> None:
