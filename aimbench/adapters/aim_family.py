@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from aimbench.adapters.base import Backbone, FeatureProvenance, LayerTokens, WeightsInfo
+from aimbench.adapters.base import Backbone, LayerTokens, WeightsInfo
 from aimbench.adapters.weights import load_strict, load_weights, state_dict_sha256
 from aimbench.cards.backbone_card import BackboneSpec
 from aimbench.dtypes import torch_dtype
@@ -59,10 +59,6 @@ class AimBackbone(Backbone):
         _check_card(spec)
         model, info = _build(spec, weights, torch_dtype(dtype))
         super().__init__(spec, model, info, dtype)
-
-    @property
-    def provenance(self) -> FeatureProvenance:
-        return FeatureProvenance("block output (residual stream)", False, ())
 
     def forward_layers(self, images: torch.Tensor, layers: Sequence[int]) -> list[LayerTokens]:
         layers = self.checked_layers(layers)

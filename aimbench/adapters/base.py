@@ -125,9 +125,10 @@ class Backbone(ABC):
         return layers
 
     @property
-    @abstractmethod
     def provenance(self) -> FeatureProvenance:
-        """How the tensors from :meth:`forward_layers` were taken from the network."""
+        """How the tensors from :meth:`forward_layers` were taken from the network: by default raw
+        block outputs (the residual stream, no final norm), as the AIM protocol reads them."""
+        return FeatureProvenance("block output (residual stream)", False, self.spec.prefix_layout)
 
     @abstractmethod
     def forward_layers(self, images: torch.Tensor, layers: Sequence[int]) -> list[LayerTokens]:

@@ -47,7 +47,7 @@ import torch
 from open_clip.transformer import VisionTransformer
 from torch import nn
 
-from aimbench.adapters.base import Backbone, FeatureProvenance, LayerTokens, WeightsInfo
+from aimbench.adapters.base import Backbone, LayerTokens, WeightsInfo
 from aimbench.adapters.weights import load_source, load_strict, load_weights, state_dict_sha256
 from aimbench.cards.backbone_card import BackboneSpec
 from aimbench.dtypes import torch_dtype
@@ -245,10 +245,6 @@ class OpenClipBackbone(Backbone):
         visual, info = _build(spec, weights, torch_dtype(dtype))
         check_against_card(spec, visual)
         super().__init__(spec, visual, info, dtype)
-
-    @property
-    def provenance(self) -> FeatureProvenance:
-        return FeatureProvenance("block output (residual stream)", False, self.spec.prefix_layout)
 
     def forward_layers(self, images: torch.Tensor, layers: Sequence[int]) -> list[LayerTokens]:
         layers = self.checked_layers(layers)

@@ -17,7 +17,7 @@ import torch
 from huggingface_hub.errors import LocalEntryNotFoundError
 from torch import nn
 
-from aimbench.adapters.base import Backbone, FeatureProvenance, LayerTokens, WeightsInfo
+from aimbench.adapters.base import Backbone, LayerTokens, WeightsInfo
 from aimbench.adapters.weights import load_strict, load_weights, state_dict_sha256
 from aimbench.cards.backbone_card import BackboneSpec
 from aimbench.errors import CardError, UserError
@@ -99,10 +99,6 @@ class TimmBackbone(Backbone):
         model, info = _create_with_weights(spec, weights)
         check_against_card(spec, model)
         super().__init__(spec, model, info, dtype)
-
-    @property
-    def provenance(self) -> FeatureProvenance:
-        return FeatureProvenance("block output (residual stream)", False, self.spec.prefix_layout)
 
     def forward_layers(self, images: torch.Tensor, layers: Sequence[int]) -> list[LayerTokens]:
         layers = self.checked_layers(layers)
