@@ -1,7 +1,7 @@
 """Loading weight files without executing code, and hashing what was loaded.
 
-A weights source is ``random``, a local file (relative to its card when written in a card), or
-``hf:<owner>/<repo>/<file>`` downloaded once into the Hugging Face cache. Files load through
+A weights source is ``random``, a local file (relative to its card when written in a card),
+``hf:<owner>/<repo>/<file>`` or an ``https://`` URL (see ``weight_sources``). Files load through
 safetensors or ``torch.load(weights_only=True)``; a checksum from the card is verified before the
 file is parsed. Every loaded state dict, random or not, gets a SHA-256 so a
 record can say exactly which numbers produced it.
@@ -9,6 +9,7 @@ record can say exactly which numbers produced it.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import pickle
 import zipfile
@@ -20,11 +21,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from aimbench.adapters.base import WeightsInfo
+from aimbench.adapters.weight_sources import is_remote, resolve_source, source_label
 from aimbench.cards.backbone_card import BackboneSpec
 from aimbench.errors import UserError
 from aimbench.hashing import file_sha256
-
-HF_PREFIX = "hf:"  # hf:<owner>/<repo>/<path in repo>, fetched through the Hugging Face cache
 
 
 def state_dict_sha256(state: Mapping[str, torch.Tensor]) -> str:
@@ -69,7 +69,7 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     except (SafetensorError, pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, KeyError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot load weights file '{path}': {first_line}") from None
-    for key in ("state_dict", "model"):  # common training-checkpoint wrappers
+    for key in ("state_dict", "model", "module"):  # common training-checkpoint wrappers
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -100,67 +100,38 @@ def load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], sourc
     model.load_state_dict(state, strict=True, assign=assign)
 
 
-def _hub_file(source: str) -> Path:
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    owner, _, rest = source[len(HF_PREFIX) :].partition("/")
-    repo, _, filename = rest.partition("/")
-    if not (owner and repo and filename):
-        raise UserError(f"bad weights source '{source}': use hf:<owner>/<repo>/<file>")
-    try:
-        return Path(hf_hub_download(f"{owner}/{repo}", filename))
-    except LocalEntryNotFoundError:
-        raise UserError(
-            f"weights {source} are not in the Hugging Face cache and the hub is offline; download them "
-            f"once with network access (unset HF_HUB_OFFLINE), or pass --weights PATH to a local copy"
-        ) from None
-    except OSError as exc:  # network failures, missing repo or file
-        raise UserError(f"cannot download weights {source}: {str(exc).splitlines()[0]}") from None
-
-
-def _snapshot_commit(path: Path) -> str:
-    """The hub commit a cached file came from: the cache stores it as snapshots/<commit>/<file>."""
-    parts = path.parts
-    return parts[parts.index("snapshots") + 1][:12] if "snapshots" in parts else "unknown"
-
-
-def resolve_source(source: str, card_dir: Path | None = None) -> Path:
-    """The local file of a file or hub source; relative paths are relative to ``card_dir``."""
-    if source.startswith(HF_PREFIX):
-        return _hub_file(source)
-    path = Path(source).expanduser()
-    if card_dir is not None and not path.is_absolute():
-        path = card_dir / path
-    if not path.is_file():
-        raise UserError(f"weights file '{path}' does not exist")
-    return path
-
-
 def load_source(source: str, card_dir: Path | None = None, sha256: str | None = None) -> tuple[dict[str, torch.Tensor], WeightsInfo, Path]:
     """The state dict of a file or hub source, what it is (id, file sha256) and where it was read."""
     path = resolve_source(source, card_dir)
     digest = file_sha256(path)
     verify_checksum(path, digest, sha256)
-    label = f"{source}@{_snapshot_commit(path)}" if source.startswith(HF_PREFIX) else f"file:{path.name}"
-    return load_state_dict_file(path), WeightsInfo(label, digest), path
+    return load_state_dict_file(path), WeightsInfo(source_label(source, path), digest), path
 
 
 def _is_card_source(spec: BackboneSpec, override: str) -> bool:
     """Whether an override names the card's own weights (so its published checksum applies)."""
     if override == spec.weights:
         return True
-    if spec.weights.startswith(HF_PREFIX) or override.startswith(HF_PREFIX) or spec.weights in ("random", "timm"):
+    if is_remote(spec.weights) or is_remote(override) or spec.weights in ("random", "timm"):
         return False
     card_file = Path(spec.weights).expanduser()
     card_file = card_file if card_file.is_absolute() else spec.card_path.parent / card_file
     return card_file.resolve() == Path(override).expanduser().resolve()
 
 
+def drop_unused(state: dict[str, torch.Tensor], patterns: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Remove the tensors a card declares as pre-training only (``drop_keys``: mask tokens,
+    tokenizer heads, ...); every other key must still fit the model exactly."""
+    return {k: v for k, v in state.items() if not any(fnmatch.fnmatchcase(k, p) for p in patterns)}
+
+
 def load_weights(spec: BackboneSpec, override: str | None) -> tuple[dict[str, torch.Tensor], WeightsInfo, Path]:
-    """A backbone's file or hub weights: the card's own (checksummed) or an override.
+    """A backbone's file, hub or URL weights: the card's own (checksummed) or an override,
+    without the card's ``drop_keys``.
 
     A card's relative path is relative to the card; an override's to the working directory."""
     if override is None:
-        return load_source(spec.weights, spec.card_path.parent, spec.sha256)
-    return load_source(override, None, spec.sha256 if _is_card_source(spec, override) else None)
+        state, info, path = load_source(spec.weights, spec.card_path.parent, spec.sha256)
+    else:
+        state, info, path = load_source(override, None, spec.sha256 if _is_card_source(spec, override) else None)
+    return drop_unused(state, spec.drop_keys), info, path

@@ -68,6 +68,7 @@ class BackboneSpec:
     model_args: dict[str, Any] = field(default_factory=dict)
     probe_tokens: tuple[str, ...] = (PATCH_MEAN,)  # token poolings probed, e.g. not an untrained cls
     official_probes: dict[str, OfficialProbe] = field(default_factory=dict)
+    drop_keys: tuple[str, ...] = ()  # glob patterns of pre-training-only tensors in the weights file
 
     @property
     def prefix_layout(self) -> tuple[str, ...]:
@@ -140,6 +141,7 @@ def parse_backbone_card(data: dict[str, Any], path: Path) -> list[BackboneSpec]:
             model_args=dict(v.table_of("model_args", default={}).table),
             probe_tokens=v.strs("probe_tokens", default=None) or (),
             official_probes=_read_official_probes(v.table_of("official_probes", default={}), v.int("depth", minimum=1)),
+            drop_keys=v.strs("drop_keys", default=None) or (),
         )
         default_tokens = (PATCH_MEAN, CLS) if spec.cls_token else (PATCH_MEAN,)
         spec = replace(spec, probe_tokens=spec.probe_tokens or default_tokens)
