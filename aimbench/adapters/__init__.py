@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aimbench.cards.backbone_card import BackboneSpec
 from aimbench.cards.registry import Registry
 
 if TYPE_CHECKING:
@@ -22,10 +23,15 @@ def load_backbone(
     """Build the named backbone variant, frozen and in eval mode.
 
     ``weights`` overrides the card's source: ``random``, ``timm`` (timm family),
-    ``open_clip:<tag>`` (open_clip family), a local file path or ``hf:<owner>/<repo>/<file>``;
+    ``open_clip:<tag>`` (open_clip family), a local file path, ``hf:<owner>/<repo>/<file>`` or an
+    ``https://`` URL;
     ``dtype`` is one of ``aimbench.dtypes.DTYPES``.
     """
-    spec = (registry or Registry.load(cards)).backbone(name)
+    return build_backbone((registry or Registry.load(cards)).backbone(name), weights, dtype)
+
+
+def build_backbone(spec: BackboneSpec, weights: str | None = None, dtype: str = "fp32") -> Backbone:
+    """Build a variant from its (possibly programmatically edited) spec through its family adapter."""
     if spec.adapter == "timm":
         from aimbench.adapters.timm_family import TimmBackbone
 

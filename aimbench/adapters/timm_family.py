@@ -80,7 +80,7 @@ def check_against_card(spec: BackboneSpec, model: nn.Module) -> None:
         "depth": len(model.blocks),
         "dim": model.embed_dim,
         "heads": model.blocks[0].attn.num_heads,
-        "cls_token": bool(getattr(model, "has_class_token", False)),
+        "cls_token": getattr(model, "cls_token", None) is not None,  # ViT and BEiT alike
         "registers": int(getattr(model, "num_reg_tokens", 0)),
     }
     for field, value in actual.items():
