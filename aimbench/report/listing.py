@@ -14,6 +14,15 @@ def _matches(name: str, pattern: str | None) -> bool:
     return fnmatch.fnmatch(name, pattern) if any(c in pattern for c in "*?[") else pattern in name
 
 
+def short_weights(source: str) -> str:
+    """URLs shown as host/…/file: the file name is what tells variants apart in a narrow table."""
+    if "://" not in source:
+        return source
+    host, _, path = source.split("://", 1)[1].split("?", 1)[0].partition("/")
+    name = path.rsplit("/", 1)[-1]
+    return f"{host}/…/{name}" if "/" in path else f"{host}/{name}"
+
+
 def backbone_listing(registry: Registry, pattern: str | None = None) -> Table:
     rows = []
     for spec in sorted(registry.backbones.values(), key=lambda s: (s.family, s.name)):
@@ -22,7 +31,7 @@ def backbone_listing(registry: Registry, pattern: str | None = None) -> Table:
         tokens = ", ".join(f"{n} {k}" for k, n in (("cls", int(spec.cls_token)), ("reg", spec.registers)) if n) or "patches only"
         rows.append(
             [
-                spec.name, spec.family, spec.arch, spec.weights,
+                spec.name, spec.family, spec.arch, short_weights(spec.weights),
                 f"{spec.depth}/{spec.dim}/{spec.heads}", tokens, str(spec.preprocess.image_size), spec.license,
             ]
         )  # fmt: skip
