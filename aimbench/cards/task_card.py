@@ -17,7 +17,7 @@ from aimbench.cards.fields import Fields
 from aimbench.errors import CardError
 
 SOURCE_KINDS = ("builtin", "idx", "imagefolder", "hf")
-METRICS = ("top1",)
+METRICS = ("top1", "mean_per_class", "macro_f1")  # aimbench.probes.metrics implements them
 
 
 @dataclass(frozen=True)
