@@ -19,7 +19,7 @@ from aimbench.cards.registry import CARDS_ENV, Registry
 from aimbench.dtypes import DTYPES
 from aimbench.errors import UserError
 from aimbench.launch.cells import plan_cells
-from aimbench.probes.config import LinearProbeConfig
+from aimbench.probes.config import AttentiveProbeConfig, LinearProbeConfig, ProbeConfig
 from aimbench.report import FORMATS, cell_summaries, layer_table, leaderboard, to_csv, to_markdown, to_rich
 from aimbench.report.listing import backbone_listing, task_listing
 from aimbench.store import connect, read_record
@@ -85,10 +85,10 @@ def list_cards(
 
 def _evaluate(
     backbones: list[str], tasks: list[str], probe: str, seeds: list[int], layers: str, limit: Optional[int],
-    weights: Optional[str], config: LinearProbeConfig, options: "RunOptions", overwrite: bool, dtype: str = "fp32",
+    weights: Optional[str], configs: dict[str, ProbeConfig], options: "RunOptions", overwrite: bool, dtype: str = "fp32",
 ) -> None:  # fmt: skip
     registry = Registry.load(options.card_dirs)
-    cells = plan_cells(registry, backbones, tasks, probe, seeds, layers, limit, weights, config, dtype)
+    cells = plan_cells(registry, backbones, tasks, probe, seeds, layers, limit, weights, configs, dtype)
     console.print(f"[bold]{len(cells)} cell(s)[/bold] → {options.results_dir / 'runs'}")
     finished = 0
     try:
@@ -101,7 +101,11 @@ def _evaluate(
             console.print(to_rich(layer_table(read_record(outcome.record))))
     except KeyboardInterrupt:
         unfinished = cells[min(finished, len(cells) - 1)].key
-        print(f"interrupted: no record written for {unfinished}; finished cells are kept", file=sys.stderr)
+        print(
+            f"interrupted: no record written for {unfinished}; finished cells are kept, and an attentive "
+            "probe resumes from its last checkpoint when the same command runs again",
+            file=sys.stderr,
+        )
         raise typer.Exit(130) from None
 
 
@@ -109,18 +113,20 @@ def _evaluate(
 def evaluate(
     backbone: Annotated[str, typer.Option("--backbone", "-b", help="Backbone variant(s), comma-separated.")],
     tasks: Annotated[str, typer.Option("--tasks", "-t", help="Task(s) or suite(s), comma-separated.")],
-    probe: Annotated[str, typer.Option(help="linear (trained here) | official (released heads, e.g. AIM's).")] = "linear",
-    layers: Annotated[str, typer.Option(help="all | last | block indices like 0,5,-1; for --probe official: head names (last, best).")] = "all",
+    probe: Annotated[str, typer.Option(help="linear | knn | attentive (comma-separated; trained and selected here) | official (released heads, e.g. AIM's).")] = "linear",
+    layers: Annotated[str, typer.Option(help="all | last | best | avg:A-B windows | block indices like 0,5,-1, comma-separated; for --probe official: head names (last, best).")] = "all",
     limit: Annotated[Optional[int], typer.Option(help="Cap images per split (smoke runs; recorded).")] = None,
     seed: Annotated[str, typer.Option(help="Seed(s), comma-separated; each is its own cell.")] = "0",
+    seeds: Annotated[Optional[int], typer.Option(help="Repeat each cell with seeds 0..N-1 (reports show mean ± std).", show_default=False)] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
     dtype: Annotated[str, typer.Option(help="Backbone precision: fp32 | bf16 | fp16 (recorded; part of the cell).")] = "fp32",
     results: ResultsOption = Path("results"),
     data_root: Annotated[Optional[Path], typer.Option(envvar="AIMBENCH_DATA_ROOT", help="Where local dataset copies live.")] = None,
     weights: Annotated[Optional[str], typer.Option(help="Override the card's weights: random | timm | open_clip:TAG | PATH | hf:OWNER/REPO/FILE.")] = None,
-    epochs: Annotated[int, typer.Option(help="Probe training epochs.")] = LinearProbeConfig.epochs,
+    epochs: Annotated[Optional[int], typer.Option(help="Training epochs of linear and attentive probes (default: 100 each).", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option(help="Images per backbone forward.")] = 64,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    memory_gb: Annotated[Optional[float], typer.Option(help="Device memory for attentive heads, GiB (default: 90% of free GPU memory).", show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option(help="Re-run cells whose record already exists.")] = False,
     cards: CardsOption = None,
 ) -> None:
@@ -134,17 +140,29 @@ def evaluate(
 
       aimbench eval -b dinov2-vits14 -t fashion-mnist --layers 0,6,-1 --seed 0,1,2 --device cuda
 
+      aimbench eval -b vit-tiny-cls -t digits --probe attentive,linear,knn --layers all,avg:3-5
+
       aimbench eval -b aim-600m -t imagenet-1k --probe official --layers last,best --device cuda
     """
     try:
-        seeds = [int(s) for s in _split(seed)]
+        seed_list = [int(s) for s in _split(seed)]
     except ValueError:
         raise UserError(f"bad --seed '{seed}': use integers like 0 or 0,1,2") from None
+    if seeds is not None:
+        if seeds < 1 or seed != "0":
+            raise UserError("--seeds N takes a positive count and replaces --seed; give one or the other")
+        seed_list = list(range(seeds))
     from aimbench.launch.run_cell import RunOptions
 
-    options = RunOptions(results, data_root, tuple(cards or ()), device, batch_size, workers)
-    config = LinearProbeConfig(epochs=epochs)
-    _evaluate(_split(backbone), _split(tasks), probe, seeds, layers, limit, weights, config, options, overwrite, dtype)
+    if memory_gb is not None and memory_gb <= 0:
+        raise UserError(f"--memory-gb must be positive, got {memory_gb}")
+    options = RunOptions(results, data_root, tuple(cards or ()), device, batch_size, workers, memory_gb=memory_gb)
+    configs: dict[str, ProbeConfig] = {}
+    if epochs is not None:
+        if epochs < 1:
+            raise UserError(f"--epochs must be at least 1, got {epochs}")
+        configs = {"linear": LinearProbeConfig(epochs=epochs), "attentive": AttentiveProbeConfig(epochs=epochs)}
+    _evaluate(_split(backbone), _split(tasks), probe, seed_list, layers, limit, weights, configs, options, overwrite, dtype)
 
 
 @app.command("features")
@@ -169,7 +187,7 @@ def features(
     """
     from aimbench.adapters import load_backbone
     from aimbench.adapters.export import export_features, list_images
-    from aimbench.launch.cells import parse_layers
+    from aimbench.probes.layer_sets import parse_blocks
     from aimbench.provenance import resolve_device
 
     if dtype not in DTYPES:
@@ -178,7 +196,7 @@ def features(
         raise UserError(f"--output must end in .safetensors, got '{output}'")
     registry = Registry.load(cards or ())
     spec = registry.backbone(backbone)
-    chosen = parse_layers(layers, spec.depth)
+    chosen = parse_blocks(layers, spec.depth)
     images = list_images(inputs)
     model = load_backbone(backbone, weights=weights, registry=registry, dtype=dtype).to(resolve_device(device))
     export_features(model, images, chosen, output, batch_size)
@@ -216,7 +234,7 @@ def demo(results: ResultsOption = Path("results"), overwrite: bool = False) -> N
     from aimbench.launch.run_cell import RunOptions
 
     options = RunOptions(results_dir=results, device="cpu")
-    _evaluate(list(DEMO_BACKBONES), [DEMO_TASK], "linear", [0], "all", None, None, LinearProbeConfig(), options, overwrite)
+    _evaluate(list(DEMO_BACKBONES), [DEMO_TASK], "linear", [0], "all", None, None, {}, options, overwrite)
     console.print(to_rich(leaderboard(cell_summaries(connect(results)))))
 
 

@@ -6,7 +6,9 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# downloads and the feature cache of the whole session go to a throw-away folder, never the user's
+os.environ.setdefault("AIMBENCH_CACHE", tempfile.mkdtemp(prefix="aimbench-test-cache-"))
 
 def micro_card_header(family: str) -> str:
     """The family part of a backbone card for 16 px micro ViTs; variants are appended to it."""
@@ -86,3 +90,16 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     return subprocess.run(
         [str(script), *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout
     )
+
+
+def count_forwards(backbone: Any) -> list[tuple[int, list[int]]]:
+    """Wrap ``forward_layers`` on a backbone instance; returns the live list of (images, layers) calls."""
+    calls: list[tuple[int, list[int]]] = []
+    original = backbone.forward_layers
+
+    def counting(images: Any, layers: Any) -> Any:
+        calls.append((len(images), list(layers)))
+        return original(images, layers)
+
+    backbone.forward_layers = counting
+    return calls

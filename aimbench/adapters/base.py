@@ -113,6 +113,13 @@ class Backbone(ABC):
         self.model.to(self.device)
         return self
 
+    def patch_tokens(self) -> int:
+        """Patch tokens per image at the card's resolution, from one forward of a blank image to
+        the first block (what memory planning multiplies by)."""
+        size = self.preprocess.image_size
+        with torch.inference_mode():
+            return self.forward_layers(torch.zeros(1, 3, size, size), [0])[0].patches.shape[1]
+
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """Images on the model's device and in its precision."""
         return images.to(self.device, torch_dtype(self.dtype))

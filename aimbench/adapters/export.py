@@ -10,16 +10,16 @@ order) produced them. Everything is held in memory and written atomically at the
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from PIL import Image, UnidentifiedImageError
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from aimbench import __version__
 from aimbench.adapters.base import Backbone
+from aimbench.atomic import atomic_write
 from aimbench.errors import UserError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -87,12 +87,5 @@ def export_features(
         "images": json.dumps([str(path) for path in images]),
         "aimbench_version": __version__,
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    temporary = output.with_name(f".{output.name}.part")
-    try:
-        save_file(tensors, str(temporary), metadata=metadata)
-        os.replace(temporary, output)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    atomic_write(output, lambda handle: handle.write(save(tensors, metadata=metadata)))
     return metadata

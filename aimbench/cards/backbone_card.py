@@ -17,6 +17,7 @@ from aimbench.errors import CardError
 
 ADAPTERS = ("timm", "aim", "open_clip")
 PATCH_MEAN, CLS = "patch_mean", "cls"  # how a probe pools a layer's tokens
+CONCAT = f"{PATCH_MEAN}+{CLS}"  # a probe head reading both poolings, concatenated
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 RESIZE_MODES = ("shortest", "squash")  # short side to resize_size, or both sides (aspect not kept)
 
@@ -69,6 +70,11 @@ class BackboneSpec:
     probe_tokens: tuple[str, ...] = (PATCH_MEAN,)  # token poolings probed, e.g. not an untrained cls
     official_probes: dict[str, OfficialProbe] = field(default_factory=dict)
     drop_keys: tuple[str, ...] = ()  # glob patterns of pre-training-only tensors in the weights file
+
+    @property
+    def windows(self) -> dict[str, tuple[int, ...]]:
+        """Named layer windows (``last``, ``best``): the blocks the card's released heads average."""
+        return {name: probe.layers for name, probe in self.official_probes.items()}
 
     @property
     def prefix_layout(self) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,28 +22,10 @@ from aimbench.cards.task_card import TaskSpec
 from aimbench.dtypes import DTYPES
 from aimbench.errors import UserError
 from aimbench.hashing import file_sha256
-from aimbench.probes.config import LinearProbeConfig
+from aimbench.probes.config import PROBE_KINDS, ProbeConfig, default_config
+from aimbench.probes.layer_sets import parse_layer_sets
 
-PROBES = ("linear", "official")  # official: released heads, one cell per head ("official:<head>")
-OFFICIAL = "official"
-
-
-def parse_layers(spec: str, depth: int) -> list[int]:
-    """``all`` | ``last`` | comma-separated block indices (negative counts from the end)."""
-    if spec == "all":
-        return list(range(depth))
-    if spec == "last":
-        return [depth - 1]
-    layers = set()
-    for part in spec.split(","):
-        try:
-            index = int(part.strip())
-        except ValueError:
-            raise UserError(f"bad --layers '{spec}': use all, last, or block indices like 0,5,-1") from None
-        if not -depth <= index < depth:
-            raise UserError(f"bad --layers '{spec}': block {index} is outside 0..{depth - 1} (depth {depth})")
-        layers.add(index % depth)
-    return sorted(layers)
+OFFICIAL = "official"  # released heads, one cell per head ("official:<head>")
 
 
 def _card_content(spec: Any) -> dict[str, Any]:
@@ -61,8 +43,12 @@ class Cell:
     layers: str = "all"
     limit: int | None = None
     weights: str | None = None  # overrides the card's weights source
-    probe_config: LinearProbeConfig = field(default_factory=LinearProbeConfig)
+    probe_config: ProbeConfig | None = None  # None for released heads (nothing is trained)
     dtype: str = "fp32"  # the backbone's precision: it changes the numbers, so it is identity
+
+    def __post_init__(self) -> None:
+        if self.probe_config is None and self.probe in PROBE_KINDS and self.probe != OFFICIAL:
+            object.__setattr__(self, "probe_config", default_config(self.probe))
 
     @property
     def key(self) -> str:
@@ -76,7 +62,7 @@ class Cell:
             "backbone": _card_content(registry.backbone(self.backbone)),
             "task": _card_content(registry.task(self.task)),
             "probe": self.probe,
-            "probe_config": self.probe_config.as_dict(),
+            "probe_config": None if self.probe_config is None else self.probe_config.as_dict(),
             "seed": self.seed,
             "layers": self.layers,
             "limit": self.limit,
@@ -92,33 +78,47 @@ class Cell:
         return f"{self.backbone}__{self.task}__{self.probe}__seed{self.seed}__{self.config_hash(registry)}.json"
 
 
+def parse_probes(spec: str | Sequence[str]) -> list[str]:
+    """``linear,knn`` or a list of kinds: validated, duplicates dropped, order kept."""
+    kinds = [k.strip() for k in (spec.split(",") if isinstance(spec, str) else spec) if k.strip()]
+    for kind in kinds:
+        if kind not in PROBE_KINDS:
+            raise UserError(f"unknown probe '{kind}'; available: {', '.join(PROBE_KINDS)}")
+    if not kinds:
+        raise UserError(f"no probe given; one or more of {', '.join(PROBE_KINDS)}")
+    return list(dict.fromkeys(kinds))
+
+
 def plan_cells(
     registry: Registry,
     backbones: Sequence[str],
     tasks: Sequence[str],
-    probe: str = "linear",
+    probe: str | Sequence[str] = "linear",
     seeds: Sequence[int] = (0,),
     layers: str = "all",
     limit: int | None = None,
     weights: str | None = None,
-    probe_config: LinearProbeConfig | None = None,
+    probe_configs: dict[str, ProbeConfig] | None = None,
     dtype: str = "fp32",
 ) -> list[Cell]:
-    """Expand the matrix, validating every name and option before anything runs."""
+    """Expand the matrix (backbone x task x probe kind x seed), validating every name and option
+    before anything runs. ``probe_configs`` overrides the default config of a kind."""
     if dtype not in DTYPES:
         raise UserError(f"unknown dtype '{dtype}'; one of {', '.join(DTYPES)}")
-    if probe not in PROBES:
-        raise UserError(f"unknown probe '{probe}'; available: {', '.join(PROBES)}")
-    if probe == OFFICIAL:
+    kinds = parse_probes(probe)
+    if OFFICIAL in kinds:
+        if len(kinds) > 1:
+            raise UserError("--probe official evaluates released heads and takes --layers as head names; run it on its own")
         return _plan_official(registry, backbones, tasks, seeds, layers, limit, weights, dtype)
     specs, task_specs = _resolve(registry, backbones, tasks, weights, limit)
     for spec in specs:
-        parse_layers(layers, spec.depth)  # fail now, not after loading data
-    config = probe_config or LinearProbeConfig()
+        parse_layer_sets(layers, spec.depth, spec.windows)  # fail now, not after loading data
+    configs = {kind: (probe_configs or {}).get(kind) or default_config(kind) for kind in kinds}
     return [
-        Cell(spec.name, task.name, probe, seed, layers, limit, weights, config, dtype)
+        Cell(spec.name, task.name, kind, seed, layers, limit, weights, configs[kind], dtype)
         for spec in specs
         for task in task_specs
+        for kind in kinds
         for seed in seeds
     ]
 

@@ -3,8 +3,9 @@
 Order matters for cost and clarity: the task's data is resolved before the backbone is built
 (missing data fails in a second, not after loading a 7B), features for every layer come from one
 pass per split, and the record is written last and atomically, so an interrupted cell leaves
-nothing behind and is simply run again on resume. Two probe paths share the record: linear
-heads trained here (``linear``) and released heads evaluated as they are (``official:<head>``).
+nothing behind and is simply run again on resume. Two probe paths share the record: heads trained
+and selected here (``linear``, ``knn``, from cached pooled features) and released heads evaluated
+as they are (``official:<head>``).
 """
 
 from __future__ import annotations
@@ -25,13 +26,23 @@ from aimbench.cards.registry import Registry
 from aimbench.cards.task_card import TaskSpec
 from aimbench.data import TaskSplits, load_task
 from aimbench.errors import UserError
-from aimbench.launch.cells import OFFICIAL, Cell, parse_layers
-from aimbench.probes.attentive import head_from_state_dict, score_head
-from aimbench.probes.features import extract_pooled, feature_sources
-from aimbench.probes.linear import LayerResult, ProbeResult, train_linear_probes
+from aimbench.launch.cells import OFFICIAL, Cell
+from aimbench.probes.attentive import head_from_state_dict
+from aimbench.probes.attentive_training import head_predictions, train_attentive_probes
+from aimbench.probes.checkpoint import drop_state
+from aimbench.probes.config import AttentiveProbeConfig, KnnProbeConfig
+from aimbench.probes.feature_cache import cached_pooled
+from aimbench.probes.features import feature_sources, head_inputs, probe_inputs
+from aimbench.probes.knn import knn_probes
+from aimbench.probes.layer_sets import blocks_needed, parse_layer_sets
+from aimbench.probes.linear import train_linear_probes
+from aimbench.probes.memory import plan_passes
+from aimbench.probes.metrics import score_predictions
+from aimbench.probes.results import LayerResult, ProbeResult, summarise
 from aimbench.provenance import environment, resolve_device
 from aimbench.store.records import new_record_header, record_path, write_record_atomic
 
+STATE_DIR = "state"  # <results>/state/<record name>.pt: resumable training state of unfinished cells
 # (stage description, total units) then advance(units); None means "no progress display"
 StageCallback = Callable[[str, int], Callable[[int], None]]
 
@@ -46,46 +57,117 @@ class RunOptions:
     device: str = "auto"
     batch_size: int = 64
     workers: int = 0
+    cache_dir: Path | None = None  # feature cache root; default $AIMBENCH_CACHE or ~/.cache/aimbench
+    memory_gb: float | None = None  # attentive heads' device memory budget; default: 90 % of free GPU memory
 
 
 def _no_progress(_: str, __: int) -> Callable[[int], None]:
     return lambda _: None
 
 
-def _probe_linear(
-    cell: Cell, backbone: Backbone, task: TaskSpec, splits: TaskSplits, options: RunOptions, stage: StageCallback
-) -> tuple[ProbeResult, dict[str, Any]]:
-    """Linear heads for every layer x token kind x lr from one feature pass; selection on val."""
-    layers = parse_layers(cell.layers, backbone.depth)
-    sources = feature_sources(backbone, layers)
-    features = {}
+@dataclass(frozen=True)
+class Context:
+    """Everything a probe path reads: the cell, its loaded inputs, and where its resume state lives."""
+
+    cell: Cell
+    backbone: Backbone
+    task: TaskSpec
+    splits: TaskSplits
+    options: RunOptions
+    stage: StageCallback
+    state_path: Path  # resumable training state of this cell (deleted once its record exists)
+
+    def progress(self, what: str, total: int) -> Callable[[int], None]:
+        return self.stage(f"{self.cell.backbone} · {self.cell.task} · {what}", total)
+
+
+def _probe_cached(ctx: Context) -> tuple[ProbeResult, dict[str, Any]]:
+    """Linear or kNN heads for every layer set x token kind x grid point, from cached pooled
+    features (one backbone pass per split, ever); selection on val only."""
+    cell, backbone, task, splits, options = ctx.cell, ctx.backbone, ctx.task, ctx.splits, ctx.options
+    sets = parse_layer_sets(cell.layers, backbone.depth, backbone.spec.windows)
+    blocks = blocks_needed(sets)
+    features, cache = {}, {"cached_blocks": 0, "extracted_blocks": 0}
     for name, images in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
-        advance = stage(f"{cell.backbone} · {cell.task} · features {name}", len(images))
-        features[name] = extract_pooled(backbone, images, layers, options.batch_size, options.workers, advance)
+        advance = ctx.progress(f"features {name}", len(images))
+        pooled, stats = cached_pooled(
+            backbone, images, blocks, name, splits.source, splits.revision, options.cache_dir,
+            options.batch_size, options.workers, advance,
+        )  # fmt: skip
+        features[name], sources = probe_inputs(pooled, feature_sources(backbone, blocks), sets)
+        cache = {k: cache[k] + v for k, v in stats.items()}
     config = cell.probe_config
-    advance = stage(f"{cell.backbone} · {cell.task} · {len(sources) * len(config.learning_rates)} heads", config.epochs)
-    result = train_linear_probes(
-        features["train"], features["val"], features["test"], sources, task.num_classes,
-        config, cell.seed, backbone.device, on_epoch=lambda _: advance(1),
-    )  # fmt: skip
-    return result, config.as_dict()
+    if isinstance(config, KnnProbeConfig):
+        inputs = len(head_inputs(sources))
+        advance = ctx.progress(f"kNN over {inputs} inputs x {len(config.ks)} k", inputs)
+        result = knn_probes(
+            features["train"], features["val"], features["test"], sources, task.num_classes, config, task.metric,
+            backbone.device, on_source=lambda _: advance(1),
+        )  # fmt: skip
+    else:
+        advance = ctx.progress("linear heads", config.epochs)
+        result = train_linear_probes(
+            features["train"], features["val"], features["test"], sources, task.num_classes,
+            config, cell.seed, task.metric, backbone.device, on_epoch=lambda _: advance(1),
+        )  # fmt: skip
+    return result, {**config.as_dict(), "feature_cache": cache}
 
 
-def _probe_official(
-    cell: Cell, backbone: Backbone, task: TaskSpec, splits: TaskSplits, options: RunOptions, stage: StageCallback
-) -> tuple[ProbeResult, dict[str, Any]]:
+def _memory_budget(options: RunOptions, device: torch.device) -> int | None:
+    """Bytes the attentive heads may use: --memory-gb, else 90 % of the GPU's free memory, else no limit."""
+    if options.memory_gb is not None:
+        return int(options.memory_gb * 2**30)
+    if device.type == "cuda":
+        return int(0.9 * torch.cuda.mem_get_info(device)[0])
+    return None
+
+
+def _probe_attentive(ctx: Context) -> tuple[ProbeResult, dict[str, Any]]:
+    """Attentive heads for every layer set x lr x wd, trained online from one backbone pass per
+    batch (more passes only when the heads do not fit the memory budget), checkpointed so a killed
+    run resumes; selection on val."""
+    cell, backbone, splits, config = ctx.cell, ctx.backbone, ctx.splits, ctx.cell.probe_config
+    sets = parse_layer_sets(cell.layers, backbone.depth, backbone.spec.windows)
+    grid = len(config.learning_rates) * len(config.weight_decays)
+    plan = plan_passes(sets, backbone.dim, backbone.patch_tokens(), ctx.task.num_classes, grid, config.batch_size,
+                       _memory_budget(ctx.options, backbone.device), config.micro_batch)  # fmt: skip
+    steps = config.epochs * -(-len(splits.train) // config.batch_size)
+    results = []
+    for index, chunk in enumerate(plan.passes):
+        what = f"attentive heads, pass {index + 1}/{len(plan.passes)}" if len(plan.passes) > 1 else "attentive heads"
+        advance = ctx.progress(f"{what} ({len(chunk)} layer sets x {grid} lr x wd)", steps)
+        seen = [0]
+
+        def on_step(done: int, advance: Callable[[int], None] = advance, seen: list[int] = seen) -> None:
+            advance(done - seen[0])
+            seen[0] = done
+
+        state = ctx.state_path.with_name(f"{ctx.state_path.stem}.pass{index}.pt")
+        results.append(train_attentive_probes(
+            backbone, splits.train, splits.val, splits.test, chunk, ctx.task.num_classes, config, cell.seed, ctx.task.metric,
+            state, state.stem, ctx.options.batch_size, ctx.options.workers, on_step,
+        ))  # fmt: skip
+    merged = summarise([h for r in results for h in r.heads], [layer for r in results for layer in r.layers])
+    return merged, {**config.as_dict(), "passes": len(plan.passes), "memory_plan": plan.describe()}
+
+
+def _probe_official(ctx: Context) -> tuple[ProbeResult, dict[str, Any]]:
     """A released attentive head on its layer window, as is: nothing is trained or selected."""
+    cell, backbone, task, splits, options = ctx.cell, ctx.backbone, ctx.task, ctx.splits, ctx.options
     official = backbone.spec.official_probes[cell.layers]
     state, info, path = load_source(official.weights, backbone.spec.card_path.parent, official.sha256)
     head = head_from_state_dict(state, backbone.heads, str(path))
     if head.linear.out_features != task.num_classes:
         raise UserError(f"head '{cell.layers}' of {cell.backbone} has {head.linear.out_features} classes, task '{task.name}' has {task.num_classes}")
+    [layer_set] = parse_layer_sets(cell.layers, backbone.depth, backbone.spec.windows)  # e.g. last=avg:18-23
     scores = {}
     for name, images in (("val", splits.val), ("test", splits.test)):
-        advance = stage(f"{cell.backbone} · {cell.task} · released head {cell.layers} on {name}", len(images))
-        scores[name] = score_head(backbone, head, images, official.layers, options.batch_size, options.workers, advance)
+        advance = ctx.progress(f"released head {cell.layers} on {name}", len(images))
+        predictions = head_predictions(backbone, [head], [layer_set], images, options.batch_size, options.workers, advance)
+        labels = torch.as_tensor(images.labels, dtype=torch.int64)
+        scores[name] = float(score_predictions(predictions, labels, task.metric, task.num_classes)[0])
     window = official.layers
-    result = LayerResult(window[-1], f"attentive:avg{window[0]}-{window[-1]}", None, None, scores["val"], scores["test"])
+    result = LayerResult(layer_set.name, window, "attentive", None, scores["val"], scores["test"])
     config = {
         "kind": OFFICIAL, "head": cell.layers, "head_weights_id": info.id, "head_sha256": info.sha256,
         "window": list(window), "training": "none: the released head is evaluated as is", "selection": "none",
@@ -102,8 +184,15 @@ def run_cell(cell: Cell, options: RunOptions, stage: StageCallback = _no_progres
     device = resolve_device(options.device)
     torch.manual_seed(cell.seed)
     backbone = load_backbone(cell.backbone, weights=cell.weights, registry=registry, dtype=cell.dtype).to(device)
-    probe = _probe_official if cell.probe.startswith(f"{OFFICIAL}:") else _probe_linear
-    result, probe_config = probe(cell, backbone, task, splits, options, stage)
+    name = cell.record_name(registry)
+    state_path = options.results_dir / STATE_DIR / f"{Path(name).stem}.pt"
+    ctx = Context(cell, backbone, task, splits, options, stage, state_path)
+    if cell.probe.startswith(f"{OFFICIAL}:"):
+        result, probe_config = _probe_official(ctx)
+    elif isinstance(cell.probe_config, AttentiveProbeConfig):
+        result, probe_config = _probe_attentive(ctx)
+    else:
+        result, probe_config = _probe_cached(ctx)
 
     spec = backbone.spec
     record = {
@@ -122,15 +211,9 @@ def run_cell(cell: Cell, options: RunOptions, stage: StageCallback = _no_progres
         **{f"n_{name}": size for name, size in splits.sizes().items()},
         "layers_spec": cell.layers,
         "image_limit": cell.limit,
-        "best_layer": result.best.layer,
-        "best_token": result.best.token,
-        "best_lr": result.best.lr,
-        "best_val_top1": result.best.val_top1,
-        "best_test_top1": result.best.test_top1,
-        "last_layer": result.last.layer,
-        "last_val_top1": result.last.val_top1,
-        "last_test_top1": result.last.test_top1,
-        "layers": [dataclasses.asdict(r) for r in result.layers],
+        "metric": task.metric,
+        **{f"{which}_{key}": value for which in ("best", "last") for key, value in getattr(result, which).as_record().items()},
+        "layers": [r.as_record() for r in result.layers],
         "heads": [dataclasses.asdict(h) for h in result.heads],
         "probe_config": probe_config,
         "backbone_info": {
@@ -149,6 +232,8 @@ def run_cell(cell: Cell, options: RunOptions, stage: StageCallback = _no_progres
         "environment": environment(device),
         "wall_time_s": round(time.perf_counter() - started, 3),
     }
-    path = record_path(options.results_dir, cell.record_name(registry))
+    path = record_path(options.results_dir, name)
     write_record_atomic(path, record)
+    for state in state_path.parent.glob(f"{state_path.stem}.*pt"):
+        drop_state(state)
     return path

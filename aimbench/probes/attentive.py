@@ -11,16 +11,13 @@ file has one (the first release did, later code does not).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
-from aimbench.adapters.base import Backbone
 from aimbench.adapters.weights import load_strict
-from aimbench.data.images import LabelledImages, TransformedImages
 from aimbench.errors import UserError
 
 HEAD_PREFIX = "head."
@@ -61,27 +58,3 @@ def head_from_state_dict(state: Mapping[str, torch.Tensor], heads: int, source: 
     head = AttentivePoolingHead(dim, num_classes, heads, linear_bias="linear.bias" in own)
     load_strict(head, own, source)
     return head.eval()
-
-
-def score_head(
-    backbone: Backbone,
-    head: AttentivePoolingHead,
-    images: LabelledImages,
-    layers: Sequence[int],
-    batch_size: int = 64,
-    workers: int = 0,
-    on_batch: Callable[[int], None] | None = None,
-) -> float:
-    """Top-1 of ``head`` on the mean of the raw outputs of ``layers`` (one forward per batch)."""
-    loader = DataLoader(TransformedImages(images, backbone.transform()), batch_size=batch_size, num_workers=workers)
-    head = head.to(backbone.device)
-    correct = 0
-    with torch.inference_mode():
-        for batch, labels in loader:
-            outputs = backbone.forward_layers(batch, layers)
-            tokens = torch.stack([out.patches for out in outputs]).mean(dim=0)
-            logits = head(tokens.to(head.cls_token.dtype))
-            correct += int((logits.argmax(-1).cpu() == labels).sum())
-            if on_batch is not None:
-                on_batch(len(batch))
-    return correct / max(len(images), 1)

@@ -1,8 +1,10 @@
-"""Pooled per-layer features from ONE backbone forward per image.
+"""Pooled per-layer features from ONE backbone forward per image, and probe inputs built from them.
 
-Every selected layer and token kind is read from the same forward pass (``forward_layers`` with
-all layers at once), so a layer-wise sweep costs one extraction, not one per layer. The pooled
-features are kept in memory and reused by every head and every epoch.
+Every needed block and token kind is read from the same forward pass (``forward_layers`` with
+all blocks at once), so a layer-wise sweep costs one extraction, not one per layer. Layer-set
+inputs are then derived without touching the backbone: a window's feature is the mean of its
+blocks' pooled features, which equals pooling the mean of the raw block outputs because both
+poolings (patch mean, cls token) are linear.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from aimbench.adapters.base import Backbone
-from aimbench.cards.backbone_card import PATCH_MEAN
+from aimbench.cards.backbone_card import CLS, CONCAT, PATCH_MEAN
 from aimbench.data.images import LabelledImages, TransformedImages
+from aimbench.probes.layer_sets import LayerSet
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,14 @@ class FeatureSource:
 class PooledFeatures:
     features: torch.Tensor  # (N, S, D) float32, S = len(sources)
     labels: torch.Tensor  # (N,) int64
+
+
+@dataclass(frozen=True)
+class ProbeSource:
+    """One probe input: a layer set and a token pooling (``patch_mean`` or ``cls``)."""
+
+    layer_set: LayerSet
+    token: str
 
 
 def feature_sources(backbone: Backbone, layers: Sequence[int]) -> list[FeatureSource]:
@@ -65,3 +76,30 @@ def extract_pooled(
     width = len(feature_sources(backbone, layers))
     features = torch.cat(chunks) if chunks else torch.empty(0, width, backbone.dim)
     return PooledFeatures(features, torch.as_tensor(images.labels, dtype=torch.int64))
+
+
+def probe_inputs(pooled: PooledFeatures, sources: Sequence[FeatureSource], sets: Sequence[LayerSet]) -> tuple[PooledFeatures, list[ProbeSource]]:
+    """Per-block pooled features (laid out as ``sources``) to one input per (layer set, token)."""
+    index = {(src.layer, src.token): i for i, src in enumerate(sources)}
+    tokens = list(dict.fromkeys(src.token for src in sources))
+    inputs, columns = [], []
+    for layer_set in sets:
+        for token in tokens:
+            picks = [index[(block, token)] for block in layer_set.blocks]
+            columns.append(pooled.features[:, picks].float().mean(dim=1))
+            inputs.append(ProbeSource(layer_set, token))
+    n, d = pooled.features.shape[0], pooled.features.shape[-1]
+    features = torch.stack(columns, dim=1) if columns else torch.empty(n, 0, d)
+    return PooledFeatures(features, pooled.labels), inputs
+
+
+def head_inputs(sources: Sequence[ProbeSource]) -> list[tuple[LayerSet, str, tuple[int, ...]]]:
+    """The heads a probe trains per grid point, in grid order: (layer set, token kind, indices of
+    the sources it reads): each pooling alone, then both concatenated where a set has both."""
+    heads = []
+    for layer_set in dict.fromkeys(src.layer_set for src in sources):
+        index = {src.token: i for i, src in enumerate(sources) if src.layer_set == layer_set}
+        heads += [(layer_set, token, (i,)) for token, i in index.items()]
+        if PATCH_MEAN in index and CLS in index:
+            heads.append((layer_set, CONCAT, (index[PATCH_MEAN], index[CLS])))
+    return heads

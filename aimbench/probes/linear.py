@@ -1,116 +1,126 @@
-"""Linear probes for every (layer, token kind, learning rate), trained together.
+"""Linear probes for every (layer set x token kind x learning rate x weight decay), trained together.
 
 All heads share one pass over the cached features: their logits are stacked and a single
 cross-entropy call trains them all (the heads' parameters are disjoint, so each gets exactly its
 own gradient). Heads start at zero and see the same seeded data order, so a head's result does
-not depend on which other heads are trained beside it. Each learning rate is its own parameter
-group with the same warmup-free cosine schedule. Features are standardised with train statistics (the eval-mode equivalent of a
-BatchNorm without affine parameters).
+not depend on which other heads are trained beside it. Each (lr, wd) pair is its own AdamW
+parameter group (biases without decay) under the same warmup + cosine schedule shape;
+learning rates are scaled linearly from the config's base batch to the batch used.
 
-Selection uses val only: for every layer the head (token kind, lr) with the best val top-1 is
-kept, and only those selected heads are ever scored on test. The best layer is chosen by val
-top-1 too; ties go to the first candidate in grid order (shallower layer, patch mean before cls,
-smaller lr), so results are deterministic.
+Features are standardised with train statistics: the population form of a BatchNorm without
+affine parameters. A concatenated head (``patch_mean+cls``) is two weight blocks, one per
+pooling, whose logits add: exactly a linear map on the concatenation, and a BatchNorm on the
+concatenation normalises each half on its own.
+
+Selection follows :mod:`aimbench.probes.results`: val only, ties to the first in grid order.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from aimbench.probes.config import LinearProbeConfig
-from aimbench.probes.features import FeatureSource, PooledFeatures
+from aimbench.probes.config import LinearProbeConfig, scaled_lr
+from aimbench.probes.features import PooledFeatures, ProbeSource, head_inputs
+from aimbench.probes.metrics import score_predictions
+from aimbench.probes.results import (
+    HeadScore,
+    LayerResult,
+    ProbeResult,
+    select_per_set,
+    summarise,
+)
+from aimbench.probes.schedule import warmup_cosine_schedule
 
-
-@dataclass(frozen=True)
-class HeadScore:
-    """One trained head and its val top-1 (test is never computed for unselected heads)."""
-
-    layer: int
-    token: str
-    lr: float
-    weight_decay: float
-    val_top1: float
-
-
-@dataclass(frozen=True)
-class LayerResult:
-    """The val-selected head of one layer (or layer window) with its val and test top-1.
-
-    ``lr``/``weight_decay`` are None for heads that were not trained here (released heads)."""
-
-    layer: int
-    token: str
-    lr: float | None
-    weight_decay: float | None
-    val_top1: float
-    test_top1: float
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    heads: list[HeadScore]
-    layers: list[LayerResult]
-    best: LayerResult
-    last: LayerResult
+CHUNK = 4096  # evaluation batch
 
 
 def _standardise(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
     mean = train.mean(dim=0, keepdim=True)
-    std = train.std(dim=0, keepdim=True).clamp_min(1e-6)
+    std = train.std(dim=0, keepdim=True).clamp_min(1e-6) if len(train) > 1 else torch.ones_like(mean)
     return [(x - mean) / std for x in (train, *others)]
 
 
-def _top1(features: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """Top-1 accuracy of every head: features (N, S, D), weights (G, S, D, C) -> (G, S)."""
-    correct = torch.zeros(weights.shape[:2], device=features.device)
-    for start in range(0, len(features), 4096):
-        x, y = features[start : start + 4096], labels[start : start + 4096]
-        logits = torch.einsum("nsd,gsdc->ngsc", x, weights) + bias
-        correct += (logits.argmax(-1) == y[:, None, None]).sum(0)
-    return correct / max(len(features), 1)
+class _Heads:
+    """The weights of every head at one (lr, wd) grid point: single-source and concatenated."""
+
+    def __init__(self, singles: int, pairs: int, dim: int, classes: int, device: torch.device) -> None:
+        self.w1 = torch.nn.Parameter(torch.zeros(singles, dim, classes, device=device))
+        self.b1 = torch.nn.Parameter(torch.zeros(singles, classes, device=device))
+        self.w2 = torch.nn.Parameter(torch.zeros(pairs, 2, dim, classes, device=device))
+        self.b2 = torch.nn.Parameter(torch.zeros(pairs, classes, device=device))
+
+
+def _logits(x: torch.Tensor, pair_index: torch.Tensor, grid: Sequence[_Heads]) -> torch.Tensor:
+    """(B, S, D) features -> (B, G, S + P, C) logits of every head."""
+    single = torch.einsum("bsd,gsdc->bgsc", x, torch.stack([h.w1 for h in grid])) + torch.stack([h.b1 for h in grid])
+    if not len(pair_index):
+        return single
+    pairs = torch.einsum("bpkd,gpkdc->bgpc", x[:, pair_index], torch.stack([h.w2 for h in grid]))
+    return torch.cat([single, pairs + torch.stack([h.b2 for h in grid])], dim=2)
+
+
+def _predict(x: torch.Tensor, pair_index: torch.Tensor, grid: Sequence[_Heads]) -> torch.Tensor:
+    """Predicted labels of every head: (N, G, S + P)."""
+    with torch.no_grad():
+        chunks = [_logits(x[i : i + CHUNK], pair_index, grid).argmax(-1) for i in range(0, len(x), CHUNK)]
+    heads = len(grid) * (grid[0].w1.shape[0] + grid[0].w2.shape[0])
+    return torch.cat(chunks) if chunks else torch.empty(0, len(grid), heads // len(grid), dtype=torch.int64)
+
+
+def _predict_head(x: torch.Tensor, reads: tuple[int, ...], heads: _Heads, pair: int) -> torch.Tensor:
+    """Predicted labels (N,) of ONE head: only selected heads ever see the test split."""
+    with torch.no_grad():
+        if len(reads) == 1:
+            logits = x[:, reads[0]] @ heads.w1[reads[0]] + heads.b1[reads[0]]
+        else:
+            logits = torch.einsum("nkd,kdc->nc", x[:, list(reads)], heads.w2[pair]) + heads.b2[pair]
+    return logits.argmax(-1)
 
 
 def train_linear_probes(
     train: PooledFeatures,
     val: PooledFeatures,
     test: PooledFeatures,
-    sources: Sequence[FeatureSource],
+    sources: Sequence[ProbeSource],
     num_classes: int,
     config: LinearProbeConfig,
     seed: int,
+    metric: str = "top1",
     device: torch.device | str = "cpu",
     on_epoch: Callable[[int], None] | None = None,
 ) -> ProbeResult:
     device = torch.device(device)
     x_train, x_val, x_test = (t.to(device) for t in _standardise(train.features, val.features, test.features))
-    y_train, y_val, y_test = (f.labels.to(device) for f in (train, val, test))
+    y_train = train.labels.to(device)
     n, s, d = x_train.shape
-    lrs = config.learning_rates
+    columns = head_inputs(sources)
+    singles = [c for c in columns if len(c[2]) == 1]
+    pair_index = torch.tensor([c[2] for c in columns if len(c[2]) == 2], dtype=torch.long, device=device).reshape(-1, 2)
+    assert [c[2][0] for c in singles] == list(range(s)), "every source is read by exactly one single head"
+
+    points = [(lr, wd) for lr in config.learning_rates for wd in config.weight_decays]
+    grid = [_Heads(s, len(pair_index), d, num_classes, device) for _ in points]
+    groups = []
+    for heads, (lr, wd) in zip(grid, points):
+        lr = scaled_lr(lr, config)
+        groups.append({"params": [heads.w1, heads.w2], "lr": lr, "weight_decay": wd})
+        groups.append({"params": [heads.b1, heads.b2], "lr": lr, "weight_decay": 0.0})  # no decay on biases
+    optimizer = torch.optim.AdamW(groups)
+    schedule = warmup_cosine_schedule(optimizer, config.epochs, math.ceil(n / config.batch_size), config.warmup_fraction)
     # zero init and a data order that depends only on (seed, n): every head trains exactly as it
-    # would alone, whatever else is in the grid or the layer set
+    # would alone, whatever else is in the grid
     generator = torch.Generator().manual_seed(seed)
-    weights = [torch.nn.Parameter(torch.zeros(s, d, num_classes, device=device)) for _ in lrs]
-    biases = [torch.nn.Parameter(torch.zeros(s, num_classes, device=device)) for _ in lrs]
-    optimizer = torch.optim.AdamW(
-        [{"params": [w, b], "lr": lr} for w, b, lr in zip(weights, biases, lrs)],
-        weight_decay=config.weight_decay,
-    )
-    steps_per_epoch = math.ceil(n / config.batch_size)
-    total = max(config.epochs * steps_per_epoch, 1)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
     for epoch in range(config.epochs):
         order = torch.randperm(n, generator=generator).to(device)
         for start in range(0, n, config.batch_size):
             idx = order[start : start + config.batch_size]
-            x, y = x_train[idx], y_train[idx]
-            logits = torch.einsum("bsd,gsdc->bgsc", x, torch.stack(weights)) + torch.stack(biases)
+            logits = _logits(x_train[idx], pair_index, grid)
             heads = logits.shape[1] * logits.shape[2]
-            loss = F.cross_entropy(logits.reshape(-1, num_classes), y.repeat_interleave(heads), reduction="sum")
+            loss = F.cross_entropy(logits.reshape(-1, num_classes), y_train[idx].repeat_interleave(heads), reduction="sum")
             optimizer.zero_grad(set_to_none=True)
             (loss / len(idx)).backward()
             optimizer.step()
@@ -118,26 +128,23 @@ def train_linear_probes(
         if on_epoch is not None:
             on_epoch(epoch + 1)
 
-    with torch.no_grad():
-        w, b = torch.stack(weights).detach(), torch.stack(biases).detach()
-        val_acc = _top1(x_val, y_val, w, b).cpu()  # (G, S)
-        heads = [
-            HeadScore(src.layer, src.token, lr, config.weight_decay, float(val_acc[g, i]))
-            for g, lr in enumerate(lrs)
-            for i, src in enumerate(sources)
-        ]
-        layers: list[LayerResult] = []
-        for layer in sorted({src.layer for src in sources}):
-            candidates = [(i, src) for i, src in enumerate(sources) if src.layer == layer]
-            # grid order: token kind, then lr; strict '>' keeps the first of equal scores
-            best_i, best_g, best_val = candidates[0][0], 0, -1.0
-            for i, _ in candidates:
-                for g in range(len(lrs)):
-                    if float(val_acc[g, i]) > best_val:
-                        best_i, best_g, best_val = i, g, float(val_acc[g, i])
-            test_acc = _top1(x_test[:, best_i : best_i + 1], y_test, w[best_g : best_g + 1, best_i : best_i + 1], b[best_g : best_g + 1, best_i : best_i + 1])
-            layers.append(
-                LayerResult(layer, sources[best_i].token, lrs[best_g], config.weight_decay, best_val, float(test_acc[0, 0]))
-            )
-    best = max(layers, key=lambda r: (r.val_top1, -r.layer))
-    return ProbeResult(heads=heads, layers=layers, best=best, last=layers[-1])
+    # logits column of each head: singles at their source index, pairs after all singles
+    pair_number = iter(range(s, s + len(pair_index)))
+    column_at = [c[2][0] if len(c[2]) == 1 else next(pair_number) for c in columns]
+    grid_order = [(j, g) for j in range(len(columns)) for g in range(len(points))]  # set, token, then lr x wd
+    val_pred = _predict(x_val, pair_index, grid)  # (N, G, S + P)
+    rows = torch.stack([val_pred[:, g, column_at[j]] for j, g in grid_order])
+    val_scores = score_predictions(rows, val.labels, metric, num_classes)
+    heads_out = [
+        HeadScore(columns[j][0].name, columns[j][1], {"lr": points[g][0], "weight_decay": points[g][1]}, float(val_scores[i]))
+        for i, (j, g) in enumerate(grid_order)
+    ]
+    sets = list(dict.fromkeys(c[0] for c in columns))
+    layers = []
+    for layer_set, chosen in zip(sets, select_per_set(heads_out, sets)):
+        j, g = grid_order[chosen]
+        predictions = _predict_head(x_test, columns[j][2], grid[g], column_at[j] - s)
+        test_score = score_predictions(predictions[None], test.labels, metric, num_classes)
+        head = heads_out[chosen]
+        layers.append(LayerResult(layer_set.name, layer_set.blocks, head.token, head.hparams, head.val_score, float(test_score[0])))
+    return summarise(heads_out, layers)

@@ -15,11 +15,14 @@ import duckdb
 
 LEADERBOARD_SQL = """
 SELECT backbone, task, probe,
+       any_value(metric) AS metric,
        count(*) AS seeds,
-       avg(best_test_top1) AS best_test_top1,
-       string_agg(DISTINCT CAST(best_layer AS VARCHAR), '/' ORDER BY CAST(best_layer AS VARCHAR)) AS best_layer,
-       avg(last_test_top1) AS last_test_top1,
-       max(last_layer) AS last_layer,
+       avg(best_test_score) AS best_test_score,
+       stddev_samp(best_test_score) AS best_test_std,
+       string_agg(DISTINCT best_layer_set, '/' ORDER BY best_layer_set) AS best_layer_set,
+       avg(last_test_score) AS last_test_score,
+       stddev_samp(last_test_score) AS last_test_std,
+       string_agg(DISTINCT last_layer_set, '/' ORDER BY last_layer_set) AS last_layer_set,
        max(image_limit) AS image_limit
 FROM latest
 WHERE ($probe IS NULL OR probe = $probe)
@@ -42,6 +45,16 @@ def percent(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
 
+def set_label(name: str) -> str:
+    """``L5`` for a single block, the set's own name (``avg:18-23``, ``last=avg:18-23``) otherwise."""
+    return f"L{name}" if name.isdigit() else name
+
+
+def hparams_label(hparams: dict[str, float] | None) -> str:
+    short = {"learning_rate": "lr", "weight_decay": "wd"}
+    return "–" if not hparams else " ".join(f"{short.get(k, k)}={v:g}" for k, v in hparams.items())
+
+
 def cell_summaries(con: duckdb.DuckDBPyConnection, probe: str | None = None) -> list[dict[str, Any]]:
     """One row per (backbone, task, probe), seeds averaged: the long form of the leaderboard."""
     cursor = con.execute(LEADERBOARD_SQL, {"probe": probe})
@@ -51,6 +64,7 @@ def cell_summaries(con: duckdb.DuckDBPyConnection, probe: str | None = None) -> 
 
 def leaderboard(summaries: list[dict[str, Any]]) -> Table:
     tasks = sorted({s["task"] for s in summaries})
+    metrics = {s["task"]: s["metric"] for s in summaries}
     by_row: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     for s in summaries:
         by_row.setdefault((s["backbone"], s["probe"]), {})[s["task"]] = s
@@ -63,31 +77,35 @@ def leaderboard(summaries: list[dict[str, Any]]) -> Table:
                 if cell is None:
                     row.append("–")
                     continue
-                value = cell[f"{which}_test_top1"]
+                value = cell[f"{which}_test_score"]
                 values.append(value)
                 mark = "*" if cell["image_limit"] is not None else ""
                 limited |= bool(mark)
-                row.append(f"{percent(value)}{mark} (L{cell[f'{which}_layer']})")
+                labels = "/".join(set_label(name) for name in cell[f"{which}_layer_set"].split("/"))
+                spread = f"±{percent(cell[f'{which}_test_std'])}" if cell["seeds"] > 1 else ""
+                row.append(f"{percent(value)}{spread}{mark} ({labels})")
             row.append(percent(sum(values) / len(values)) if len(values) == len(tasks) else "–")
             rows.append(row)
-    notes = ["test top-1 %; (Ln) = block index, best layer chosen on val; seeds averaged"]
+    notes = ["test score % (top-1 unless the column names another metric); (Ln) = block n, avg:A-B = mean of blocks A..B;",
+             "best layer set chosen on val; over several seeds: mean ± sample std"]
     if limited:
         notes.append("* measured on a --limit subset: a smoke number, not comparable to full runs")
-    return Table("aimbench leaderboard", ["backbone", "probe", "layer", *tasks, "mean"], rows, notes)
+    headers = [task if metrics[task] == "top1" else f"{task} ({metrics[task]})" for task in tasks]
+    return Table("aimbench leaderboard", ["backbone", "probe", "layer", *headers, "mean"], rows, notes)
 
 
 def layer_table(record: dict[str, Any]) -> Table:
-    """Per-layer val/test top-1 of one record, with the best (by val) and last layers marked."""
+    """Per-layer-set val/test scores of one record, with the best (by val) and last sets marked."""
     rows = []
     for layer in record["layers"]:
-        marks = [m for m, key in (("best", "best_layer"), ("last", "last_layer")) if record[key] == layer["layer"]]
+        marks = [m for m in ("best", "last") if record[f"{m}_layer_set"] == layer["layer_set"]]
         rows.append(
             [
-                str(layer["layer"]),
+                set_label(layer["layer_set"]),
                 layer["token"],
-                "–" if layer["lr"] is None else f"{layer['lr']:g}",
-                percent(layer["val_top1"]),
-                percent(layer["test_top1"]),
+                hparams_label(layer["hparams"]),
+                percent(layer["val_score"]),
+                percent(layer["test_score"]),
                 " ".join(marks),
             ]
         )
@@ -96,4 +114,5 @@ def layer_table(record: dict[str, Any]) -> Table:
         f"(train {record['n_train']} / val {record['n_val']} / test {record['n_test']})"
     )
     notes = [f"weights {record['weights_id']} sha256:{record['weights_sha256'][:12]}; {record['wall_time_s']:.1f} s"]
-    return Table(title, ["layer", "token", "lr", "val top-1", "test top-1", ""], rows, notes)
+    metric = record["metric"]
+    return Table(title, ["layer set", "token", "selected", f"val {metric}", f"test {metric}", ""], rows, notes)

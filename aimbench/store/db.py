@@ -3,9 +3,10 @@
 Jobs only ever write their own record file, so any number of them and any number of readers
 run without lock contention. Each query session builds these relations:
 
-- ``runs``: every record (one row per record file, read once per session);
+- ``runs``: every record of the current schema version (one row per record file, read once
+  per session; records of older versions are left out, re-run their cells to include them);
 - ``latest``: the newest record per ``cell_key`` (re-runs never duplicate a cell);
-- ``layer_metrics``: ``latest`` unnested to one row per (cell, layer).
+- ``layer_metrics``: ``latest`` unnested to one row per (cell, layer set).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import duckdb
 
 from aimbench.errors import UserError
-from aimbench.store.records import RECORD_GLOB, runs_dir
+from aimbench.store.records import RECORD_GLOB, SCHEMA_VERSION, runs_dir
 
 
 def connect(results_dir: Path) -> duckdb.DuckDBPyConnection:
@@ -28,8 +29,8 @@ def connect(results_dir: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:")
     con.execute(
         "CREATE TEMP TABLE runs AS SELECT * FROM read_json($files, format='auto', union_by_name=true, "
-        "maximum_object_size=67108864)",
-        {"files": files},
+        "maximum_object_size=67108864) WHERE schema_version = $version",
+        {"files": files, "version": SCHEMA_VERSION},
     )
     con.execute(
         "CREATE VIEW latest AS SELECT * FROM runs "
@@ -37,7 +38,7 @@ def connect(results_dir: Path) -> duckdb.DuckDBPyConnection:
     )
     con.execute(
         "CREATE VIEW layer_metrics AS SELECT backbone, task, probe, seed, cell_key, "
-        "l.layer, l.token, l.lr, l.weight_decay, l.val_top1, l.test_top1 "
+        "metric, l.layer_set, l.blocks, l.layer, l.token, l.hparams, l.val_score, l.test_score "
         "FROM latest, unnest(layers) AS t(l)"
     )
     return con

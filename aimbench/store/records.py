@@ -1,6 +1,6 @@
 """Run records: one JSON file per evaluated cell, the source of truth for every report.
 
-Schema (version 1). Accuracies are fractions in [0, 1]; layers are 0-indexed blocks.
+Schema (version 2). Scores are fractions in [0, 1] of the task's ``metric``; blocks are 0-indexed.
 
 - identity: ``schema_version``, ``record_id`` (uuid4), ``created_at`` (UTC ISO-8601),
   ``cell_key`` ("backbone|task|probe|seed"), ``config_hash`` (hash of everything that defines
@@ -8,12 +8,16 @@ Schema (version 1). Accuracies are fractions in [0, 1]; layers are 0-indexed blo
   ``probe``, ``seed``.
 - what was measured on: ``weights_id``, ``weights_sha256``, ``dtype`` (backbone precision), ``task_version``,
   ``dataset_source``, ``dataset_revision``, ``split_policy`` {train, val, test},
-  ``n_train``/``n_val``/``n_test``, ``layers_spec``, ``image_limit`` (null = full splits).
-- results: ``best_layer``/``best_token``/``best_lr``/``best_val_top1``/``best_test_top1`` (best
-  layer chosen on val), ``last_layer``/``last_val_top1``/``last_test_top1``; ``layers``: per
-  layer the val-selected head {layer, token, lr, weight_decay, val_top1, test_top1};
-  ``heads``: every trained head {layer, token, lr, weight_decay, val_top1} (val only).
-- how: ``probe_config`` (grid, epochs, batch, optimizer, schedule, normalisation, selection),
+  ``n_train``/``n_val``/``n_test``, ``layers_spec``, ``image_limit`` (null = full splits),
+  ``metric`` (top1 | mean_per_class | macro_f1).
+- results: a layer set is a block or a window of blocks averaged (``aimbench.probes.layer_sets``).
+  ``best_*`` (set chosen on val) and ``last_*`` (the set reaching deepest): ``layer_set`` (name),
+  ``blocks``, ``layer`` (deepest block), ``token``, ``hparams``, ``val_score``, ``test_score``;
+  ``layers``: per layer set the val-selected head {layer_set, blocks, layer, token, hparams
+  ({lr, weight_decay} or {k}; null for released heads), val_score, test_score};
+  ``heads``: every trained head {layer_set, token, hparams, val_score} (val only).
+- how: ``probe_config`` (kind, grid, epochs, batch and the scaled learning rates, optimizer,
+  schedule, normalisation, selection, ``feature_cache`` blocks read vs extracted),
   ``backbone_info`` (family, adapter, arch, depth, dim, heads, card, licence, preprocess,
   ``features`` {source, norm_applied, prefix_layout}), ``task_info`` (num_classes, metric, card),
   ``environment`` (aimbench version, git sha, torch, python, device), ``wall_time_s``.
@@ -28,13 +32,14 @@ interrupted run never sees half a record.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+from aimbench.atomic import atomic_write
+
+SCHEMA_VERSION = 2
 RUNS_DIR = "runs"
 RECORD_GLOB = "*.json"
 
@@ -59,18 +64,8 @@ def new_record_header(cell_key: str, config_hash: str) -> dict[str, Any]:
 
 def write_record_atomic(path: Path, record: dict[str, Any]) -> None:
     """Write ``record`` so that ``path`` either does not exist or holds the whole record."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.part")
-    try:
-        with temporary.open("w", encoding="utf-8") as handle:
-            json.dump(record, handle, indent=1, sort_keys=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    text = json.dumps(record, indent=1, sort_keys=False) + "\n"
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def read_record(path: Path) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Cells: layer specs, the identity that names records, and up-front validation."""
+"""Cells: the matrix of backbone x task x probe kind x seed, the identity that names records, and
+up-front validation."""
 
 from __future__ import annotations
 
@@ -9,22 +10,8 @@ from conftest import TINY_BACKBONE_CARD, write_card
 
 from aimbench.cards.registry import Registry
 from aimbench.errors import UserError
-from aimbench.launch.cells import Cell, parse_layers, plan_cells
-from aimbench.probes.config import LinearProbeConfig
-
-
-@pytest.mark.parametrize(
-    ("spec", "layers"),
-    [("all", [0, 1, 2, 3, 4, 5]), ("last", [5]), ("0,5", [0, 5]), ("-1,0,-1", [0, 5]), (" 2 , 3 ", [2, 3])],
-)
-def test_parse_layers(spec: str, layers: list[int]) -> None:
-    assert parse_layers(spec, 6) == layers
-
-
-@pytest.mark.parametrize(("spec", "message"), [("6", "outside 0..5"), ("-7", "outside 0..5"), ("best", "use all, last"), ("1,,x", "use all, last")])
-def test_parse_layers_rejects_bad_specs(spec: str, message: str) -> None:
-    with pytest.raises(UserError, match=message):
-        parse_layers(spec, 6)
+from aimbench.launch.cells import Cell, plan_cells
+from aimbench.probes.config import KnnProbeConfig, LinearProbeConfig
 
 
 def test_plan_expands_the_matrix_and_validates_first(tiny_cards: Path) -> None:
@@ -41,8 +28,21 @@ def test_plan_expands_the_matrix_and_validates_first(tiny_cards: Path) -> None:
         plan_cells(registry, ["micro-cls", "micro-patches"], ["digits"], weights="w.pt")
     with pytest.raises(UserError, match="positive"):
         plan_cells(registry, ["micro-cls"], ["digits"], limit=0)
-    with pytest.raises(UserError, match="unknown probe"):
-        plan_cells(registry, ["micro-cls"], ["digits"], probe="attentive")
+    with pytest.raises(UserError, match="unknown probe 'svm'; available: linear, knn, attentive, official"):
+        plan_cells(registry, ["micro-cls"], ["digits"], probe="linear,svm")
+    with pytest.raises(UserError, match="avg:7-9"):
+        plan_cells(registry, ["micro-cls"], ["digits"], layers="all,avg:7-9")
+
+
+def test_probe_kinds_expand_with_their_own_configs(tiny_cards: Path) -> None:
+    registry = Registry.load([tiny_cards])
+    linear = LinearProbeConfig(epochs=3)
+    cells = plan_cells(registry, ["micro-cls"], ["digits"], probe="linear, knn,linear", layers="all,avg:1-2", probe_configs={"linear": linear})
+    assert [(c.probe, c.probe_config) for c in cells] == [("linear", linear), ("knn", KnnProbeConfig())]
+    assert all(c.layers == "all,avg:1-2" for c in cells)
+    assert Cell("micro-cls", "digits", "knn", 0).probe_config == KnnProbeConfig()
+    with pytest.raises(UserError, match="run it on its own"):
+        plan_cells(registry, ["micro-cls"], ["digits"], probe="official,linear")
 
 
 def test_config_hash_covers_everything_that_changes_the_number(tmp_path: Path, tiny_cards: Path) -> None:
@@ -54,6 +54,9 @@ def test_config_hash_covers_everything_that_changes_the_number(tmp_path: Path, t
         Cell("micro-cls", "digits", "linear", 0, limit=100),
         Cell("micro-cls", "digits", "linear", 0, weights="random"),
         Cell("micro-cls", "digits", "linear", 0, probe_config=LinearProbeConfig(epochs=3)),
+        Cell("micro-cls", "digits", "linear", 0, probe_config=LinearProbeConfig(weight_decays=(0.0,))),
+        Cell("micro-cls", "digits", "knn", 0),
+        Cell("micro-cls", "digits", "knn", 0, probe_config=KnnProbeConfig(temperature=0.1)),
     ]
     hashes = {base.config_hash(registry)} | {v.config_hash(registry) for v in variants}
     assert len(hashes) == 1 + len(variants)

@@ -1,4 +1,4 @@
-"""Pooled features: one backbone forward per batch for every layer and token kind."""
+"""Pooled features: one backbone forward per batch for every layer and token kind; layer-set inputs."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_BACKBONE_CARD, write_card
+from conftest import TINY_BACKBONE_CARD, count_forwards, write_card
 
 from aimbench.adapters import load_backbone
-from aimbench.adapters.base import Backbone
 from aimbench.cards.backbone_card import CLS, PATCH_MEAN
 from aimbench.cards.registry import Registry
 from aimbench.data.images import LabelledImages, TransformedImages
-from aimbench.probes.features import FeatureSource, extract_pooled, feature_sources
+from aimbench.probes.features import FeatureSource, ProbeSource, extract_pooled, feature_sources, probe_inputs
+from aimbench.probes.layer_sets import LayerSet
 
 
 @pytest.fixture
@@ -27,19 +27,6 @@ def _images(n: int, size: int = 16, seed: int = 0) -> LabelledImages:
     pixels = rng.integers(0, 256, size=(n, size, size), dtype=np.uint8)
     labels = rng.integers(0, 3, size=n)
     return LabelledImages.from_arrays(pixels, labels)
-
-
-def _count_forwards(backbone: Backbone) -> list[list[int]]:
-    """Wrap ``forward_layers`` on the instance; returns the list of layer lists it was called with."""
-    calls: list[list[int]] = []
-    original = backbone.forward_layers
-
-    def counting(images: torch.Tensor, layers):  # type: ignore[no-untyped-def]
-        calls.append(list(layers))
-        return original(images, layers)
-
-    backbone.forward_layers = counting  # type: ignore[method-assign]
-    return calls
 
 
 def test_feature_sources_order(registry: Registry) -> None:
@@ -59,12 +46,12 @@ def test_one_forward_per_batch_for_all_layers(registry: Registry, name: str, tok
     backbone = load_backbone(name, registry=registry)
     images = _images(10)
     layers = [0, 2]
-    calls = _count_forwards(backbone)
+    calls = count_forwards(backbone)
     seen: list[int] = []
 
     pooled = extract_pooled(backbone, images, layers, batch_size=4, on_batch=seen.append)
 
-    assert calls == [layers, layers, layers]  # ceil(10 / 4) batches, each with every layer at once
+    assert [c[1] for c in calls] == [layers, layers, layers]  # ceil(10 / 4) batches, each with every layer at once
     assert seen == [4, 4, 2]
     n_sources = len(layers) * len(tokens)
     assert len(feature_sources(backbone, layers)) == n_sources
@@ -127,7 +114,7 @@ def test_no_images_give_an_empty_tensor_of_the_right_width(registry: Registry) -
 def test_no_images_without_cls_token(registry: Registry) -> None:
     backbone = load_backbone("micro-patches", registry=registry)
     empty = LabelledImages.from_arrays(np.zeros((0, 16, 16), dtype=np.uint8), np.zeros(0, dtype=np.int64))
-    calls = _count_forwards(backbone)
+    calls = count_forwards(backbone)
     pooled = extract_pooled(backbone, empty, [0, 2])
     assert calls == []
     assert pooled.features.shape == (0, 2, backbone.dim)
@@ -140,3 +127,23 @@ def test_card_probe_tokens_restrict_the_pooled_features(tmp_path: Path) -> None:
     assert feature_sources(backbone, [0, 2]) == [FeatureSource(0, PATCH_MEAN), FeatureSource(2, PATCH_MEAN)]
     images = LabelledImages.from_arrays(np.zeros((3, 16, 16), dtype=np.uint8), np.zeros(3))
     assert extract_pooled(backbone, images, [0, 2]).features.shape == (3, 2, 32)
+
+
+def test_probe_inputs_average_window_blocks(registry: Registry) -> None:
+    backbone = load_backbone("micro-cls", registry=registry)
+    images = _images(5)
+    blocks = [0, 1, 2]
+    pooled = extract_pooled(backbone, images, blocks)
+    sets = [LayerSet("2", (2,)), LayerSet("avg:0-2", (0, 1, 2))]
+    inputs, sources = probe_inputs(pooled, feature_sources(backbone, blocks), sets)
+    assert sources == [ProbeSource(sets[0], PATCH_MEAN), ProbeSource(sets[0], CLS), ProbeSource(sets[1], PATCH_MEAN), ProbeSource(sets[1], CLS)]
+    # a window's input is the pooling of the mean of its raw block outputs
+    batch = torch.stack([backbone.transform()(images.image(i)) for i in range(5)])
+    with torch.no_grad():
+        out = backbone.forward_layers(batch, blocks)
+    mean_tokens = torch.stack([o.patches for o in out]).mean(0)
+    mean_cls = torch.stack([o.prefix[:, 0] for o in out]).mean(0)
+    torch.testing.assert_close(inputs.features[:, 2], mean_tokens.mean(1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(inputs.features[:, 3], mean_cls, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(inputs.features[:, 0], out[2].patches.mean(1), atol=1e-5, rtol=1e-5)
+    assert torch.equal(inputs.labels, pooled.labels)

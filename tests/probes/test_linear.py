@@ -1,4 +1,5 @@
-"""Linear probes on synthetic pooled features: selection by val only, determinism, lr grid."""
+"""Linear probes on synthetic pooled features: selection by val only, determinism, the lr x wd grid,
+concatenated heads."""
 
 from __future__ import annotations
 
@@ -7,17 +8,26 @@ import dataclasses
 import pytest
 import torch
 
-from aimbench.cards.backbone_card import CLS, PATCH_MEAN
+from aimbench.cards.backbone_card import CLS, CONCAT, PATCH_MEAN
 from aimbench.probes import linear
 from aimbench.probes.config import LinearProbeConfig
-from aimbench.probes.features import FeatureSource, PooledFeatures
-from aimbench.probes.linear import HeadScore, LayerResult, train_linear_probes
+from aimbench.probes.features import PooledFeatures, ProbeSource
+from aimbench.probes.layer_sets import LayerSet
+from aimbench.probes.linear import train_linear_probes
+from aimbench.probes.results import HeadScore, LayerResult, ProbeResult
+from aimbench.probes.schedule import warmup_cosine
 
 N_CLASSES = 3
 DIM = 8
 LAYERS = 3
-SOURCES = [FeatureSource(layer, PATCH_MEAN) for layer in range(LAYERS)]
-FAST = LinearProbeConfig(learning_rates=(1e-2, 1e-1), weight_decay=1e-4, epochs=20, batch_size=64)
+FAST = LinearProbeConfig(learning_rates=(1e-2, 1e-1), weight_decays=(1e-4,), epochs=20, batch_size=64)
+
+
+def src(layer: int, token: str = PATCH_MEAN) -> ProbeSource:
+    return ProbeSource(LayerSet(str(layer), (layer,)), token)
+
+
+SOURCES = [src(layer) for layer in range(LAYERS)]
 
 
 def _split(n: int, generator: torch.Generator, signal: dict[int, float], centres: torch.Tensor) -> PooledFeatures:
@@ -44,51 +54,52 @@ def test_informative_layer_is_selected() -> None:
     result = train_linear_probes(train, val, test, SOURCES, N_CLASSES, FAST, seed=0)
 
     assert result.best.layer == 1
-    assert result.best.val_top1 > 0.85
-    assert result.best.test_top1 > 0.85
+    assert result.best.val_score > 0.85
+    assert result.best.test_score > 0.85
     assert [r.layer for r in result.layers] == [0, 1, 2]
     assert result.last == result.layers[-1]
     for r in result.layers:
         if r.layer != 1:
-            assert r.val_top1 < 0.5  # chance is 1/3
-            assert r.test_top1 < 0.5
-        assert r.lr in FAST.learning_rates
-        assert r.weight_decay == FAST.weight_decay
-    # one head per (lr, source), grid order lr-major
-    assert [(h.lr, h.layer, h.token) for h in result.heads] == [
-        (lr, s.layer, s.token) for lr in FAST.learning_rates for s in SOURCES
+            assert r.val_score < 0.5  # chance is 1/3
+            assert r.test_score < 0.5
+        assert r.hparams["lr"] in FAST.learning_rates
+        assert r.hparams["weight_decay"] == FAST.weight_decays[0]
+    # one head per (source, lr, wd), grid order: layer set, token, lr, wd
+    assert [(h.layer_set, h.token, h.hparams["lr"]) for h in result.heads] == [
+        (s.layer_set.name, s.token, lr) for s in SOURCES for lr in FAST.learning_rates
     ]
 
 
 def test_each_layer_keeps_its_best_val_head() -> None:
-    sources = [FeatureSource(layer, token) for layer in range(2) for token in (PATCH_MEAN, CLS)]
+    sources = [src(layer, token) for layer in range(2) for token in (PATCH_MEAN, CLS)]
     # layer 0: cls informative, patch mean not; layer 1: patch mean informative
     train, val, test = _three_splits({1: 1.5, 2: 1.0}, n_sources=4)
-    config = LinearProbeConfig(learning_rates=(1e-3, 3e-2, 3e-1), epochs=15, batch_size=64)
+    config = LinearProbeConfig(learning_rates=(1e-3, 3e-2, 3e-1), weight_decays=(0.0,), epochs=15, batch_size=64)
     result = train_linear_probes(train, val, test, sources, N_CLASSES, config, seed=1)
 
-    tokens = (PATCH_MEAN, CLS)
+    tokens = (PATCH_MEAN, CLS, CONCAT)
     for layer_result in result.layers:
-        # selection's grid order within a layer: token kind, then lr; the first best val wins
+        # selection's grid order within a layer set: token kind, then lr, then wd; the first best val wins
         own = sorted(
-            (h for h in result.heads if h.layer == layer_result.layer),
-            key=lambda h: (tokens.index(h.token), config.learning_rates.index(h.lr)),
+            (h for h in result.heads if h.layer_set == layer_result.layer_set),
+            key=lambda h: (tokens.index(h.token), config.learning_rates.index(h.hparams["lr"])),
         )
-        best_val = max(h.val_top1 for h in own)
-        first_best = next(h for h in own if h.val_top1 == best_val)
-        assert (layer_result.token, layer_result.lr, layer_result.val_top1) == (
+        assert [h.token for h in own].count(CONCAT) == len(config.learning_rates) * len(config.weight_decays)
+        best_val = max(h.val_score for h in own)
+        first_best = next(h for h in own if h.val_score == best_val)
+        assert (layer_result.token, layer_result.hparams, layer_result.val_score) == (
             first_best.token,
-            first_best.lr,
-            first_best.val_top1,
+            first_best.hparams,
+            first_best.val_score,
         )
-    assert result.layers[0].token == CLS
-    assert result.layers[1].token == PATCH_MEAN
-    assert result.best == max(result.layers, key=lambda r: (r.val_top1, -r.layer))
+    assert result.layers[0].token in (CLS, CONCAT)
+    assert result.layers[1].token in (PATCH_MEAN, CONCAT)
+    assert result.best == max(result.layers, key=lambda r: (r.val_score, -r.layer))
 
 
 def test_ties_go_to_the_first_candidate_in_grid_order() -> None:
     # constant features: every head can only learn its bias, so all heads predict the same class
-    sources = [FeatureSource(layer, token) for layer in range(3) for token in (PATCH_MEAN, CLS)]
+    sources = [src(layer, token) for layer in range(3) for token in (PATCH_MEAN, CLS)]
     generator = torch.Generator().manual_seed(0)
     splits = [
         PooledFeatures(torch.zeros(90, len(sources), DIM), torch.randint(0, N_CLASSES, (90,), generator=generator))
@@ -96,8 +107,8 @@ def test_ties_go_to_the_first_candidate_in_grid_order() -> None:
     ]
     config = LinearProbeConfig(learning_rates=(1e-2, 1e-1), epochs=2, batch_size=32)
     result = train_linear_probes(*splits, sources, N_CLASSES, config, seed=0)
-    assert len({h.val_top1 for h in result.heads}) == 1  # a genuine tie everywhere
-    assert [(r.token, r.lr) for r in result.layers] == [(PATCH_MEAN, 1e-2)] * 3
+    assert len({h.val_score for h in result.heads}) == 1  # a genuine tie everywhere
+    assert [(r.token, r.hparams) for r in result.layers] == [(PATCH_MEAN, {"lr": 1e-2, "weight_decay": 0.0})] * 3
     assert result.best.layer == 0
     assert result.last.layer == 2
 
@@ -118,41 +129,48 @@ def test_selection_follows_val_not_test() -> None:
     by_layer = {r.layer: r for r in result.layers}
 
     # test would prefer layer 1, val prefers layer 0; selection follows val
-    assert by_layer[1].test_top1 > by_layer[0].test_top1 + 0.1
-    assert by_layer[0].val_top1 > by_layer[1].val_top1 + 0.1
+    assert by_layer[1].test_score > by_layer[0].test_score + 0.1
+    assert by_layer[0].val_score > by_layer[1].val_score + 0.1
     assert result.best.layer == 0
     assert result.best == by_layer[0]
 
     # per-head scores carry val only
     head_fields = {f.name for f in dataclasses.fields(HeadScore)}
-    assert "val_top1" in head_fields
+    assert "val_score" in head_fields
     assert not any("test" in name for name in head_fields)
 
 
 def test_test_is_scored_only_for_selected_heads(monkeypatch: pytest.MonkeyPatch) -> None:
     train, val, test = _val_vs_test_data()
-    calls: list[tuple[str, tuple[int, ...]]] = []
-    original = linear._top1
+    calls: list[tuple[str, int]] = []
+    original_all, original_one = linear._predict, linear._predict_head
+    test_x = (test.features - train.features.mean(0)) / train.features.std(0)
 
-    def spy(features, labels, weights, bias):  # type: ignore[no-untyped-def]
-        split = "test" if labels is test.labels else "val" if labels is val.labels else "other"
-        calls.append((split, tuple(weights.shape[:2])))
-        return original(features, labels, weights, bias)
+    def split_of(x: torch.Tensor) -> str:
+        return "test" if x.shape == test_x.shape and torch.allclose(x, test_x, atol=1e-5) else "val"
 
-    monkeypatch.setattr(linear, "_top1", spy)
+    def spy_all(x, pair_index, grid):  # type: ignore[no-untyped-def]
+        calls.append((split_of(x), len(grid)))
+        return original_all(x, pair_index, grid)
+
+    def spy_one(x, reads, heads, pair):  # type: ignore[no-untyped-def]
+        calls.append((split_of(x), 1))
+        return original_one(x, reads, heads, pair)
+
+    monkeypatch.setattr(linear, "_predict", spy_all)
+    monkeypatch.setattr(linear, "_predict_head", spy_one)
     train_linear_probes(train, val, test, SOURCES, N_CLASSES, FAST, seed=0)
-    g, s = len(FAST.learning_rates), len(SOURCES)
-    assert calls[0] == ("val", (g, s))
-    assert calls[1:] == [("test", (1, 1))] * LAYERS
+    # every head predicts val once; test is predicted by one head per layer set, the selected one
+    assert calls == [("val", len(FAST.learning_rates))] + [("test", 1)] * LAYERS
 
 
-def _selection(result: linear.ProbeResult) -> list[tuple]:
-    return [(r.layer, r.token, r.lr, r.weight_decay, r.val_top1) for r in result.layers]
+def _selection(result: ProbeResult) -> list[tuple]:
+    return [(r.layer_set, r.token, r.hparams, r.val_score) for r in result.layers]
 
 
 @pytest.mark.parametrize("corruption", ["permute", "shift", "constant"])
 def test_test_labels_change_only_test_scores(corruption: str) -> None:
-    sources = [FeatureSource(layer, token) for layer in range(LAYERS) for token in (PATCH_MEAN, CLS)]
+    sources = [src(layer, token) for layer in range(LAYERS) for token in (PATCH_MEAN, CLS)]
     train, val, test = _three_splits({0: 0.4, 3: 1.0, 4: 1.5}, n_sources=len(sources), seed=3)
     config = LinearProbeConfig(learning_rates=(1e-3, 1e-2, 1e-1), epochs=10, batch_size=64)
     clean = train_linear_probes(train, val, test, sources, N_CLASSES, config, seed=5)
@@ -170,15 +188,15 @@ def test_test_labels_change_only_test_scores(corruption: str) -> None:
 
     assert corrupted.heads == clean.heads  # every head's val score, bit for bit
     assert _selection(corrupted) == _selection(clean)
-    assert (corrupted.best.layer, corrupted.best.token, corrupted.best.lr) == (
+    assert (corrupted.best.layer, corrupted.best.token, corrupted.best.hparams) == (
         clean.best.layer,
         clean.best.token,
-        clean.best.lr,
+        clean.best.hparams,
     )
-    assert [r.test_top1 for r in corrupted.layers] != [r.test_top1 for r in clean.layers]
+    assert [r.test_score for r in corrupted.layers] != [r.test_score for r in clean.layers]
     # the informative layer's test score collapses once test labels are broken
-    assert clean.best.test_top1 > 0.8
-    assert corrupted.best.test_top1 < 0.6
+    assert clean.best.test_score > 0.8
+    assert corrupted.best.test_score < 0.6
 
 
 def test_test_features_do_not_influence_training() -> None:
@@ -197,21 +215,22 @@ def test_test_features_do_not_influence_training() -> None:
 # exactly as the same head trained alone, with mini-batches, for every lr and every layer.
 
 
-def _scores(result: linear.ProbeResult) -> dict[tuple[int, str, float], float]:
-    return {(h.layer, h.token, h.lr): h.val_top1 for h in result.heads}
+def _scores(result: ProbeResult) -> dict[tuple[str, str, float, float], float]:
+    return {(h.layer_set, h.token, h.hparams["lr"], h.hparams["weight_decay"]): h.val_score for h in result.heads}
 
 
 @pytest.mark.parametrize("batch_size", [64, 1024])
 def test_every_head_of_the_grid_matches_training_it_alone(batch_size: int) -> None:
     train, val, test = _three_splits({1: 1.0, 2: 0.3})
-    grid = LinearProbeConfig(learning_rates=(1e-2, 1e-1, 3e-1), epochs=20, batch_size=batch_size)
+    grid = LinearProbeConfig(learning_rates=(1e-2, 3e-1), weight_decays=(0.0, 1e-1), epochs=20, batch_size=batch_size)
     together = _scores(train_linear_probes(train, val, test, SOURCES, N_CLASSES, grid, seed=0))
-    alone: dict[tuple[int, str, float], float] = {}
+    alone: dict[tuple[str, str, float, float], float] = {}
     for i, source in enumerate(SOURCES):
         one_source = [PooledFeatures(split.features[:, i : i + 1], split.labels) for split in (train, val, test)]
         for lr in grid.learning_rates:
-            config = dataclasses.replace(grid, learning_rates=(lr,))
-            alone.update(_scores(train_linear_probes(*one_source, [source], N_CLASSES, config, seed=0)))
+            for wd in grid.weight_decays:
+                config = dataclasses.replace(grid, learning_rates=(lr,), weight_decays=(wd,))
+                alone.update(_scores(train_linear_probes(*one_source, [source], N_CLASSES, config, seed=0)))
     assert together.keys() == alone.keys()
     for key in together:
         assert together[key] == pytest.approx(alone[key], abs=1e-6), key
@@ -233,9 +252,9 @@ def test_other_seed_may_differ_but_selects_the_same_layer() -> None:
     results = [train_linear_probes(train, val, test, SOURCES, N_CLASSES, FAST, seed=seed) for seed in (0, 1, 2)]
     # different seeds are allowed to give different numbers, but not a different story
     assert {r.best.layer for r in results} == {1}
-    assert all(r.best.val_top1 > 0.85 for r in results)
+    assert all(r.best.val_score > 0.85 for r in results)
     # and the seed is actually used: the data order differs, so some score moves
-    assert len({tuple(h.val_top1 for h in r.heads) for r in results}) > 1
+    assert len({tuple(h.val_score for h in r.heads) for r in results}) > 1
 
 
 def test_global_rng_does_not_affect_training() -> None:
@@ -253,3 +272,63 @@ def test_on_epoch_reports_every_epoch() -> None:
     config = LinearProbeConfig(learning_rates=(1e-2,), epochs=4, batch_size=16)
     train_linear_probes(train, val, test, SOURCES, N_CLASSES, config, seed=0, on_epoch=seen.append)
     assert seen == [1, 2, 3, 4]
+
+
+# --- concatenated heads, weight decay, schedule, metric ---------------------------------------
+
+
+def test_concatenated_head_equals_a_head_on_the_concatenated_features() -> None:
+    """patch_mean+cls is two weight blocks whose logits add: exactly a linear head on [pm; cls]."""
+    sources = [src(0, PATCH_MEAN), src(0, CLS)]
+    train, val, test = _three_splits({0: 0.7, 1: 0.7}, n_sources=2, seed=4)
+    config = LinearProbeConfig(learning_rates=(3e-2,), weight_decays=(1e-2,), epochs=8, batch_size=64)
+    together = train_linear_probes(train, val, test, sources, N_CLASSES, config, seed=2)
+    concat_head = next(h for h in together.heads if h.token == CONCAT)
+
+    def cat(split: PooledFeatures) -> PooledFeatures:
+        return PooledFeatures(split.features.reshape(len(split.labels), 1, 2 * DIM), split.labels)
+
+    alone = train_linear_probes(cat(train), cat(val), cat(test), [src(0)], N_CLASSES, config, seed=2)
+    assert concat_head.val_score == pytest.approx(alone.heads[0].val_score, abs=1e-9)
+    assert [h.token for h in together.heads] == [PATCH_MEAN, CLS, CONCAT]
+
+
+def test_weight_decay_changes_the_heads() -> None:
+    train, val, test = _three_splits({1: 0.8})
+    config = LinearProbeConfig(learning_rates=(3e-1,), weight_decays=(0.0, 10.0), epochs=20, batch_size=64)
+    result = train_linear_probes(train, val, test, SOURCES, N_CLASSES, config, seed=0)
+    scores = {h.hparams["weight_decay"]: h.val_score for h in result.heads if h.layer_set == "1"}
+    assert scores[0.0] > scores[10.0]  # a huge decay shrinks the informative head towards chance
+
+
+def test_warmup_then_cosine_schedule() -> None:
+    values = [warmup_cosine(step, warmup=4, total=12) for step in range(12)]
+    assert values[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert values[4] == 1.0 and values[8] == pytest.approx(0.5) and values[11] < 0.05
+    assert all(a >= b for a, b in zip(values[4:], values[5:]))
+
+
+def test_the_task_metric_scores_every_head() -> None:
+    train, val, test = _three_splits({1: 1.0})
+    top1 = train_linear_probes(train, val, test, SOURCES, N_CLASSES, FAST, seed=0)
+    balanced = train_linear_probes(train, val, test, SOURCES, N_CLASSES, FAST, seed=0, metric="mean_per_class")
+    assert [h.hparams for h in top1.heads] == [h.hparams for h in balanced.heads]
+    assert [h.val_score for h in top1.heads] != [h.val_score for h in balanced.heads]
+
+
+def test_agrees_with_scikit_learn_logistic_regression() -> None:
+    """On fixed features, a converged head predicts what scikit-learn's multinomial logistic
+    regression (the reference linear probe, on the same standardised features) predicts."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    train, val, test = _three_splits({0: 0.9}, n=400, n_sources=1, seed=6)
+    config = LinearProbeConfig(learning_rates=(1e-1,), weight_decays=(0.0,), epochs=150, batch_size=400, warmup_fraction=0.0)
+    ours = train_linear_probes(train, val, test, [src(0)], N_CLASSES, config, seed=0)
+
+    scaler = StandardScaler().fit(train.features[:, 0].numpy())
+    reference = LogisticRegression(C=1e4, max_iter=5000).fit(scaler.transform(train.features[:, 0].numpy()), train.labels.numpy())
+    for split, score in ((val, ours.best.val_score), (test, ours.best.test_score)):
+        expected = reference.score(scaler.transform(split.features[:, 0].numpy()), split.labels.numpy())
+        assert score == pytest.approx(expected, abs=0.015)
+    assert 0.6 < ours.best.test_score < 0.95  # a problem where the two could disagree

@@ -13,15 +13,16 @@ from aimbench.store.records import record_path, runs_dir, write_record_atomic
 
 
 def layer(i: int, val: float, test: float, token: str = "cls") -> dict:
-    return {"layer": i, "token": token, "lr": 10.0 ** -i, "weight_decay": 0.0005 * i, "val_top1": val, "test_top1": test}
+    return {"layer_set": str(i), "blocks": [i], "layer": i, "token": token, "hparams": {"lr": 10.0 ** -i, "weight_decay": 0.0005 * i},
+            "val_score": val, "test_score": test}
 
 
 def make_record(backbone: str, task: str, seed: int, created_at: str, record_id: str, layers: list[dict],
                 probe: str = "linear", image_limit: int | None = None) -> dict:
-    best = max(layers, key=lambda l: l["val_top1"])
+    best = max(layers, key=lambda l: l["val_score"])
     last = layers[-1]
     return {
-        "schema_version": 1,
+        "schema_version": 2,
         "record_id": record_id,
         "created_at": created_at,
         "cell_key": f"{backbone}|{task}|{probe}|{seed}",
@@ -31,14 +32,9 @@ def make_record(backbone: str, task: str, seed: int, created_at: str, record_id:
         "probe": probe,
         "seed": seed,
         "image_limit": image_limit,
-        "best_layer": best["layer"],
-        "best_token": best["token"],
-        "best_lr": best["lr"],
-        "best_val_top1": best["val_top1"],
-        "best_test_top1": best["test_top1"],
-        "last_layer": last["layer"],
-        "last_val_top1": last["val_top1"],
-        "last_test_top1": last["test_top1"],
+        "metric": "top1",
+        **{f"best_{k}": v for k, v in best.items()},
+        **{f"last_{k}": v for k, v in last.items()},
         "layers": layers,
     }
 
@@ -109,12 +105,12 @@ def test_runs_holds_every_record(results: Path) -> None:
 
 def test_latest_keeps_the_newest_record_per_cell(results: Path) -> None:
     con = connect(results)
-    got = rows(con, "SELECT cell_key, record_id, best_layer, best_test_top1, last_layer, last_test_top1 FROM latest ORDER BY cell_key")
+    got = rows(con, "SELECT cell_key, record_id, best_layer, best_test_score, last_layer, last_test_score FROM latest ORDER BY cell_key")
     assert [r["cell_key"] for r in got] == ["vit-a|digits|linear|0", "vit-a|digits|linear|1", "vit-b|fashion-mnist|linear|0"]
     newest = got[0]
     assert newest["record_id"] == "b" * 32  # 2024-05-02 beats 2024-05-01 although written first
-    assert (newest["best_layer"], newest["best_test_top1"]) == (1, pytest.approx(0.80))
-    assert (newest["last_layer"], newest["last_test_top1"]) == (2, pytest.approx(0.75))
+    assert (newest["best_layer"], newest["best_test_score"]) == (1, pytest.approx(0.80))
+    assert (newest["last_layer"], newest["last_test_score"]) == (2, pytest.approx(0.75))
     assert got[1]["record_id"] == "c" * 32 and got[2]["record_id"] == "d" * 32
 
 
@@ -125,8 +121,8 @@ def test_latest_compares_times_not_file_order(tmp_path: Path) -> None:
     newer = make_record("m", "t", 0, "2024-05-01T10:00:00.000002+00:00", "0" * 32, [layer(0, 0.9, 0.9)])
     save(root, older)
     save(root, newer)
-    got = rows(connect(root), "SELECT record_id, best_test_top1 FROM latest")
-    assert got == [{"record_id": "0" * 32, "best_test_top1": pytest.approx(0.9)}]
+    got = rows(connect(root), "SELECT record_id, best_test_score FROM latest")
+    assert got == [{"record_id": "0" * 32, "best_test_score": pytest.approx(0.9)}]
 
 
 def test_latest_breaks_ties_by_record_id(tmp_path: Path) -> None:
@@ -149,13 +145,13 @@ def test_layer_metrics_unnests_latest_layers(results: Path) -> None:
     ]
     first = got[1]
     assert first == {
-        "backbone": "vit-a", "task": "digits", "probe": "linear", "seed": 0, "cell_key": "vit-a|digits|linear|0",
-        "layer": 1, "token": "cls", "lr": pytest.approx(0.1), "weight_decay": pytest.approx(0.0005),
-        "val_top1": pytest.approx(0.90), "test_top1": pytest.approx(0.80),
+        "backbone": "vit-a", "task": "digits", "probe": "linear", "seed": 0, "cell_key": "vit-a|digits|linear|0", "metric": "top1",
+        "layer_set": "1", "blocks": [1], "layer": 1, "token": "cls", "hparams": {"lr": pytest.approx(0.1), "weight_decay": pytest.approx(0.0005)},
+        "val_score": pytest.approx(0.90), "test_score": pytest.approx(0.80),
     }
     assert got[-1]["token"] == "mean"
     # only the latest record's layers: the old record's 0.70 val never shows up
-    assert con.execute("SELECT count(*) FROM layer_metrics WHERE val_top1 = 0.70").fetchone() == (0,)
+    assert con.execute("SELECT count(*) FROM layer_metrics WHERE val_score = 0.70").fetchone() == (0,)
 
 
 def test_stray_part_file_is_ignored(results: Path) -> None:

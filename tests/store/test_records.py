@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from aimbench.store import records
+from aimbench import atomic
 from aimbench.store.records import (
     RECORD_GLOB,
     SCHEMA_VERSION,
@@ -30,8 +30,8 @@ def sample_record(**extra) -> dict:
         "task": "digits",
         "probe": "linear",
         "seed": 0,
-        "best_test_top1": 0.875,
-        "layers": [{"layer": i, "token": "cls", "lr": 0.1, "weight_decay": 0.0, "val_top1": 0.5 + i / 10, "test_top1": 0.4} for i in range(3)],
+        "best_test_score": 0.875,
+        "layers": [{"layer_set": str(i), "token": "cls", "hparams": {"lr": 0.1}, "val_score": 0.5 + i / 10, "test_score": 0.4} for i in range(3)],
         "note": "ünïcode ✓",
     }
     record.update(extra)
@@ -39,7 +39,7 @@ def sample_record(**extra) -> dict:
 
 
 def listing(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir())
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
 def test_paths_and_header() -> None:
@@ -47,7 +47,7 @@ def test_paths_and_header() -> None:
     assert runs_dir(results) == results / "runs"
     assert record_path(results, "a__b.json") == results / "runs" / "a__b.json"
     header = new_record_header("bb|task|linear|3", "abc")
-    assert header["schema_version"] == SCHEMA_VERSION == 1
+    assert header["schema_version"] == SCHEMA_VERSION == 2
     assert header["cell_key"] == "bb|task|linear|3" and header["config_hash"] == "abc"
     assert uuid.UUID(hex=header["record_id"]).version == 4
     assert header["record_id"] != new_record_header("x", "y")["record_id"]
@@ -88,7 +88,7 @@ def test_while_writing_only_a_hidden_part_file_exists(tmp_path: Path, monkeypatc
         seen["part"] = json.loads((folder / ".cell.json.part").read_text(encoding="utf-8"))
         real_fsync(fd)
 
-    monkeypatch.setattr(records.os, "fsync", spy)
+    monkeypatch.setattr(atomic.os, "fsync", spy)  # records are written through aimbench.atomic
     write_record_atomic(path, record)
     assert seen["names"] == [".cell.json.part"]
     assert seen["matching"] == []  # the read pattern never sees a record being written
@@ -121,28 +121,28 @@ def test_failing_rename_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monke
     def broken_replace(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(records.os, "replace", broken_replace)
+    monkeypatch.setattr(atomic.os, "replace", broken_replace)
     with pytest.raises(OSError, match="No space left"):
         write_record_atomic(path, sample_record())
     assert listing(path.parent) == []
 
 
-@pytest.mark.parametrize("where", ["dump", "fsync"])
+@pytest.mark.parametrize("where", ["write", "fsync"])
 def test_keyboard_interrupt_mid_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
     path = tmp_path / "runs" / "cell.json"
 
-    def interrupted_dump(obj, handle, **kwargs):
-        handle.write('{"cell_key": "half a rec')
+    def interrupted_write(handle):  # type: ignore[no-untyped-def]
+        handle.write(b'{"cell_key": "half a rec')
         handle.flush()
         raise KeyboardInterrupt
 
-    def interrupted_fsync(fd):
+    def interrupted_fsync(fd):  # type: ignore[no-untyped-def]
         raise KeyboardInterrupt
 
-    if where == "dump":
-        monkeypatch.setattr(records.json, "dump", interrupted_dump)
-    else:
-        monkeypatch.setattr(records.os, "fsync", interrupted_fsync)
     with pytest.raises(KeyboardInterrupt):
-        write_record_atomic(path, sample_record())
+        if where == "write":
+            atomic.atomic_write(path, interrupted_write)
+        else:
+            monkeypatch.setattr(atomic.os, "fsync", interrupted_fsync)
+            write_record_atomic(path, sample_record())
     assert listing(path.parent) == []

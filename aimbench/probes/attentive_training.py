@@ -1,0 +1,268 @@
+"""Training AIM attentive probes online: every (layer set x lr x wd) head from one backbone pass.
+
+Each step draws a batch of augmented views, runs the frozen backbone once under inference mode
+for every block any layer set needs, averages the raw block outputs of each window, and trains
+all heads on those tokens with one cross-entropy call over their stacked logits. So the cost per
+epoch is one backbone forward per training image, however many layer sets and grid points.
+
+Determinism and resume: the data order of an epoch depends only on (seed, epoch), and the
+augmentation of an image only on (seed, epoch, position), so a run restarted from a checkpoint
+(heads, optimizer, schedule, BatchNorm statistics, epoch and step) sees exactly the batches an
+uninterrupted run would, and ends with the same numbers on CPU. Heads start from an init that
+depends only on their own identity (:func:`~aimbench.probes.attentive_grid.head_seed`), so a
+head trained in the grid equals the same head trained alone.
+
+Selection: val scores for every head; per layer set the best (ties: smaller lr, then wd) is
+exported as a standalone ``AttentivePoolingHead`` and only those score the test split.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import InterpolationMode, v2
+
+from aimbench.adapters.base import Backbone
+from aimbench.cards.backbone_card import Preprocess
+from aimbench.data.images import LabelledImages, TransformedImages
+from aimbench.probes.attentive import AttentivePoolingHead
+from aimbench.probes.attentive_grid import AttentiveGrid, SetNorms, head_seed
+from aimbench.probes.checkpoint import load_state, save_state
+from aimbench.probes.config import AttentiveProbeConfig, scaled_lr
+from aimbench.probes.layer_sets import LayerSet, blocks_needed
+from aimbench.probes.metrics import score_predictions
+from aimbench.probes.results import HeadScore, LayerResult, ProbeResult, select_per_set, summarise
+from aimbench.probes.schedule import warmup_cosine_schedule
+
+
+def train_transform(pre: Preprocess, augmentation: str, min_scale: float) -> v2.Compose:
+    """The training view: RandomResizedCrop + horizontal flip at the eval size, same normalisation."""
+    if augmentation == "none":
+        from aimbench.adapters.base import build_eval_transform
+
+        return build_eval_transform(pre)
+    return v2.Compose(
+        [
+            v2.Lambda(lambda image: image.convert("RGB")),
+            v2.PILToTensor(),
+            v2.RandomResizedCrop(pre.image_size, scale=(min_scale, 1.0), interpolation=InterpolationMode(pre.interpolation), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=list(pre.mean), std=list(pre.std)),
+        ]
+    )
+
+
+class AugmentedViews(Dataset):
+    """Training images whose augmentation is seeded by (seed, epoch, position): reproducible with
+    any number of DataLoader workers and after a resume."""
+
+    def __init__(self, images: LabelledImages, transform: Callable, seed: int) -> None:
+        self.images, self.transform, self.seed, self.epoch = images, transform, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, int]:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + position)
+            view = self.transform(self.images.image(position))
+        return view, int(self.images.labels[position])
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def set_tokens(backbone: Backbone, images: torch.Tensor, sets: Sequence[LayerSet]) -> torch.Tensor:
+    """Patch tokens of every layer set, (L, B, N, D) float32, from ONE backbone forward."""
+    blocks = blocks_needed(sets)
+    with torch.inference_mode():
+        out = {o.layer: o.patches for o in backbone.forward_layers(images, blocks)}
+        tokens = torch.stack([torch.stack([out[b] for b in s.blocks]).float().mean(dim=0) for s in sets])
+    return tokens.clone()  # a normal tensor, usable by autograd (inference tensors are not)
+
+
+class AttentiveTrainer:
+    """The heads, optimizer and schedule of one attentive probe run, and its resumable state."""
+
+    def __init__(self, backbone: Backbone, sets: Sequence[LayerSet], num_classes: int, config: AttentiveProbeConfig, seed: int) -> None:
+        self.backbone, self.sets, self.config, self.seed = backbone, list(sets), config, seed
+        self.points = [(lr, wd) for lr in config.learning_rates for wd in config.weight_decays]
+        device, dim = backbone.device, backbone.dim
+        self.grids = [
+            AttentiveGrid([head_seed(seed, s.name, lr, wd) for s in self.sets], dim, num_classes, backbone.heads).to(device)
+            for lr, wd in self.points
+        ]
+        self.norms = SetNorms(len(self.sets), dim).to(device)
+        groups = []
+        for grid, (lr, wd) in zip(self.grids, self.points):
+            lr = scaled_lr(lr, config)
+            groups.append({"params": grid.decay_parameters(), "lr": lr, "weight_decay": wd})
+            groups.append({"params": [grid.bias], "lr": lr, "weight_decay": 0.0})  # no decay on biases
+        self.optimizer = torch.optim.AdamW(groups)
+        self.epoch, self.step = 0, 0  # the data position: next epoch, next batch within it
+
+    def head_logits(self, normed: torch.Tensor) -> torch.Tensor:
+        """Normalised (L, B, N, D) tokens -> (G, L, B, C) logits of every head (bf16 autocast on CUDA)."""
+        with torch.autocast(normed.device.type, dtype=torch.bfloat16, enabled=normed.device.type == "cuda"):
+            return torch.stack([grid(normed) for grid in self.grids]).float()
+
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            normed = self.norms(tokens)
+        return self.head_logits(normed)
+
+    def train_step(self, tokens: torch.Tensor, labels: torch.Tensor) -> None:
+        """One optimizer step of every head on a batch. The BatchNorm (no affine, nothing to learn)
+        normalises the whole batch first; the heads then run in micro-batches whose gradients add
+        up to the full batch's, so memory follows ``micro_batch``, not ``batch_size``."""
+        with torch.no_grad():
+            normed = self.norms(tokens)
+        del tokens
+        batch, classes = normed.shape[1], self.grids[0].weight.shape[1]
+        self.optimizer.zero_grad(set_to_none=True)
+        for start in range(0, batch, self.config.micro_batch):
+            logits = self.head_logits(normed[:, start : start + self.config.micro_batch])  # (G, L, m, C)
+            targets = labels[start : start + self.config.micro_batch].repeat(logits.shape[0] * logits.shape[1])
+            (F.cross_entropy(logits.reshape(-1, classes), targets, reduction="sum") / batch).backward()
+        self.optimizer.step()
+
+    def state(self, scheduler: torch.optim.lr_scheduler.LambdaLR, identity: str) -> dict:
+        return {
+            "identity": identity, "epoch": self.epoch, "step": self.step,
+            "grids": [g.state_dict() for g in self.grids], "norms": self.norms.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        }  # fmt: skip
+
+    def restore(self, state: dict, scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
+        for grid, saved in zip(self.grids, state["grids"]):
+            grid.load_state_dict(saved)
+        self.norms.load_state_dict(state["norms"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.step = state["epoch"], state["step"]
+
+
+def _predict_all(trainer: AttentiveTrainer, images: LabelledImages, batch_size: int, workers: int) -> torch.Tensor:
+    """Eval-crop predictions of every head: (G, L, N)."""
+    loader = DataLoader(TransformedImages(images, trainer.backbone.transform()), batch_size=batch_size, num_workers=workers)
+    chunks = []
+    with torch.no_grad():
+        for batch, _ in loader:
+            chunks.append(trainer.logits(set_tokens(trainer.backbone, batch, trainer.sets)).argmax(-1).cpu())
+    return torch.cat(chunks, dim=2) if chunks else torch.empty(len(trainer.grids), len(trainer.sets), 0, dtype=torch.int64)
+
+
+def head_predictions(
+    backbone: Backbone,
+    heads: Sequence[AttentivePoolingHead],
+    sets: Sequence[LayerSet],
+    images: LabelledImages,
+    batch_size: int = 64,
+    workers: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """Eval-crop predictions (H, N) of standalone heads, head i reading layer set i; one backbone
+    forward per batch serves them all. Selected and released heads are scored this way."""
+    heads = [head.to(backbone.device).eval() for head in heads]
+    loader = DataLoader(TransformedImages(images, backbone.transform()), batch_size=batch_size, num_workers=workers)
+    chunks = []
+    with torch.no_grad():
+        for batch, _ in loader:
+            tokens = set_tokens(backbone, batch, sets)
+            chunks.append(torch.stack([head(tokens[i].to(head.cls_token.dtype)).argmax(-1).cpu() for i, head in enumerate(heads)]))
+            if on_batch is not None:
+                on_batch(len(batch))
+    return torch.cat(chunks, dim=1) if chunks else torch.empty(len(heads), 0, dtype=torch.int64)
+
+
+def fit(
+    trainer: AttentiveTrainer,
+    train: LabelledImages,
+    state_path: Path | None = None,
+    identity: str = "",
+    workers: int = 0,
+    on_step: Callable[[int], None] | None = None,
+) -> None:
+    """Train every head for the configured epochs, resuming from ``state_path`` when it holds
+    this run's (``identity``) state and checkpointing to it as configured."""
+    config, seed, backbone = trainer.config, trainer.seed, trainer.backbone
+    batches_per_epoch = math.ceil(len(train) / config.batch_size)
+    scheduler = warmup_cosine_schedule(trainer.optimizer, config.epochs, batches_per_epoch, config.warmup_fraction)
+    saved = load_state(state_path, identity)
+    if saved is not None:
+        trainer.restore(saved, scheduler)
+    views = AugmentedViews(train, train_transform(backbone.preprocess, config.augmentation, config.min_crop_scale), seed)
+    done = trainer.epoch * batches_per_epoch + trainer.step
+    trainer.norms.train()
+    while trainer.epoch < config.epochs:
+        views.epoch = trainer.epoch
+        batches = epoch_batches(len(train), config.batch_size, seed, trainer.epoch)[trainer.step :]
+        for images, labels in DataLoader(views, batch_sampler=batches, num_workers=workers):
+            trainer.train_step(set_tokens(backbone, images, trainer.sets), labels.to(backbone.device))
+            scheduler.step()
+            trainer.step += 1
+            done += 1
+            if trainer.step == batches_per_epoch:
+                trainer.epoch, trainer.step = trainer.epoch + 1, 0
+            if state_path is not None and (done % config.checkpoint_every == 0 or trainer.step == 0):
+                save_state(state_path, trainer.state(scheduler, identity))
+            if on_step is not None:
+                on_step(done)
+        if not batches:  # an empty train split: nothing to learn
+            trainer.epoch += 1
+    trainer.norms.eval()
+
+
+def evaluate(
+    trainer: AttentiveTrainer, val: LabelledImages, test: LabelledImages, metric: str, batch_size: int = 64, workers: int = 0
+) -> ProbeResult:
+    """Val scores for every head; the val-best head of each layer set, alone, scores test."""
+    num_classes = trainer.grids[0].weight.shape[1]
+    backbone = trainer.backbone
+    val_pred = _predict_all(trainer, val, batch_size, workers)  # (G, L, N)
+    order = [(g, l) for l in range(len(trainer.sets)) for g in range(len(trainer.points))]  # set, then lr x wd
+    val_scores = score_predictions(torch.stack([val_pred[g, l] for g, l in order]), torch.as_tensor(val.labels), metric, num_classes)
+    heads_out = [
+        HeadScore(trainer.sets[l].name, "attentive", {"lr": trainer.points[g][0], "weight_decay": trainer.points[g][1]}, float(score))
+        for (g, l), score in zip(order, val_scores)
+    ]
+    chosen = [order[i] for i in select_per_set(heads_out, trainer.sets)]
+    selected = [trainer.grids[g].head(l, trainer.norms.norms[l]) for g, l in chosen]
+    test_pred = head_predictions(backbone, selected, [trainer.sets[l] for _, l in chosen], test, batch_size, workers)
+    test_scores = score_predictions(test_pred, torch.as_tensor(test.labels), metric, num_classes)
+    layers = []
+    for (g, l), test_score in zip(chosen, test_scores):
+        head = heads_out[order.index((g, l))]
+        layer_set = trainer.sets[l]
+        layers.append(LayerResult(layer_set.name, layer_set.blocks, "attentive", head.hparams, head.val_score, float(test_score)))
+    return summarise(heads_out, layers)
+
+
+def train_attentive_probes(
+    backbone: Backbone,
+    train: LabelledImages,
+    val: LabelledImages,
+    test: LabelledImages,
+    sets: Sequence[LayerSet],
+    num_classes: int,
+    config: AttentiveProbeConfig,
+    seed: int,
+    metric: str = "top1",
+    state_path: Path | None = None,
+    identity: str = "",
+    eval_batch_size: int = 64,
+    workers: int = 0,
+    on_step: Callable[[int], None] | None = None,
+) -> ProbeResult:
+    """The whole attentive probe: build the grid, :func:`fit` it (resumable), :func:`evaluate` it."""
+    trainer = AttentiveTrainer(backbone, sets, num_classes, config, seed)
+    fit(trainer, train, state_path, identity, workers, on_step)
+    return evaluate(trainer, val, test, metric, eval_batch_size, workers)

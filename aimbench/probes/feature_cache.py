@@ -1,0 +1,126 @@
+"""On-disk cache of pooled block features, so linear and kNN probes cost one backbone pass ever.
+
+Layout: ``<root>/features/<backbone>/<key>/block<i>.safetensors``, one file per block holding
+that block's pooled tokens (N, poolings, D) in fp16, plus ``key.json`` with what the key hashes.
+The key is complete: the backbone card's content (architecture, preprocessing i.e. the
+transform, poolings), the weights' SHA-256, the backbone dtype and device type, the dataset
+source and revision, the split name and the exact examples (hash of indices and labels), and the
+extraction format version. Blocks are separate files, so a later run that needs other blocks
+extracts only those and reuses the rest.
+
+Every feature goes through fp16 whether it was just extracted or read back, so a warm and a cold
+cache give identical numbers. A block whose values do not fit fp16 is stored in fp32 instead
+(said in its metadata). Files are written to a hidden ``.part`` name and renamed, so an
+interrupted extraction never leaves a half file that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from aimbench.adapters.base import Backbone
+from aimbench.adapters.weight_sources import cache_dir
+from aimbench.atomic import atomic_write
+from aimbench.data.images import LabelledImages
+from aimbench.errors import UserError
+from aimbench.probes.features import PooledFeatures, extract_pooled
+
+FORMAT_VERSION = 1  # bump when extraction or pooling changes the numbers
+FP16_MAX = float(torch.finfo(torch.float16).max)
+
+
+def default_root() -> Path:
+    return cache_dir()
+
+
+def _array_sha(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def cache_key(backbone: Backbone, images: LabelledImages, split: str, source: str, revision: str) -> dict:
+    """Everything the pooled features of ``images`` depend on (see the module docstring)."""
+    card = dataclasses.asdict(backbone.spec)
+    card.pop("card_path")
+    card.pop("official_probes")  # released heads do not change the features
+    return {
+        "format": FORMAT_VERSION,
+        "backbone": card,
+        "weights_sha256": backbone.weights.sha256,
+        "dtype": backbone.dtype,
+        "device_type": backbone.device.type,
+        "dataset_source": source,
+        "dataset_revision": revision,
+        "split": split,
+        "n": len(images),
+        "indices_sha256": _array_sha(images.indices.astype(np.int64)),
+        "labels_sha256": _array_sha(images.labels.astype(np.int64)),
+    }
+
+
+def _digest(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _to_storage(block: torch.Tensor) -> torch.Tensor:
+    """fp16 unless a value would overflow it (then fp32: never store an inf)."""
+    fits = block.numel() == 0 or block.abs().max().item() <= FP16_MAX
+    return block.to(torch.float16) if fits else block.float()
+
+
+def _read_block(path: Path, n: int, poolings: int, dim: int) -> torch.Tensor | None:
+    """A cached block, or None when it is missing or damaged (then it is extracted again)."""
+    if not path.is_file():
+        return None
+    try:
+        tensor = load_file(str(path))["features"]
+    except (SafetensorError, OSError, KeyError):
+        return None
+    return tensor if tuple(tensor.shape) == (n, poolings, dim) else None
+
+
+def cached_pooled(
+    backbone: Backbone,
+    images: LabelledImages,
+    blocks: Sequence[int],
+    split: str,
+    source: str,
+    revision: str,
+    root: Path | None = None,
+    batch_size: int = 64,
+    workers: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[PooledFeatures, dict[str, int]]:
+    """Pooled features of ``blocks`` (layout of ``feature_sources``) and how many blocks were
+    read from the cache vs extracted; missing blocks come from one backbone pass."""
+    key = cache_key(backbone, images, split, source, revision)
+    folder = (root or default_root()) / "features" / backbone.spec.name / _digest(key)
+    poolings, n, dim = len(backbone.spec.probe_tokens), len(images), backbone.dim
+    stored = {block: _read_block(folder / f"block{block}.safetensors", n, poolings, dim) for block in blocks}
+    missing = [block for block, tensor in stored.items() if tensor is None]
+    if missing:
+        extracted = extract_pooled(backbone, images, missing, batch_size, workers, on_batch)
+        per_block = extracted.features.view(n, len(missing), poolings, dim)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            key_file = folder / "key.json"
+            if not key_file.exists():
+                text = json.dumps(key, indent=1, sort_keys=True, default=str).encode()
+                atomic_write(key_file, lambda handle: handle.write(text))
+            for i, block in enumerate(missing):
+                stored[block] = _to_storage(per_block[:, i].contiguous())
+                data = save({"features": stored[block]}, metadata={"block": str(block)})
+                atomic_write(folder / f"block{block}.safetensors", lambda handle, data=data: handle.write(data))
+        except OSError as exc:
+            raise UserError(f"cannot write the feature cache under {folder}: {exc.strerror or exc}; set AIMBENCH_CACHE") from None
+    features = torch.stack([stored[block].float() for block in blocks], dim=1).reshape(n, len(blocks) * poolings, dim)
+    labels = torch.as_tensor(images.labels, dtype=torch.int64)
+    return PooledFeatures(features, labels), {"cached_blocks": len(blocks) - len(missing), "extracted_blocks": len(missing)}

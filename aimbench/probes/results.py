@@ -1,0 +1,79 @@
+"""What a probe run produces, and the one selection rule every probe kind shares.
+
+Heads are listed in grid order: layer set, then token kind (patch mean, cls, both
+concatenated), then the probe's own hyper-parameters in the order of its config. For every layer
+set the head with the best *val* score is selected, ties going to the first in grid order; only
+selected heads are ever scored on test. The best layer set is the one with the best val score
+(ties: the first given); "last" is the set that reaches deepest (ties: the first given).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aimbench.probes.layer_sets import LayerSet
+
+
+@dataclass(frozen=True)
+class HeadScore:
+    """One head and its val score (test is never computed for unselected heads)."""
+
+    layer_set: str
+    token: str
+    hparams: dict[str, float]
+    val_score: float
+
+
+@dataclass(frozen=True)
+class LayerResult:
+    """The val-selected head of one layer set with its val and test scores; ``hparams`` is None
+    for heads that were not trained or selected here (released heads)."""
+
+    layer_set: str
+    blocks: tuple[int, ...]
+    token: str
+    hparams: dict[str, float] | None
+    val_score: float
+    test_score: float
+
+    @property
+    def layer(self) -> int:
+        """The deepest block the set reads: how reports order and label layer sets."""
+        return self.blocks[-1]
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "layer_set": self.layer_set, "blocks": list(self.blocks), "layer": self.layer, "token": self.token,
+            "hparams": self.hparams, "val_score": self.val_score, "test_score": self.test_score,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    heads: list[HeadScore]
+    layers: list[LayerResult]
+    best: LayerResult
+    last: LayerResult
+
+
+def select_per_set(heads: Sequence[HeadScore], sets: Sequence[LayerSet]) -> list[int]:
+    """For each layer set (in order), the index into ``heads`` of its val-best head."""
+    chosen = []
+    for layer_set in sets:
+        best = None
+        for i, head in enumerate(heads):
+            if head.layer_set == layer_set.name and (best is None or head.val_score > heads[best].val_score):
+                best = i
+        if best is None:
+            raise ValueError(f"no head was trained for layer set '{layer_set.name}'")
+        chosen.append(best)
+    return chosen
+
+
+def summarise(heads: list[HeadScore], layers: list[LayerResult]) -> ProbeResult:
+    best = max(layers, key=lambda r: r.val_score)  # max keeps the first of equal scores
+    deepest = max(r.layer for r in layers)
+    last = next(r for r in layers if r.layer == deepest)
+    return ProbeResult(heads=heads, layers=layers, best=best, last=last)

@@ -1,0 +1,131 @@
+"""Online attentive-probe training: one backbone forward per image per epoch for the whole grid,
+a grid head equals the head trained alone, kill-and-resume equals an uninterrupted run, and the
+test split never influences selection."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import count_forwards
+
+from aimbench.adapters import load_backbone
+from aimbench.adapters.base import Backbone
+from aimbench.cards.registry import Registry
+from aimbench.data import TaskSplits, load_task
+from aimbench.data.images import LabelledImages
+from aimbench.probes.attentive_training import (
+    AttentiveTrainer,
+    AugmentedViews,
+    epoch_batches,
+    fit,
+    train_attentive_probes,
+    train_transform,
+)
+from aimbench.probes.config import AttentiveProbeConfig
+from aimbench.probes.layer_sets import parse_layer_sets
+
+CONFIG = AttentiveProbeConfig(learning_rates=(1e-3, 1e-2), weight_decays=(0.0, 0.1), epochs=2, batch_size=16, checkpoint_every=1)
+
+
+@pytest.fixture(scope="module")
+def splits() -> TaskSplits:
+    return load_task(Registry.load().task("digits"), limit=48)
+
+
+@pytest.fixture
+def backbone(tiny_cards: Path) -> Backbone:
+    return load_backbone("micro-cls", registry=Registry.load([tiny_cards]))
+
+
+def _run(backbone: Backbone, splits: TaskSplits, layers: str = "all,avg:1-2", config: AttentiveProbeConfig = CONFIG, **kw):  # type: ignore[no-untyped-def]
+    sets = parse_layer_sets(layers, backbone.depth)
+    return train_attentive_probes(backbone, splits.train, splits.val, splits.test, sets, 10, config, seed=0, **kw)
+
+
+def test_one_backbone_forward_per_training_batch_serves_every_head(backbone: Backbone, splits: TaskSplits) -> None:
+    calls = count_forwards(backbone)
+    result = _run(backbone, splits, eval_batch_size=48)
+    train_calls = calls[: CONFIG.epochs * 3]  # 48 images / batch 16 = 3 batches per epoch
+    assert [n for n, _ in train_calls] == [16] * 6 and all(layers == [0, 1, 2] for _, layers in train_calls)
+    assert sum(n for n, _ in train_calls) == CONFIG.epochs * len(splits.train)  # one forward per image per epoch
+    assert len(calls) == 6 + 1 + 1  # + one val pass for all heads, one test pass for the selected heads
+    assert len(result.heads) == 4 * 2 * 2  # 4 layer sets x 2 lrs x 2 wds
+    assert [r.layer_set for r in result.layers] == ["0", "1", "2", "avg:1-2"]
+    assert result.last.layer_set == "2" and all(r.token == "attentive" for r in result.layers)
+
+
+def test_a_grid_head_scores_as_the_same_head_trained_alone(backbone: Backbone, splits: TaskSplits) -> None:
+    together = {(h.layer_set, h.hparams["lr"], h.hparams["weight_decay"]): h.val_score for h in _run(backbone, splits).heads}
+    alone_config = replace(CONFIG, learning_rates=(1e-2,), weight_decays=(0.1,))
+    alone = _run(backbone, splits, layers="avg:1-2", config=alone_config)
+    assert alone.heads[0].val_score == together[("avg:1-2", 1e-2, 0.1)]
+    assert alone.layers[0].test_score == pytest.approx(_run(backbone, splits, layers="avg:1-2", config=alone_config).layers[0].test_score)
+
+
+def _weights(trainer: AttentiveTrainer) -> list[torch.Tensor]:
+    return [t.detach().clone() for grid in trainer.grids for t in grid.state_dict().values()] + [
+        t.clone() for t in trainer.norms.state_dict().values()
+    ]
+
+
+def test_kill_and_resume_gives_bit_identical_heads(backbone: Backbone, splits: TaskSplits, tmp_path: Path) -> None:
+    sets = parse_layer_sets("all,avg:1-2", backbone.depth)
+    whole = AttentiveTrainer(backbone, sets, 10, CONFIG, seed=0)
+    fit(whole, splits.train)
+    state = tmp_path / "state" / "cell.pt"
+
+    def kill_at_four(done: int) -> None:
+        if done == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(AttentiveTrainer(backbone, sets, 10, CONFIG, seed=0), splits.train, state, "cell", on_step=kill_at_four)
+    resumed = AttentiveTrainer(backbone, sets, 10, CONFIG, seed=0)
+    fit(resumed, splits.train, state, "cell")
+    assert (resumed.epoch, resumed.step) == (CONFIG.epochs, 0)
+    for a, b in zip(_weights(whole), _weights(resumed)):
+        assert torch.equal(a, b)
+    assert not torch.equal(_weights(whole)[2], _weights(AttentiveTrainer(backbone, sets, 10, CONFIG, seed=0))[2])  # it trained
+
+
+def test_kill_and_resume_matches_an_uninterrupted_run(backbone: Backbone, splits: TaskSplits, tmp_path: Path) -> None:
+    uninterrupted = _run(backbone, splits)
+    state = tmp_path / "state" / "cell.pt"
+
+    def kill_at_four(done: int) -> None:
+        if done == 4:  # mid-way through the second epoch
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(backbone, splits, state_path=state, identity="cell", on_step=kill_at_four)
+    assert state.is_file() and not list(state.parent.glob(".*.part"))
+    steps: list[int] = []
+    resumed = _run(backbone, splits, state_path=state, identity="cell", on_step=steps.append)
+    assert steps == [5, 6]  # only the remaining steps ran
+    assert resumed == uninterrupted
+    # a state saved for another configuration is never applied
+    other = _run(backbone, splits, state_path=state, identity="another-cell", on_step=steps.append)
+    assert other == uninterrupted and steps[2:] == [1, 2, 3, 4, 5, 6]
+
+
+def test_test_labels_never_change_selection(backbone: Backbone, splits: TaskSplits) -> None:
+    clean = _run(backbone, splits)
+    labels = splits.test.labels
+    shuffled = LabelledImages(splits.test.get_image, labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(1)).numpy()], splits.test.indices)
+    corrupted = _run(backbone, replace(splits, test=shuffled))
+    assert corrupted.heads == clean.heads
+    assert [(r.layer_set, r.hparams, r.val_score) for r in corrupted.layers] == [(r.layer_set, r.hparams, r.val_score) for r in clean.layers]
+
+
+def test_views_are_seeded_by_epoch_and_position(splits: TaskSplits, backbone: Backbone) -> None:
+    transform = train_transform(backbone.preprocess, "rrc_flip", 0.08)
+    views = AugmentedViews(splits.train, transform, seed=0)
+    first = views[3][0]
+    assert torch.equal(views[3][0], first)  # same (epoch, position): same view, whatever ran before
+    views.epoch = 1
+    assert not torch.equal(views[3][0], first)
+    assert epoch_batches(10, 4, 0, 0) == epoch_batches(10, 4, 0, 0) != epoch_batches(10, 4, 0, 1)
+    assert sorted(i for b in epoch_batches(10, 4, 0, 0) for i in b) == list(range(10))

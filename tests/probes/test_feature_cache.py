@@ -1,0 +1,99 @@
+"""The on-disk feature cache: warm equals cold, per-block reuse, a complete key, damage recovery."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import count_forwards
+
+from aimbench.adapters import build_backbone, load_backbone
+from aimbench.adapters.base import Backbone
+from aimbench.cards.registry import Registry
+from aimbench.data.images import LabelledImages
+from aimbench.probes.feature_cache import cache_key, cached_pooled
+from aimbench.probes.features import extract_pooled
+
+
+@pytest.fixture
+def backbone(tiny_cards: Path) -> Backbone:
+    return load_backbone("micro-cls", registry=Registry.load([tiny_cards]))
+
+
+def _images(n: int = 7, seed: int = 0) -> LabelledImages:
+    rng = np.random.default_rng(seed)
+    return LabelledImages.from_arrays(rng.integers(0, 256, (n, 16, 16), dtype=np.uint8), rng.integers(0, 3, n))
+
+
+def _run(backbone: Backbone, images: LabelledImages, blocks: list[int], root: Path, split: str = "train"):  # type: ignore[no-untyped-def]
+    return cached_pooled(backbone, images, blocks, split, "builtin:test", "rev1", root, batch_size=3)
+
+
+def _forbid_forward(backbone: Backbone) -> None:
+    def refuse(*args: object) -> None:
+        raise AssertionError("the backbone ran although every block was cached")
+
+    backbone.forward_layers = refuse  # type: ignore[method-assign]
+
+
+def test_cold_and_warm_cache_give_identical_fp16_features(backbone: Backbone, tmp_path: Path) -> None:
+    images = _images()
+    cold, stats = _run(backbone, images, [0, 2], tmp_path)
+    assert stats == {"cached_blocks": 0, "extracted_blocks": 2}
+    direct = extract_pooled(backbone, images, [0, 2])
+    assert torch.equal(cold.features, direct.features.half().float())  # stored precision, even when cold
+    _forbid_forward(backbone)
+    warm, stats = _run(backbone, images, [0, 2], tmp_path)
+    assert stats == {"cached_blocks": 2, "extracted_blocks": 0}
+    assert torch.equal(warm.features, cold.features) and torch.equal(warm.labels, cold.labels)
+    files = sorted(p.name for p in (tmp_path / "features").rglob("*") if p.is_file())
+    assert files == ["block0.safetensors", "block2.safetensors", "key.json"]
+
+
+def test_only_missing_blocks_are_extracted(backbone: Backbone, tmp_path: Path) -> None:
+    images = _images()
+    first, _ = _run(backbone, images, [0, 2], tmp_path)
+    calls = count_forwards(backbone)
+    second, stats = _run(backbone, images, [1, 2], tmp_path)
+    assert stats == {"cached_blocks": 1, "extracted_blocks": 1}
+    assert {tuple(layers) for _, layers in calls} == {(1,)}  # one pass, for the missing block only
+    width = len(backbone.spec.probe_tokens)
+    assert torch.equal(second.features[:, width:], first.features[:, width:])  # block 2 reused
+
+
+def test_key_changes_with_every_input(backbone: Backbone, tiny_cards: Path) -> None:
+    images = _images()
+    base = cache_key(backbone, images, "train", "builtin:test", "rev1")
+    other_weights = build_backbone(backbone.spec, dtype="fp32")
+    other_weights.weights = replace(other_weights.weights, sha256="0" * 64)
+    changed = [
+        cache_key(backbone, images, "val", "builtin:test", "rev1"),  # split
+        cache_key(backbone, images, "train", "builtin:test", "rev2"),  # dataset revision
+        cache_key(backbone, images, "train", "idx:/data", "rev1"),  # dataset source
+        cache_key(backbone, images.subset(np.arange(6)), "train", "builtin:test", "rev1"),  # examples
+        cache_key(backbone, images.subset(np.arange(7)[::-1]), "train", "builtin:test", "rev1"),  # order
+        cache_key(other_weights, images, "train", "builtin:test", "rev1"),  # weights
+        cache_key(build_backbone(backbone.spec, dtype="bf16"), images, "train", "builtin:test", "rev1"),  # dtype
+    ]
+    for pre in ({"resize_size": 20}, {"interpolation": "bicubic"}, {"mean": (0.4, 0.5, 0.5)}):  # the transform
+        spec = replace(backbone.spec, preprocess=replace(backbone.spec.preprocess, **pre))
+        changed.append(cache_key(build_backbone(spec), images, "train", "builtin:test", "rev1"))
+    changed.append(cache_key(build_backbone(replace(backbone.spec, probe_tokens=("patch_mean",))), images, "train", "builtin:test", "rev1"))
+    relabelled = LabelledImages(images.get_image, (images.labels + 1) % 3, images.indices)
+    changed.append(cache_key(backbone, relabelled, "train", "builtin:test", "rev1"))  # labels
+    assert all(key != base for key in changed)
+    assert len({str(sorted(k.items())) for k in changed}) == len(changed)
+    assert cache_key(backbone, images, "train", "builtin:test", "rev1") == base
+
+
+def test_damaged_block_is_extracted_again(backbone: Backbone, tmp_path: Path) -> None:
+    images = _images()
+    first, _ = _run(backbone, images, [1], tmp_path)
+    [block] = tmp_path.rglob("block1.safetensors")
+    block.write_bytes(b"truncated")
+    again, stats = _run(backbone, images, [1], tmp_path)
+    assert stats["extracted_blocks"] == 1 and torch.equal(again.features, first.features)
+    assert not list(tmp_path.rglob(".*.part"))
