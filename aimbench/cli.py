@@ -102,8 +102,8 @@ def _evaluate(
     except KeyboardInterrupt:
         unfinished = cells[min(finished, len(cells) - 1)].key
         print(
-            f"interrupted: no record written for {unfinished}; finished cells are kept, and an attentive "
-            "probe resumes from its last checkpoint when the same command runs again",
+            f"interrupted: no record written for {unfinished}; finished cells are kept, and a linear or "
+            "attentive probe resumes from its last checkpoint when the same command runs again",
             file=sys.stderr,
         )
         raise typer.Exit(130) from None

@@ -227,6 +227,7 @@ def test_eval_attentive_linear_and_knn_on_every_layer_set(tmp_path: Path, tiny_c
         assert record["metric"] == "top1" and 0 <= record["best_test_score"] <= 1
     assert set(by_probe["knn"]["layers"][0]["hparams"]) == {"k"}
     assert by_probe["attentive"]["probe_config"]["passes"] == 1
+    assert by_probe["attentive"]["probe_config"]["augmentation"] == "rrc_flip"  # the task card's, resolved in the record
     # linear and kNN read the same cached features: one extraction for both
     caches = [by_probe[p]["probe_config"]["feature_cache"] for p in ("linear", "knn")]
     assert sorted(c["extracted_blocks"] for c in caches) == [0, 9] and sorted(c["cached_blocks"] for c in caches) == [0, 9]

@@ -18,6 +18,9 @@ from aimbench.errors import CardError
 
 SOURCE_KINDS = ("builtin", "idx", "imagefolder", "hf")
 METRICS = ("top1", "mean_per_class", "macro_f1")  # aimbench.probes.metrics implements them
+# training views of online probes (aimbench.probes.attentive_training): RandomResizedCrop + flip,
+# that plus RandAugment and random erasing, or the eval crop only
+AUGMENTATIONS = ("rrc_flip", "strong", "none")
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class TaskSpec:
     description: str
     num_classes: int
     metric: str
+    augmentation: str
     tags: tuple[str, ...]
     suites: tuple[str, ...]
     license: str
@@ -136,6 +140,7 @@ def parse_task_card(data: dict[str, Any], path: Path) -> TaskSpec:
         description=top.str("description", default=""),
         num_classes=top.int("num_classes", minimum=2),
         metric=top.str("metric", choices=METRICS),
+        augmentation=top.str("augmentation", default="rrc_flip", choices=AUGMENTATIONS),
         tags=top.strs("tags", default=()),
         suites=top.strs("suites", default=()),
         license=top.str("license"),

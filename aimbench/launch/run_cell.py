@@ -29,7 +29,7 @@ from aimbench.errors import UserError
 from aimbench.launch.cells import OFFICIAL, Cell
 from aimbench.probes.attentive import head_from_state_dict
 from aimbench.probes.attentive_training import head_predictions, train_attentive_probes
-from aimbench.probes.checkpoint import drop_state
+from aimbench.probes.checkpoint import Checkpointing, drop_state
 from aimbench.probes.config import AttentiveProbeConfig, KnnProbeConfig
 from aimbench.probes.feature_cache import cached_pooled
 from aimbench.probes.features import feature_sources, head_inputs, probe_inputs
@@ -59,6 +59,7 @@ class RunOptions:
     workers: int = 0
     cache_dir: Path | None = None  # feature cache root; default $AIMBENCH_CACHE or ~/.cache/aimbench
     memory_gb: float | None = None  # attentive heads' device memory budget; default: 90 % of free GPU memory
+    checkpoint_every: int = 200  # optimizer steps between resumable training checkpoints
 
 
 def _no_progress(_: str, __: int) -> Callable[[int], None]:
@@ -83,7 +84,8 @@ class Context:
 
 def _probe_cached(ctx: Context) -> tuple[ProbeResult, dict[str, Any]]:
     """Linear or kNN heads for every layer set x token kind x grid point, from cached pooled
-    features (one backbone pass per split, ever); selection on val only."""
+    features (one backbone pass per split, ever); linear training resumes from its checkpoint;
+    selection on val only."""
     cell, backbone, task, splits, options = ctx.cell, ctx.backbone, ctx.task, ctx.splits, ctx.options
     sets = parse_layer_sets(cell.layers, backbone.depth, backbone.spec.windows)
     blocks = blocks_needed(sets)
@@ -109,6 +111,7 @@ def _probe_cached(ctx: Context) -> tuple[ProbeResult, dict[str, Any]]:
         result = train_linear_probes(
             features["train"], features["val"], features["test"], sources, task.num_classes,
             config, cell.seed, task.metric, backbone.device, on_epoch=lambda _: advance(1),
+            checkpoint=Checkpointing(ctx.state_path, ctx.state_path.stem, options.checkpoint_every),
         )  # fmt: skip
     return result, {**config.as_dict(), "feature_cache": cache}
 
@@ -127,10 +130,12 @@ def _probe_attentive(ctx: Context) -> tuple[ProbeResult, dict[str, Any]]:
     batch (more passes only when the heads do not fit the memory budget), checkpointed so a killed
     run resumes; selection on val."""
     cell, backbone, splits, config = ctx.cell, ctx.backbone, ctx.splits, ctx.cell.probe_config
+    if config.augmentation is None:  # the task card's choice, written into the record
+        config = dataclasses.replace(config, augmentation=ctx.task.augmentation)
     sets = parse_layer_sets(cell.layers, backbone.depth, backbone.spec.windows)
     grid = len(config.learning_rates) * len(config.weight_decays)
     plan = plan_passes(sets, backbone.dim, backbone.patch_tokens(), ctx.task.num_classes, grid, config.batch_size,
-                       _memory_budget(ctx.options, backbone.device), config.micro_batch)  # fmt: skip
+                       _memory_budget(ctx.options, backbone.device), config.micro_batch, backbone.heads)  # fmt: skip
     steps = config.epochs * -(-len(splits.train) // config.batch_size)
     results = []
     for index, chunk in enumerate(plan.passes):
@@ -143,9 +148,10 @@ def _probe_attentive(ctx: Context) -> tuple[ProbeResult, dict[str, Any]]:
             seen[0] = done
 
         state = ctx.state_path.with_name(f"{ctx.state_path.stem}.pass{index}.pt")
+        checkpoint = Checkpointing(state, state.stem, ctx.options.checkpoint_every)
         results.append(train_attentive_probes(
             backbone, splits.train, splits.val, splits.test, chunk, ctx.task.num_classes, config, cell.seed, ctx.task.metric,
-            state, state.stem, ctx.options.batch_size, ctx.options.workers, on_step,
+            checkpoint, ctx.options.batch_size, ctx.options.workers, on_step,
         ))  # fmt: skip
     merged = summarise([h for r in results for h in r.heads], [layer for r in results for layer in r.layers])
     return merged, {**config.as_dict(), "passes": len(plan.passes), "memory_plan": plan.describe()}

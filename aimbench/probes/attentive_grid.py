@@ -8,7 +8,10 @@ initialised exactly as a standalone ``AttentivePoolingHead`` built under its own
 head trained in the grid is the same object as a head trained alone.
 
 The BatchNorm (no affine) of a layer set is shared by every grid point: they all read the same
-tokens, so their normalisation and running statistics are identical anyway.
+tokens, so their normalisation and running statistics are identical anyway. Because the query is a
+single learned vector, the key projection is applied to the query and the value projection after
+pooling (:meth:`AttentiveGrid.forward`): the same function as Apple's head, at a cost per head
+linear, not quadratic, in the width, so the grid's heads cost little next to the backbone.
 """
 
 from __future__ import annotations
@@ -62,14 +65,18 @@ class AttentiveGrid(nn.Module):
         self.bias = nn.Parameter(torch.stack([h.linear.bias.detach() for h in built]))
 
     def forward(self, normed: torch.Tensor) -> torch.Tensor:
-        """Normalised tokens (L, B, N, D) of each head's own layer set -> logits (L, B, C)."""
+        """Normalised tokens (L, B, N, D) of each head's own layer set -> logits (L, B, C).
+
+        The query is one learned vector, so the key projection can move onto it and the value
+        projection after the pooling: per attention head h, ``q_h . (W_k,h x_n) = (W_k,h^T q_h) . x_n``
+        and ``sum_n a_hn W_v,h x_n = W_v,h (sum_n a_hn x_n)``. Same function, but O(N D) per head
+        and image instead of O(N D^2): a grid of heads costs little next to the backbone."""
         sets, batch, tokens, dim = normed.shape
         h, d = self.heads, dim // self.heads
-        k = torch.einsum("lbnd,led->lbne", normed, self.k).reshape(sets, batch, tokens, h, d)
-        v = torch.einsum("lbnd,led->lbne", normed, self.v).reshape(sets, batch, tokens, h, d)
-        q = self.cls_token.reshape(sets, h, d)
-        attention = (torch.einsum("lhd,lbnhd->lbhn", q, k) * d**-0.5).softmax(dim=-1)
-        pooled = torch.einsum("lbhn,lbnhd->lbhd", attention, v).reshape(sets, batch, dim)
+        query_in_token_space = torch.einsum("lhd,lhde->lhe", self.cls_token.reshape(sets, h, d), self.k.reshape(sets, h, d, dim))
+        attention = (torch.einsum("lbne,lhe->lbhn", normed, query_in_token_space) * d**-0.5).softmax(dim=-1)
+        mixed = torch.einsum("lbhn,lbne->lbhe", attention, normed)  # attention-weighted tokens, per head
+        pooled = torch.einsum("lbhe,lhde->lbhd", mixed, self.v.reshape(sets, h, d, dim)).reshape(sets, batch, dim)
         return torch.einsum("lbd,lcd->lbc", pooled, self.weight) + self.bias[:, None]
 
     def decay_parameters(self) -> list[nn.Parameter]:

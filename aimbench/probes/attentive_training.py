@@ -20,40 +20,43 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import InterpolationMode, v2
 
-from aimbench.adapters.base import Backbone
+from aimbench.adapters.base import Backbone, build_eval_transform
 from aimbench.cards.backbone_card import Preprocess
 from aimbench.data.images import LabelledImages, TransformedImages
 from aimbench.probes.attentive import AttentivePoolingHead
 from aimbench.probes.attentive_grid import AttentiveGrid, SetNorms, head_seed
-from aimbench.probes.checkpoint import load_state, save_state
+from aimbench.probes.checkpoint import Checkpointing
 from aimbench.probes.config import AttentiveProbeConfig, scaled_lr
 from aimbench.probes.layer_sets import LayerSet, blocks_needed
 from aimbench.probes.metrics import score_predictions
 from aimbench.probes.results import HeadScore, LayerResult, ProbeResult, select_per_set, summarise
-from aimbench.probes.schedule import warmup_cosine_schedule
+from aimbench.probes.schedule import epoch_batches, warmup_cosine_schedule
 
 
 def train_transform(pre: Preprocess, augmentation: str, min_scale: float) -> v2.Compose:
-    """The training view: RandomResizedCrop + horizontal flip at the eval size, same normalisation."""
+    """The training view at the eval size with the eval normalisation: ``rrc_flip`` is
+    RandomResizedCrop + horizontal flip; ``strong`` adds RandAugment (2 ops, magnitude 9) and
+    random erasing (p 0.25), the DeiT/MAE fine-tuning recipe; ``none`` is the eval crop."""
     if augmentation == "none":
-        from aimbench.adapters.base import build_eval_transform
-
         return build_eval_transform(pre)
+    interpolation = InterpolationMode(pre.interpolation)
+    crop = [v2.RandomResizedCrop(pre.image_size, scale=(min_scale, 1.0), interpolation=interpolation, antialias=True), v2.RandomHorizontalFlip()]
+    strong = augmentation == "strong"
     return v2.Compose(
         [
             v2.Lambda(lambda image: image.convert("RGB")),
             v2.PILToTensor(),
-            v2.RandomResizedCrop(pre.image_size, scale=(min_scale, 1.0), interpolation=InterpolationMode(pre.interpolation), antialias=True),
-            v2.RandomHorizontalFlip(),
+            *crop,
+            *([v2.RandAugment(num_ops=2, magnitude=9, interpolation=interpolation)] if strong else []),
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(mean=list(pre.mean), std=list(pre.std)),
+            *([v2.RandomErasing(p=0.25)] if strong else []),
         ]
     )
 
@@ -73,11 +76,6 @@ class AugmentedViews(Dataset):
             torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + position)
             view = self.transform(self.images.image(position))
         return view, int(self.images.labels[position])
-
-
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
-    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
 def set_tokens(backbone: Backbone, images: torch.Tensor, sets: Sequence[LayerSet]) -> torch.Tensor:
@@ -134,9 +132,9 @@ class AttentiveTrainer:
             (F.cross_entropy(logits.reshape(-1, classes), targets, reduction="sum") / batch).backward()
         self.optimizer.step()
 
-    def state(self, scheduler: torch.optim.lr_scheduler.LambdaLR, identity: str) -> dict:
+    def state(self, scheduler: torch.optim.lr_scheduler.LambdaLR) -> dict:
         return {
-            "identity": identity, "epoch": self.epoch, "step": self.step,
+            "epoch": self.epoch, "step": self.step,
             "grids": [g.state_dict() for g in self.grids], "norms": self.norms.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": scheduler.state_dict(),
         }  # fmt: skip
@@ -186,20 +184,20 @@ def head_predictions(
 def fit(
     trainer: AttentiveTrainer,
     train: LabelledImages,
-    state_path: Path | None = None,
-    identity: str = "",
+    checkpoint: Checkpointing | None = None,
     workers: int = 0,
     on_step: Callable[[int], None] | None = None,
 ) -> None:
-    """Train every head for the configured epochs, resuming from ``state_path`` when it holds
-    this run's (``identity``) state and checkpointing to it as configured."""
+    """Train every head for the configured epochs, resuming from the checkpoint when it holds
+    this run's state, and saving to it as it goes."""
     config, seed, backbone = trainer.config, trainer.seed, trainer.backbone
     batches_per_epoch = math.ceil(len(train) / config.batch_size)
     scheduler = warmup_cosine_schedule(trainer.optimizer, config.epochs, batches_per_epoch, config.warmup_fraction)
-    saved = load_state(state_path, identity)
+    saved = checkpoint.load() if checkpoint is not None else None
     if saved is not None:
         trainer.restore(saved, scheduler)
-    views = AugmentedViews(train, train_transform(backbone.preprocess, config.augmentation, config.min_crop_scale), seed)
+    augmentation = config.augmentation or "rrc_flip"
+    views = AugmentedViews(train, train_transform(backbone.preprocess, augmentation, config.min_crop_scale), seed)
     done = trainer.epoch * batches_per_epoch + trainer.step
     trainer.norms.train()
     while trainer.epoch < config.epochs:
@@ -212,8 +210,8 @@ def fit(
             done += 1
             if trainer.step == batches_per_epoch:
                 trainer.epoch, trainer.step = trainer.epoch + 1, 0
-            if state_path is not None and (done % config.checkpoint_every == 0 or trainer.step == 0):
-                save_state(state_path, trainer.state(scheduler, identity))
+            if checkpoint is not None and checkpoint.due(done, epoch_ended=trainer.step == 0):
+                checkpoint.save(trainer.state(scheduler))
             if on_step is not None:
                 on_step(done)
         if not batches:  # an empty train split: nothing to learn
@@ -256,13 +254,12 @@ def train_attentive_probes(
     config: AttentiveProbeConfig,
     seed: int,
     metric: str = "top1",
-    state_path: Path | None = None,
-    identity: str = "",
+    checkpoint: Checkpointing | None = None,
     eval_batch_size: int = 64,
     workers: int = 0,
     on_step: Callable[[int], None] | None = None,
 ) -> ProbeResult:
     """The whole attentive probe: build the grid, :func:`fit` it (resumable), :func:`evaluate` it."""
     trainer = AttentiveTrainer(backbone, sets, num_classes, config, seed)
-    fit(trainer, train, state_path, identity, workers, on_step)
+    fit(trainer, train, checkpoint, workers, on_step)
     return evaluate(trainer, val, test, metric, eval_batch_size, workers)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,3 +37,23 @@ def load_state(path: Path | None, identity: str) -> dict[str, Any] | None:
 def drop_state(path: Path | None) -> None:
     if path is not None:
         path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """Where a training run keeps its resumable state, whose run it is, and how often it saves
+    (every ``every`` optimizer steps and at each epoch's end). How often is not part of a cell's
+    identity: it never changes the numbers."""
+
+    path: Path
+    identity: str
+    every: int = 200
+
+    def load(self) -> dict[str, Any] | None:
+        return load_state(self.path, self.identity)
+
+    def save(self, state: dict[str, Any]) -> None:
+        save_state(self.path, {**state, "identity": self.identity})
+
+    def due(self, steps_done: int, epoch_ended: bool) -> bool:
+        return epoch_ended or steps_done % self.every == 0

@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 PROBE_KINDS = ("linear", "knn", "attentive", "official")  # official: released heads, one cell per head
-AUGMENTATIONS = ("rrc_flip", "none")  # online training views: RandomResizedCrop + flip, or the eval crop
 
 
 def scaled_lr(lr: float, config: LinearProbeConfig | AttentiveProbeConfig) -> float:
@@ -87,9 +86,8 @@ class AttentiveProbeConfig:
     base_batch_size: int = 512  # the recipe's lrs are for batch 512
     micro_batch: int = 64  # heads run forward/backward on this many images at a time (memory, not numbers)
     warmup_fraction: float = 0.05
-    augmentation: str = "rrc_flip"
+    augmentation: str | None = None  # None: the task card's (default rrc_flip); see task_card.AUGMENTATIONS
     min_crop_scale: float = 0.08
-    checkpoint_every: int = 200  # optimizer steps between resumable checkpoints
 
     kind = "attentive"
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from aimbench.probes.checkpoint import Checkpointing
 from aimbench.probes.config import LinearProbeConfig, scaled_lr
 from aimbench.probes.features import PooledFeatures, ProbeSource, head_inputs
 from aimbench.probes.metrics import score_predictions
@@ -33,7 +34,7 @@ from aimbench.probes.results import (
     select_per_set,
     summarise,
 )
-from aimbench.probes.schedule import warmup_cosine_schedule
+from aimbench.probes.schedule import epoch_order, warmup_cosine_schedule
 
 CHUNK = 4096  # evaluation batch
 
@@ -81,6 +82,57 @@ def _predict_head(x: torch.Tensor, reads: tuple[int, ...], heads: _Heads, pair: 
     return logits.argmax(-1)
 
 
+def _fit(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    pair_index: torch.Tensor,
+    grid: Sequence[_Heads],
+    optimizer: torch.optim.Optimizer,
+    config: LinearProbeConfig,
+    seed: int,
+    checkpoint: Checkpointing | None,
+    on_epoch: Callable[[int], None] | None,
+) -> None:
+    """Train every head; resumable from ``checkpoint`` (heads, optimizer, schedule, data position)."""
+    n, classes = len(x), grid[0].w1.shape[-1]
+    batches = math.ceil(n / config.batch_size)
+    schedule = warmup_cosine_schedule(optimizer, config.epochs, batches, config.warmup_fraction)
+    params = [p for heads in grid for p in (heads.w1, heads.b1, heads.w2, heads.b2)]
+    epoch, step = 0, 0
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:
+        with torch.no_grad():
+            for param, value in zip(params, saved["heads"]):
+                param.copy_(value)
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        epoch, step = saved["epoch"], saved["step"]
+    done = epoch * batches + step
+    while epoch < config.epochs:
+        # zero init and a data order that depends only on (seed, epoch): every head trains exactly
+        # as it would alone, whatever else is in the grid, and a resumed run sees the same batches
+        order = epoch_order(n, seed, epoch).to(x.device)
+        for start in range(step * config.batch_size, n, config.batch_size):
+            idx = order[start : start + config.batch_size]
+            logits = _logits(x[idx], pair_index, grid)
+            heads = logits.shape[1] * logits.shape[2]
+            loss = F.cross_entropy(logits.reshape(-1, classes), y[idx].repeat_interleave(heads), reduction="sum")
+            optimizer.zero_grad(set_to_none=True)
+            (loss / len(idx)).backward()
+            optimizer.step()
+            schedule.step()
+            step, done = step + 1, done + 1
+            if step == batches:
+                epoch, step = epoch + 1, 0
+            if checkpoint is not None and checkpoint.due(done, epoch_ended=step == 0):
+                state = {"heads": [p.detach().clone() for p in params], "optimizer": optimizer.state_dict()}
+                checkpoint.save({**state, "schedule": schedule.state_dict(), "epoch": epoch, "step": step})
+        if n == 0:
+            epoch += 1
+        if on_epoch is not None:
+            on_epoch(epoch)
+
+
 def train_linear_probes(
     train: PooledFeatures,
     val: PooledFeatures,
@@ -92,6 +144,7 @@ def train_linear_probes(
     metric: str = "top1",
     device: torch.device | str = "cpu",
     on_epoch: Callable[[int], None] | None = None,
+    checkpoint: Checkpointing | None = None,
 ) -> ProbeResult:
     device = torch.device(device)
     x_train, x_val, x_test = (t.to(device) for t in _standardise(train.features, val.features, test.features))
@@ -110,23 +163,7 @@ def train_linear_probes(
         groups.append({"params": [heads.w1, heads.w2], "lr": lr, "weight_decay": wd})
         groups.append({"params": [heads.b1, heads.b2], "lr": lr, "weight_decay": 0.0})  # no decay on biases
     optimizer = torch.optim.AdamW(groups)
-    schedule = warmup_cosine_schedule(optimizer, config.epochs, math.ceil(n / config.batch_size), config.warmup_fraction)
-    # zero init and a data order that depends only on (seed, n): every head trains exactly as it
-    # would alone, whatever else is in the grid
-    generator = torch.Generator().manual_seed(seed)
-    for epoch in range(config.epochs):
-        order = torch.randperm(n, generator=generator).to(device)
-        for start in range(0, n, config.batch_size):
-            idx = order[start : start + config.batch_size]
-            logits = _logits(x_train[idx], pair_index, grid)
-            heads = logits.shape[1] * logits.shape[2]
-            loss = F.cross_entropy(logits.reshape(-1, num_classes), y_train[idx].repeat_interleave(heads), reduction="sum")
-            optimizer.zero_grad(set_to_none=True)
-            (loss / len(idx)).backward()
-            optimizer.step()
-            schedule.step()
-        if on_epoch is not None:
-            on_epoch(epoch + 1)
+    _fit(x_train, y_train, pair_index, grid, optimizer, config, seed, checkpoint, on_epoch)
 
     # logits column of each head: singles at their source index, pairs after all singles
     pair_number = iter(range(s, s + len(pair_index)))

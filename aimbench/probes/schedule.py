@@ -1,7 +1,9 @@
-"""The learning-rate schedule every trained probe uses: linear warmup from 0, then cosine to 0.
+"""What every trained probe follows over time: its learning-rate schedule and its data order.
 
-A multiplier of each parameter group's own learning rate, so every (lr, wd) head follows the same
-shape at its own scale."""
+The schedule is linear warmup from 0, then cosine to 0, as a multiplier of each parameter group's
+own learning rate, so every (lr, wd) head follows the same shape at its own scale. The data order
+of an epoch is a permutation that depends only on (seed, epoch), so a resumed run draws exactly
+the batches an uninterrupted one would, without saving any generator state."""
 
 from __future__ import annotations
 
@@ -22,3 +24,12 @@ def warmup_cosine_schedule(
     total = max(epochs * steps_per_epoch, 1)
     warmup = round(warmup_fraction * total)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total))
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    order = epoch_order(n, seed, epoch).tolist()
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]

@@ -61,6 +61,7 @@ def test_malformed_backbone_card_names_file_and_field(tmp_path: Path, replace: s
         ('name = "digits"', 'name = "digitz"', "name"),
         ("num_classes = 10", "num_classes = 1", "num_classes"),
         ('metric = "top1"', 'metric = "top5"', "metric"),
+        ('metric = "top1"', 'metric = "top1"\naugmentation = "autoaugment"', "augmentation"),
         ('kind = "builtin"', 'kind = "s3"', "sources[0].kind"),
         ('loader = "sklearn-digits"', "", "sources[0].loader"),
         ("val = { fraction = 0.1, seed = 0 }", "val = { fraction = 1.5 }", "splits.val.fraction"),

@@ -19,15 +19,16 @@ from aimbench.data.images import LabelledImages
 from aimbench.probes.attentive_training import (
     AttentiveTrainer,
     AugmentedViews,
-    epoch_batches,
     fit,
     train_attentive_probes,
     train_transform,
 )
+from aimbench.probes.checkpoint import Checkpointing
 from aimbench.probes.config import AttentiveProbeConfig
 from aimbench.probes.layer_sets import parse_layer_sets
+from aimbench.probes.schedule import epoch_batches
 
-CONFIG = AttentiveProbeConfig(learning_rates=(1e-3, 1e-2), weight_decays=(0.0, 0.1), epochs=2, batch_size=16, checkpoint_every=1)
+CONFIG = AttentiveProbeConfig(learning_rates=(1e-3, 1e-2), weight_decays=(0.0, 0.1), epochs=2, batch_size=16)
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +83,9 @@ def test_kill_and_resume_gives_bit_identical_heads(backbone: Backbone, splits: T
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fit(AttentiveTrainer(backbone, sets, 10, CONFIG, seed=0), splits.train, state, "cell", on_step=kill_at_four)
+        fit(AttentiveTrainer(backbone, sets, 10, CONFIG, seed=0), splits.train, Checkpointing(state, "cell", every=1), on_step=kill_at_four)
     resumed = AttentiveTrainer(backbone, sets, 10, CONFIG, seed=0)
-    fit(resumed, splits.train, state, "cell")
+    fit(resumed, splits.train, Checkpointing(state, "cell", every=1))
     assert (resumed.epoch, resumed.step) == (CONFIG.epochs, 0)
     for a, b in zip(_weights(whole), _weights(resumed)):
         assert torch.equal(a, b)
@@ -100,14 +101,14 @@ def test_kill_and_resume_matches_an_uninterrupted_run(backbone: Backbone, splits
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _run(backbone, splits, state_path=state, identity="cell", on_step=kill_at_four)
+        _run(backbone, splits, checkpoint=Checkpointing(state, "cell", every=1), on_step=kill_at_four)
     assert state.is_file() and not list(state.parent.glob(".*.part"))
     steps: list[int] = []
-    resumed = _run(backbone, splits, state_path=state, identity="cell", on_step=steps.append)
+    resumed = _run(backbone, splits, checkpoint=Checkpointing(state, "cell", every=1), on_step=steps.append)
     assert steps == [5, 6]  # only the remaining steps ran
     assert resumed == uninterrupted
     # a state saved for another configuration is never applied
-    other = _run(backbone, splits, state_path=state, identity="another-cell", on_step=steps.append)
+    other = _run(backbone, splits, checkpoint=Checkpointing(state, "another-cell", every=1), on_step=steps.append)
     assert other == uninterrupted and steps[2:] == [1, 2, 3, 4, 5, 6]
 
 
@@ -129,3 +130,13 @@ def test_views_are_seeded_by_epoch_and_position(splits: TaskSplits, backbone: Ba
     assert not torch.equal(views[3][0], first)
     assert epoch_batches(10, 4, 0, 0) == epoch_batches(10, 4, 0, 0) != epoch_batches(10, 4, 0, 1)
     assert sorted(i for b in epoch_batches(10, 4, 0, 0) for i in b) == list(range(10))
+
+
+def test_strong_augmentation_adds_randaugment_and_erasing(splits: TaskSplits, backbone: Backbone) -> None:
+    pre = backbone.preprocess
+    light, strong = (AugmentedViews(splits.train, train_transform(pre, name, 0.08), seed=0) for name in ("rrc_flip", "strong"))
+    names = [type(t).__name__ for t in train_transform(pre, "strong", 0.08).transforms]
+    assert "RandAugment" in names and names[-1] == "RandomErasing"
+    assert strong[0][0].shape == light[0][0].shape == (3, pre.image_size, pre.image_size)
+    assert any(not torch.equal(strong[i][0], light[i][0]) for i in range(5))
+    assert torch.equal(train_transform(pre, "none", 0.08)(splits.train.image(0)), backbone.transform()(splits.train.image(0)))

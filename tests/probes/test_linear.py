@@ -4,12 +4,14 @@ concatenated heads."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
 
 from aimbench.cards.backbone_card import CLS, CONCAT, PATCH_MEAN
 from aimbench.probes import linear
+from aimbench.probes.checkpoint import Checkpointing
 from aimbench.probes.config import LinearProbeConfig
 from aimbench.probes.features import PooledFeatures, ProbeSource
 from aimbench.probes.layer_sets import LayerSet
@@ -332,3 +334,32 @@ def test_agrees_with_scikit_learn_logistic_regression() -> None:
         expected = reference.score(scaler.transform(split.features[:, 0].numpy()), split.labels.numpy())
         assert score == pytest.approx(expected, abs=0.015)
     assert 0.6 < ours.best.test_score < 0.95  # a problem where the two could disagree
+
+
+class _KilledAfterSaving(Checkpointing):
+    """Saves like a real checkpoint, then interrupts the run after the n-th save (mid-epoch)."""
+
+    def __init__(self, path: Path, n: int) -> None:
+        super().__init__(path, "cell", every=1)
+        object.__setattr__(self, "left", [n])
+
+    def save(self, state: dict) -> None:
+        super().save(state)
+        self.left[0] -= 1
+        if self.left[0] == 0:
+            raise KeyboardInterrupt
+
+
+def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    train, val, test = _three_splits({1: 1.0}, n=100)
+    config = LinearProbeConfig(learning_rates=(1e-2, 1e-1), weight_decays=(0.0, 1e-2), epochs=3, batch_size=32)  # 4 steps per epoch
+    whole = train_linear_probes(train, val, test, SOURCES, N_CLASSES, config, seed=3)
+    state = tmp_path / "linear.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train_linear_probes(train, val, test, SOURCES, N_CLASSES, config, seed=3, checkpoint=_KilledAfterSaving(state, 6))
+    assert torch.load(state, weights_only=True)["epoch"] == 1 and torch.load(state, weights_only=True)["step"] == 2
+    epochs: list[int] = []
+    resumed = train_linear_probes(train, val, test, SOURCES, N_CLASSES, config, seed=3, on_epoch=epochs.append,
+                                  checkpoint=Checkpointing(state, "cell"))  # fmt: skip
+    assert epochs == [2, 3]  # only the rest ran
+    assert resumed == whole
