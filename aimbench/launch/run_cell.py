@@ -148,7 +148,9 @@ def _probe_attentive(ctx: Context) -> tuple[ProbeResult, dict[str, Any]]:
             seen[0] = done
 
         state = ctx.state_path.with_name(f"{ctx.state_path.stem}.pass{index}.pt")
-        checkpoint = Checkpointing(state, state.stem, ctx.options.checkpoint_every)
+        # the identity names the pass's layer sets: a plan that changed (other free memory) never resumes a wrong state
+        identity = f"{state.stem}:{','.join(layer_set.name for layer_set in chunk)}"
+        checkpoint = Checkpointing(state, identity, ctx.options.checkpoint_every)
         results.append(train_attentive_probes(
             backbone, splits.train, splits.val, splits.test, chunk, ctx.task.num_classes, config, cell.seed, ctx.task.metric,
             checkpoint, ctx.options.batch_size, ctx.options.workers, on_step,
