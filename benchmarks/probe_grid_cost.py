@@ -32,7 +32,7 @@ from aimbench.cards.backbone_card import PATCH_MEAN
 from aimbench.data import TaskSplits
 from aimbench.probes.attentive_training import train_attentive_probes
 from aimbench.probes.config import AttentiveProbeConfig, LinearProbeConfig
-from aimbench.probes.feature_cache import cached_pooled
+from aimbench.probes.feature_cache import Extraction, SplitKey, cached_pooled
 from aimbench.probes.features import feature_sources, probe_inputs
 from aimbench.probes.layer_sets import blocks_needed, parse_layer_sets
 from aimbench.probes.linear import train_linear_probes
@@ -59,7 +59,7 @@ def cached_linear(backbone: Backbone, splits: TaskSplits, classes: int, layers: 
     with tempfile.TemporaryDirectory() as cache:
         inputs = []
         for name, images in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
-            pooled, _ = cached_pooled(backbone, images, blocks, name, splits.source, splits.revision, Path(cache))
+            pooled, _ = cached_pooled(backbone, images, blocks, SplitKey(name, splits.source, splits.revision), Extraction(Path(cache)))
             split_inputs, sources = probe_inputs(pooled, feature_sources(backbone, blocks), sets)
             inputs.append(split_inputs)
         if one_head:  # keep the patch-mean input only

@@ -244,3 +244,19 @@ def test_seeds_repeat_cells_and_the_report_shows_their_spread(tmp_path: Path, ti
     assert "±" in report.stdout and "mean ± sample std" in report.stdout
     both = run_cli("eval", "-b", "micro-cls", "-t", "digits", "--seeds", "2", "--seed", "1", "--results", str(results))
     assert_one_line_error(both, "give one or the other")
+
+
+def test_cached_attentive_probe_extracts_token_maps_once(tmp_path: Path, tiny_cards: Path) -> None:
+    results, env = tmp_path / "results", {"AIMBENCH_CACHE": str(tmp_path / "cache")}
+    args = ("eval", "-b", "micro-cls", "-t", "digits", "--probe", "attentive", "--data-mode", "cached", "--layers", "last,avg:0-1",
+            "--limit", "60", "--epochs", "2", "--cards", str(tiny_cards), "--results", str(results))  # fmt: skip
+    proc = run_cli(*args, env=env)
+    assert proc.returncode == 0, proc.stderr
+    [path] = records(results)
+    config = json.loads(path.read_text())["probe_config"]
+    assert (config["data_mode"], config["augmentation"]) == ("cached", "none")
+    assert config["feature_cache"] == {"cached_blocks": 0, "extracted_blocks": 9}  # blocks 0-2 x train/val/test
+    rerun = run_cli(*args, "--overwrite", env=env)
+    assert rerun.returncode == 0 and json.loads(path.read_text())["probe_config"]["feature_cache"]["extracted_blocks"] == 0
+    bad = run_cli("eval", "-b", "micro-cls", "-t", "digits", "--data-mode", "offline", "--cards", str(tiny_cards), "--results", str(results))
+    assert_one_line_error(bad, "unknown data mode 'offline'; one of online, cached")

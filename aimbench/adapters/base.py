@@ -84,6 +84,7 @@ class Backbone(ABC):
         self.model = model.to(torch_dtype(dtype)).eval().requires_grad_(False)
         self.weights = weights
         self.device = torch.device("cpu")
+        self._patch_tokens: int | None = None
 
     @property
     def depth(self) -> int:
@@ -115,10 +116,12 @@ class Backbone(ABC):
 
     def patch_tokens(self) -> int:
         """Patch tokens per image at the card's resolution, from one forward of a blank image to
-        the first block (what memory planning multiplies by)."""
-        size = self.preprocess.image_size
-        with torch.inference_mode():
-            return self.forward_layers(torch.zeros(1, 3, size, size), [0])[0].patches.shape[1]
+        the first block, once (memory planning and token caches need it)."""
+        if self._patch_tokens is None:
+            size = self.preprocess.image_size
+            with torch.inference_mode():
+                self._patch_tokens = self.forward_layers(torch.zeros(1, 3, size, size), [0])[0].patches.shape[1]
+        return self._patch_tokens
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """Images on the model's device and in its precision."""

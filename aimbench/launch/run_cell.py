@@ -28,10 +28,10 @@ from aimbench.data import TaskSplits, load_task
 from aimbench.errors import UserError
 from aimbench.launch.cells import OFFICIAL, Cell
 from aimbench.probes.attentive import head_from_state_dict
-from aimbench.probes.attentive_training import head_predictions, train_attentive_probes
+from aimbench.probes.attentive_training import CachedTokens, head_predictions, train_attentive_probes
 from aimbench.probes.checkpoint import Checkpointing, drop_state
 from aimbench.probes.config import AttentiveProbeConfig, KnnProbeConfig
-from aimbench.probes.feature_cache import cached_pooled
+from aimbench.probes.feature_cache import Extraction, SplitKey, cached_pooled, cached_tokens
 from aimbench.probes.features import feature_sources, head_inputs, probe_inputs
 from aimbench.probes.knn import knn_probes
 from aimbench.probes.layer_sets import blocks_needed, parse_layer_sets
@@ -92,10 +92,8 @@ def _probe_cached(ctx: Context) -> tuple[ProbeResult, dict[str, Any]]:
     features, cache = {}, {"cached_blocks": 0, "extracted_blocks": 0}
     for name, images in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
         advance = ctx.progress(f"features {name}", len(images))
-        pooled, stats = cached_pooled(
-            backbone, images, blocks, name, splits.source, splits.revision, options.cache_dir,
-            options.batch_size, options.workers, advance,
-        )  # fmt: skip
+        how = Extraction(options.cache_dir, options.batch_size, options.workers, advance)
+        pooled, stats = cached_pooled(backbone, images, blocks, SplitKey(name, splits.source, splits.revision), how)
         features[name], sources = probe_inputs(pooled, feature_sources(backbone, blocks), sets)
         cache = {k: cache[k] + v for k, v in stats.items()}
     config = cell.probe_config
@@ -125,17 +123,32 @@ def _memory_budget(options: RunOptions, device: torch.device) -> int | None:
     return None
 
 
+def _cached_token_maps(ctx: Context, blocks: list[int]) -> tuple[tuple[CachedTokens, ...], dict[str, Any]]:
+    """Eval-crop token maps of every split from the feature cache (one backbone pass, ever)."""
+    maps, totals = [], {"cached_blocks": 0, "extracted_blocks": 0}
+    for name, images in (("train", ctx.splits.train), ("val", ctx.splits.val), ("test", ctx.splits.test)):
+        advance = ctx.progress(f"token maps {name}", len(images))
+        how = Extraction(ctx.options.cache_dir, ctx.options.batch_size, ctx.options.workers, advance)
+        blocks_of_split, stats = cached_tokens(ctx.backbone, images, blocks, SplitKey(name, ctx.splits.source, ctx.splits.revision), how)
+        maps.append(CachedTokens(blocks_of_split))
+        totals = {k: totals[k] + v for k, v in stats.items()}
+    return tuple(maps), {"feature_cache": totals}
+
+
 def _probe_attentive(ctx: Context) -> tuple[ProbeResult, dict[str, Any]]:
     """Attentive heads for every layer set x lr x wd, trained online from one backbone pass per
     batch (more passes only when the heads do not fit the memory budget), checkpointed so a killed
     run resumes; selection on val."""
     cell, backbone, splits, config = ctx.cell, ctx.backbone, ctx.splits, ctx.cell.probe_config
-    if config.augmentation is None:  # the task card's choice, written into the record
-        config = dataclasses.replace(config, augmentation=ctx.task.augmentation)
+    if config.augmentation is None:  # the task card's choice (none for cached tokens), written into the record
+        config = dataclasses.replace(config, augmentation="none" if config.data_mode == "cached" else ctx.task.augmentation)
     sets = parse_layer_sets(cell.layers, backbone.depth, backbone.spec.windows)
     grid = len(config.learning_rates) * len(config.weight_decays)
     plan = plan_passes(sets, backbone.dim, backbone.patch_tokens(), ctx.task.num_classes, grid, config.batch_size,
                        _memory_budget(ctx.options, backbone.device), config.micro_batch, backbone.heads)  # fmt: skip
+    cached, cache = None, {}
+    if config.data_mode == "cached":
+        cached, cache = _cached_token_maps(ctx, blocks_needed(sets))
     steps = config.epochs * -(-len(splits.train) // config.batch_size)
     results = []
     for index, chunk in enumerate(plan.passes):
@@ -153,10 +166,10 @@ def _probe_attentive(ctx: Context) -> tuple[ProbeResult, dict[str, Any]]:
         checkpoint = Checkpointing(state, identity, ctx.options.checkpoint_every)
         results.append(train_attentive_probes(
             backbone, splits.train, splits.val, splits.test, chunk, ctx.task.num_classes, config, cell.seed, ctx.task.metric,
-            checkpoint, ctx.options.batch_size, ctx.options.workers, on_step,
+            checkpoint, ctx.options.batch_size, ctx.options.workers, on_step, cached,
         ))  # fmt: skip
     merged = summarise([h for r in results for h in r.heads], [layer for r in results for layer in r.layers])
-    return merged, {**config.as_dict(), "passes": len(plan.passes), "memory_plan": plan.describe()}
+    return merged, {**config.as_dict(), "passes": len(plan.passes), "memory_plan": plan.describe(), **cache}
 
 
 def _probe_official(ctx: Context) -> tuple[ProbeResult, dict[str, Any]]:

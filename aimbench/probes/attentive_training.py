@@ -19,7 +19,7 @@ exported as a standalone ``AttentivePoolingHead`` and only those score the test 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +87,37 @@ def set_tokens(backbone: Backbone, images: torch.Tensor, sets: Sequence[LayerSet
     return tokens.clone()  # a normal tensor, usable by autograd (inference tensors are not)
 
 
+class CachedTokens:
+    """A split's patch-token maps from the feature cache (eval crop): layer-set tokens for any
+    examples without running the backbone, for attentive probes in cached mode."""
+
+    def __init__(self, blocks: dict[int, torch.Tensor]) -> None:
+        self.blocks = blocks
+
+    def set_tokens(self, positions: Sequence[int], sets: Sequence[LayerSet], device: torch.device) -> torch.Tensor:
+        index = torch.as_tensor(list(positions), dtype=torch.long)
+        return torch.stack([torch.stack([self.blocks[b][index] for b in s.blocks]).float().mean(dim=0) for s in sets]).to(device)
+
+
+def eval_tokens(
+    backbone: Backbone,
+    images: LabelledImages,
+    sets: Sequence[LayerSet],
+    batch_size: int,
+    workers: int,
+    cached: CachedTokens | None = None,
+) -> Iterator[torch.Tensor]:
+    """Eval-crop layer-set tokens (L, B, N, D) of ``images`` in order, batch by batch: from the
+    cache when given, else one backbone forward per batch."""
+    if cached is not None:
+        for start in range(0, len(images), batch_size):
+            yield cached.set_tokens(range(start, min(start + batch_size, len(images))), sets, backbone.device)
+        return
+    loader = DataLoader(TransformedImages(images, backbone.transform()), batch_size=batch_size, num_workers=workers)
+    for batch, _ in loader:
+        yield set_tokens(backbone, batch, sets)
+
+
 class AttentiveTrainer:
     """The heads, optimizer and schedule of one attentive probe run, and its resumable state."""
 
@@ -148,13 +179,14 @@ class AttentiveTrainer:
         self.epoch, self.step = state["epoch"], state["step"]
 
 
-def _predict_all(trainer: AttentiveTrainer, images: LabelledImages, batch_size: int, workers: int) -> torch.Tensor:
+def _predict_all(
+    trainer: AttentiveTrainer, images: LabelledImages, batch_size: int, workers: int, cached: CachedTokens | None
+) -> torch.Tensor:
     """Eval-crop predictions of every head: (G, L, N)."""
-    loader = DataLoader(TransformedImages(images, trainer.backbone.transform()), batch_size=batch_size, num_workers=workers)
     chunks = []
     with torch.no_grad():
-        for batch, _ in loader:
-            chunks.append(trainer.logits(set_tokens(trainer.backbone, batch, trainer.sets)).argmax(-1).cpu())
+        for tokens in eval_tokens(trainer.backbone, images, trainer.sets, batch_size, workers, cached):
+            chunks.append(trainer.logits(tokens).argmax(-1).cpu())
     return torch.cat(chunks, dim=2) if chunks else torch.empty(len(trainer.grids), len(trainer.sets), 0, dtype=torch.int64)
 
 
@@ -166,18 +198,17 @@ def head_predictions(
     batch_size: int = 64,
     workers: int = 0,
     on_batch: Callable[[int], None] | None = None,
+    cached: CachedTokens | None = None,
 ) -> torch.Tensor:
     """Eval-crop predictions (H, N) of standalone heads, head i reading layer set i; one backbone
-    forward per batch serves them all. Selected and released heads are scored this way."""
+    forward per batch (or the cache) serves them all. Selected and released heads are scored this way."""
     heads = [head.to(backbone.device).eval() for head in heads]
-    loader = DataLoader(TransformedImages(images, backbone.transform()), batch_size=batch_size, num_workers=workers)
     chunks = []
     with torch.no_grad():
-        for batch, _ in loader:
-            tokens = set_tokens(backbone, batch, sets)
+        for tokens in eval_tokens(backbone, images, sets, batch_size, workers, cached):
             chunks.append(torch.stack([head(tokens[i].to(head.cls_token.dtype)).argmax(-1).cpu() for i, head in enumerate(heads)]))
             if on_batch is not None:
-                on_batch(len(batch))
+                on_batch(tokens.shape[1])
     return torch.cat(chunks, dim=1) if chunks else torch.empty(len(heads), 0, dtype=torch.int64)
 
 
@@ -187,9 +218,11 @@ def fit(
     checkpoint: Checkpointing | None = None,
     workers: int = 0,
     on_step: Callable[[int], None] | None = None,
+    cached: CachedTokens | None = None,
 ) -> None:
     """Train every head for the configured epochs, resuming from the checkpoint when it holds
-    this run's state, and saving to it as it goes."""
+    this run's state, and saving to it as it goes. Online (augmented views through the backbone)
+    unless ``cached`` token maps of the train split are given."""
     config, seed, backbone = trainer.config, trainer.seed, trainer.backbone
     batches_per_epoch = math.ceil(len(train) / config.batch_size)
     scheduler = warmup_cosine_schedule(trainer.optimizer, config.epochs, batches_per_epoch, config.warmup_fraction)
@@ -203,8 +236,13 @@ def fit(
     while trainer.epoch < config.epochs:
         views.epoch = trainer.epoch
         batches = epoch_batches(len(train), config.batch_size, seed, trainer.epoch)[trainer.step :]
-        for images, labels in DataLoader(views, batch_sampler=batches, num_workers=workers):
-            trainer.train_step(set_tokens(backbone, images, trainer.sets), labels.to(backbone.device))
+        if cached is not None:
+            steps = ((cached.set_tokens(idx, trainer.sets, backbone.device), torch.as_tensor(train.labels[idx])) for idx in batches)
+        else:
+            loader = DataLoader(views, batch_sampler=batches, num_workers=workers)
+            steps = ((set_tokens(backbone, images, trainer.sets), labels) for images, labels in loader)
+        for tokens, labels in steps:
+            trainer.train_step(tokens, labels.to(backbone.device))
             scheduler.step()
             trainer.step += 1
             done += 1
@@ -220,12 +258,14 @@ def fit(
 
 
 def evaluate(
-    trainer: AttentiveTrainer, val: LabelledImages, test: LabelledImages, metric: str, batch_size: int = 64, workers: int = 0
-) -> ProbeResult:
+    trainer: AttentiveTrainer, val: LabelledImages, test: LabelledImages, metric: str, batch_size: int = 64, workers: int = 0,
+    cached: tuple[CachedTokens, CachedTokens] | None = None,
+) -> ProbeResult:  # fmt: skip
     """Val scores for every head; the val-best head of each layer set, alone, scores test."""
     num_classes = trainer.grids[0].weight.shape[1]
     backbone = trainer.backbone
-    val_pred = _predict_all(trainer, val, batch_size, workers)  # (G, L, N)
+    val_cached, test_cached = cached or (None, None)
+    val_pred = _predict_all(trainer, val, batch_size, workers, val_cached)  # (G, L, N)
     order = [(g, l) for l in range(len(trainer.sets)) for g in range(len(trainer.points))]  # set, then lr x wd
     val_scores = score_predictions(torch.stack([val_pred[g, l] for g, l in order]), torch.as_tensor(val.labels), metric, num_classes)
     heads_out = [
@@ -234,7 +274,7 @@ def evaluate(
     ]
     chosen = [order[i] for i in select_per_set(heads_out, trainer.sets)]
     selected = [trainer.grids[g].head(l, trainer.norms.norms[l]) for g, l in chosen]
-    test_pred = head_predictions(backbone, selected, [trainer.sets[l] for _, l in chosen], test, batch_size, workers)
+    test_pred = head_predictions(backbone, selected, [trainer.sets[l] for _, l in chosen], test, batch_size, workers, cached=test_cached)
     test_scores = score_predictions(test_pred, torch.as_tensor(test.labels), metric, num_classes)
     layers = []
     for (g, l), test_score in zip(chosen, test_scores):
@@ -258,8 +298,10 @@ def train_attentive_probes(
     eval_batch_size: int = 64,
     workers: int = 0,
     on_step: Callable[[int], None] | None = None,
+    cached: tuple[CachedTokens, CachedTokens, CachedTokens] | None = None,
 ) -> ProbeResult:
-    """The whole attentive probe: build the grid, :func:`fit` it (resumable), :func:`evaluate` it."""
+    """The whole attentive probe: build the grid, :func:`fit` it (resumable), :func:`evaluate` it;
+    ``cached`` token maps of (train, val, test) replace the backbone (cached mode)."""
     trainer = AttentiveTrainer(backbone, sets, num_classes, config, seed)
-    fit(trainer, train, checkpoint, workers, on_step)
-    return evaluate(trainer, val, test, metric, eval_batch_size, workers)
+    fit(trainer, train, checkpoint, workers, on_step, cached[0] if cached else None)
+    return evaluate(trainer, val, test, metric, eval_batch_size, workers, cached[1:] if cached else None)

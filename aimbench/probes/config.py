@@ -10,7 +10,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from aimbench.errors import UserError
+
 PROBE_KINDS = ("linear", "knn", "attentive", "official")  # official: released heads, one cell per head
+DATA_MODES = ("online", "cached")  # attentive: augmented views through the backbone each step, or cached eval-crop tokens
 
 
 def scaled_lr(lr: float, config: LinearProbeConfig | AttentiveProbeConfig) -> float:
@@ -86,17 +89,26 @@ class AttentiveProbeConfig:
     base_batch_size: int = 512  # the recipe's lrs are for batch 512
     micro_batch: int = 64  # heads run forward/backward on this many images at a time (memory, not numbers)
     warmup_fraction: float = 0.05
-    augmentation: str | None = None  # None: the task card's (default rrc_flip); see task_card.AUGMENTATIONS
+    augmentation: str | None = None  # None: the task card's (default rrc_flip), "none" when cached; see task_card.AUGMENTATIONS
+    data_mode: str = "online"  # or "cached": token maps extracted once, reused by every epoch and run
     min_crop_scale: float = 0.08
 
     kind = "attentive"
+
+    def __post_init__(self) -> None:
+        if self.data_mode not in DATA_MODES:
+            raise UserError(f"unknown data mode '{self.data_mode}'; one of {', '.join(DATA_MODES)}")
 
     def as_dict(self) -> dict[str, Any]:
         return {
             **_trained_grid(self),
             "head": "BatchNorm1d(affine=False) over tokens, one unprojected query, bias-free k/v, trunk heads, linear",
             "tokens": "patch tokens; a window is the mean of its raw block outputs",
-            "data": "online: augmented views, backbone (in the cell's dtype) under inference mode each step; heads in bf16 autocast on GPU",
+            "data": (
+                "online: augmented views, backbone (in the cell's dtype) under inference mode each step"
+                if self.data_mode == "online"
+                else "cached: eval-crop patch-token maps in fp16, extracted once and reused by every epoch"
+            ) + "; heads in bf16 autocast on GPU",
             "selection": "per layer set: best val score over lr x wd; test scored for selected heads only",
         }
 

@@ -1,7 +1,8 @@
 """On-disk cache of pooled block features, so linear and kNN probes cost one backbone pass ever.
 
 Layout: ``<root>/features/<backbone>/<key>/block<i>.safetensors``, one file per block holding
-that block's pooled tokens (N, poolings, D) in fp16, plus ``key.json`` with what the key hashes.
+that block's pooled tokens (N, poolings, D) in fp16 (and ``tokens<i>.safetensors``, the patch-token
+maps (N, tokens, D) that cached attentive probes read), plus ``key.json`` with what the key hashes.
 The key is complete: the backbone card's content (architecture, preprocessing i.e. the
 transform, poolings), the weights' SHA-256, the backbone dtype and device type, the dataset
 source and revision, the split name and the exact examples (hash of indices and labels), and the
@@ -20,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +34,7 @@ from aimbench.adapters.weight_sources import cache_dir
 from aimbench.atomic import atomic_write
 from aimbench.data.images import LabelledImages
 from aimbench.errors import UserError
-from aimbench.probes.features import PooledFeatures, extract_pooled
+from aimbench.probes.features import PooledFeatures, extract_pooled, extract_tokens
 
 FORMAT_VERSION = 1  # bump when extraction or pooling changes the numbers
 FP16_MAX = float(torch.finfo(torch.float16).max)
@@ -46,7 +48,26 @@ def _array_sha(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
-def cache_key(backbone: Backbone, images: LabelledImages, split: str, source: str, revision: str) -> dict:
+@dataclass(frozen=True)
+class SplitKey:
+    """Which split of which dataset (source and content revision) a set of images is."""
+
+    name: str
+    source: str
+    revision: str
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """How missing blocks are extracted and where the cache lives; never part of the key."""
+
+    root: Path | None = None
+    batch_size: int = 64
+    workers: int = 0
+    on_batch: Callable[[int], None] | None = None
+
+
+def cache_key(backbone: Backbone, images: LabelledImages, split: SplitKey) -> dict:
     """Everything the pooled features of ``images`` depend on (see the module docstring)."""
     card = dataclasses.asdict(backbone.spec)
     card.pop("card_path")
@@ -57,9 +78,9 @@ def cache_key(backbone: Backbone, images: LabelledImages, split: str, source: st
         "weights_sha256": backbone.weights.sha256,
         "dtype": backbone.dtype,
         "device_type": backbone.device.type,
-        "dataset_source": source,
-        "dataset_revision": revision,
-        "split": split,
+        "dataset_source": split.source,
+        "dataset_revision": split.revision,
+        "split": split.name,
         "n": len(images),
         "indices_sha256": _array_sha(images.indices.astype(np.int64)),
         "labels_sha256": _array_sha(images.labels.astype(np.int64)),
@@ -76,7 +97,7 @@ def _to_storage(block: torch.Tensor) -> torch.Tensor:
     return block.to(torch.float16) if fits else block.float()
 
 
-def _read_block(path: Path, n: int, poolings: int, dim: int) -> torch.Tensor | None:
+def _read_block(path: Path, shape: tuple[int, ...]) -> torch.Tensor | None:
     """A cached block, or None when it is missing or damaged (then it is extracted again)."""
     if not path.is_file():
         return None
@@ -84,43 +105,66 @@ def _read_block(path: Path, n: int, poolings: int, dim: int) -> torch.Tensor | N
         tensor = load_file(str(path))["features"]
     except (SafetensorError, OSError, KeyError):
         return None
-    return tensor if tuple(tensor.shape) == (n, poolings, dim) else None
+    return tensor if tuple(tensor.shape) == shape else None
 
 
-def cached_pooled(
+def _cached_blocks(
     backbone: Backbone,
-    images: LabelledImages,
     blocks: Sequence[int],
-    split: str,
-    source: str,
-    revision: str,
-    root: Path | None = None,
-    batch_size: int = 64,
-    workers: int = 0,
-    on_batch: Callable[[int], None] | None = None,
-) -> tuple[PooledFeatures, dict[str, int]]:
-    """Pooled features of ``blocks`` (layout of ``feature_sources``) and how many blocks were
-    read from the cache vs extracted; missing blocks come from one backbone pass."""
-    key = cache_key(backbone, images, split, source, revision)
+    key: dict,
+    kind: str,
+    shape: tuple[int, ...],
+    extract: Callable[[list[int]], dict[int, torch.Tensor]],
+    root: Path | None,
+) -> tuple[dict[int, torch.Tensor], dict[str, int]]:
+    """Stored tensors of ``kind`` (``block`` pooled features, ``tokens`` patch-token maps) for
+    every block, extracting the missing ones in one backbone pass and caching them."""
     folder = (root or default_root()) / "features" / backbone.spec.name / _digest(key)
-    poolings, n, dim = len(backbone.spec.probe_tokens), len(images), backbone.dim
-    stored = {block: _read_block(folder / f"block{block}.safetensors", n, poolings, dim) for block in blocks}
+    stored = {block: _read_block(folder / f"{kind}{block}.safetensors", shape) for block in blocks}
     missing = [block for block, tensor in stored.items() if tensor is None]
     if missing:
-        extracted = extract_pooled(backbone, images, missing, batch_size, workers, on_batch)
-        per_block = extracted.features.view(n, len(missing), poolings, dim)
+        extracted = extract(missing)
         try:
             folder.mkdir(parents=True, exist_ok=True)
             key_file = folder / "key.json"
             if not key_file.exists():
                 text = json.dumps(key, indent=1, sort_keys=True, default=str).encode()
                 atomic_write(key_file, lambda handle: handle.write(text))
-            for i, block in enumerate(missing):
-                stored[block] = _to_storage(per_block[:, i].contiguous())
+            for block in missing:
+                stored[block] = _to_storage(extracted[block].contiguous())
                 data = save({"features": stored[block]}, metadata={"block": str(block)})
-                atomic_write(folder / f"block{block}.safetensors", lambda handle, data=data: handle.write(data))
+                atomic_write(folder / f"{kind}{block}.safetensors", lambda handle, data=data: handle.write(data))
         except OSError as exc:
             raise UserError(f"cannot write the feature cache under {folder}: {exc.strerror or exc}; set AIMBENCH_CACHE") from None
+    return stored, {"cached_blocks": len(blocks) - len(missing), "extracted_blocks": len(missing)}
+
+
+def cached_pooled(
+    backbone: Backbone, images: LabelledImages, blocks: Sequence[int], split: SplitKey, how: Extraction = Extraction()
+) -> tuple[PooledFeatures, dict[str, int]]:
+    """Pooled features of ``blocks`` (layout of ``feature_sources``) and how many blocks were
+    read from the cache vs extracted; missing blocks come from one backbone pass."""
+    poolings, n, dim = len(backbone.spec.probe_tokens), len(images), backbone.dim
+
+    def extract(missing: list[int]) -> dict[int, torch.Tensor]:
+        pooled = extract_pooled(backbone, images, missing, how.batch_size, how.workers, how.on_batch).features
+        per_block = pooled.view(n, len(missing), poolings, dim)
+        return {block: per_block[:, i] for i, block in enumerate(missing)}
+
+    key = cache_key(backbone, images, split)
+    stored, stats = _cached_blocks(backbone, blocks, key, "block", (n, poolings, dim), extract, how.root)
     features = torch.stack([stored[block].float() for block in blocks], dim=1).reshape(n, len(blocks) * poolings, dim)
-    labels = torch.as_tensor(images.labels, dtype=torch.int64)
-    return PooledFeatures(features, labels), {"cached_blocks": len(blocks) - len(missing), "extracted_blocks": len(missing)}
+    return PooledFeatures(features, torch.as_tensor(images.labels, dtype=torch.int64)), stats
+
+
+def cached_tokens(
+    backbone: Backbone, images: LabelledImages, blocks: Sequence[int], split: SplitKey, how: Extraction = Extraction()
+) -> tuple[dict[int, torch.Tensor], dict[str, int]]:
+    """Patch-token maps (N, tokens, D) of ``blocks`` (eval crop), stored fp16: what cached
+    attentive probes train on for every epoch without running the backbone again."""
+    n, tokens, dim = len(images), backbone.patch_tokens(), backbone.dim
+
+    def extract(missing: list[int]) -> dict[int, torch.Tensor]:
+        return extract_tokens(backbone, images, missing, how.batch_size, how.workers, how.on_batch)
+
+    return _cached_blocks(backbone, blocks, cache_key(backbone, images, split), "tokens", (n, tokens, dim), extract, how.root)

@@ -78,6 +78,26 @@ def extract_pooled(
     return PooledFeatures(features, torch.as_tensor(images.labels, dtype=torch.int64))
 
 
+def extract_tokens(
+    backbone: Backbone,
+    images: LabelledImages,
+    blocks: Sequence[int],
+    batch_size: int = 64,
+    workers: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict[int, torch.Tensor]:
+    """Patch tokens (N, tokens, D) of every block in ``blocks``, one forward per batch."""
+    loader = DataLoader(TransformedImages(images, backbone.transform()), batch_size=batch_size, shuffle=False, num_workers=workers)
+    chunks: dict[int, list[torch.Tensor]] = {block: [] for block in blocks}
+    with torch.inference_mode():
+        for batch, _ in loader:
+            for out in backbone.forward_layers(batch, blocks):
+                chunks[out.layer].append(out.patches.float().cpu())
+            if on_batch is not None:
+                on_batch(len(batch))
+    return {block: torch.cat(parts) if parts else torch.empty(0, backbone.patch_tokens(), backbone.dim) for block, parts in chunks.items()}
+
+
 def probe_inputs(pooled: PooledFeatures, sources: Sequence[FeatureSource], sets: Sequence[LayerSet]) -> tuple[PooledFeatures, list[ProbeSource]]:
     """Per-block pooled features (laid out as ``sources``) to one input per (layer set, token)."""
     index = {(src.layer, src.token): i for i, src in enumerate(sources)}

@@ -19,12 +19,14 @@ from aimbench.data.images import LabelledImages
 from aimbench.probes.attentive_training import (
     AttentiveTrainer,
     AugmentedViews,
+    CachedTokens,
     fit,
     train_attentive_probes,
     train_transform,
 )
 from aimbench.probes.checkpoint import Checkpointing
 from aimbench.probes.config import AttentiveProbeConfig
+from aimbench.probes.feature_cache import Extraction, SplitKey, cached_tokens
 from aimbench.probes.layer_sets import parse_layer_sets
 from aimbench.probes.schedule import epoch_batches
 
@@ -140,3 +142,21 @@ def test_strong_augmentation_adds_randaugment_and_erasing(splits: TaskSplits, ba
     assert strong[0][0].shape == light[0][0].shape == (3, pre.image_size, pre.image_size)
     assert any(not torch.equal(strong[i][0], light[i][0]) for i in range(5))
     assert torch.equal(train_transform(pre, "none", 0.08)(splits.train.image(0)), backbone.transform()(splits.train.image(0)))
+
+
+def test_cached_mode_trains_and_scores_from_token_maps_without_the_backbone(backbone: Backbone, splits: TaskSplits, tmp_path: Path) -> None:
+    sets = parse_layer_sets("all,avg:1-2", backbone.depth)
+    maps = tuple(
+        CachedTokens(cached_tokens(backbone, images, [0, 1, 2], SplitKey(name, splits.source, splits.revision), Extraction(tmp_path))[0])
+        for name, images in (("train", splits.train), ("val", splits.val), ("test", splits.test))
+    )
+    calls = count_forwards(backbone)
+    config = replace(CONFIG, data_mode="cached")
+    result = train_attentive_probes(backbone, splits.train, splits.val, splits.test, sets, 10, config, seed=0, cached=maps)
+    assert calls == []  # every epoch and both evaluations read the cache
+    assert len(result.heads) == 16 and [r.layer_set for r in result.layers] == ["0", "1", "2", "avg:1-2"]
+    again = train_attentive_probes(backbone, splits.train, splits.val, splits.test, sets, 10, config, seed=0, cached=maps)
+    assert again == result
+    # a window's tokens are the mean of its blocks' cached maps
+    window = maps[0].set_tokens([0, 5], [sets[-1]], torch.device("cpu"))[0]
+    torch.testing.assert_close(window, (maps[0].blocks[1][[0, 5]].float() + maps[0].blocks[2][[0, 5]].float()) / 2)

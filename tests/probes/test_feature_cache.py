@@ -14,8 +14,8 @@ from aimbench.adapters import build_backbone, load_backbone
 from aimbench.adapters.base import Backbone
 from aimbench.cards.registry import Registry
 from aimbench.data.images import LabelledImages
-from aimbench.probes.feature_cache import cache_key, cached_pooled
-from aimbench.probes.features import extract_pooled
+from aimbench.probes.feature_cache import Extraction, SplitKey, cache_key, cached_pooled, cached_tokens
+from aimbench.probes.features import extract_pooled, extract_tokens
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def _images(n: int = 7, seed: int = 0) -> LabelledImages:
 
 
 def _run(backbone: Backbone, images: LabelledImages, blocks: list[int], root: Path, split: str = "train"):  # type: ignore[no-untyped-def]
-    return cached_pooled(backbone, images, blocks, split, "builtin:test", "rev1", root, batch_size=3)
+    return cached_pooled(backbone, images, blocks, SplitKey(split, "builtin:test", "rev1"), Extraction(root, batch_size=3))
 
 
 def _forbid_forward(backbone: Backbone) -> None:
@@ -66,27 +66,27 @@ def test_only_missing_blocks_are_extracted(backbone: Backbone, tmp_path: Path) -
 
 def test_key_changes_with_every_input(backbone: Backbone, tiny_cards: Path) -> None:
     images = _images()
-    base = cache_key(backbone, images, "train", "builtin:test", "rev1")
+    base = cache_key(backbone, images, SplitKey("train", "builtin:test", "rev1"))
     other_weights = build_backbone(backbone.spec, dtype="fp32")
     other_weights.weights = replace(other_weights.weights, sha256="0" * 64)
     changed = [
-        cache_key(backbone, images, "val", "builtin:test", "rev1"),  # split
-        cache_key(backbone, images, "train", "builtin:test", "rev2"),  # dataset revision
-        cache_key(backbone, images, "train", "idx:/data", "rev1"),  # dataset source
-        cache_key(backbone, images.subset(np.arange(6)), "train", "builtin:test", "rev1"),  # examples
-        cache_key(backbone, images.subset(np.arange(7)[::-1]), "train", "builtin:test", "rev1"),  # order
-        cache_key(other_weights, images, "train", "builtin:test", "rev1"),  # weights
-        cache_key(build_backbone(backbone.spec, dtype="bf16"), images, "train", "builtin:test", "rev1"),  # dtype
+        cache_key(backbone, images, SplitKey("val", "builtin:test", "rev1")),  # split
+        cache_key(backbone, images, SplitKey("train", "builtin:test", "rev2")),  # dataset revision
+        cache_key(backbone, images, SplitKey("train", "idx:/data", "rev1")),  # dataset source
+        cache_key(backbone, images.subset(np.arange(6)), SplitKey("train", "builtin:test", "rev1")),  # examples
+        cache_key(backbone, images.subset(np.arange(7)[::-1]), SplitKey("train", "builtin:test", "rev1")),  # order
+        cache_key(other_weights, images, SplitKey("train", "builtin:test", "rev1")),  # weights
+        cache_key(build_backbone(backbone.spec, dtype="bf16"), images, SplitKey("train", "builtin:test", "rev1")),  # dtype
     ]
     for pre in ({"resize_size": 20}, {"interpolation": "bicubic"}, {"mean": (0.4, 0.5, 0.5)}):  # the transform
         spec = replace(backbone.spec, preprocess=replace(backbone.spec.preprocess, **pre))
-        changed.append(cache_key(build_backbone(spec), images, "train", "builtin:test", "rev1"))
-    changed.append(cache_key(build_backbone(replace(backbone.spec, probe_tokens=("patch_mean",))), images, "train", "builtin:test", "rev1"))
+        changed.append(cache_key(build_backbone(spec), images, SplitKey("train", "builtin:test", "rev1")))
+    changed.append(cache_key(build_backbone(replace(backbone.spec, probe_tokens=("patch_mean",))), images, SplitKey("train", "builtin:test", "rev1")))
     relabelled = LabelledImages(images.get_image, (images.labels + 1) % 3, images.indices)
-    changed.append(cache_key(backbone, relabelled, "train", "builtin:test", "rev1"))  # labels
+    changed.append(cache_key(backbone, relabelled, SplitKey("train", "builtin:test", "rev1")))  # labels
     assert all(key != base for key in changed)
     assert len({str(sorted(k.items())) for k in changed}) == len(changed)
-    assert cache_key(backbone, images, "train", "builtin:test", "rev1") == base
+    assert cache_key(backbone, images, SplitKey("train", "builtin:test", "rev1")) == base
 
 
 def test_damaged_block_is_extracted_again(backbone: Backbone, tmp_path: Path) -> None:
@@ -97,3 +97,18 @@ def test_damaged_block_is_extracted_again(backbone: Backbone, tmp_path: Path) ->
     again, stats = _run(backbone, images, [1], tmp_path)
     assert stats["extracted_blocks"] == 1 and torch.equal(again.features, first.features)
     assert not list(tmp_path.rglob(".*.part"))
+
+
+def test_token_maps_are_cached_beside_pooled_features(backbone: Backbone, tmp_path: Path) -> None:
+    images = _images()
+    maps, stats = cached_tokens(backbone, images, [0, 2], SplitKey("train", "builtin:test", "rev1"), Extraction(tmp_path))
+    assert stats == {"cached_blocks": 0, "extracted_blocks": 2}
+    assert maps[2].shape == (7, 16, 32) and maps[2].dtype == torch.float16  # 16 px / patch 4 -> 16 tokens
+    direct = extract_tokens(backbone, images, [2])[2]
+    assert torch.equal(maps[2], direct.half())
+    _run(backbone, images, [0], tmp_path)  # pooled features of the same split share the key folder
+    _forbid_forward(backbone)
+    again, stats = cached_tokens(backbone, images, [0, 2], SplitKey("train", "builtin:test", "rev1"), Extraction(tmp_path))
+    assert stats == {"cached_blocks": 2, "extracted_blocks": 0} and torch.equal(again[0], maps[0])
+    names = sorted(p.name for p in (tmp_path / "features").rglob("*.safetensors"))
+    assert names == ["block0.safetensors", "tokens0.safetensors", "tokens2.safetensors"]
