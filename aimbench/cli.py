@@ -126,7 +126,7 @@ def evaluate(
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs of linear and attentive probes (default: 100 each).", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option(help="Images per backbone forward.")] = 64,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
-    data_mode: Annotated[str, typer.Option(help="Attentive probes: online (augmented views through the backbone each step) | cached (eval-crop token maps extracted once). Linear and kNN always read cached pooled features.")] = "online",
+    data_mode: Annotated[Optional[str], typer.Option(help="online (augmented views through the backbone each step) | cached (eval-crop features extracted once), for linear and attentive probes; default: cached linear, online attentive; kNN is always cached.", show_default=False)] = None,
     memory_gb: Annotated[Optional[float], typer.Option(help="Device memory for attentive heads, GiB (default: 90% of free GPU memory).", show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option(help="Re-run cells whose record already exists.")] = False,
     cards: CardsOption = None,
@@ -160,11 +160,8 @@ def evaluate(
     options = RunOptions(results, data_root, tuple(cards or ()), device, batch_size, workers, memory_gb=memory_gb)
     if epochs is not None and epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {epochs}")
-    epochs_arg = {} if epochs is None else {"epochs": epochs}
-    configs: dict[str, ProbeConfig] = {
-        "linear": LinearProbeConfig(**epochs_arg),
-        "attentive": AttentiveProbeConfig(**epochs_arg, data_mode=data_mode),
-    }
+    args = {**({} if epochs is None else {"epochs": epochs}), **({} if data_mode is None else {"data_mode": data_mode})}
+    configs: dict[str, ProbeConfig] = {"linear": LinearProbeConfig(**args), "attentive": AttentiveProbeConfig(**args)}
     _evaluate(_split(backbone), _split(tasks), probe, seed_list, layers, limit, weights, configs, options, overwrite, dtype)
 
 

@@ -103,3 +103,21 @@ def count_forwards(backbone: Any) -> list[tuple[int, list[int]]]:
 
     backbone.forward_layers = counting
     return calls
+
+
+@pytest.fixture(scope="session")
+def digits_48() -> Any:
+    """48 images per split of scikit-learn's digits: a real, offline task for probe training tests."""
+    from aimbench.cards.registry import Registry
+    from aimbench.data import load_task
+
+    return load_task(Registry.load().task("digits"), limit=48)
+
+
+@pytest.fixture
+def micro_cls(tiny_cards: Path) -> Any:
+    """The 16 px, 3-block micro ViT with a cls token (random init), built fresh for each test."""
+    from aimbench.adapters import load_backbone
+    from aimbench.cards.registry import Registry
+
+    return load_backbone("micro-cls", registry=Registry.load([tiny_cards]))

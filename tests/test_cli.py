@@ -216,6 +216,7 @@ def test_eval_attentive_linear_and_knn_on_every_layer_set(tmp_path: Path, tiny_c
             "--layers", "all,avg:1-2", "--limit", "60", "--epochs", "2", "--cards", str(tiny_cards), "--results", str(results))  # fmt: skip
     proc = run_cli(*args, env={"AIMBENCH_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr
+    assert "attentive heads: 4 layer sets in 1 pass(es)" in proc.stdout
     for probe in ("attentive", "linear", "knn"):
         assert f"micro-cls|digits|{probe}|0 done" in proc.stdout
         assert f"{probe} probe, seed 0" in proc.stdout
@@ -260,3 +261,14 @@ def test_cached_attentive_probe_extracts_token_maps_once(tmp_path: Path, tiny_ca
     assert rerun.returncode == 0 and json.loads(path.read_text())["probe_config"]["feature_cache"]["extracted_blocks"] == 0
     bad = run_cli("eval", "-b", "micro-cls", "-t", "digits", "--data-mode", "offline", "--cards", str(tiny_cards), "--results", str(results))
     assert_one_line_error(bad, "unknown data mode 'offline'; one of online, cached")
+
+
+def test_online_linear_probe_through_the_cli(tmp_path: Path, tiny_cards: Path) -> None:
+    results = tmp_path / "results"
+    proc = run_cli("eval", "-b", "micro-cls", "-t", "digits", "--probe", "linear", "--data-mode", "online", "--limit", "60",
+                   "--epochs", "2", "--cards", str(tiny_cards), "--results", str(results))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    [path] = records(results)
+    config = json.loads(path.read_text())["probe_config"]
+    assert (config["data_mode"], config["augmentation"]) == ("online", "rrc_flip")
+    assert config["features"].startswith("online: pooled block outputs of augmented views")

@@ -39,6 +39,7 @@ from aimbench.probes.linear import train_linear_probes
 from aimbench.probes.memory import plan_passes
 from aimbench.probes.metrics import score_predictions
 from aimbench.probes.results import LayerResult, ProbeResult, summarise
+from aimbench.probes.views import online_probe_inputs
 from aimbench.provenance import environment, resolve_device
 from aimbench.store.records import new_record_header, record_path, write_record_atomic
 
@@ -82,10 +83,10 @@ class Context:
         return self.stage(f"{self.cell.backbone} · {self.cell.task} · {what}", total)
 
 
-def _probe_cached(ctx: Context) -> tuple[ProbeResult, dict[str, Any]]:
-    """Linear or kNN heads for every layer set x token kind x grid point, from cached pooled
-    features (one backbone pass per split, ever); linear training resumes from its checkpoint;
-    selection on val only."""
+def _probe_pooled(ctx: Context) -> tuple[ProbeResult, dict[str, Any]]:
+    """Linear or kNN heads for every layer set x token kind x grid point, on pooled features:
+    cached (one backbone pass per split, ever), or for online linear probes augmented train views
+    each step; linear training resumes from its checkpoint; selection on val only."""
     cell, backbone, task, splits, options = ctx.cell, ctx.backbone, ctx.task, ctx.splits, ctx.options
     sets = parse_layer_sets(cell.layers, backbone.depth, backbone.spec.windows)
     blocks = blocks_needed(sets)
@@ -105,11 +106,16 @@ def _probe_cached(ctx: Context) -> tuple[ProbeResult, dict[str, Any]]:
             backbone.device, on_source=lambda _: advance(1),
         )  # fmt: skip
     else:
+        online = None
+        if config.data_mode == "online":  # train on augmented views; eval-crop features give stats, val and test
+            config = dataclasses.replace(config, augmentation=config.augmentation or task.augmentation)
+            online = online_probe_inputs(backbone, splits.train, sets, config.augmentation, config.min_crop_scale,
+                                         cell.seed, config.batch_size, options.workers)  # fmt: skip
         advance = ctx.progress("linear heads", config.epochs)
         result = train_linear_probes(
             features["train"], features["val"], features["test"], sources, task.num_classes,
             config, cell.seed, task.metric, backbone.device, on_epoch=lambda _: advance(1),
-            checkpoint=Checkpointing(ctx.state_path, ctx.state_path.stem, options.checkpoint_every),
+            checkpoint=Checkpointing(ctx.state_path, ctx.state_path.stem, options.checkpoint_every), online=online,
         )  # fmt: skip
     return result, {**config.as_dict(), "feature_cache": cache}
 
@@ -213,7 +219,7 @@ def run_cell(cell: Cell, options: RunOptions, stage: StageCallback = _no_progres
     elif isinstance(cell.probe_config, AttentiveProbeConfig):
         result, probe_config = _probe_attentive(ctx)
     else:
-        result, probe_config = _probe_cached(ctx)
+        result, probe_config = _probe_pooled(ctx)
 
     spec = backbone.spec
     record = {

@@ -23,11 +23,9 @@ from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import InterpolationMode, v2
+from torch.utils.data import DataLoader
 
-from aimbench.adapters.base import Backbone, build_eval_transform
-from aimbench.cards.backbone_card import Preprocess
+from aimbench.adapters.base import Backbone
 from aimbench.data.images import LabelledImages, TransformedImages
 from aimbench.probes.attentive import AttentivePoolingHead
 from aimbench.probes.attentive_grid import AttentiveGrid, SetNorms, head_seed
@@ -37,45 +35,7 @@ from aimbench.probes.layer_sets import LayerSet, blocks_needed
 from aimbench.probes.metrics import score_predictions
 from aimbench.probes.results import HeadScore, LayerResult, ProbeResult, select_per_set, summarise
 from aimbench.probes.schedule import epoch_batches, warmup_cosine_schedule
-
-
-def train_transform(pre: Preprocess, augmentation: str, min_scale: float) -> v2.Compose:
-    """The training view at the eval size with the eval normalisation: ``rrc_flip`` is
-    RandomResizedCrop + horizontal flip; ``strong`` adds RandAugment (2 ops, magnitude 9) and
-    random erasing (p 0.25), the DeiT/MAE fine-tuning recipe; ``none`` is the eval crop."""
-    if augmentation == "none":
-        return build_eval_transform(pre)
-    interpolation = InterpolationMode(pre.interpolation)
-    crop = [v2.RandomResizedCrop(pre.image_size, scale=(min_scale, 1.0), interpolation=interpolation, antialias=True), v2.RandomHorizontalFlip()]
-    strong = augmentation == "strong"
-    return v2.Compose(
-        [
-            v2.Lambda(lambda image: image.convert("RGB")),
-            v2.PILToTensor(),
-            *crop,
-            *([v2.RandAugment(num_ops=2, magnitude=9, interpolation=interpolation)] if strong else []),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean=list(pre.mean), std=list(pre.std)),
-            *([v2.RandomErasing(p=0.25)] if strong else []),
-        ]
-    )
-
-
-class AugmentedViews(Dataset):
-    """Training images whose augmentation is seeded by (seed, epoch, position): reproducible with
-    any number of DataLoader workers and after a resume."""
-
-    def __init__(self, images: LabelledImages, transform: Callable, seed: int) -> None:
-        self.images, self.transform, self.seed, self.epoch = images, transform, seed, 0
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, position: int) -> tuple[torch.Tensor, int]:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + position)
-            view = self.transform(self.images.image(position))
-        return view, int(self.images.labels[position])
+from aimbench.probes.views import AugmentedViews, train_transform
 
 
 def set_tokens(backbone: Backbone, images: torch.Tensor, sets: Sequence[LayerSet]) -> torch.Tensor:

@@ -13,7 +13,12 @@ from typing import Any
 from aimbench.errors import UserError
 
 PROBE_KINDS = ("linear", "knn", "attentive", "official")  # official: released heads, one cell per head
-DATA_MODES = ("online", "cached")  # attentive: augmented views through the backbone each step, or cached eval-crop tokens
+DATA_MODES = ("online", "cached")  # augmented views through the backbone each step, or eval-crop features cached once
+
+
+def _check_data_mode(mode: str) -> None:
+    if mode not in DATA_MODES:
+        raise UserError(f"unknown data mode '{mode}'; one of {', '.join(DATA_MODES)}")
 
 
 def scaled_lr(lr: float, config: LinearProbeConfig | AttentiveProbeConfig) -> float:
@@ -44,14 +49,24 @@ class LinearProbeConfig:
     batch_size: int = 256
     base_batch_size: int = 256  # the batch the learning rates are meant for
     warmup_fraction: float = 0.05  # of all steps, linear from 0, then cosine to 0
+    data_mode: str = "cached"  # or "online": augmented views through the backbone each step
+    augmentation: str | None = None  # online only; None: the task card's (default rrc_flip)
+    min_crop_scale: float = 0.08
 
     kind = "linear"
+
+    def __post_init__(self) -> None:
+        _check_data_mode(self.data_mode)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             **_trained_grid(self),
-            "feature_norm": "batchnorm without affine, with train-set statistics",
-            "features": "cached fp16 pooled block outputs; a window is the mean of its blocks",
+            "feature_norm": "batchnorm without affine, with the eval-crop train set's statistics",
+            "features": (
+                "cached fp16 pooled block outputs"
+                if self.data_mode == "cached"
+                else "online: pooled block outputs of augmented views, backbone run each step"
+            ) + "; a window is the mean of its blocks",
             "selection": "per layer set: best val score over token kind x lr x wd; test scored for selected heads only",
         }
 
@@ -96,8 +111,7 @@ class AttentiveProbeConfig:
     kind = "attentive"
 
     def __post_init__(self) -> None:
-        if self.data_mode not in DATA_MODES:
-            raise UserError(f"unknown data mode '{self.data_mode}'; one of {', '.join(DATA_MODES)}")
+        _check_data_mode(self.data_mode)
 
     def as_dict(self) -> dict[str, Any]:
         return {

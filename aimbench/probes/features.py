@@ -48,6 +48,17 @@ def feature_sources(backbone: Backbone, layers: Sequence[int]) -> list[FeatureSo
     return [FeatureSource(layer, token) for layer in layers for token in backbone.spec.probe_tokens]
 
 
+def pool_batch(backbone: Backbone, images: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
+    """One forward: (B, len(layers) x poolings, D) float32, in the order of :func:`feature_sources`."""
+    pooled = []
+    with torch.inference_mode():
+        for out in backbone.forward_layers(images, layers):
+            for token in backbone.spec.probe_tokens:
+                pooled.append(out.patches.mean(dim=1) if token == PATCH_MEAN else out.prefix[:, 0])
+        stacked = torch.stack(pooled, dim=1).float()
+    return stacked.clone()  # a normal tensor, usable outside inference mode
+
+
 def extract_pooled(
     backbone: Backbone,
     images: LabelledImages,
@@ -64,15 +75,10 @@ def extract_pooled(
         num_workers=workers,
     )
     chunks = []
-    with torch.inference_mode():
-        for batch, _ in loader:
-            pooled = []
-            for out in backbone.forward_layers(batch, layers):
-                for token in backbone.spec.probe_tokens:
-                    pooled.append(out.patches.mean(dim=1) if token == PATCH_MEAN else out.prefix[:, 0])
-            chunks.append(torch.stack(pooled, dim=1).float().cpu())
-            if on_batch is not None:
-                on_batch(len(batch))
+    for batch, _ in loader:
+        chunks.append(pool_batch(backbone, batch, layers).cpu())
+        if on_batch is not None:
+            on_batch(len(batch))
     width = len(feature_sources(backbone, layers))
     features = torch.cat(chunks) if chunks else torch.empty(0, width, backbone.dim)
     return PooledFeatures(features, torch.as_tensor(images.labels, dtype=torch.int64))

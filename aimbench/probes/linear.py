@@ -18,7 +18,7 @@ Selection follows :mod:`aimbench.probes.results`: val only, ties to the first in
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -39,10 +39,11 @@ from aimbench.probes.schedule import epoch_order, warmup_cosine_schedule
 CHUNK = 4096  # evaluation batch
 
 
-def _standardise(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
+def _statistics(train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature train mean and std: the population form of a BatchNorm without affine."""
     mean = train.mean(dim=0, keepdim=True)
     std = train.std(dim=0, keepdim=True).clamp_min(1e-6) if len(train) > 1 else torch.ones_like(mean)
-    return [(x - mean) / std for x in (train, *others)]
+    return mean, std
 
 
 class _Heads:
@@ -82,9 +83,12 @@ def _predict_head(x: torch.Tensor, reads: tuple[int, ...], heads: _Heads, pair: 
     return logits.argmax(-1)
 
 
+Batches = Callable[[int, int], Iterator[tuple[torch.Tensor, torch.Tensor]]]  # (epoch, first step) -> (x, y) batches
+
+
 def _fit(
-    x: torch.Tensor,
-    y: torch.Tensor,
+    batches_of: Batches,
+    n: int,
     pair_index: torch.Tensor,
     grid: Sequence[_Heads],
     optimizer: torch.optim.Optimizer,
@@ -94,7 +98,7 @@ def _fit(
     on_epoch: Callable[[int], None] | None,
 ) -> None:
     """Train every head; resumable from ``checkpoint`` (heads, optimizer, schedule, data position)."""
-    n, classes = len(x), grid[0].w1.shape[-1]
+    classes = grid[0].w1.shape[-1]
     batches = math.ceil(n / config.batch_size)
     schedule = warmup_cosine_schedule(optimizer, config.epochs, batches, config.warmup_fraction)
     params = [p for heads in grid for p in (heads.w1, heads.b1, heads.w2, heads.b2)]
@@ -111,14 +115,12 @@ def _fit(
     while epoch < config.epochs:
         # zero init and a data order that depends only on (seed, epoch): every head trains exactly
         # as it would alone, whatever else is in the grid, and a resumed run sees the same batches
-        order = epoch_order(n, seed, epoch).to(x.device)
-        for start in range(step * config.batch_size, n, config.batch_size):
-            idx = order[start : start + config.batch_size]
-            logits = _logits(x[idx], pair_index, grid)
+        for x, y in batches_of(epoch, step):
+            logits = _logits(x, pair_index, grid)
             heads = logits.shape[1] * logits.shape[2]
-            loss = F.cross_entropy(logits.reshape(-1, classes), y[idx].repeat_interleave(heads), reduction="sum")
+            loss = F.cross_entropy(logits.reshape(-1, classes), y.repeat_interleave(heads), reduction="sum")
             optimizer.zero_grad(set_to_none=True)
-            (loss / len(idx)).backward()
+            (loss / len(y)).backward()
             optimizer.step()
             schedule.step()
             step, done = step + 1, done + 1
@@ -145,9 +147,14 @@ def train_linear_probes(
     device: torch.device | str = "cpu",
     on_epoch: Callable[[int], None] | None = None,
     checkpoint: Checkpointing | None = None,
+    online: Batches | None = None,
 ) -> ProbeResult:
+    """Train and select every head. ``train`` holds the eval-crop train features; in online mode
+    (``online`` yields raw (x, y) training batches of augmented views for (epoch, first step))
+    they only provide the standardisation statistics, so training and evaluation share one."""
     device = torch.device(device)
-    x_train, x_val, x_test = (t.to(device) for t in _standardise(train.features, val.features, test.features))
+    mean, std = (t.to(device) for t in _statistics(train.features))
+    x_train, x_val, x_test = ((t - mean) / std for t in (train.features.to(device), val.features.to(device), test.features.to(device)))
     y_train = train.labels.to(device)
     n, s, d = x_train.shape
     columns = head_inputs(sources)
@@ -163,7 +170,18 @@ def train_linear_probes(
         groups.append({"params": [heads.w1, heads.w2], "lr": lr, "weight_decay": wd})
         groups.append({"params": [heads.b1, heads.b2], "lr": lr, "weight_decay": 0.0})  # no decay on biases
     optimizer = torch.optim.AdamW(groups)
-    _fit(x_train, y_train, pair_index, grid, optimizer, config, seed, checkpoint, on_epoch)
+
+    def cached_batches(epoch: int, step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = epoch_order(n, seed, epoch).to(device)
+        for start in range(step * config.batch_size, n, config.batch_size):
+            idx = order[start : start + config.batch_size]
+            yield x_train[idx], y_train[idx]
+
+    def online_batches(epoch: int, step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y in online(epoch, step):
+            yield (x.to(device) - mean) / std, y.to(device)
+
+    _fit(cached_batches if online is None else online_batches, n, pair_index, grid, optimizer, config, seed, checkpoint, on_epoch)
 
     # logits column of each head: singles at their source index, pairs after all singles
     pair_number = iter(range(s, s + len(pair_index)))

@@ -114,5 +114,8 @@ def layer_table(record: dict[str, Any]) -> Table:
         f"(train {record['n_train']} / val {record['n_val']} / test {record['n_test']})"
     )
     notes = [f"weights {record['weights_id']} sha256:{record['weights_sha256'][:12]}; {record['wall_time_s']:.1f} s"]
+    plan = (record.get("probe_config") or {}).get("memory_plan")
+    if plan:
+        notes.append(f"attentive heads: {plan}")
     metric = record["metric"]
     return Table(title, ["layer set", "token", "selected", f"val {metric}", f"test {metric}", ""], rows, notes)

@@ -1,4 +1,4 @@
-"""Online attentive-probe training: one backbone forward per image per epoch for the whole grid,
+"""Online attentive-probe training: one micro_cls forward per image per epoch for the whole grid,
 a grid head equals the head trained alone, kill-and-resume equals an uninterrupted run, and the
 test split never influences selection."""
 
@@ -11,61 +11,46 @@ import pytest
 import torch
 from conftest import count_forwards
 
-from aimbench.adapters import load_backbone
 from aimbench.adapters.base import Backbone
-from aimbench.cards.registry import Registry
-from aimbench.data import TaskSplits, load_task
+from aimbench.data import TaskSplits
 from aimbench.data.images import LabelledImages
 from aimbench.probes.attentive_training import (
     AttentiveTrainer,
-    AugmentedViews,
     CachedTokens,
     fit,
     train_attentive_probes,
-    train_transform,
 )
 from aimbench.probes.checkpoint import Checkpointing
 from aimbench.probes.config import AttentiveProbeConfig
 from aimbench.probes.feature_cache import Extraction, SplitKey, cached_tokens
 from aimbench.probes.layer_sets import parse_layer_sets
-from aimbench.probes.schedule import epoch_batches
 
 CONFIG = AttentiveProbeConfig(learning_rates=(1e-3, 1e-2), weight_decays=(0.0, 0.1), epochs=2, batch_size=16)
 
 
-@pytest.fixture(scope="module")
-def splits() -> TaskSplits:
-    return load_task(Registry.load().task("digits"), limit=48)
+def _run(micro_cls: Backbone, digits_48: TaskSplits, layers: str = "all,avg:1-2", config: AttentiveProbeConfig = CONFIG, **kw):  # type: ignore[no-untyped-def]
+    sets = parse_layer_sets(layers, micro_cls.depth)
+    return train_attentive_probes(micro_cls, digits_48.train, digits_48.val, digits_48.test, sets, 10, config, seed=0, **kw)
 
 
-@pytest.fixture
-def backbone(tiny_cards: Path) -> Backbone:
-    return load_backbone("micro-cls", registry=Registry.load([tiny_cards]))
-
-
-def _run(backbone: Backbone, splits: TaskSplits, layers: str = "all,avg:1-2", config: AttentiveProbeConfig = CONFIG, **kw):  # type: ignore[no-untyped-def]
-    sets = parse_layer_sets(layers, backbone.depth)
-    return train_attentive_probes(backbone, splits.train, splits.val, splits.test, sets, 10, config, seed=0, **kw)
-
-
-def test_one_backbone_forward_per_training_batch_serves_every_head(backbone: Backbone, splits: TaskSplits) -> None:
-    calls = count_forwards(backbone)
-    result = _run(backbone, splits, eval_batch_size=48)
+def test_one_backbone_forward_per_training_batch_serves_every_head(micro_cls: Backbone, digits_48: TaskSplits) -> None:
+    calls = count_forwards(micro_cls)
+    result = _run(micro_cls, digits_48, eval_batch_size=48)
     train_calls = calls[: CONFIG.epochs * 3]  # 48 images / batch 16 = 3 batches per epoch
     assert [n for n, _ in train_calls] == [16] * 6 and all(layers == [0, 1, 2] for _, layers in train_calls)
-    assert sum(n for n, _ in train_calls) == CONFIG.epochs * len(splits.train)  # one forward per image per epoch
+    assert sum(n for n, _ in train_calls) == CONFIG.epochs * len(digits_48.train)  # one forward per image per epoch
     assert len(calls) == 6 + 1 + 1  # + one val pass for all heads, one test pass for the selected heads
     assert len(result.heads) == 4 * 2 * 2  # 4 layer sets x 2 lrs x 2 wds
     assert [r.layer_set for r in result.layers] == ["0", "1", "2", "avg:1-2"]
     assert result.last.layer_set == "2" and all(r.token == "attentive" for r in result.layers)
 
 
-def test_a_grid_head_scores_as_the_same_head_trained_alone(backbone: Backbone, splits: TaskSplits) -> None:
-    together = {(h.layer_set, h.hparams["lr"], h.hparams["weight_decay"]): h.val_score for h in _run(backbone, splits).heads}
+def test_a_grid_head_scores_as_the_same_head_trained_alone(micro_cls: Backbone, digits_48: TaskSplits) -> None:
+    together = {(h.layer_set, h.hparams["lr"], h.hparams["weight_decay"]): h.val_score for h in _run(micro_cls, digits_48).heads}
     alone_config = replace(CONFIG, learning_rates=(1e-2,), weight_decays=(0.1,))
-    alone = _run(backbone, splits, layers="avg:1-2", config=alone_config)
+    alone = _run(micro_cls, digits_48, layers="avg:1-2", config=alone_config)
     assert alone.heads[0].val_score == together[("avg:1-2", 1e-2, 0.1)]
-    assert alone.layers[0].test_score == pytest.approx(_run(backbone, splits, layers="avg:1-2", config=alone_config).layers[0].test_score)
+    assert alone.layers[0].test_score == pytest.approx(_run(micro_cls, digits_48, layers="avg:1-2", config=alone_config).layers[0].test_score)
 
 
 def _weights(trainer: AttentiveTrainer) -> list[torch.Tensor]:
@@ -74,10 +59,10 @@ def _weights(trainer: AttentiveTrainer) -> list[torch.Tensor]:
     ]
 
 
-def test_kill_and_resume_gives_bit_identical_heads(backbone: Backbone, splits: TaskSplits, tmp_path: Path) -> None:
-    sets = parse_layer_sets("all,avg:1-2", backbone.depth)
-    whole = AttentiveTrainer(backbone, sets, 10, CONFIG, seed=0)
-    fit(whole, splits.train)
+def test_kill_and_resume_gives_bit_identical_heads(micro_cls: Backbone, digits_48: TaskSplits, tmp_path: Path) -> None:
+    sets = parse_layer_sets("all,avg:1-2", micro_cls.depth)
+    whole = AttentiveTrainer(micro_cls, sets, 10, CONFIG, seed=0)
+    fit(whole, digits_48.train)
     state = tmp_path / "state" / "cell.pt"
 
     def kill_at_four(done: int) -> None:
@@ -85,17 +70,17 @@ def test_kill_and_resume_gives_bit_identical_heads(backbone: Backbone, splits: T
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fit(AttentiveTrainer(backbone, sets, 10, CONFIG, seed=0), splits.train, Checkpointing(state, "cell", every=1), on_step=kill_at_four)
-    resumed = AttentiveTrainer(backbone, sets, 10, CONFIG, seed=0)
-    fit(resumed, splits.train, Checkpointing(state, "cell", every=1))
+        fit(AttentiveTrainer(micro_cls, sets, 10, CONFIG, seed=0), digits_48.train, Checkpointing(state, "cell", every=1), on_step=kill_at_four)
+    resumed = AttentiveTrainer(micro_cls, sets, 10, CONFIG, seed=0)
+    fit(resumed, digits_48.train, Checkpointing(state, "cell", every=1))
     assert (resumed.epoch, resumed.step) == (CONFIG.epochs, 0)
     for a, b in zip(_weights(whole), _weights(resumed)):
         assert torch.equal(a, b)
-    assert not torch.equal(_weights(whole)[2], _weights(AttentiveTrainer(backbone, sets, 10, CONFIG, seed=0))[2])  # it trained
+    assert not torch.equal(_weights(whole)[2], _weights(AttentiveTrainer(micro_cls, sets, 10, CONFIG, seed=0))[2])  # it trained
 
 
-def test_kill_and_resume_matches_an_uninterrupted_run(backbone: Backbone, splits: TaskSplits, tmp_path: Path) -> None:
-    uninterrupted = _run(backbone, splits)
+def test_kill_and_resume_matches_an_uninterrupted_run(micro_cls: Backbone, digits_48: TaskSplits, tmp_path: Path) -> None:
+    uninterrupted = _run(micro_cls, digits_48)
     state = tmp_path / "state" / "cell.pt"
 
     def kill_at_four(done: int) -> None:
@@ -103,59 +88,38 @@ def test_kill_and_resume_matches_an_uninterrupted_run(backbone: Backbone, splits
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _run(backbone, splits, checkpoint=Checkpointing(state, "cell", every=1), on_step=kill_at_four)
+        _run(micro_cls, digits_48, checkpoint=Checkpointing(state, "cell", every=1), on_step=kill_at_four)
     assert state.is_file() and not list(state.parent.glob(".*.part"))
     steps: list[int] = []
-    resumed = _run(backbone, splits, checkpoint=Checkpointing(state, "cell", every=1), on_step=steps.append)
+    resumed = _run(micro_cls, digits_48, checkpoint=Checkpointing(state, "cell", every=1), on_step=steps.append)
     assert steps == [5, 6]  # only the remaining steps ran
     assert resumed == uninterrupted
     # a state saved for another configuration is never applied
-    other = _run(backbone, splits, checkpoint=Checkpointing(state, "another-cell", every=1), on_step=steps.append)
+    other = _run(micro_cls, digits_48, checkpoint=Checkpointing(state, "another-cell", every=1), on_step=steps.append)
     assert other == uninterrupted and steps[2:] == [1, 2, 3, 4, 5, 6]
 
 
-def test_test_labels_never_change_selection(backbone: Backbone, splits: TaskSplits) -> None:
-    clean = _run(backbone, splits)
-    labels = splits.test.labels
-    shuffled = LabelledImages(splits.test.get_image, labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(1)).numpy()], splits.test.indices)
-    corrupted = _run(backbone, replace(splits, test=shuffled))
+def test_test_labels_never_change_selection(micro_cls: Backbone, digits_48: TaskSplits) -> None:
+    clean = _run(micro_cls, digits_48)
+    labels = digits_48.test.labels
+    shuffled = LabelledImages(digits_48.test.get_image, labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(1)).numpy()], digits_48.test.indices)
+    corrupted = _run(micro_cls, replace(digits_48, test=shuffled))
     assert corrupted.heads == clean.heads
     assert [(r.layer_set, r.hparams, r.val_score) for r in corrupted.layers] == [(r.layer_set, r.hparams, r.val_score) for r in clean.layers]
 
 
-def test_views_are_seeded_by_epoch_and_position(splits: TaskSplits, backbone: Backbone) -> None:
-    transform = train_transform(backbone.preprocess, "rrc_flip", 0.08)
-    views = AugmentedViews(splits.train, transform, seed=0)
-    first = views[3][0]
-    assert torch.equal(views[3][0], first)  # same (epoch, position): same view, whatever ran before
-    views.epoch = 1
-    assert not torch.equal(views[3][0], first)
-    assert epoch_batches(10, 4, 0, 0) == epoch_batches(10, 4, 0, 0) != epoch_batches(10, 4, 0, 1)
-    assert sorted(i for b in epoch_batches(10, 4, 0, 0) for i in b) == list(range(10))
-
-
-def test_strong_augmentation_adds_randaugment_and_erasing(splits: TaskSplits, backbone: Backbone) -> None:
-    pre = backbone.preprocess
-    light, strong = (AugmentedViews(splits.train, train_transform(pre, name, 0.08), seed=0) for name in ("rrc_flip", "strong"))
-    names = [type(t).__name__ for t in train_transform(pre, "strong", 0.08).transforms]
-    assert "RandAugment" in names and names[-1] == "RandomErasing"
-    assert strong[0][0].shape == light[0][0].shape == (3, pre.image_size, pre.image_size)
-    assert any(not torch.equal(strong[i][0], light[i][0]) for i in range(5))
-    assert torch.equal(train_transform(pre, "none", 0.08)(splits.train.image(0)), backbone.transform()(splits.train.image(0)))
-
-
-def test_cached_mode_trains_and_scores_from_token_maps_without_the_backbone(backbone: Backbone, splits: TaskSplits, tmp_path: Path) -> None:
-    sets = parse_layer_sets("all,avg:1-2", backbone.depth)
+def test_cached_mode_trains_and_scores_from_token_maps_without_the_backbone(micro_cls: Backbone, digits_48: TaskSplits, tmp_path: Path) -> None:
+    sets = parse_layer_sets("all,avg:1-2", micro_cls.depth)
     maps = tuple(
-        CachedTokens(cached_tokens(backbone, images, [0, 1, 2], SplitKey(name, splits.source, splits.revision), Extraction(tmp_path))[0])
-        for name, images in (("train", splits.train), ("val", splits.val), ("test", splits.test))
+        CachedTokens(cached_tokens(micro_cls, images, [0, 1, 2], SplitKey(name, digits_48.source, digits_48.revision), Extraction(tmp_path))[0])
+        for name, images in (("train", digits_48.train), ("val", digits_48.val), ("test", digits_48.test))
     )
-    calls = count_forwards(backbone)
+    calls = count_forwards(micro_cls)
     config = replace(CONFIG, data_mode="cached")
-    result = train_attentive_probes(backbone, splits.train, splits.val, splits.test, sets, 10, config, seed=0, cached=maps)
+    result = train_attentive_probes(micro_cls, digits_48.train, digits_48.val, digits_48.test, sets, 10, config, seed=0, cached=maps)
     assert calls == []  # every epoch and both evaluations read the cache
     assert len(result.heads) == 16 and [r.layer_set for r in result.layers] == ["0", "1", "2", "avg:1-2"]
-    again = train_attentive_probes(backbone, splits.train, splits.val, splits.test, sets, 10, config, seed=0, cached=maps)
+    again = train_attentive_probes(micro_cls, digits_48.train, digits_48.val, digits_48.test, sets, 10, config, seed=0, cached=maps)
     assert again == result
     # a window's tokens are the mean of its blocks' cached maps
     window = maps[0].set_tokens([0, 5], [sets[-1]], torch.device("cpu"))[0]

@@ -4,20 +4,24 @@ concatenated heads."""
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from conftest import count_forwards
 
 from aimbench.cards.backbone_card import CLS, CONCAT, PATCH_MEAN
 from aimbench.probes import linear
 from aimbench.probes.checkpoint import Checkpointing
 from aimbench.probes.config import LinearProbeConfig
-from aimbench.probes.features import PooledFeatures, ProbeSource
-from aimbench.probes.layer_sets import LayerSet
+from aimbench.probes.features import PooledFeatures, ProbeSource, extract_pooled, feature_sources, probe_inputs
+from aimbench.probes.layer_sets import LayerSet, blocks_needed, parse_layer_sets
 from aimbench.probes.linear import train_linear_probes
 from aimbench.probes.results import HeadScore, LayerResult, ProbeResult
 from aimbench.probes.schedule import warmup_cosine
+from aimbench.probes.views import online_probe_inputs
 
 N_CLASSES = 3
 DIM = 8
@@ -363,3 +367,28 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
                                   checkpoint=Checkpointing(state, "cell"))  # fmt: skip
     assert epochs == [2, 3]  # only the rest ran
     assert resumed == whole
+
+
+def test_online_linear_probe_trains_on_views_resumes_and_ignores_test_labels(micro_cls: Any, digits_48: Any, tmp_path: Path) -> None:
+    backbone, splits = micro_cls, digits_48
+    sets = parse_layer_sets("all", backbone.depth)
+    blocks = blocks_needed(sets)
+    cached = [probe_inputs(extract_pooled(backbone, s, blocks), feature_sources(backbone, blocks), sets) for s in (splits.train, splits.val, splits.test)]
+    (train, sources), (val, _), (test, _) = cached
+    config = LinearProbeConfig(learning_rates=(1e-2, 1e-1), weight_decays=(0.0,), epochs=2, batch_size=16, data_mode="online")
+    online = online_probe_inputs(backbone, splits.train, sets, "rrc_flip", 0.08, seed=0, batch_size=16)
+
+    calls = count_forwards(backbone)
+    whole = train_linear_probes(train, val, test, sources, 10, config, seed=0, online=online)
+    assert sum(n for n, _ in calls) == 2 * len(splits.train)  # one forward per training image per epoch
+    cached_result = train_linear_probes(train, val, test, sources, 10, replace(config, data_mode="cached"), seed=0)
+    assert [h.val_score for h in cached_result.heads] != [h.val_score for h in whole.heads]  # the views matter
+
+    state = tmp_path / "online.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train_linear_probes(train, val, test, sources, 10, config, seed=0, online=online, checkpoint=_KilledAfterSaving(state, 4))
+    resumed = train_linear_probes(train, val, test, sources, 10, config, seed=0, online=online, checkpoint=Checkpointing(state, "cell"))
+    assert resumed == whole
+    shuffled = PooledFeatures(test.features, test.labels[torch.randperm(len(test.labels), generator=torch.Generator().manual_seed(0))])
+    corrupted = train_linear_probes(train, val, shuffled, sources, 10, config, seed=0, online=online)
+    assert corrupted.heads == whole.heads and _selection(corrupted) == _selection(whole)
