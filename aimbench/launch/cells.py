@@ -113,9 +113,9 @@ def plan_cells(
     specs, task_specs = _resolve(registry, backbones, tasks, weights, limit)
     for spec in specs:
         parse_layer_sets(layers, spec.depth, spec.windows)  # fail now, not after loading data
-    configs = {kind: (probe_configs or {}).get(kind) or default_config(kind) for kind in kinds}
+    configs = probe_configs or {}
     return [
-        Cell(spec.name, task.name, kind, seed, layers, limit, weights, configs[kind], dtype)
+        Cell(spec.name, task.name, kind, seed, layers, limit, weights, configs.get(kind), dtype)
         for spec in specs
         for task in task_specs
         for kind in kinds

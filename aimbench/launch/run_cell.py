@@ -30,7 +30,7 @@ from aimbench.launch.cells import OFFICIAL, Cell
 from aimbench.probes.attentive import head_from_state_dict
 from aimbench.probes.attentive_training import CachedTokens, head_predictions, train_attentive_probes
 from aimbench.probes.checkpoint import Checkpointing, drop_state
-from aimbench.probes.config import AttentiveProbeConfig, KnnProbeConfig
+from aimbench.probes.config import AttentiveProbeConfig, KnnProbeConfig, grid_points
 from aimbench.probes.feature_cache import Extraction, SplitKey, cached_pooled, cached_tokens
 from aimbench.probes.features import feature_sources, head_inputs, probe_inputs
 from aimbench.probes.knn import knn_probes
@@ -149,7 +149,7 @@ def _probe_attentive(ctx: Context) -> tuple[ProbeResult, dict[str, Any]]:
     if config.augmentation is None:  # the task card's choice (none for cached tokens), written into the record
         config = dataclasses.replace(config, augmentation="none" if config.data_mode == "cached" else ctx.task.augmentation)
     sets = parse_layer_sets(cell.layers, backbone.depth, backbone.spec.windows)
-    grid = len(config.learning_rates) * len(config.weight_decays)
+    grid = len(grid_points(config))
     plan = plan_passes(sets, backbone.dim, backbone.patch_tokens(), ctx.task.num_classes, grid, config.batch_size,
                        _memory_budget(ctx.options, backbone.device), config.micro_batch, backbone.heads)  # fmt: skip
     cached, cache = None, {}

@@ -19,7 +19,7 @@ exported as a standalone ``AttentivePoolingHead`` and only those score the test 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,20 +30,23 @@ from aimbench.data.images import LabelledImages, TransformedImages
 from aimbench.probes.attentive import AttentivePoolingHead
 from aimbench.probes.attentive_grid import AttentiveGrid, SetNorms, head_seed
 from aimbench.probes.checkpoint import Checkpointing
-from aimbench.probes.config import AttentiveProbeConfig, scaled_lr
+from aimbench.probes.config import AttentiveProbeConfig, grid_points
 from aimbench.probes.layer_sets import LayerSet, blocks_needed
 from aimbench.probes.metrics import score_predictions
 from aimbench.probes.results import HeadScore, LayerResult, ProbeResult, select_per_set, summarise
-from aimbench.probes.schedule import epoch_batches, warmup_cosine_schedule
+from aimbench.probes.schedule import epoch_batches, grid_optimizer, warmup_cosine_schedule
 from aimbench.probes.views import AugmentedViews, train_transform
+
+
+def _window_means(by_block: Mapping[int, torch.Tensor], sets: Sequence[LayerSet]) -> torch.Tensor:
+    """(L, B, N, D) float32: each layer set's mean of its blocks' patch tokens."""
+    return torch.stack([torch.stack([by_block[b] for b in s.blocks]).float().mean(dim=0) for s in sets])
 
 
 def set_tokens(backbone: Backbone, images: torch.Tensor, sets: Sequence[LayerSet]) -> torch.Tensor:
     """Patch tokens of every layer set, (L, B, N, D) float32, from ONE backbone forward."""
-    blocks = blocks_needed(sets)
     with torch.inference_mode():
-        out = {o.layer: o.patches for o in backbone.forward_layers(images, blocks)}
-        tokens = torch.stack([torch.stack([out[b] for b in s.blocks]).float().mean(dim=0) for s in sets])
+        tokens = _window_means({o.layer: o.patches for o in backbone.forward_layers(images, blocks_needed(sets))}, sets)
     return tokens.clone()  # a normal tensor, usable by autograd (inference tensors are not)
 
 
@@ -56,7 +59,7 @@ class CachedTokens:
 
     def set_tokens(self, positions: Sequence[int], sets: Sequence[LayerSet], device: torch.device) -> torch.Tensor:
         index = torch.as_tensor(list(positions), dtype=torch.long)
-        return torch.stack([torch.stack([self.blocks[b][index] for b in s.blocks]).float().mean(dim=0) for s in sets]).to(device)
+        return _window_means({block: self.blocks[block][index] for block in blocks_needed(sets)}, sets).to(device)
 
 
 def eval_tokens(
@@ -83,19 +86,14 @@ class AttentiveTrainer:
 
     def __init__(self, backbone: Backbone, sets: Sequence[LayerSet], num_classes: int, config: AttentiveProbeConfig, seed: int) -> None:
         self.backbone, self.sets, self.config, self.seed = backbone, list(sets), config, seed
-        self.points = [(lr, wd) for lr in config.learning_rates for wd in config.weight_decays]
+        self.points = grid_points(config)
         device, dim = backbone.device, backbone.dim
         self.grids = [
             AttentiveGrid([head_seed(seed, s.name, lr, wd) for s in self.sets], dim, num_classes, backbone.heads).to(device)
             for lr, wd in self.points
         ]
         self.norms = SetNorms(len(self.sets), dim).to(device)
-        groups = []
-        for grid, (lr, wd) in zip(self.grids, self.points):
-            lr = scaled_lr(lr, config)
-            groups.append({"params": grid.decay_parameters(), "lr": lr, "weight_decay": wd})
-            groups.append({"params": [grid.bias], "lr": lr, "weight_decay": 0.0})  # no decay on biases
-        self.optimizer = torch.optim.AdamW(groups)
+        self.optimizer = grid_optimizer(config, [(grid.decay_parameters(), [grid.bias]) for grid in self.grids])
         self.epoch, self.step = 0, 0  # the data position: next epoch, next batch within it
 
     def head_logits(self, normed: torch.Tensor) -> torch.Tensor:
@@ -189,16 +187,17 @@ def fit(
     saved = checkpoint.load() if checkpoint is not None else None
     if saved is not None:
         trainer.restore(saved, scheduler)
-    augmentation = config.augmentation or "rrc_flip"
-    views = AugmentedViews(train, train_transform(backbone.preprocess, augmentation, config.min_crop_scale), seed)
+    if cached is None:
+        transform = train_transform(backbone.preprocess, config.augmentation or "rrc_flip", config.min_crop_scale)
+        views = AugmentedViews(train, transform, seed)
     done = trainer.epoch * batches_per_epoch + trainer.step
     trainer.norms.train()
     while trainer.epoch < config.epochs:
-        views.epoch = trainer.epoch
         batches = epoch_batches(len(train), config.batch_size, seed, trainer.epoch)[trainer.step :]
         if cached is not None:
             steps = ((cached.set_tokens(idx, trainer.sets, backbone.device), torch.as_tensor(train.labels[idx])) for idx in batches)
         else:
+            views.epoch = trainer.epoch
             loader = DataLoader(views, batch_sampler=batches, num_workers=workers)
             steps = ((set_tokens(backbone, images, trainer.sets), labels) for images, labels in loader)
         for tokens, labels in steps:
@@ -232,15 +231,14 @@ def evaluate(
         HeadScore(trainer.sets[l].name, "attentive", {"lr": trainer.points[g][0], "weight_decay": trainer.points[g][1]}, float(score))
         for (g, l), score in zip(order, val_scores)
     ]
-    chosen = [order[i] for i in select_per_set(heads_out, trainer.sets)]
-    selected = [trainer.grids[g].head(l, trainer.norms.norms[l]) for g, l in chosen]
-    test_pred = head_predictions(backbone, selected, [trainer.sets[l] for _, l in chosen], test, batch_size, workers, cached=test_cached)
+    chosen = select_per_set(heads_out, trainer.sets)  # one head index per layer set, in set order
+    selected = [trainer.grids[order[i][0]].head(l, trainer.norms.norms[l]) for l, i in enumerate(chosen)]
+    test_pred = head_predictions(backbone, selected, trainer.sets, test, batch_size, workers, cached=test_cached)
     test_scores = score_predictions(test_pred, torch.as_tensor(test.labels), metric, num_classes)
-    layers = []
-    for (g, l), test_score in zip(chosen, test_scores):
-        head = heads_out[order.index((g, l))]
-        layer_set = trainer.sets[l]
-        layers.append(LayerResult(layer_set.name, layer_set.blocks, "attentive", head.hparams, head.val_score, float(test_score)))
+    layers = [
+        LayerResult(s.name, s.blocks, "attentive", heads_out[i].hparams, heads_out[i].val_score, float(score))
+        for s, i, score in zip(trainer.sets, chosen, test_scores)
+    ]
     return summarise(heads_out, layers)
 
 

@@ -25,6 +25,11 @@ def scaled_lr(lr: float, config: LinearProbeConfig | AttentiveProbeConfig) -> fl
     return lr * config.batch_size / config.base_batch_size
 
 
+def grid_points(config: LinearProbeConfig | AttentiveProbeConfig) -> list[tuple[float, float]]:
+    """Every (learning rate, weight decay) of a trained probe's grid, lr-major: the order heads are listed in."""
+    return [(lr, wd) for lr in config.learning_rates for wd in config.weight_decays]
+
+
 def _trained_grid(config: LinearProbeConfig | AttentiveProbeConfig) -> dict[str, Any]:
     """What every trained probe's record says about its grid, batch and optimisation."""
     return {

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from aimbench.probes.checkpoint import Checkpointing
-from aimbench.probes.config import LinearProbeConfig, scaled_lr
+from aimbench.probes.config import LinearProbeConfig, grid_points
 from aimbench.probes.features import PooledFeatures, ProbeSource, head_inputs
 from aimbench.probes.metrics import score_predictions
 from aimbench.probes.results import (
@@ -34,7 +34,7 @@ from aimbench.probes.results import (
     select_per_set,
     summarise,
 )
-from aimbench.probes.schedule import epoch_order, warmup_cosine_schedule
+from aimbench.probes.schedule import epoch_order, grid_optimizer, warmup_cosine_schedule
 
 CHUNK = 4096  # evaluation batch
 
@@ -93,7 +93,6 @@ def _fit(
     grid: Sequence[_Heads],
     optimizer: torch.optim.Optimizer,
     config: LinearProbeConfig,
-    seed: int,
     checkpoint: Checkpointing | None,
     on_epoch: Callable[[int], None] | None,
 ) -> None:
@@ -113,8 +112,8 @@ def _fit(
         epoch, step = saved["epoch"], saved["step"]
     done = epoch * batches + step
     while epoch < config.epochs:
-        # zero init and a data order that depends only on (seed, epoch): every head trains exactly
-        # as it would alone, whatever else is in the grid, and a resumed run sees the same batches
+        # batches_of draws an order that depends only on (seed, epoch): with zero init every head
+        # trains exactly as it would alone, and a resumed run sees the same batches
         for x, y in batches_of(epoch, step):
             logits = _logits(x, pair_index, grid)
             heads = logits.shape[1] * logits.shape[2]
@@ -162,14 +161,9 @@ def train_linear_probes(
     pair_index = torch.tensor([c[2] for c in columns if len(c[2]) == 2], dtype=torch.long, device=device).reshape(-1, 2)
     assert [c[2][0] for c in singles] == list(range(s)), "every source is read by exactly one single head"
 
-    points = [(lr, wd) for lr in config.learning_rates for wd in config.weight_decays]
+    points = grid_points(config)
     grid = [_Heads(s, len(pair_index), d, num_classes, device) for _ in points]
-    groups = []
-    for heads, (lr, wd) in zip(grid, points):
-        lr = scaled_lr(lr, config)
-        groups.append({"params": [heads.w1, heads.w2], "lr": lr, "weight_decay": wd})
-        groups.append({"params": [heads.b1, heads.b2], "lr": lr, "weight_decay": 0.0})  # no decay on biases
-    optimizer = torch.optim.AdamW(groups)
+    optimizer = grid_optimizer(config, [([heads.w1, heads.w2], [heads.b1, heads.b2]) for heads in grid])
 
     def cached_batches(epoch: int, step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = epoch_order(n, seed, epoch).to(device)
@@ -181,7 +175,7 @@ def train_linear_probes(
         for x, y in online(epoch, step):
             yield (x.to(device) - mean) / std, y.to(device)
 
-    _fit(cached_batches if online is None else online_batches, n, pair_index, grid, optimizer, config, seed, checkpoint, on_epoch)
+    _fit(cached_batches if online is None else online_batches, n, pair_index, grid, optimizer, config, checkpoint, on_epoch)
 
     # logits column of each head: singles at their source index, pairs after all singles
     pair_number = iter(range(s, s + len(pair_index)))

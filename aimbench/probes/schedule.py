@@ -8,8 +8,23 @@ the batches an uninterrupted one would, without saving any generator state."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
+
+from aimbench.probes.config import AttentiveProbeConfig, LinearProbeConfig, grid_points, scaled_lr
+
+
+def grid_optimizer(
+    config: LinearProbeConfig | AttentiveProbeConfig, heads: Sequence[tuple[list[torch.Tensor], list[torch.Tensor]]]
+) -> torch.optim.AdamW:
+    """AdamW with one pair of parameter groups per grid point: ``heads[i]`` holds the (decayed,
+    not decayed) parameters of grid point i, whose lr is scaled from the config's base batch."""
+    groups = []
+    for (decay, no_decay), (lr, wd) in zip(heads, grid_points(config), strict=True):
+        groups.append({"params": decay, "lr": scaled_lr(lr, config), "weight_decay": wd})
+        groups.append({"params": no_decay, "lr": scaled_lr(lr, config), "weight_decay": 0.0})  # biases
+    return torch.optim.AdamW(groups)
 
 
 def warmup_cosine(step: int, warmup: int, total: int) -> float:
