@@ -1,7 +1,7 @@
 """Where cards are found and how names resolve.
 
 Built-in cards ship inside the wheel (``aimbench/_cards``); in a source checkout they are read
-from the repository's ``backbones/`` and ``tasks/``. Users add card directories (each holding
+from the repository's ``backbones/``, ``tasks/`` and ``tasks/suites/``. Users add card directories (each holding
 ``backbones/`` and/or ``tasks/``) with ``--cards DIR`` or ``AIMBENCH_CARDS`` (path-separated);
 a user card may shadow a built-in name, and the record keeps the card path either way.
 """
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aimbench.cards.backbone_card import BackboneSpec, parse_backbone_card
+from aimbench.cards.suite_card import SuiteSpec, parse_suite_card
 from aimbench.cards.task_card import TaskSpec, parse_task_card
 from aimbench.errors import CardError, UserError, unknown_name
 
@@ -58,15 +59,17 @@ def read_toml(path: Path) -> dict:
 
 @dataclass
 class Registry:
-    """All known backbone variants and tasks, by name."""
+    """All known backbone variants, tasks and suites, by name."""
 
     backbones: dict[str, BackboneSpec]
     tasks: dict[str, TaskSpec]
+    suite_specs: dict[str, SuiteSpec]
 
     @classmethod
     def load(cls, extra_dirs: Sequence[Path] = ()) -> Registry:
         backbones: dict[str, BackboneSpec] = {}
         tasks: dict[str, TaskSpec] = {}
+        suites: dict[str, SuiteSpec] = {}
         for root in card_roots(extra_dirs):
             seen: dict[str, Path] = {}
             for path in sorted((root / "backbones").glob("*.toml")):
@@ -78,7 +81,22 @@ class Registry:
             for path in sorted((root / "tasks").glob("*.toml")):
                 spec = parse_task_card(read_toml(path), path)
                 tasks[spec.name] = spec
-        return cls(backbones=backbones, tasks=tasks)
+            for path in sorted((root / "tasks" / "suites").glob("*.toml")):
+                suite = parse_suite_card(read_toml(path), path)
+                suites[suite.name] = suite
+        registry = cls(backbones=backbones, tasks=tasks, suite_specs=suites)
+        registry._check_suites()
+        return registry
+
+    def _check_suites(self) -> None:
+        """Suite members must be known tasks; suite names and aliases must not hide a task."""
+        for suite in self.suite_specs.values():
+            for name in (suite.name, *suite.aliases):
+                if name in self.tasks:
+                    raise CardError(suite.card_path, "name", f"'{name}' is also a task name")
+            for task in suite.tasks:
+                if task not in self.tasks:
+                    raise CardError(suite.card_path, "tasks", str(unknown_name("task", task, self.tasks)))
 
     def backbone(self, name: str) -> BackboneSpec:
         if name not in self.backbones:
@@ -86,11 +104,15 @@ class Registry:
         return self.backbones[name]
 
     def suites(self) -> dict[str, list[str]]:
+        """Suite names and aliases -> member tasks, in the suite's order."""
         suites: dict[str, list[str]] = {}
-        for task in self.tasks.values():
-            for suite in task.suites:
-                suites.setdefault(suite, []).append(task.name)
+        for suite in self.suite_specs.values():
+            for name in (suite.name, *suite.aliases):
+                suites[name] = list(suite.tasks)
         return suites
+
+    def suites_of(self, task: str) -> list[str]:
+        return [s.name for s in self.suite_specs.values() if task in s.tasks]
 
     def task(self, name: str) -> TaskSpec:
         if name not in self.tasks:

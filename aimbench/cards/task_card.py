@@ -1,8 +1,10 @@
 """Task cards: one TOML file per benchmark.
 
 A task card says where the images come from (sources tried in order: a built-in loader, IDX
-files, an image folder, or a Hugging Face dataset pinned to a revision), how train/val/test are
-formed, how many images each split must have, the class count and the metric. The val split is
+files, an image folder, list files, a WILDS release, COCO-style JSON annotations, or a Hugging
+Face dataset pinned to a revision), how each source is fetched (archives with their published
+checksums, or the manual step for gated data), how train/val/test are formed, how many images
+each split must have, the class count and the metric. The val split is
 either an official split or a stratified fraction of train carved with a fixed seed, so that it
 is identical for every run seed and never overlaps test.
 """
@@ -16,7 +18,8 @@ from typing import Any
 from aimbench.cards.fields import Fields
 from aimbench.errors import CardError
 
-SOURCE_KINDS = ("builtin", "idx", "imagefolder", "hf")
+SOURCE_KINDS = ("builtin", "idx", "imagefolder", "list", "wilds", "coco_json", "hf")
+WILDS_DATASETS = ("iwildcam", "camelyon17", "rxrx1", "fmow")  # aimbench.data.wilds_source reads them
 METRICS = ("top1", "mean_per_class", "macro_f1")  # aimbench.probes.metrics implements them
 # training views of online probes (aimbench.probes.attentive_training): RandomResizedCrop + flip,
 # that plus RandAugment and random erasing, or the eval crop only
@@ -24,11 +27,34 @@ AUGMENTATIONS = ("rrc_flip", "strong", "none")
 
 
 @dataclass(frozen=True)
+class Download:
+    """A file ``aimbench tasks prepare`` fetches into the source's folder, checked against its
+    published checksum; archives (.tar, .tar.gz, .tgz, .zip) are unpacked with ``strip`` leading
+    path components removed, other files are kept as they are."""
+
+    url: str
+    file: str  # local name; its suffix decides whether it is unpacked
+    md5: str | None
+    sha256: str | None
+    strip: int
+
+
+@dataclass(frozen=True)
 class SourceSpec:
-    """One way of obtaining the dataset; ``options`` are the kind-specific fields."""
+    """One way of obtaining the dataset; ``options`` are the kind-specific fields.
+
+    ``split_names`` maps the split names used in ``[splits]`` to this source's own names, so
+    sources that call the same split differently (``test`` vs ``validation``) can both serve.
+    """
 
     kind: str
     options: dict[str, Any]
+    split_names: dict[str, str]
+    downloads: tuple[Download, ...]
+    hint: str | None  # another way to provide the data (a manual step), shown when it is missing
+
+    def source_split(self, name: str) -> str:
+        return self.split_names.get(name, name)
 
 
 @dataclass(frozen=True)
@@ -52,11 +78,12 @@ class TaskSpec:
     description: str
     num_classes: int
     metric: str
+    secondary_metrics: tuple[str, ...]
     augmentation: str
     tags: tuple[str, ...]
-    suites: tuple[str, ...]
     license: str
     citation: str
+    homepage: str
     sources: tuple[SourceSpec, ...]
     train_split: str
     test_split: str
@@ -74,18 +101,57 @@ class TaskSpec:
 
 
 _SOURCE_FIELDS: dict[str, dict[str, tuple[str, bool]]] = {
-    # kind -> field -> (type, required)
+    # kind -> field -> (type, required); "table" is a table of strings
     "builtin": {"loader": ("str", True)},
     "idx": {"dir": ("str", True), "fallback_dirs": ("strs", False), "prefixes": ("table", True)},
+    # <dir>/<split>/<class>/<image>; classes are the sorted folder names of all splits
     "imagefolder": {"dir": ("str", True)},
+    # one text file per split, a line per image: ``image`` is a template over the line's
+    # whitespace-separated fields ({0}, {1}, ...); the label is field ``label_field`` (minus
+    # ``label_base``) or, without it, the first folder of field 0 indexed in ``classes_file``
+    # (or in the sorted folder names)
+    "list": {
+        "dir": ("str", True),
+        "lists": ("table", True),
+        "image": ("str", True),
+        "label_field": ("int", False),
+        "label_base": ("int", False),
+        "classes_file": ("str", False),
+    },
+    "wilds": {"dir": ("str", True), "dataset": ("str", True)},
+    # COCO-style JSON (images, annotations, categories), e.g. iNaturalist; labels index the
+    # sorted category ids; image paths are relative to ``dir``
+    "coco_json": {"dir": ("str", True), "annotations": ("table", True)},
     "hf": {
         "id": ("str", True),
         "revision": ("str", True),
         "image_column": ("str", True),
         "label_column": ("str", True),
         "config": ("str", False),
+        # split -> glob of the repository's files to read (and fetch), for repos holding more than the dataset
+        "data_files": ("table", False),
     },
 }
+_CHECKSUM_LENGTHS = {"md5": 32, "sha256": 64}
+
+
+def _read_download(fields: Fields) -> Download:
+    url = fields.str("url")
+    if not url.startswith(("https://", "http://")):
+        raise fields.error("url", f"expected an http(s) URL, got {url!r}")
+    checksums = {}
+    for key, length in _CHECKSUM_LENGTHS.items():
+        value = fields.str(key, default=None)
+        if value is not None and (len(value) != length or any(c not in "0123456789abcdef" for c in value)):
+            raise fields.error(key, f"expected {length} lower-case hex digits, got {value!r}")
+        checksums[key] = value
+    default_file = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    download = Download(url, fields.str("file", default=default_file), checksums["md5"], checksums["sha256"],
+                        fields.int("strip", default=0, minimum=0))  # fmt: skip
+    if "/" in download.file or download.file in ("", ".", ".."):
+        raise fields.error("file", f"expected a plain file name, got {download.file!r}")
+    fields.reject_unknown()
+    return download
 
 
 def _read_source(fields: Fields) -> SourceSpec:
@@ -98,9 +164,22 @@ def _read_source(fields: Fields) -> SourceSpec:
         else:
             reader = getattr(fields, kind_of)
             options[key] = reader(key) if required else reader(key, default=None)
-    options["hint"] = fields.str("hint", default=None)  # another way to provide the data, shown when missing
+    if kind == "wilds" and options["dataset"] not in WILDS_DATASETS:
+        raise fields.error("dataset", f"expected one of {', '.join(WILDS_DATASETS)}, got {options['dataset']!r}")
+    names = fields.table_of("split_names", default={})
+    raw_downloads = fields.raw("downloads", default=[])
+    if not isinstance(raw_downloads, list) or not all(isinstance(d, dict) for d in raw_downloads):
+        raise fields.error("downloads", "expected an array of tables ([[sources.downloads]])")
+    downloads = tuple(_read_download(Fields(d, fields.path, fields.name(f"downloads[{i}]"))) for i, d in enumerate(raw_downloads))
+    spec = SourceSpec(
+        kind=kind,
+        options=options,
+        split_names={k: names.str(k) for k in names.table},
+        downloads=downloads,
+        hint=fields.str("hint", default=None),
+    )
     fields.reject_unknown()
-    return SourceSpec(kind=kind, options=options)
+    return spec
 
 
 def _read_val(fields: Fields) -> ValPolicy:
@@ -134,17 +213,22 @@ def parse_task_card(data: dict[str, Any], path: Path) -> TaskSpec:
     expected = top.table_of("expected_sizes")
     sizes = {key: expected.int(key, minimum=1) for key in ("train", "val", "test")}
     expected.reject_unknown()
+    secondary = top.strs("secondary_metrics", default=())
+    for metric in secondary:
+        if metric not in METRICS:
+            raise top.error("secondary_metrics", f"expected metrics among {', '.join(METRICS)}, got {metric!r}")
     spec = TaskSpec(
         name=top.str("name"),
         version=top.int("version", minimum=1),
         description=top.str("description", default=""),
         num_classes=top.int("num_classes", minimum=2),
         metric=top.str("metric", choices=METRICS),
+        secondary_metrics=secondary,
         augmentation=top.str("augmentation", default="rrc_flip", choices=AUGMENTATIONS),
         tags=top.strs("tags", default=()),
-        suites=top.strs("suites", default=()),
         license=top.str("license"),
         citation=top.str("citation", default=""),
+        homepage=top.str("homepage", default=""),
         sources=tuple(sources),
         train_split=train_split,
         test_split=test_split,

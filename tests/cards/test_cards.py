@@ -127,3 +127,54 @@ def test_probe_tokens_default_and_restriction(tmp_path: Path) -> None:
     with pytest.raises(CardError) as info:
         Registry.load([tmp_path / "b"])
     assert info.value.field == "variants.micro-patches.probe_tokens"
+
+
+SUITE = """
+name = "mine"
+tasks = ["digits", "fashion-mnist"]
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "problem"),
+    [
+        (SUITE.replace('"fashion-mnist"]', '"fashion-mnsit"]'), "tasks", "unknown task 'fashion-mnsit'; did you mean: fashion-mnist"),
+        (SUITE.replace('"fashion-mnist"]', '"digits"]'), "tasks", "lists digits more than once"),
+        (SUITE + 'aliases = ["digits"]\n', "name", "'digits' is also a task name"),
+        (SUITE.replace('name = "mine"', 'name = "other"'), "name", "must match the file name 'mine'"),
+        (SUITE + "colour = 1\n", "colour", "unknown field"),
+    ],
+)
+def test_bad_suite_cards_name_file_and_field(tmp_path: Path, text: str, field: str, problem: str) -> None:
+    path = write_card(tmp_path, "tasks/suites", "mine", text)
+    with pytest.raises(CardError) as info:
+        Registry.load([tmp_path])
+    assert info.value.path == str(path) and info.value.field == field and problem in str(info.value)
+
+
+def test_user_suites_expand_in_their_order(tmp_path: Path) -> None:
+    write_card(tmp_path, "tasks/suites", "mine", SUITE.replace('["digits", "fashion-mnist"]', '["fashion-mnist", "digits"]'))
+    registry = Registry.load([tmp_path])
+    assert [t.name for t in registry.expand_tasks(["mine"])] == ["fashion-mnist", "digits"]
+    assert sorted(registry.suites_of("digits")) == ["mine", "smoke"]
+
+
+DTD_CARD = (REPO / "tasks" / "dtd.toml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("replace", "by", "field", "problem"),
+    [
+        ('md5 = "fff73e5086ae6bdbea199a49dfb8a4c1"', 'md5 = "fff73e50"', "sources[0].downloads[0].md5", "32 lower-case hex digits"),
+        ("url = \"https://www.robots", "url = \"ftp://www.robots", "sources[0].downloads[0].url", "an http(s) URL"),
+        ('kind = "list"', 'kind = "wilds"\ndataset = "imagenet"', "sources[0].dataset", "one of iwildcam"),
+        ('metric = "top1"', 'metric = "top1"\nsecondary_metrics = ["auroc"]', "secondary_metrics", "'auroc'"),
+        ('image = "images/{0}"', 'image = "images/{0}"\nlabel_field = "1"', "sources[0].label_field", "expected an integer"),
+    ],
+)
+def test_bad_task_source_fields_name_file_and_field(tmp_path: Path, replace: str, by: str, field: str, problem: str) -> None:
+    assert replace in DTD_CARD
+    path = write_card(tmp_path, "tasks", "dtd", DTD_CARD.replace(replace, by, 1))
+    with pytest.raises(CardError) as info:
+        Registry.load([tmp_path])
+    assert info.value.path == str(path) and info.value.field == field and problem in str(info.value)
