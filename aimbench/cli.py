@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from aimbench.cards.registry import CARDS_ENV, Registry
+from aimbench.cli_tasks import tasks_app
 from aimbench.dtypes import DTYPES
 from aimbench.errors import UserError
 from aimbench.launch.cells import plan_cells
@@ -34,6 +35,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_show_locals=False,
 )
+app.add_typer(tasks_app, name="tasks")
 # wide when piped, so names and numbers in logs are never cut to '…'
 console = Console(width=None if sys.stdout.isatty() else 200)
 
@@ -66,6 +68,7 @@ def _split(values: str) -> list[str]:
 def list_cards(
     kind: Annotated[ListKind, typer.Argument(help="What to list.")],
     pattern: Annotated[Optional[str], typer.Argument(help="Substring or glob filter on names.")] = None,
+    data_root: Annotated[Optional[Path], typer.Option(envvar="AIMBENCH_DATA_ROOT", help="Where local dataset copies live (tasks: shows readiness).")] = None,
     cards: CardsOption = None,
 ) -> None:
     """List known backbone variants or tasks.
@@ -79,7 +82,12 @@ def list_cards(
       aimbench ls tasks --cards ./my-cards
     """
     registry = Registry.load(cards or ())
-    table = backbone_listing(registry, pattern) if kind is ListKind.backbones else task_listing(registry, pattern)
+    if kind is ListKind.backbones:
+        table = backbone_listing(registry, pattern)
+    else:
+        from aimbench.data import default_data_root
+
+        table = task_listing(registry, pattern, data_root or default_data_root())
     console.print(to_rich(table))
 
 
@@ -89,6 +97,9 @@ def _evaluate(
 ) -> None:  # fmt: skip
     registry = Registry.load(options.card_dirs)
     cells = plan_cells(registry, backbones, tasks, probe, seeds, layers, limit, weights, configs, dtype)
+    from aimbench.data import require_ready  # before any backbone is loaded: missing data fails in a second
+
+    require_ready([registry.task(name) for name in dict.fromkeys(c.task for c in cells)], options.data_root)
     console.print(f"[bold]{len(cells)} cell(s)[/bold] → {options.results_dir / 'runs'}")
     finished = 0
     try:

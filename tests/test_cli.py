@@ -130,7 +130,7 @@ def test_missing_dataset_offline_says_how_to_provide_it(tmp_path: Path, tiny_car
     )  # fmt: skip
     assert_one_line_error(
         proc,
-        "no local copy of task 'fashion-mnist'",
+        "task 'fashion-mnist' has no local copy",
         f"in {tmp_path / 'data' / 'fashion-mnist'}",
         "train-images-idx3-ubyte.gz",
         "apt-get install dataset-fashion-mnist",

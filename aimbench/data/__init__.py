@@ -7,12 +7,15 @@ from pathlib import Path
 
 from aimbench.cards.task_card import TaskSpec
 from aimbench.data.images import LabelledImages, TransformedImages
-from aimbench.data.sources import load_source
+from aimbench.data.sources import LocatedSource, TaskNotReady, load_source, locate_source
 from aimbench.data.splits import TaskSplits, carve_splits
 
 DATA_ROOT_ENV = "AIMBENCH_DATA_ROOT"
 
-__all__ = ["LabelledImages", "TaskSplits", "TransformedImages", "default_data_root", "load_task"]
+__all__ = [
+    "LabelledImages", "LocatedSource", "TaskNotReady", "TaskSplits", "TransformedImages",
+    "default_data_root", "load_task", "require_ready",
+]  # fmt: skip
 
 
 def default_data_root() -> Path:
@@ -22,3 +25,20 @@ def default_data_root() -> Path:
 def load_task(task: TaskSpec, data_root: Path | None = None, limit: int | None = None) -> TaskSplits:
     """Load a task's train/val/test as its card defines them."""
     return carve_splits(task, load_source(task, data_root or default_data_root()), limit)
+
+
+def require_ready(tasks: list[TaskSpec], data_root: Path | None = None) -> None:
+    """Fail at once, naming every task without a local copy and how to provide it.
+
+    ``eval`` calls this before any backbone is loaded, so a missing dataset costs a second, not a
+    model load (or a Slurm queue wait) per cell.
+    """
+    root = data_root or default_data_root()
+    problems = []
+    for task in tasks:
+        try:
+            locate_source(task, root)
+        except TaskNotReady as exc:
+            problems.append(str(exc))
+    if problems:
+        raise TaskNotReady(" | ".join(problems) + f" (data root: {root}; see 'aimbench tasks check')")

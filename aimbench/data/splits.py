@@ -16,7 +16,7 @@ from sklearn.model_selection import train_test_split
 
 from aimbench.cards.task_card import TaskSpec
 from aimbench.data.images import LabelledImages
-from aimbench.data.sources import LoadedSource
+from aimbench.data.source_base import LoadedSource
 from aimbench.errors import UserError
 
 LIMIT_SEED = 0

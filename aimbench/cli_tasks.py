@@ -1,0 +1,107 @@
+"""``aimbench tasks prepare|check``: get the benchmark data onto this machine and verify it.
+
+Thin like the main CLI: the work is in :mod:`aimbench.data.prepare` and :mod:`aimbench.data.check`.
+Both commands exit 1 when a requested task is not ready afterwards, after printing the table, so a
+script (or CI) can gate an evaluation on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from aimbench.cards.registry import Registry
+from aimbench.cards.task_card import TaskSpec
+from aimbench.errors import UserError
+from aimbench.report.render import to_rich
+
+tasks_app = typer.Typer(help="Prepare and check the benchmark datasets (tasks/*.toml).", no_args_is_help=True)
+
+NamesArgument = Annotated[list[str], typer.Argument(help="Task or suite names ('all' = the aim15 suite).")]
+DataRootOption = Annotated[Optional[Path], typer.Option(envvar="AIMBENCH_DATA_ROOT", help="Where local dataset copies live.")]
+CardsOption = Annotated[Optional[list[Path]], typer.Option("--cards", help="Extra card directory (repeatable).", show_default=False)]
+
+
+def _console() -> Console:
+    import sys
+
+    return Console(width=None if sys.stdout.isatty() else 200)
+
+
+def _resolve(names: list[str], cards: list[Path] | None) -> list[TaskSpec]:
+    if not names:
+        raise UserError("name at least one task or suite, e.g. 'aimbench tasks check all'")
+    return Registry.load(cards or ()).expand_tasks(names)
+
+
+def _root(data_root: Path | None) -> Path:
+    from aimbench.data import default_data_root
+
+    return data_root or default_data_root()
+
+
+@tasks_app.command("prepare")
+def prepare(names: NamesArgument, data_root: DataRootOption = None, cards: CardsOption = None) -> None:
+    """Fetch what can be fetched (archives with checksums, HF snapshots) into the card layouts.
+
+    [bold]Examples[/bold]
+
+      aimbench tasks prepare dtd --data-root /data/aimbench
+
+      aimbench tasks prepare all
+    """
+    from aimbench.data.prepare import PREPARED, READY, prepare_task
+    from aimbench.report.task_status import prepare_table
+
+    console = _console()
+    root = _root(data_root)
+    outcomes = []
+    for task in _resolve(names, cards):
+        with console.status(f"{task.name}…") as status:
+            outcomes.append(prepare_task(task, root, lambda message, s=status, n=task.name: s.update(f"{n}: {message}")))
+    console.print(to_rich(prepare_table(outcomes)))
+    if any(o.status not in (READY, PREPARED) for o in outcomes):
+        raise typer.Exit(1)
+
+
+@tasks_app.command("check")
+def check(
+    names: NamesArgument,
+    data_root: DataRootOption = None,
+    decode: Annotated[bool, typer.Option(help="Decode every image (unreadable files, duplicates across splits); --no-decode checks listings and sizes only.")] = True,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes for decoding.")] = 0,
+    cards: CardsOption = None,
+) -> None:
+    """Verify local copies: split sizes, class count, unreadable images, duplicates across splits.
+
+    [bold]Examples[/bold]
+
+      aimbench tasks check all
+
+      aimbench tasks check cifar10 food101 --workers 8
+    """
+    from aimbench.data.check import check_task
+    from aimbench.report.task_status import check_table
+
+    console = _console()
+    root = _root(data_root)
+    tasks = _resolve(names, cards)
+    reports = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+
+        def stage(description: str, total: int) -> Callable[[int], None]:
+            task_id = progress.add_task(description, total=total)
+            return lambda amount: progress.advance(task_id, amount)
+
+        for task in tasks:
+            reports.append(check_task(task, root, decode=decode, workers=workers, stage=stage))
+    console.print(to_rich(check_table(reports, {t.name: t.expected_sizes for t in tasks})))
+    console.print(f"data root: {root}")
+    if not all(r.ok for r in reports):
+        raise typer.Exit(1)

@@ -1,0 +1,112 @@
+"""``aimbench tasks check``: is a local copy of a task complete and sound?
+
+A copy is checked the way an evaluation would use it: the first present source is loaded and
+carved into the card's splits (which checks every split size and the label range), then every
+image is decoded once, counting the unreadable ones and hashing the pixels so that images
+shared between splits show up. Decoding runs in DataLoader workers; nothing is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import DataLoader, Dataset
+
+from aimbench.cards.task_card import TaskSpec
+from aimbench.data.images import LabelledImages
+from aimbench.data.sources import TaskNotReady, load_source, locate_source
+from aimbench.data.splits import carve_splits
+from aimbench.errors import UserError
+
+READY, WARNING, MISSING, BROKEN = "ready", "ready with warnings", "missing", "broken"
+UNREADABLE = b""
+
+
+@dataclass
+class CheckReport:
+    task: str
+    status: str
+    source: str = ""
+    sizes: dict[str, int] = field(default_factory=dict)
+    classes_in_train: int | None = None
+    unreadable: int = 0
+    duplicates: dict[str, int] = field(default_factory=dict)  # "train&test" -> images in both
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (READY, WARNING)
+
+
+class _PixelHashes(Dataset):
+    """The hash of each image's decoded pixels, or ``UNREADABLE``."""
+
+    def __init__(self, images: LabelledImages) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, position: int) -> bytes:
+        try:
+            image = self.images.image(position)
+            pixels = np.asarray(image)
+        except Exception:  # noqa: BLE001 - any decoder failure means "unreadable", which is what we count
+            return UNREADABLE
+        header = f"{image.mode}:{pixels.shape}".encode()
+        return hashlib.blake2b(header + pixels.tobytes(), digest_size=16).digest()
+
+
+def pixel_hashes(images: LabelledImages, workers: int, advance: Callable[[int], None]) -> list[bytes]:
+    loader = DataLoader(_PixelHashes(images), batch_size=64, num_workers=workers, collate_fn=list)
+    hashes: list[bytes] = []
+    for batch in loader:
+        hashes += batch
+        advance(len(batch))
+    return hashes
+
+
+def check_task(
+    task: TaskSpec, data_root: Path, decode: bool = True, workers: int = 0,
+    stage: Callable[[str, int], Callable[[int], None]] = lambda _, __: lambda _: None,
+) -> CheckReport:  # fmt: skip
+    """Check ``task``'s local copy; never raises for a missing or damaged copy, it reports it."""
+    try:
+        where = locate_source(task, data_root).where
+    except TaskNotReady as exc:
+        return CheckReport(task.name, MISSING, notes=[str(exc)])
+    report = CheckReport(task.name, READY, source=where)
+    try:
+        splits = carve_splits(task, load_source(task, data_root))
+    except UserError as exc:
+        report.status, report.notes = BROKEN, [str(exc)]
+        return report
+    report.sizes = splits.sizes()
+    report.classes_in_train = int(len(np.unique(splits.train.labels)))
+    if report.classes_in_train != task.num_classes:
+        report.status = WARNING
+        report.notes.append(f"train has {report.classes_in_train} of the card's {task.num_classes} classes")
+    if not decode:
+        return report
+    hashes = {}
+    for name, images in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
+        hashes[name] = pixel_hashes(images, workers, stage(f"{task.name}: decoding {name}", len(images)))
+        bad = [i for i, h in enumerate(hashes[name]) if h == UNREADABLE]
+        if bad:
+            report.unreadable += len(bad)
+            report.notes.append(f"{len(bad)} unreadable {name} image(s), e.g. position {bad[0]}")
+    for first, second in combinations(hashes, 2):
+        shared = (set(hashes[first]) & set(hashes[second])) - {UNREADABLE}
+        report.duplicates[f"{first}&{second}"] = len(shared)
+        if shared:
+            report.notes.append(f"{len(shared)} identical image(s) in both {first} and {second}")
+            report.status = WARNING if report.status == READY else report.status
+    if report.unreadable:
+        report.status = BROKEN
+    return report
+

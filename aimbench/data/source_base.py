@@ -1,0 +1,93 @@
+"""What every source reader shares: the loaded result, the "not here" signal, file-backed images.
+
+A reader has two halves. ``locate`` is cheap (it looks for the files a layout needs) and says
+exactly how to provide what is missing, so ``aimbench ls tasks``, ``tasks check`` and the
+pre-flight of ``eval`` can answer before anything is decoded or any backbone is loaded. ``load``
+reads the layout's listings into :class:`LabelledImages` without decoding an image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from aimbench.cards.task_card import SourceSpec
+from aimbench.data.images import LabelledImages
+from aimbench.errors import UserError
+
+
+class SourceUnavailable(Exception):
+    """The data for a source is not present; the message says how to provide it."""
+
+
+@dataclass(frozen=True)
+class LoadedSource:
+    splits: dict[str, LabelledImages]
+    source: str  # human-readable origin, e.g. "idx:/usr/share/datasets/fashion-mnist"
+    revision: str  # pinned revision or content hash
+
+
+@dataclass(frozen=True)
+class SourceReader:
+    """``locate`` returns where the data is (or raises :class:`SourceUnavailable`); ``load`` reads it."""
+
+    locate: Callable[[SourceSpec, Path], str]
+    load: Callable[[SourceSpec, Path], LoadedSource]
+
+
+def digest(*chunks: bytes) -> str:
+    hasher = hashlib.sha256()
+    for chunk in chunks:
+        hasher.update(chunk)
+    return "sha256:" + hasher.hexdigest()[:16]
+
+
+def listing_digest(paths: Sequence[Path], labels: Sequence[int], root: Path) -> str:
+    """A revision for file layouts: every (relative path, size, modification time, label).
+
+    Not a content hash: hashing every image of ImageNet on each run would cost more than the
+    evaluation. A re-labelled, added, removed or rewritten image still changes it.
+    A listed image that is not on disk is a user error here, before any run starts.
+    """
+    try:
+        stats = [(p, p.stat(), y) for p, y in zip(paths, labels)]
+    except FileNotFoundError as exc:
+        raise UserError(f"{root}: a listed image is missing ({exc.filename}); unpack the image archive too") from None
+    lines = (f"{p.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}:{y}" for p, st, y in stats)
+    return digest("\n".join(lines).encode())
+
+
+def open_image(path: Path) -> Image.Image:
+    """Decode one image file fully (so no file handle stays open)."""
+    with Image.open(path) as image:
+        image.load()
+        return image
+
+
+def file_images(paths: Sequence[Path], labels: Sequence[int]) -> LabelledImages:
+    """Images decoded from ``paths`` on demand."""
+    files = list(paths)
+    return LabelledImages(lambda i: open_image(files[i]), np.asarray(labels, dtype=np.int64), np.arange(len(files)))
+
+
+def require_files(folder: Path, names: Sequence[str], how: str) -> None:
+    """Raise :class:`SourceUnavailable` naming the first missing file of a layout."""
+    if not folder.is_dir():
+        raise SourceUnavailable(f"{how} into {folder}")
+    for name in names:
+        if not (folder / name).exists():
+            raise SourceUnavailable(f"{folder / name} is missing; {how} into {folder}")
+
+
+def read_text_lines(path: Path) -> list[str]:
+    """Non-empty, non-comment lines of a listing file, or a one-line error if it is unreadable."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"corrupt data file {path}: {exc}") from None
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
