@@ -37,7 +37,7 @@ from aimbench.probes.knn import knn_probes
 from aimbench.probes.layer_sets import blocks_needed, parse_layer_sets
 from aimbench.probes.linear import train_linear_probes
 from aimbench.probes.memory import plan_passes
-from aimbench.probes.metrics import score_predictions
+from aimbench.probes.metrics import score_predictions, secondary_scores
 from aimbench.probes.results import LayerResult, ProbeResult, summarise
 from aimbench.probes.views import online_probe_inputs
 from aimbench.provenance import environment, resolve_device
@@ -103,7 +103,7 @@ def _probe_pooled(ctx: Context) -> tuple[ProbeResult, dict[str, Any]]:
         advance = ctx.progress(f"kNN over {inputs} inputs x {len(config.ks)} k", inputs)
         result = knn_probes(
             features["train"], features["val"], features["test"], sources, task.num_classes, config, task.metric,
-            backbone.device, on_source=lambda _: advance(1),
+            task.secondary_metrics, backbone.device, on_source=lambda _: advance(1),
         )  # fmt: skip
     else:
         online = None
@@ -114,7 +114,7 @@ def _probe_pooled(ctx: Context) -> tuple[ProbeResult, dict[str, Any]]:
         advance = ctx.progress("linear heads", config.epochs)
         result = train_linear_probes(
             features["train"], features["val"], features["test"], sources, task.num_classes,
-            config, cell.seed, task.metric, backbone.device, on_epoch=lambda _: advance(1),
+            config, cell.seed, task.metric, task.secondary_metrics, backbone.device, on_epoch=lambda _: advance(1),
             checkpoint=Checkpointing(ctx.state_path, ctx.state_path.stem, options.checkpoint_every), online=online,
         )  # fmt: skip
     return result, {**config.as_dict(), "feature_cache": cache}
@@ -172,7 +172,7 @@ def _probe_attentive(ctx: Context) -> tuple[ProbeResult, dict[str, Any]]:
         checkpoint = Checkpointing(state, identity, ctx.options.checkpoint_every)
         results.append(train_attentive_probes(
             backbone, splits.train, splits.val, splits.test, chunk, ctx.task.num_classes, config, cell.seed, ctx.task.metric,
-            checkpoint, ctx.options.batch_size, ctx.options.workers, on_step, cached,
+            ctx.task.secondary_metrics, checkpoint, ctx.options.batch_size, ctx.options.workers, on_step, cached,
         ))  # fmt: skip
     merged = summarise([h for r in results for h in r.heads], [layer for r in results for layer in r.layers])
     return merged, {**config.as_dict(), "passes": len(plan.passes), "memory_plan": plan.describe(), **cache}
@@ -187,14 +187,16 @@ def _probe_official(ctx: Context) -> tuple[ProbeResult, dict[str, Any]]:
     if head.linear.out_features != task.num_classes:
         raise UserError(f"head '{cell.layers}' of {cell.backbone} has {head.linear.out_features} classes, task '{task.name}' has {task.num_classes}")
     [layer_set] = parse_layer_sets(cell.layers, backbone.depth, backbone.spec.windows)  # e.g. last=avg:18-23
-    scores = {}
+    scores, extra = {}, {}
     for name, images in (("val", splits.val), ("test", splits.test)):
         advance = ctx.progress(f"released head {cell.layers} on {name}", len(images))
         predictions = head_predictions(backbone, [head], [layer_set], images, options.batch_size, options.workers, advance)
         labels = torch.as_tensor(images.labels, dtype=torch.int64)
         scores[name] = float(score_predictions(predictions, labels, task.metric, task.num_classes)[0])
+        if name == "test":  # secondary metrics are reported for test only; selection never reads them
+            extra = secondary_scores(predictions, labels, task.secondary_metrics, task.num_classes)[0]
     window = official.layers
-    result = LayerResult(layer_set.name, window, "attentive", None, scores["val"], scores["test"])
+    result = LayerResult(layer_set.name, window, "attentive", None, scores["val"], scores["test"], extra)
     config = {
         "kind": OFFICIAL, "head": cell.layers, "head_weights_id": info.id, "head_sha256": info.sha256,
         "window": list(window), "training": "none: the released head is evaluated as is", "selection": "none",
@@ -239,6 +241,7 @@ def run_cell(cell: Cell, options: RunOptions, stage: StageCallback = _no_progres
         "layers_spec": cell.layers,
         "image_limit": cell.limit,
         "metric": task.metric,
+        "secondary_metrics": list(task.secondary_metrics),
         **{f"{which}_{key}": value for which in ("best", "last") for key, value in getattr(result, which).as_record().items()},
         "layers": [r.as_record() for r in result.layers],
         "heads": [dataclasses.asdict(h) for h in result.heads],

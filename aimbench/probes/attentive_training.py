@@ -32,7 +32,7 @@ from aimbench.probes.attentive_grid import AttentiveGrid, SetNorms, head_seed
 from aimbench.probes.checkpoint import Checkpointing
 from aimbench.probes.config import AttentiveProbeConfig, grid_points
 from aimbench.probes.layer_sets import LayerSet, blocks_needed
-from aimbench.probes.metrics import score_predictions
+from aimbench.probes.metrics import score_predictions, secondary_scores
 from aimbench.probes.results import HeadScore, LayerResult, ProbeResult, select_per_set, summarise
 from aimbench.probes.schedule import epoch_batches, grid_optimizer, warmup_cosine_schedule
 from aimbench.probes.views import AugmentedViews, train_transform
@@ -218,7 +218,7 @@ def fit(
 
 def evaluate(
     trainer: AttentiveTrainer, val: LabelledImages, test: LabelledImages, metric: str, batch_size: int = 64, workers: int = 0,
-    cached: tuple[CachedTokens, CachedTokens] | None = None,
+    cached: tuple[CachedTokens, CachedTokens] | None = None, secondary: Sequence[str] = (),
 ) -> ProbeResult:  # fmt: skip
     """Val scores for every head; the val-best head of each layer set, alone, scores test."""
     num_classes = trainer.grids[0].weight.shape[1]
@@ -234,10 +234,12 @@ def evaluate(
     chosen = select_per_set(heads_out, trainer.sets)  # one head index per layer set, in set order
     selected = [trainer.grids[order[i][0]].head(l, trainer.norms.norms[l]) for l, i in enumerate(chosen)]
     test_pred = head_predictions(backbone, selected, trainer.sets, test, batch_size, workers, cached=test_cached)
-    test_scores = score_predictions(test_pred, torch.as_tensor(test.labels), metric, num_classes)
+    test_labels = torch.as_tensor(test.labels)
+    test_scores = score_predictions(test_pred, test_labels, metric, num_classes)
+    extras = secondary_scores(test_pred, test_labels, secondary, num_classes)
     layers = [
-        LayerResult(s.name, s.blocks, "attentive", heads_out[i].hparams, heads_out[i].val_score, float(score))
-        for s, i, score in zip(trainer.sets, chosen, test_scores)
+        LayerResult(s.name, s.blocks, "attentive", heads_out[i].hparams, heads_out[i].val_score, float(score), extra)
+        for s, i, score, extra in zip(trainer.sets, chosen, test_scores, extras)
     ]
     return summarise(heads_out, layers)
 
@@ -252,6 +254,7 @@ def train_attentive_probes(
     config: AttentiveProbeConfig,
     seed: int,
     metric: str = "top1",
+    secondary: Sequence[str] = (),
     checkpoint: Checkpointing | None = None,
     eval_batch_size: int = 64,
     workers: int = 0,
@@ -262,4 +265,4 @@ def train_attentive_probes(
     ``cached`` token maps of (train, val, test) replace the backbone (cached mode)."""
     trainer = AttentiveTrainer(backbone, sets, num_classes, config, seed)
     fit(trainer, train, checkpoint, workers, on_step, cached[0] if cached else None)
-    return evaluate(trainer, val, test, metric, eval_batch_size, workers, cached[1:] if cached else None)
+    return evaluate(trainer, val, test, metric, eval_batch_size, workers, cached[1:] if cached else None, secondary)

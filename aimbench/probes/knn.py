@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from aimbench.probes.config import KnnProbeConfig
 from aimbench.probes.features import PooledFeatures, ProbeSource, head_inputs
-from aimbench.probes.metrics import score_predictions
+from aimbench.probes.metrics import score_predictions, secondary_scores
 from aimbench.probes.results import HeadScore, LayerResult, ProbeResult, select_per_set, summarise
 
 
@@ -92,6 +92,7 @@ def knn_probes(
     num_classes: int,
     config: KnnProbeConfig,
     metric: str = "top1",
+    secondary: Sequence[str] = (),
     device: torch.device | str = "cpu",
     on_source: Callable[[int], None] | None = None,
 ) -> ProbeResult:
@@ -114,5 +115,6 @@ def knn_probes(
         bank, queries = _joined(train, reads, device), _joined(test, reads, device)
         predictions = knn_predict(bank, bank_labels, queries, (head.hparams["k"],), config.temperature, num_classes)
         test_score = float(score_predictions(predictions, test.labels, metric, num_classes)[0])
-        layers.append(LayerResult(layer_set.name, layer_set.blocks, head.token, head.hparams, head.val_score, test_score))
+        extra = secondary_scores(predictions, test.labels, secondary, num_classes)[0]
+        layers.append(LayerResult(layer_set.name, layer_set.blocks, head.token, head.hparams, head.val_score, test_score, extra))
     return summarise(heads, layers)

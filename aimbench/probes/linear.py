@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from aimbench.probes.checkpoint import Checkpointing
 from aimbench.probes.config import LinearProbeConfig, grid_points
 from aimbench.probes.features import PooledFeatures, ProbeSource, head_inputs
-from aimbench.probes.metrics import score_predictions
+from aimbench.probes.metrics import score_predictions, secondary_scores
 from aimbench.probes.results import (
     HeadScore,
     LayerResult,
@@ -143,6 +143,7 @@ def train_linear_probes(
     config: LinearProbeConfig,
     seed: int,
     metric: str = "top1",
+    secondary: Sequence[str] = (),
     device: torch.device | str = "cpu",
     on_epoch: Callable[[int], None] | None = None,
     checkpoint: Checkpointing | None = None,
@@ -194,6 +195,7 @@ def train_linear_probes(
         j, g = grid_order[chosen]
         predictions = _predict_head(x_test, columns[j][2], grid[g], column_at[j] - s)
         test_score = score_predictions(predictions[None], test.labels, metric, num_classes)
+        extra = secondary_scores(predictions[None], test.labels, secondary, num_classes)[0]
         head = heads_out[chosen]
-        layers.append(LayerResult(layer_set.name, layer_set.blocks, head.token, head.hparams, head.val_score, float(test_score[0])))
+        layers.append(LayerResult(layer_set.name, layer_set.blocks, head.token, head.hparams, head.val_score, float(test_score[0]), extra))
     return summarise(heads_out, layers)

@@ -10,6 +10,8 @@ fractions in [0, 1].
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from aimbench.cards.task_card import METRICS
@@ -39,3 +41,10 @@ def score_predictions(predictions: torch.Tensor, labels: torch.Tensor, metric: s
     f1 = 2 * hits / (true_per_class + predicted).clamp_min(1)  # F1 = 2TP / (2TP + FP + FN)
     present = (true_per_class[None] + predicted) > 0
     return ((f1 * present).sum(dim=1) / present.sum(dim=1)).cpu()
+
+
+def secondary_scores(predictions: torch.Tensor, labels: torch.Tensor, metrics: Sequence[str], num_classes: int) -> list[dict[str, float]]:
+    """For every row of ``predictions`` (H, N), the task's secondary metrics (e.g. WILDS' official
+    macro F1 for iWildCam): reported beside the primary test score, never used for selection."""
+    per_metric = {m: score_predictions(predictions, labels, m, num_classes) for m in metrics}
+    return [{m: float(scores[i]) for m, scores in per_metric.items()} for i in range(predictions.shape[0])]

@@ -10,7 +10,7 @@ selected heads are ever scored on test. The best layer set is the one with the b
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aimbench.probes.layer_sets import LayerSet
@@ -37,6 +37,7 @@ class LayerResult:
     hparams: dict[str, float] | None
     val_score: float
     test_score: float
+    test_secondary: dict[str, float] = field(default_factory=dict)  # the task card's secondary metrics on test
 
     @property
     def layer(self) -> int:
@@ -47,6 +48,7 @@ class LayerResult:
         return {
             "layer_set": self.layer_set, "blocks": list(self.blocks), "layer": self.layer, "token": self.token,
             "hparams": self.hparams, "val_score": self.val_score, "test_score": self.test_score,
+            "test_secondary": self.test_secondary,
         }  # fmt: skip
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
-from aimbench.probes.metrics import score_predictions
+from aimbench.probes.metrics import score_predictions, secondary_scores
 
 
 def _case(seed: int = 0, heads: int = 4, n: int = 200, classes: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,3 +43,14 @@ def test_hand_computed_values_and_edge_cases() -> None:
     assert score_predictions(torch.empty(2, 0, dtype=torch.long), torch.empty(0, dtype=torch.long), "top1", 2).tolist() == [0, 0]
     with pytest.raises(ValueError, match="unknown metric"):
         score_predictions(predictions, labels, "auc", 2)
+
+
+def test_secondary_scores_match_scikit_learn_per_head() -> None:
+    generator = torch.Generator().manual_seed(3)
+    labels = torch.randint(0, 5, (40,), generator=generator)
+    predictions = torch.randint(0, 5, (3, 40), generator=generator)
+    scores = secondary_scores(predictions, labels, ("macro_f1", "top1"), 5)
+    for row, got in zip(predictions, scores):
+        assert got["macro_f1"] == pytest.approx(f1_score(labels.numpy(), row.numpy(), average="macro"))
+        assert got["top1"] == pytest.approx(float((row == labels).double().mean()))
+    assert secondary_scores(predictions, labels, (), 5) == [{}, {}, {}]
