@@ -123,7 +123,7 @@ def _evaluate(
 @app.command("eval")
 def evaluate(
     backbone: Annotated[str, typer.Option("--backbone", "-b", help="Backbone variant(s), comma-separated.")],
-    tasks: Annotated[str, typer.Option("--tasks", "-t", help="Task(s) or suite(s), comma-separated.")],
+    tasks: Annotated[str, typer.Option("--tasks", "-t", help="Task(s), suite(s) (all = the AIM paper's 15) or tag:NAME (e.g. tag:medical), comma-separated.")],
     probe: Annotated[str, typer.Option(help="linear | knn | attentive (comma-separated; trained and selected here) | official (released heads, e.g. AIM's).")] = "linear",
     layers: Annotated[str, typer.Option(help="all | last | best | avg:A-B windows | block indices like 0,5,-1, comma-separated; for --probe official: head names (last, best).")] = "all",
     limit: Annotated[Optional[int], typer.Option(help="Cap images per split (smoke runs; recorded).")] = None,

@@ -22,7 +22,7 @@ from aimbench.report.render import to_rich
 
 tasks_app = typer.Typer(help="Prepare and check the benchmark datasets (tasks/*.toml).", no_args_is_help=True)
 
-NamesArgument = Annotated[list[str], typer.Argument(help="Task or suite names ('all' = the aim15 suite).")]
+NamesArgument = Annotated[list[str], typer.Argument(help="Task or suite names or tag:NAME ('all' = the aim15 suite).")]
 DataRootOption = Annotated[Optional[Path], typer.Option(envvar="AIMBENCH_DATA_ROOT", help="Where local dataset copies live.")]
 CardsOption = Annotated[Optional[list[Path]], typer.Option("--cards", help="Extra card directory (repeatable).", show_default=False)]
 

@@ -119,12 +119,31 @@ class Registry:
             raise unknown_name("task", name, [*self.tasks, *self.suites()])
         return self.tasks[name]
 
+    def ordered_tasks(self) -> list[TaskSpec]:
+        """Suite members in their suite's order (aim15 as in the paper), then the rest by name."""
+        names = list(dict.fromkeys(t for suite in self.suite_specs.values() for t in suite.tasks))
+        names += sorted(set(self.tasks) - set(names))
+        return [self.tasks[name] for name in names]
+
+    def tagged(self, tag: str) -> list[str]:
+        """Tasks carrying ``tag`` (``--tasks tag:medical``), in :meth:`ordered_tasks` order."""
+        members = [t.name for t in self.ordered_tasks() if tag in t.tags]
+        if not members:
+            known = sorted({t for task in self.tasks.values() for t in task.tags})
+            raise UserError(f"unknown tag '{tag}'; known tags: {', '.join(known)}")
+        return members
+
     def expand_tasks(self, names: Iterable[str]) -> list[TaskSpec]:
-        """Resolve task and suite names, in order, without duplicates."""
+        """Resolve task names, suite names and ``tag:NAME``, in order, without duplicates."""
         suites = self.suites()
         out: dict[str, TaskSpec] = {}
         for name in names:
-            members = suites.get(name, [name]) if name not in self.tasks else [name]
+            if name in self.tasks:
+                members = [name]
+            elif name.startswith("tag:"):
+                members = self.tagged(name.removeprefix("tag:"))
+            else:
+                members = suites.get(name, [name])
             for member in members:
                 out.setdefault(member, self.task(member))
         return list(out.values())

@@ -52,17 +52,10 @@ def split_label(spec: TaskSpec) -> str:
     return f"train={spec.train_split} {val} test={spec.test_split}"
 
 
-def task_order(registry: Registry) -> list[TaskSpec]:
-    """Suite members in their suite's order (aim15 as in the paper's Table 6), then the rest by name."""
-    names = list(dict.fromkeys(t for suite in registry.suite_specs.values() for t in suite.tasks))
-    names += sorted(set(registry.tasks) - set(names))
-    return [registry.tasks[name] for name in names]
-
-
 def task_listing(registry: Registry, pattern: str | None = None, data_root: Path | None = None) -> Table:
     """The tasks with sources, splits, sizes, metric and, given a data root, whether each is ready."""
     rows = []
-    for spec in task_order(registry):
+    for spec in registry.ordered_tasks():
         if not _matches(spec.name, pattern):
             continue
         sizes = spec.expected_sizes

@@ -178,3 +178,11 @@ def test_bad_task_source_fields_name_file_and_field(tmp_path: Path, replace: str
     with pytest.raises(CardError) as info:
         Registry.load([tmp_path])
     assert info.value.path == str(path) and info.value.field == field and problem in str(info.value)
+
+
+def test_tags_select_tasks_in_suite_order() -> None:
+    registry = Registry.load()
+    assert [t.name for t in registry.expand_tasks(["tag:medical"])] == ["camelyon17", "pcam", "rxrx1"]
+    assert [t.name for t in registry.expand_tasks(["tag:satellite", "eurosat"])] == ["eurosat", "fmow"]
+    with pytest.raises(UserError, match=r"unknown tag 'medicine'; known tags: .*medical"):
+        registry.expand_tasks(["tag:medicine"])

@@ -114,7 +114,7 @@ def test_cli_evaluates_released_heads_without_training(tmp_path: Path) -> None:
     assert last["probe_config"]["head_sha256"] == hashlib.sha256(files["last"].read_bytes()).hexdigest()
     assert last["probe_config"]["window"] == [1, 2] and last["heads"] == []
     assert last["layers"] == [{"layer_set": "last=avg:1-2", "blocks": [1, 2], "layer": 2, "token": "attentive", "hparams": None,
-                               "val_score": last["best_val_score"], "test_score": last["best_test_score"]}]  # fmt: skip
+                               "val_score": last["best_val_score"], "test_score": last["best_test_score"], "test_secondary": {}}]  # fmt: skip
     assert 0.0 <= last["best_test_score"] <= 1.0 and last["metric"] == "top1"
     report = run_cli("report", "--results", str(results), "--format", "markdown")
     assert "official:last" in report.stdout and "official:best" in report.stdout
