@@ -11,6 +11,7 @@ nothing is fetched and the outcome says so.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -139,8 +140,12 @@ def _fetch_downloads(source: SourceSpec, data_root: Path, progress: Callable[[st
             os.replace(entry, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        with contextlib.suppress(OSError):  # a failed first download leaves no empty folder behind
+            (data_root / DOWNLOADS_DIR).rmdir()
     for download in source.downloads:  # unpacked and in place: the archives are no longer needed
         (data_root / DOWNLOADS_DIR / download.file).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        (data_root / DOWNLOADS_DIR).rmdir()
 
 
 def _fetch_hf(source: SourceSpec, data_root: Path, progress: Callable[[str], None]) -> None:
