@@ -1,44 +1,81 @@
-"""DuckDB over the record files: views, not a database that jobs write.
+"""One DuckDB session over the results: the views of ``aimbench.store.schema``, read-only.
 
-Jobs only ever write their own record file, so any number of them and any number of readers
-run without lock contention. Each query session builds these relations:
-
-- ``runs``: every record of the current schema version (one row per record file, read once
-  per session; records of older versions are left out, re-run their cells to include them);
-- ``latest``: the newest record per ``cell_key`` (re-runs never duplicate a cell);
-- ``layer_metrics``: ``latest`` unnested to one row per (cell, layer set).
+Jobs only ever write their own record file and reports only ever write the Parquet cache
+(renamed into place), so any number of jobs and reports run at once without a lock.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
 from aimbench.errors import UserError
-from aimbench.store.records import RECORD_GLOB, SCHEMA_VERSION, runs_dir
+from aimbench.store.cache import list_records, refresh
+from aimbench.store.records import runs_dir
+from aimbench.store.schema import LATEST_SQL, LAYER_METRICS_SQL, PUBLISHED_COLUMNS, SCHEMA_VERSION
+
+PUBLISHED_DIR = "published"
 
 
-def connect(results_dir: Path) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the views above over ``results_dir``'s records."""
+def published_dir() -> Path:
+    """The shipped paper numbers: ``results/published`` of a checkout, or inside the wheel."""
+    package = Path(__file__).resolve().parents[1]
+    packaged = package / "_published"
+    return packaged if packaged.is_dir() else package.parent / "results" / PUBLISHED_DIR
+
+
+@dataclass
+class Session:
+    """A connection with the views in place, and what building them cost."""
+
+    con: duckdb.DuckDBPyConnection
+    records: int  # record files found
+    parsed: int  # of which parsed this time (new or changed since the cache)
+    other_versions: int  # records of another schema version, left out of ``runs``
+
+
+def connect(results_dir: Path, published: Path | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with ``runs``, ``latest``, ``layer_metrics`` and ``published``."""
+    return open_session(results_dir, published).con
+
+
+def open_session(results_dir: Path, published: Path | None = None) -> Session:
     folder = runs_dir(results_dir)
-    # an explicit file list, not a glob string: a '[' or '*' in the results path must stay literal
-    files = sorted(str(path) for path in folder.glob(RECORD_GLOB))
-    if not files:
+    listing = list_records(folder) if folder.is_dir() else None
+    if not listing or not listing.names:
         raise UserError(f"no run records in {folder}; run 'aimbench eval' (or 'aimbench demo') first")
     con = duckdb.connect(":memory:")
+    outcome = refresh(con, results_dir, listing)
+    con.execute(f"CREATE VIEW all_records AS SELECT * FROM {outcome.relation}")
+    # created_at in UTC without a zone: Python reads a zoned timestamp only with pytz installed
     con.execute(
-        "CREATE TEMP TABLE runs AS SELECT * FROM read_json($files, format='auto', union_by_name=true, "
-        "maximum_object_size=67108864) WHERE schema_version = $version",
-        {"files": files, "version": SCHEMA_VERSION},
+        "CREATE VIEW runs AS SELECT * REPLACE (timezone('UTC', created_at) AS created_at) "
+        f"FROM all_records WHERE schema_version = {SCHEMA_VERSION}"
     )
+    con.execute(LATEST_SQL)
+    con.execute(LAYER_METRICS_SQL)
+    _create_published(con, published or published_dir())
+    other = con.execute(f"SELECT count(*) FROM all_records WHERE schema_version IS DISTINCT FROM {SCHEMA_VERSION}").fetchall()[0][0]
+    return Session(con, records=len(listing.names), parsed=outcome.parsed, other_versions=other)
+
+
+def _create_published(con: duckdb.DuckDBPyConnection, folder: Path) -> None:
+    files = sorted(str(path) for path in folder.glob("*.csv")) if folder.is_dir() else []
+    if not files:
+        columns = ", ".join(f"NULL::{kind} AS {name}" for name, kind in PUBLISHED_COLUMNS.items() if name not in ("score_percent", "backbone"))
+        con.execute(f"CREATE VIEW published AS SELECT {columns}, '' AS backbone, NULL::DOUBLE AS score, NULL::BIGINT AS position WHERE false")
+        return
+    try:
+        con.execute(
+            "CREATE TEMP TABLE published_rows AS SELECT *, row_number() OVER () AS position "
+            "FROM read_csv($files, header=true, columns=$columns)",
+            {"files": files, "columns": PUBLISHED_COLUMNS},
+        )
+    except duckdb.Error as exc:
+        raise UserError(f"published numbers in {folder} cannot be read: {str(exc).splitlines()[0]}") from None
     con.execute(
-        "CREATE VIEW latest AS SELECT * FROM runs "
-        "QUALIFY row_number() OVER (PARTITION BY cell_key ORDER BY created_at DESC, record_id) = 1"
+        "CREATE VIEW published AS SELECT * EXCLUDE (score_percent, backbone, position), coalesce(backbone, '') AS backbone, "
+        "score_percent / 100 AS score, position FROM published_rows"
     )
-    con.execute(
-        "CREATE VIEW layer_metrics AS SELECT backbone, task, probe, seed, cell_key, "
-        "metric, l.layer_set, l.blocks, l.layer, l.token, l.hparams, l.val_score, l.test_score "
-        "FROM latest, unnest(layers) AS t(l)"
-    )
-    return con

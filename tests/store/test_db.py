@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -144,10 +145,11 @@ def test_layer_metrics_unnests_latest_layers(results: Path) -> None:
         ("vit-b|fashion-mnist|linear|0", 0),
     ]
     first = got[1]
+    assert json.loads(first.pop("hparams")) == {"lr": pytest.approx(0.1), "weight_decay": pytest.approx(0.0005)}  # JSON: probes differ
     assert first == {
         "backbone": "vit-a", "task": "digits", "probe": "linear", "seed": 0, "cell_key": "vit-a|digits|linear|0", "metric": "top1",
-        "layer_set": "1", "blocks": [1], "layer": 1, "token": "cls", "hparams": {"lr": pytest.approx(0.1), "weight_decay": pytest.approx(0.0005)},
-        "val_score": pytest.approx(0.90), "test_score": pytest.approx(0.80),
+        "created_at": datetime(2024, 5, 2, 9, 0), "layer_set": "1", "blocks": [1], "layer": 1, "token": "cls",
+        "val_score": pytest.approx(0.90), "test_score": pytest.approx(0.80), "is_best": True, "is_last": False,
     }
     assert got[-1]["token"] == "mean"
     # only the latest record's layers: the old record's 0.70 val never shows up
