@@ -13,17 +13,18 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import duckdb
 import typer
-from rich.console import Console
 
-from aimbench.cards.registry import CARDS_ENV, Registry
+from aimbench.cards.registry import Registry
+from aimbench.cli_options import CardsOption, ResultsOption, make_console
+from aimbench.cli_report import export, report
 from aimbench.cli_tasks import tasks_app
 from aimbench.dtypes import DTYPES
 from aimbench.errors import UserError
 from aimbench.launch.cells import plan_cells
 from aimbench.probes.config import AttentiveProbeConfig, LinearProbeConfig, ProbeConfig
-from aimbench.report import FORMATS, cell_summaries, layer_table, leaderboard, to_csv, to_markdown, to_rich
+from aimbench.report import layer_table, to_rich
 from aimbench.report.listing import backbone_listing, task_listing
-from aimbench.store import connect, read_record
+from aimbench.store import read_record
 
 if TYPE_CHECKING:
     from aimbench.launch.run_cell import RunOptions
@@ -36,28 +37,17 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(tasks_app, name="tasks")
-# wide when piped, so names and numbers in logs are never cut to '…'
-console = Console(width=None if sys.stdout.isatty() else 200)
+app.command("report")(report)
+app.command("export")(export)
+console = make_console()
 
 DEMO_BACKBONES = ("vit-tiny-cls", "vit-tiny-reg")
 DEMO_TASK = "digits"
-
-CardsOption = Annotated[
-    Optional[list[Path]],
-    typer.Option("--cards", help=f"Extra card directory with backbones/ and/or tasks/ (repeatable; also ${CARDS_ENV}).", show_default=False),
-]
-ResultsOption = Annotated[
-    Path,
-    typer.Option("--results", envvar="AIMBENCH_RESULTS", help="Results home; records go to DIR/runs/."),
-]
 
 
 class ListKind(str, Enum):
     backbones = "backbones"
     tasks = "tasks"
-
-
-ReportFormat = Enum("ReportFormat", {name: name for name in FORMATS}, type=str)
 
 
 def _split(values: str) -> list[str]:
@@ -214,31 +204,6 @@ def features(
     console.print(f"wrote {output}: {len(images)} images x {len(chosen)} layers of {backbone} ({model.weights.id})")
 
 
-@app.command("report")
-def report(
-    results: ResultsOption = Path("results"),
-    format: Annotated[ReportFormat, typer.Option("--format", "-f", help="table | markdown | csv (long form).")] = ReportFormat("table"),
-    probe: Annotated[Optional[str], typer.Option(help="Only this probe kind.")] = None,
-) -> None:
-    """Leaderboard of the newest record per cell: backbones x tasks, best and last layer.
-
-    [bold]Examples[/bold]
-
-      aimbench report
-
-      aimbench report --format markdown > leaderboard.md
-
-      aimbench report --format csv --results /shared/aimbench
-    """
-    summaries = cell_summaries(connect(results), probe)
-    if format.value == "csv":
-        sys.stdout.write(to_csv(summaries))
-    elif format.value == "markdown":
-        sys.stdout.write(to_markdown(leaderboard(summaries)))
-    else:
-        console.print(to_rich(leaderboard(summaries)))
-
-
 @app.command("demo")
 def demo(results: ResultsOption = Path("results"), overwrite: bool = False) -> None:
     """Evaluate two tiny random-init ViTs layer by layer on scikit-learn's digits, offline, then report."""
@@ -246,7 +211,7 @@ def demo(results: ResultsOption = Path("results"), overwrite: bool = False) -> N
 
     options = RunOptions(results_dir=results, device="cpu")
     _evaluate(list(DEMO_BACKBONES), [DEMO_TASK], "linear", [0], "all", None, None, {}, options, overwrite)
-    console.print(to_rich(leaderboard(cell_summaries(connect(results)))))
+    report(results=results)
 
 
 def main() -> None:

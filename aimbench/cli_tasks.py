@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from aimbench.cards.registry import Registry
 from aimbench.cards.task_card import TaskSpec
+from aimbench.cli_options import CardsOption, make_console
 from aimbench.errors import UserError
 from aimbench.report.render import to_rich
 
@@ -24,13 +24,6 @@ tasks_app = typer.Typer(help="Prepare and check the benchmark datasets (tasks/*.
 
 NamesArgument = Annotated[list[str], typer.Argument(help="Task or suite names or tag:NAME ('all' = the aim15 suite).")]
 DataRootOption = Annotated[Optional[Path], typer.Option(envvar="AIMBENCH_DATA_ROOT", help="Where local dataset copies live.")]
-CardsOption = Annotated[Optional[list[Path]], typer.Option("--cards", help="Extra card directory (repeatable).", show_default=False)]
-
-
-def _console() -> Console:
-    import sys
-
-    return Console(width=None if sys.stdout.isatty() else 200)
 
 
 def _resolve(names: list[str], cards: list[Path] | None) -> list[TaskSpec]:
@@ -58,7 +51,7 @@ def prepare(names: NamesArgument, data_root: DataRootOption = None, cards: Cards
     from aimbench.data.prepare import PREPARED, READY, prepare_task
     from aimbench.report.task_status import prepare_table
 
-    console = _console()
+    console = make_console()
     root = _root(data_root)
     outcomes = []
     for task in _resolve(names, cards):
@@ -88,7 +81,7 @@ def check(
     from aimbench.data.check import check_task
     from aimbench.report.task_status import check_table
 
-    console = _console()
+    console = make_console()
     root = _root(data_root)
     tasks = _resolve(names, cards)
     reports = []

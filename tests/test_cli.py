@@ -200,10 +200,11 @@ def test_wheel_ships_the_cards(tmp_path: Path) -> None:
     outside.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site)}
     where = subprocess.run(
-        [sys.executable, "-c", "import aimbench.cards.registry as r; print(r.builtin_cards_root())"],
+        [sys.executable, "-c", "import aimbench.cards.registry as r, aimbench.store.db as d; print(r.builtin_cards_root()); print(d.published_dir())"],
         cwd=outside, env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
-    assert where.stdout.strip() == str(site / "aimbench" / "_cards")
+    assert where.stdout.split() == [str(site / "aimbench" / "_cards"), str(site / "aimbench" / "_published")]
+    assert (site / "aimbench" / "_published" / "aim_v1.csv").is_file()
     proc = subprocess.run([sys.executable, "-m", "aimbench", "ls", "tasks"], cwd=outside, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "digits" in proc.stdout and "fashion-mnist" in proc.stdout

@@ -1,4 +1,4 @@
-"""Rendering report tables as a rich terminal table, Markdown, or CSV."""
+"""Rendering report tables: a rich terminal table, Markdown, CSV, or LaTeX (booktabs)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from rich.table import Table as RichTable
 
 from aimbench.report.tables import Table
 
-FORMATS = ("table", "markdown", "csv")
+FORMATS = ("table", "markdown", "csv", "latex")
 
 
 def _looks_numeric(text: str) -> bool:
-    head = text.split(" ", 1)[0].rstrip("*")
-    return head == "–" or head.replace(".", "", 1).replace("/", "").replace("e-", "").isdigit()
+    head = text.split(" ", 1)[0].split("±", 1)[0].rstrip("*").lstrip("+-")
+    return head in ("–", "") or head.replace(".", "", 1).replace("/", "").replace("e-", "").isdigit()
 
 
 def to_rich(table: Table) -> RichTable:
@@ -24,8 +24,9 @@ def to_rich(table: Table) -> RichTable:
     for i, column in enumerate(table.columns):
         numeric = bool(table.rows) and all(_looks_numeric(row[i]) for row in table.rows)
         rich.add_column(column, justify="right" if numeric else "left")
-    for row in table.rows:
-        rich.add_row(*row)
+    styles = {"paper": "italic", "delta": "dim"}
+    for i, row in enumerate(table.rows):
+        rich.add_row(*row, style=styles.get(table.kinds[i]) if table.kinds else None)
     return rich
 
 
@@ -47,3 +48,46 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
         writer.writeheader()
         writer.writerows(rows)
     return out.getvalue()
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "±": r"$\pm$", "–": "--", "−": "$-$", "Δ": r"$\Delta$", "★": r"$\star$"}  # fmt: skip
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def _best_per_column(table: Table) -> set[tuple[int, int]]:
+    """(row, column) of the highest score per column among measured and paper rows (rank excluded)."""
+    if table.scores is None or table.kinds is None:
+        return set()
+    best: set[tuple[int, int]] = set()
+    for j, column in enumerate(table.columns):
+        if column == "rank":
+            continue
+        candidates = [(row[j], i) for i, row in enumerate(table.scores) if row[j] is not None and table.kinds[i] != "delta"]
+        if candidates:
+            top = max(value for value, _ in candidates)
+            best |= {(i, j) for value, i in candidates if value == top}
+    return best
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs tabular, best value per column in bold; paste into a paper with \\usepackage{booktabs}."""
+    bold = _best_per_column(table)
+    numeric = [bool(table.rows) and all(_looks_numeric(row[j]) or row[j] == "" for row in table.rows) for j in range(len(table.columns))]
+    spec = "".join("r" if n else "l" for n in numeric)
+    lines = [f"% {latex_escape(table.title)}", r"\begin{tabular}{" + spec + "}", r"\toprule",
+             " & ".join(latex_escape(c) for c in table.columns) + r" \\", r"\midrule"]  # fmt: skip
+    previous_kind = None
+    for i, row in enumerate(table.rows):
+        kind = table.kinds[i] if table.kinds else None
+        if previous_kind == "delta" and kind == "measured":
+            lines.append(r"\addlinespace")
+        cells = [rf"\textbf{{{latex_escape(c)}}}" if (i, j) in bold else latex_escape(c) for j, c in enumerate(row)]
+        lines.append(" & ".join(cells) + r" \\")
+        previous_kind = kind
+    lines += [r"\bottomrule", r"\end{tabular}"] + [f"% {latex_escape(note)}" for note in table.notes]
+    return "\n".join(lines) + "\n"

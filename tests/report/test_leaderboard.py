@@ -1,4 +1,4 @@
-"""Leaderboard and layer tables from records, in every output format."""
+"""The leaderboard: seeds averaged, newest record per cell, paper rows and Δ beside measured rows."""
 
 from __future__ import annotations
 
@@ -9,16 +9,20 @@ from typing import Any
 
 import pytest
 
-from aimbench.report import cell_summaries, layer_table, leaderboard, to_csv, to_markdown, to_rich
+from aimbench.report import cell_summaries, leaderboard, to_csv, to_markdown, to_rich
+from aimbench.report.filters import Filters
+from aimbench.report.leaderboard import published_rows
+from aimbench.report.views import leaderboard_view
 from aimbench.store import connect, write_record_atomic
 
 
 def record(
-    backbone: str, task: str, seed: int, best: float, last: float, created: str, limit: int | None = None, last_set: str = "2"
+    backbone: str, task: str, seed: int, best: float, last: float, created: str, limit: int | None = None, last_set: str = "2",
+    probe: str = "linear",
 ) -> dict[str, Any]:
     return {
         "schema_version": 2, "record_id": f"{backbone}{task}{seed}{created}", "created_at": created,
-        "cell_key": f"{backbone}|{task}|linear|{seed}", "backbone": backbone, "task": task, "probe": "linear",
+        "cell_key": f"{backbone}|{task}|{probe}|{seed}", "backbone": backbone, "task": task, "probe": probe,
         "seed": seed, "image_limit": limit, "metric": "top1",
         "best_layer_set": "1", "best_layer": 1, "best_val_score": best, "best_test_score": best,
         "last_layer_set": last_set, "last_layer": 2, "last_val_score": last, "last_test_score": last,
@@ -56,50 +60,96 @@ def test_summaries_average_seeds_and_take_the_latest_record(results: Path) -> No
     assert rows[("a", "t2")]["seeds"] == 1
     assert rows[("a", "t2")]["best_test_score"] == pytest.approx(0.50)
     assert rows[("b", "t1")]["image_limit"] == 50
-    assert cell_summaries(connect(results), probe="attentive") == []
+    assert cell_summaries(connect(results), Filters(probes=("attentive",))) == []
+    assert {r["backbone"] for r in cell_summaries(connect(results), Filters(backbones=("b*",)))} == {"b"}
 
 
 def test_leaderboard_pivots_marks_limits_and_means_only_complete_rows(results: Path) -> None:
     table = leaderboard(cell_summaries(connect(results)))
-    assert table.columns == ["backbone", "probe", "layer", "t1", "t2", "mean"]
+    assert table.columns == ["backbone", "probe", "layer", "t1", "t2", "mean", "rank"]
     rows = {(r[0], r[2]): r[3:] for r in table.rows}
-    assert rows[("a", "best layer")] == ["85.0±7.1 (L1)", "50.0 (L1)", "67.5"]  # t1 has seeds 0.80 and 0.90
-    assert rows[("a", "last layer")] == ["65.0±7.1 (L2)", "40.0 (L2)", "52.5"]
-    assert rows[("b", "best layer")] == ["30.0* (L1)", "–", "–"]
+    assert rows[("a", "best layer")] == ["85.0±7.1 (L1)", "50.0 (L1)", "67.5", "1"]  # t1 has seeds 0.80 and 0.90
+    assert rows[("a", "last layer")] == ["65.0±7.1 (L2)", "40.0 (L2)", "52.5", "1"]
+    assert rows[("b", "best layer")] == ["30.0* (L1)", "–", "–", ""]  # incomplete: no mean, no rank
     assert any("--limit" in note for note in table.notes)
 
 
 def test_renderers(results: Path) -> None:
     summaries = cell_summaries(connect(results))
     markdown = to_markdown(leaderboard(summaries))
-    assert "| backbone | probe | layer | t1 | t2 | mean |" in markdown
-    assert "| a | linear | best layer | 85.0±7.1 (L1) | 50.0 (L1) | 67.5 |" in markdown
+    assert "| backbone | probe | layer | t1 | t2 | mean | rank |" in markdown
+    assert "| a | linear | best layer | 85.0±7.1 (L1) | 50.0 (L1) | 67.5 | 1 |" in markdown
     parsed = list(csv.DictReader(io.StringIO(to_csv(summaries))))
     assert len(parsed) == 3 and float(parsed[0]["best_test_score"]) == pytest.approx(0.85)
     rich = to_rich(leaderboard(summaries))
-    assert [c.header for c in rich.columns] == ["backbone", "probe", "layer", "t1", "t2", "mean"]
+    assert [c.header for c in rich.columns] == ["backbone", "probe", "layer", "t1", "t2", "mean", "rank"]
 
 
-def test_layer_table_marks_best_and_last() -> None:
-    table = layer_table(record("a", "t1", 0, 0.8, 0.7, "2026-01-01T00:00:00+00:00"))
-    assert [row[-1] for row in table.rows] == ["", "best", "last"]
-    assert table.rows[1][:5] == ["L1", "cls", "lr=0.1 wd=0", "80.0", "80.0"]
-    assert table.rows[2][:3] == ["L2", "patch_mean+cls", "lr=0.3 wd=0.0001"]
-    assert table.columns[3:5] == ["val top1", "test top1"]
+PAPER_CSV = """source,reference,model,arch,pretrain_data,backbone,probe,layer,task,metric,score_percent
+T1,ref,M-1,ViT,data,a,attentive,last,t1,top1,60.0
+T1,ref,M-1,ViT,data,a,attentive,last,t2,top1,45.0
+T1,ref,Other,ViT,data,,attentive,last,t1,top1,70.0
+T2,ref,M-1,ViT,data,a,attentive,best,t1,top1,80.0
+T2,ref,M-1,ViT,data,a,attentive,last,t1,top1,60.0
+T1,ref,M-1,ViT,data,a,attentive,last,t9,top1,99.0
+"""
 
 
-def test_windows_are_labelled_by_name_and_metrics_named_in_headers(tmp_path: Path) -> None:
-    row = record("a", "t1", 0, 0.8, 0.7, "2026-01-01T00:00:00+00:00", last_set="avg:1-2")
-    row["metric"] = "macro_f1"
-    write_record_atomic(tmp_path / "runs" / "r.json", row)
-    table = leaderboard(cell_summaries(connect(tmp_path)))
-    assert table.columns == ["backbone", "probe", "layer", "t1 (macro_f1)", "mean"]
-    assert table.rows[1][3] == "70.0 (avg:1-2)"
-    assert layer_table(row).rows[2][0] == "avg:1-2"
+@pytest.fixture
+def attentive(tmp_path: Path) -> tuple[Path, Path]:
+    rows = [
+        record("a", "t1", 0, 0.85, 0.65, "2026-01-01T00:00:00+00:00", probe="attentive"),
+        record("a", "t2", 0, 0.50, 0.40, "2026-01-01T00:00:00+00:00", probe="attentive"),
+        record("a", "t1", 0, 0.75, 0.70, "2026-01-01T00:00:00+00:00", probe="linear"),
+        record("b", "t1", 0, 0.30, 0.20, "2026-01-01T00:00:00+00:00", probe="attentive"),
+    ]
+    for i, row in enumerate(rows):
+        write_record_atomic(tmp_path / "results" / "runs" / f"r{i}.json", row)
+    (tmp_path / "published").mkdir()
+    (tmp_path / "published" / "paper.csv").write_text(PAPER_CSV, encoding="utf-8")
+    return tmp_path / "results", tmp_path / "published"
 
 
-def test_records_of_an_older_schema_are_left_out(results: Path) -> None:
-    old = record("z", "t1", 0, 0.99, 0.99, "2026-03-01T00:00:00+00:00")
-    old["schema_version"] = 1
-    write_record_atomic(results / "runs" / "old.json", old)
-    assert "z" not in {r["backbone"] for r in cell_summaries(connect(results))}
+def test_paper_rows_follow_their_backbone_with_deltas_for_comparable_probes(attentive: tuple[Path, Path]) -> None:
+    results, published = attentive
+    table, _ = leaderboard_view(connect(results, published), Filters())
+    lines = [(r[0], r[1], r[2], r[3], r[4]) for r in table.rows]
+    assert lines == [
+        ("a", "attentive", "best layer", "85.0 (L1)", "50.0 (L1)"),
+        ("a", "attentive", "last layer", "65.0 (L2)", "40.0 (L2)"),
+        ("a", "linear", "best layer", "75.0 (L1)", "–"),
+        ("a", "linear", "last layer", "70.0 (L2)", "–"),
+        ("a", "M-1 [paper]", "last layer", "60.0", "45.0"),  # t9 is not shown: no record has it
+        ("a", "M-1 [paper]", "best layer", "80.0", "–"),
+        ("a", "Δ vs M-1", "best layer", "+5.0", "–"),  # the linear probe is not compared with an attentive paper number
+        ("a", "Δ vs M-1", "last layer", "+5.0", "-5.0"),
+        ("b", "attentive", "best layer", "30.0 (L1)", "–"),
+        ("b", "attentive", "last layer", "20.0 (L2)", "–"),
+        ("", "Other [paper]", "last layer", "70.0", "–"),
+    ]
+    assert table.kinds == ["measured"] * 4 + ["paper", "paper", "delta", "delta", "measured", "measured", "paper"]
+    means = {(r[0], r[1], r[2]): (r[-2], r[-1]) for r in table.rows}
+    assert means[("a", "attentive", "last layer")] == ("52.5", "1")
+    assert means[("a", "M-1 [paper]", "last layer")] == ("52.5", "2")  # ties rank in table order
+    assert means[("a", "Δ vs M-1", "last layer")] == ("+0.0", "")  # Δ rows are never ranked
+    assert table.scores is not None and table.scores[4][3] == pytest.approx(0.60)
+
+
+def test_no_paper_and_backbone_filters_drop_paper_rows(attentive: tuple[Path, Path]) -> None:
+    results, published = attentive
+    con = connect(results, published)
+    table, _ = leaderboard_view(con, Filters(), paper=False)
+    assert "paper" not in (table.kinds or [])
+    assert [p.probe for p in published_rows(con, ["t1"], Filters(backbones=("b",)))] == []
+    assert [(p.probe, p.layer) for p in published_rows(con, ["t1"], Filters(backbones=("a",)))] == [
+        ("M-1 [paper]", "last layer"), ("M-1 [paper]", "best layer")]  # fmt: skip
+
+
+def test_a_suite_shows_all_its_columns_and_paper_rows_alone(attentive: tuple[Path, Path]) -> None:
+    results, published = attentive
+    con = connect(results, published)
+    table, summaries = leaderboard_view(con, Filters(tasks=("t9", "t1"), task_order=("t9", "t1")))
+    assert table.columns[3:5] == ["t9", "t1"]
+    assert [r[3] for r in table.rows if r[1] == "M-1 [paper]"] == ["99.0", "–"]
+    only_paper, none = leaderboard_view(con, Filters(tasks=("t9",), task_order=("t9",)))
+    assert none == [] and [r[1] for r in only_paper.rows] == ["M-1 [paper]"]

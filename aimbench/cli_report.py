@@ -1,0 +1,126 @@
+"""``aimbench report`` and ``aimbench export``: thin dispatch over :mod:`aimbench.report.views`."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from aimbench.cards.registry import Registry
+from aimbench.cli_options import CardsOption, ResultsOption, make_console
+from aimbench.report import FORMATS, Table, to_csv, to_latex, to_markdown, to_rich
+from aimbench.report.filters import build_filters
+from aimbench.report.views import EXPORT_FORMATS, cell_view, export_tables, layers_view, leaderboard_view, sql_view
+from aimbench.store.db import open_session
+
+ReportFormat = Enum("ReportFormat", {name: name for name in FORMATS}, type=str)
+ExportFormat = Enum("ExportFormat", {name: name for name in EXPORT_FORMATS}, type=str)
+
+
+class View(str, Enum):
+    leaderboard = "leaderboard"
+    layers = "layers"
+    cell = "cell"
+
+
+def _print(tables: list[Table], long_rows: list[dict[str, Any]], fmt: str) -> None:
+    console = make_console()
+    if fmt == "csv":
+        sys.stdout.write(to_csv(long_rows))
+        return
+    for table in tables:
+        if fmt == "markdown":
+            sys.stdout.write(to_markdown(table))
+        elif fmt == "latex":
+            sys.stdout.write(to_latex(table))
+        else:
+            console.print(to_rich(table))
+
+
+def report(
+    view: Annotated[View, typer.Argument(help="leaderboard | layers (curves per block) | cell (one cell in full).")] = View.leaderboard,
+    cell: Annotated[Optional[str], typer.Argument(help="For 'cell': a cell key backbone|task|probe|seed, or a unique prefix.")] = None,
+    results: ResultsOption = Path("results"),
+    format: Annotated[ReportFormat, typer.Option("--format", "-f", help="table | markdown | csv (long form) | latex (booktabs).")] = ReportFormat("table"),
+    backbone: Annotated[Optional[str], typer.Option(help="Backbones: names or patterns, comma-separated ('aim-*').")] = None,
+    task: Annotated[Optional[str], typer.Option(help="Tasks: names, patterns, suites or tag:NAME, comma-separated.")] = None,
+    probe: Annotated[Optional[str], typer.Option(help="Probe kinds: linear, attentive, knn, official:* ...")] = None,
+    suite: Annotated[Optional[str], typer.Option(help="Only this suite's tasks, in its order (aim15 = the paper's Table 6).")] = None,
+    since: Annotated[Optional[str], typer.Option(help="Only records written since: 2026-11-01, 2026-11-01T12:00, or an age (7d, 12h).")] = None,
+    paper: Annotated[bool, typer.Option("--paper/--no-paper", help="Show the published numbers beside measured rows.")] = True,
+    sql: Annotated[Optional[str], typer.Option(help="Run a query over runs, latest, layer_metrics, published instead.")] = None,
+    html: Annotated[Optional[Path], typer.Option(help="Also write a self-contained HTML leaderboard to DIR/index.html.")] = None,
+    plots: Annotated[Optional[Path], typer.Option(help="Also write the layer-curve plots (PNG) to DIR.")] = None,
+    cards: CardsOption = None,
+) -> None:
+    """Leaderboard, layer curves or one cell, from the newest record per cell, beside the paper's numbers.
+
+    [bold]Examples[/bold]
+
+      aimbench report --suite aim15 --format latex > table6.tex
+
+      aimbench report layers --backbone 'aim-*' --task imagenet-1k --plots plots/
+
+      aimbench report cell 'aim-1b|dtd|attentive|0'
+
+      aimbench report --sql "SELECT backbone, avg(best_test_score) FROM latest GROUP BY ALL"
+
+      aimbench report --html site/
+    """
+    session = open_session(results)
+    con = session.con
+    if sql is not None:
+        table, rows = sql_view(con, sql)
+        _print([table], rows, format.value)
+        return
+    filters = build_filters(Registry.load(cards or ()), backbone, task, probe, suite, since)
+    if view is View.cell:
+        if cell is None:
+            raise typer.BadParameter("name the cell: aimbench report cell 'backbone|task|probe|seed'")
+        tables, rows = cell_view(con, results, cell)
+        _print(tables, rows, format.value)
+        return
+    board = None
+    if view is View.layers:
+        table, _, points = layers_view(con, filters)
+        _print([table], points, format.value)
+    else:
+        board, summaries = leaderboard_view(con, filters, paper)
+        _print([board], summaries, format.value)
+    if plots is not None or html is not None:
+        from aimbench.report.curves import curves_table, layer_curves
+
+        curves = layer_curves(con, filters)
+        if plots is not None:
+            from aimbench.report.plots import write_plots
+
+            written = write_plots(curves, plots)
+            make_console().print(f"wrote {len(written)} layer-curve plots to {plots}", style="dim")
+        if html is not None:
+            from aimbench.report.html import write_html
+
+            board = board or leaderboard_view(con, filters, paper)[0]
+            subtitle = f"{session.records} records in {results}"
+            page = write_html(html, board, curves_table(curves), curves, subtitle)
+            make_console().print(f"wrote {page}", style="dim")
+    if session.other_versions:
+        make_console(stderr=True).print(f"note: {session.other_versions} records of another schema version were left out", style="dim")
+
+
+def export(
+    results: ResultsOption = Path("results"),
+    format: Annotated[ExportFormat, typer.Option("--format", "-f", help="parquet | csv.")] = ExportFormat("parquet"),
+    out: Annotated[Optional[Path], typer.Option(help="Folder for runs, latest, layer_metrics and published files [default: RESULTS/exports].")] = None,
+) -> None:
+    """Write the store's tables (runs, latest, layer_metrics, published) as Parquet or CSV files.
+
+    [bold]Examples[/bold]
+
+      aimbench export --format parquet --out /tmp/aimbench-tables
+    """
+    session = open_session(results)
+    written = export_tables(session.con, out or results / "exports", format.value)
+    make_console().print("wrote " + ", ".join(str(p) for p in written))

@@ -1,0 +1,105 @@
+"""One cell in full: what produced its number (provenance) and its per-layer scores.
+
+Everything a reader needs to trust or reproduce a number sits in its record; this view puts
+the parts people ask about first (anchors: dinov2#106, #232, CLIP#353): the selected
+hyper-parameters, the effective batch and scaled learning rates, the token kind and block, the
+weights hash, the data revision and split policy, and the software versions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from aimbench.errors import UserError
+from aimbench.report.tables import Table, hparams_label, percent, set_label
+from aimbench.store.records import read_record, runs_dir
+
+
+def find_cell(con: duckdb.DuckDBPyConnection, results_dir: Path, key: str) -> dict[str, Any]:
+    """The newest record whose cell key is ``key`` or starts with it (``aim-1b|dtd``); unique or an error."""
+    matches = con.execute(
+        "SELECT cell_key, file FROM latest WHERE cell_key = $key OR starts_with(cell_key, $key) ORDER BY cell_key", {"key": key}
+    ).fetchall()
+    exact = [m for m in matches if m[0] == key]
+    if exact:
+        matches = exact
+    if not matches:
+        known = [row[0] for row in con.execute("SELECT cell_key FROM latest ORDER BY cell_key LIMIT 5").fetchall()]
+        raise UserError(f"no cell '{key}' in the results; cell keys look like {', '.join(known)} (see 'aimbench report --format csv')")
+    if len(matches) > 1:
+        shown = ", ".join(m[0] for m in matches[:5]) + (" ..." if len(matches) > 5 else "")
+        raise UserError(f"'{key}' matches {len(matches)} cells ({shown}); give the whole key backbone|task|probe|seed")
+    return read_record(runs_dir(results_dir) / matches[0][1])
+
+
+def _listed(values: Any) -> str:
+    if isinstance(values, list):
+        return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+    return "–" if values is None else str(values)
+
+
+def provenance_table(record: dict[str, Any]) -> Table:
+    """Key/value lines: the cell's identity, selection, probe recipe, backbone, data and software."""
+    probe = record.get("probe_config") or {}
+    backbone = record.get("backbone_info") or {}
+    features = backbone.get("features") or {}
+    environment = record.get("environment") or {}
+    best = f"{set_label(record['best_layer_set'])} ({record['best_token']}, {hparams_label(record['best_hparams'])})"
+    last = f"{set_label(record['last_layer_set'])} ({record['last_token']}, {hparams_label(record['last_hparams'])})"
+    metric = record["metric"]
+    lines = [
+        ("cell", f"{record['cell_key']}  (config {record['config_hash']}, recorded {record['created_at']})"),
+        (f"best layer (val {metric})", f"{best}: val {percent(record['best_val_score'])}, test {percent(record['best_test_score'])}"),
+        ("last layer", f"{last}: val {percent(record['last_val_score'])}, test {percent(record['last_test_score'])}"),
+        ("secondary metrics", json.dumps(record.get("best_test_secondary") or {}) if record.get("secondary_metrics") else "–"),
+        ("probe", f"{probe.get('kind', record['probe'])}; {probe.get('optimizer', '–')}, {probe.get('schedule', '–')}, {probe.get('epochs', '–')} epochs"),
+        ("effective batch / lr", f"{probe.get('effective_batch_size', '–')} (base {probe.get('base_batch_size', '–')}); "
+                                 f"scaled lr {_listed(probe.get('scaled_learning_rates'))}"),
+        ("grid", f"lr {_listed(probe.get('learning_rates'))}; wd {_listed(probe.get('weight_decays'))}"),
+        ("selection", str(probe.get("selection", "–"))),
+        ("features", f"{features.get('source', '–')}; final norm {'applied' if features.get('norm_applied') else 'not applied'}; "
+                     f"tokens {_listed(features.get('prefix_layout'))}; {probe.get('feature_norm', '')}".rstrip("; ")),
+        ("backbone", f"{record['backbone']} = {backbone.get('arch', '–')} ({backbone.get('adapter', '–')}), depth {backbone.get('depth', '–')}, "
+                     f"dtype {record.get('dtype', '–')}, input {(backbone.get('preprocess') or {}).get('image_size', '–')} px"),
+        ("weights", f"{record['weights_id']} sha256:{record['weights_sha256']}"),
+        ("data", f"{record['task']} v{record.get('task_version', '–')} from {record.get('dataset_source', '–')} "
+                 f"@ {record.get('dataset_revision', '–')}"),
+        ("splits", f"train {record['n_train']} / val {record['n_val']} / test {record['n_test']}; "
+                   + ", ".join(f"{k}: {v}" for k, v in (record.get("split_policy") or {}).items())
+                   + (f"; --limit {record['image_limit']}" if record.get("image_limit") is not None else "")),
+        ("software", ", ".join(f"{k.removesuffix('_version')} {v}" for k, v in environment.items() if k != "device")),
+        ("device / time", f"{environment.get('device', '–')}; {record.get('wall_time_s', 0.0):.1f} s"),
+    ]  # fmt: skip
+    return Table(f"{record['backbone']} on {record['task']} — {record['probe']} probe, seed {record['seed']}",
+                 ["field", "value"], [[k, v] for k, v in lines])  # fmt: skip
+
+
+def layer_table(record: dict[str, Any]) -> Table:
+    """Per-layer-set val/test scores of one record, with the best (by val) and last sets marked."""
+    rows = []
+    for layer in record["layers"]:
+        marks = [m for m in ("best", "last") if record[f"{m}_layer_set"] == layer["layer_set"]]
+        rows.append(
+            [
+                set_label(layer["layer_set"]),
+                layer["token"],
+                hparams_label(layer["hparams"]),
+                percent(layer["val_score"]),
+                percent(layer["test_score"]),
+                " ".join(marks),
+            ]
+        )
+    title = (
+        f"{record['backbone']} on {record['task']} — {record['probe']} probe, seed {record['seed']} "
+        f"(train {record['n_train']} / val {record['n_val']} / test {record['n_test']})"
+    )
+    notes = [f"weights {record['weights_id']} sha256:{record['weights_sha256'][:12]}; {record['wall_time_s']:.1f} s"]
+    plan = (record.get("probe_config") or {}).get("memory_plan")
+    if plan:
+        notes.append(f"attentive heads: {plan}")
+    metric = record["metric"]
+    return Table(title, ["layer set", "token", "selected", f"val {metric}", f"test {metric}", ""], rows, notes)

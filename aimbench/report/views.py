@@ -1,0 +1,86 @@
+"""The report's views over one DuckDB session, independent of how they are printed.
+
+``aimbench report`` is a thin dispatcher over these: the leaderboard (with paper rows), the
+layer curves, one cell in detail, an ad-hoc SQL query, and the export of the store's tables.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from aimbench.errors import UserError
+from aimbench.report.cell_detail import find_cell, layer_table, provenance_table
+from aimbench.report.curves import Curve, curves_table, layer_curves
+from aimbench.report.filters import Filters
+from aimbench.report.leaderboard import cell_summaries, leaderboard, published_rows
+from aimbench.report.tables import Table
+from aimbench.store.cache import sql_string
+from aimbench.store.schema import TABLES
+
+EXPORT_FORMATS = ("parquet", "csv")
+
+
+def leaderboard_view(con: duckdb.DuckDBPyConnection, filters: Filters, paper: bool = True) -> tuple[Table, list[dict[str, Any]]]:
+    """The pivoted leaderboard and its long form (one row per backbone, task, probe) for CSV."""
+    summaries = cell_summaries(con, filters)
+    named = {t for t in filters.tasks if not any(ch in t for ch in "*?[")}  # a suite's columns show even when unmeasured
+    shown = filters.order({s["task"] for s in summaries} | named)
+    papers = published_rows(con, shown, filters) if paper else []
+    if not summaries and not papers:
+        raise UserError("no records match the filters; drop a filter, or see 'aimbench report --sql \"SELECT DISTINCT backbone, task, probe FROM runs\"'")
+    return leaderboard(summaries, papers, shown), summaries
+
+
+def layers_view(con: duckdb.DuckDBPyConnection, filters: Filters) -> tuple[Table, list[Curve], list[dict[str, Any]]]:
+    """The curves table, the curves (for plots), and one long row per point for CSV."""
+    curves = layer_curves(con, filters)
+    if not curves:
+        raise UserError("no per-block results match the filters (layer curves need single-block layer sets, e.g. --layers all)")
+    points = [
+        {"backbone": c.backbone, "task": c.task, "probe": c.probe, "metric": c.metric, "block": block, "val_score": val,
+         "test_score": test, "best": block == c.best_block, "last": block == c.blocks[-1], "seeds": c.seeds}
+        for c in curves for block, val, test in zip(c.blocks, c.val, c.test)
+    ]  # fmt: skip
+    return curves_table(curves), curves, points
+
+
+def cell_view(con: duckdb.DuckDBPyConnection, results_dir: Path, key: str) -> tuple[list[Table], list[dict[str, Any]]]:
+    record = find_cell(con, results_dir, key)
+    return [provenance_table(record), layer_table(record)], record["layers"]
+
+
+def sql_view(con: duckdb.DuckDBPyConnection, query: str) -> tuple[Table, list[dict[str, Any]]]:
+    """Run a read query over the views; every value is shown as DuckDB prints it."""
+    try:
+        relation = con.sql(query)
+        if relation is None:
+            raise UserError("--sql takes a query that returns rows (SELECT, DESCRIBE, SUMMARIZE, ...)")
+        columns = relation.columns
+        rows = relation.select(*(duckdb.ColumnExpression(c).cast(duckdb.sqltype("VARCHAR")) for c in columns)).fetchall()
+    except duckdb.Error as exc:
+        raise UserError(f"--sql failed: {str(exc).splitlines()[0]} (tables: {', '.join(TABLES)})") from None
+    text_rows = [["" if v is None else v for v in row] for row in rows]
+    return Table("query", list(columns), text_rows, [f"{len(rows)} rows"]), [dict(zip(columns, row)) for row in text_rows]
+
+
+def export_tables(con: duckdb.DuckDBPyConnection, folder: Path, fmt: str) -> list[Path]:
+    """Write every table of the store to ``folder/<table>.<fmt>``, each file renamed into place."""
+    if fmt not in EXPORT_FORMATS:
+        raise UserError(f"unknown export format '{fmt}'; choose {' or '.join(EXPORT_FORMATS)}")
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for table in TABLES:
+        path = folder / f"{table}.{fmt}"
+        part = folder / f".{table}.{fmt}.part"
+        options = "FORMAT parquet" if fmt == "parquet" else "FORMAT csv, HEADER true"
+        try:
+            con.execute(f"COPY (SELECT * FROM {table}) TO {sql_string(str(part))} ({options})")
+            os.replace(part, path)
+        finally:
+            part.unlink(missing_ok=True)
+        written.append(path)
+    return written
