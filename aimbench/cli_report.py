@@ -11,6 +11,7 @@ import typer
 
 from aimbench.cards.registry import Registry
 from aimbench.cli_options import CardsOption, ResultsOption, make_console
+from aimbench.errors import UserError
 from aimbench.report import FORMATS, Table, to_csv, to_latex, to_markdown, to_rich
 from aimbench.report.filters import build_filters
 from aimbench.report.views import EXPORT_FORMATS, cell_view, export_tables, layers_view, leaderboard_view, sql_view
@@ -79,7 +80,7 @@ def report(
     filters = build_filters(Registry.load(cards or ()), backbone, task, probe, suite, since)
     if view is View.cell:
         if cell is None:
-            raise typer.BadParameter("name the cell: aimbench report cell 'backbone|task|probe|seed'")
+            raise UserError("name the cell: aimbench report cell 'backbone|task|probe|seed' (or a unique prefix)")
         tables, rows = cell_view(con, results, cell)
         _print(tables, rows, format.value)
         return

@@ -69,6 +69,7 @@ def test_layer_curves_plots_and_cell_detail(results: Path, tmp_path: Path) -> No
     detail = report(results, "cell", "micro-cls|digits|linear|1")
     assert "effective batch / lr" in detail and "sha256:" in detail and "micro-cls on digits — linear probe, seed 1" in detail
     assert_one_line_error(run_cli("report", "cell", "micro", "--results", str(results)), "matches")
+    assert_one_line_error(run_cli("report", "cell", "--results", str(results)), "name the cell")
 
 
 def test_sql_export_and_html(results: Path, tmp_path: Path) -> None:
