@@ -1,0 +1,1 @@
+"""AIM pre-training: the objective, the recipe, data at scale, checkpoints, and the trainer."""
