@@ -1,0 +1,205 @@
+"""Images for AIM pre-training: ``--data`` sources, their weighted mixture, and batches that are pure functions of the step.
+
+The sources and their ``--data`` syntax are in ``aimbench.pretrain.sources``.
+
+Determinism
+-----------
+Slot ``j`` of rank ``r`` at step ``s`` is global slot ``t = s * G + r * batch_size + j`` with
+``G = batch_size * world_size``: ranks never share a slot, and a run resumed on a different number
+of ranks (same global batch) consumes the same stream. Sources take slots in a fixed low-discrepancy
+interleave, so the number of earlier slots a source took (its draw number ``d``) is a closed form
+of ``t``, never a counter carried between steps, workers or restarts. Draw ``d`` of a source with
+``n`` images is position ``d mod n`` of epoch ``d // n``, through a keyed pseudo-random bijection
+of ``range(n)`` (O(1) memory at any ``n``). Augmentation draws from a generator seeded by ``t``.
+
+An image that does not decode is replaced by the next position of the same permutation and counted;
+only a source with ``MAX_TRIES`` unreadable images in a row is an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
+
+from aimbench.errors import UserError
+from aimbench.pretrain.sources import HOW, MAX_TRIES, READERS, DataSource, ImageSource, decode
+
+SHARE_SCALE = 1 << 32  # weights become integers so the slot interleave is exact integer arithmetic
+ORDER, AUGMENT = 0, 1  # hash domains: per-epoch permutations, per-slot augmentation
+
+
+def _mix(*values: int) -> int:
+    """A 64-bit hash of integers that is the same in every process, unlike ``hash``."""
+    data = b"".join(v.to_bytes(16, "little", signed=True) for v in values)
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+
+
+def _permute(index: int, n: int, key: int) -> int:
+    """Position ``index`` of a keyed pseudo-random permutation of ``range(n)``, without materialising it.
+
+    A 4-round Feistel network is a bijection on ``range(4**half) >= n``; re-applying it until the
+    value falls below ``n`` (cycle walking, under four rounds on average) restricts it to ``range(n)``.
+    """
+    half = max(1, ((n - 1).bit_length() + 1) // 2)
+    mask = (1 << half) - 1
+    value = index
+    while True:
+        left, right = value >> half, value & mask
+        for round_number in range(4):
+            left, right = right, left ^ (_mix(key, round_number, right) & mask)
+        value = (left << half) | right
+        if value < n:
+            return value
+
+
+def _uniform(low: float, high: float, generator: torch.Generator) -> float:
+    return low + (high - low) * torch.rand((), generator=generator, dtype=torch.float64).item()
+
+
+def _crop_box(height: int, width: int, generator: torch.Generator) -> tuple[int, int, int, int]:
+    """torchvision's ``RandomResizedCrop.get_params`` (scale 0.4-1, ratio 3/4-4/3) drawing from ``generator`` only."""
+    low_ratio, high_ratio = 3 / 4, 4 / 3
+    for _ in range(10):
+        area = height * width * _uniform(0.4, 1.0, generator)
+        aspect = math.exp(_uniform(math.log(low_ratio), math.log(high_ratio), generator))
+        w, h = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, (), generator=generator))
+            left = int(torch.randint(0, width - w + 1, (), generator=generator))
+            return top, left, h, w
+    w, h = width, height  # fallback: the centre crop closest to the ratio range
+    if width / height < low_ratio:
+        h = round(width / low_ratio)
+    elif width / height > high_ratio:
+        w = round(height * high_ratio)
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+@dataclass(frozen=True)
+class _TrainTransform:
+    """A class rather than a closure so the dataset pickles into spawned loader workers."""
+
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __call__(self, image: Image.Image, generator: torch.Generator) -> torch.Tensor:
+        image = image if image.mode == "RGB" else image.convert("RGB")
+        top, left, h, w = _crop_box(image.height, image.width, generator)
+        image = TF.resized_crop(image, top, left, h, w, [self.image_size, self.image_size], InterpolationMode.BICUBIC)
+        if torch.rand((), generator=generator) < 0.5:
+            image = TF.hflip(image)
+        return TF.normalize(TF.to_tensor(image), list(self.mean), list(self.std))
+
+
+def train_transform(image_size: int, mean: Sequence[float], std: Sequence[float]) -> Callable[[Image.Image, torch.Generator], torch.Tensor]:
+    """AIM's augmentation: RandomResizedCrop (scale 0.4-1, bicubic) and a horizontal flip, then normalisation.
+
+    All randomness comes from the generator passed with each image, never the global RNG, so an
+    image's view depends on its slot alone: in any worker, in any order, after any restart.
+    """
+    return _TrainTransform(image_size, tuple(mean), tuple(std))
+
+
+class PretrainBatches(Dataset):
+    """Map-style dataset whose item ``step`` is the whole batch for that global step on this rank.
+
+    Returns ``(images [batch_size, 3, image_size, image_size] float32, unreadable images skipped)``;
+    the item is a pure function of (seed, step, rank, world_size), see the module docstring.
+    """
+
+    def __init__(self, sources: list[DataSource], image_size: int, batch_size: int, seed: int,
+                 mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225),
+                 rank: int = 0, world_size: int = 1) -> None:  # fmt: skip
+        if not sources:
+            raise UserError(f"no --data source; {HOW}")
+        if image_size < 1 or batch_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"bad batch geometry: image_size={image_size} batch_size={batch_size} rank={rank} world_size={world_size}")
+        self.sources, self.image_size, self.batch_size, self.seed = list(sources), image_size, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.transform = train_transform(image_size, mean, std)
+        self.shares = [max(1, round(source.weight * SHARE_SCALE)) for source in self.sources]
+        self.remaining = [sum(self.shares[k:]) for k in range(len(self.shares))]
+        self._readers: list[ImageSource] | None = None
+
+    def __len__(self) -> int:
+        return 2**62  # the stream is infinite; the trainer's sampler picks the steps
+
+    @property
+    def readers(self) -> list[ImageSource]:
+        """Indexes are built on first use, so constructing the dataset stays cheap and nothing is listed twice."""
+        if self._readers is None:
+            self._readers = [READERS[source.kind](source.location) for source in self.sources]
+        return self._readers
+
+    def prepare(self) -> None:
+        """Index every source and decode one of its images now, in this process.
+
+        Forked loader workers then inherit the indexes instead of each rebuilding them, and a source
+        that is empty or unreadable fails here with a one-line error, not inside a worker.
+        """
+        for k in range(len(self.readers)):
+            self._draw(k, 0)
+
+    def _assign(self, slot: int) -> tuple[int, int]:
+        """(source, draw number) of a global slot.
+
+        Source k takes slot u of the slots left by sources before it iff ``floor(m u / M)`` steps up
+        there (m: its share, M: the shares from k on), a Sturmian sequence: it then took exactly
+        ``floor(m u / M)`` of the first u, which is its draw number, in closed form for any slot.
+        """
+        rest = slot
+        for k in range(len(self.shares) - 1):
+            share, remaining = self.shares[k], self.remaining[k]
+            taken = share * rest // remaining
+            if share * (rest + 1) // remaining > taken:
+                return k, taken
+            rest -= taken
+        return len(self.shares) - 1, rest
+
+    def _draw(self, k: int, draw: int) -> tuple[Image.Image, int]:
+        """Draw ``draw`` of source k and how many unreadable candidates were passed over to reach it."""
+        images = self.readers[k]
+        n = len(images)
+        key, position = _mix(self.seed, ORDER, k, draw // n), draw % n
+        failure = ""
+        for missed in range(MAX_TRIES):
+            index = _permute((position + missed) % n, n, key)
+            try:
+                return decode(images.read(index)), missed
+            except Exception as exc:  # any failure to read or decode untrusted bytes means "unreadable"
+                failure = f"{images.name(index)}: {type(exc).__name__}: {exc}"
+        raise UserError(f"--data {self.sources[k].location}: {MAX_TRIES} images in a row are unreadable "
+                        f"(last: {failure}); check or remove this source")  # fmt: skip
+
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, int]:
+        if step < 0:
+            raise IndexError(f"step {step} < 0")
+        images = torch.empty(self.batch_size, 3, self.image_size, self.image_size)
+        skipped = 0
+        first = (int(step) * self.world_size + self.rank) * self.batch_size
+        for j in range(self.batch_size):
+            slot = first + j
+            image, missed = self._draw(*self._assign(slot))
+            images[j] = self.transform(image, torch.Generator().manual_seed(_mix(self.seed, AUGMENT, slot)))
+            skipped += missed
+        return images, skipped
+
+
+def batch_loader(dataset: PretrainBatches, start_step: int, num_steps: int, workers: int) -> DataLoader:
+    """Batches ``start_step .. start_step + num_steps - 1`` in order, decoded by ``workers`` processes.
+
+    Order and content do not depend on ``workers``: each item is computed from its step alone.
+    """
+    dataset.prepare()
+    # its own generator: the loader's worker base seed would otherwise advance the global torch RNG
+    return DataLoader(dataset, batch_size=None, sampler=range(start_step, start_step + num_steps), num_workers=workers,
+                      persistent_workers=False, generator=torch.Generator().manual_seed(dataset.seed))  # fmt: skip
