@@ -16,6 +16,7 @@ import typer
 
 from aimbench.cards.registry import Registry
 from aimbench.cli_options import CardsOption, ResultsOption, make_console
+from aimbench.cli_pretrain import pretrain
 from aimbench.cli_report import export, report
 from aimbench.cli_tasks import tasks_app
 from aimbench.dtypes import DTYPES
@@ -39,6 +40,7 @@ app = typer.Typer(
 app.add_typer(tasks_app, name="tasks")
 app.command("report")(report)
 app.command("export")(export)
+app.command("pretrain")(pretrain)
 console = make_console()
 
 DEMO_BACKBONES = ("vit-tiny-cls", "vit-tiny-reg")

@@ -77,6 +77,9 @@ def _snapshot_commit(path: Path) -> str:
     return parts[parts.index("snapshots") + 1][:12] if "snapshots" in parts else "unknown"
 
 
+PRETRAIN_TRUNK = "trunk.safetensors"  # what aimbench.pretrain exports into its run directory
+
+
 def resolve_source(source: str, card_dir: Path | None = None) -> Path:
     """The local file of a source; relative paths are relative to ``card_dir``."""
     if source.startswith(HF_PREFIX):
@@ -86,8 +89,11 @@ def resolve_source(source: str, card_dir: Path | None = None) -> Path:
     path = Path(source).expanduser()
     if card_dir is not None and not path.is_absolute():
         path = card_dir / path
+    if path.is_dir() and (path / PRETRAIN_TRUNK).is_file():  # an 'aimbench pretrain' run directory
+        path = path / PRETRAIN_TRUNK
     if not path.is_file():
-        raise UserError(f"weights file '{path}' does not exist")
+        hint = f" (a pre-training run writes {PRETRAIN_TRUNK} when it finishes)" if path.is_dir() else ""
+        raise UserError(f"weights file '{path}' does not exist{hint}")
     return path
 
 

@@ -1,0 +1,80 @@
+"""``aimbench pretrain``: thin dispatch over :mod:`aimbench.pretrain.trainer`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from aimbench.cards.registry import Registry
+from aimbench.cli_options import make_console
+from aimbench.pretrain.checkpoint import RunFiles
+
+
+def pretrain(
+    preset: Annotated[str, typer.Argument(help="aim-600m | aim-1b | aim-3b | aim-7b | aim-tiny | aim-micro.")],
+    data: Annotated[str, typer.Option(help="Image sources, comma-separated, optionally weighted (see README: Pre-training).")],
+    steps: Annotated[int, typer.Option(help="Optimizer steps; the schedule (2.5 % warmup, cosine to 0) spans them.")] = 10_000,
+    batch_size: Annotated[int, typer.Option(help="Global batch (all ranks together).")] = 4096,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate [default: 1e-3 x batch / 4096].")] = None,
+    out: Annotated[Path, typer.Option(help="Run directory: checkpoint, metrics, trunk.safetensors, loss.png.")] = Path("runs/pretrain"),
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    dtype: Annotated[str, typer.Option(help="bf16 (autocast on GPU) | fp32.")] = "bf16",
+    image_size: Annotated[int, typer.Option(help="Training resolution [default: the preset's: 224, or 32 for aim-tiny].")] = 0,
+    save_every: Annotated[int, typer.Option(help="Checkpoint every N steps (and at the end).")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seeds the initialisation, the data order, augmentation and prefixes.")] = 0,
+    workers: Annotated[int, typer.Option(help="Data-loading processes per rank.")] = 4,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N] (under torchrun, each rank uses its LOCAL_RANK GPU).")] = "auto",
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
+) -> None:
+    """Pre-train an AIM from scratch (or --resume it); the trunk is exported for 'aimbench eval'.
+
+    [bold]Examples[/bold]
+
+      aimbench pretrain aim-tiny --data /data/imagenet/train --steps 2000 --batch-size 256 --out runs/tiny
+
+      torchrun --nproc-per-node 8 -m aimbench pretrain aim-600m --data 'web/shards-{0000..0999}.tar@0.8,/data/imagenet/train@0.2'
+
+      aimbench eval --backbone aim-tiny --weights runs/tiny --tasks smoke
+    """
+    from aimbench.pretrain.distributed import world_from_env
+    from aimbench.pretrain.recipe import PretrainConfig
+    from aimbench.pretrain.sources import parse_data
+    from aimbench.pretrain.trainer import StepMetrics, summary, train
+    from aimbench.provenance import resolve_device
+
+    registry = Registry.load()
+    normalise = {}
+    if preset in registry.backbones:  # train on the inputs 'aimbench eval' will feed the trunk
+        card = registry.backbone(preset).preprocess
+        normalise = {"mean": tuple(card.mean), "std": tuple(card.std)}
+    config = PretrainConfig(preset, steps=steps, batch_size=batch_size, lr=lr, dtype=dtype, image_size=image_size,
+                            save_every=save_every, seed=seed, **normalise)  # fmt: skip
+    sources = parse_data(data)
+    world = world_from_env()
+    chosen = resolve_device(device)
+    if chosen.type == "cuda" and world.size > 1:
+        chosen = resolve_device(f"cuda:{world.local_rank}")
+    console = make_console()
+    if world.is_main:
+        console.print(f"{preset}: {steps} steps of {batch_size} images at {config.image_size} px, peak lr {config.effective_lr:.3g}, "
+                      f"{world.size} rank(s) on {chosen} -> {out}")  # fmt: skip
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                        TextColumn("{task.fields[stats]}"), console=console, disable=not world.is_main)  # fmt: skip
+    with progress:
+        bar = progress.add_task("pretrain", total=steps, stats="")
+
+        def show(m: StepMetrics) -> None:
+            mfu = f" mfu {100 * m.mfu:.0f}%" if m.mfu is not None else ""
+            stats = f"loss {m.loss:.4f} lr {m.lr:.2e} |g| {m.grad_norm:.2f} {m.images_per_s:.0f} img/s {m.tokens_per_s:.0f} tok/s{mfu}"
+            progress.update(bar, completed=m.step + 1, stats=stats)
+
+        history = train(config, sources, out, chosen, world, resume=resume, workers=workers, use_compile=compile, on_step=show).history
+    if world.is_main:
+        files = RunFiles.of(out)
+        facts = summary(history)
+        loss = f"loss {facts['first_loss']:.4f} -> {facts['last_loss']:.4f}, " if facts else ""
+        console.print(f"{loss}wrote {files.trunk} ({files.metrics.name}, {files.loss_curve.name} beside it); "
+                      f"evaluate with: aimbench eval --backbone {preset} --weights {out}", soft_wrap=True)  # fmt: skip

@@ -1,0 +1,89 @@
+"""Pre-training checkpoints (resume exactly) and the exported trunk (evaluate with aimbench).
+
+A checkpoint holds everything the next step depends on: trunk and head weights, the optimizer
+and scheduler state, the step (which is also the data position: batches and prefix lengths are
+pure functions of seed and step) and the RNG state. It is written atomically, so an interrupted
+save leaves the previous checkpoint intact, and read with ``torch.load(weights_only=True)``: no
+pickled code runs. The trunk is exported as safetensors in Apple's AIM key layout, which
+``aimbench eval --backbone <preset> --weights RUN_DIR`` (or the file) loads strictly.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle  # only for its exception type: weights_only loading refuses to run pickled code
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save
+from torch import nn
+
+from aimbench.adapters.weight_sources import PRETRAIN_TRUNK
+from aimbench.atomic import atomic_write
+from aimbench.errors import UserError
+from aimbench.models.aim import AIM
+
+CHECKPOINT = "checkpoint.pt"
+TRUNK = PRETRAIN_TRUNK
+METRICS = "metrics.jsonl"
+CONFIG = "config.json"
+LOSS_CURVE = "loss.png"
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """Where a run directory keeps its files."""
+
+    root: Path
+    checkpoint: Path
+    trunk: Path
+    metrics: Path
+    config: Path
+    loss_curve: Path
+
+    @classmethod
+    def of(cls, root: Path) -> RunFiles:
+        return cls(root, root / CHECKPOINT, root / TRUNK, root / METRICS, root / CONFIG, root / LOSS_CURVE)
+
+
+def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, step: int, config: dict) -> None:
+    """``step`` is the number of optimizer steps done: the run continues with step ``step``."""
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "step": step,
+        "config": json.dumps(config),
+        "rng": torch.get_rng_state(),
+    }
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(path, lambda handle: handle.write(buffer.getbuffer()))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:
+        raise UserError(f"checkpoint {path} cannot be read ({str(exc).splitlines()[0]}); delete it to start over") from None
+    state["config"] = json.loads(state["config"])
+    return state
+
+
+def restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> int:
+    """Load a checkpoint into live objects; returns the step to continue with."""
+    model.load_state_dict(state["model"], strict=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    return int(state["step"])
+
+
+def export_trunk(trunk: AIM, path: Path, metadata: dict[str, str]) -> None:
+    """The trunk's weights in Apple's key layout (``preprocessor.*``, ``trunk.*``), as safetensors."""
+    tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in trunk.state_dict().items()}
+    data = save(tensors, metadata=metadata)
+    atomic_write(path, lambda handle: handle.write(data))

@@ -1,0 +1,70 @@
+"""Rank and world size from the launcher's environment: torchrun, or one Slurm task per GPU.
+
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK and the rendezvous address; under ``srun`` each task
+has SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID, and the first node of SLURM_JOB_NODELIST is the
+rendezvous host (MASTER_ADDR / MASTER_PORT may override). One process per device: NCCL on CUDA,
+gloo on CPU (which is how the tests run two ranks for real).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+DEFAULT_PORT = "29500"
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _first_slurm_host() -> str:
+    nodes = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST") or "localhost"
+    try:
+        out = subprocess.run(["scontrol", "show", "hostnames", nodes], capture_output=True, text=True, check=True, timeout=30)
+        return out.stdout.split()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return nodes.split(",")[0]
+
+
+def world_from_env() -> World:
+    """The world this process belongs to (size 1 when no launcher set one)."""
+    env = os.environ
+    if "WORLD_SIZE" in env and "RANK" in env:
+        return World(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
+    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
+        env.setdefault("MASTER_ADDR", _first_slurm_host())
+        env.setdefault("MASTER_PORT", DEFAULT_PORT)
+        return World(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0)))
+    return World()
+
+
+def init_process_group(world: World, device: torch.device) -> None:
+    if world.size > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, rank=world.rank, world_size=world.size)
+
+
+def all_finite(value: torch.Tensor, world: World) -> bool:
+    """Whether ``value`` is finite on every rank (so all ranks stop together on a NaN)."""
+    flag = torch.isfinite(value.detach()).all().to(torch.float32).reshape(1)
+    if world.size > 1:
+        flag = flag.to(value.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item() > 0)
+
+
+def barrier(world: World) -> None:
+    if world.size > 1:
+        dist.barrier()

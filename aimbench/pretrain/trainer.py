@@ -1,0 +1,189 @@
+"""The pre-training loop: one process per device, resumable exactly, watchable while it runs.
+
+Everything a step consumes is a pure function of (seed, step, rank): the batch (the data module)
+and the prefix lengths (a generator seeded per step), so a run resumed from a checkpoint at step
+k continues bit for bit on CPU. Rank 0 writes the checkpoint (every ``save_every`` steps and at
+the end, atomically), one JSON line of metrics per step, the exported trunk and a loss-curve
+PNG. A non-finite loss on any rank stops every rank before the optimizer step, naming the step
+and keeping the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from aimbench.atomic import atomic_write
+from aimbench.errors import UserError
+from aimbench.models.aim import PRESETS
+from aimbench.pretrain.checkpoint import RunFiles, export_trunk, load_checkpoint, restore, save_checkpoint
+from aimbench.pretrain.data import PretrainBatches, batch_loader
+from aimbench.pretrain.distributed import World, all_finite, barrier, init_process_group
+from aimbench.pretrain.objective import AimPretrainModel, build_model, sample_prefix_lengths
+from aimbench.pretrain.recipe import PretrainConfig, build_optimizer
+from aimbench.pretrain.sources import DataSource
+
+# Dense bf16 peak of common training GPUs, for model-FLOPs utilisation (MFU) on CUDA only.
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
+
+
+@dataclass
+class StepMetrics:
+    step: int
+    loss: float
+    lr: float
+    grad_norm: float
+    images_per_s: float
+    tokens_per_s: float
+    skipped_images: int
+    mfu: float | None = None
+
+
+@dataclass
+class TrainOutcome:
+    history: list[StepMetrics]
+    model: AimPretrainModel  # unwrapped (no DDP / compile wrapper); identical on every rank
+
+
+def model_flops_per_image(config: PretrainConfig) -> float:
+    """Forward + backward matmul FLOPs per image (6 x params x tokens, plus attention scores)."""
+    trunk = PRESETS[config.preset]
+    tokens = (config.image_size // trunk.patch_size) ** 2
+    head = config.head
+    matmul_params = trunk.depth * 12 * trunk.width**2 + head.blocks * 2 * head.mlp_ratio * head.width**2
+    attention = trunk.depth * 2 * tokens * trunk.width  # QK^T and AV, per token
+    return 6.0 * tokens * (matmul_params + attention)
+
+
+def _peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in name), None)
+
+
+def _trim_metrics(path: Path, start: int) -> None:
+    """On resume, drop metric lines of steps the interrupted run did after its last checkpoint."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line and json.loads(line)["step"] < start]
+    text = "".join(line + "\n" for line in kept)
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def plot_loss(metrics: Path, out: Path) -> None:
+    from matplotlib.figure import Figure
+
+    rows = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line]
+    figure = Figure(figsize=(6.4, 3.6), layout="constrained")
+    axes = figure.subplots()
+    axes.plot([r["step"] for r in rows], [r["loss"] for r in rows], linewidth=1.0)
+    axes.set_xlabel("step")
+    axes.set_ylabel("normalised-pixel MSE")
+    axes.set_yscale("log")
+    axes.grid(alpha=0.3)
+    figure.savefig(out, format="png", metadata={"Software": None})
+
+
+def train(
+    config: PretrainConfig,
+    sources: list[DataSource],
+    out: Path,
+    device: torch.device,
+    world: World = World(),
+    resume: bool = False,
+    workers: int = 0,
+    use_compile: bool = False,
+    until: int | None = None,
+    on_step: Callable[[StepMetrics], None] = lambda _: None,
+) -> TrainOutcome:
+    """Train to ``config.steps`` (continuing a checkpoint with ``resume``): this call's metrics and the model.
+
+    ``until`` stops early after that many steps, with a checkpoint, as a preemption would: the
+    schedule still runs to ``config.steps`` when the run is resumed.
+    """
+    files = RunFiles.of(out)
+    if config.batch_size % world.size:
+        raise UserError(f"--batch-size {config.batch_size} is not divisible by the {world.size} ranks")
+    if files.checkpoint.exists() and not resume:
+        raise UserError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    init_process_group(world, device)
+    model = build_model(config).to(device)
+    optimizer, scheduler = build_optimizer(model, config)
+    start = 0
+    if resume and files.checkpoint.exists():
+        state = load_checkpoint(files.checkpoint)
+        wanted = json.loads(json.dumps(config.to_dict()))
+        if state["config"] != wanted:
+            changed = sorted(k for k in wanted if state["config"].get(k) != wanted[k])
+            raise UserError(f"--resume with a different configuration ({', '.join(changed)}); use the run's own settings ({files.config})")
+        start = restore(state, model, optimizer, scheduler)
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(config.to_dict(), indent=1) + "\n"
+        atomic_write(files.config, lambda handle: handle.write(text.encode("utf-8")))
+        _trim_metrics(files.metrics, start)
+    wrapped: nn.Module = model
+    if world.size > 1:
+        wrapped = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if use_compile:
+        wrapped = torch.compile(wrapped)
+    per_rank = config.batch_size // world.size
+    data = PretrainBatches(sources, config.image_size, per_rank, config.seed, config.mean, config.std, world.rank, world.size)
+    end = config.steps if until is None else min(until, config.steps)
+    loader = batch_loader(data, start, max(end - start, 0), workers)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and config.dtype == "bf16" else nullcontext()
+    tokens_per_image = (config.image_size // PRESETS[config.preset].patch_size) ** 2
+    peak, flops_per_image = _peak_flops(device), model_flops_per_image(config)
+    history: list[StepMetrics] = []
+    last_saved = start
+    clock = time.perf_counter()
+    for step, (images, skipped) in zip(range(start, end), loader):
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step * 1009 + world.rank)
+        prefix = sample_prefix_lengths(images.shape[0], tokens_per_image, generator).to(device)
+        with autocast:
+            loss = wrapped(images.to(device, non_blocking=True), prefix)
+        if not all_finite(loss, world):
+            raise UserError(f"the loss became {loss.item()} at step {step}; stopped before updating, the last good checkpoint "
+                            f"(step {last_saved}) is in {files.checkpoint}; lower --lr or check the data")  # fmt: skip
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+        now = time.perf_counter()
+        images_per_s = config.batch_size / max(now - clock, 1e-9)
+        clock = now
+        metrics = StepMetrics(step, loss.item(), lr, grad_norm.item(), images_per_s, images_per_s * tokens_per_image, int(skipped),
+                              images_per_s * flops_per_image / peak if peak else None)  # fmt: skip
+        history.append(metrics)
+        on_step(metrics)
+        done = step + 1
+        if world.is_main:
+            with files.metrics.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(metrics.__dict__) + "\n")
+            if done % config.save_every == 0 or done == end:
+                save_checkpoint(files.checkpoint, model, optimizer, scheduler, done, config.to_dict())
+                last_saved = done
+    barrier(world)
+    if world.is_main and end == config.steps:
+        export_trunk(model.trunk, files.trunk, {"preset": config.preset, "steps": str(config.steps), "config": json.dumps(config.to_dict())})
+        plot_loss(files.metrics, files.loss_curve)
+    return TrainOutcome(history, model)
+
+
+def summary(history: list[StepMetrics]) -> dict[str, Any]:
+    """First and last loss and mean throughput of a run, for the closing line."""
+    if not history:
+        return {}
+    return {"first_loss": history[0].loss, "last_loss": history[-1].loss,
+            "images_per_s": sum(m.images_per_s for m in history) / len(history)}  # fmt: skip
