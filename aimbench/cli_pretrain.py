@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from aimbench.cards.registry import Registry
 from aimbench.cli_options import make_console
@@ -28,6 +27,10 @@ def pretrain(
     workers: Annotated[int, typer.Option(help="Data-loading processes per rank.")] = 4,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N] (under torchrun, each rank uses its LOCAL_RANK GPU).")] = "auto",
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
+    parallel: Annotated[str, typer.Option(help="Across ranks: auto (FSDP from aim-1b on, else DDP) | ddp | fsdp.")] = "auto",
+    activation_checkpointing: Annotated[
+        Optional[bool], typer.Option(help="Recompute block activations in the backward [default: on from aim-1b on].")
+    ] = None,
 ) -> None:
     """Pre-train an AIM from scratch (or --resume it); the trunk is exported for 'aimbench eval'.
 
@@ -40,38 +43,28 @@ def pretrain(
       aimbench eval --backbone aim-tiny --weights runs/tiny --tasks smoke
     """
     from aimbench.pretrain.distributed import world_from_env
+    from aimbench.pretrain.parallel import choose
+    from aimbench.pretrain.progress import watch
     from aimbench.pretrain.recipe import PretrainConfig
     from aimbench.pretrain.sources import parse_data
-    from aimbench.pretrain.trainer import StepMetrics, summary, train
+    from aimbench.pretrain.trainer import summary, train
     from aimbench.provenance import resolve_device
 
-    registry = Registry.load()
-    normalise = {}
-    if preset in registry.backbones:  # train on the inputs 'aimbench eval' will feed the trunk
-        card = registry.backbone(preset).preprocess
-        normalise = {"mean": tuple(card.mean), "std": tuple(card.std)}
-    config = PretrainConfig(preset, steps=steps, batch_size=batch_size, lr=lr, dtype=dtype, image_size=image_size,
-                            save_every=save_every, seed=seed, **normalise)  # fmt: skip
+    config = PretrainConfig.matching_card(preset, Registry.load(), steps=steps, batch_size=batch_size, lr=lr, dtype=dtype,
+                                          image_size=image_size, save_every=save_every, seed=seed)  # fmt: skip
     sources = parse_data(data)
     world = world_from_env()
+    plan = choose(preset, world, parallel, activation_checkpointing)
     chosen = resolve_device(device)
     if chosen.type == "cuda" and world.size > 1:
         chosen = resolve_device(f"cuda:{world.local_rank}")
     console = make_console()
     if world.is_main:
         console.print(f"{preset}: {steps} steps of {batch_size} images at {config.image_size} px, peak lr {config.effective_lr:.3g}, "
-                      f"{world.size} rank(s) on {chosen} -> {out}")  # fmt: skip
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                        TextColumn("{task.fields[stats]}"), console=console, disable=not world.is_main)  # fmt: skip
-    with progress:
-        bar = progress.add_task("pretrain", total=steps, stats="")
-
-        def show(m: StepMetrics) -> None:
-            mfu = f" mfu {100 * m.mfu:.0f}%" if m.mfu is not None else ""
-            stats = f"loss {m.loss:.4f} lr {m.lr:.2e} |g| {m.grad_norm:.2f} {m.images_per_s:.0f} img/s {m.tokens_per_s:.0f} tok/s{mfu}"
-            progress.update(bar, completed=m.step + 1, stats=stats)
-
-        history = train(config, sources, out, chosen, world, resume=resume, workers=workers, use_compile=compile, on_step=show).history
+                      f"{world.size} rank(s) ({plan.strategy}{', activation checkpointing' if plan.activation_checkpointing else ''}) on {chosen} -> {out}")  # fmt: skip
+    with watch(console, steps, enabled=world.is_main) as show:
+        history = train(config, sources, out, chosen, world, resume=resume, workers=workers, use_compile=compile, on_step=show,
+                        plan=plan).history  # fmt: skip
     if world.is_main:
         files = RunFiles.of(out)
         facts = summary(history)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 LN_EPS = 1e-6
 
@@ -64,6 +65,14 @@ def sincos_2d(grid_h: int, grid_w: int, dim: int) -> torch.Tensor:
         return torch.cat([angles.sin(), angles.cos()], dim=1)
 
     return torch.cat([encode(cols), encode(rows)], dim=1).float()
+
+
+def run_block(block: nn.Module, recompute: bool, *inputs: torch.Tensor | None) -> torch.Tensor:
+    """``block(*inputs)``; with ``recompute`` (activation checkpointing) and grad enabled, its activations
+    are not kept for the backward but recomputed there: memory per block falls to its input."""
+    if recompute and torch.is_grad_enabled():
+        return checkpoint(block, *inputs, use_reentrant=False)
+    return block(*inputs)
 
 
 def prefix_causal_mask(prefix_lengths: torch.Tensor, num_tokens: int) -> torch.Tensor:
@@ -152,6 +161,11 @@ class AIM(nn.Module):
         self.config = config
         self.preprocessor = Preprocessor(config)
         self.trunk = Trunk(config)
+        self.grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in the backward (timm's switch of the same name)."""
+        self.grad_checkpointing = enable
 
     def forward_layers(
         self, images: torch.Tensor, layers: Sequence[int], prefix_lengths: torch.Tensor | None = None
@@ -162,7 +176,7 @@ class AIM(nn.Module):
         mask = None if prefix_lengths is None else prefix_causal_mask(prefix_lengths, x.shape[1])
         outputs = []
         for index, block in enumerate(self.trunk.blocks[: max(layers) + 1]):
-            x = block(x, mask)
+            x = run_block(block, self.grad_checkpointing, x, mask)
             if index in wanted:
                 outputs.append(x)
         return outputs

@@ -19,12 +19,10 @@ from typing import Any
 
 import torch
 from safetensors.torch import save
-from torch import nn
 
 from aimbench.adapters.weight_sources import PRETRAIN_TRUNK
 from aimbench.atomic import atomic_write
 from aimbench.errors import UserError
-from aimbench.models.aim import AIM
 
 CHECKPOINT = "checkpoint.pt"
 TRUNK = PRETRAIN_TRUNK
@@ -49,11 +47,11 @@ class RunFiles:
         return cls(root, root / CHECKPOINT, root / TRUNK, root / METRICS, root / CONFIG, root / LOSS_CURVE)
 
 
-def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, step: int, config: dict) -> None:
-    """``step`` is the number of optimizer steps done: the run continues with step ``step``."""
+def save_checkpoint(path: Path, model_state: dict, optimizer_state: dict, scheduler: Any, step: int, config: dict) -> None:
+    """Full (unsharded) states from :func:`aimbench.pretrain.parallel.full_state`; ``step`` optimizer steps are done."""
     state = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "model": model_state,
+        "optimizer": optimizer_state,
         "scheduler": scheduler.state_dict(),
         "step": step,
         "config": json.dumps(config),
@@ -73,17 +71,13 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
-def restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> int:
-    """Load a checkpoint into live objects; returns the step to continue with."""
-    model.load_state_dict(state["model"], strict=True)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"])
-    return int(state["step"])
+def trunk_state(model_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The trunk's part of an :class:`AimPretrainModel` state, in Apple's key layout (``preprocessor.*``, ``trunk.*``)."""
+    return {name.removeprefix("trunk."): tensor for name, tensor in model_state.items() if name.startswith("trunk.")}
 
 
-def export_trunk(trunk: AIM, path: Path, metadata: dict[str, str]) -> None:
-    """The trunk's weights in Apple's key layout (``preprocessor.*``, ``trunk.*``), as safetensors."""
-    tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in trunk.state_dict().items()}
+def export_trunk(model_state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """The trunk's weights of a full model state as safetensors; the head is dropped."""
+    tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in trunk_state(model_state).items()}
     data = save(tensors, metadata=metadata)
     atomic_write(path, lambda handle: handle.write(data))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from aimbench.models.aim import LN_EPS, sincos_2d
+from aimbench.models.aim import LN_EPS, run_block, sincos_2d
 
 
 @dataclass(frozen=True)
@@ -57,10 +57,14 @@ class PixelHead(nn.Module):
         self.blocks = nn.ModuleList(HeadBlock(config) for _ in range(config.blocks))
         self.norm = nn.LayerNorm(config.width, eps=LN_EPS)
         self.out = nn.Linear(config.width, patch_values, bias=False)
+        self.grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
 
     def forward(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         x = self.proj(tokens)
         x = x + sincos_2d(grid[0], grid[1], x.shape[-1]).to(device=x.device, dtype=x.dtype)
         for block in self.blocks:
-            x = block(x)
+            x = run_block(block, self.grad_checkpointing, x)
         return self.out(self.norm(x))

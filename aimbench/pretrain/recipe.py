@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from aimbench.cards.registry import Registry
 from aimbench.errors import UserError, unknown_name
 from aimbench.models.aim import PRESETS
 from aimbench.pretrain.head import HEAD_PRESETS, HeadConfig
@@ -58,6 +59,14 @@ class PretrainConfig:
             raise UserError(f"--image-size {self.image_size} is not a multiple of {self.preset}'s patch size {PRESETS[self.preset].patch_size}")
         if self.head is None:
             self.head = HEAD_PRESETS[self.preset]
+
+    @classmethod
+    def matching_card(cls, preset: str, registry: Registry, **settings: Any) -> PretrainConfig:
+        """A config whose input normalisation is the one ``aimbench eval`` feeds the preset's card (when it has one)."""
+        if preset in registry.backbones:
+            card = registry.backbone(preset).preprocess
+            settings = {"mean": tuple(card.mean), "std": tuple(card.std), **settings}
+        return cls(preset, **settings)
 
     @property
     def effective_lr(self) -> float:

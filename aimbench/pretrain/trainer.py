@@ -14,20 +14,20 @@ import json
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from aimbench.atomic import atomic_write
 from aimbench.errors import UserError
 from aimbench.models.aim import PRESETS
-from aimbench.pretrain.checkpoint import RunFiles, export_trunk, load_checkpoint, restore, save_checkpoint
+from aimbench.pretrain.checkpoint import RunFiles, export_trunk, load_checkpoint, save_checkpoint
 from aimbench.pretrain.data import PretrainBatches, batch_loader
 from aimbench.pretrain.distributed import World, all_finite, barrier, init_process_group
 from aimbench.pretrain.objective import AimPretrainModel, build_model, sample_prefix_lengths
+from aimbench.pretrain.parallel import Parallelism, choose, full_state, load_full_state, local_value, parallelize
 from aimbench.pretrain.recipe import PretrainConfig, build_optimizer
 from aimbench.pretrain.sources import DataSource
 
@@ -50,7 +50,7 @@ class StepMetrics:
 @dataclass
 class TrainOutcome:
     history: list[StepMetrics]
-    model: AimPretrainModel  # unwrapped (no DDP / compile wrapper); identical on every rank
+    model: AimPretrainModel  # unwrapped (no DDP / compile wrapper); identical on every rank (sharded in place under FSDP)
 
 
 def model_flops_per_image(config: PretrainConfig) -> float:
@@ -93,6 +93,18 @@ def plot_loss(metrics: Path, out: Path) -> None:
     figure.savefig(out, format="png", metadata={"Software": None})
 
 
+def _resume_state(files: RunFiles, config: PretrainConfig, world: World, plan: Parallelism) -> dict[str, Any]:
+    """The checkpoint to continue (checked against ``config``); under FSDP only rank 0 holds its tensors."""
+    state = load_checkpoint(files.checkpoint)
+    wanted = json.loads(json.dumps(config.to_dict()))
+    if state["config"] != wanted:
+        changed = sorted(k for k in wanted if state["config"].get(k) != wanted[k])
+        raise UserError(f"--resume with a different configuration ({', '.join(changed)}); use the run's own settings ({files.config})")
+    if plan.sharded and not world.is_main:
+        state["model"], state["optimizer"] = {}, {}
+    return state
+
+
 def train(
     config: PretrainConfig,
     sources: list[DataSource],
@@ -104,47 +116,49 @@ def train(
     use_compile: bool = False,
     until: int | None = None,
     on_step: Callable[[StepMetrics], None] = lambda _: None,
+    plan: Parallelism | None = None,
 ) -> TrainOutcome:
     """Train to ``config.steps`` (continuing a checkpoint with ``resume``): this call's metrics and the model.
 
     ``until`` stops early after that many steps, with a checkpoint, as a preemption would: the
-    schedule still runs to ``config.steps`` when the run is resumed.
+    schedule still runs to ``config.steps`` when the run is resumed. ``plan`` (default: ``choose``'s
+    auto) says DDP or FSDP and whether blocks recompute their activations; it is recorded with the
+    run but is not part of its configuration, so a run may resume under another plan.
     """
     files = RunFiles.of(out)
+    plan = plan or choose(config.preset, world)
     if config.batch_size % world.size:
         raise UserError(f"--batch-size {config.batch_size} is not divisible by the {world.size} ranks")
     if files.checkpoint.exists() and not resume:
         raise UserError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    state = _resume_state(files, config, world, plan) if resume and files.checkpoint.exists() else None
     init_process_group(world, device)
     model = build_model(config).to(device)
-    optimizer, scheduler = build_optimizer(model, config)
+    bf16 = device.type == "cuda" and config.dtype == "bf16"
+    wrapped = parallelize(model, plan, device, bf16)
+    optimizer, scheduler = build_optimizer(model, config)  # after sharding: AdamW steps the local shards
     start = 0
-    if resume and files.checkpoint.exists():
-        state = load_checkpoint(files.checkpoint)
-        wanted = json.loads(json.dumps(config.to_dict()))
-        if state["config"] != wanted:
-            changed = sorted(k for k in wanted if state["config"].get(k) != wanted[k])
-            raise UserError(f"--resume with a different configuration ({', '.join(changed)}); use the run's own settings ({files.config})")
-        start = restore(state, model, optimizer, scheduler)
+    if state is not None:
+        load_full_state(model, optimizer, state, plan)
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        start = int(state["step"])
     if world.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(config.to_dict(), indent=1) + "\n"
+        text = json.dumps({**config.to_dict(), "runtime": {"world_size": world.size, **asdict(plan)}}, indent=1) + "\n"
         atomic_write(files.config, lambda handle: handle.write(text.encode("utf-8")))
         _trim_metrics(files.metrics, start)
-    wrapped: nn.Module = model
-    if world.size > 1:
-        wrapped = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if use_compile:
         wrapped = torch.compile(wrapped)
     per_rank = config.batch_size // world.size
     data = PretrainBatches(sources, config.image_size, per_rank, config.seed, config.mean, config.std, world.rank, world.size)
     end = config.steps if until is None else min(until, config.steps)
     loader = batch_loader(data, start, max(end - start, 0), workers)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and config.dtype == "bf16" else nullcontext()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext()
     tokens_per_image = (config.image_size // PRESETS[config.preset].patch_size) ** 2
     peak, flops_per_image = _peak_flops(device), model_flops_per_image(config)
     history: list[StepMetrics] = []
-    last_saved = start
+    last_saved, saved_state = start, None
     clock = time.perf_counter()
     for step, (images, skipped) in zip(range(start, end), loader):
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step * 1009 + world.rank)
@@ -156,7 +170,7 @@ def train(
                             f"(step {last_saved}) is in {files.checkpoint}; lower --lr or check the data")  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        grad_norm = local_value(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scheduler.step()
@@ -171,13 +185,17 @@ def train(
         if world.is_main:
             with files.metrics.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(metrics.__dict__) + "\n")
-            if done % config.save_every == 0 or done == end:
-                save_checkpoint(files.checkpoint, model, optimizer, scheduler, done, config.to_dict())
-                last_saved = done
+        if done % config.save_every == 0 or done == end:
+            saved_state, optimizer_state = full_state(model, optimizer)  # collective: every rank takes part
+            if world.is_main:
+                save_checkpoint(files.checkpoint, saved_state, optimizer_state, scheduler, done, config.to_dict())
+            last_saved = done
+    if end == config.steps:
+        final_state = saved_state if saved_state is not None and last_saved == end else full_state(model, optimizer)[0]
+        if world.is_main:
+            export_trunk(final_state, files.trunk, {"preset": config.preset, "steps": str(config.steps), "config": json.dumps(config.to_dict())})
+            plot_loss(files.metrics, files.loss_curve)
     barrier(world)
-    if world.is_main and end == config.steps:
-        export_trunk(model.trunk, files.trunk, {"preset": config.preset, "steps": str(config.steps), "config": json.dumps(config.to_dict())})
-        plot_loss(files.metrics, files.loss_curve)
     return TrainOutcome(history, model)
 
 

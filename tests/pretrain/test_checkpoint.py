@@ -11,8 +11,9 @@ from safetensors import safe_open
 from aimbench.adapters.weights import load_state_dict_file
 from aimbench.errors import UserError
 from aimbench.models.aim import AIM, PRESETS
-from aimbench.pretrain.checkpoint import export_trunk, load_checkpoint, restore, save_checkpoint
+from aimbench.pretrain.checkpoint import export_trunk, load_checkpoint, save_checkpoint
 from aimbench.pretrain.objective import build_model
+from aimbench.pretrain.parallel import Parallelism, full_state, load_full_state
 from aimbench.pretrain.recipe import PretrainConfig, build_optimizer
 
 
@@ -29,16 +30,21 @@ def test_a_checkpoint_restores_model_optimizer_scheduler_rng_and_step(tmp_path: 
     config = PretrainConfig("aim-micro", steps=10, batch_size=2)
     model, optimizer, scheduler = trained_one_step(config)
     torch.manual_seed(123)
-    save_checkpoint(tmp_path / "c.pt", model, optimizer, scheduler, 1, config.to_dict())
+    save_checkpoint(tmp_path / "c.pt", *full_state(model, optimizer), scheduler, 1, config.to_dict())
     expected_draw = torch.rand(3)
     fresh = build_model(PretrainConfig("aim-micro", steps=10, batch_size=2, seed=7))
     fresh_opt, fresh_sched = build_optimizer(fresh, config)
     state = load_checkpoint(tmp_path / "c.pt")
-    assert restore(state, fresh, fresh_opt, fresh_sched) == 1
-    assert torch.equal(torch.rand(3), expected_draw)
+    load_full_state(fresh, fresh_opt, state, Parallelism("single", activation_checkpointing=False))
+    fresh_sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    assert state["step"] == 1 and torch.equal(torch.rand(3), expected_draw)
     for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
         assert torch.equal(a, b), name
     assert fresh_sched.last_epoch == 1 and fresh_opt.state_dict()["state"][0]["step"] == 1
+    for a, b in zip(optimizer.state_dict()["state"].values(), fresh_opt.state_dict()["state"].values()):
+        assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
+    assert fresh_opt.param_groups[1]["weight_decay"] == 0.0 and fresh_opt.param_groups[0]["lr"] == optimizer.param_groups[0]["lr"]
     assert state["config"]["preset"] == "aim-micro"
 
 
@@ -50,7 +56,7 @@ def test_a_corrupt_checkpoint_is_a_user_error(tmp_path: Path) -> None:
 
 def test_the_exported_trunk_has_apples_keys_and_loads_strictly(tmp_path: Path) -> None:
     model, _, _ = trained_one_step(PretrainConfig("aim-micro", steps=10, batch_size=2))
-    export_trunk(model.trunk, tmp_path / "trunk.safetensors", {"preset": "aim-micro"})
+    export_trunk(model.state_dict(), tmp_path / "trunk.safetensors", {"preset": "aim-micro"})
     state = load_state_dict_file(tmp_path / "trunk.safetensors")
     assert sorted(state) == sorted(AIM(PRESETS["aim-micro"]).state_dict())
     assert "trunk.blocks.0.attn.qkv.weight" in state and "preprocessor.patchifier.proj.weight" in state

@@ -131,12 +131,13 @@ def test_cli_pretrains_then_eval_reads_the_run_directory(images: Path, tmp_path:
     assert record["weights_sha256"] == hashlib.sha256((run / "trunk.safetensors").read_bytes()).hexdigest()
 
 
-def test_torchrun_launches_two_ranks_through_the_cli(images: Path, tmp_path: Path) -> None:
+def test_torchrun_launches_two_fsdp_ranks_through_the_cli(images: Path, tmp_path: Path) -> None:
     torchrun = Path(sys.executable).with_name("torchrun")
     proc = subprocess.run(
         [str(torchrun), "--nproc-per-node", "2", "--master-port", str(_free_port()), "-m", "aimbench", "pretrain", "aim-micro",
-         "--data", str(images), "--steps", "3", "--batch-size", "8", "--out", str(tmp_path / "run"), "--workers", "0", "--device", "cpu"],
+         "--data", str(images), "--steps", "3", "--batch-size", "8", "--out", str(tmp_path / "run"), "--workers", "0", "--device", "cpu",
+         "--parallel", "fsdp"],
         capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "2 rank(s)" in proc.stdout and len(losses(tmp_path / "run")) == 3
+    assert "2 rank(s) (fsdp)" in proc.stdout and len(losses(tmp_path / "run")) == 3
