@@ -2,14 +2,14 @@
 
 ``--data`` syntax
 -----------------
-Sources separated by commas, each ``PATH`` or ``PATH@WEIGHT``::
+Sources separated by commas, each ``PATH``, ``PATH=WEIGHT`` or ``PATH@WEIGHT``::
 
     --data /data/imagenet/train
-    --data 'web/shards-{0000..0999}.tar@0.8,/data/imagenet/train@0.2'
+    --data 'web/shards-{0000..0999}.tar=0.8,/data/imagenet/train=0.2'
 
 WEIGHT is a positive number (default 1); weights are relative and normalised to sum to 1. Only a
-trailing ``@NUMBER`` is a weight, so paths may contain ``=`` and ``@`` (a path that itself ends in
-``@NUMBER`` takes an explicit weight: ``odd@2@1``). Commas inside ``{...}`` belong to a brace
+trailing ``=NUMBER`` or ``@NUMBER`` is a weight, so paths may contain ``=`` and ``@`` (a path that
+itself ends in ``=NUMBER`` takes an explicit weight: ``odd=2=1``). Commas inside ``{...}`` belong to a brace
 pattern; every other comma separates sources. Quote the value: shells expand braces themselves.
 
 A PATH is one of:
@@ -50,7 +50,7 @@ DECODERS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")  # JPEG includes multi-picture 
 HF_SUFFIXES = (".parquet", ".arrow")
 MAX_TRIES = 64
 HOW = ("give image folders, Hugging Face datasets saved on disk or .tar shards, "
-       "e.g. --data 'web/shards-{0000..0999}.tar@0.8,/data/imagenet/train@0.2'")  # fmt: skip
+       "e.g. --data 'web/shards-{0000..0999}.tar=0.8,/data/imagenet/train=0.2'")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,9 @@ def _kind(path: Path) -> str | None:
 
 
 def _split_weight(item: str) -> tuple[str, float]:
-    path, at, text = item.rpartition("@")
-    if at:
+    split = re.fullmatch(r"(.*)[@=]([^@=]*)", item, flags=re.DOTALL)
+    if split:
+        path, text = split.groups()
         try:
             weight = float(text)
         except ValueError:

@@ -78,11 +78,11 @@ def test_parse_data_weights_kinds_and_paths_with_equals_and_at(tmp_path: Path) -
     folder = image_folder(tmp_path / "imgs=v1@home", 3)
     tar_shards(tmp_path / "web", 2, 2)
     hf_saved(tmp_path / "hf", 2)
-    sources = parse_data(f"{tmp_path}/web/shards-{{000..001}}.tar@3, {folder}, {tmp_path}/hf@4")
+    sources = parse_data(f"{tmp_path}/web/shards-{{000..001}}.tar=3, {folder}, {tmp_path}/hf@4")  # the issue's = and the @ form
     assert [(s.kind, s.weight) for s in sources] == [("tar", 3 / 8), ("folder", 1 / 8), ("hf", 4 / 8)]
     assert sources[0].location == f"{tmp_path}/web/shards-{{000..001}}.tar" and sources[1].location == str(folder)
     assert [s.kind for s in parse_data(f"{tmp_path}/web,{tmp_path}/web/shards-000.tar,{tmp_path}/web/shards-{{000,001}}.tar")] == ["tar"] * 3
-    assert parse_data(f"{folder}@0.5")[0] == DataSource(str(folder), 1.0, "folder")
+    assert parse_data(f"{folder}@0.5")[0] == DataSource(str(folder), 1.0, "folder") == parse_data(f"{folder}=7")[0]
 
 
 @pytest.mark.parametrize(
@@ -92,6 +92,7 @@ def test_parse_data_weights_kinds_and_paths_with_equals_and_at(tmp_path: Path) -
         ("{imgs},,{imgs}", "item 2 of"),
         ("{tmp}/nowhere", "does not exist"),
         ("{imgs}@abc", "the weight 'abc' is not a number"),
+        ("{imgs}=abc", "the weight 'abc' is not a number"),
         ("{imgs}@0", "must be a positive number"),
         ("{imgs}@-1", "must be a positive number"),
         ("{imgs}@nan", "must be a positive number"),
