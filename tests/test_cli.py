@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -159,14 +160,24 @@ def test_ctrl_c_during_eval_leaves_no_record(tmp_path: Path, tiny_cards: Path) -
     assert not list((results / "runs").glob("*")) if (results / "runs").exists() else True
 
 
-def test_demo_runs_two_backbones_layer_wise_and_reports(tmp_path: Path) -> None:
-    proc = run_cli("demo", "--results", str(tmp_path / "results"))
+def test_demo_pretrains_an_aim_and_probes_it_beside_random_backbones(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    proc = run_cli("demo", "--results", str(results), "--pretrain-steps", "6")  # the default 240 steps take minutes
     assert proc.returncode == 0, proc.stderr
-    for backbone in ("vit-tiny-cls", "vit-tiny-reg"):
+    assert "pre-training aim-tiny on 1347 digits train images: 6 steps of 64" in proc.stdout
+    for backbone in ("vit-tiny-cls", "vit-tiny-reg", "aim-tiny", "aim-tiny-demo"):
         assert f"{backbone}|digits|linear|0 done" in proc.stdout
         assert f"{backbone} on digits" in proc.stdout
     assert "aimbench leaderboard" in proc.stdout
-    assert len(records(tmp_path / "results")) == 2
+    by_backbone = {json.loads(p.read_text())["backbone"]: json.loads(p.read_text()) for p in records(results)}
+    assert sorted(by_backbone) == ["aim-tiny", "aim-tiny-demo", "vit-tiny-cls", "vit-tiny-reg"]
+    trunk = results / "demo" / "pretrain" / "trunk.safetensors"
+    assert by_backbone["aim-tiny-demo"]["weights_sha256"] == hashlib.sha256(trunk.read_bytes()).hexdigest()
+    assert by_backbone["aim-tiny"]["weights_id"] == "random-init:seed0"
+    again = run_cli("demo", "--results", str(results), "--pretrain-steps", "6")  # reuses the run and the records
+    assert again.returncode == 0 and "pre-training" not in again.stdout and again.stdout.count("skipped: record exists") == 4
+    other = run_cli("demo", "--results", str(results), "--pretrain-steps", "8")
+    assert other.returncode == 2 and "pre-trained for 6 steps, not 8; pass --overwrite" in other.stderr
 
 
 def test_eval_on_real_fashion_mnist(tmp_path: Path, tiny_cards: Path) -> None:
