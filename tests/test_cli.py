@@ -148,6 +148,8 @@ def test_ctrl_c_during_eval_leaves_no_record(tmp_path: Path, tiny_cards: Path) -
          "--results", str(results), "--epochs", "1000000"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
+        # as in a terminal: a suite started in the background ('make test &') hands its children SIGINT ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     assert "cell(s)" in proc.stdout.readline()
     time.sleep(8)  # well into feature extraction or probe training (the cell takes hours at this epoch count)
