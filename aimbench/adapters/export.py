@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 from PIL import Image, UnidentifiedImageError
-from safetensors.torch import save
 
 from aimbench import __version__
 from aimbench.adapters.base import Backbone
 from aimbench.atomic import atomic_write
 from aimbench.errors import UserError
+from aimbench.safetensors_bytes import save_deterministic
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -87,5 +87,5 @@ def export_features(
         "images": json.dumps([str(path) for path in images]),
         "aimbench_version": __version__,
     }
-    atomic_write(output, lambda handle: handle.write(save(tensors, metadata=metadata)))
+    atomic_write(output, lambda handle: handle.write(save_deterministic(tensors, metadata)))
     return metadata

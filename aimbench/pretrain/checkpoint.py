@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save
 
 from aimbench.adapters.weight_sources import PRETRAIN_TRUNK
 from aimbench.atomic import atomic_write
 from aimbench.errors import UserError
+from aimbench.safetensors_bytes import save_deterministic
 
 CHECKPOINT = "checkpoint.pt"
 TRUNK = PRETRAIN_TRUNK
@@ -79,5 +79,5 @@ def trunk_state(model_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 def export_trunk(model_state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
     """The trunk's weights of a full model state as safetensors; the head is dropped."""
     tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in trunk_state(model_state).items()}
-    data = save(tensors, metadata=metadata)
+    data = save_deterministic(tensors, metadata)
     atomic_write(path, lambda handle: handle.write(data))

@@ -60,6 +60,7 @@ def test_twenty_steps_equal_ten_then_resume_then_ten(images: Path, tmp_path: Pat
         assert torch.equal(a, b), name
     exported = [load_state_dict_file(tmp_path / run / "trunk.safetensors") for run in ("a", "b")]
     assert exported[0].keys() == exported[1].keys() and all(torch.equal(exported[0][k], exported[1][k]) for k in exported[0])
+    assert (tmp_path / "a" / "trunk.safetensors").read_bytes() == (tmp_path / "b" / "trunk.safetensors").read_bytes()  # same sha256
     curve = losses(tmp_path / "a")
     assert sum(curve[-5:]) < sum(curve[:5])  # it learns
     assert (tmp_path / "a" / "loss.png").read_bytes()[:4] == b"\x89PNG"
