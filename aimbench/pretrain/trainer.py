@@ -100,7 +100,7 @@ def _resume_state(files: RunFiles, config: PretrainConfig, world: World, plan: P
     if state["config"] != wanted:
         changed = sorted(k for k in wanted if state["config"].get(k) != wanted[k])
         raise UserError(f"--resume with a different configuration ({', '.join(changed)}); use the run's own settings ({files.config})")
-    if plan.sharded and not world.is_main:
+    if plan.sharded and not world.is_main:  # rank 0 broadcasts the tensors into the shards
         state["model"], state["optimizer"] = {}, {}
     return state
 
