@@ -18,6 +18,24 @@ from aimbench.cards.registry import Registry
 from aimbench.cli_options import CardsOption, ResultsOption, make_console
 from aimbench.cli_pretrain import pretrain
 from aimbench.cli_report import export, report
+from aimbench.cli_slurm import (
+    AccountOption,
+    Cluster,
+    ClusterOption,
+    ConstraintOption,
+    CpusOption,
+    DryRunOption,
+    GpusOption,
+    MemOption,
+    ParallelismOption,
+    PartitionOption,
+    QosOption,
+    SbatchOption,
+    SlurmConfigOption,
+    TimeOption,
+    run_on_slurm,
+    sbatch_pairs,
+)  # fmt: skip
 from aimbench.cli_tasks import tasks_app
 from aimbench.dtypes import DTYPES
 from aimbench.errors import UserError
@@ -128,8 +146,21 @@ def evaluate(
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
     data_mode: Annotated[Optional[str], typer.Option(help="online (augmented views through the backbone each step) | cached (eval-crop features extracted once), for linear and attentive probes; default: cached linear, online attentive; kNN is always cached.", show_default=False)] = None,
     memory_gb: Annotated[Optional[float], typer.Option(help="Device memory for attentive heads, GiB (default: 90% of free GPU memory).", show_default=False)] = None,
-    overwrite: Annotated[bool, typer.Option(help="Re-run cells whose record already exists.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", "--rerun", help="Re-run cells whose record already exists.")] = False,
     cards: CardsOption = None,
+    cluster: ClusterOption = Cluster.local,
+    slurm_config: SlurmConfigOption = None,
+    partition: PartitionOption = None,
+    account: AccountOption = None,
+    qos: QosOption = None,
+    time_limit: TimeOption = None,
+    gpus_per_node: GpusOption = None,
+    cpus_per_task: CpusOption = None,
+    mem_gb: MemOption = None,
+    constraint: ConstraintOption = None,
+    array_parallelism: ParallelismOption = None,
+    sbatch: SbatchOption = None,
+    dry_run: DryRunOption = False,
 ) -> None:
     """Probe every selected layer of frozen backbones on tasks; one record per cell.
 
@@ -144,6 +175,8 @@ def evaluate(
       aimbench eval -b vit-tiny-cls -t digits --probe attentive,linear,knn --layers all,avg:3-5
 
       aimbench eval -b aim-600m -t imagenet-1k --probe official --layers last,best --device cuda
+
+      aimbench eval -b aim-7b -t all --probe attentive --cluster slurm --gpus-per-node 1 --time 12:00:00 --dry-run
     """
     try:
         seed_list = [int(s) for s in _split(seed)]
@@ -162,6 +195,21 @@ def evaluate(
         raise UserError(f"--epochs must be at least 1, got {epochs}")
     args = {**({} if epochs is None else {"epochs": epochs}), **({} if data_mode is None else {"data_mode": data_mode})}
     configs: dict[str, ProbeConfig] = {"linear": LinearProbeConfig(**args), "attentive": AttentiveProbeConfig(**args)}
+    if cluster is Cluster.slurm:
+        from aimbench.launch.slurm_settings import SlurmSettings
+
+        settings = SlurmSettings.load(slurm_config, partition=partition, account=account, qos=qos, time=time_limit,
+                                      gpus_per_node=gpus_per_node, cpus_per_task=cpus_per_task, mem_gb=mem_gb, constraint=constraint,
+                                      array_parallelism=array_parallelism, sbatch=sbatch_pairs(sbatch))  # fmt: skip
+        registry = Registry.load(options.card_dirs)
+        cells = plan_cells(registry, _split(backbone), _split(tasks), probe, seed_list, layers, limit, weights, configs, dtype)
+        from aimbench.data import require_ready  # missing data fails here, not in every job of the array
+
+        require_ready([registry.task(name) for name in dict.fromkeys(c.task for c in cells)], options.data_root)
+        run_on_slurm(cells, options, settings, overwrite, dry_run, console)
+        return
+    if dry_run:
+        raise UserError("--dry-run plans a Slurm submission; add --cluster slurm")
     _evaluate(_split(backbone), _split(tasks), probe, seed_list, layers, limit, weights, configs, options, overwrite, dtype)
 
 

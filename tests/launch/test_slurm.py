@@ -1,0 +1,80 @@
+"""``aimbench eval --cluster slurm`` against a real Slurm cluster (``.ci/start-slurm.sh`` on localhost).
+
+Skipped where no cluster answers, except under CI, where ``.ci/run`` starts one and a missing
+cluster is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+
+def _cluster_up() -> bool:
+    if shutil.which("sinfo") is None:
+        return False
+    try:
+        return subprocess.run(["sinfo", "-h", "-o", "%a"], capture_output=True, text=True, timeout=20).stdout.strip().startswith("up")
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.fixture(scope="module")
+def slurm() -> None:
+    if not _cluster_up():
+        if os.environ.get("CI"):
+            pytest.fail("CI must run a Slurm cluster (.ci/run starts one with .ci/start-slurm.sh)")
+        pytest.skip("no Slurm cluster answers here (start one: sudo bash .ci/start-slurm.sh)")
+
+
+EVAL = ("eval", "-b", "micro-cls,micro-patches", "-t", "digits", "--limit", "60", "--epochs", "2", "--cluster", "slurm",
+        "--cpus-per-task", "1", "--time", "10")  # fmt: skip
+
+
+def _records(results: Path) -> list[Path]:
+    return sorted((results / "runs").glob("*.json")) if (results / "runs").is_dir() else []
+
+
+def test_an_eval_array_finishes_on_slurm_and_a_second_submission_skips_it(slurm: None, tmp_path: Path, tiny_cards: Path) -> None:
+    results = tmp_path / "results"
+    dry = run_cli(*EVAL, "--cards", str(tiny_cards), "--results", str(results), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "2 cell(s) to submit, 0 skipped" in dry.stdout and "dry run: nothing submitted" in dry.stdout
+    assert not (results / "jobs").exists()
+    proc = run_cli(*EVAL, "--cards", str(tiny_cards), "--results", str(results))
+    assert proc.returncode == 0, proc.stderr
+    [state_file] = (results / "jobs").glob("*.json")
+    state = json.loads(state_file.read_text())
+    assert [c["key"] for c in state["cells"]] == ["micro-cls|digits|linear|0", "micro-patches|digits|linear|0"]
+    assert all(c["job_id"] and c["stdout"].endswith(".out") for c in state["cells"])
+    deadline = time.monotonic() + 240
+    while len(_records(results)) < 2 and time.monotonic() < deadline:
+        time.sleep(2)
+    names = [path.name for path in _records(results)]
+    assert names == sorted(c["record"] for c in state["cells"]), [Path(c["stderr"]).read_text()[-2000:] for c in state["cells"]]
+    local = tmp_path / "local"  # the same cells run here give the same numbers: same callable either way
+    assert run_cli(*EVAL[:-6], "--cards", str(tiny_cards), "--results", str(local)).returncode == 0
+    for ours, theirs in zip(_records(results), _records(local)):
+        slurm_record, local_record = json.loads(ours.read_text()), json.loads(theirs.read_text())
+        assert [layer["test_score"] for layer in slurm_record["layers"]] == [layer["test_score"] for layer in local_record["layers"]]
+    again = run_cli(*EVAL, "--cards", str(tiny_cards), "--results", str(results))
+    assert again.returncode == 0 and "0 cell(s) to submit, 2 skipped" in again.stdout and "nothing to submit" in again.stdout
+
+
+def test_an_unreachable_controller_fails_in_one_line_and_leaves_nothing(slurm: None, tmp_path: Path, tiny_cards: Path) -> None:
+    config = Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")).read_text()
+    unreachable = tmp_path / "slurm.conf"  # the same cluster, but its controller on a port nobody listens on
+    unreachable.write_text("".join(line + ("\nSlurmctldPort=6999" if line.startswith("SlurmctldHost") else "") + "\n" for line in config.splitlines()))
+    results = tmp_path / "results"
+    proc = run_cli(*EVAL, "--cards", str(tiny_cards), "--results", str(results), env={"SLURM_CONF": str(unreachable)})
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: Slurm did not accept the job array:") and proc.stderr.count("\n") == 1
+    assert "Unable to contact slurm controller" in proc.stderr
+    assert not (results / "jobs").exists() and not _records(results)
