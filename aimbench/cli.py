@@ -15,6 +15,7 @@ import duckdb
 import typer
 
 from aimbench.cards.registry import Registry
+from aimbench.cli_jobs import jobs
 from aimbench.cli_options import CardsOption, ResultsOption, make_console
 from aimbench.cli_pretrain import pretrain
 from aimbench.cli_report import export, report
@@ -59,6 +60,7 @@ app.add_typer(tasks_app, name="tasks")
 app.command("report")(report)
 app.command("export")(export)
 app.command("pretrain")(pretrain)
+app.command("jobs")(jobs)
 console = make_console()
 
 

@@ -78,3 +78,31 @@ def test_an_unreachable_controller_fails_in_one_line_and_leaves_nothing(slurm: N
     assert proc.stderr.startswith("error: Slurm did not accept the job array:") and proc.stderr.count("\n") == 1
     assert "Unable to contact slurm controller" in proc.stderr
     assert not (results / "jobs").exists() and not _records(results)
+
+
+def _wait_until_finished(results: Path, timeout: float = 240) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        table = run_cli("jobs", "--results", str(results))
+        if not any(state in table.stdout for state in ("PENDING", "RUNNING", "UNKNOWN")) or time.monotonic() > deadline:
+            return table.stdout
+        time.sleep(2)
+
+
+def test_jobs_shows_a_failed_cell_with_its_error_and_cancels_a_pending_one(slurm: None, tmp_path: Path, tiny_cards: Path) -> None:
+    results = tmp_path / "results"
+    corrupt = tmp_path / "broken.safetensors"
+    corrupt.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}      ")
+    failing = run_cli(*EVAL[:2], "micro-cls", *EVAL[3:], "--weights", str(corrupt), "--cards", str(tiny_cards), "--results", str(results))
+    assert failing.returncode == 0, failing.stderr  # the weights are only read in the job
+    table = _wait_until_finished(results)
+    assert "micro-cls|digits|linear|0" in table and "FAILED" in table
+    assert "broken.safetensors" in table  # the tail of the job's error names the file
+    pending = run_cli(*EVAL[:2], "micro-patches", *EVAL[3:-4], "--cpus-per-task", "64", "--cards", str(tiny_cards),
+                      "--results", str(results))  # fmt: skip  (more CPUs than the node has: it waits)
+    assert pending.returncode == 0, pending.stderr
+    cancelled = run_cli("jobs", "--results", str(results), "--cancel", "all")
+    assert cancelled.returncode == 0 and "cancelled 1 job(s)" in cancelled.stdout
+    assert "CANCELLED" in _wait_until_finished(results)
+    again = run_cli("jobs", "--results", str(results), "--cancel", "424242")
+    assert again.returncode == 2 and "no unfinished job '424242'" in again.stderr

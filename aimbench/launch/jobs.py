@@ -1,0 +1,109 @@
+"""What became of submitted cells: Slurm's state of each job, its logs, and the error of a failed one.
+
+The submissions are the ``results/jobs/*.json`` files the Slurm launcher writes, so any shell
+on the cluster sees the same list. States come from ``sacct`` (accounting keeps finished jobs),
+with ``squeue`` as the fallback for pending and running ones where accounting is off.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from aimbench.errors import UserError
+from aimbench.launch.slurm import JOBS_DIR
+from aimbench.store.records import record_path
+
+FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE")
+
+
+@dataclass(frozen=True)
+class JobRow:
+    submission: str
+    cell: str
+    job_id: str
+    state: str
+    elapsed: str
+    record: bool  # its record exists
+    stdout: Path
+    stderr: Path
+
+    @property
+    def failed(self) -> bool:
+        return self.state not in ("COMPLETED", "PENDING", "RUNNING", "REQUEUED", "COMPLETING", "UNKNOWN") and not self.state.startswith("CANCELLED")
+
+
+def submissions(results: Path) -> list[dict]:
+    folder = results / JOBS_DIR
+    found = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            found.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"submission file {path} cannot be read ({exc}); delete it if it is not needed") from None
+    return found
+
+
+def _run(command: list[str]) -> str | None:
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """job id (``123_4`` for array tasks) -> (state, elapsed), from sacct, else squeue, else nothing."""
+    if not job_ids:
+        return {}
+    arrays = sorted({job_id.split("_")[0] for job_id in job_ids})
+    states: dict[str, tuple[str, str]] = {}
+    accounting = _run(["sacct", "-X", "-n", "-P", "-o", "JobID,State,Elapsed", "-j", ",".join(arrays)])
+    for line in (accounting or "").splitlines():
+        job_id, state, elapsed = (line.split("|") + ["", "", ""])[:3]
+        states[job_id] = (state.split()[0] if state else "UNKNOWN", elapsed)  # "CANCELLED by 0" -> CANCELLED
+    queue = _run(["squeue", "-h", "-r", "-o", "%i|%T|%M", "-j", ",".join(arrays)])
+    for line in (queue or "").splitlines():
+        job_id, state, elapsed = (line.split("|") + ["", "", ""])[:3]
+        states.setdefault(job_id, (state, elapsed))
+    return states
+
+
+def job_rows(results: Path) -> list[JobRow]:
+    submitted = submissions(results)
+    states = slurm_states([cell["job_id"] for s in submitted for cell in s["cells"]])
+    rows = []
+    for submission in submitted:
+        for cell in submission["cells"]:
+            state, elapsed = states.get(cell["job_id"], ("UNKNOWN", ""))
+            rows.append(JobRow(submission["submission"], cell["key"], cell["job_id"], state, elapsed,
+                               record_path(results, cell["record"]).exists(), Path(cell["stdout"]), Path(cell["stderr"])))  # fmt: skip
+    return rows
+
+
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b.*")
+
+
+def error_tail(row: JobRow, lines: int = 3) -> str:
+    """What a failed cell died of: the last exception line of its stderr, else its last lines."""
+    try:
+        text = row.stderr.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return f"(no log at {row.stderr})"
+    kept = [line.rstrip() for line in text.splitlines() if line.strip() and not line.startswith("submitit ")]
+    exceptions = [line for line in kept if EXCEPTION_LINE.match(line)]
+    return exceptions[-1] if exceptions else "\n".join(kept[-lines:])
+
+
+def cancel(results: Path, which: str) -> list[str]:
+    """``scancel`` the unfinished jobs of ``which`` (a job id, an array id or ``all``); returns what was cancelled."""
+    rows = [row for row in job_rows(results) if row.state not in FINISHED and not row.state.startswith("CANCELLED")]
+    chosen = rows if which == "all" else [row for row in rows if which in (row.job_id, row.job_id.split("_")[0])]
+    if which != "all" and not chosen:
+        raise UserError(f"no unfinished job '{which}' among the submissions in {results / JOBS_DIR}")
+    ids = [row.job_id for row in chosen]
+    if ids and _run(["scancel", *ids]) is None:
+        raise UserError(f"scancel {' '.join(ids)} failed; is the Slurm controller reachable?")
+    return ids
