@@ -9,6 +9,7 @@ to; a state from another configuration is ignored, never half-applied.
 from __future__ import annotations
 
 import pickle
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,11 @@ class Checkpointing:
     every: int = 200
 
     def load(self) -> dict[str, Any] | None:
-        return load_state(self.path, self.identity)
+        """The saved state of this run, if any; says so on stderr, so a log shows where a requeued job resumed."""
+        state = load_state(self.path, self.identity)
+        if state is not None:
+            print(f"resuming {self.path.name} at epoch {state.get('epoch')}, step {state.get('step')}", file=sys.stderr, flush=True)
+        return state
 
     def save(self, state: dict[str, Any]) -> None:
         save_state(self.path, {**state, "identity": self.identity})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -106,3 +107,33 @@ def test_jobs_shows_a_failed_cell_with_its_error_and_cancels_a_pending_one(slurm
     assert "CANCELLED" in _wait_until_finished(results)
     again = run_cli("jobs", "--results", str(results), "--cancel", "424242")
     assert again.returncode == 2 and "no unfinished job '424242'" in again.stderr
+
+
+def test_a_preempted_cell_requeues_resumes_and_ends_with_the_uninterrupted_numbers(slurm: None, tmp_path: Path, tiny_cards: Path) -> None:
+    import submitit
+
+    results = tmp_path / "results"
+    long_cell = ("eval", "-b", "micro-cls", "-t", "digits", "--limit", "600", "--epochs", "400", "--cards", str(tiny_cards))
+    proc = run_cli(*long_cell, "--results", str(results), "--cluster", "slurm", "--cpus-per-task", "1")
+    assert proc.returncode == 0, proc.stderr
+    [state_file] = (results / "jobs").glob("*.json")
+    [cell] = json.loads(state_file.read_text())["cells"]
+    deadline = time.monotonic() + 120
+    while not list((results / "state").glob("*.pt")) if (results / "state").is_dir() else True:  # training has checkpointed
+        assert time.monotonic() < deadline, Path(cell["stderr"]).read_text()[-2000:]
+        time.sleep(0.5)
+    submitit.SlurmJob(folder=state_file.with_suffix("") / "%j", job_id=cell["job_id"])._interrupt()  # SIGTERM + USR2: preemption
+    deadline = time.monotonic() + 240
+    while not _records(results):
+        assert time.monotonic() < deadline, Path(cell["stderr"]).read_text()[-2000:]
+        time.sleep(1)
+    log = Path(cell["stdout"]).read_text()
+    assert "this job is preempted" in log and f"Requeued job {cell['job_id']}" in log
+    assert log.count("Starting with JobEnvironment") == 2  # preempted, requeued, started again
+    resumed_at = re.search(r"resuming \S+ at epoch (\d+), step (\d+)", Path(cell["stderr"]).read_text())
+    assert resumed_at and (int(resumed_at[1]), int(resumed_at[2])) > (0, 0)  # from the training state on disk, not from scratch
+    assert not list((results / "state").glob("*.pt"))  # the resume state is dropped once the record exists
+    local = tmp_path / "local"
+    assert run_cli(*long_cell, "--results", str(local)).returncode == 0
+    requeued, straight = (json.loads(_records(r)[0].read_text()) for r in (results, local))
+    assert [(x["val_score"], x["test_score"]) for x in requeued["layers"]] == [(x["val_score"], x["test_score"]) for x in straight["layers"]]
