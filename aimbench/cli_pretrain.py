@@ -9,6 +9,23 @@ import typer
 
 from aimbench.cards.registry import Registry
 from aimbench.cli_options import make_console
+from aimbench.cli_slurm import (
+    PANEL,
+    AccountOption,
+    Cluster,
+    ClusterOption,
+    ConstraintOption,
+    CpusOption,
+    GpusOption,
+    MemOption,
+    PartitionOption,
+    QosOption,
+    SbatchOption,
+    SlurmConfigOption,
+    TimeOption,
+    sbatch_pairs,
+)  # fmt: skip
+from aimbench.errors import UserError
 from aimbench.pretrain.checkpoint import RunFiles
 
 
@@ -31,6 +48,19 @@ def pretrain(
     activation_checkpointing: Annotated[
         Optional[bool], typer.Option(help="Recompute block activations in the backward [default: on from aim-1b on].")
     ] = None,
+    cluster: ClusterOption = Cluster.local,
+    nodes: Annotated[int, typer.Option(help="Slurm nodes.", rich_help_panel=PANEL)] = 1,
+    tasks_per_node: Annotated[Optional[int], typer.Option(help="Slurm tasks (ranks) per node [default: --gpus-per-node, at least 1].", rich_help_panel=PANEL, show_default=False)] = None,
+    slurm_config: SlurmConfigOption = None,
+    partition: PartitionOption = None,
+    account: AccountOption = None,
+    qos: QosOption = None,
+    time_limit: TimeOption = None,
+    gpus_per_node: GpusOption = None,
+    cpus_per_task: CpusOption = None,
+    mem_gb: MemOption = None,
+    constraint: ConstraintOption = None,
+    sbatch: SbatchOption = None,
 ) -> None:
     """Pre-train an AIM from scratch (or --resume it); the trunk is exported for 'aimbench eval'.
 
@@ -41,23 +71,37 @@ def pretrain(
       torchrun --nproc-per-node 8 -m aimbench pretrain aim-600m --data 'web/shards-{0000..0999}.tar@0.8,/data/imagenet/train@0.2'
 
       aimbench eval --backbone aim-tiny --weights runs/tiny --tasks smoke
+
+      aimbench pretrain aim-7b --data ... --cluster slurm --nodes 8 --gpus-per-node 8 --time 2-00:00:00
     """
-    from aimbench.pretrain.distributed import world_from_env
+    from aimbench.pretrain.distributed import rank_device, world_from_env
     from aimbench.pretrain.parallel import choose
     from aimbench.pretrain.progress import watch
     from aimbench.pretrain.recipe import PretrainConfig
     from aimbench.pretrain.sources import parse_data
     from aimbench.pretrain.trainer import summary, train
-    from aimbench.provenance import resolve_device
 
     config = PretrainConfig.matching_card(preset, Registry.load(), steps=steps, batch_size=batch_size, lr=lr, dtype=dtype,
                                           image_size=image_size, save_every=save_every, seed=seed)  # fmt: skip
     sources = parse_data(data)
+    if cluster is Cluster.slurm:
+        from aimbench.launch.pretrain_job import PretrainJob, submit_pretrain
+        from aimbench.launch.slurm_settings import SlurmSettings
+
+        if RunFiles.of(out).checkpoint.exists() and not resume:
+            raise UserError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+        settings = SlurmSettings.load(slurm_config, partition=partition, account=account, qos=qos, time=time_limit,
+                                      gpus_per_node=gpus_per_node, cpus_per_task=cpus_per_task, mem_gb=mem_gb, constraint=constraint,
+                                      sbatch=sbatch_pairs(sbatch))  # fmt: skip
+        tasks = tasks_per_node or max(1, settings.gpus_per_node)
+        job = PretrainJob(config, data, out, device, workers, parallel, activation_checkpointing)
+        job_id, state_file = submit_pretrain(job, settings, nodes, tasks)
+        make_console().print(f"submitted {preset} pre-training as Slurm job {job_id} ({nodes} node(s) x {tasks} task(s)); "
+                             f"state: {state_file}; watch: aimbench jobs --results {out}", soft_wrap=True)  # fmt: skip
+        return
     world = world_from_env()
     plan = choose(preset, world, parallel, activation_checkpointing)
-    chosen = resolve_device(device)
-    if chosen.type == "cuda" and world.size > 1:
-        chosen = resolve_device(f"cuda:{world.local_rank}")
+    chosen = rank_device(device, world)
     console = make_console()
     if world.is_main:
         console.print(f"{preset}: {steps} steps of {batch_size} images at {config.image_size} px, peak lr {config.effective_lr:.3g}, "

@@ -71,12 +71,20 @@ def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
     return states
 
 
+def _cells(submission: dict) -> list[dict]:
+    """An eval submission's cells; a pre-training submission is one row whose 'record' is the exported trunk."""
+    if submission.get("kind") == "pretrain":
+        trunk = str(Path(submission["out"]) / "trunk.safetensors")
+        return [{"key": f"pretrain -> {submission['out']}", "record": trunk, **{k: submission[k] for k in ("job_id", "stdout", "stderr")}}]
+    return submission["cells"]
+
+
 def job_rows(results: Path) -> list[JobRow]:
     submitted = submissions(results)
-    states = slurm_states([cell["job_id"] for s in submitted for cell in s["cells"]])
+    states = slurm_states([cell["job_id"] for s in submitted for cell in _cells(s)])
     rows = []
     for submission in submitted:
-        for cell in submission["cells"]:
+        for cell in _cells(submission):
             state, elapsed = states.get(cell["job_id"], ("UNKNOWN", ""))
             rows.append(JobRow(submission["submission"], cell["key"], cell["job_id"], state, elapsed,
                                record_path(results, cell["record"]).exists(), Path(cell["stdout"]), Path(cell["stderr"])))  # fmt: skip

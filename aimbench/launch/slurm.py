@@ -97,7 +97,7 @@ def submit(planned: Plan, options: RunOptions) -> Submission:
         shutil.rmtree(folder, ignore_errors=True)  # submitit made it for logs and pickles: nothing was submitted
         with contextlib.suppress(OSError):
             folder.parent.rmdir()  # jobs/ itself, when this was the first submission
-        raise UserError(f"Slurm did not accept the job array: {_first_line(exc)}") from None
+        raise UserError(f"Slurm did not accept the job array: {sbatch_error(exc)}") from None
     state = {
         "submission": submission_id,
         "kind": "eval",
@@ -115,7 +115,7 @@ def submit(planned: Plan, options: RunOptions) -> Submission:
     return Submission(submission_id, state_file, jobs)
 
 
-def _first_line(exc: BaseException) -> str:
+def sbatch_error(exc: BaseException) -> str:
     output = getattr(exc, "output", None) or getattr(exc, "stderr", None)
     if isinstance(output, bytes):
         output = output.decode("utf-8", "replace")

@@ -103,14 +103,14 @@ class SlurmSettings:
             changes[key] = value
         return replace(self, **changes)
 
-    def executor_parameters(self) -> dict[str, Any]:
-        """``AutoExecutor.update_parameters`` keywords: one task per job, resources as set."""
+    def executor_parameters(self, nodes: int = 1, tasks_per_node: int = 1) -> dict[str, Any]:
+        """``AutoExecutor.update_parameters`` keywords: an eval cell is one task; pre-training one task per GPU."""
         parameters: dict[str, Any] = {
             "timeout_min": self.time,
             "gpus_per_node": self.gpus_per_node,
             "cpus_per_task": self.cpus_per_task,
-            "tasks_per_node": 1,
-            "nodes": 1,
+            "tasks_per_node": tasks_per_node,
+            "nodes": nodes,
             "slurm_array_parallelism": self.array_parallelism,
             "slurm_additional_parameters": dict(self.sbatch),
         }

@@ -45,9 +45,19 @@ def world_from_env() -> World:
         return World(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
     if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
         env.setdefault("MASTER_ADDR", _first_slurm_host())
-        env.setdefault("MASTER_PORT", DEFAULT_PORT)
+        # per job, so two jobs sharing a node do not meet at the same rendezvous port
+        job = env.get("SLURM_JOB_ID", "")
+        env.setdefault("MASTER_PORT", str(20000 + int(job) % 20000) if job.isdigit() else DEFAULT_PORT)
         return World(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0)))
     return World()
+
+
+def rank_device(name: str, world: World) -> torch.device:
+    """``--device`` for this rank: with several ranks, CUDA means this rank's GPU (LOCAL_RANK / SLURM_LOCALID)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    return torch.device("cuda", world.local_rank) if device.type == "cuda" and world.size > 1 else device
 
 
 def init_process_group(world: World, device: torch.device) -> None:

@@ -137,3 +137,23 @@ def test_a_preempted_cell_requeues_resumes_and_ends_with_the_uninterrupted_numbe
     assert run_cli(*long_cell, "--results", str(local)).returncode == 0
     requeued, straight = (json.loads(_records(r)[0].read_text()) for r in (results, local))
     assert [(x["val_score"], x["test_score"]) for x in requeued["layers"]] == [(x["val_score"], x["test_score"]) for x in straight["layers"]]
+
+
+def test_pretraining_runs_as_one_job_of_two_slurm_tasks_with_the_world_from_slurm(slurm: None, tmp_path: Path) -> None:
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(16):
+        Image.new("RGB", (16, 16), (i * 15, 255 - i * 15, (i * 40) % 256)).save(images / f"{i}.png")
+    run = tmp_path / "run"
+    proc = run_cli("pretrain", "aim-micro", "--data", str(images), "--steps", "4", "--batch-size", "8", "--save-every", "2", "--workers", "0",
+                   "--device", "cpu", "--out", str(run), "--cluster", "slurm", "--tasks-per-node", "2", "--cpus-per-task", "1", "--time", "10")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "(1 node(s) x 2 task(s))" in proc.stdout
+    table = _wait_until_finished(run)
+    assert "COMPLETED" in table, table
+    assert json.loads((run / "config.json").read_text())["runtime"] == {"world_size": 2, "strategy": "ddp", "activation_checkpointing": False}
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 4 and (run / "trunk.safetensors").is_file()
+    again = run_cli("pretrain", "aim-micro", "--data", str(images), "--out", str(run), "--cluster", "slurm")
+    assert again.returncode == 2 and "already holds a run; pass --resume" in again.stderr
