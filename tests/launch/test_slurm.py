@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -139,16 +140,22 @@ def test_a_preempted_cell_requeues_resumes_and_ends_with_the_uninterrupted_numbe
     assert [(x["val_score"], x["test_score"]) for x in requeued["layers"]] == [(x["val_score"], x["test_score"]) for x in straight["layers"]]
 
 
-def test_pretraining_runs_as_one_job_of_two_slurm_tasks_with_the_world_from_slurm(slurm: None, tmp_path: Path) -> None:
+def _pretrain_images(folder: Path) -> Path:
     from PIL import Image
 
-    images = tmp_path / "images"
-    images.mkdir()
+    folder.mkdir()
     for i in range(16):
-        Image.new("RGB", (16, 16), (i * 15, 255 - i * 15, (i * 40) % 256)).save(images / f"{i}.png")
-    run = tmp_path / "run"
-    proc = run_cli("pretrain", "aim-micro", "--data", str(images), "--steps", "4", "--batch-size", "8", "--save-every", "2", "--workers", "0",
-                   "--device", "cpu", "--out", str(run), "--cluster", "slurm", "--tasks-per-node", "2", "--cpus-per-task", "1", "--time", "10")  # fmt: skip
+        Image.new("RGB", (16, 16), (i * 15, 255 - i * 15, (i * 40) % 256)).save(folder / f"{i}.png")
+    return folder
+
+
+PRETRAIN = ("pretrain", "aim-micro", "--batch-size", "8", "--workers", "0", "--device", "cpu")
+ON_SLURM = ("--cluster", "slurm", "--tasks-per-node", "2", "--cpus-per-task", "1", "--time", "10")
+
+
+def test_pretraining_runs_as_one_job_of_two_slurm_tasks_with_the_world_from_slurm(slurm: None, tmp_path: Path) -> None:
+    images, run = _pretrain_images(tmp_path / "images"), tmp_path / "run"
+    proc = run_cli(*PRETRAIN, "--data", str(images), "--steps", "4", "--save-every", "2", "--out", str(run), *ON_SLURM)
     assert proc.returncode == 0, proc.stderr
     assert "(1 node(s) x 2 task(s))" in proc.stdout
     table = _wait_until_finished(run)
@@ -157,3 +164,32 @@ def test_pretraining_runs_as_one_job_of_two_slurm_tasks_with_the_world_from_slur
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 4 and (run / "trunk.safetensors").is_file()
     again = run_cli("pretrain", "aim-micro", "--data", str(images), "--out", str(run), "--cluster", "slurm")
     assert again.returncode == 2 and "already holds a run; pass --resume" in again.stderr
+
+
+def test_a_preempted_pretraining_job_resumes_its_checkpoint_and_matches_a_straight_run(slurm: None, tmp_path: Path) -> None:
+    import submitit
+
+    images, run = _pretrain_images(tmp_path / "images"), tmp_path / "run"
+    settings = ("--data", str(images), "--steps", "300", "--save-every", "25", "--lr", "3e-3")
+    one_thread = {"OMP_NUM_THREADS": "1"}  # as torchrun sets it; sbatch passes the environment on to the job
+    assert run_cli(*PRETRAIN, *settings, "--out", str(run), *ON_SLURM, env=one_thread).returncode == 0
+    [state_file] = (run / "jobs").glob("*.json")
+    state = json.loads(state_file.read_text())
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoint.pt").exists():
+        assert time.monotonic() < deadline, Path(state["stderr"]).read_text()[-2000:]
+        time.sleep(0.2)
+    submitit.SlurmJob(folder=state_file.with_suffix("") / "%j", job_id=state["job_id"])._interrupt()
+    assert "COMPLETED" in _wait_until_finished(run)
+    log = Path(state["stdout"]).read_text()
+    assert f"Requeued job {state['job_id']}" in log and log.count("Starting with JobEnvironment") == 2, log[-3000:]
+    straight = tmp_path / "straight"  # the same two ranks under torchrun, never interrupted
+    torchrun = subprocess.run(
+        [str(Path(sys.executable).with_name("torchrun")), "--nproc-per-node", "2", "--master-port", "29671", "-m", "aimbench",
+         *PRETRAIN, *settings, "--out", str(straight)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1", **one_thread},
+    )  # fmt: skip
+    assert torchrun.returncode == 0, torchrun.stderr[-2000:]
+    losses = [[json.loads(line)["loss"] for line in (r / "metrics.jsonl").read_text().splitlines()] for r in (run, straight)]
+    assert len(losses[0]) == 300 and losses[0] == losses[1]  # resumed bit for bit, no step lost or repeated
+    assert (run / "trunk.safetensors").read_bytes() == (straight / "trunk.safetensors").read_bytes()
