@@ -14,7 +14,7 @@ from aimbench.cli_options import ResultsOption, make_console
 
 
 def _table(results: Path) -> tuple[Table, bool]:
-    from aimbench.launch.jobs import FINISHED, error_tail, job_rows
+    from aimbench.launch.jobs import error_tail, job_rows
 
     rows = job_rows(results)
     table = Table(title=f"aimbench jobs ({results / 'jobs'})")
@@ -24,7 +24,7 @@ def _table(results: Path) -> tuple[Table, bool]:
         detail = error_tail(row) if row.failed else str(row.stdout)
         style = "red" if row.failed else ("green" if row.state == "COMPLETED" else None)
         table.add_row(row.submission, row.cell, row.job_id, row.state, row.elapsed, "yes" if row.record else "", detail, style=style)
-    done = all(row.state in FINISHED or row.state.startswith("CANCELLED") for row in rows)
+    done = all(row.finished for row in rows)
     return table, done
 
 

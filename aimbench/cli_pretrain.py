@@ -25,7 +25,6 @@ from aimbench.cli_slurm import (
     TimeOption,
     sbatch_pairs,
 )  # fmt: skip
-from aimbench.errors import UserError
 from aimbench.pretrain.checkpoint import RunFiles
 
 
@@ -88,8 +87,7 @@ def pretrain(
         from aimbench.launch.pretrain_job import PretrainJob, submit_pretrain
         from aimbench.launch.slurm_settings import SlurmSettings
 
-        if RunFiles.of(out).checkpoint.exists() and not resume:
-            raise UserError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+        RunFiles.of(out).require_new_or_resumed(resume)  # before the queue, not when the job starts
         settings = SlurmSettings.load(slurm_config, partition=partition, account=account, qos=qos, time=time_limit,
                                       gpus_per_node=gpus_per_node, cpus_per_task=cpus_per_task, mem_gb=mem_gb, constraint=constraint,
                                       sbatch=sbatch_pairs(sbatch))  # fmt: skip

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aimbench.errors import UserError
-from aimbench.launch.slurm import JOBS_DIR
+from aimbench.launch.submission import JOBS_DIR
 from aimbench.store.records import record_path
 
 FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE")
@@ -30,6 +30,10 @@ class JobRow:
     record: bool  # its record exists
     stdout: Path
     stderr: Path
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED or self.state.startswith("CANCELLED")
 
     @property
     def failed(self) -> bool:
@@ -107,7 +111,7 @@ def error_tail(row: JobRow, lines: int = 3) -> str:
 
 def cancel(results: Path, which: str) -> list[str]:
     """``scancel`` the unfinished jobs of ``which`` (a job id, an array id or ``all``); returns what was cancelled."""
-    rows = [row for row in job_rows(results) if row.state not in FINISHED and not row.state.startswith("CANCELLED")]
+    rows = [row for row in job_rows(results) if not row.finished]
     chosen = rows if which == "all" else [row for row in rows if which in (row.job_id, row.job_id.split("_")[0])]
     if which != "all" and not chosen:
         raise UserError(f"no unfinished job '{which}' among the submissions in {results / JOBS_DIR}")

@@ -9,21 +9,13 @@ never from anything pickled with the callable.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
-import shutil
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import submitit
 
-from aimbench.atomic import atomic_write
-from aimbench.errors import UserError
-from aimbench.launch.slurm import JOBS_DIR, sbatch_error
 from aimbench.launch.slurm_settings import SlurmSettings
+from aimbench.launch.submission import record_submission, submit_quietly
 from aimbench.pretrain.checkpoint import RunFiles
 from aimbench.pretrain.recipe import PretrainConfig
 
@@ -56,24 +48,10 @@ class PretrainJob(submitit.helpers.Checkpointable):
 
 def submit_pretrain(job: PretrainJob, settings: SlurmSettings, nodes: int, tasks_per_node: int) -> tuple[str, Path]:
     """Submit ``job`` on ``nodes`` x ``tasks_per_node`` tasks; returns the Slurm job id and the submission file."""
-    out = job.out.expanduser().resolve()
-    job.out = out
-    submission_id = time.strftime("%Y%m%d-%H%M%S")
-    folder = out / JOBS_DIR / submission_id
-    executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm")
-    executor.update_parameters(name=f"aimbench-pretrain-{job.config.preset}",
-                               **settings.executor_parameters(nodes=nodes, tasks_per_node=tasks_per_node))  # fmt: skip
-    echoed = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(echoed), contextlib.redirect_stdout(echoed):
-            submitted = executor.submit(job)
-    except (subprocess.CalledProcessError, OSError, RuntimeError) as exc:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise UserError(f"Slurm did not accept the pre-training job: {sbatch_error(exc)}") from None
-    state = {"submission": submission_id, "kind": "pretrain", "job_id": submitted.job_id, "out": str(out),
-             "nodes": nodes, "tasks_per_node": tasks_per_node, "stdout": str(submitted.paths.stdout),
-             "stderr": str(submitted.paths.stderr), "settings": settings.executor_parameters(nodes=nodes, tasks_per_node=tasks_per_node)}  # fmt: skip
-    state_file = out / JOBS_DIR / f"{submission_id}.json"
-    text = json.dumps(state, indent=1) + "\n"
-    atomic_write(state_file, lambda handle: handle.write(text.encode("utf-8")))
-    return submitted.job_id, state_file
+    job.out = job.out.expanduser().resolve()
+    parameters = settings.executor_parameters(nodes=nodes, tasks_per_node=tasks_per_node)
+    submission_id, submitted = submit_quietly(job.out, f"aimbench-pretrain-{job.config.preset}", parameters, "the pre-training job",
+                                              lambda executor: executor.submit(job))  # fmt: skip
+    state = {"kind": "pretrain", "job_id": submitted.job_id, "out": str(job.out), "nodes": nodes, "tasks_per_node": tasks_per_node,
+             "stdout": str(submitted.paths.stdout), "stderr": str(submitted.paths.stderr), "settings": parameters}  # fmt: skip
+    return submitted.job_id, record_submission(job.out, submission_id, state)

@@ -11,27 +11,18 @@ can find it.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
-import shutil
-import subprocess
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import submitit
 
-from aimbench.atomic import atomic_write
 from aimbench.cards.registry import Registry
-from aimbench.errors import UserError
 from aimbench.launch.cells import Cell
 from aimbench.launch.run_cell import RunOptions, run_cell
 from aimbench.launch.slurm_settings import SlurmSettings
+from aimbench.launch.submission import record_submission, submit_quietly
 from aimbench.store.records import record_path
-
-JOBS_DIR = "jobs"
 
 
 class CellJob(submitit.helpers.Checkpointable):
@@ -85,40 +76,12 @@ def submit(planned: Plan, options: RunOptions) -> Submission:
     """Submit ``planned.to_run`` as one job array; fails at once, in one line, when Slurm cannot take it."""
     options = absolute_options(options)
     registry = Registry.load(options.card_dirs)
-    submission_id = time.strftime("%Y%m%d-%H%M%S")
-    folder = options.results_dir / JOBS_DIR / submission_id
-    executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm")
-    executor.update_parameters(name="aimbench-eval", **planned.settings.executor_parameters())
-    echoed = io.StringIO()  # submitit echoes sbatch's stderr; the error below says it in one line
-    try:
-        with contextlib.redirect_stderr(echoed), contextlib.redirect_stdout(echoed):
-            jobs = executor.map_array(CellJob(options), planned.to_run)
-    except (subprocess.CalledProcessError, OSError, RuntimeError) as exc:  # sbatch missing, controller down, bad partition
-        shutil.rmtree(folder, ignore_errors=True)  # submitit made it for logs and pickles: nothing was submitted
-        with contextlib.suppress(OSError):
-            folder.parent.rmdir()  # jobs/ itself, when this was the first submission
-        raise UserError(f"Slurm did not accept the job array: {sbatch_error(exc)}") from None
-    state = {
-        "submission": submission_id,
-        "kind": "eval",
-        "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "settings": planned.settings.executor_parameters(),
-        "cells": [
-            {"key": c.key, "record": c.record_name(registry), "job_id": j.job_id,
-             "stdout": str(j.paths.stdout), "stderr": str(j.paths.stderr)}  # fmt: skip
-            for c, j in zip(planned.to_run, jobs)
-        ],
-    }
-    state_file = options.results_dir / JOBS_DIR / f"{submission_id}.json"
-    text = json.dumps(state, indent=1) + "\n"
-    atomic_write(state_file, lambda handle: handle.write(text.encode("utf-8")))
+    parameters = planned.settings.executor_parameters()
+    submission_id, jobs = submit_quietly(options.results_dir, "aimbench-eval", parameters, "the job array",
+                                         lambda executor: executor.map_array(CellJob(options), planned.to_run))  # fmt: skip
+    cells = [
+        {"key": c.key, "record": c.record_name(registry), "job_id": j.job_id, "stdout": str(j.paths.stdout), "stderr": str(j.paths.stderr)}
+        for c, j in zip(planned.to_run, jobs)
+    ]
+    state_file = record_submission(options.results_dir, submission_id, {"kind": "eval", "settings": parameters, "cells": cells})
     return Submission(submission_id, state_file, jobs)
-
-
-def sbatch_error(exc: BaseException) -> str:
-    output = getattr(exc, "output", None) or getattr(exc, "stderr", None)
-    if isinstance(output, bytes):
-        output = output.decode("utf-8", "replace")
-    text = (output or str(exc)).strip()
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__

@@ -46,6 +46,11 @@ class RunFiles:
     def of(cls, root: Path) -> RunFiles:
         return cls(root, root / CHECKPOINT, root / TRUNK, root / METRICS, root / CONFIG, root / LOSS_CURVE)
 
+    def require_new_or_resumed(self, resume: bool) -> None:
+        """A run directory holding a checkpoint is continued with ``--resume``, never overwritten."""
+        if self.checkpoint.exists() and not resume:
+            raise UserError(f"{self.root} already holds a run; pass --resume to continue it, or choose another --out")
+
 
 def save_checkpoint(path: Path, model_state: dict, optimizer_state: dict, scheduler: Any, step: int, config: dict) -> None:
     """Full (unsharded) states from :func:`aimbench.pretrain.parallel.full_state`; ``step`` optimizer steps are done."""

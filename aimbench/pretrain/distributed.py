@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from aimbench.provenance import resolve_device
+
 DEFAULT_PORT = "29500"
 
 
@@ -54,9 +56,7 @@ def world_from_env() -> World:
 
 def rank_device(name: str, world: World) -> torch.device:
     """``--device`` for this rank: with several ranks, CUDA means this rank's GPU (LOCAL_RANK / SLURM_LOCALID)."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    device = resolve_device(name)
     return torch.device("cuda", world.local_rank) if device.type == "cuda" and world.size > 1 else device
 
 

@@ -129,8 +129,7 @@ def train(
     plan = plan or choose(config.preset, world)
     if config.batch_size % world.size:
         raise UserError(f"--batch-size {config.batch_size} is not divisible by the {world.size} ranks")
-    if files.checkpoint.exists() and not resume:
-        raise UserError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    files.require_new_or_resumed(resume)
     state = _resume_state(files, config, world, plan) if resume and files.checkpoint.exists() else None
     init_process_group(world, device)
     model = build_model(config).to(device)
