@@ -83,12 +83,13 @@ def test_an_unreachable_controller_fails_in_one_line_and_leaves_nothing(slurm: N
 
 
 def _wait_until_finished(results: Path, timeout: float = 240) -> str:
+    """The ``aimbench jobs`` table once every job has finished (a requeued job shows REQUEUED, then PENDING: not finished)."""
+    from aimbench.launch.jobs import job_rows
+
     deadline = time.monotonic() + timeout
-    while True:
-        table = run_cli("jobs", "--results", str(results))
-        if not any(state in table.stdout for state in ("PENDING", "RUNNING", "UNKNOWN")) or time.monotonic() > deadline:
-            return table.stdout
+    while not all(row.finished for row in job_rows(results)) and time.monotonic() < deadline:
         time.sleep(2)
+    return run_cli("jobs", "--results", str(results)).stdout
 
 
 def test_jobs_shows_a_failed_cell_with_its_error_and_cancels_a_pending_one(slurm: None, tmp_path: Path, tiny_cards: Path) -> None:
