@@ -18,12 +18,13 @@ def _table(results: Path) -> tuple[Table, bool]:
 
     rows = job_rows(results)
     table = Table(title=f"aimbench jobs ({results / 'jobs'})")
-    for column in ("submission", "cell", "job", "state", "elapsed", "record", "log / error"):
+    for column in ("submission", "cell", "job", "state", "progress", "elapsed", "record", "log / error"):
         table.add_column(column, overflow="fold")
     for row in rows:
         detail = error_tail(row) if row.failed else str(row.stdout)
         style = "red" if row.failed else ("green" if row.state == "COMPLETED" else None)
-        table.add_row(row.submission, row.cell, row.job_id, row.state, row.elapsed, "yes" if row.record else "", detail, style=style)
+        table.add_row(row.submission, row.cell, row.job_id, row.state, row.progress, row.elapsed, "yes" if row.record else "", detail,
+                      style=style)  # fmt: skip
     done = all(row.finished for row in rows)
     return table, done
 
@@ -34,7 +35,7 @@ def jobs(
     interval: Annotated[float, typer.Option(help="Seconds between refreshes with --watch.")] = 5.0,
     cancel: Annotated[Optional[str], typer.Option(help="Cancel unfinished jobs: a job id, an array id, or all.", show_default=False)] = None,
 ) -> None:
-    """Submitted cells (from RESULTS/jobs) with their Slurm state, elapsed time, log path, and the error of failed ones.
+    """Submitted cells (from RESULTS/jobs) with their Slurm state, progress, elapsed time, log path, and the error of failed ones.
 
     [bold]Examples[/bold]
 

@@ -91,7 +91,7 @@ def pretrain(
         settings = SlurmSettings.load(slurm_config, partition=partition, account=account, qos=qos, time=time_limit,
                                       gpus_per_node=gpus_per_node, cpus_per_task=cpus_per_task, mem_gb=mem_gb, constraint=constraint,
                                       sbatch=sbatch_pairs(sbatch))  # fmt: skip
-        tasks = tasks_per_node or max(1, settings.gpus_per_node)
+        tasks = tasks_per_node or max(1, settings.gpus)
         job = PretrainJob(config, data, out, device, workers, parallel, activation_checkpointing)
         job_id, state_file = submit_pretrain(job, settings, nodes, tasks)
         make_console().print(f"submitted {preset} pre-training as Slurm job {job_id} ({nodes} node(s) x {tasks} task(s)); "

@@ -29,15 +29,15 @@ class Cluster(str, Enum):
     slurm = "slurm"
 
 
-ClusterOption = Annotated[Cluster, typer.Option(help="local: run here, one cell after another | slurm: one job array through submitit.")]
+ClusterOption = Annotated[Cluster, typer.Option(help="local: run here, one cell after another | slurm: job arrays through submitit (one per resource request).")]
 SlurmConfigOption = Annotated[Optional[Path], typer.Option(help="Slurm settings file [default: slurm.toml in the user config dir].", rich_help_panel=PANEL, show_default=False)]
 PartitionOption = Annotated[Optional[str], typer.Option(help="Partition.", rich_help_panel=PANEL, show_default=False)]
 AccountOption = Annotated[Optional[str], typer.Option(help="Account.", rich_help_panel=PANEL, show_default=False)]
 QosOption = Annotated[Optional[str], typer.Option(help="Quality of service.", rich_help_panel=PANEL, show_default=False)]
 TimeOption = Annotated[Optional[str], typer.Option("--time", help="Time limit per cell: minutes or [D-]HH:MM:SS [default: 240].", rich_help_panel=PANEL, show_default=False)]
-GpusOption = Annotated[Optional[int], typer.Option(help="GPUs per cell [default: 0].", rich_help_panel=PANEL, show_default=False)]
+GpusOption = Annotated[Optional[int], typer.Option(help="GPUs per cell [default: 1 where the settings name GPU memory, else 0].", rich_help_panel=PANEL, show_default=False)]
 CpusOption = Annotated[Optional[int], typer.Option(help="CPUs per cell [default: 4].", rich_help_panel=PANEL, show_default=False)]
-MemOption = Annotated[Optional[float], typer.Option(help="Memory per cell, GB [default: the partition's].", rich_help_panel=PANEL, show_default=False)]
+MemOption = Annotated[Optional[float], typer.Option(help="Host memory per cell, GB [default: the card's memory hint for CPU-only cells, else the partition's].", rich_help_panel=PANEL, show_default=False)]
 ConstraintOption = Annotated[Optional[str], typer.Option(help="Node features (--constraint).", rich_help_panel=PANEL, show_default=False)]
 ParallelismOption = Annotated[Optional[int], typer.Option(help="Cells of the array running at once [default: 64].", rich_help_panel=PANEL, show_default=False)]
 SbatchOption = Annotated[Optional[list[str]], typer.Option(help="Any other sbatch option, KEY=VALUE (repeatable).", rich_help_panel=PANEL, show_default=False)]
@@ -61,17 +61,19 @@ def run_on_slurm(cells: list[Cell], options: RunOptions, settings: SlurmSettings
     from aimbench.launch import slurm
 
     planned = slurm.plan(cells, options, settings, rerun)
-    resources = settings.executor_parameters()
-    shown = {k: v for k, v in resources.items() if v not in (None, {}, 0) or k == "gpus_per_node"}
-    table = Table(title=f"{len(planned.to_run)} cell(s) to submit, {len(planned.skipped)} skipped (record exists; --rerun to redo)")
-    for column in ("cell", "action"):
+    arrays = f" in {len(planned.arrays)} array(s)" if len(planned.arrays) > 1 else ""
+    table = Table(title=f"{len(planned.to_run)} cell(s) to submit{arrays}, {len(planned.skipped)} skipped (record exists; --rerun to redo)")
+    for column in ("cell", "action", "array", "memory need"):
         table.add_column(column)
-    for cell in planned.to_run:
-        table.add_row(cell.key, "submit")
+    for number, array in enumerate(planned.arrays, 1):
+        for cell, need in zip(array.cells, array.needs):
+            table.add_row(cell.key, "submit", str(number), need.describe())
     for cell in planned.skipped:
-        table.add_row(cell.key, "skip")
+        table.add_row(cell.key, "skip", "", "")
     console.print(table)
-    console.print("resources per cell: " + ", ".join(f"{k}={v}" for k, v in shown.items()), soft_wrap=True)
+    for number, array in enumerate(planned.arrays, 1):
+        shown = {k: v for k, v in array.parameters.items() if v not in (None, {}, 0) or k == "gpus_per_node"}
+        console.print(f"array {number}, resources per cell: " + ", ".join(f"{k}={v}" for k, v in shown.items()), soft_wrap=True)
     if dry_run or not planned.to_run:
         console.print("dry run: nothing submitted" if dry_run else "nothing to submit")
         return

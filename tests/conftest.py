@@ -53,6 +53,9 @@ depth = 3
 dim = 32
 heads = 2
 cls_token = false
+
+[variants.micro-patches.resources]  # a card's hint; micro-cls has none and gets the estimate from its size
+memory_gb = { fp32 = 0.5 }
 """
 
 

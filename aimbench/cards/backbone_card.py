@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from aimbench.cards.fields import Fields
+from aimbench.dtypes import DTYPES
 from aimbench.errors import CardError
 
 ADAPTERS = ("timm", "aim", "open_clip")
@@ -70,6 +71,9 @@ class BackboneSpec:
     probe_tokens: tuple[str, ...] = (PATCH_MEAN,)  # token poolings probed, e.g. not an untrained cls
     official_probes: dict[str, OfficialProbe] = field(default_factory=dict)
     drop_keys: tuple[str, ...] = ()  # glob patterns of pre-training-only tensors in the weights file
+    # resource hint: device memory (GB) an eval cell needs per dtype; launchers size jobs from it
+    # (aimbench.launch.resources). It never changes a number, so it is not part of a cell's identity.
+    memory_gb: dict[str, float] = field(default_factory=dict)
 
     @property
     def windows(self) -> dict[str, tuple[int, ...]]:
@@ -111,6 +115,20 @@ def _read_official_probes(fields: Fields, depth: int) -> dict[str, OfficialProbe
     return probes
 
 
+def _read_resources(fields: Fields) -> dict[str, float]:
+    """``[variants.X.resources]``: ``memory_gb = { fp32 = 34, bf16 = 18 }``, keyed by ``--dtype`` names."""
+    memory = fields.table_of("memory_gb", default={})
+    hints = {}
+    for dtype in memory.table:
+        if dtype not in DTYPES:
+            raise memory.error(dtype, f"unknown dtype; expected one of {', '.join(DTYPES)}")
+        hints[dtype] = memory.float(dtype)
+        if hints[dtype] <= 0:
+            raise memory.error(dtype, f"must be a positive number of GB, got {hints[dtype]}")
+    fields.reject_unknown()
+    return hints
+
+
 def parse_backbone_card(data: dict[str, Any], path: Path) -> list[BackboneSpec]:
     """Validate a parsed backbone card and return its variants."""
     top = Fields(data, path)
@@ -148,6 +166,7 @@ def parse_backbone_card(data: dict[str, Any], path: Path) -> list[BackboneSpec]:
             probe_tokens=v.strs("probe_tokens", default=None) or (),
             official_probes=_read_official_probes(v.table_of("official_probes", default={}), v.int("depth", minimum=1)),
             drop_keys=v.strs("drop_keys", default=None) or (),
+            memory_gb=_read_resources(v.table_of("resources", default={})),
         )
         default_tokens = (PATCH_MEAN, CLS) if spec.cls_token else (PATCH_MEAN,)
         spec = replace(spec, probe_tokens=spec.probe_tokens or default_tokens)

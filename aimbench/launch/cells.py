@@ -31,6 +31,7 @@ OFFICIAL = "official"  # released heads, one cell per head ("official:<head>")
 def _card_content(spec: Any) -> dict[str, Any]:
     content = dataclasses.asdict(spec)
     content.pop("card_path")
+    content.pop("memory_gb", None)  # a resource hint: it sizes jobs, never changes a number
     return content
 
 

@@ -1,8 +1,10 @@
-"""What became of submitted cells: Slurm's state of each job, its logs, and the error of a failed one.
+"""What became of submitted cells: Slurm's state of each job, how far it is, its logs, and the error of a failed one.
 
 The submissions are the ``results/jobs/*.json`` files the Slurm launcher writes, so any shell
 on the cluster sees the same list. States come from ``sacct`` (accounting keeps finished jobs),
-with ``squeue`` as the fallback for pending and running ones where accounting is off.
+with ``squeue`` as the fallback for pending and running ones where accounting is off. Progress
+comes from files the jobs write: an eval cell's progress file (``aimbench.launch.cell_progress``),
+a pre-training run's ``metrics.jsonl``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aimbench.errors import UserError
+from aimbench.launch.cell_progress import progress_path, read_progress
 from aimbench.launch.submission import JOBS_DIR
 from aimbench.store.records import record_path
 
@@ -30,6 +33,7 @@ class JobRow:
     record: bool  # its record exists
     stdout: Path
     stderr: Path
+    progress: str = ""  # e.g. "linear heads 40/100 (40%)"; empty once finished or before it starts
 
     @property
     def finished(self) -> bool:
@@ -83,6 +87,27 @@ def _cells(submission: dict) -> list[dict]:
     return submission["cells"]
 
 
+def pretrain_progress(run: Path) -> str:
+    """``"step 1200/5000 loss 0.4123"`` from the run's last complete metrics line (read from the file's end)."""
+    try:
+        steps = json.loads((run / "config.json").read_text(encoding="utf-8"))["steps"]
+        with (run / "metrics.jsonl").open("rb") as handle:
+            handle.seek(max(0, handle.seek(0, 2) - 4096))
+            complete = handle.read().decode("utf-8", "replace").split("\n")[:-1]  # the job may be mid-way through a line
+        last = json.loads(complete[-1])
+        return f"step {last['step'] + 1}/{steps} loss {last['loss']:.4f}"
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return ""
+
+
+def _progress(results: Path, submission: dict, cell: dict, state: str, record: bool) -> str:
+    if record or state == "PENDING":
+        return ""
+    if submission.get("kind") == "pretrain":
+        return pretrain_progress(Path(submission["out"]))
+    return read_progress(progress_path(results, cell["record"]))
+
+
 def job_rows(results: Path) -> list[JobRow]:
     submitted = submissions(results)
     states = slurm_states([cell["job_id"] for s in submitted for cell in _cells(s)])
@@ -90,8 +115,9 @@ def job_rows(results: Path) -> list[JobRow]:
     for submission in submitted:
         for cell in _cells(submission):
             state, elapsed = states.get(cell["job_id"], ("UNKNOWN", ""))
-            rows.append(JobRow(submission["submission"], cell["key"], cell["job_id"], state, elapsed,
-                               record_path(results, cell["record"]).exists(), Path(cell["stdout"]), Path(cell["stderr"])))  # fmt: skip
+            record = record_path(results, cell["record"]).exists()
+            rows.append(JobRow(submission["submission"], cell["key"], cell["job_id"], state, elapsed, record, Path(cell["stdout"]),
+                               Path(cell["stderr"]), _progress(results, submission, cell, state, record)))  # fmt: skip
     return rows
 
 

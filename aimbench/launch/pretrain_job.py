@@ -50,8 +50,8 @@ def submit_pretrain(job: PretrainJob, settings: SlurmSettings, nodes: int, tasks
     """Submit ``job`` on ``nodes`` x ``tasks_per_node`` tasks; returns the Slurm job id and the submission file."""
     job.out = job.out.expanduser().resolve()
     parameters = settings.executor_parameters(nodes=nodes, tasks_per_node=tasks_per_node)
-    submission_id, submitted = submit_quietly(job.out, f"aimbench-pretrain-{job.config.preset}", parameters, "the pre-training job",
-                                              lambda executor: executor.submit(job))  # fmt: skip
+    submission_id, [submitted] = submit_quietly(job.out, f"aimbench-pretrain-{job.config.preset}", "the pre-training job",
+                                                [(parameters, lambda executor: [executor.submit(job)])])  # fmt: skip
     state = {"kind": "pretrain", "job_id": submitted.job_id, "out": str(job.out), "nodes": nodes, "tasks_per_node": tasks_per_node,
              "stdout": str(submitted.paths.stdout), "stderr": str(submitted.paths.stderr), "settings": parameters}  # fmt: skip
     return submitted.job_id, record_submission(job.out, submission_id, state)

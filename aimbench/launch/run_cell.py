@@ -26,6 +26,7 @@ from aimbench.cards.registry import Registry
 from aimbench.cards.task_card import TaskSpec
 from aimbench.data import TaskSplits, load_task
 from aimbench.errors import UserError
+from aimbench.launch.cell_progress import STATE_DIR
 from aimbench.launch.cells import OFFICIAL, Cell
 from aimbench.probes.attentive import head_from_state_dict
 from aimbench.probes.attentive_training import CachedTokens, head_predictions, train_attentive_probes
@@ -43,7 +44,6 @@ from aimbench.probes.views import online_probe_inputs
 from aimbench.provenance import environment, resolve_device
 from aimbench.store.records import new_record_header, record_path, write_record_atomic
 
-STATE_DIR = "state"  # <results>/state/<record name>.pt: resumable training state of unfinished cells
 # (stage description, total units) then advance(units); None means "no progress display"
 StageCallback = Callable[[str, int], Callable[[int], None]]
 

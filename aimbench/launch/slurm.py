@@ -1,12 +1,15 @@
-"""Cells on Slurm: one job array through submitit, running the same ``run_cell`` as the local launcher.
+"""Cells on Slurm: job arrays through submitit, running the same ``run_cell`` as the local launcher.
 
 Before anything is submitted, cells whose record already exists (same configuration hash) are
 set aside, so re-running a sweep submits only what is missing (``rerun`` submits everything).
+Each cell's resources come from the settings and its backbone card's memory hint
+(``aimbench.launch.resources``); cells asking for the same go in one array, so a sweep of one
+backbone is one array and a sweep over sizes is one array per size.
 The callable is a submitit ``Checkpointable``: on preemption or the time-limit signal submitit
 requeues the cell, and the cell resumes from the training state the probe engine keeps on disk
 (``results/state/``), never from anything in the pickle. What was submitted is written to
 ``results/jobs/<submission>.json`` (job ids, cell keys, record names, log paths), so a new shell
-can find it.
+can find it, and a running cell keeps its progress in ``results/state/`` (``aimbench.launch.cell_progress``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from typing import Any
 import submitit
 
 from aimbench.cards.registry import Registry
+from aimbench.launch.cell_progress import ProgressFile, progress_path
 from aimbench.launch.cells import Cell
+from aimbench.launch.resources import MemoryNeed, cell_parameters
 from aimbench.launch.run_cell import RunOptions, run_cell
 from aimbench.launch.slurm_settings import SlurmSettings
 from aimbench.launch.submission import record_submission, submit_quietly
@@ -26,22 +31,37 @@ from aimbench.store.records import record_path
 
 
 class CellJob(submitit.helpers.Checkpointable):
-    """The job-side callable: evaluate one cell and return its record's path (as text)."""
+    """The job-side callable: evaluate one cell, keeping its progress file current; returns its record's path (as text)."""
 
     def __init__(self, options: RunOptions) -> None:
         self.options = options
 
     def __call__(self, cell: Cell) -> str:
-        return str(run_cell(cell, self.options))
+        progress = progress_path(self.options.results_dir, cell.record_name(Registry.load(self.options.card_dirs)))
+        record = run_cell(cell, self.options, ProgressFile(progress))
+        progress.unlink(missing_ok=True)
+        return str(record)
+
+
+@dataclass(frozen=True)
+class Array:
+    """Cells that ask Slurm for the same resources, submitted as one job array."""
+
+    parameters: dict[str, Any]
+    cells: list[Cell]
+    needs: list[MemoryNeed]  # per cell: the memory need its resources were sized from
 
 
 @dataclass(frozen=True)
 class Plan:
-    """What a submission would do: the cells to run and those skipped because their record exists."""
+    """What a submission would do: the arrays to submit and the cells skipped because their record exists."""
 
-    to_run: list[Cell]
+    arrays: list[Array]
     skipped: list[Cell]
-    settings: SlurmSettings
+
+    @property
+    def to_run(self) -> list[Cell]:
+        return [cell for array in self.arrays for cell in array.cells]
 
 
 @dataclass(frozen=True)
@@ -67,21 +87,32 @@ def absolute_options(options: RunOptions) -> RunOptions:
 
 
 def plan(cells: list[Cell], options: RunOptions, settings: SlurmSettings, rerun: bool = False) -> Plan:
+    """Skip finished cells, size the others, and group them by equal resources (in first-seen order)."""
     registry = Registry.load(options.card_dirs)
     done = [c for c in cells if not rerun and record_path(options.results_dir, c.record_name(registry)).exists()]
-    return Plan([c for c in cells if c not in done], done, settings)
+    arrays: dict[str, Array] = {}
+    for cell in cells:
+        if cell in done:
+            continue
+        parameters, need = cell_parameters(settings, registry.backbone(cell.backbone), cell.dtype)
+        array = arrays.setdefault(repr(sorted(parameters.items())), Array(parameters, [], []))
+        array.cells.append(cell)
+        array.needs.append(need)
+    return Plan(list(arrays.values()), done)
 
 
 def submit(planned: Plan, options: RunOptions) -> Submission:
-    """Submit ``planned.to_run`` as one job array; fails at once, in one line, when Slurm cannot take it."""
+    """Submit each array of ``planned`` (all or none); fails at once, in one line, when Slurm cannot take them."""
     options = absolute_options(options)
     registry = Registry.load(options.card_dirs)
-    parameters = planned.settings.executor_parameters()
-    submission_id, jobs = submit_quietly(options.results_dir, "aimbench-eval", parameters, "the job array",
-                                         lambda executor: executor.map_array(CellJob(options), planned.to_run))  # fmt: skip
+    job = CellJob(options)
+    groups = [(array.parameters, lambda executor, cells=array.cells: executor.map_array(job, cells)) for array in planned.arrays]
+    submission_id, jobs = submit_quietly(options.results_dir, "aimbench-eval", "the job array", groups)
+    placed = [(array, cell) for array in planned.arrays for cell in array.cells]  # the order jobs came back in
     cells = [
-        {"key": c.key, "record": c.record_name(registry), "job_id": j.job_id, "stdout": str(j.paths.stdout), "stderr": str(j.paths.stderr)}
-        for c, j in zip(planned.to_run, jobs)
-    ]
-    state_file = record_submission(options.results_dir, submission_id, {"kind": "eval", "settings": parameters, "cells": cells})
+        {"key": c.key, "record": c.record_name(registry), "job_id": j.job_id, "stdout": str(j.paths.stdout), "stderr": str(j.paths.stderr),
+         "resources": array.parameters}
+        for (array, c), j in zip(placed, jobs)
+    ]  # fmt: skip
+    state_file = record_submission(options.results_dir, submission_id, {"kind": "eval", "cells": cells})
     return Submission(submission_id, state_file, jobs)

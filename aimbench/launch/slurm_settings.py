@@ -13,11 +13,17 @@ the cluster's settings once::
     mem_gb = 64
     constraint = "a100"
     array_parallelism = 32   # cells of one array running at once
+    gpu_memory_gb = 80       # memory of one GPU of the partition: cells that cannot fit are refused
+    [gpu_types]              # or: the node features (--constraint) of its GPU kinds and their memory
+    v100-32g = 32
+    a100-80g = 80
     [sbatch]                 # any other sbatch option, verbatim
     reservation = "cvpr"
 
 and options on the command line override single keys. Unknown keys are errors (a typo would
-otherwise silently not apply).
+otherwise silently not apply). The GPU memory keys let backbone cards' resource hints pick the
+defaults per cell (``aimbench.launch.resources``); naming them also makes ``gpus_per_node``
+default to 1.
 """
 
 from __future__ import annotations
@@ -58,18 +64,31 @@ def parse_minutes(value: str | int) -> int:
     return minutes
 
 
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
 @dataclass(frozen=True)
 class SlurmSettings:
     partition: str | None = None
     account: str | None = None
     qos: str | None = None
     time: int = 240  # minutes
-    gpus_per_node: int = 0
+    gpus_per_node: int | None = None  # None: 1 where the file names GPU memory, else 0
     cpus_per_task: int = 4
     mem_gb: float | None = None
     constraint: str | None = None
     array_parallelism: int = 64
+    gpu_memory_gb: float | None = None
+    gpu_types: dict[str, float] = field(default_factory=dict)  # constraint feature -> GB per GPU
     sbatch: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def gpus(self) -> int:
+        """GPUs per node (per cell, for eval): as set, else 1 when GPU memory is declared, else 0."""
+        if self.gpus_per_node is not None:
+            return self.gpus_per_node
+        return 1 if self.gpu_memory_gb is not None or self.gpu_types else 0
 
     @classmethod
     def load(cls, path: Path | None = None, **overrides: Any) -> SlurmSettings:
@@ -98,8 +117,14 @@ class SlurmSettings:
                 if not isinstance(value, dict):
                     raise UserError(f"{where}'sbatch' must be a table of sbatch options, got {value!r}")
                 value = {**self.sbatch, **{str(k): str(v) for k, v in value.items()}}
-            elif known[key] == "int" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            elif key == "gpu_types":
+                if not isinstance(value, dict) or not all(_positive(gb) for gb in value.values()):
+                    raise UserError(f"{where}'gpu_types' must be a table of node feature = GB per GPU, got {value!r}")
+                value = {str(k): float(v) for k, v in value.items()}
+            elif known[key].startswith("int") and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise UserError(f"{where}Slurm setting '{key}' must be a whole number >= 0, got {value!r}")
+            elif known[key].startswith("float") and not _positive(value):
+                raise UserError(f"{where}Slurm setting '{key}' must be a positive number, got {value!r}")
             changes[key] = value
         return replace(self, **changes)
 
@@ -107,7 +132,7 @@ class SlurmSettings:
         """``AutoExecutor.update_parameters`` keywords: an eval cell is one task; pre-training one task per GPU."""
         parameters: dict[str, Any] = {
             "timeout_min": self.time,
-            "gpus_per_node": self.gpus_per_node,
+            "gpus_per_node": self.gpus,
             "cpus_per_task": self.cpus_per_task,
             "tasks_per_node": tasks_per_node,
             "nodes": nodes,

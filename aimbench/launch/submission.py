@@ -14,9 +14,9 @@ import json
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import submitit
 
@@ -24,22 +24,29 @@ from aimbench.atomic import atomic_write
 from aimbench.errors import UserError
 
 JOBS_DIR = "jobs"
-Submitted = TypeVar("Submitted")
+Launch = Callable[[submitit.AutoExecutor], list[submitit.Job]]
 
 
-def submit_quietly(home: Path, name: str, parameters: dict[str, Any], what: str,
-                   launch: Callable[[submitit.AutoExecutor], Submitted]) -> tuple[str, Submitted]:  # fmt: skip
-    """``launch`` a new submission under ``home``; returns its id and what ``launch`` returned."""
+def submit_quietly(home: Path, name: str, what: str, groups: Sequence[tuple[dict[str, Any], Launch]]) -> tuple[str, list[submitit.Job]]:
+    """A new submission under ``home``: each group's ``launch`` runs on an executor with that group's
+    parameters. Returns the submission id and every job, in group order. All or nothing: when Slurm
+    refuses a later group, the jobs of the earlier ones are cancelled."""
     submission_id = time.strftime("%Y%m%d-%H%M%S")
     folder = home / JOBS_DIR / submission_id
-    executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm")
-    executor.update_parameters(name=name, **parameters)
+    submitted: list[submitit.Job] = []
     echoed = io.StringIO()
     try:
         with contextlib.redirect_stderr(echoed), contextlib.redirect_stdout(echoed):
-            return submission_id, launch(executor)
+            for parameters, launch in groups:
+                executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm")
+                executor.update_parameters(name=name, **parameters)
+                submitted.extend(launch(executor))
+        return submission_id, submitted
     except (subprocess.CalledProcessError, OSError, RuntimeError) as exc:
-        shutil.rmtree(folder, ignore_errors=True)  # submitit made it for logs and pickles: nothing was submitted
+        if submitted:
+            with contextlib.suppress(OSError):
+                subprocess.run(["scancel", *{job.job_id.split("_")[0] for job in submitted}], capture_output=True, check=False)
+        shutil.rmtree(folder, ignore_errors=True)  # submitit made it for logs and pickles: nothing runs
         with contextlib.suppress(OSError):
             folder.parent.rmdir()  # jobs/ itself, when this was the first submission
         raise UserError(f"Slurm did not accept {what}: {sbatch_error(exc)}") from None

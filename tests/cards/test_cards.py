@@ -42,6 +42,9 @@ def test_shipped_cards_load_and_describe_their_variants() -> None:
         ("heads = 2\ncls_token = true", "heads = 3\ncls_token = true", "variants.micro-cls.heads", "not divisible"),
         ("cls_token = true", "cls_token = true\ndepht = 3", "variants.micro-cls.depht", "unknown field"),
         ('family = "testfam"', 'family = "testfam"\n[variants', "<toml>", "not valid TOML"),
+        ("cls_token = true", "cls_token = true\nresources = { memory_gb = { fp64 = 2 } }", "variants.micro-cls.resources.memory_gb.fp64", "unknown dtype"),
+        ("cls_token = true", "cls_token = true\nresources = { memory_gb = { bf16 = 0 } }", "variants.micro-cls.resources.memory_gb.bf16", "positive"),
+        ("cls_token = true", "cls_token = true\nresources = { gpus = 2 }", "variants.micro-cls.resources.gpus", "unknown field"),
     ],
 )
 def test_malformed_backbone_card_names_file_and_field(tmp_path: Path, replace: str, by: str, field: str, problem: str) -> None:

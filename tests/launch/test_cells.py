@@ -69,6 +69,12 @@ def test_config_hash_covers_everything_that_changes_the_number(tmp_path: Path, t
     edited = tmp_path / "edited"
     write_card(edited, "backbones", "testfam", TINY_BACKBONE_CARD.replace("std = [0.5, 0.5, 0.5]", "std = [0.25, 0.5, 0.5]"))
     assert base.config_hash(Registry.load([edited])) != base.config_hash(registry)
+    # a resource hint sizes jobs and never changes a number: it is not part of the identity
+    patches = Cell("micro-patches", "digits", "linear", 0)
+    hinted = tmp_path / "hinted"
+    write_card(hinted, "backbones", "testfam", TINY_BACKBONE_CARD.replace("memory_gb = { fp32 = 0.5 }", "memory_gb = { fp32 = 3, bf16 = 2 }"))
+    assert Registry.load([hinted]).backbone("micro-patches").memory_gb == {"fp32": 3.0, "bf16": 2.0}
+    assert patches.config_hash(Registry.load([hinted])) == patches.config_hash(registry)
 
 
 def test_weights_file_content_is_part_of_the_identity(tmp_path: Path, tiny_cards: Path) -> None:

@@ -48,7 +48,8 @@ def test_an_eval_array_finishes_on_slurm_and_a_second_submission_skips_it(slurm:
     results = tmp_path / "results"
     dry = run_cli(*EVAL, "--cards", str(tiny_cards), "--results", str(results), "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "2 cell(s) to submit, 0 skipped" in dry.stdout and "dry run: nothing submitted" in dry.stdout
+    # the card's memory hint (micro-patches) and the size estimate (micro-cls) differ: one array each
+    assert "2 cell(s) to submit in 2 array(s), 0 skipped" in dry.stdout and "dry run: nothing submitted" in dry.stdout
     assert not (results / "jobs").exists()
     proc = run_cli(*EVAL, "--cards", str(tiny_cards), "--results", str(results))
     assert proc.returncode == 0, proc.stderr
@@ -56,6 +57,8 @@ def test_an_eval_array_finishes_on_slurm_and_a_second_submission_skips_it(slurm:
     state = json.loads(state_file.read_text())
     assert [c["key"] for c in state["cells"]] == ["micro-cls|digits|linear|0", "micro-patches|digits|linear|0"]
     assert all(c["job_id"] and c["stdout"].endswith(".out") for c in state["cells"])
+    assert [c["resources"]["mem_gb"] for c in state["cells"]] == [5.1, 4.5]  # need + 4 GB runtime, on a CPU-only cluster
+    assert len({c["job_id"].split("_")[0] for c in state["cells"]}) == 2
     deadline = time.monotonic() + 240
     while len(_records(results)) < 2 and time.monotonic() < deadline:
         time.sleep(2)
@@ -114,6 +117,8 @@ def test_jobs_shows_a_failed_cell_with_its_error_and_cancels_a_pending_one(slurm
 def test_a_preempted_cell_requeues_resumes_and_ends_with_the_uninterrupted_numbers(slurm: None, tmp_path: Path, tiny_cards: Path) -> None:
     import submitit
 
+    from aimbench.launch.jobs import job_rows
+
     results = tmp_path / "results"
     long_cell = ("eval", "-b", "micro-cls", "-t", "digits", "--limit", "600", "--epochs", "400", "--cards", str(tiny_cards))
     proc = run_cli(*long_cell, "--results", str(results), "--cluster", "slurm", "--cpus-per-task", "1")
@@ -124,6 +129,8 @@ def test_a_preempted_cell_requeues_resumes_and_ends_with_the_uninterrupted_numbe
     while not list((results / "state").glob("*.pt")) if (results / "state").is_dir() else True:  # training has checkpointed
         assert time.monotonic() < deadline, Path(cell["stderr"]).read_text()[-2000:]
         time.sleep(0.5)
+    [row] = job_rows(results)
+    assert row.state == "RUNNING" and re.fullmatch(r"micro-cls · digits · linear heads \d+/400 \(\d+%\)", row.progress), row
     submitit.SlurmJob(folder=state_file.with_suffix("") / "%j", job_id=cell["job_id"])._interrupt()  # SIGTERM + USR2: preemption
     deadline = time.monotonic() + 240
     while not _records(results):
@@ -134,7 +141,7 @@ def test_a_preempted_cell_requeues_resumes_and_ends_with_the_uninterrupted_numbe
     assert log.count("Starting with JobEnvironment") == 2  # preempted, requeued, started again
     resumed_at = re.search(r"resuming \S+ at epoch (\d+), step (\d+)", Path(cell["stderr"]).read_text())
     assert resumed_at and (int(resumed_at[1]), int(resumed_at[2])) > (0, 0)  # from the training state on disk, not from scratch
-    assert not list((results / "state").glob("*.pt"))  # the resume state is dropped once the record exists
+    assert not list((results / "state").glob("*"))  # resume state and progress are dropped once the record exists
     local = tmp_path / "local"
     assert run_cli(*long_cell, "--results", str(local)).returncode == 0
     requeued, straight = (json.loads(_records(r)[0].read_text()) for r in (results, local))
@@ -170,6 +177,8 @@ def test_pretraining_runs_as_one_job_of_two_slurm_tasks_with_the_world_from_slur
 def test_a_preempted_pretraining_job_resumes_its_checkpoint_and_matches_a_straight_run(slurm: None, tmp_path: Path) -> None:
     import submitit
 
+    from aimbench.launch.jobs import job_rows
+
     images, run = _pretrain_images(tmp_path / "images"), tmp_path / "run"
     settings = ("--data", str(images), "--steps", "300", "--save-every", "25", "--lr", "3e-3")
     one_thread = {"OMP_NUM_THREADS": "1"}  # as torchrun sets it; sbatch passes the environment on to the job
@@ -180,6 +189,8 @@ def test_a_preempted_pretraining_job_resumes_its_checkpoint_and_matches_a_straig
     while not (run / "checkpoint.pt").exists():
         assert time.monotonic() < deadline, Path(state["stderr"]).read_text()[-2000:]
         time.sleep(0.2)
+    [row] = job_rows(run)
+    assert re.fullmatch(r"step \d+/300 loss \d\.\d{4}", row.progress), (row.state, row.progress)
     submitit.SlurmJob(folder=state_file.with_suffix("") / "%j", job_id=state["job_id"])._interrupt()
     assert "COMPLETED" in _wait_until_finished(run)
     log = Path(state["stdout"]).read_text()

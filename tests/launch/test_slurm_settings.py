@@ -41,6 +41,9 @@ def test_a_missing_default_file_is_fine_but_a_named_one_is_an_error(tmp_path: Pa
         ("gpus_per_node = 1.5", "'gpus_per_node' must be a whole number"),
         ('time = "soon"', "Slurm time 'soon' is not minutes"),
         ('sbatch = "--exclusive"', "'sbatch' must be a table"),
+        ("gpu_memory_gb = 0", "'gpu_memory_gb' must be a positive number"),
+        ('mem_gb = "lots"', "'mem_gb' must be a positive number"),
+        ('gpu_types = { a100 = "80G" }', "'gpu_types' must be a table of node feature = GB per GPU"),
     ],
 )
 def test_bad_settings_name_the_file_and_the_key(tmp_path: Path, content: str, message: str) -> None:
@@ -48,6 +51,15 @@ def test_bad_settings_name_the_file_and_the_key(tmp_path: Path, content: str, me
     config.write_text(content + "\n")
     with pytest.raises(UserError, match=message.replace("(", r"\(")):
         SlurmSettings.load(config)
+
+
+def test_gpu_memory_in_the_file_makes_one_gpu_per_cell_the_default(tmp_path: Path) -> None:
+    config = tmp_path / "slurm.toml"
+    config.write_text('[gpu_types]\na100-80g = 80\nv100-32g = 32\n')
+    settings = SlurmSettings.load(config)
+    assert settings.gpu_types == {"a100-80g": 80.0, "v100-32g": 32.0} and settings.executor_parameters()["gpus_per_node"] == 1
+    assert SlurmSettings.load(config, gpus_per_node=4).executor_parameters()["gpus_per_node"] == 4
+    assert SlurmSettings().executor_parameters()["gpus_per_node"] == 0
 
 
 def test_sbatch_options_are_key_value_pairs() -> None:
