@@ -2,7 +2,7 @@
 
 Everything aimbench writes that a later run trusts (records, cached features, training state,
 exported features) goes through :func:`atomic_write`: the content is written to a hidden
-``.<name>.part`` file next to the target (never matched by the readers' patterns), fsynced, and
+``.<name>.<pid>.part`` file next to the target (never matched by the readers' patterns), fsynced, and
 renamed over the target in one step. An interrupted write leaves at most the ``.part`` file,
 which is removed when the interruption is an exception.
 """
@@ -18,7 +18,7 @@ from typing import BinaryIO
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write`` with a binary handle on the temporary file, then move it to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.part")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.part")  # per process: concurrent writers of one path never collide
     try:
         with temporary.open("wb") as handle:
             write(handle)

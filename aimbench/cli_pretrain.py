@@ -30,7 +30,7 @@ from aimbench.pretrain.checkpoint import RunFiles
 
 def pretrain(
     preset: Annotated[str, typer.Argument(help="aim-600m | aim-1b | aim-3b | aim-7b | aim-tiny | aim-micro.")],
-    data: Annotated[str, typer.Option(help="Image sources, comma-separated, optionally weighted (see README: Pre-training).")],
+    data: Annotated[str, typer.Option(help="Image sources (folders, HF datasets on disk, .tar shards, hf:// or other URLs to stream), comma-separated, optionally weighted (README: Pre-training).")],
     steps: Annotated[int, typer.Option(help="Optimizer steps; the schedule (2.5 % warmup, cosine to 0) spans them.")] = 10_000,
     batch_size: Annotated[int, typer.Option(help="Global batch (all ranks together).")] = 4096,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate [default: 1e-3 x batch / 4096].")] = None,
@@ -68,6 +68,8 @@ def pretrain(
       aimbench pretrain aim-tiny --data /data/imagenet/train --steps 2000 --batch-size 256 --out runs/tiny
 
       torchrun --nproc-per-node 8 -m aimbench pretrain aim-600m --data 'web/shards-{0000..0999}.tar@0.8,/data/imagenet/train@0.2'
+
+      torchrun --nproc-per-node 8 -m aimbench pretrain aim-600m --data 'hf://datasets/OWNER/NAME=0.8,/data/imagenet/train=0.2'
 
       aimbench eval --backbone aim-tiny --weights runs/tiny --tasks smoke
 

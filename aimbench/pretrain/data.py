@@ -6,7 +6,10 @@ Determinism
 -----------
 Slot ``j`` of rank ``r`` at step ``s`` is global slot ``t = s * G + r * batch_size + j`` with
 ``G = batch_size * world_size``: ranks never share a slot, and a run resumed on a different number
-of ranks (same global batch) consumes the same stream. Sources take slots in a fixed low-discrepancy
+of ranks (same global batch) consumes the same stream. A run with a streamed source
+(``aimbench.pretrain.streaming``) counts slots per rank instead (``u = s * batch_size + j``), so
+each rank reads only its own blocks of the stream; its other sources give rank ``r`` their draws
+``r, r + world_size, ...``. Such a run is a function of the world size too. Sources take slots in a fixed low-discrepancy
 interleave, so the number of earlier slots a source took (its draw number ``d``) is a closed form
 of ``t``, never a counter carried between steps, workers or restarts. Draw ``d`` of a source with
 ``n`` images is position ``d mod n`` of epoch ``d // n``, through a keyed pseudo-random bijection
@@ -18,7 +21,6 @@ only a source with ``MAX_TRIES`` unreadable images in a row is an error.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,34 +32,12 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from aimbench.errors import UserError
+from aimbench.pretrain.keyed_order import mix, permute
 from aimbench.pretrain.sources import HOW, MAX_TRIES, READERS, DataSource, ImageSource, decode
+from aimbench.pretrain.streaming import StreamedImages
 
 SHARE_SCALE = 1 << 32  # weights become integers so the slot interleave is exact integer arithmetic
 ORDER, AUGMENT = 0, 1  # hash domains: per-epoch permutations, per-slot augmentation
-
-
-def _mix(*values: int) -> int:
-    """A 64-bit hash of integers that is the same in every process, unlike ``hash``."""
-    data = b"".join(v.to_bytes(16, "little", signed=True) for v in values)
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
-
-
-def _permute(index: int, n: int, key: int) -> int:
-    """Position ``index`` of a keyed pseudo-random permutation of ``range(n)``, without materialising it.
-
-    A 4-round Feistel network is a bijection on ``range(4**half) >= n``; re-applying it until the
-    value falls below ``n`` (cycle walking, under four rounds on average) restricts it to ``range(n)``.
-    """
-    half = max(1, ((n - 1).bit_length() + 1) // 2)
-    mask = (1 << half) - 1
-    value = index
-    while True:
-        left, right = value >> half, value & mask
-        for round_number in range(4):
-            left, right = right, left ^ (_mix(key, round_number, right) & mask)
-        value = (left << half) | right
-        if value < n:
-            return value
 
 
 def _uniform(low: float, high: float, generator: torch.Generator) -> float:
@@ -126,6 +106,7 @@ class PretrainBatches(Dataset):
         self.sources, self.image_size, self.batch_size, self.seed = list(sources), image_size, batch_size, seed
         self.rank, self.world_size = rank, world_size
         self.transform = train_transform(image_size, mean, std)
+        self.per_rank = any(source.kind == "stream" for source in self.sources)  # see "Determinism"
         self.shares = [max(1, round(source.weight * SHARE_SCALE)) for source in self.sources]
         self.remaining = [sum(self.shares[k:]) for k in range(len(self.shares))]
         self._readers: list[ImageSource] | None = None
@@ -168,17 +149,25 @@ class PretrainBatches(Dataset):
     def _draw(self, k: int, draw: int) -> tuple[Image.Image, int]:
         """Draw ``draw`` of source k and how many unreadable candidates were passed over to reach it."""
         images = self.readers[k]
-        n = len(images)
-        key, position = _mix(self.seed, ORDER, k, draw // n), draw % n
         failure = ""
         for missed in range(MAX_TRIES):
-            index = _permute((position + missed) % n, n, key)
+            index = self._index(k, draw, missed)
             try:
                 return decode(images.read(index)), missed
             except Exception as exc:  # any failure to read or decode untrusted bytes means "unreadable"
                 failure = f"{images.name(index)}: {type(exc).__name__}: {exc}"
         raise UserError(f"--data {self.sources[k].location}: {MAX_TRIES} images in a row are unreadable "
                         f"(last: {failure}); check or remove this source")  # fmt: skip
+
+    def _index(self, k: int, draw: int, missed: int) -> int:
+        """The image of source k's draw ``draw``, or of the ``missed``-th candidate after it when earlier ones were unreadable."""
+        images = self.readers[k]
+        if isinstance(images, StreamedImages):
+            return images.position(draw + missed, self.seed, k, self.rank, self.world_size)
+        if self.per_rank:
+            draw = draw * self.world_size + self.rank
+        n = len(images)
+        return permute((draw % n + missed) % n, n, mix(self.seed, ORDER, k, draw // n))
 
     def __getitem__(self, step: int) -> tuple[torch.Tensor, int]:
         if step < 0:
@@ -188,8 +177,8 @@ class PretrainBatches(Dataset):
         first = (int(step) * self.world_size + self.rank) * self.batch_size
         for j in range(self.batch_size):
             slot = first + j
-            image, missed = self._draw(*self._assign(slot))
-            images[j] = self.transform(image, torch.Generator().manual_seed(_mix(self.seed, AUGMENT, slot)))
+            image, missed = self._draw(*self._assign(int(step) * self.batch_size + j if self.per_rank else slot))
+            images[j] = self.transform(image, torch.Generator().manual_seed(mix(self.seed, AUGMENT, slot)))
             skipped += missed
         return images, skipped
 

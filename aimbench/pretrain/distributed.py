@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
+from aimbench.errors import UserError
 from aimbench.provenance import resolve_device
+
+T = TypeVar("T")
 
 DEFAULT_PORT = "29500"
 
@@ -73,6 +78,23 @@ def all_finite(value: torch.Tensor, world: World) -> bool:
         flag = flag.to(value.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)
     return bool(flag.item() > 0)
+
+
+def from_rank_zero(compute: Callable[[], T], world: World) -> T:
+    """``compute()`` on rank 0, its result on every rank (e.g. a hub revision resolved once, so no two
+    ranks read different commits). A ``UserError`` on rank 0 is raised on every rank, not left to hang them."""
+    if world.size == 1:
+        return compute()
+    holder: list[Any] = [None, None]
+    if world.is_main:
+        try:
+            holder = [compute(), None]
+        except UserError as exc:
+            holder = [None, str(exc)]
+    dist.broadcast_object_list(holder, src=0)
+    if holder[1] is not None:
+        raise UserError(holder[1])
+    return holder[0]
 
 
 def barrier(world: World) -> None:

@@ -21,6 +21,8 @@ A PATH is one of:
   ``data/`` holds ``.parquet``/``.arrow`` files, or such a file (read with ``datasets.load_dataset``,
   offline); its ``train`` split, else all splits; its first ``datasets.Image`` column.
 - Any other folder: every ``.jpg .jpeg .png .webp .bmp`` file below it, at any depth.
+- A URL (``hf://datasets/OWNER/NAME``, ``s3://...``, any fsspec URL): a Parquet image dataset
+  streamed a row group at a time, never downloaded whole (``aimbench.pretrain.streaming``).
 
 Labels are ignored everywhere.
 """
@@ -34,7 +36,7 @@ import re
 import tarfile
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -42,6 +44,7 @@ import numpy as np
 from PIL import Image
 
 from aimbench.errors import UserError
+from aimbench.pretrain.streaming import StreamedImages, is_stream, pin
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 # Decoders tried on any member whatever its extension (web data mislabels formats). An allow-list,
@@ -49,7 +52,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 DECODERS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")  # JPEG includes multi-picture (MPO) camera files
 HF_SUFFIXES = (".parquet", ".arrow")
 MAX_TRIES = 64
-HOW = ("give image folders, Hugging Face datasets saved on disk or .tar shards, "
+HOW = ("give image folders, Hugging Face datasets saved on disk, .tar shards or a streamed hf://datasets/OWNER/NAME, "
        "e.g. --data 'web/shards-{0000..0999}.tar=0.8,/data/imagenet/train=0.2'")  # fmt: skip
 
 
@@ -59,7 +62,7 @@ class DataSource:
 
     location: str  # absolute path, or an absolute brace pattern of .tar shards
     weight: float  # normalised: the weights of one --data sum to 1
-    kind: str  # "folder" | "hf" | "tar"
+    kind: str  # "folder" | "hf" | "tar" | "stream"
 
 
 def expand_braces(pattern: str) -> list[str]:
@@ -118,6 +121,8 @@ def _split_weight(item: str) -> tuple[str, float]:
 
 def _locate(path_text: str) -> tuple[str, str]:
     """(absolute location, kind) of one item's path, or the UserError saying what is wrong with it."""
+    if is_stream(path_text):
+        return path_text, "stream"  # read (and, on the hub, pinned to a commit) when the run starts
     location = _absolute(path_text)
     if not os.path.exists(location) and re.search(r"\{[^{}]*\}", location):
         shards = expand_braces(location)
@@ -150,6 +155,11 @@ def parse_data(text: str) -> list[DataSource]:
         parsed.append((*_locate(path_text), weight))
     total = sum(weight for _, _, weight in parsed)
     return [DataSource(location, weight / total, kind) for location, kind, weight in parsed]
+
+
+def pinned(sources: list[DataSource]) -> list[DataSource]:
+    """The sources with every hub stream pinned to its current commit (the network is asked once per stream)."""
+    return [replace(source, location=pin(source.location)) if source.kind == "stream" else source for source in sources]
 
 
 class ImageSource(Protocol):
@@ -253,7 +263,7 @@ class _TarImages:
             return handle.read(int(self.size[index]))
 
 
-READERS: dict[str, Callable[[str], ImageSource]] = {"folder": _FolderImages, "hf": _HFImages, "tar": _TarImages}
+READERS: dict[str, Callable[[str], ImageSource]] = {"folder": _FolderImages, "hf": _HFImages, "tar": _TarImages, "stream": StreamedImages}
 
 
 def decode(data: bytes) -> Image.Image:

@@ -25,11 +25,11 @@ from aimbench.errors import UserError
 from aimbench.models.aim import PRESETS
 from aimbench.pretrain.checkpoint import RunFiles, export_trunk, load_checkpoint, save_checkpoint
 from aimbench.pretrain.data import PretrainBatches, batch_loader
-from aimbench.pretrain.distributed import World, all_finite, barrier, init_process_group
+from aimbench.pretrain.distributed import World, all_finite, barrier, from_rank_zero, init_process_group
 from aimbench.pretrain.objective import AimPretrainModel, build_model, sample_prefix_lengths
 from aimbench.pretrain.parallel import Parallelism, choose, full_state, load_full_state, local_value, parallelize
 from aimbench.pretrain.recipe import PretrainConfig, build_optimizer
-from aimbench.pretrain.sources import DataSource
+from aimbench.pretrain.sources import DataSource, pinned
 
 # Dense bf16 peak of common training GPUs, for model-FLOPs utilisation (MFU) on CUDA only.
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
@@ -93,13 +93,27 @@ def plot_loss(metrics: Path, out: Path) -> None:
     figure.savefig(out, format="png", metadata={"Software": None})
 
 
-def _resume_state(files: RunFiles, config: PretrainConfig, world: World, plan: Parallelism) -> dict[str, Any]:
-    """The checkpoint to continue (checked against ``config``); under FSDP only rank 0 holds its tensors."""
+def run_identity(config: PretrainConfig, sources: list[DataSource], world: World) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the recipe, the data (streams pinned to their
+    commits) and, for a run that streams, its world size (``aimbench.pretrain.data``: Determinism)."""
+    identity: dict[str, Any] = {**config.to_dict(), "data": [asdict(source) for source in sources]}
+    if any(source.kind == "stream" for source in sources):
+        identity["stream_world_size"] = world.size
+    return json.loads(json.dumps(identity))
+
+
+def _resume_state(files: RunFiles, wanted: dict[str, Any], world: World, plan: Parallelism) -> dict[str, Any]:
+    """The checkpoint to continue (checked against ``wanted``); under FSDP only rank 0 holds its tensors."""
     state = load_checkpoint(files.checkpoint)
-    wanted = json.loads(json.dumps(config.to_dict()))
-    if state["config"] != wanted:
-        changed = sorted(k for k in wanted if state["config"].get(k) != wanted[k])
-        raise UserError(f"--resume with a different configuration ({', '.join(changed)}); use the run's own settings ({files.config})")
+    saved = state["config"]
+    if saved.get("stream_world_size", world.size) != world.size:
+        raise UserError(f"this run streams its data and started on {saved['stream_world_size']} rank(s); it resumes exactly only "
+                        f"on as many, not {world.size}")  # fmt: skip
+    # keys a checkpoint from an older aimbench lacks (e.g. "data") are not compared
+    changed = sorted(k for k in wanted if k in saved and saved[k] != wanted[k])
+    if changed:
+        hint = "; a hub dataset may have changed since: pin the run's revision (hf://datasets/OWNER/NAME@SHA)" if "data" in changed else ""
+        raise UserError(f"--resume with a different configuration ({', '.join(changed)}); use the run's own settings ({files.config}){hint}")
     if plan.sharded and not world.is_main:  # rank 0 broadcasts the tensors into the shards
         state["model"], state["optimizer"] = {}, {}
     return state
@@ -130,8 +144,10 @@ def train(
     if config.batch_size % world.size:
         raise UserError(f"--batch-size {config.batch_size} is not divisible by the {world.size} ranks")
     files.require_new_or_resumed(resume)
-    state = _resume_state(files, config, world, plan) if resume and files.checkpoint.exists() else None
     init_process_group(world, device)
+    sources = from_rank_zero(lambda: pinned(sources), world)
+    identity = run_identity(config, sources, world)
+    state = _resume_state(files, identity, world, plan) if resume and files.checkpoint.exists() else None
     model = build_model(config).to(device)
     bf16 = device.type == "cuda" and config.dtype == "bf16"
     wrapped = parallelize(model, plan, device, bf16)
@@ -144,7 +160,7 @@ def train(
         start = int(state["step"])
     if world.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        text = json.dumps({**config.to_dict(), "runtime": {"world_size": world.size, **asdict(plan)}}, indent=1) + "\n"
+        text = json.dumps({**identity, "runtime": {"world_size": world.size, **asdict(plan)}}, indent=1) + "\n"
         atomic_write(files.config, lambda handle: handle.write(text.encode("utf-8")))
         _trim_metrics(files.metrics, start)
     if use_compile:
@@ -187,12 +203,12 @@ def train(
         if done % config.save_every == 0 or done == end:
             saved_state, optimizer_state = full_state(model, optimizer)  # collective: every rank takes part
             if world.is_main:
-                save_checkpoint(files.checkpoint, saved_state, optimizer_state, scheduler, done, config.to_dict())
+                save_checkpoint(files.checkpoint, saved_state, optimizer_state, scheduler, done, identity)
             last_saved = done
     if end == config.steps:
         final_state = saved_state if saved_state is not None and last_saved == end else full_state(model, optimizer)[0]
         if world.is_main:
-            export_trunk(final_state, files.trunk, {"preset": config.preset, "steps": str(config.steps), "config": json.dumps(config.to_dict())})
+            export_trunk(final_state, files.trunk, {"preset": config.preset, "steps": str(config.steps), "config": json.dumps(identity)})
             plot_loss(files.metrics, files.loss_curve)
     barrier(world)
     return TrainOutcome(history, model)

@@ -3,7 +3,7 @@
 The fields and their types are documented in ``aimbench.store.schema``. Files are named
 ``<cell key>__<config hash>.json`` under ``<results>/runs/``: re-running the same configuration
 replaces its file, a changed configuration adds a new one, and the report takes the newest
-record per cell key. Writes go to a hidden ``.<name>.part`` file (which the ``*.json`` listing
+record per cell key. Writes go to a hidden ``.<name>.<pid>.part`` file (which the ``*.json`` listing
 never matches), are fsynced, then renamed into place, so a reader or an interrupted run never
 sees half a record.
 """

@@ -84,12 +84,12 @@ def test_while_writing_only_a_hidden_part_file_exists(tmp_path: Path, monkeypatc
         folder = path.parent
         seen["names"] = listing(folder)
         seen["matching"] = list_records(folder).names
-        seen["part"] = json.loads((folder / ".cell.json.part").read_text(encoding="utf-8"))
+        seen["part"] = json.loads((folder / f".cell.json.{os.getpid()}.part").read_text(encoding="utf-8"))
         real_fsync(fd)
 
     monkeypatch.setattr(atomic.os, "fsync", spy)  # records are written through aimbench.atomic
     write_record_atomic(path, record)
-    assert seen["names"] == [".cell.json.part"]
+    assert seen["names"] == [f".cell.json.{os.getpid()}.part"]
     assert seen["matching"] == []  # the report's listing never sees a record being written
     assert seen["part"] == record  # flushed before fsync and rename
     assert listing(path.parent) == ["cell.json"]
