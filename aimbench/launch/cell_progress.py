@@ -39,6 +39,7 @@ class ProgressFile:
         self._written = now
 
     def __call__(self, stage: str, total: int) -> Callable[[int], None]:
+        stage = stage.rsplit(" · ", 1)[-1]  # "backbone · task · features train": the jobs table names the cell already
         done = [0]
         self._write(stage, 0, total, force=True)
 

@@ -1,8 +1,9 @@
 """What became of submitted cells: Slurm's state of each job, how far it is, its logs, and the error of a failed one.
 
 The submissions are the ``results/jobs/*.json`` files the Slurm launcher writes, so any shell
-on the cluster sees the same list. States come from ``sacct`` (accounting keeps finished jobs),
-with ``squeue`` as the fallback for pending and running ones where accounting is off. Progress
+on the cluster sees the same list. States come from ``squeue`` while a job is queued or running
+(the controller's live view; accounting lags it) and from ``sacct`` once it has left the queue
+(accounting keeps finished jobs). Progress
 comes from files the jobs write: an eval cell's progress file (``aimbench.launch.cell_progress``),
 a pre-training run's ``metrics.jsonl``.
 """
@@ -63,7 +64,7 @@ def _run(command: list[str]) -> str | None:
 
 
 def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
-    """job id (``123_4`` for array tasks) -> (state, elapsed), from sacct, else squeue, else nothing."""
+    """job id (``123_4`` for array tasks) -> (state, elapsed): squeue for jobs still queued or running, sacct for the rest."""
     if not job_ids:
         return {}
     arrays = sorted({job_id.split("_")[0] for job_id in job_ids})
@@ -73,9 +74,9 @@ def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
         job_id, state, elapsed = (line.split("|") + ["", "", ""])[:3]
         states[job_id] = (state.split()[0] if state else "UNKNOWN", elapsed)  # "CANCELLED by 0" -> CANCELLED
     queue = _run(["squeue", "-h", "-r", "-o", "%i|%T|%M", "-j", ",".join(arrays)])
-    for line in (queue or "").splitlines():
+    for line in (queue or "").splitlines():  # the controller's live state wins: accounting lags it by seconds
         job_id, state, elapsed = (line.split("|") + ["", "", ""])[:3]
-        states.setdefault(job_id, (state, elapsed))
+        states[job_id] = (state, elapsed)
     return states
 
 

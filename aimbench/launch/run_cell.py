@@ -67,6 +67,17 @@ def _no_progress(_: str, __: int) -> Callable[[int], None]:
     return lambda _: None
 
 
+def _to_absolute(advance: Callable[[int], None]) -> Callable[[int], None]:
+    """A callback taking units done so far (a resumed run starts past 0) that advances ``advance`` by the difference."""
+    seen = [0]
+
+    def reach(done: int) -> None:
+        advance(done - seen[0])
+        seen[0] = done
+
+    return reach
+
+
 @dataclass(frozen=True)
 class Context:
     """Everything a probe path reads: the cell, its loaded inputs, and where its resume state lives."""
@@ -111,10 +122,10 @@ def _probe_pooled(ctx: Context) -> tuple[ProbeResult, dict[str, Any]]:
             config = dataclasses.replace(config, augmentation=config.augmentation or task.augmentation)
             online = online_probe_inputs(backbone, splits.train, sets, config.augmentation, config.min_crop_scale,
                                          cell.seed, config.batch_size, options.workers)  # fmt: skip
-        advance = ctx.progress("linear heads", config.epochs)
+        reach = _to_absolute(ctx.progress("linear heads", config.epochs))
         result = train_linear_probes(
             features["train"], features["val"], features["test"], sources, task.num_classes,
-            config, cell.seed, task.metric, task.secondary_metrics, backbone.device, on_epoch=lambda _: advance(1),
+            config, cell.seed, task.metric, task.secondary_metrics, backbone.device, on_epoch=lambda epoch: reach(epoch + 1),
             checkpoint=Checkpointing(ctx.state_path, ctx.state_path.stem, options.checkpoint_every), online=online,
         )  # fmt: skip
     return result, {**config.as_dict(), "feature_cache": cache}
@@ -159,13 +170,7 @@ def _probe_attentive(ctx: Context) -> tuple[ProbeResult, dict[str, Any]]:
     results = []
     for index, chunk in enumerate(plan.passes):
         what = f"attentive heads, pass {index + 1}/{len(plan.passes)}" if len(plan.passes) > 1 else "attentive heads"
-        advance = ctx.progress(f"{what} ({len(chunk)} layer sets x {grid} lr x wd)", steps)
-        seen = [0]
-
-        def on_step(done: int, advance: Callable[[int], None] = advance, seen: list[int] = seen) -> None:
-            advance(done - seen[0])
-            seen[0] = done
-
+        on_step = _to_absolute(ctx.progress(f"{what} ({len(chunk)} layer sets x {grid} lr x wd)", steps))
         state = ctx.state_path.with_name(f"{ctx.state_path.stem}.pass{index}.pt")
         # the identity names the pass's layer sets: a plan that changed (other free memory) never resumes a wrong state
         identity = f"{state.stem}:{','.join(layer_set.name for layer_set in chunk)}"

@@ -20,8 +20,8 @@ def test_the_progress_file_follows_the_stages_and_is_throttled(tmp_path: Path) -
     assert read_progress(path) == "features train 0/100 (0%)"  # within the interval: not rewritten
     advance(60)
     assert read_progress(path) == "features train 100/100 (100%)"  # the end of a stage always is
-    ProgressFile(path, interval=0)("linear heads", 8)(3)
-    assert read_progress(path) == "linear heads 3/8 (37%)"
+    ProgressFile(path, interval=0)("micro-cls · digits · linear heads", 8)(3)
+    assert read_progress(path) == "linear heads 3/8 (37%)"  # the jobs table names backbone and task in its cell column
     assert not list(path.parent.glob(".*.part"))  # written atomically
     path.write_text("{half")
     assert read_progress(path) == "" and read_progress(tmp_path / "absent.json") == ""
