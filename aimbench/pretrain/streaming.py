@@ -80,17 +80,18 @@ def pin(location: str) -> str:
     return "hf://" + pinned.unresolve()
 
 
-def _parquet_files(fs: Any, path: str) -> list[str]:
-    """The files a location names: a glob, one file, or every ``.parquet`` below a folder (its train split if it has one)."""
+def _parquet_files(fs: Any, path: str) -> list[tuple[str, int]]:
+    """(name, bytes) of the files a location names: a glob, one file, or every ``.parquet`` below a
+    folder (its train split if it has one), from one listing (no request per file)."""
     if any(char in path for char in "*?["):
-        files = fs.glob(path)
+        found = fs.glob(path, detail=True)
     elif fs.isfile(path):
-        files = [path]
+        found = {path: fs.info(path)}
     else:
-        files = [name for name in fs.find(path) if name.endswith(".parquet")]
-        train = [name for name in files if any(part == "train" or part.startswith("train-") for part in name.split("/"))]
-        files = train or files
-    return sorted(files)
+        found = {name: info for name, info in fs.find(path, detail=True).items() if name.endswith(".parquet")}
+        train = {name: info for name, info in found.items() if any(re.match(r"train([-_.]|$)", part) for part in name.split("/"))}
+        found = train or found
+    return sorted((name, int(info.get("size") or 0)) for name, info in found.items() if info.get("type", "file") == "file")
 
 
 def _image_column(schema: Any) -> str:
@@ -128,12 +129,13 @@ def build_index(location: str, cache: Path) -> StreamIndex:
 
     fs, path = _filesystem(location)
     try:
-        listing = [(name, fs.size(name)) for name in _parquet_files(fs, path)]
+        listing = _parquet_files(fs, path)
     except Exception as exc:  # fsspec backends raise their own types for "offline", "denied", "not found"
         raise UserError(f"--data {location}: cannot list it ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
                         f"{HOW_OFFLINE}") from None  # fmt: skip
     if not listing:
-        raise UserError(f"--data {location}: no .parquet files there")
+        converted = " (a hub dataset kept in another format has a Parquet copy: hf://datasets/OWNER/NAME@refs%2Fconvert%2Fparquet)"
+        raise UserError(f"--data {location}: no .parquet files there{converted if location.startswith('hf://') else ''}")
     key = hashlib.sha256(json.dumps([location, listing]).encode()).hexdigest()[:24]
     saved = cache / key / "index.json"
     if saved.is_file():

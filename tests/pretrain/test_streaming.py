@@ -71,6 +71,7 @@ def test_a_parquet_dataset_streams_its_train_split_by_row_groups(stream: tuple[s
     assert reader.index.block_rows.tolist() == [5] * 8 and reader.index.column == "image"
     assert [reader.read(i) for i in range(40)] == images
     assert reader.name(23).endswith("train-00001-of-00002.parquet row group 0 row 3")
+    assert len(StreamedImages(f"{url}/data/*.parquet")) == 50  # a glob takes what it names, the test split too
 
 
 def test_each_rank_reads_only_its_blocks_and_every_image_once_an_epoch(stream: tuple[str, list[bytes]], monkeypatch: pytest.MonkeyPatch) -> None:
