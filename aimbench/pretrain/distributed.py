@@ -66,7 +66,11 @@ def rank_device(name: str, world: World) -> torch.device:
 
 
 def init_process_group(world: World, device: torch.device) -> None:
+    """gloo on CPU, NCCL on CUDA with this rank's GPU made current first: collectives that pick
+    the current device themselves (``broadcast_object_list``, ``barrier``) must not all land on cuda:0."""
     if world.size > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, rank=world.rank, world_size=world.size)
 
