@@ -22,7 +22,7 @@ only a source with ``MAX_TRIES`` unreadable images in a row is an error.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -154,6 +154,8 @@ class PretrainBatches(Dataset):
             index = self._index(k, draw, missed)
             try:
                 return decode(images.read(index)), missed
+            except UserError:  # the source itself failed (e.g. a stream that cannot be fetched): not one bad image
+                raise
             except Exception as exc:  # any failure to read or decode untrusted bytes means "unreadable"
                 failure = f"{images.name(index)}: {type(exc).__name__}: {exc}"
         raise UserError(f"--data {self.sources[k].location}: {MAX_TRIES} images in a row are unreadable "
@@ -183,12 +185,26 @@ class PretrainBatches(Dataset):
         return images, skipped
 
 
-def batch_loader(dataset: PretrainBatches, start_step: int, num_steps: int, workers: int) -> DataLoader:
+def batch_loader(dataset: PretrainBatches, start_step: int, num_steps: int, workers: int) -> Iterator[tuple[torch.Tensor, int]]:
     """Batches ``start_step .. start_step + num_steps - 1`` in order, decoded by ``workers`` processes.
 
     Order and content do not depend on ``workers``: each item is computed from its step alone.
+    The sources are indexed (and checked) here, before the first batch is asked for.
     """
     dataset.prepare()
     # its own generator: the loader's worker base seed would otherwise advance the global torch RNG
-    return DataLoader(dataset, batch_size=None, sampler=range(start_step, start_step + num_steps), num_workers=workers,
-                      persistent_workers=False, generator=torch.Generator().manual_seed(dataset.seed))  # fmt: skip
+    loader = DataLoader(dataset, batch_size=None, sampler=range(start_step, start_step + num_steps), num_workers=workers,
+                        persistent_workers=False, generator=torch.Generator().manual_seed(dataset.seed))  # fmt: skip
+    return _one_line_errors(loader)
+
+
+def _one_line_errors(loader: DataLoader) -> Iterator[tuple[torch.Tensor, int]]:
+    """A ``UserError`` raised in a worker comes out as the worker's one line, not as torch's re-raise
+    with the worker's traceback in its message."""
+    try:
+        yield from loader
+    except UserError as exc:
+        text = str(exc)
+        if text.startswith("Caught UserError"):  # "Caught UserError in DataLoader worker process 0.\nOriginal Traceback ..."
+            text = text.rstrip().rsplit("UserError: ", 1)[-1]
+        raise UserError(text) from None

@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import re
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -45,9 +46,21 @@ from aimbench.pretrain.stream_cache import BlockCache
 
 WINDOW_BLOCKS = 16
 STREAM = 2  # hash domain (data.py uses 0 and 1)
-CACHE_GB = float(os.environ.get("AIMBENCH_STREAM_CACHE_GB", "50"))
+FETCH_TRIES, FETCH_BACKOFF_S = 4, 2.0  # a block fetch is retried after 2, 4, 8 s before the run stops
 HOW_OFFLINE = ("streaming needs the network; or download the dataset once (huggingface-cli download --repo-type dataset "
                "OWNER/NAME --local-dir DIR) and pass --data DIR")  # fmt: skip
+
+
+def cache_budget_bytes() -> int:
+    """``AIMBENCH_STREAM_CACHE_GB`` (default 50) as bytes."""
+    text = os.environ.get("AIMBENCH_STREAM_CACHE_GB", "50")
+    try:
+        gb = float(text)
+    except ValueError:
+        gb = -1.0
+    if not gb > 0:
+        raise UserError(f"AIMBENCH_STREAM_CACHE_GB must be a positive number of GB, got '{text}'")
+    return int(gb * 2**30)
 
 
 def is_stream(location: str) -> bool:
@@ -167,7 +180,7 @@ class StreamedImages:
         if int(self.index.block_rows.sum()) == 0:
             raise UserError(f"--data {location}: the dataset has no rows")
         self.start = self.index.block_start
-        self.cache = BlockCache(root / "blocks", int(CACHE_GB * 2**30))
+        self.cache = BlockCache(root / "blocks", cache_budget_bytes())
         self._fs: tuple[int, Any] | None = None  # (pid, filesystem): never used across a worker fork
 
     def __len__(self) -> int:
@@ -182,6 +195,20 @@ class StreamedImages:
         return f"{self.index.files[self.index.block_file[block]]} row group {self.index.block_group[block]} row {row}"
 
     def _fetch(self, block: int) -> list[bytes | None]:
+        """The block's image bytes; a failing read (network, storage) is retried, then stops the run:
+        skipping its images would make the stream depend on the network's luck."""
+        for attempt in range(FETCH_TRIES):
+            try:
+                return self._read_block(block)
+            except Exception as exc:  # fsspec backends raise their own types
+                if attempt == FETCH_TRIES - 1:
+                    raise UserError(f"--data {self.location}: cannot fetch {self.name(int(self.start[block]))} after {FETCH_TRIES} tries "
+                                    f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                                    f"continue from the last checkpoint with --resume") from None  # fmt: skip
+                time.sleep(FETCH_BACKOFF_S * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _read_block(self, block: int) -> list[bytes | None]:
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 

@@ -228,3 +228,22 @@ def test_train_transform_shape_normalisation_and_only_the_given_generator(tmp_pa
     views = [transform(halves, torch.Generator().manual_seed(s)) for s in range(200)]
     flipped = sum(bool(v[:, :, : SIZE // 2].mean() > v[:, :, SIZE // 2 :].mean()) for v in views)
     assert 70 < flipped < 130
+
+
+class _BrokenSource(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 3
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if index == 1:
+            raise UserError("--data /x: the source went away")
+        return torch.zeros(1)
+
+
+def test_a_user_error_in_a_loader_worker_comes_out_as_its_one_line() -> None:
+    from aimbench.pretrain.data import _one_line_errors
+
+    loader = torch.utils.data.DataLoader(_BrokenSource(), batch_size=None, num_workers=1)
+    with pytest.raises(UserError) as info:
+        list(_one_line_errors(loader))
+    assert str(info.value) == "--data /x: the source went away"

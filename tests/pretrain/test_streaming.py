@@ -169,3 +169,17 @@ def test_two_ranks_stream_through_torchrun_and_a_resume_on_one_rank_is_refused(s
     assert json.loads((out / "config.json").read_text())["stream_world_size"] == 2
     alone = run_cli(*common[2:], "--resume", env={"AIMBENCH_CACHE": env.get("AIMBENCH_CACHE", "")})
     assert alone.returncode == 2 and "started on 2 rank(s); it resumes exactly only on as many, not 1" in alone.stderr
+
+
+def test_a_block_that_cannot_be_fetched_stops_the_run_in_one_line_instead_of_skipping_images(stream: tuple[str, list[bytes]], tmp_path: Path,
+                                                                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    url, _ = stream
+    monkeypatch.setattr(streaming, "FETCH_BACKOFF_S", 0.01)
+    config = PretrainConfig("aim-micro", steps=4, batch_size=4, save_every=2)
+    train(config, parse_data(url), tmp_path / "run", torch.device("cpu"), until=1)  # indexes the stream, fetches a block
+    for parquet in (tmp_path / "hub" / "data").glob("train-*.parquet"):
+        parquet.write_bytes(bytes(parquet.stat().st_size))  # the storage fails under a running job; the listing (and index) stay
+    with pytest.raises(UserError) as info:
+        train(config, parse_data(url), tmp_path / "run", torch.device("cpu"), resume=True, workers=2)
+    message = str(info.value)
+    assert "cannot fetch" in message and "after 4 tries" in message and "--resume" in message and "\n" not in message
