@@ -183,3 +183,19 @@ def test_a_block_that_cannot_be_fetched_stops_the_run_in_one_line_instead_of_ski
         train(config, parse_data(url), tmp_path / "run", torch.device("cpu"), resume=True, workers=2)
     message = str(info.value)
     assert "cannot fetch" in message and "after 4 tries" in message and "--resume" in message and "\n" not in message
+
+
+def test_a_hub_url_is_pinned_to_the_commit_its_revision_names_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The two hub calls are replaced (no route to the hub here); what is checked is what pin() asks and builds."""
+    from types import SimpleNamespace
+
+    from huggingface_hub import HfApi
+    from huggingface_hub.hf_file_system import HfFileSystem, HfFileSystemResolvedRepositoryPath
+
+    asked = []
+    monkeypatch.setattr(HfFileSystem, "resolve_path", lambda self, path: HfFileSystemResolvedRepositoryPath("dataset", "o/n", "v2", "data"))
+    monkeypatch.setattr(HfApi, "repo_info", lambda self, repo_id, repo_type, revision: asked.append((repo_id, repo_type, revision))
+                        or SimpleNamespace(sha="c0ffee" * 6 + "beef"))  # fmt: skip
+    assert streaming.pin("hf://datasets/o/n@v2/data") == "hf://datasets/o/n@" + "c0ffee" * 6 + "beef/data"
+    assert asked == [("o/n", "dataset", "v2")]
+    assert streaming.pin("s3://bucket/laion") == "s3://bucket/laion"  # other URLs have no revision to pin
