@@ -34,7 +34,7 @@ class JobRow:
     record: bool  # its record exists
     stdout: Path
     stderr: Path
-    progress: str = ""  # e.g. "linear heads 40/100 (40%)"; empty once finished or before it starts
+    progress: str = ""  # e.g. "linear heads 40/100 (40%)", or why it is pending ("waiting: Resources"); empty once finished
 
     @property
     def finished(self) -> bool:
@@ -63,20 +63,21 @@ def _run(command: list[str]) -> str | None:
         return None
 
 
-def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
-    """job id (``123_4`` for array tasks) -> (state, elapsed): squeue for jobs still queued or running, sacct for the rest."""
+def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str, str]]:
+    """job id (``123_4`` for array tasks) -> (state, elapsed, why it is pending): squeue for jobs
+    still queued or running, sacct for the rest."""
     if not job_ids:
         return {}
     arrays = sorted({job_id.split("_")[0] for job_id in job_ids})
-    states: dict[str, tuple[str, str]] = {}
+    states: dict[str, tuple[str, str, str]] = {}
     accounting = _run(["sacct", "-X", "-n", "-P", "-o", "JobID,State,Elapsed", "-j", ",".join(arrays)])
     for line in (accounting or "").splitlines():
         job_id, state, elapsed = (line.split("|") + ["", "", ""])[:3]
-        states[job_id] = (state.split()[0] if state else "UNKNOWN", elapsed)  # "CANCELLED by 0" -> CANCELLED
-    queue = _run(["squeue", "-h", "-r", "-o", "%i|%T|%M", "-j", ",".join(arrays)])
+        states[job_id] = (state.split()[0] if state else "UNKNOWN", elapsed, "")  # "CANCELLED by 0" -> CANCELLED
+    queue = _run(["squeue", "-h", "-r", "-o", "%i|%T|%M|%r", "-j", ",".join(arrays)])
     for line in (queue or "").splitlines():  # the controller's live state wins: accounting lags it by seconds
-        job_id, state, elapsed = (line.split("|") + ["", "", ""])[:3]
-        states[job_id] = (state, elapsed)
+        job_id, state, elapsed, reason = (line.split("|") + ["", "", "", ""])[:4]
+        states[job_id] = (state, elapsed, reason if state == "PENDING" and reason not in ("", "None") else "")
     return states
 
 
@@ -101,9 +102,9 @@ def pretrain_progress(run: Path) -> str:
         return ""
 
 
-def _progress(results: Path, submission: dict, cell: dict, state: str, record: bool) -> str:
+def _progress(results: Path, submission: dict, cell: dict, state: str, record: bool, waiting: str) -> str:
     if record or state == "PENDING":
-        return ""
+        return f"waiting: {waiting}" if waiting else ""  # e.g. Resources, Priority, or PartitionConfig: it never fits
     if submission.get("kind") == "pretrain":
         return pretrain_progress(Path(submission["out"]))
     return read_progress(progress_path(results, cell["record"]))
@@ -115,10 +116,10 @@ def job_rows(results: Path) -> list[JobRow]:
     rows = []
     for submission in submitted:
         for cell in _cells(submission):
-            state, elapsed = states.get(cell["job_id"], ("UNKNOWN", ""))
+            state, elapsed, waiting = states.get(cell["job_id"], ("UNKNOWN", "", ""))
             record = record_path(results, cell["record"]).exists()
             rows.append(JobRow(submission["submission"], cell["key"], cell["job_id"], state, elapsed, record, Path(cell["stdout"]),
-                               Path(cell["stderr"]), _progress(results, submission, cell, state, record)))  # fmt: skip
+                               Path(cell["stderr"]), _progress(results, submission, cell, state, record, waiting)))  # fmt: skip
     return rows
 
 
