@@ -63,6 +63,15 @@ def _run(command: list[str]) -> str | None:
         return None
 
 
+def as_sacct_elapsed(text: str) -> str:
+    """squeue's compact ``M:SS`` / ``H:MM:SS`` / ``D-HH:MM:SS`` as sacct writes it (``HH:MM:SS``, ``D-HH:MM:SS``)."""
+    match = re.fullmatch(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)", text.strip())
+    if match is None:
+        return text
+    days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    return f"{days}-" * bool(days) + f"{hours:02d}:{minutes:02d}:{seconds:02d}"
+
+
 def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str, str]]:
     """job id (``123_4`` for array tasks) -> (state, elapsed, why it is pending): squeue for jobs
     still queued or running, sacct for the rest."""
@@ -77,7 +86,7 @@ def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str, str]]:
     queue = _run(["squeue", "-h", "-r", "-o", "%i|%T|%M|%r", "-j", ",".join(arrays)])
     for line in (queue or "").splitlines():  # the controller's live state wins: accounting lags it by seconds
         job_id, state, elapsed, reason = (line.split("|") + ["", "", "", ""])[:4]
-        states[job_id] = (state, elapsed, reason if state == "PENDING" and reason not in ("", "None") else "")
+        states[job_id] = (state, as_sacct_elapsed(elapsed), reason if state == "PENDING" and reason not in ("", "None") else "")
     return states
 
 

@@ -10,15 +10,16 @@ What is read, and in which order
 --------------------------------
 A hub location is pinned to a commit when the run starts (``@main`` becomes ``@<sha>``, recorded
 in ``config.json``), so a run and its resume read the same files. The unit of reading is a
-*block*, one Parquet row group (HF writes image datasets 100 rows a group); the footers give each
-block's row count, so the index costs a few KB a file and is cached on disk. Each epoch, on each
-rank, the order is a pure function of (seed, epoch, rank, world size), like every other source:
+*block*, one Parquet row group (``datasets`` writes groups of at most 100 MB, some hundreds of
+images); the footers give each block's row count, so the index costs a few KB a file and is
+cached on disk. Each epoch, on each rank, the order is a pure function of (seed, epoch, rank,
+world size), like every other source:
 
 - the blocks are dealt to ranks once, round-robin over a keyed order, so a rank fetches only its
   own share of the stream (1/world of it) and ranks never read the same image in an epoch;
 - each epoch a rank walks its blocks in a new keyed order, ``WINDOW_BLOCKS`` at a time, and the
-  rows of a window come out in a keyed permutation: a shuffle over windows of ~1,600 images that
-  fetches each block once per epoch (a node-local cache, ``aimbench.pretrain.stream_cache``,
+  rows of a window come out in a keyed permutation: a shuffle over windows of thousands of images
+  that fetches each block once per epoch (a node-local cache, ``aimbench.pretrain.stream_cache``,
   shares it between ranks and loader workers).
 
 A run that streams therefore resumes exactly at the same world size, and refuses another one.

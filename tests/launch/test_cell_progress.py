@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from aimbench.launch.cell_progress import ProgressFile, progress_path, read_progress
-from aimbench.launch.jobs import job_rows, pretrain_progress
+from aimbench.launch.jobs import as_sacct_elapsed, job_rows, pretrain_progress
 from aimbench.launch.submission import record_submission
 
 
@@ -47,3 +47,8 @@ def test_job_rows_show_a_running_cells_progress_until_its_record_exists(tmp_path
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / record).write_text("{}")
     assert job_rows(tmp_path)[0].progress == ""
+
+
+def test_elapsed_times_read_the_same_from_squeue_and_sacct() -> None:
+    assert [as_sacct_elapsed(t) for t in ("0:07", "12:34", "1:02:03", "2-03:04:05", "00:00:27")] == [
+        "00:00:07", "00:12:34", "01:02:03", "2-03:04:05", "00:00:27"]
