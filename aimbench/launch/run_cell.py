@@ -26,7 +26,7 @@ from aimbench.cards.registry import Registry
 from aimbench.cards.task_card import TaskSpec
 from aimbench.data import TaskSplits, load_task
 from aimbench.errors import UserError
-from aimbench.launch.cell_progress import STATE_DIR
+from aimbench.launch.cell_progress import STATE_DIR, ProgressFile, progress_path
 from aimbench.launch.cells import OFFICIAL, Cell
 from aimbench.probes.attentive import head_from_state_dict
 from aimbench.probes.attentive_training import CachedTokens, head_predictions, train_attentive_probes
@@ -61,6 +61,7 @@ class RunOptions:
     cache_dir: Path | None = None  # feature cache root; default $AIMBENCH_CACHE or ~/.cache/aimbench
     memory_gb: float | None = None  # attentive heads' device memory budget; default: 90 % of free GPU memory
     checkpoint_every: int = 200  # optimizer steps between resumable training checkpoints
+    progress_file: bool = False  # report stages to <results>/state/<record stem>.progress.json (for 'aimbench jobs')
 
 
 def _no_progress(_: str, __: int) -> Callable[[int], None]:
@@ -210,7 +211,8 @@ def _probe_official(ctx: Context) -> tuple[ProbeResult, dict[str, Any]]:
 
 
 def run_cell(cell: Cell, options: RunOptions, stage: StageCallback = _no_progress) -> Path:
-    """Evaluate ``cell`` and return the path of its record."""
+    """Evaluate ``cell`` and return the path of its record; with ``options.progress_file`` its
+    stages go to its progress file instead of ``stage``."""
     started = time.perf_counter()
     registry = Registry.load(options.card_dirs)
     task = registry.task(cell.task)
@@ -220,6 +222,8 @@ def run_cell(cell: Cell, options: RunOptions, stage: StageCallback = _no_progres
     backbone = load_backbone(cell.backbone, weights=cell.weights, registry=registry, dtype=cell.dtype).to(device)
     name = cell.record_name(registry)
     state_path = options.results_dir / STATE_DIR / f"{Path(name).stem}.pt"
+    if options.progress_file:
+        stage = ProgressFile(progress_path(options.results_dir, name))
     ctx = Context(cell, backbone, task, splits, options, stage, state_path)
     if cell.probe.startswith(f"{OFFICIAL}:"):
         result, probe_config = _probe_official(ctx)
@@ -269,6 +273,6 @@ def run_cell(cell: Cell, options: RunOptions, stage: StageCallback = _no_progres
     }
     path = record_path(options.results_dir, name)
     write_record_atomic(path, record)
-    for state in state_path.parent.glob(f"{state_path.stem}.*pt"):
+    for state in state_path.parent.glob(f"{state_path.stem}.*"):  # resume states and the progress file
         drop_state(state)
     return path

@@ -21,7 +21,6 @@ from typing import Any
 import submitit
 
 from aimbench.cards.registry import Registry
-from aimbench.launch.cell_progress import ProgressFile, progress_path
 from aimbench.launch.cells import Cell
 from aimbench.launch.resources import MemoryNeed, cell_parameters
 from aimbench.launch.run_cell import RunOptions, run_cell
@@ -31,16 +30,13 @@ from aimbench.store.records import record_path
 
 
 class CellJob(submitit.helpers.Checkpointable):
-    """The job-side callable: evaluate one cell, keeping its progress file current; returns its record's path (as text)."""
+    """The job-side callable: evaluate one cell (its progress in its progress file); returns its record's path (as text)."""
 
     def __init__(self, options: RunOptions) -> None:
-        self.options = options
+        self.options = replace(options, progress_file=True)
 
     def __call__(self, cell: Cell) -> str:
-        progress = progress_path(self.options.results_dir, cell.record_name(Registry.load(self.options.card_dirs)))
-        record = run_cell(cell, self.options, ProgressFile(progress))
-        progress.unlink(missing_ok=True)
-        return str(record)
+        return str(run_cell(cell, self.options))
 
 
 @dataclass(frozen=True)
@@ -49,6 +45,7 @@ class Array:
 
     parameters: dict[str, Any]
     cells: list[Cell]
+    records: list[str]  # per cell: its record's file name
     needs: list[MemoryNeed]  # per cell: the memory need its resources were sized from
 
 
@@ -89,14 +86,16 @@ def absolute_options(options: RunOptions) -> RunOptions:
 def plan(cells: list[Cell], options: RunOptions, settings: SlurmSettings, rerun: bool = False) -> Plan:
     """Skip finished cells, size the others, and group them by equal resources (in first-seen order)."""
     registry = Registry.load(options.card_dirs)
-    done = [c for c in cells if not rerun and record_path(options.results_dir, c.record_name(registry)).exists()]
-    arrays: dict[str, Array] = {}
+    done, arrays = [], {}
     for cell in cells:
-        if cell in done:
+        record = cell.record_name(registry)
+        if not rerun and record_path(options.results_dir, record).exists():
+            done.append(cell)
             continue
         parameters, need = cell_parameters(settings, registry.backbone(cell.backbone), cell.dtype)
-        array = arrays.setdefault(repr(sorted(parameters.items())), Array(parameters, [], []))
+        array = arrays.setdefault(repr(sorted(parameters.items())), Array(parameters, [], [], []))
         array.cells.append(cell)
+        array.records.append(record)
         array.needs.append(need)
     return Plan(list(arrays.values()), done)
 
@@ -104,15 +103,14 @@ def plan(cells: list[Cell], options: RunOptions, settings: SlurmSettings, rerun:
 def submit(planned: Plan, options: RunOptions) -> Submission:
     """Submit each array of ``planned`` (all or none); fails at once, in one line, when Slurm cannot take them."""
     options = absolute_options(options)
-    registry = Registry.load(options.card_dirs)
     job = CellJob(options)
     groups = [(array.parameters, lambda executor, cells=array.cells: executor.map_array(job, cells)) for array in planned.arrays]
     submission_id, jobs = submit_quietly(options.results_dir, "aimbench-eval", "the job array", groups)
-    placed = [(array, cell) for array in planned.arrays for cell in array.cells]  # the order jobs came back in
+    placed = [(array, cell, record) for array in planned.arrays for cell, record in zip(array.cells, array.records)]  # jobs' order
     cells = [
-        {"key": c.key, "record": c.record_name(registry), "job_id": j.job_id, "stdout": str(j.paths.stdout), "stderr": str(j.paths.stderr),
+        {"key": c.key, "record": record, "job_id": j.job_id, "stdout": str(j.paths.stdout), "stderr": str(j.paths.stderr),
          "resources": array.parameters}
-        for (array, c), j in zip(placed, jobs)
+        for (array, c, record), j in zip(placed, jobs)
     ]  # fmt: skip
     state_file = record_submission(options.results_dir, submission_id, {"kind": "eval", "cells": cells})
     return Submission(submission_id, state_file, jobs)

@@ -183,6 +183,7 @@ class StreamedImages:
         self.start = self.index.block_start
         self.cache = BlockCache(root / "blocks", cache_budget_bytes())
         self._fs: tuple[int, Any] | None = None  # (pid, filesystem): never used across a worker fork
+        self._names: dict[int, str] = {}
 
     def __len__(self) -> int:
         return int(self.index.block_rows.sum())
@@ -221,12 +222,17 @@ class StreamedImages:
             values = pc.struct_field(values, "bytes")
         return values.to_pylist()
 
+    def _cache_name(self, block: int) -> str:
+        """The block's name in the disk cache, computed once per block (it is asked for every image read)."""
+        if block not in self._names:
+            file = int(self.index.block_file[block])
+            identity = f"{self.location}|{self.index.files[file]}|{self.index.sizes[file]}|{self.index.block_group[block]}"
+            self._names[block] = hashlib.sha256(identity.encode()).hexdigest()[:32]
+        return self._names[block]
+
     def read(self, index: int) -> bytes:
         block, row = self._locate(index)
-        file = int(self.index.block_file[block])
-        identity = f"{self.location}|{self.index.files[file]}|{self.index.sizes[file]}|{self.index.block_group[block]}"
-        name = hashlib.sha256(identity.encode()).hexdigest()[:32]
-        data = self.cache.get(name, lambda: self._fetch(block))[row].as_py()
+        data = self.cache.get(self._cache_name(block), lambda: self._fetch(block))[row].as_py()
         if data is None:
             raise ValueError("the row has no image bytes")
         return data
