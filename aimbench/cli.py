@@ -101,11 +101,12 @@ def list_cards(
 
 
 def _evaluate(
-    backbones: list[str], tasks: list[str], probe: str, seeds: list[int], layers: str, limit: Optional[int],
+    backbones: list[str], tasks: list[str], probe: str, seeds: list[int], layers: Optional[str], limit: Optional[int],
     weights: Optional[str], configs: dict[str, ProbeConfig], options: "RunOptions", overwrite: bool, dtype: str = "fp32",
+    name: Optional[str] = None,
 ) -> None:  # fmt: skip
     registry = Registry.load(options.card_dirs)
-    cells = plan_cells(registry, backbones, tasks, probe, seeds, layers, limit, weights, configs, dtype)
+    cells = plan_cells(registry, backbones, tasks, probe, seeds, layers, limit, weights, configs, dtype, name)
     from aimbench.data import require_ready  # before any backbone is loaded: missing data fails in a second
 
     require_ready([registry.task(name) for name in dict.fromkeys(c.task for c in cells)], options.data_root)
@@ -134,7 +135,7 @@ def evaluate(
     backbone: Annotated[str, typer.Option("--backbone", "-b", help="Backbone variant(s), comma-separated.")],
     tasks: Annotated[str, typer.Option("--tasks", "-t", help="Task(s), suite(s) (all = the AIM paper's 15) or tag:NAME (e.g. tag:medical), comma-separated.")],
     probe: Annotated[str, typer.Option(help="linear | knn | attentive (comma-separated; trained and selected here) | official (released heads, e.g. AIM's).")] = "linear",
-    layers: Annotated[str, typer.Option(help="all | last | best | avg:A-B windows | block indices like 0,5,-1, comma-separated; for --probe official: head names (last, best).")] = "all",
+    layers: Annotated[Optional[str], typer.Option(help="all | last | best | avg:A-B windows | block indices like 0,5,-1, comma-separated; for --probe official: head names (last, best). Default: every block plus the card's published windows (AIM: all,last,best).", show_default=False)] = None,
     limit: Annotated[Optional[int], typer.Option(help="Cap images per split (smoke runs; recorded).")] = None,
     seed: Annotated[str, typer.Option(help="Seed(s), comma-separated; each is its own cell.")] = "0",
     seeds: Annotated[Optional[int], typer.Option(help="Repeat each cell with seeds 0..N-1 (reports show mean ± std).", show_default=False)] = None,
@@ -143,6 +144,7 @@ def evaluate(
     results: ResultsOption = Path("results"),
     data_root: Annotated[Optional[Path], typer.Option(envvar="AIMBENCH_DATA_ROOT", help="Where local dataset copies live.")] = None,
     weights: Annotated[Optional[str], typer.Option(help="Override the card's weights: random | timm | open_clip:TAG | PATH | hf:OWNER/REPO/FILE.")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", "--tag", help="What reports call the --weights override (default: the run folder's or file's name).", show_default=False)] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs of linear and attentive probes (default: 100 each).", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option(help="Images per backbone forward.")] = 64,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
@@ -204,7 +206,7 @@ def evaluate(
                                       gpus_per_node=gpus_per_node, cpus_per_task=cpus_per_task, mem_gb=mem_gb, constraint=constraint,
                                       array_parallelism=array_parallelism, sbatch=sbatch_pairs(sbatch))  # fmt: skip
         registry = Registry.load(options.card_dirs)
-        cells = plan_cells(registry, _split(backbone), _split(tasks), probe, seed_list, layers, limit, weights, configs, dtype)
+        cells = plan_cells(registry, _split(backbone), _split(tasks), probe, seed_list, layers, limit, weights, configs, dtype, name)
         from aimbench.data import require_ready  # missing data fails here, not in every job of the array
 
         require_ready([registry.task(name) for name in dict.fromkeys(c.task for c in cells)], options.data_root)
@@ -212,7 +214,7 @@ def evaluate(
         return
     if dry_run:
         raise UserError("--dry-run plans a Slurm submission; add --cluster slurm")
-    _evaluate(_split(backbone), _split(tasks), probe, seed_list, layers, limit, weights, configs, options, overwrite, dtype)
+    _evaluate(_split(backbone), _split(tasks), probe, seed_list, layers, limit, weights, configs, options, overwrite, dtype, name)
 
 
 @app.command("features")
@@ -269,7 +271,7 @@ def demo(
 
     cards = demo_run.pretrain_demo_aim(results, console, overwrite, pretrain_steps)
     options = RunOptions(results_dir=results, device="cpu", card_dirs=(cards,))
-    _evaluate(list(demo_run.BACKBONES), [demo_run.TASK], "linear", [0], "all", None, None, {}, options, overwrite)
+    _evaluate(list(demo_run.BACKBONES), [demo_run.TASK], "linear", [0], None, None, None, {}, options, overwrite)
     report(results=results, backbone=",".join(demo_run.BACKBONES), task=demo_run.TASK)
 
 

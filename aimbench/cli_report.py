@@ -9,13 +9,13 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from aimbench.cards.registry import Registry
+from aimbench.cards.registry import Registry, card_roots
 from aimbench.cli_options import CardsOption, ResultsOption, make_console
 from aimbench.errors import UserError
 from aimbench.report import FORMATS, Table, to_csv, to_latex, to_markdown, to_rich
 from aimbench.report.filters import build_filters
 from aimbench.report.views import EXPORT_FORMATS, cell_view, export_tables, layers_view, leaderboard_view, sql_view
-from aimbench.store.db import open_session
+from aimbench.store.db import PUBLISHED_DIR, open_session
 
 ReportFormat = Enum("ReportFormat", {name: name for name in FORMATS}, type=str)
 ExportFormat = Enum("ExportFormat", {name: name for name in EXPORT_FORMATS}, type=str)
@@ -57,7 +57,8 @@ def report(
     plots: Annotated[Optional[Path], typer.Option(help="Also write the layer-curve plots (PNG) to DIR.")] = None,
     cards: CardsOption = None,
 ) -> None:
-    """Leaderboard, layer curves or one cell, from the newest record per cell, beside the paper's numbers.
+    """Leaderboard, layer curves or one cell, from the newest record per cell, beside the paper's numbers
+    (and your own reference numbers: CSV files in a --cards directory's published/ folder).
 
     [bold]Examples[/bold]
 
@@ -71,7 +72,7 @@ def report(
 
       aimbench report --html site/
     """
-    session = open_session(results)
+    session = open_session(results, extra_published=[root / PUBLISHED_DIR for root in card_roots(cards or ())[1:]])
     con = session.con
     if sql is not None:
         table, rows = sql_view(con, sql)

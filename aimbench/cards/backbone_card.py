@@ -74,11 +74,14 @@ class BackboneSpec:
     # resource hint: device memory (GB) an eval cell needs per dtype; launchers size jobs from it
     # (aimbench.launch.resources). It never changes a number, so it is not part of a cell's identity.
     memory_gb: dict[str, float] = field(default_factory=dict)
+    # named layer windows a paper reports without releasing heads (``[variants.X.windows] last = [3, 4, 5]``)
+    declared_windows: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def windows(self) -> dict[str, tuple[int, ...]]:
-        """Named layer windows (``last``, ``best``): the blocks the card's released heads average."""
-        return {name: probe.layers for name, probe in self.official_probes.items()}
+        """Named layer windows (``last``, ``best``): the blocks the card's released heads average, and
+        the windows it declares for published numbers without released heads."""
+        return {**self.declared_windows, **{name: probe.layers for name, probe in self.official_probes.items()}}
 
     @property
     def prefix_layout(self) -> tuple[str, ...]:
@@ -103,16 +106,30 @@ def _read_preprocess(fields: Fields) -> Preprocess:
     return pre
 
 
+def _block_list(fields: Fields, key: str, depth: int) -> tuple[int, ...]:
+    blocks = fields.raw(key)
+    if not isinstance(blocks, list) or not blocks or not all(isinstance(i, int) and 0 <= i < depth for i in blocks):
+        raise fields.error(key, f"expected a non-empty list of block indices in 0..{depth - 1}, got {blocks!r}")
+    return tuple(sorted(set(blocks)))
+
+
 def _read_official_probes(fields: Fields, depth: int) -> dict[str, OfficialProbe]:
     probes = {}
     for name in fields.table:
         entry = fields.table_of(name)
-        layers = entry.raw("layers")
-        if not isinstance(layers, list) or not layers or not all(isinstance(i, int) and 0 <= i < depth for i in layers):
-            raise entry.error("layers", f"expected a non-empty list of block indices in 0..{depth - 1}, got {layers!r}")
-        probes[name] = OfficialProbe(entry.str("weights"), tuple(sorted(set(layers))), entry.str("sha256", default=None))
+        probes[name] = OfficialProbe(entry.str("weights"), _block_list(entry, "layers", depth), entry.str("sha256", default=None))
         entry.reject_unknown()
     return probes
+
+
+def _read_windows(fields: Fields, depth: int) -> dict[str, tuple[int, ...]]:
+    """``[variants.X.windows]``: ``last`` and ``best`` as lists of blocks the paper's probe averages."""
+    windows = {}
+    for name in fields.table:
+        if name not in ("last", "best"):
+            raise fields.error(name, "a window is named last or best (what --layers and published numbers call them)")
+        windows[name] = _block_list(fields, name, depth)
+    return windows
 
 
 def _read_resources(fields: Fields) -> dict[str, float]:
@@ -167,6 +184,7 @@ def parse_backbone_card(data: dict[str, Any], path: Path) -> list[BackboneSpec]:
             official_probes=_read_official_probes(v.table_of("official_probes", default={}), v.int("depth", minimum=1)),
             drop_keys=v.strs("drop_keys", default=None) or (),
             memory_gb=_read_resources(v.table_of("resources", default={})),
+            declared_windows=_read_windows(v.table_of("windows", default={}), v.int("depth", minimum=1)),
         )
         default_tokens = (PATCH_MEAN, CLS) if spec.cls_token else (PATCH_MEAN,)
         spec = replace(spec, probe_tokens=spec.probe_tokens or default_tokens)

@@ -1,9 +1,15 @@
 """Cells: the unit of evaluation (backbone x task x probe x seed) and its identity.
 
 A cell's identity is everything that defines its number: the content of the backbone and task
-cards (not their paths), the weights, the layer selection, the image limit, the probe config
-and the seed. Its hash names the record file, so finished cells are found and skipped without
-running anything, and a changed card or option never reuses a stale result.
+cards (not their paths), the weights (a user's file by the SHA-256 of its content), the layer
+selection, the image limit, the precision, the probe config and the seed. Its hash names the
+record file, so finished cells are found and skipped without running anything, and a changed
+card or option never reuses a stale result.
+
+Its readable key (``Cell.key``) names the same things a person compares: ``backbone[@weights
+name]|task|probe|seed`` followed by ``|limit=N``, ``|bf16``, ``|layers=SPEC`` where they differ
+from the defaults. Reports keep one row per identity (``aimbench.store.schema.IDENTITY_COLUMNS``),
+so runs with other weights, limits or layers never replace each other.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aimbench.adapters.weight_sources import HF_PREFIX, PRETRAIN_TRUNK, URL_PREFIXES, is_remote, resolve_source
 from aimbench.cards.backbone_card import BackboneSpec
 from aimbench.cards.registry import Registry
 from aimbench.cards.task_card import TaskSpec
@@ -26,6 +33,52 @@ from aimbench.probes.config import PROBE_KINDS, ProbeConfig, default_config
 from aimbench.probes.layer_sets import parse_layer_sets
 
 OFFICIAL = "official"  # released heads, one cell per head ("official:<head>")
+NAMED_WEIGHTS = ("random", "timm")  # --weights values that name a way of building weights, not a file
+
+
+def default_layer_spec(windows: Any) -> str:
+    """Every block on its own, plus the card's published windows (AIM: ``last`` and ``best``), so
+    the paper's numbers always have a measured counterpart on the same blocks."""
+    return ",".join(["all", *(name for name in ("last", "best") if name in windows)])
+
+
+def weights_key(weights: str | None) -> str:
+    """What a weights override is, for identity: ``""`` for the card's own weights, a named way
+    (``random``, ``timm``, ``open_clip:TAG``) or remote source as written, and a local file (or
+    pre-training run folder) by the SHA-256 of its content, so a renamed copy is the same weights
+    and a retrained file at the same path is not."""
+    if weights is None:
+        return ""
+    if weights in NAMED_WEIGHTS or weights.startswith("open_clip:") or is_remote(weights):
+        return weights
+    return f"sha256:{file_sha256(resolve_source(weights))}"
+
+
+def weights_name(weights: str | None, name: str | None = None) -> str:
+    """The short name reports show for a weights override (``--name`` wins): a run folder's name,
+    a file's stem, a hub file's repo/stem; ``""`` for the card's own weights."""
+    if name is not None:
+        if not name.strip() or any(ch in name for ch in "|@,"):
+            raise UserError(f"--name '{name}' must be non-empty and free of '|', '@' and ','")
+        if weights is None:
+            raise UserError("--name names a --weights override; give --weights too")
+        return name.strip()
+    if weights is None:
+        return ""
+    if weights in NAMED_WEIGHTS:
+        return weights
+    if weights.startswith("open_clip:"):
+        return weights.split(":", 1)[1]
+    if weights.startswith(HF_PREFIX):
+        _owner, _, rest = weights[len(HF_PREFIX) :].partition("/")
+        repo, _, file = rest.partition("/")
+        return f"{repo}/{Path(file).stem}"
+    if weights.startswith(URL_PREFIXES):
+        return Path(weights.split("?", 1)[0].rstrip("/")).stem
+    path = Path(weights).expanduser()
+    if path.is_dir() or path.name == PRETRAIN_TRUNK:  # an 'aimbench pretrain' run: its folder names it
+        return (path if path.is_dir() else path.parent).resolve().name
+    return path.stem
 
 
 def _card_content(spec: Any) -> dict[str, Any]:
@@ -46,19 +99,30 @@ class Cell:
     weights: str | None = None  # overrides the card's weights source
     probe_config: ProbeConfig | None = None  # None for released heads (nothing is trained)
     dtype: str = "fp32"  # the backbone's precision: it changes the numbers, so it is identity
+    weights_name: str = ""  # what reports call a weights override (derived from it unless --name)
+    default_layers: bool = False  # ``layers`` is the card's default spec: the key leaves it out
 
     def __post_init__(self) -> None:
         if self.probe_config is None and self.probe in PROBE_KINDS and self.probe != OFFICIAL:
             object.__setattr__(self, "probe_config", default_config(self.probe))
+        if self.weights is not None and not self.weights_name:
+            object.__setattr__(self, "weights_name", weights_name(self.weights))
+
+    @property
+    def weights_key(self) -> str:
+        """The override's identity now (a file's hash is cached per size and mtime, so this is cheap)."""
+        return weights_key(self.weights)
 
     @property
     def key(self) -> str:
-        return f"{self.backbone}|{self.task}|{self.probe}|{self.seed}"
+        backbone = f"{self.backbone}@{self.weights_name}" if self.weights_name else self.backbone
+        qualifiers = [f"limit={self.limit}"] if self.limit is not None else []
+        qualifiers += [self.dtype] if self.dtype != "fp32" else []
+        if not self.default_layers and not self.probe.startswith(OFFICIAL):
+            qualifiers.append(f"layers={self.layers}")
+        return "|".join([backbone, self.task, self.probe, str(self.seed), *qualifiers])
 
     def identity(self, registry: Registry) -> dict[str, Any]:
-        weights = self.weights
-        if weights not in (None, "random", "timm") and Path(weights).is_file():
-            weights = f"{weights}#sha256={file_sha256(Path(weights))}"
         return {
             "backbone": _card_content(registry.backbone(self.backbone)),
             "task": _card_content(registry.task(self.task)),
@@ -67,7 +131,7 @@ class Cell:
             "seed": self.seed,
             "layers": self.layers,
             "limit": self.limit,
-            "weights": weights,
+            "weights": self.weights_key or None,
             "dtype": self.dtype,
         }
 
@@ -96,32 +160,38 @@ def plan_cells(
     tasks: Sequence[str],
     probe: str | Sequence[str] = "linear",
     seeds: Sequence[int] = (0,),
-    layers: str = "all",
+    layers: str | None = None,
     limit: int | None = None,
     weights: str | None = None,
     probe_configs: dict[str, ProbeConfig] | None = None,
     dtype: str = "fp32",
+    name: str | None = None,
 ) -> list[Cell]:
     """Expand the matrix (backbone x task x probe kind x seed), validating every name and option
-    before anything runs. ``probe_configs`` overrides the default config of a kind."""
+    before anything runs. ``layers`` None is each card's default (``default_layer_spec``);
+    ``probe_configs`` overrides the default config of a kind; ``name`` names a weights override."""
     if dtype not in DTYPES:
         raise UserError(f"unknown dtype '{dtype}'; one of {', '.join(DTYPES)}")
     kinds = parse_probes(probe)
     if OFFICIAL in kinds:
         if len(kinds) > 1:
             raise UserError("--probe official evaluates released heads and takes --layers as head names; run it on its own")
-        return _plan_official(registry, backbones, tasks, seeds, layers, limit, weights, dtype)
+        return _plan_official(registry, backbones, tasks, seeds, layers or "all", limit, weights, dtype, name)
     specs, task_specs = _resolve(registry, backbones, tasks, weights, limit)
-    for spec in specs:
-        parse_layer_sets(layers, spec.depth, spec.windows)  # fail now, not after loading data
+    label = weights_name(weights, name)
+    weights_key(weights)  # a missing weights file fails now, not in a job
     configs = probe_configs or {}
-    return [
-        Cell(spec.name, task.name, kind, seed, layers, limit, weights, configs.get(kind), dtype)
-        for spec in specs
-        for task in task_specs
-        for kind in kinds
-        for seed in seeds
-    ]
+    cells = []
+    for spec in specs:
+        spec_layers = layers or default_layer_spec(spec.windows)
+        parse_layer_sets(spec_layers, spec.depth, spec.windows)  # fail now, not after loading data
+        cells += [
+            Cell(spec.name, task.name, kind, seed, spec_layers, limit, weights, configs.get(kind), dtype, label, layers is None)
+            for task in task_specs
+            for kind in kinds
+            for seed in seeds
+        ]
+    return cells
 
 
 def _resolve(
@@ -136,21 +206,23 @@ def _resolve(
 
 def _plan_official(
     registry: Registry, backbones: Sequence[str], tasks: Sequence[str], seeds: Sequence[int],
-    layers: str, limit: int | None, weights: str | None, dtype: str,
+    layers: str, limit: int | None, weights: str | None, dtype: str, name: str | None,
 ) -> list[Cell]:  # fmt: skip
     """One cell per released head; ``layers`` names heads (``all`` = every head of the card)."""
     specs, task_specs = _resolve(registry, backbones, tasks, weights, limit)
+    label = weights_name(weights, name)
+    weights_key(weights)
     cells = []
     for spec in specs:
         if not spec.official_probes:
             raise UserError(f"backbone '{spec.name}' has no released probe heads (its card lists no official_probes)")
         names = list(spec.official_probes) if layers == "all" else [n.strip() for n in layers.split(",")]
-        for name in names:
-            if name not in spec.official_probes:
-                raise UserError(f"backbone '{spec.name}' has no released head '{name}'; it has: {', '.join(spec.official_probes)}")
+        for head in names:
+            if head not in spec.official_probes:
+                raise UserError(f"backbone '{spec.name}' has no released head '{head}'; it has: {', '.join(spec.official_probes)}")
         cells += [
-            Cell(spec.name, task.name, f"{OFFICIAL}:{name}", seed, name, limit, weights, dtype=dtype)
-            for name in names
+            Cell(spec.name, task.name, f"{OFFICIAL}:{head}", seed, head, limit, weights, dtype=dtype, weights_name=label)
+            for head in names
             for task in task_specs
             for seed in seeds
         ]

@@ -239,6 +239,8 @@ def run_cell(cell: Cell, options: RunOptions, stage: StageCallback = _no_progres
         "task": cell.task,
         "probe": cell.probe,
         "seed": cell.seed,
+        "weights_key": cell.weights_key,
+        "weights_name": cell.weights_name,
         "weights_id": backbone.weights.id,
         "weights_sha256": backbone.weights.sha256,
         "dtype": cell.dtype,

@@ -20,19 +20,22 @@ from aimbench.store.records import read_record, runs_dir
 
 
 def find_cell(con: duckdb.DuckDBPyConnection, results_dir: Path, key: str) -> dict[str, Any]:
-    """The newest record whose cell key is ``key`` or starts with it (``aim-1b|dtd``); unique or an error."""
+    """The newest record of the cell ``key``: a whole cell key, a prefix of one (``aim-1b|dtd``),
+    a record file name or a config hash; unique or an error that lists the candidates."""
     matches = con.execute(
-        "SELECT cell_key, file FROM latest WHERE cell_key = $key OR starts_with(cell_key, $key) ORDER BY cell_key", {"key": key}
+        "SELECT cell_key, file, config_hash, protocol, layers_spec FROM latest "
+        "WHERE cell_key = $key OR file = $key OR config_hash = $key OR starts_with(cell_key, $key) ORDER BY cell_key, file",
+        {"key": key},
     ).fetchall()
-    exact = [m for m in matches if m[0] == key]
+    exact = [m for m in matches if key in (m[0], m[1], m[2])]
     if exact:
         matches = exact
     if not matches:
         known = [row[0] for row in con.execute("SELECT cell_key FROM latest ORDER BY cell_key LIMIT 5").fetchall()]
         raise UserError(f"no cell '{key}' in the results; cell keys look like {', '.join(known)} (see 'aimbench report --format csv')")
     if len(matches) > 1:
-        shown = ", ".join(m[0] for m in matches[:5]) + (" ..." if len(matches) > 5 else "")
-        raise UserError(f"'{key}' matches {len(matches)} cells ({shown}); give the whole key backbone|task|probe|seed")
+        shown = ", ".join(f"{m[0]} (config {m[2]}, protocol {m[3]}, layers {m[4]})" for m in matches[:5]) + (" ..." if len(matches) > 5 else "")
+        raise UserError(f"'{key}' matches {len(matches)} cells: {shown}; give a whole cell key or a config hash")
     return read_record(runs_dir(results_dir) / matches[0][1])
 
 
@@ -65,7 +68,9 @@ def provenance_table(record: dict[str, Any]) -> Table:
                      f"tokens {_listed(features.get('prefix_layout'))}; {probe.get('feature_norm', '')}".rstrip("; ")),
         ("backbone", f"{record['backbone']} = {backbone.get('arch', '–')} ({backbone.get('adapter', '–')}), depth {backbone.get('depth', '–')}, "
                      f"dtype {record.get('dtype', '–')}, input {(backbone.get('preprocess') or {}).get('image_size', '–')} px"),
-        ("weights", f"{record['weights_id']} sha256:{record['weights_sha256']}"),
+        ("weights", (f"{record['weights_name']} = " if record.get("weights_name") else "")
+                    + f"{record['weights_id']} sha256:{record['weights_sha256']}"
+                    + ("" if "weights_key" not in record else f" (override {record['weights_key']})" if record["weights_key"] else " (the card's)")),
         ("data", f"{record['task']} v{record.get('task_version', '–')} from {record.get('dataset_source', '–')} "
                  f"@ {record.get('dataset_revision', '–')}"),
         ("splits", f"train {record['n_train']} / val {record['n_val']} / test {record['n_test']}; "

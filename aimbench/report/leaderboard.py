@@ -1,11 +1,15 @@
-"""The leaderboard: backbones x tasks, best and last layer, beside the papers' numbers.
+"""The leaderboard: one row pair (best and last layer) per setup, beside the papers' numbers.
 
-Measured rows read ``latest`` (newest record per cell) and average seeds (mean ± sample std).
-Each backbone's rows are followed by the published rows matched to it (``published.backbone``)
-and a Δ row (measured − paper, in points) where the two are comparable: an attentive probe, or
-the official heads, against the paper's attentive probe at the same layer choice. The mean over
-the shown tasks is given only for complete rows, so a partial row is never ranked against
-complete ones; rank is by that mean among rows of the same layer choice.
+Measured rows read ``latest`` (the newest record per identity) and average seeds (mean ± sample
+std) within one setup (``aimbench.report.setups``): runs with other weights, limits, dtypes,
+protocols or layer specs are rows of their own, labelled with what sets them apart. Best and last
+are the layer sets each record stored when its cell finished (chosen on val), never re-chosen
+here. Each backbone's rows are followed by the published rows matched to it
+(``published.backbone``), the measured score on each paper window, and a Δ row (measured − paper,
+in points) only where the two are like with like (``aimbench.report.comparison``). The mean over
+the shown tasks is given only for complete rows; ranks are by that mean within one probe kind,
+layer choice and image limit, so a linear probe never outranks an attentive one and a smoke run
+never outranks a full one.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ from typing import Any
 
 import duckdb
 
+from aimbench.report.comparison import Comparison, LayerScore, Paper, compare
 from aimbench.report.filters import Filters
+from aimbench.report.setups import Setup, setup_sql, varying_columns
 from aimbench.report.tables import Table, percent, set_label
 
 SUMMARY_SQL = """
-SELECT backbone, task, probe,
+SELECT {setup}, task, any_value(weights_name) AS weights_name,
        any_value(metric) AS metric,
        count(*) AS seeds,
        avg(best_test_score) AS best_test_score,
@@ -30,24 +36,28 @@ SELECT backbone, task, probe,
        avg(last_test_score) AS last_test_score,
        stddev_samp(last_test_score) AS last_test_std,
        string_agg(DISTINCT last_layer_set, '/' ORDER BY last_layer_set) AS last_layer_set,
-       max(image_limit) AS image_limit
+       max(CAST(json_extract(backbone_info, '$.depth') AS INTEGER)) AS depth
 FROM latest
 WHERE {where}
-GROUP BY backbone, task, probe
-ORDER BY backbone, probe, task
+GROUP BY {setup}, task
+ORDER BY backbone, weights_name, probe, protocol, layers_spec, image_limit NULLS FIRST, dtype, task
+"""
+
+LAYERS_SQL = """
+SELECT {setup}, task, layer_set, blocks, avg(test_score) AS test_score
+FROM layer_metrics
+WHERE {where}
+GROUP BY {setup}, task, layer_set, blocks
 """
 
 PUBLISHED_SQL = """
-SELECT model, backbone, layer, task, any_value(score) AS score, min(position) AS position
+SELECT model, backbone, probe, layer, coalesce(blocks, '') AS blocks, task, any_value(score) AS score
 FROM published
 WHERE list_contains($shown, task) AND {where}
-GROUP BY model, backbone, layer, task
+GROUP BY model, backbone, probe, layer, coalesce(blocks, ''), task
 ORDER BY min(min(position)) OVER (PARTITION BY model), layer <> 'last', min(position)
 """
 
-# which paper row a measured row is compared with: (probe, layer choice) -> published layer
-_COMPARABLE = {("attentive", "best"): "best", ("attentive", "last"): "last", ("official:last", "last"): "last",
-               ("official:best", "best"): "best"}  # fmt: skip
 MEASURED, PAPER, DELTA = "measured", "paper", "delta"
 
 
@@ -57,70 +67,96 @@ class Row:
 
     kind: str  # measured | paper | delta
     backbone: str
-    probe: str
-    layer: str  # "best layer", "last layer", "layer 20"
-    cells: dict[str, dict[str, Any]]  # task -> {score, std, seeds, sets, limited} (delta rows: {score})
+    weights: str  # the weights override's name; "" for the card's weights
+    probe: str  # the probe kind and what sets the setup apart ("linear · limit 500"), or "<model> [paper]"
+    layer: str  # "best layer", "last layer", "avg:18-23 (paper: last layer)"
+    cells: dict[str, dict[str, Any]]  # task -> {score, std, seeds, sets, limited} (paper, delta and window rows: {score})
+    rank_group: tuple[Any, ...] | None = None  # rows are ranked against rows of the same group only
 
 
 def cell_summaries(con: duckdb.DuckDBPyConnection, filters: Filters = Filters()) -> list[dict[str, Any]]:
-    """One row per (backbone, task, probe), seeds averaged: the long form of the leaderboard."""
+    """One row per (setup, task), seeds averaged: the long form of the leaderboard."""
     where, params = filters.where()
-    cursor = con.execute(SUMMARY_SQL.format(where=where), params)
+    cursor = con.execute(SUMMARY_SQL.format(setup=setup_sql(), where=where), params)
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row)) for row in cursor.fetchall()]
 
 
-def published_rows(con: duckdb.DuckDBPyConnection, tasks: list[str], filters: Filters = Filters()) -> list[Row]:
+def layer_scores(con: duckdb.DuckDBPyConnection, filters: Filters = Filters()) -> dict[tuple[Setup, str], list[LayerScore]]:
+    """Every layer set's test score per (setup, task), seeds averaged: what paper windows are looked up in."""
+    where, params = filters.where()
+    cursor = con.execute(LAYERS_SQL.format(setup=setup_sql(), where=where), params)
+    names = [d[0] for d in cursor.description]
+    scores: dict[tuple[Setup, str], list[LayerScore]] = defaultdict(list)
+    for values in cursor.fetchall():
+        row = dict(zip(names, values))
+        scores[(Setup.of(row), row["task"])].append(LayerScore(row["layer_set"], tuple(row["blocks"]), row["test_score"]))
+    return dict(scores)
+
+
+def published_rows(con: duckdb.DuckDBPyConnection, tasks: list[str], filters: Filters = Filters()) -> list[Paper]:
     """Paper rows for the shown tasks; with a backbone filter only those matched to a shown backbone."""
     where, params = Filters(backbones=filters.backbones).where()
     cursor = con.execute(PUBLISHED_SQL.format(where=where), {"shown": tasks, **params})
-    grouped: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
-    for model, backbone, layer, task, score, _position in cursor.fetchall():
-        grouped[(model, backbone, layer)][task] = {"score": score}
-    return [
-        Row(PAPER, backbone, f"{model} [paper]", f"layer {layer}" if layer.isdigit() else f"{layer} layer", cells)
-        for (model, backbone, layer), cells in grouped.items()
-    ]
+    grouped: dict[tuple[str, str, str, str, str], Paper] = {}
+    for model, backbone, probe, layer, blocks, task, score in cursor.fetchall():
+        paper = grouped.setdefault((model, backbone, probe, layer, blocks), Paper(model, backbone, probe, layer, blocks))
+        paper.cells[task] = score
+    return list(grouped.values())
 
 
-def _measured_rows(summaries: list[dict[str, Any]]) -> list[Row]:
-    by_row: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
+def _measured_rows(summaries: list[dict[str, Any]]) -> tuple[list[Setup], list[Row], dict[Setup, int | None]]:
+    by_setup: dict[Setup, dict[str, dict[str, Any]]] = defaultdict(dict)
     for s in summaries:
-        by_row[(s["backbone"], s["probe"])][s["task"]] = s
-    rows = []
-    for (backbone, probe), cells in by_row.items():
+        by_setup[Setup.of(s)][s["task"]] = s
+    varying = varying_columns(list(by_setup))
+    rows, depths = [], {}
+    for setup, cells in by_setup.items():
+        depths[setup] = max((c["depth"] for c in cells.values() if c.get("depth")), default=None)
+        label = setup.probe_label(varying[(setup.backbone, setup.weights_key)])
         for which in ("best", "last"):
-            rows.append(Row(MEASURED, backbone, probe, f"{which} layer", {
+            rows.append(Row(MEASURED, setup.backbone, setup.weights_name, label, f"{which} layer", {
                 task: {"score": c[f"{which}_test_score"], "std": c[f"{which}_test_std"], "seeds": c["seeds"],
-                       "sets": c[f"{which}_layer_set"], "limited": c["image_limit"] is not None}
+                       "sets": c[f"{which}_layer_set"], "limited": setup.limited}
                 for task, c in cells.items()
-            }))  # fmt: skip
-    return rows
+            }, rank_group=(setup.probe, which, setup.image_limit)))  # fmt: skip
+    return list(by_setup), rows, depths
 
 
-def _delta(measured: Row, papers: list[Row]) -> Row | None:
-    which = measured.layer.split()[0]
-    wanted = _COMPARABLE.get((measured.probe, which))
-    paper = next((p for p in papers if p.backbone == measured.backbone and p.layer == f"{wanted} layer"), None)
-    if paper is None:
-        return None
-    cells = {t: {"score": c["score"] - paper.cells[t]["score"]} for t, c in measured.cells.items() if t in paper.cells}
-    return Row(DELTA, measured.backbone, f"Δ vs {paper.probe.removesuffix(' [paper]')}", measured.layer, cells) if cells else None
+def _comparison_rows(comparisons: list[Comparison], varying: dict[tuple[str, str], set[str]]) -> dict[str, list[Row]]:
+    """Per backbone: the measured score on each paper window (once per setup and window), then the Δ rows."""
+    windows, deltas, seen = defaultdict(list), defaultdict(list), set()
+    for c in comparisons:
+        setup, paper = c.setup, c.paper
+        label = setup.probe_label(varying[(setup.backbone, setup.weights_key)])
+        layer = f"{c.window_label} (paper: {paper.layer_label})"
+        if (setup, c.window) not in seen:
+            seen.add((setup, c.window))
+            windows[setup.backbone].append(Row(MEASURED, setup.backbone, setup.weights_name, label, layer,
+                                               {t: {"score": v} for t, v in c.measured.items()}))  # fmt: skip
+        deltas[setup.backbone].append(Row(DELTA, setup.backbone, setup.weights_name, f"Δ {label} vs {paper.model}", layer,
+                                          {t: {"score": v} for t, v in c.deltas().items()}))  # fmt: skip
+    return {b: windows[b] + deltas[b] for b in windows}
 
 
-def arrange(measured: list[Row], papers: list[Row]) -> list[Row]:
-    """Each backbone's measured rows, then its paper rows and Δ rows; unmatched paper rows last."""
+def _paper_row(paper: Paper) -> Row:
+    choice = "last" if paper.layer == "last" else "best"  # a fixed layer (the paper's "layer 20") is a choice of best layer
+    return Row(PAPER, paper.backbone, "", f"{paper.model} [paper]", paper.layer_label,
+               {t: {"score": v} for t, v in paper.cells.items()}, rank_group=(paper.probe, choice, None))  # fmt: skip
+
+
+def arrange(measured: list[Row], papers: list[Paper], compared: dict[str, list[Row]]) -> list[Row]:
+    """Each backbone's measured rows, then its paper rows, window and Δ rows; unmatched paper rows last."""
     out: list[Row] = []
-    shown_papers: set[int] = set()
+    shown: set[int] = set()
     for backbone in dict.fromkeys(r.backbone for r in measured):
-        own = [r for r in measured if r.backbone == backbone]
-        out += own
-        matched = [p for p in papers if p.backbone == backbone]
-        for paper in matched:
-            out.append(paper)
-            shown_papers.add(id(paper))
-        out += [d for d in (_delta(r, matched) for r in own) if d is not None]
-    return out + [p for p in papers if id(p) not in shown_papers]
+        out += [r for r in measured if r.backbone == backbone]
+        for paper in papers:
+            if paper.backbone == backbone:
+                out.append(_paper_row(paper))
+                shown.add(id(paper))
+        out += compared.get(backbone, [])
+    return out + [_paper_row(p) for p in papers if id(p) not in shown]
 
 
 def _format_cell(row: Row, cell: dict[str, Any] | None) -> str:
@@ -128,7 +164,7 @@ def _format_cell(row: Row, cell: dict[str, Any] | None) -> str:
         return "–"
     if row.kind == DELTA:
         return f"{100 * cell['score']:+.1f}"
-    if row.kind == PAPER:
+    if "sets" not in cell:  # a paper number, or a measured score on a paper's window
         return percent(cell["score"])
     spread = f"±{percent(cell['std'])}" if cell["seeds"] > 1 else ""
     mark = "*" if cell["limited"] else ""
@@ -136,39 +172,58 @@ def _format_cell(row: Row, cell: dict[str, Any] | None) -> str:
     return f"{percent(cell['score'])}{spread}{mark} ({labels})"
 
 
-def _choice(layer: str) -> str:
-    return "last" if layer == "last layer" else "best"
+def _ranks(rows: list[Row], means: list[float | None]) -> dict[int, int]:
+    """Rank by mean, highest first, within each rank group; rows without a group or a mean are not ranked."""
+    groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        if row.rank_group is not None and means[i] is not None:
+            groups[row.rank_group].append(i)
+    ranks = {}
+    for members in groups.values():
+        ranked = sorted(members, key=lambda i: -means[i])  # type: ignore[operator]
+        ranks.update({i: position + 1 for position, i in enumerate(ranked)})
+    return ranks
 
 
-def leaderboard(summaries: list[dict[str, Any]], papers: Sequence[Row] = (), tasks: Sequence[str] | None = None) -> Table:
-    """The pivoted table over ``tasks`` (default: the measured ones, by name).
+def leaderboard(
+    summaries: list[dict[str, Any]],
+    papers: Sequence[Paper] = (),
+    tasks: Sequence[str] | None = None,
+    layers: dict[tuple[Setup, str], list[LayerScore]] | None = None,
+) -> Table:
+    """The pivoted table over ``tasks`` (default: the measured ones, by name); ``layers``
+    (``layer_scores``) holds what paper windows are looked up in: without it no Δ is computed.
 
     ``Table.scores`` keeps the raw fractions for LaTeX bolding and HTML sorting.
     """
     tasks = list(tasks) if tasks is not None else sorted({s["task"] for s in summaries})
     metrics = {s["task"]: s["metric"] for s in summaries}
-    rows = arrange(_measured_rows(summaries), list(papers))
+    setups, measured, depths = _measured_rows(summaries)
+    comparisons, why_not = compare(setups, papers, layers or {}, depths)
+    rows = arrange(measured, list(papers), _comparison_rows(comparisons, varying_columns(setups)))
     means: list[float | None] = []
     for row in rows:
         values = [row.cells[t]["score"] for t in tasks if t in row.cells and row.cells[t]["score"] is not None]
         means.append(sum(values) / len(values) if len(values) == len(tasks) and tasks else None)
-    ranks: dict[int, int] = {}
-    for choice in ("best", "last"):  # a fixed block (the paper's "layer 20") is a choice of best layer
-        ranked = sorted((i for i, r in enumerate(rows) if _choice(r.layer) == choice and r.kind != DELTA and means[i] is not None),
-                        key=lambda i: -means[i])  # type: ignore[operator]  # fmt: skip
-        ranks.update({i: position + 1 for position, i in enumerate(ranked)})
+    ranks = _ranks(rows, means)
+    with_weights = any(r.weights for r in rows)
     table_rows, scores = [], []
     for i, row in enumerate(rows):
         mean = f"{100 * means[i]:+.1f}" if row.kind == DELTA and means[i] is not None else percent(means[i])
-        table_rows.append([row.backbone, row.probe, row.layer, *(_format_cell(row, row.cells.get(t)) for t in tasks),
-                           mean, str(ranks[i]) if i in ranks else ""])  # fmt: skip
-        scores.append([None, None, None, *((row.cells.get(t) or {}).get("score") for t in tasks), means[i], ranks.get(i)])
+        names = [row.backbone, *([row.weights] if with_weights else []), row.probe, row.layer]
+        table_rows.append([*names, *(_format_cell(row, row.cells.get(t)) for t in tasks), mean, str(ranks[i]) if i in ranks else ""])
+        scores.append([*(None for _ in names), *((row.cells.get(t) or {}).get("score") for t in tasks), means[i], ranks.get(i)])
     notes = ["test score % (top-1 unless the column names another metric); (Ln) = block n, avg:A-B = mean of blocks A..B;",
-             "best layer set chosen on val; over several seeds: mean ± sample std"]  # fmt: skip
+             "best and last layer sets as stored by each cell (best chosen on val); over several seeds: mean ± sample std;",
+             "rank: by mean over complete rows, within one probe kind, layer choice and image limit"]  # fmt: skip
+    if with_weights:
+        notes.append("weights: the name of a --weights override (--name, or the file's or run folder's); empty = the card's weights")
     if papers:
-        notes.append("paper rows: published numbers (results/published); Δ = measured − paper, in points")
+        notes.append("paper rows: published numbers (results/published); Δ = measured − paper, in points, on the paper's own "
+                     "probe kind and layer window over the full test split")  # fmt: skip
+        notes += why_not
     if any(c.get("limited") for r in rows for c in r.cells.values()):
-        notes.append("* measured on a --limit subset: a smoke number, not comparable to full runs")
+        notes.append("* measured on a --limit subset: a smoke number, ranked only against runs with the same limit")
     headers = [task if metrics.get(task, "top1") == "top1" else f"{task} ({metrics[task]})" for task in tasks]
-    return Table("aimbench leaderboard", ["backbone", "probe", "layer", *headers, "mean", "rank"], table_rows, notes,
-                 scores=scores, kinds=[r.kind for r in rows])  # fmt: skip
+    columns = ["backbone", *(["weights"] if with_weights else []), "probe", "layer", *headers, "mean", "rank"]
+    return Table("aimbench leaderboard", columns, table_rows, notes, scores=scores, kinds=[r.kind for r in rows])

@@ -1,7 +1,8 @@
 """Layer-curve plots with matplotlib: one figure per (task, probe), a line per backbone.
 
-The best block (chosen on val) is a star, the last block a hollow circle, so the gap the AIM
-paper reports between them is the first thing the eye finds. Figures are rendered with the
+The best layer set (the one each record stored, chosen on val) is a star, the last a hollow
+circle, a chosen window a bar over its blocks, so the gap the AIM paper reports between them is
+the first thing the eye finds. Figures are rendered with the
 non-interactive Agg backend: no display is needed on a cluster node.
 """
 
@@ -26,13 +27,20 @@ def _figure(curves: list[Curve]):  # -> matplotlib.figure.Figure (imported lazil
     axes = figure.subplots()
     for curve in curves:
         test = [100 * v for v in curve.test]
-        (line,) = axes.plot(curve.blocks, test, marker=".", linewidth=1.5, label=curve.backbone)
-        best, last = curve.best_index, len(curve.blocks) - 1
-        axes.plot(curve.blocks[best], test[best], marker="*", markersize=14, color=line.get_color(), linestyle="none")
-        axes.plot(curve.blocks[last], test[last], marker="o", markersize=8, markerfacecolor="none", color=line.get_color(), linestyle="none")
+        (line, *_) = axes.plot(curve.blocks, test, marker=".", linewidth=1.5, label=curve.label)
+        color = line.get_color()
+        for choice, marker in ((curve.best, "*"), (curve.last, "o")):
+            if choice is None:
+                continue
+            filled = dict(markersize=14) if marker == "*" else dict(markersize=8, markerfacecolor="none")
+            for block in choice.single_blocks():  # the stored choice, at the curve's point for that block
+                axes.plot(block, test[curve.blocks.index(block)], marker=marker, color=color, linestyle="none", **filled)
+            for blocks in (b for b in choice.blocks if len(b) > 1):  # a window: a bar over its blocks at its score
+                axes.plot([blocks[0], blocks[-1]], [100 * choice.test] * 2, color=color, linewidth=3, alpha=0.6)
+                axes.plot(blocks[-1], 100 * choice.test, marker=marker, color=color, linestyle="none", **filled)
     axes.set_xlabel("block (0-indexed)")
     axes.set_ylabel(f"test {first.metric} (%)")
-    axes.set_title(f"{first.task}: {first.probe} probe per block (★ best on val, ○ last)")
+    axes.set_title(f"{first.task}: {first.probe} probe per block (★ best on val, ○ last; a bar is a window)")
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")
     return figure

@@ -16,7 +16,7 @@ from aimbench.errors import UserError
 from aimbench.report.cell_detail import find_cell, layer_table, provenance_table
 from aimbench.report.curves import Curve, curves_table, layer_curves
 from aimbench.report.filters import Filters
-from aimbench.report.leaderboard import cell_summaries, leaderboard, published_rows
+from aimbench.report.leaderboard import cell_summaries, layer_scores, leaderboard, published_rows
 from aimbench.report.tables import Table
 from aimbench.store.cache import sql_string
 from aimbench.store.schema import TABLES
@@ -32,7 +32,7 @@ def leaderboard_view(con: duckdb.DuckDBPyConnection, filters: Filters, paper: bo
     papers = published_rows(con, shown, filters) if paper else []
     if not summaries and not papers:
         raise UserError("no records match the filters; drop a filter, or see 'aimbench report --sql \"SELECT DISTINCT backbone, task, probe FROM runs\"'")
-    return leaderboard(summaries, papers, shown), summaries
+    return leaderboard(summaries, papers, shown, layer_scores(con, filters) if papers else None), summaries
 
 
 def layers_view(con: duckdb.DuckDBPyConnection, filters: Filters) -> tuple[Table, list[Curve], list[dict[str, Any]]]:
@@ -41,8 +41,9 @@ def layers_view(con: duckdb.DuckDBPyConnection, filters: Filters) -> tuple[Table
     if not curves:
         raise UserError("no per-block results match the filters (layer curves need single-block layer sets, e.g. --layers all)")
     points = [
-        {"backbone": c.backbone, "task": c.task, "probe": c.probe, "metric": c.metric, "block": block, "val_score": val,
-         "test_score": test, "best": block == c.best_block, "last": block == c.blocks[-1], "seeds": c.seeds}
+        {"backbone": c.backbone, "weights": c.setup.weights_name, "setup": c.label, "task": c.task, "probe": c.probe, "metric": c.metric,
+         "block": block, "val_score": val, "test_score": test, "best": c.best is not None and block in c.best.single_blocks(),
+         "last": c.last is not None and block in c.last.single_blocks(), "seeds": c.seeds}
         for c in curves for block, val, test in zip(c.blocks, c.val, c.test)
     ]  # fmt: skip
     return curves_table(curves), curves, points

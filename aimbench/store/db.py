@@ -6,6 +6,7 @@ Jobs only ever write their own record file and reports only ever write the Parqu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import duckdb
 from aimbench.errors import UserError
 from aimbench.store.cache import list_records, refresh
 from aimbench.store.records import runs_dir
-from aimbench.store.schema import LATEST_SQL, LAYER_METRICS_SQL, PUBLISHED_COLUMNS, SCHEMA_VERSION
+from aimbench.store.schema import LATEST_SQL, LAYER_METRICS_SQL, PUBLISHED_COLUMNS, READABLE_VERSIONS, RUNS_SQL
 
 PUBLISHED_DIR = "published"
 
@@ -41,7 +42,9 @@ def connect(results_dir: Path, published: Path | None = None) -> duckdb.DuckDBPy
     return open_session(results_dir, published).con
 
 
-def open_session(results_dir: Path, published: Path | None = None) -> Session:
+def open_session(results_dir: Path, published: Path | None = None, extra_published: Sequence[Path] = ()) -> Session:
+    """``published`` replaces the shipped paper numbers; ``extra_published`` adds folders of a
+    user's own reference numbers (``published/`` in a ``--cards`` directory)."""
     folder = runs_dir(results_dir)
     listing = list_records(folder) if folder.is_dir() else None
     if not listing or not listing.names:
@@ -49,20 +52,16 @@ def open_session(results_dir: Path, published: Path | None = None) -> Session:
     con = duckdb.connect(":memory:")
     outcome = refresh(con, results_dir, listing)
     con.execute(f"CREATE VIEW all_records AS SELECT * FROM {outcome.relation}")
-    # created_at in UTC without a zone: Python reads a zoned timestamp only with pytz installed
-    con.execute(
-        "CREATE VIEW runs AS SELECT * REPLACE (timezone('UTC', created_at) AS created_at) "
-        f"FROM all_records WHERE schema_version = {SCHEMA_VERSION}"
-    )
+    con.execute(RUNS_SQL)  # created_at in UTC without a zone: Python reads a zoned timestamp only with pytz installed
     con.execute(LATEST_SQL)
     con.execute(LAYER_METRICS_SQL)
-    _create_published(con, published or published_dir())
-    other = con.execute(f"SELECT count(*) FROM all_records WHERE schema_version IS DISTINCT FROM {SCHEMA_VERSION}").fetchall()[0][0]
+    _create_published(con, [published or published_dir(), *extra_published])
+    other = con.execute(f"SELECT count(*) FROM all_records WHERE schema_version NOT IN {READABLE_VERSIONS} OR schema_version IS NULL").fetchall()[0][0]
     return Session(con, records=len(listing.names), parsed=outcome.parsed, other_versions=other)
 
 
-def _create_published(con: duckdb.DuckDBPyConnection, folder: Path) -> None:
-    files = sorted(str(path) for path in folder.glob("*.csv")) if folder.is_dir() else []
+def _create_published(con: duckdb.DuckDBPyConnection, folders: Sequence[Path]) -> None:
+    files = [str(path) for folder in folders if folder.is_dir() for path in sorted(folder.glob("*.csv"))]
     if not files:
         columns = ", ".join(f"NULL::{kind} AS {name}" for name, kind in PUBLISHED_COLUMNS.items() if name not in ("score_percent", "backbone"))
         con.execute(f"CREATE VIEW published AS SELECT {columns}, '' AS backbone, NULL::DOUBLE AS score, NULL::BIGINT AS position WHERE false")
@@ -74,7 +73,8 @@ def _create_published(con: duckdb.DuckDBPyConnection, folder: Path) -> None:
             {"files": files, "columns": PUBLISHED_COLUMNS},
         )
     except duckdb.Error as exc:
-        raise UserError(f"published numbers in {folder} cannot be read: {str(exc).splitlines()[0]}") from None
+        where = ", ".join(str(folder) for folder in folders)
+        raise UserError(f"published numbers in {where} cannot be read: {str(exc).splitlines()[0]}") from None
     con.execute(
         "CREATE VIEW published AS SELECT * EXCLUDE (score_percent, backbone, position), coalesce(backbone, '') AS backbone, "
         "score_percent / 100 AS score, position FROM published_rows"

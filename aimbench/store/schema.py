@@ -4,20 +4,29 @@ Every report, export and ``--sql`` query sees these relations (one in-memory Duc
 per command, built by ``aimbench.store.db.connect``):
 
 ``runs``
-    one row per record file of the current schema version, every column of ``RECORD_COLUMNS``
-    plus ``file`` (the record's file name). Records of other versions are counted and left out.
+    one row per record file of a readable schema version (``READABLE_VERSIONS``), every column of
+    ``RECORD_COLUMNS`` plus ``file`` (the record's file name). Version-2 records are upgraded as
+    they are read (``RUNS_SQL``): no weights override unless their weights came from a file, and
+    protocol ``legacy`` (the probe defaults of aimbench before protocol cards). Records of other
+    versions are counted and left out.
 ``latest``
-    the newest record per ``cell_key`` (backbone|task|probe|seed): re-running a cell, with the
-    same or a changed configuration, never duplicates it in a report.
+    the newest record per identity (``IDENTITY_COLUMNS``: backbone, weights, task, probe,
+    protocol, layer spec, image limit, dtype, seed): re-running a cell, or running it again after
+    a card was corrected, never duplicates it in a report, and runs with other weights, limits or
+    layers never replace each other.
 ``layer_metrics``
-    ``latest`` unnested to one row per (cell, layer set): ``backbone, task, probe, seed,
+    ``latest`` unnested to one row per (cell, layer set): the identity columns, ``weights_name,
     cell_key, metric, created_at, layer_set, blocks, layer, token, hparams, val_score,
-    test_score, is_best, is_last``. The layer curve is this view ordered by ``layer``.
+    test_score, is_best, is_last``. ``is_best`` and ``is_last`` are the record's stored choices
+    (made once, when the cell finished): every view marks the same layer sets. The layer curve is
+    this view ordered by ``layer``.
 ``published``
     numbers printed in papers (``results/published/*.csv``), one row per (model, layer, task):
     ``source, reference, model, arch, pretrain_data, backbone`` (the aimbench card it matches,
     empty when none), ``probe, layer`` (``last``, ``best`` or a block number as printed),
-    ``task, metric, score`` (a fraction, like measured scores), ``position`` (row order in the files).
+    ``task, metric, score`` (a fraction, like measured scores), ``blocks`` (``A-B`` where the paper
+    names a layer number; empty: the card's window named by ``layer``), ``position`` (row order in
+    the files).
 
 Scores are fractions in [0, 1] of the task's metric; blocks are 0-indexed (the paper's
 layer numbers are kept as printed in ``published.layer``).
@@ -25,7 +34,8 @@ layer numbers are kept as printed in ``published.layer``).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (2, 3)  # 2 lacks weights_key, weights_name and protocol: RUNS_SQL fills them in
 
 # A layer set's scores: one block or a window of blocks averaged (aimbench.probes.layer_sets).
 _LAYER = (
@@ -40,15 +50,18 @@ RECORD_COLUMNS: dict[str, str] = {
     "schema_version": "INTEGER",
     "record_id": "VARCHAR",  # uuid4 hex
     "created_at": "TIMESTAMPTZ",  # when the record was written; the views show it as a UTC TIMESTAMP
-    "cell_key": "VARCHAR",  # backbone|task|probe|seed
+    "cell_key": "VARCHAR",  # backbone[@weights name]|task|probe|seed[|limit=N][|dtype][|layers=SPEC] (launch.cells)
     "config_hash": "VARCHAR",  # hash of everything that defines the cell (cards, weights, layers, limit, probe, seed)
     "backbone": "VARCHAR",
     "task": "VARCHAR",
     "probe": "VARCHAR",  # linear | attentive | knn | official:last | official:best
     "seed": "INTEGER",
+    "protocol": "VARCHAR",  # the probe recipe's protocol card (aim-v1, ...)
     # what was measured on
+    "weights_key": "VARCHAR",  # "" = the card's weights; random | timm | open_clip:TAG | hub source | sha256:<file content>
+    "weights_name": "VARCHAR",  # what reports call a weights override ("" = the card's); --name, else from the file or run folder
     "weights_id": "VARCHAR",
-    "weights_sha256": "VARCHAR",
+    "weights_sha256": "VARCHAR",  # of the loaded state dict
     "dtype": "VARCHAR",  # backbone precision
     "task_version": "INTEGER",
     "dataset_source": "VARCHAR",
@@ -98,16 +111,33 @@ PUBLISHED_COLUMNS: dict[str, str] = {
     "task": "VARCHAR",
     "metric": "VARCHAR",
     "score_percent": "DOUBLE",
+    "blocks": "VARCHAR",  # 0-indexed blocks A-B the number was measured on; empty: the card's window named by layer
 }
 
-LATEST_SQL = """
-CREATE VIEW latest AS SELECT * FROM runs
-QUALIFY row_number() OVER (PARTITION BY cell_key ORDER BY created_at DESC, record_id) = 1
+# What makes a number: two records that differ in any of these are two rows of every report.
+IDENTITY_COLUMNS = ("backbone", "weights_key", "task", "probe", "protocol", "layers_spec", "image_limit", "dtype", "seed")
+# A leaderboard row: the identity less the task (its columns) and the seed (averaged).
+SETUP_COLUMNS = tuple(c for c in IDENTITY_COLUMNS if c not in ("task", "seed"))
+LEGACY_PROTOCOL = "legacy"  # version-2 records: trained with aimbench's built-in defaults of that time
+
+RUNS_SQL = f"""
+CREATE VIEW runs AS SELECT * REPLACE (
+    timezone('UTC', created_at) AS created_at,
+    coalesce(weights_key, CASE WHEN starts_with(weights_id, 'file:') THEN 'sha256:' || weights_sha256 ELSE '' END) AS weights_key,
+    coalesce(weights_name, CASE WHEN starts_with(weights_id, 'file:')
+                                THEN regexp_replace(weights_id[6:], '\\.[A-Za-z]+$', '') ELSE '' END) AS weights_name,
+    coalesce(protocol, '{LEGACY_PROTOCOL}') AS protocol
+) FROM all_records WHERE schema_version IN {READABLE_VERSIONS}
 """
 
-LAYER_METRICS_SQL = """
+LATEST_SQL = f"""
+CREATE VIEW latest AS SELECT * FROM runs
+QUALIFY row_number() OVER (PARTITION BY {", ".join(IDENTITY_COLUMNS)} ORDER BY created_at DESC, record_id) = 1
+"""
+
+LAYER_METRICS_SQL = f"""
 CREATE VIEW layer_metrics AS
-SELECT backbone, task, probe, seed, cell_key, metric, created_at,
+SELECT {", ".join(IDENTITY_COLUMNS)}, weights_name, cell_key, metric, created_at,
        l.layer_set, l.blocks, l.layer, l.token, l.hparams, l.val_score, l.test_score,
        l.layer_set = best_layer_set AS is_best, l.layer_set = last_layer_set AS is_last
 FROM latest, unnest(layers) AS t(l)

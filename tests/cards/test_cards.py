@@ -45,6 +45,8 @@ def test_shipped_cards_load_and_describe_their_variants() -> None:
         ("cls_token = true", "cls_token = true\nresources = { memory_gb = { fp64 = 2 } }", "variants.micro-cls.resources.memory_gb.fp64", "unknown dtype"),
         ("cls_token = true", "cls_token = true\nresources = { memory_gb = { bf16 = 0 } }", "variants.micro-cls.resources.memory_gb.bf16", "positive"),
         ("cls_token = true", "cls_token = true\nresources = { gpus = 2 }", "variants.micro-cls.resources.gpus", "unknown field"),
+        ("cls_token = true", "cls_token = true\nwindows = { middle = [1] }", "variants.micro-cls.windows.middle", "named last or best"),
+        ("cls_token = true", "cls_token = true\nwindows = { last = [1, 3] }", "variants.micro-cls.windows.last", "block indices in 0..2"),
     ],
 )
 def test_malformed_backbone_card_names_file_and_field(tmp_path: Path, replace: str, by: str, field: str, problem: str) -> None:

@@ -18,7 +18,7 @@ def test_plan_expands_the_matrix_and_validates_first(tiny_cards: Path) -> None:
     registry = Registry.load([tiny_cards])
     cells = plan_cells(registry, ["micro-cls", "micro-patches"], ["smoke"], seeds=[0, 1], layers="last", limit=10)
     assert [c.key for c in cells] == [
-        f"{b}|{t}|linear|{s}" for b in ("micro-cls", "micro-patches") for t in ("digits", "fashion-mnist") for s in (0, 1)
+        f"{b}|{t}|linear|{s}|limit=10|layers=last" for b in ("micro-cls", "micro-patches") for t in ("digits", "fashion-mnist") for s in (0, 1)
     ]
     with pytest.raises(UserError, match="outside 0..2"):
         plan_cells(registry, ["micro-cls"], ["digits"], layers="3")
@@ -95,3 +95,67 @@ def test_dtype_is_validated_and_part_of_the_identity(tiny_cards: Path) -> None:
     assert cell.config_hash(registry) != Cell("micro-cls", "digits", "linear", 0).config_hash(registry)
     with pytest.raises(UserError, match="unknown dtype 'fp8'; one of fp32, bf16, fp16"):
         plan_cells(registry, ["micro-cls"], ["digits"], dtype="fp8")
+
+
+WINDOWED = """
+family = "winfam"
+adapter = "timm"
+license = "Apache-2.0"
+
+[preprocess]
+image_size = 16
+resize_size = 16
+interpolation = "bilinear"
+mean = [0.5, 0.5, 0.5]
+std = [0.5, 0.5, 0.5]
+
+[variants.micro-win]
+arch = "vit_tiny_patch16_224"
+weights = "random"
+model_args = { img_size = 16, patch_size = 4, embed_dim = 32, depth = 3, num_heads = 2 }
+depth = 3
+dim = 32
+heads = 2
+cls_token = true
+
+[variants.micro-win.windows]  # the blocks a paper's probe averages
+last = [1, 2]
+best = [0, 1]
+"""
+
+
+def test_the_default_layers_probe_every_block_and_the_cards_windows(tiny_cards: Path) -> None:
+    write_card(tiny_cards, "backbones", "winfam", WINDOWED)
+    registry = Registry.load([tiny_cards])
+    windowed, plain = plan_cells(registry, ["micro-win", "micro-cls"], ["digits"])
+    assert (windowed.layers, plain.layers) == ("all,last,best", "all")
+    assert windowed.key == "micro-win|digits|linear|0" and windowed.default_layers  # the default is not spelt out
+    [chosen] = plan_cells(registry, ["micro-win"], ["digits"], layers="all")
+    assert chosen.key == "micro-win|digits|linear|0|layers=all"
+    assert chosen.config_hash(registry) != windowed.config_hash(registry)
+    same = plan_cells(registry, ["micro-win"], ["digits"], layers="all,last,best")[0]
+    assert same.config_hash(registry) == windowed.config_hash(registry)  # the same measurement, however it was asked for
+
+
+def test_weights_overrides_are_named_and_keyed_by_content(tmp_path: Path, tiny_cards: Path) -> None:
+    registry = Registry.load([tiny_cards])
+    run = tmp_path / "runs" / "tiny"
+    run.mkdir(parents=True)
+    (run / "trunk.safetensors").write_bytes(b"trained")
+    copy = tmp_path / "elsewhere.safetensors"
+    copy.write_bytes(b"trained")
+    [by_folder] = plan_cells(registry, ["micro-cls"], ["digits"], weights=str(run), limit=500, dtype="bf16")
+    assert by_folder.key == "micro-cls@tiny|digits|linear|0|limit=500|bf16"
+    [by_file] = plan_cells(registry, ["micro-cls"], ["digits"], weights=str(copy), name="mine", limit=500, dtype="bf16")
+    assert by_file.key == "micro-cls@mine|digits|linear|0|limit=500|bf16"
+    assert by_file.weights_key == by_folder.weights_key and by_file.weights_key.startswith("sha256:")
+    assert by_file.config_hash(registry) == by_folder.config_hash(registry)  # the name is a label, the content is the identity
+    [card] = plan_cells(registry, ["micro-cls"], ["digits"])
+    [random] = plan_cells(registry, ["micro-cls"], ["digits"], weights="random")
+    assert (card.weights_name, card.weights_key, random.weights_name, random.key) == ("", "", "random", "micro-cls@random|digits|linear|0")
+    with pytest.raises(UserError, match="free of"):
+        plan_cells(registry, ["micro-cls"], ["digits"], weights=str(copy), name="a|b")
+    with pytest.raises(UserError, match="give --weights too"):
+        plan_cells(registry, ["micro-cls"], ["digits"], name="mine")
+    with pytest.raises(UserError, match="does not exist"):
+        plan_cells(registry, ["micro-cls"], ["digits"], weights=str(tmp_path / "missing.pt"))

@@ -54,7 +54,7 @@ def test_provenance_names_what_produced_the_number(results: Path) -> None:
     assert fields["best layer (val top1)"] == "L1 (cls, lr=0.1 wd=0): val 80.0, test 80.0"
     assert fields["effective batch / lr"] == "1024 (base 256); scaled lr 0.004, 0.4"
     assert json.loads(fields["secondary metrics"]) == {"macro_f1": 0.61}
-    assert fields["weights"] == "random-init:seed0 sha256:" + "ab" * 32
+    assert fields["weights"] == "random-init:seed0 sha256:" + "ab" * 32 + " (the card's)"
     assert "dtype bf16" in fields["backbone"] and "input 224 px" in fields["backbone"]
     assert fields["data"] == "t1 v3 from hf:org/data@abc @ abc"
     assert "git_sha deadbeef" in fields["software"] and fields["device / time"] == "cuda:0; 1.5 s"

@@ -15,8 +15,8 @@ from tests.store.test_db import layer, make_record, save
 
 @pytest.fixture
 def results(tmp_path: Path) -> Path:
-    window = {"layer_set": "avg:2-3", "blocks": [2, 3], "layer": 3, "token": "cls", "hparams": None, "val_score": 0.99, "test_score": 0.99}
-    peaked = [layer(0, 0.40, 0.30), layer(1, 0.70, 0.60), layer(2, 0.90, 0.85), layer(3, 0.80, 0.75), window]
+    window = {"layer_set": "avg:2-3", "blocks": [2, 3], "layer": 3, "token": "cls", "hparams": None, "val_score": 0.79, "test_score": 0.99}
+    peaked = [window, layer(0, 0.40, 0.30), layer(1, 0.70, 0.60), layer(2, 0.90, 0.85), layer(3, 0.80, 0.75)]
     for seed, shift in ((0, 0.0), (1, 0.02)):
         shifted = [{**l, "val_score": l["val_score"] + shift, "test_score": l["test_score"] + shift} for l in peaked]
         save(tmp_path, make_record("aim-x", "t1", seed, "2026-01-01T00:00:00+00:00", f"{seed}" * 32, shifted))
@@ -29,13 +29,13 @@ def test_curves_average_seeds_skip_windows_and_pick_the_best_block_on_val(result
     peaked = curves["aim-x"]
     assert peaked.blocks == [0, 1, 2, 3]  # the avg:2-3 window has no single depth
     assert peaked.test == pytest.approx([0.31, 0.61, 0.86, 0.76]) and peaked.seeds == 2
-    assert peaked.best_block == 2
-    assert curves["flat"].best_block == 1  # a val tie goes to the deeper block
+    assert peaked.best is not None and peaked.best.single_blocks() == [2]
+    assert curves["flat"].best is not None and curves["flat"].best.single_blocks() == [0]  # the record's stored choice
 
 
 def test_the_table_shows_the_peak_below_the_last_block(results: Path) -> None:
     table = curves_table(layer_curves(connect(results), Filters(backbones=("aim-x",))))
-    assert table.rows == [["t1", "aim-x", "linear", "0–3", "▁▅█▇", "L2: 86.0", "L3: 76.0", "+10.0", "0.67"]]
+    assert table.rows == [["t1", "aim-x · protocol legacy", "linear", "0–3", "▁▅█▇", "L2: 86.0", "L3: 76.0", "+10.0", "0.67"]]
     assert sparkline([1.0, 1.0]) == "▁▁"
 
 

@@ -150,6 +150,8 @@ def test_layer_metrics_unnests_latest_layers(results: Path) -> None:
         "backbone": "vit-a", "task": "digits", "probe": "linear", "seed": 0, "cell_key": "vit-a|digits|linear|0", "metric": "top1",
         "created_at": datetime(2024, 5, 2, 9, 0), "layer_set": "1", "blocks": [1], "layer": 1, "token": "cls",
         "val_score": pytest.approx(0.90), "test_score": pytest.approx(0.80), "is_best": True, "is_last": False,
+        # identity columns: a version-2 record is read as the card's weights and the legacy protocol
+        "weights_key": "", "weights_name": "", "protocol": "legacy", "layers_spec": None, "image_limit": None, "dtype": None,
     }
     assert got[-1]["token"] == "mean"
     # only the latest record's layers: the old record's 0.70 val never shows up

@@ -1,0 +1,109 @@
+"""Like with like: which measured number a published number is compared with, and why not.
+
+A paper number was measured with one probe kind on one layer window of the full test split. A Δ
+(measured − paper) is printed only for a measured setup that used the same probe kind, probed
+exactly the same blocks and ran without ``--limit``; anything else would compare, say, block 23
+alone with the paper's mean of blocks 18-23. The paper row is always shown; where no Δ is, the
+table's notes say why.
+
+The paper's window: the ``blocks`` column of the published file where the paper names a layer
+number (AIM-7B "layer 20" = blocks 14-19), else the card's window named by ``layer`` as the
+measured record ran it (a layer set named ``last=...`` or ``best=...``), else, for ``last`` on a
+card without windows, the final block.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from aimbench.report.setups import Setup
+
+COMPARABLE_PROBES = {"attentive": ("attentive", "official")}  # paper probe -> measured kinds ("official:last" is "official")
+
+
+@dataclass(frozen=True)
+class LayerScore:
+    """One layer set of one setup on one task, seeds averaged."""
+
+    layer_set: str
+    blocks: tuple[int, ...]
+    test_score: float
+
+
+@dataclass
+class Paper:
+    """One published row: a model at one layer choice over several tasks."""
+
+    model: str
+    backbone: str  # the aimbench card it is matched to ("" for none)
+    probe: str
+    layer: str  # last | best | a layer number as printed
+    blocks: str  # "A-B" or "" (the card's window named by layer)
+    cells: dict[str, float] = field(default_factory=dict)  # task -> score
+
+    @property
+    def layer_label(self) -> str:
+        return f"layer {self.layer}" if self.layer.isdigit() else f"{self.layer} layer"
+
+    def window(self, layers: Sequence[LayerScore], depth: int | None) -> tuple[int, ...] | None:
+        """The blocks this number was measured on, in the terms of a measured setup's layer sets."""
+        if self.blocks:
+            first, _, last = self.blocks.partition("-")
+            return tuple(range(int(first), int(last or first) + 1))
+        named = next((s.blocks for s in layers if s.layer_set.startswith(f"{self.layer}=")), None)
+        if named is not None:
+            return named
+        return (depth - 1,) if self.layer == "last" and depth else None
+
+
+@dataclass
+class Comparison:
+    """A measured setup's score on a paper's window, per task, and the Δ against the paper."""
+
+    setup: Setup
+    paper: Paper
+    window: tuple[int, ...]
+    measured: dict[str, float]  # task -> test score on the window
+
+    @property
+    def window_label(self) -> str:
+        w = self.window
+        return f"L{w[0]}" if len(w) == 1 else f"avg:{w[0]}-{w[-1]}"
+
+    def deltas(self) -> dict[str, float]:
+        return {t: score - self.paper.cells[t] for t, score in self.measured.items() if t in self.paper.cells}
+
+
+def compare(
+    setups: Sequence[Setup], papers: Sequence[Paper], layers: dict[tuple[Setup, str], list[LayerScore]], depths: dict[Setup, int | None]
+) -> tuple[list[Comparison], list[str]]:
+    """Every comparable (setup, paper row) pair, and one note per reason a matched pair has no Δ."""
+    comparisons, reasons = [], defaultdict(list)
+    for paper in papers:
+        for setup in (s for s in setups if s.backbone == paper.backbone and paper.backbone):
+            kind = setup.probe.split(":")[0]
+            if kind not in COMPARABLE_PROBES.get(paper.probe, (paper.probe,)):
+                reasons[f"the paper's numbers are {paper.probe} probes"].append(f"{setup.backbone} {setup.probe}")
+                continue
+            if setup.limited:
+                reasons["measured on a --limit subset, not the full test split"].append(f"{setup.backbone} {setup.probe_label()}")
+                continue
+            measured = {}
+            for task in paper.cells:
+                scores = layers.get((setup, task), [])
+                window = paper.window(scores, depths.get(setup))
+                hit = next((s.test_score for s in scores if window is not None and s.blocks == window), None)
+                if hit is not None:
+                    measured[task] = hit
+            if not measured:
+                if kind != "official":  # a released head reads one window by construction
+                    blocks = paper.blocks or paper.layer
+                    reasons[f"the paper's window was not probed (add --layers {paper.layer if not paper.blocks else 'avg:' + paper.blocks})"].append(
+                        f"{setup.backbone} {setup.probe_label()} vs {paper.model} {paper.layer_label} ({blocks})")
+                continue
+            window = next(paper.window(layers[(setup, t)], depths.get(setup)) for t in measured)
+            comparisons.append(Comparison(setup, paper, window, measured))  # type: ignore[arg-type]
+    notes = [f"no Δ for {', '.join(dict.fromkeys(who))}: {why}" for why, who in reasons.items()]
+    return comparisons, notes
