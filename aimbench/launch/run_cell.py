@@ -262,6 +262,7 @@ def run_cell(cell: Cell, options: RunOptions, stage: StageCallback = _no_progres
             "adapter": spec.adapter,
             "arch": spec.arch,
             "depth": spec.depth,
+            "windows": {name: list(blocks) for name, blocks in spec.windows.items()},  # what paper numbers were measured on
             "dim": spec.dim,
             "heads": spec.heads,
             "card": str(spec.card_path),

@@ -8,14 +8,15 @@ table's notes say why.
 
 The paper's window: the ``blocks`` column of the published file where the paper names a layer
 number (AIM-7B "layer 20" = blocks 14-19), else the card's window named by ``layer`` as the
-measured record ran it (a layer set named ``last=...`` or ``best=...``), else, for ``last`` on a
-card without windows, the final block.
+measured record stored it (``backbone_info.windows``), else, for ``last`` on a card without
+windows, the final block. A record that does not say which windows its card had (written before
+they were recorded) is matched only through a layer set it named ``last=...`` or ``best=...``.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from aimbench.report.setups import Setup
@@ -47,15 +48,24 @@ class Paper:
     def layer_label(self) -> str:
         return f"layer {self.layer}" if self.layer.isdigit() else f"{self.layer} layer"
 
-    def window(self, layers: Sequence[LayerScore], depth: int | None) -> tuple[int, ...] | None:
-        """The blocks this number was measured on, in the terms of a measured setup's layer sets."""
+    def window(self, layers: Sequence[LayerScore], card: CardWindows) -> tuple[int, ...] | None:
+        """The blocks this number was measured on, in the terms of a measured setup."""
         if self.blocks:
             first, _, last = self.blocks.partition("-")
             return tuple(range(int(first), int(last or first) + 1))
-        named = next((s.blocks for s in layers if s.layer_set.startswith(f"{self.layer}=")), None)
-        if named is not None:
-            return named
-        return (depth - 1,) if self.layer == "last" and depth else None
+        if card.windows is not None:
+            if self.layer in card.windows:
+                return tuple(card.windows[self.layer])
+            return (card.depth - 1,) if self.layer == "last" and card.depth else None
+        return next((s.blocks for s in layers if s.layer_set.startswith(f"{self.layer}=")), None)
+
+
+@dataclass(frozen=True)
+class CardWindows:
+    """What a setup's records say about its card: depth and named windows (None: not recorded)."""
+
+    depth: int | None = None
+    windows: dict[str, list[int]] | None = None
 
 
 @dataclass
@@ -77,33 +87,39 @@ class Comparison:
 
 
 def compare(
-    setups: Sequence[Setup], papers: Sequence[Paper], layers: dict[tuple[Setup, str], list[LayerScore]], depths: dict[Setup, int | None]
+    setups: Sequence[Setup],
+    papers: Sequence[Paper],
+    layers: dict[tuple[Setup, str], list[LayerScore]],
+    cards: dict[Setup, CardWindows],
+    label: Callable[[Setup], str],
 ) -> tuple[list[Comparison], list[str]]:
-    """Every comparable (setup, paper row) pair, and one note per reason a matched pair has no Δ."""
+    """Every comparable (setup, paper row) pair, and one note per reason a matched pair has no Δ;
+    ``label`` names a setup in the notes as the table does."""
     comparisons, reasons = [], defaultdict(list)
     for paper in papers:
         for setup in (s for s in setups if s.backbone == paper.backbone and paper.backbone):
             kind = setup.probe.split(":")[0]
             if kind not in COMPARABLE_PROBES.get(paper.probe, (paper.probe,)):
-                reasons[f"the paper's numbers are {paper.probe} probes"].append(f"{setup.backbone} {setup.probe}")
+                reasons[f"the paper's numbers are {paper.probe} probes"].append(f"{setup.backbone} {label(setup)}")
                 continue
             if setup.limited:
-                reasons["measured on a --limit subset, not the full test split"].append(f"{setup.backbone} {setup.probe_label()}")
+                reasons["measured on a --limit subset, not the full test split"].append(f"{setup.backbone} {label(setup)}")
                 continue
-            measured = {}
+            card = cards.get(setup, CardWindows())
+            measured, window = {}, None
             for task in paper.cells:
                 scores = layers.get((setup, task), [])
-                window = paper.window(scores, depths.get(setup))
+                window = paper.window(scores, card)
                 hit = next((s.test_score for s in scores if window is not None and s.blocks == window), None)
                 if hit is not None:
                     measured[task] = hit
-            if not measured:
+            if not measured or window is None:
                 if kind != "official":  # a released head reads one window by construction
-                    blocks = paper.blocks or paper.layer
-                    reasons[f"the paper's window was not probed (add --layers {paper.layer if not paper.blocks else 'avg:' + paper.blocks})"].append(
-                        f"{setup.backbone} {setup.probe_label()} vs {paper.model} {paper.layer_label} ({blocks})")
+                    add = f"avg:{paper.blocks}" if paper.blocks else paper.layer
+                    blocks = f" ({paper.blocks})" if paper.blocks else ""
+                    reasons[f"the paper's window was not probed (add --layers {add})"].append(
+                        f"{setup.backbone} {label(setup)} vs {paper.model} {paper.layer_label}{blocks}")
                 continue
-            window = next(paper.window(layers[(setup, t)], depths.get(setup)) for t in measured)
-            comparisons.append(Comparison(setup, paper, window, measured))  # type: ignore[arg-type]
+            comparisons.append(Comparison(setup, paper, window, measured))
     notes = [f"no Δ for {', '.join(dict.fromkeys(who))}: {why}" for why, who in reasons.items()]
     return comparisons, notes

@@ -14,14 +14,15 @@ never outranks a full one.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import duckdb
 
-from aimbench.report.comparison import Comparison, LayerScore, Paper, compare
+from aimbench.report.comparison import CardWindows, Comparison, LayerScore, Paper, compare
 from aimbench.report.filters import Filters
 from aimbench.report.setups import Setup, setup_sql, varying_columns
 from aimbench.report.tables import Table, percent, set_label
@@ -36,7 +37,8 @@ SELECT {setup}, task, any_value(weights_name) AS weights_name,
        avg(last_test_score) AS last_test_score,
        stddev_samp(last_test_score) AS last_test_std,
        string_agg(DISTINCT last_layer_set, '/' ORDER BY last_layer_set) AS last_layer_set,
-       max(CAST(json_extract(backbone_info, '$.depth') AS INTEGER)) AS depth
+       max(CAST(json_extract(backbone_info, '$.depth') AS INTEGER)) AS depth,
+       any_value(json_extract(backbone_info, '$.windows')::VARCHAR) AS windows
 FROM latest
 WHERE {where}
 GROUP BY {setup}, task
@@ -105,36 +107,44 @@ def published_rows(con: duckdb.DuckDBPyConnection, tasks: list[str], filters: Fi
     return list(grouped.values())
 
 
-def _measured_rows(summaries: list[dict[str, Any]]) -> tuple[list[Setup], list[Row], dict[Setup, int | None]]:
+def _card_windows(cells: dict[str, dict[str, Any]]) -> CardWindows:
+    depth = max((c["depth"] for c in cells.values() if c.get("depth")), default=None)
+    windows = next((json.loads(c["windows"]) for c in cells.values() if c.get("windows")), None)
+    return CardWindows(depth, windows)
+
+
+def _measured_rows(summaries: list[dict[str, Any]]) -> tuple[dict[Setup, dict[str, dict[str, Any]]], list[Row], Callable[[Setup], str]]:
+    """The rows of each setup, and how rows name a setup (its probe and what sets it apart)."""
     by_setup: dict[Setup, dict[str, dict[str, Any]]] = defaultdict(dict)
     for s in summaries:
         by_setup[Setup.of(s)][s["task"]] = s
     varying = varying_columns(list(by_setup))
-    rows, depths = [], {}
+
+    def label(setup: Setup) -> str:
+        return setup.probe_label(varying[(setup.backbone, setup.weights_key)])
+
+    rows = []
     for setup, cells in by_setup.items():
-        depths[setup] = max((c["depth"] for c in cells.values() if c.get("depth")), default=None)
-        label = setup.probe_label(varying[(setup.backbone, setup.weights_key)])
         for which in ("best", "last"):
-            rows.append(Row(MEASURED, setup.backbone, setup.weights_name, label, f"{which} layer", {
+            rows.append(Row(MEASURED, setup.backbone, setup.weights_name, label(setup), f"{which} layer", {
                 task: {"score": c[f"{which}_test_score"], "std": c[f"{which}_test_std"], "seeds": c["seeds"],
                        "sets": c[f"{which}_layer_set"], "limited": setup.limited}
                 for task, c in cells.items()
             }, rank_group=(setup.probe, which, setup.image_limit)))  # fmt: skip
-    return list(by_setup), rows, depths
+    return by_setup, rows, label
 
 
-def _comparison_rows(comparisons: list[Comparison], varying: dict[tuple[str, str], set[str]]) -> dict[str, list[Row]]:
+def _comparison_rows(comparisons: list[Comparison], label: Callable[[Setup], str]) -> dict[str, list[Row]]:
     """Per backbone: the measured score on each paper window (once per setup and window), then the Δ rows."""
     windows, deltas, seen = defaultdict(list), defaultdict(list), set()
     for c in comparisons:
         setup, paper = c.setup, c.paper
-        label = setup.probe_label(varying[(setup.backbone, setup.weights_key)])
         layer = f"{c.window_label} (paper: {paper.layer_label})"
         if (setup, c.window) not in seen:
             seen.add((setup, c.window))
-            windows[setup.backbone].append(Row(MEASURED, setup.backbone, setup.weights_name, label, layer,
+            windows[setup.backbone].append(Row(MEASURED, setup.backbone, setup.weights_name, label(setup), layer,
                                                {t: {"score": v} for t, v in c.measured.items()}))  # fmt: skip
-        deltas[setup.backbone].append(Row(DELTA, setup.backbone, setup.weights_name, f"Δ {label} vs {paper.model}", layer,
+        deltas[setup.backbone].append(Row(DELTA, setup.backbone, setup.weights_name, f"Δ {label(setup)} vs {paper.model}", layer,
                                           {t: {"score": v} for t, v in c.deltas().items()}))  # fmt: skip
     return {b: windows[b] + deltas[b] for b in windows}
 
@@ -198,9 +208,10 @@ def leaderboard(
     """
     tasks = list(tasks) if tasks is not None else sorted({s["task"] for s in summaries})
     metrics = {s["task"]: s["metric"] for s in summaries}
-    setups, measured, depths = _measured_rows(summaries)
-    comparisons, why_not = compare(setups, papers, layers or {}, depths)
-    rows = arrange(measured, list(papers), _comparison_rows(comparisons, varying_columns(setups)))
+    by_setup, measured, label = _measured_rows(summaries)
+    cards = {setup: _card_windows(cells) for setup, cells in by_setup.items()}
+    comparisons, why_not = compare(list(by_setup), papers, layers or {}, cards, label)
+    rows = arrange(measured, list(papers), _comparison_rows(comparisons, label))
     means: list[float | None] = []
     for row in rows:
         values = [row.cells[t]["score"] for t in tasks if t in row.cells and row.cells[t]["score"] is not None]
@@ -219,8 +230,8 @@ def leaderboard(
     if with_weights:
         notes.append("weights: the name of a --weights override (--name, or the file's or run folder's); empty = the card's weights")
     if papers:
-        notes.append("paper rows: published numbers (results/published); Δ = measured − paper, in points, on the paper's own "
-                     "probe kind and layer window over the full test split")  # fmt: skip
+        notes.append("paper rows: published numbers (results/published, and published/ in --cards folders); Δ = measured − "
+                     "paper, in points, on the paper's own probe kind and layer window over the full test split")  # fmt: skip
         notes += why_not
     if any(c.get("limited") for r in rows for c in r.cells.values()):
         notes.append("* measured on a --limit subset: a smoke number, ranked only against runs with the same limit")

@@ -18,15 +18,15 @@ from aimbench.store import connect, write_record_atomic
 
 def record(
     backbone: str, task: str, seed: int, best: float, last: float, created: str, limit: int | None = None, last_set: str = "2",
-    probe: str = "linear", weights: str = "", windows: tuple[tuple[str, list[int], float], ...] = (),
+    probe: str = "linear", weights: str = "", windows: tuple[tuple[str, list[int], float], ...] = (), layers_spec: str = "all",
 ) -> dict[str, Any]:
     """A version-3 record; ``windows`` adds layer sets (name, blocks, score) such as the card's ``last=avg:1-2``."""
     return {
         "schema_version": 3, "record_id": f"{backbone}{task}{seed}{created}{weights}{limit}", "created_at": created,
         "cell_key": f"{backbone}|{task}|{probe}|{seed}", "backbone": backbone, "task": task, "probe": probe,
-        "seed": seed, "image_limit": limit, "metric": "top1", "protocol": "aim-v1", "layers_spec": "all", "dtype": "fp32",
+        "seed": seed, "image_limit": limit, "metric": "top1", "protocol": "aim-v1", "layers_spec": layers_spec, "dtype": "fp32",
         "weights_key": f"sha256:{weights}" if weights else "", "weights_name": weights,
-        "backbone_info": {"depth": 3},
+        "backbone_info": {"depth": 3, "windows": {"last": [0, 1, 2]}},
         "best_layer_set": "1", "best_layer": 1, "best_blocks": [1], "last_blocks": [1, 2], "best_val_score": best, "best_test_score": best,
         "last_layer_set": last_set, "last_layer": 2, "last_val_score": last, "last_test_score": last,
         "weights_id": "random-init:seed0", "weights_sha256": "ab" * 32, "n_train": 10, "n_val": 5, "n_test": 5, "wall_time_s": 1.5,
@@ -147,7 +147,7 @@ def test_a_delta_only_compares_the_same_probe_kind_window_and_full_split(attenti
     # each mismatch says why it has no Δ
     assert "no Δ for a linear: the paper's numbers are attentive probes" in notes
     assert "no Δ for a attentive · limit 50: measured on a --limit subset, not the full test split" in notes
-    assert "no Δ for a attentive vs M-1 best layer (best): the paper's window was not probed (add --layers best)" in notes
+    assert "no Δ for a attentive vs M-1 best layer: the paper's window was not probed (add --layers best)" in notes
     means = {(r[0], r[1], r[2]): (r[-2], r[-1]) for r in table.rows}
     assert means[("a", "attentive", "last layer")] == ("52.5", "1")
     assert means[("a", "M-1 [paper]", "last layer")] == ("52.5", "2")  # ties rank in table order
@@ -174,3 +174,16 @@ def test_a_suite_shows_all_its_columns_and_paper_rows_alone(attentive: tuple[Pat
     assert [r[3] for r in table.rows if r[1] == "M-1 [paper]"] == ["99.0", "–", "–"]
     only_paper, none = leaderboard_view(con, Filters(tasks=("t9",), task_order=("t9",)))
     assert none == [] and [r[1] for r in only_paper.rows] == ["M-1 [paper]"]
+
+
+def test_a_single_block_is_never_compared_with_the_papers_window(tmp_path: Path) -> None:
+    """Block 2 alone (the card's final block) against the paper's mean of blocks 0-2: no Δ, and the note says so."""
+    results, published = tmp_path / "results", tmp_path / "published"
+    single = record("a", "t1", 0, 0.85, 0.85, "2026-01-01T00:00:00+00:00", probe="attentive", last_set="2", layers_spec="2")
+    single["layers"] = [layer for layer in single["layers"] if layer["layer_set"] == "2"]
+    write_record_atomic(results / "runs" / "single.json", single)
+    published.mkdir()
+    (published / "paper.csv").write_text(PAPER_CSV, encoding="utf-8")
+    table, _ = leaderboard_view(connect(results, published), Filters())
+    assert "delta" not in (table.kinds or [])
+    assert "no Δ for a attentive vs M-1 last layer: the paper's window was not probed (add --layers last)" in " ".join(table.notes)
