@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import TINY_BACKBONE_CARD, write_card
+from conftest import TINY_BACKBONE_CARD, micro_card_header, write_card
 
 from aimbench.cards.registry import Registry
 from aimbench.errors import UserError
@@ -97,27 +97,8 @@ def test_dtype_is_validated_and_part_of_the_identity(tiny_cards: Path) -> None:
         plan_cells(registry, ["micro-cls"], ["digits"], dtype="fp8")
 
 
-WINDOWED = """
-family = "winfam"
-adapter = "timm"
-license = "Apache-2.0"
-
-[preprocess]
-image_size = 16
-resize_size = 16
-interpolation = "bilinear"
-mean = [0.5, 0.5, 0.5]
-std = [0.5, 0.5, 0.5]
-
-[variants.micro-win]
-arch = "vit_tiny_patch16_224"
-weights = "random"
-model_args = { img_size = 16, patch_size = 4, embed_dim = 32, depth = 3, num_heads = 2 }
-depth = 3
-dim = 32
-heads = 2
-cls_token = true
-
+_MICRO_CLS = TINY_BACKBONE_CARD[TINY_BACKBONE_CARD.index("[variants.micro-cls]") : TINY_BACKBONE_CARD.index("[variants.micro-patches]")]
+WINDOWED = micro_card_header("winfam") + _MICRO_CLS.replace("micro-cls", "micro-win") + """
 [variants.micro-win.windows]  # the blocks a paper's probe averages
 last = [1, 2]
 best = [0, 1]
