@@ -106,10 +106,10 @@ def _evaluate(
     name: Optional[str] = None,
 ) -> None:  # fmt: skip
     registry = Registry.load(options.card_dirs)
-    cells = plan_cells(registry, backbones, tasks, probe, seeds, layers, limit, weights, configs, dtype, name)
-    from aimbench.data import require_ready  # before any backbone is loaded: missing data fails in a second
+    from aimbench.data import require_ready  # before any weights are hashed or loaded: missing data fails in a second
 
-    require_ready([registry.task(name) for name in dict.fromkeys(c.task for c in cells)], options.data_root)
+    require_ready(registry.expand_tasks(tasks), options.data_root)
+    cells = plan_cells(registry, backbones, tasks, probe, seeds, layers, limit, weights, configs, dtype, name)
     console.print(f"[bold]{len(cells)} cell(s)[/bold] → {options.results_dir / 'runs'}")
     finished = 0
     try:
@@ -206,10 +206,10 @@ def evaluate(
                                       gpus_per_node=gpus_per_node, cpus_per_task=cpus_per_task, mem_gb=mem_gb, constraint=constraint,
                                       array_parallelism=array_parallelism, sbatch=sbatch_pairs(sbatch))  # fmt: skip
         registry = Registry.load(options.card_dirs)
-        cells = plan_cells(registry, _split(backbone), _split(tasks), probe, seed_list, layers, limit, weights, configs, dtype, name)
         from aimbench.data import require_ready  # missing data fails here, not in every job of the array
 
-        require_ready([registry.task(name) for name in dict.fromkeys(c.task for c in cells)], options.data_root)
+        require_ready(registry.expand_tasks(_split(tasks)), options.data_root)
+        cells = plan_cells(registry, _split(backbone), _split(tasks), probe, seed_list, layers, limit, weights, configs, dtype, name)
         run_on_slurm(cells, options, settings, overwrite, dry_run, console)
         return
     if dry_run:

@@ -45,7 +45,7 @@ def test_eval_writes_a_complete_record_then_skips_and_overwrites(tmp_path: Path,
     args = ("eval", "-b", "micro-cls", "-t", "digits", "--cards", str(tiny_cards), "--results", str(results), *FAST)
     proc = run_cli(*args)
     assert proc.returncode == 0, proc.stderr
-    assert "micro-cls|digits|linear|0 done" in proc.stdout
+    assert "micro-cls|digits|linear|0|limit=120 done" in proc.stdout
     assert "best" in proc.stdout and "last" in proc.stdout
     [path] = records(results)
     record = json.loads(path.read_text())
@@ -82,16 +82,19 @@ def test_report_formats_and_latest_wins_across_configurations(tmp_path: Path, ti
     results = tmp_path / "results"
     common = ("eval", "-t", "digits", "--cards", str(tiny_cards), "--results", str(results), *FAST)
     assert run_cli(*common, "-b", "micro-cls,micro-patches").returncode == 0
-    assert run_cli(*common, "-b", "micro-patches", "--layers", "last").returncode == 0  # new config, same cell
-    assert len(records(results)) == 3
+    assert run_cli(*common, "-b", "micro-patches", "--layers", "last").returncode == 0  # another layer spec: a row of its own
+    card = tiny_cards / "backbones" / "testfam.toml"
+    card.write_text(card.read_text().replace("[variants.micro-cls]", '[variants.micro-cls]\ndescription = "corrected"'))
+    assert run_cli(*common, "-b", "micro-cls").returncode == 0  # a corrected card: the same cell, a new record
+    assert len(records(results)) == 4
 
     table = run_cli("report", "--results", str(results))
     assert table.returncode == 0, table.stderr
     assert "aimbench leaderboard" in table.stdout and "micro-patches" in table.stdout
     markdown = run_cli("report", "--results", str(results), "--format", "markdown").stdout
     rows = [line for line in markdown.splitlines() if line.startswith("| micro")]
-    assert len(rows) == 4  # 2 backbones x (best, last); the older micro-patches record is superseded
-    assert all("(L2)" in row for row in rows if row.startswith("| micro-patches"))
+    assert len(rows) == 6  # (micro-cls, micro-patches all, micro-patches last) x (best, last); the older micro-cls record is superseded
+    assert all("(L2)" in row for row in rows if "layers last" in row)
     assert "*" in markdown  # --limit runs are marked
 
 
@@ -232,7 +235,7 @@ def test_eval_attentive_linear_and_knn_on_every_layer_set(tmp_path: Path, tiny_c
     assert proc.returncode == 0, proc.stderr
     assert "attentive heads: 4 layer sets in 1 pass(es)" in proc.stdout
     for probe in ("attentive", "linear", "knn"):
-        assert f"micro-cls|digits|{probe}|0 done" in proc.stdout
+        assert f"micro-cls|digits|{probe}|0|limit=60|layers=all,avg:1-2 done" in proc.stdout
         assert f"{probe} probe, seed 0" in proc.stdout
     by_probe = {json.loads(p.read_text())["probe"]: json.loads(p.read_text()) for p in records(results)}
     assert set(by_probe) == {"attentive", "linear", "knn"}
