@@ -31,13 +31,16 @@ from aimbench.pretrain.checkpoint import RunFiles
 def pretrain(
     preset: Annotated[str, typer.Argument(help="aim-600m | aim-1b | aim-3b | aim-7b | aim-tiny | aim-micro.")],
     data: Annotated[str, typer.Option(help="Image sources (folders, HF datasets on disk, .tar shards, hf:// or other URLs to stream), comma-separated, optionally weighted (README: Pre-training).")],
-    steps: Annotated[int, typer.Option(help="Optimizer steps; the schedule (2.5 % warmup, cosine to 0) spans them.")] = 10_000,
+    steps: Annotated[Optional[int], typer.Option(help="Optimizer steps; the schedule (2.5 % warmup from 1e-6, cosine to 0) spans them "
+                                                     "\\[default: the paper's: 500000 for aim-600m, 1200000 from aim-1b on; 10000 for the CPU presets].",
+                                                show_default=False)] = None,
     batch_size: Annotated[int, typer.Option(help="Global batch (all ranks together).")] = 4096,
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate [default: 1e-3 x batch / 4096].")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate \\[default: 1e-3, per --lr-scaling].", show_default=False)] = None,
+    lr_scaling: Annotated[str, typer.Option(help="none: the peak lr is 1e-3 at any batch (Apple's l3m, the paper) | linear: 1e-3 x batch / 4096.")] = "none",
     out: Annotated[Path, typer.Option(help="Run directory: checkpoint, metrics, trunk.safetensors, loss.png.")] = Path("runs/pretrain"),
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     dtype: Annotated[str, typer.Option(help="bf16 (autocast on GPU) | fp32.")] = "bf16",
-    image_size: Annotated[int, typer.Option(help="Training resolution [default: the preset's: 224, or 32 for aim-tiny].")] = 0,
+    image_size: Annotated[int, typer.Option(help="Training resolution \\[default: the preset's: 224, or 32 for aim-tiny].", show_default=False)] = 0,
     save_every: Annotated[int, typer.Option(help="Checkpoint every N steps (and at the end).")] = 1000,
     seed: Annotated[int, typer.Option(help="Seeds the initialisation, the data order, augmentation and prefixes.")] = 0,
     workers: Annotated[int, typer.Option(help="Data-loading processes per rank.")] = 4,
@@ -45,11 +48,11 @@ def pretrain(
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
     parallel: Annotated[str, typer.Option(help="Across ranks: auto (FSDP from aim-1b on, else DDP) | ddp | fsdp.")] = "auto",
     activation_checkpointing: Annotated[
-        Optional[bool], typer.Option(help="Recompute block activations in the backward [default: on from aim-1b on].")
+        Optional[bool], typer.Option(help="Recompute block activations in the backward \\[default: on from aim-1b on].")
     ] = None,
     cluster: ClusterOption = Cluster.local,
     nodes: Annotated[int, typer.Option(help="Slurm nodes.", rich_help_panel=PANEL)] = 1,
-    tasks_per_node: Annotated[Optional[int], typer.Option(help="Slurm tasks (ranks) per node [default: --gpus-per-node, at least 1].", rich_help_panel=PANEL, show_default=False)] = None,
+    tasks_per_node: Annotated[Optional[int], typer.Option(help="Slurm tasks (ranks) per node \\[default: --gpus-per-node, at least 1].", rich_help_panel=PANEL, show_default=False)] = None,
     slurm_config: SlurmConfigOption = None,
     partition: PartitionOption = None,
     account: AccountOption = None,
@@ -82,8 +85,11 @@ def pretrain(
     from aimbench.pretrain.sources import parse_data
     from aimbench.pretrain.trainer import summary, train
 
-    config = PretrainConfig.matching_card(preset, Registry.load(), steps=steps, batch_size=batch_size, lr=lr, dtype=dtype,
-                                          image_size=image_size, save_every=save_every, seed=seed)  # fmt: skip
+    config = PretrainConfig.matching_card(preset, Registry.load(), steps=steps or 0, batch_size=batch_size, lr=lr, lr_scaling=lr_scaling,
+                                          dtype=dtype, image_size=image_size, save_every=save_every, seed=seed)  # fmt: skip
+    warning = config.lr_warning()
+    if warning:
+        typer.echo(warning, err=True)
     sources = parse_data(data)
     if cluster is Cluster.slurm:
         from aimbench.launch.pretrain_job import PretrainJob, submit_pretrain
@@ -104,9 +110,9 @@ def pretrain(
     chosen = rank_device(device, world)
     console = make_console()
     if world.is_main:
-        console.print(f"{preset}: {steps} steps of {batch_size} images at {config.image_size} px, peak lr {config.effective_lr:.3g}, "
+        console.print(f"{preset}: {config.steps} steps of {batch_size} images at {config.image_size} px, peak lr {config.effective_lr:.3g}, "
                       f"{world.size} rank(s) ({plan.strategy}{', activation checkpointing' if plan.activation_checkpointing else ''}) on {chosen} -> {out}")  # fmt: skip
-    with watch(console, steps, enabled=world.is_main) as show:
+    with watch(console, config.steps, enabled=world.is_main) as show:
         history = train(config, sources, out, chosen, world, resume=resume, workers=workers, use_compile=compile, on_step=show,
                         plan=plan).history  # fmt: skip
     if world.is_main:

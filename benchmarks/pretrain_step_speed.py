@@ -28,7 +28,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from aimbench.models.aim import LN_EPS, PRESETS, prefix_causal_mask
+from aimbench.models.aim import PRESETS, prefix_causal_mask
 from aimbench.pretrain.head import PixelHead
 from aimbench.pretrain.objective import (
     build_model,
@@ -52,9 +52,9 @@ class TimmReference(nn.Module):
         self.trunk = VisionTransformer(
             img_size=config.image_size, patch_size=trunk.patch_size, embed_dim=trunk.width, depth=trunk.depth, num_heads=trunk.heads,
             mlp_ratio=trunk.mlp_ratio, qkv_bias=False, proj_bias=False, class_token=False, global_pool="", num_classes=0,
-            norm_layer=partial(nn.LayerNorm, eps=LN_EPS),
+            norm_layer=partial(nn.LayerNorm, eps=config.ln_eps),
         )  # fmt: skip
-        self.head = PixelHead(trunk.width, self.patch * self.patch * trunk.in_chans, config.head)
+        self.head = PixelHead(trunk.width, self.patch * self.patch * trunk.in_chans, config.head, config.ln_eps)
 
     def forward(self, images: torch.Tensor, prefix_lengths: torch.Tensor) -> torch.Tensor:
         grid = (images.shape[-2] // self.patch, images.shape[-1] // self.patch)

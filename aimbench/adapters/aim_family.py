@@ -2,6 +2,8 @@
 
 ``arch`` names a preset. Weights are ``random`` (PyTorch's default init under a fixed seed), a
 local file, or ``hf:apple/AIM/<file>``; files must be in Apple's key layout and load strictly.
+The LayerNorm eps is the released models' 1e-6 unless the file says otherwise: a trunk exported by
+``aimbench pretrain`` records the eps it was trained with (l3m's 1e-5) in its metadata.
 Models are built on the meta device and receive the file's tensors directly, cast one by one to
 the requested precision (``.pth`` files are memory-mapped), so even a 7B is held in memory once.
 """
@@ -13,11 +15,11 @@ from collections.abc import Sequence
 import torch
 
 from aimbench.adapters.base import Backbone, LayerTokens, WeightsInfo
-from aimbench.adapters.weights import load_strict, load_weights, state_dict_sha256
+from aimbench.adapters.weights import file_metadata, load_strict, load_weights, state_dict_sha256
 from aimbench.cards.backbone_card import BackboneSpec
 from aimbench.dtypes import torch_dtype
 from aimbench.errors import CardError
-from aimbench.models.aim import AIM, PRESETS, build_aim
+from aimbench.models.aim import AIM, LN_EPS, LN_EPS_METADATA, PRESETS, build_aim
 
 RANDOM_INIT_SEED = 0
 
@@ -47,7 +49,8 @@ def _build(spec: BackboneSpec, override: str | None, dtype: torch.dtype) -> tupl
     state, info, path = load_weights(spec, override)
     for key in list(state):  # cast one tensor at a time: never a second full copy in memory
         state[key] = state[key].to(dtype)
-    model = build_aim(spec.arch, device="meta", dtype=dtype)
+    ln_eps = float(file_metadata(path).get(LN_EPS_METADATA, LN_EPS))
+    model = build_aim(spec.arch, device="meta", dtype=dtype, ln_eps=ln_eps)
     load_strict(model, state, str(path), assign=True)
     return model, info
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from aimbench.adapters.base import WeightsInfo
@@ -75,6 +75,14 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"weights file '{path}' does not hold a state dict of tensors")
     return state
+
+
+def file_metadata(path: Path) -> dict[str, str]:
+    """The string metadata of a safetensors file (what an exported trunk says about itself); none for other formats."""
+    if path.suffix != ".safetensors":
+        return {}
+    with safe_open(str(path), "pt") as handle:
+        return dict(handle.metadata() or {})
 
 
 def load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str, assign: bool = False) -> None:

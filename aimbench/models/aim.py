@@ -4,7 +4,8 @@ The module tree is ``preprocessor.patchifier.{proj,norm}`` and ``trunk.blocks.N.
 attn.qkv, attn.proj, norm_2, mlp.fc1, mlp.fc2}`` plus ``trunk.post_trunk_norm``, so an official
 backbone file loads with ``strict=True`` and no renaming, and a trunk we pre-train exports a file
 any AIM tool reads. Architecture facts: Conv2d patch embedding with bias followed by a LayerNorm;
-LayerNorm eps 1e-6 everywhere; pre-norm blocks; exact GELU; no bias in qkv/proj/fc1/fc2; no cls
+LayerNorm eps 1e-6 everywhere in the released models (``AimConfig.ln_eps``: Apple's l3m pre-trains
+with 1e-5, so a trunk aimbench pre-trains records its eps in the exported file); pre-norm blocks; exact GELU; no bias in qkv/proj/fc1/fc2; no cls
 token; a fixed 2-D sin-cos position embedding computed from the input grid (not a parameter, not
 in the checkpoint), added after the patch norm. Pre-training uses a prefix-causal mask; probing
 runs fully bidirectional and reads raw block outputs (no post-trunk norm).
@@ -13,14 +14,15 @@ runs fully bidirectional and reads raw block outputs (no post-trunk norm).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-LN_EPS = 1e-6
+LN_EPS = 1e-6  # ml-aim's LayerNorm, the released checkpoints' model
+LN_EPS_METADATA = "ln_eps"  # the key under which an exported trunk records the eps it was trained with
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class AimConfig:
     patch_size: int = 14
     mlp_ratio: int = 4
     in_chans: int = 3
+    ln_eps: float = LN_EPS
 
     @property
     def mlp_hidden(self) -> int:
@@ -88,7 +91,7 @@ class PatchEmbed(nn.Module):
         super().__init__()
         self.patch_size = config.patch_size
         self.proj = nn.Conv2d(config.in_chans, config.width, config.patch_size, stride=config.patch_size, bias=True)
-        self.norm = nn.LayerNorm(config.width, eps=LN_EPS)
+        self.norm = nn.LayerNorm(config.width, eps=config.ln_eps)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.norm(self.proj(images).flatten(2).transpose(1, 2))
@@ -123,11 +126,13 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, config: AimConfig) -> None:
+    """Linear, exact GELU, linear, no biases: the trunk's MLP and the pre-training head's."""
+
+    def __init__(self, width: int, hidden: int) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(config.width, config.mlp_hidden, bias=False)
+        self.fc1 = nn.Linear(width, hidden, bias=False)
         self.act = nn.GELU()
-        self.fc2 = nn.Linear(config.mlp_hidden, config.width, bias=False)
+        self.fc2 = nn.Linear(hidden, width, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
@@ -136,10 +141,10 @@ class MLP(nn.Module):
 class Block(nn.Module):
     def __init__(self, config: AimConfig) -> None:
         super().__init__()
-        self.norm_1 = nn.LayerNorm(config.width, eps=LN_EPS)
+        self.norm_1 = nn.LayerNorm(config.width, eps=config.ln_eps)
         self.attn = Attention(config)
-        self.norm_2 = nn.LayerNorm(config.width, eps=LN_EPS)
-        self.mlp = MLP(config)
+        self.norm_2 = nn.LayerNorm(config.width, eps=config.ln_eps)
+        self.mlp = MLP(config.width, config.mlp_hidden)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.attn(self.norm_1(x), mask)
@@ -150,7 +155,7 @@ class Trunk(nn.Module):
     def __init__(self, config: AimConfig) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
-        self.post_trunk_norm = nn.LayerNorm(config.width, eps=LN_EPS)
+        self.post_trunk_norm = nn.LayerNorm(config.width, eps=config.ln_eps)
 
 
 class AIM(nn.Module):
@@ -187,8 +192,9 @@ class AIM(nn.Module):
         return self.trunk.post_trunk_norm(last)
 
 
-def build_aim(name: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> AIM:
-    """Build a preset; on the ``meta`` device no memory is allocated, so a 7B costs nothing until
-    its weights are assigned with ``load_state_dict(..., assign=True)``."""
+def build_aim(name: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, ln_eps: float = LN_EPS) -> AIM:
+    """Build a preset (with the LayerNorm eps its weights were trained with); on the ``meta`` device
+    no memory is allocated, so a 7B costs nothing until its weights are assigned with
+    ``load_state_dict(..., assign=True)``."""
     with torch.device(device):
-        return AIM(PRESETS[name]).to(dtype)
+        return AIM(replace(PRESETS[name], ln_eps=ln_eps)).to(dtype)

@@ -5,7 +5,9 @@ and scheduler state, the step (which is also the data position: batches and pref
 pure functions of seed and step) and the RNG state. It is written atomically, so an interrupted
 save leaves the previous checkpoint intact, and read with ``torch.load(weights_only=True)``: no
 pickled code runs. The trunk is exported as safetensors in Apple's AIM key layout, which
-``aimbench eval --backbone <preset> --weights RUN_DIR`` (or the file) loads strictly.
+``aimbench eval --backbone <preset> --weights RUN_DIR`` (or the file) loads strictly; its metadata
+names the LayerNorm eps it was trained with (l3m's 1e-5, not the released models' 1e-6), and
+evaluation builds the trunk with that eps.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ each rank reads only its own blocks of the stream; its other sources give rank `
 interleave, so the number of earlier slots a source took (its draw number ``d``) is a closed form
 of ``t``, never a counter carried between steps, workers or restarts. Draw ``d`` of a source with
 ``n`` images is position ``d mod n`` of epoch ``d // n``, through a keyed pseudo-random bijection
-of ``range(n)`` (O(1) memory at any ``n``). Augmentation draws from a generator seeded by ``t``.
+of ``range(n)`` (O(1) memory at any ``n``). Augmentation (``aimbench.pretrain.augment``) draws from a
+generator seeded by ``t``.
 
 An image that does not decode is replaced by the next position of the same permutation and counted;
 only a source with ``MAX_TRIES`` unreadable images in a row is an error.
@@ -21,72 +22,20 @@ only a source with ``MAX_TRIES`` unreadable images in a row is an error.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as TF
 
 from aimbench.errors import UserError
+from aimbench.pretrain.augment import COLOR_JITTER_P, train_transform
 from aimbench.pretrain.keyed_order import mix, permute
 from aimbench.pretrain.sources import HOW, MAX_TRIES, READERS, DataSource, ImageSource, decode
 from aimbench.pretrain.streaming import StreamedImages
 
 SHARE_SCALE = 1 << 32  # weights become integers so the slot interleave is exact integer arithmetic
 ORDER, AUGMENT = 0, 1  # hash domains: per-epoch permutations, per-slot augmentation
-
-
-def _uniform(low: float, high: float, generator: torch.Generator) -> float:
-    return low + (high - low) * torch.rand((), generator=generator, dtype=torch.float64).item()
-
-
-def _crop_box(height: int, width: int, generator: torch.Generator) -> tuple[int, int, int, int]:
-    """torchvision's ``RandomResizedCrop.get_params`` (scale 0.4-1, ratio 3/4-4/3) drawing from ``generator`` only."""
-    low_ratio, high_ratio = 3 / 4, 4 / 3
-    for _ in range(10):
-        area = height * width * _uniform(0.4, 1.0, generator)
-        aspect = math.exp(_uniform(math.log(low_ratio), math.log(high_ratio), generator))
-        w, h = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
-        if 0 < w <= width and 0 < h <= height:
-            top = int(torch.randint(0, height - h + 1, (), generator=generator))
-            left = int(torch.randint(0, width - w + 1, (), generator=generator))
-            return top, left, h, w
-    w, h = width, height  # fallback: the centre crop closest to the ratio range
-    if width / height < low_ratio:
-        h = round(width / low_ratio)
-    elif width / height > high_ratio:
-        w = round(height * high_ratio)
-    return (height - h) // 2, (width - w) // 2, h, w
-
-
-@dataclass(frozen=True)
-class _TrainTransform:
-    """A class rather than a closure so the dataset pickles into spawned loader workers."""
-
-    image_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def __call__(self, image: Image.Image, generator: torch.Generator) -> torch.Tensor:
-        image = image if image.mode == "RGB" else image.convert("RGB")
-        top, left, h, w = _crop_box(image.height, image.width, generator)
-        image = TF.resized_crop(image, top, left, h, w, [self.image_size, self.image_size], InterpolationMode.BICUBIC)
-        if torch.rand((), generator=generator) < 0.5:
-            image = TF.hflip(image)
-        return TF.normalize(TF.to_tensor(image), list(self.mean), list(self.std))
-
-
-def train_transform(image_size: int, mean: Sequence[float], std: Sequence[float]) -> Callable[[Image.Image, torch.Generator], torch.Tensor]:
-    """AIM's augmentation: RandomResizedCrop (scale 0.4-1, bicubic) and a horizontal flip, then normalisation.
-
-    All randomness comes from the generator passed with each image, never the global RNG, so an
-    image's view depends on its slot alone: in any worker, in any order, after any restart.
-    """
-    return _TrainTransform(image_size, tuple(mean), tuple(std))
 
 
 class PretrainBatches(Dataset):
@@ -98,14 +47,14 @@ class PretrainBatches(Dataset):
 
     def __init__(self, sources: list[DataSource], image_size: int, batch_size: int, seed: int,
                  mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225),
-                 rank: int = 0, world_size: int = 1) -> None:  # fmt: skip
+                 rank: int = 0, world_size: int = 1, color_jitter: float = COLOR_JITTER_P) -> None:  # fmt: skip
         if not sources:
             raise UserError(f"no --data source; {HOW}")
         if image_size < 1 or batch_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"bad batch geometry: image_size={image_size} batch_size={batch_size} rank={rank} world_size={world_size}")
         self.sources, self.image_size, self.batch_size, self.seed = list(sources), image_size, batch_size, seed
         self.rank, self.world_size = rank, world_size
-        self.transform = train_transform(image_size, mean, std)
+        self.transform = train_transform(image_size, mean, std, color_jitter)
         self.per_rank = any(source.kind == "stream" for source in self.sources)  # see "Determinism"
         self.shares = [max(1, round(source.weight * SHARE_SCALE)) for source in self.sources]
         self.remaining = [sum(self.shares[k:]) for k in range(len(self.shares))]

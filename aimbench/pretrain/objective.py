@@ -11,6 +11,8 @@ S ... K-1, never a prefix patch (the prefix is seen bidirectionally, predicting 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
@@ -64,7 +66,7 @@ class AimPretrainModel(nn.Module):
         super().__init__()
         self.trunk = trunk
         patch = trunk.config.patch_size
-        self.head = PixelHead(trunk.config.width, patch * patch * trunk.config.in_chans, head_config)
+        self.head = PixelHead(trunk.config.width, patch * patch * trunk.config.in_chans, head_config, trunk.config.ln_eps)
 
     def forward(self, images: torch.Tensor, prefix_lengths: torch.Tensor) -> torch.Tensor:
         patch = self.trunk.config.patch_size
@@ -77,21 +79,24 @@ class AimPretrainModel(nn.Module):
 
 
 def init_weights(model: nn.Module) -> None:
-    """Xavier-uniform linear and patch-embedding weights (l3m's AIM v1 init), unit norms, zero biases."""
+    """l3m's AIM v1 init: Xavier-uniform linear and patch-embedding weights, zero linear biases, unit norms.
+
+    The patch embedding's bias keeps PyTorch's default (uniform) init, as in l3m, whose
+    ``ViTPreprocessor`` re-initialises only the convolution's weight."""
     for module in model.modules():
         if isinstance(module, nn.Linear):
             nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Conv2d):  # as a linear map of the flattened patch (MAE, l3m)
             nn.init.xavier_uniform_(module.weight.view(module.weight.shape[0], -1))
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
-        if isinstance(module, (nn.Linear, nn.Conv2d)) and module.bias is not None:
-            nn.init.zeros_(module.bias)
 
 
 def build_model(config: PretrainConfig) -> AimPretrainModel:
     torch.manual_seed(config.seed)  # every rank builds identical weights
-    model = AimPretrainModel(AIM(PRESETS[config.preset]), config.head)
+    model = AimPretrainModel(AIM(replace(PRESETS[config.preset], ln_eps=config.ln_eps)), config.head)
     init_weights(model)
     return model

@@ -22,7 +22,7 @@ import torch
 
 from aimbench.atomic import atomic_write
 from aimbench.errors import UserError
-from aimbench.models.aim import PRESETS
+from aimbench.models.aim import LN_EPS_METADATA, PRESETS
 from aimbench.pretrain.checkpoint import RunFiles, export_trunk, load_checkpoint, save_checkpoint
 from aimbench.pretrain.data import PretrainBatches, batch_loader
 from aimbench.pretrain.distributed import World, all_finite, barrier, from_rank_zero, init_process_group
@@ -166,7 +166,8 @@ def train(
     if use_compile:
         wrapped = torch.compile(wrapped)
     per_rank = config.batch_size // world.size
-    data = PretrainBatches(sources, config.image_size, per_rank, config.seed, config.mean, config.std, world.rank, world.size)
+    data = PretrainBatches(sources, config.image_size, per_rank, config.seed, config.mean, config.std, world.rank, world.size,
+                           config.color_jitter)  # fmt: skip
     end = config.steps if until is None else min(until, config.steps)
     loader = batch_loader(data, start, max(end - start, 0), workers)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext()
@@ -208,7 +209,8 @@ def train(
     if end == config.steps:
         final_state = saved_state if saved_state is not None and last_saved == end else full_state(model, optimizer)[0]
         if world.is_main:
-            export_trunk(final_state, files.trunk, {"preset": config.preset, "steps": str(config.steps), "config": json.dumps(identity)})
+            export_trunk(final_state, files.trunk, {"preset": config.preset, "steps": str(config.steps), "config": json.dumps(identity),
+                                                    LN_EPS_METADATA: repr(config.ln_eps)})  # fmt: skip
             plot_loss(files.metrics, files.loss_curve)
     barrier(world)
     return TrainOutcome(history, model)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from conftest import micro_card_header, run_cli, write_card
 from aimbench.adapters import load_backbone
 from aimbench.cards.registry import Registry
 from aimbench.errors import CardError, UserError
-from aimbench.models.aim import PRESETS, build_aim
+from aimbench.models.aim import AIM, LN_EPS_METADATA, PRESETS, build_aim
 
 VARIANT = """
 [variants.{name}]
@@ -177,3 +178,31 @@ def test_bf16_materialises_file_weights_in_bf16_close_to_fp32(tmp_path: Path) ->
     b = half.forward_layers(images, [2])[0].patches.float()
     assert b.dtype == torch.float32 and torch.allclose(a, b, rtol=0.1, atol=0.1)
     assert not torch.equal(a, b)
+
+
+def layer_norm_eps(model: torch.nn.Module) -> set[float]:
+    return {m.eps for m in model.modules() if isinstance(m, torch.nn.LayerNorm)}
+
+
+def test_a_trunk_we_pretrained_is_built_with_the_layer_norm_eps_it_was_trained_with(tmp_path: Path) -> None:
+    from aimbench.pretrain.checkpoint import export_trunk
+
+    torch.manual_seed(4)
+    trained = AIM(replace(PRESETS["aim-micro"], ln_eps=1e-5)).eval()  # l3m's pre-training eps
+    for parameter in trained.parameters():  # norms away from (1, 0), so the eps is not the only thing that differs
+        parameter.data.add_(0.1 * torch.randn_like(parameter))
+    export_trunk({f"trunk.{k}": v for k, v in trained.state_dict().items()}, tmp_path / "trunk.safetensors",
+                 {"preset": "aim-micro", LN_EPS_METADATA: "1e-05"})  # what 'aimbench pretrain' writes  # fmt: skip
+    backbone = load_backbone("aim-micro-x", registry=aim_card(tmp_path / "cards", str(tmp_path / "trunk.safetensors")))
+    assert layer_norm_eps(trained) == layer_norm_eps(backbone.model) == {1e-5}
+    images = torch.randn(2, 3, 16, 16) * 1e-3  # faint images: a patch's variance near the eps, where 1e-5 and 1e-6 disagree
+    with torch.no_grad():
+        expected = trained.forward_layers(images, [0, 2])
+        released_eps = build_aim("aim-micro")
+        released_eps.load_state_dict(trained.state_dict())
+        other = released_eps.forward_layers(images, [2])[0]
+    got = backbone.forward_layers(images, [0, 2])
+    assert all(torch.equal(a, b.patches) for a, b in zip(expected, got))
+    assert not torch.allclose(other, got[1].patches, atol=1e-4)  # the eps matters: the released 1e-6 would give other features
+    released, _ = apple_layout_file(tmp_path / "official.pth")  # Apple's files carry no eps: the released model's 1e-6
+    assert layer_norm_eps(load_backbone("aim-micro-x", registry=aim_card(tmp_path / "cards2", str(released))).model) == {1e-6}

@@ -16,7 +16,7 @@ import torch
 from conftest import run_cli
 from PIL import Image
 
-from aimbench.adapters.weights import load_state_dict_file
+from aimbench.adapters.weights import file_metadata, load_state_dict_file
 from aimbench.errors import UserError
 from aimbench.pretrain.distributed import World
 from aimbench.pretrain.objective import AimPretrainModel
@@ -65,7 +65,9 @@ def test_twenty_steps_equal_ten_then_resume_then_ten(images: Path, tmp_path: Pat
     assert sum(curve[-5:]) < sum(curve[:5])  # it learns
     assert (tmp_path / "a" / "loss.png").read_bytes()[:4] == b"\x89PNG"
     recorded = json.loads((tmp_path / "a" / "config.json").read_text())
-    assert recorded["effective_lr"] == 3e-3 and recorded["base_lr"] == 1e-3 and recorded["warmup_steps"] == 1
+    assert recorded["effective_lr"] == 3e-3 and recorded["base_lr"] == 1e-3 and recorded["lr_scaling"] == "none"
+    assert (recorded["warmup_start_lr"], recorded["ln_eps"], recorded["color_jitter"]) == (1e-6, 1e-5, 0.8)
+    assert file_metadata(tmp_path / "a" / "trunk.safetensors")["ln_eps"] == "1e-05"  # what eval builds the trunk with
 
 
 def test_a_nan_loss_stops_every_step_after_it_and_keeps_the_last_checkpoint(images: Path, tmp_path: Path, monkeypatch) -> None:
@@ -130,6 +132,14 @@ def test_cli_pretrains_then_eval_reads_the_run_directory(images: Path, tmp_path:
     [record] = [json.loads(p.read_text()) for p in (results / "runs").glob("*.json")]
     assert record["weights_id"] == "file:trunk.safetensors"
     assert record["weights_sha256"] == hashlib.sha256((run / "trunk.safetensors").read_bytes()).hexdigest()
+
+
+def test_the_cli_warns_on_stderr_when_linear_scaling_leaves_almost_no_lr(tmp_path: Path) -> None:
+    proc = run_cli("pretrain", "aim-micro", "--data", str(tmp_path / "absent"), "--batch-size", "32", "--lr-scaling", "linear",
+                   "--out", str(tmp_path / "run"), "--device", "cpu")  # fmt: skip
+    warning = proc.stderr.splitlines()[0]
+    assert warning.startswith("WARNING: --lr-scaling linear gives a peak lr of 7.8e-06") and "--lr" in warning.split("7.8e-06")[1]
+    assert "WARNING" not in proc.stdout
 
 
 def test_torchrun_launches_two_fsdp_ranks_through_the_cli(images: Path, tmp_path: Path) -> None:
