@@ -40,6 +40,13 @@ def test_ls_lists_cards_and_filters() -> None:
     assert "digits" in proc.stdout and "54000/6000/10000" in proc.stdout
 
 
+def test_ls_protocols_lists_the_recipes() -> None:
+    proc = run_cli("ls", "protocols")
+    assert proc.returncode == 0, proc.stderr
+    assert "aim-v1 (default)" in proc.stdout and "aimbench-fast" in proc.stdout
+    assert "attentive, linear, knn" in proc.stdout and "--protocol NAME" in proc.stdout
+
+
 def test_eval_writes_a_complete_record_then_skips_and_overwrites(tmp_path: Path, tiny_cards: Path) -> None:
     results = tmp_path / "results"
     args = ("eval", "-b", "micro-cls", "-t", "digits", "--cards", str(tiny_cards), "--results", str(results), *FAST)
@@ -105,6 +112,7 @@ def test_report_formats_and_latest_wins_across_configurations(tmp_path: Path, ti
         (("eval", "-b", "vit-tiny-cls", "-t", "digits", "--weights", "/no/such.safetensors"), ("does not exist",)),
         (("eval", "-b", "dinov2-vits14", "-t", "digits"), ("not available offline", "--weights PATH")),
         (("eval", "-b", "vit-tiny-cls", "-t", "digits", "--dtype", "fp8"), ("unknown dtype 'fp8'",)),
+        (("eval", "-b", "vit-tiny-cls", "-t", "digits", "--protocol", "aim-v2"), ("unknown protocol 'aim-v2'", "did you mean: aim-v1")),
         (("report",), ("no run records", "aimbench eval")),
     ],
 )
@@ -221,6 +229,8 @@ def test_wheel_ships_the_cards(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "aimbench", "ls", "tasks"], cwd=outside, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "digits" in proc.stdout and "fashion-mnist" in proc.stdout
+    protocols = subprocess.run([sys.executable, "-m", "aimbench", "ls", "protocols"], cwd=outside, env=env, capture_output=True, text=True)
+    assert protocols.returncode == 0 and "aim-v1 (default)" in protocols.stdout, protocols.stderr
 
 
 def test_eval_attentive_linear_and_knn_on_every_layer_set(tmp_path: Path, tiny_cards: Path) -> None:
@@ -242,7 +252,7 @@ def test_eval_attentive_linear_and_knn_on_every_layer_set(tmp_path: Path, tiny_c
         assert record["metric"] == "top1" and 0 <= record["best_test_score"] <= 1
     assert set(by_probe["knn"]["layers"][0]["hparams"]) == {"k"}
     assert by_probe["attentive"]["probe_config"]["passes"] == 1
-    assert by_probe["attentive"]["probe_config"]["augmentation"] == "rrc_flip"  # the task card's, resolved in the record
+    assert by_probe["attentive"]["probe_config"]["augmentation"] == "strong"  # aim-v1's, resolved in the record
     # linear and kNN read the same cached features: one extraction for both
     caches = [by_probe[p]["probe_config"]["feature_cache"] for p in ("linear", "knn")]
     assert sorted(c["extracted_blocks"] for c in caches) == [0, 9] and sorted(c["cached_blocks"] for c in caches) == [0, 9]

@@ -1,9 +1,10 @@
 """Cells: the unit of evaluation (backbone x task x probe x seed) and its identity.
 
 A cell's identity is everything that defines its number: the content of the backbone and task
-cards (not their paths), the weights, the layer selection, the image limit, the probe config
-and the seed. Its hash names the record file, so finished cells are found and skipped without
-running anything, and a changed card or option never reuses a stale result.
+cards (not their paths), the weights, the layer selection, the image limit, the protocol and the
+probe config resolved from it, and the seed. Its hash names the record file, so finished cells
+are found and skipped without running anything, and a changed card or option never reuses a
+stale result.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,9 @@ from aimbench.cards.task_card import TaskSpec
 from aimbench.dtypes import DTYPES
 from aimbench.errors import UserError
 from aimbench.hashing import file_sha256
-from aimbench.probes.config import PROBE_KINDS, ProbeConfig, default_config
+from aimbench.probes.config import PROBE_KINDS, ProbeConfig
 from aimbench.probes.layer_sets import parse_layer_sets
+from aimbench.probes.protocol import DEFAULT_PROTOCOL, default_config, resolve_config
 
 OFFICIAL = "official"  # released heads, one cell per head ("official:<head>")
 
@@ -46,10 +48,12 @@ class Cell:
     weights: str | None = None  # overrides the card's weights source
     probe_config: ProbeConfig | None = None  # None for released heads (nothing is trained)
     dtype: str = "fp32"  # the backbone's precision: it changes the numbers, so it is identity
+    protocol: str = DEFAULT_PROTOCOL  # the protocol card probe_config was resolved from
 
     def __post_init__(self) -> None:
+        # without a config: the shipped protocol card's values (plan_cells also applies the task card's overrides)
         if self.probe_config is None and self.probe in PROBE_KINDS and self.probe != OFFICIAL:
-            object.__setattr__(self, "probe_config", default_config(self.probe))
+            object.__setattr__(self, "probe_config", default_config(self.probe, self.protocol))
 
     @property
     def key(self) -> str:
@@ -63,6 +67,7 @@ class Cell:
             "backbone": _card_content(registry.backbone(self.backbone)),
             "task": _card_content(registry.task(self.task)),
             "probe": self.probe,
+            "protocol": self.protocol,
             "probe_config": None if self.probe_config is None else self.probe_config.as_dict(),
             "seed": self.seed,
             "layers": self.layers,
@@ -99,13 +104,16 @@ def plan_cells(
     layers: str = "all",
     limit: int | None = None,
     weights: str | None = None,
-    probe_configs: dict[str, ProbeConfig] | None = None,
+    overrides: Mapping[str, object] | None = None,
     dtype: str = "fp32",
+    protocol: str = DEFAULT_PROTOCOL,
 ) -> list[Cell]:
     """Expand the matrix (backbone x task x probe kind x seed), validating every name and option
-    before anything runs. ``probe_configs`` overrides the default config of a kind."""
+    before anything runs. Each trained cell's config is ``protocol`` resolved for its task, with
+    explicit ``overrides`` (protocol field -> value, e.g. ``{"epochs": 5}``) applied last."""
     if dtype not in DTYPES:
         raise UserError(f"unknown dtype '{dtype}'; one of {', '.join(DTYPES)}")
+    recipe = registry.protocol(protocol)
     kinds = parse_probes(probe)
     if OFFICIAL in kinds:
         if len(kinds) > 1:
@@ -114,9 +122,9 @@ def plan_cells(
     specs, task_specs = _resolve(registry, backbones, tasks, weights, limit)
     for spec in specs:
         parse_layer_sets(layers, spec.depth, spec.windows)  # fail now, not after loading data
-    configs = probe_configs or {}
+    configs = {(task.name, kind): resolve_config(recipe, kind, task, overrides) for task in task_specs for kind in kinds}
     return [
-        Cell(spec.name, task.name, kind, seed, layers, limit, weights, configs.get(kind), dtype)
+        Cell(spec.name, task.name, kind, seed, layers, limit, weights, configs[task.name, kind], dtype, protocol)
         for spec in specs
         for task in task_specs
         for kind in kinds

@@ -34,7 +34,7 @@ from aimbench.probes.config import AttentiveProbeConfig, grid_points
 from aimbench.probes.layer_sets import LayerSet, blocks_needed
 from aimbench.probes.metrics import score_predictions, secondary_scores
 from aimbench.probes.results import HeadScore, LayerResult, ProbeResult, select_per_set, summarise
-from aimbench.probes.schedule import epoch_batches, grid_optimizer, warmup_cosine_schedule
+from aimbench.probes.schedule import clip_per_head, epoch_batches, grid_optimizer, warmup_cosine_schedule
 from aimbench.probes.views import AugmentedViews, train_transform
 
 
@@ -93,7 +93,7 @@ class AttentiveTrainer:
             for lr, wd in self.points
         ]
         self.norms = SetNorms(len(self.sets), dim).to(device)
-        self.optimizer = grid_optimizer(config, [(grid.decay_parameters(), [grid.bias]) for grid in self.grids])
+        self.optimizer = grid_optimizer(config, [grid.by_name() for grid in self.grids])
         self.epoch, self.step = 0, 0  # the data position: next epoch, next batch within it
 
     def head_logits(self, normed: torch.Tensor) -> torch.Tensor:
@@ -119,6 +119,9 @@ class AttentiveTrainer:
             logits = self.head_logits(normed[:, start : start + self.config.micro_batch])  # (G, L, m, C)
             targets = labels[start : start + self.config.micro_batch].repeat(logits.shape[0] * logits.shape[1])
             (F.cross_entropy(logits.reshape(-1, classes), targets, reduction="sum") / batch).backward()
+        if self.config.grad_clip is not None:  # per head: a grid point's tensors stack its layer sets' heads
+            for grid in self.grids:
+                clip_per_head([t for tensors in grid.by_name().values() for t in tensors], self.config.grad_clip)
         self.optimizer.step()
 
     def state(self, scheduler: torch.optim.lr_scheduler.LambdaLR) -> dict:
@@ -188,7 +191,7 @@ def fit(
     if saved is not None:
         trainer.restore(saved, scheduler)
     if cached is None:
-        transform = train_transform(backbone.preprocess, config.augmentation or "rrc_flip", config.min_crop_scale)
+        transform = train_transform(backbone.preprocess, config.augmentation, config.min_crop_scale)
         views = AugmentedViews(train, transform, seed)
     done = trainer.epoch * batches_per_epoch + trainer.step
     trainer.norms.train()

@@ -45,6 +45,7 @@ RECORD_COLUMNS: dict[str, str] = {
     "backbone": "VARCHAR",
     "task": "VARCHAR",
     "probe": "VARCHAR",  # linear | attentive | knn | official:last | official:best
+    "protocol": "VARCHAR",  # the protocol card the probe recipe came from (null for released heads and older records)
     "seed": "INTEGER",
     # what was measured on
     "weights_id": "VARCHAR",
@@ -79,7 +80,7 @@ RECORD_COLUMNS: dict[str, str] = {
     "layers": f"{_LAYER}[]",  # per layer set, the head selected on val
     "heads": "JSON",  # every trained head with its val score (never a test score)
     # how
-    "probe_config": "JSON",  # grid, epochs, effective batch, scaled learning rates, optimizer, schedule, ...
+    "probe_config": "JSON",  # resolved recipe (grid, epochs, batch, ...) + "protocol": each field's value, source, origin
     "backbone_info": "JSON",  # family, adapter, arch, depth, dim, card, licence, preprocess, features
     "task_info": "JSON",  # num_classes, metric, card
     "environment": "JSON",  # aimbench version, git sha, torch, python, device
