@@ -156,7 +156,7 @@ class AttentiveProbeConfig:
                 "online: augmented views, backbone (in the cell's dtype) under inference mode each step"
                 if self.data_mode == "online"
                 else "cached: eval-crop patch-token maps in fp16, extracted once and reused by every epoch"
-            ) + "; heads in bf16 autocast on GPU",
+            ) + "; heads trained in bf16 autocast on GPU, val and test scored in fp32",
             "selection": "per layer set: best val score over lr x wd; test scored for selected heads only",
         }
 

@@ -14,6 +14,7 @@ from conftest import count_forwards
 from aimbench.adapters.base import Backbone
 from aimbench.data import TaskSplits
 from aimbench.data.images import LabelledImages
+from aimbench.probes import attentive_training
 from aimbench.probes.attentive_training import (
     AttentiveTrainer,
     CachedTokens,
@@ -126,6 +127,23 @@ def test_cached_mode_trains_and_scores_from_token_maps_without_the_backbone(micr
     # a window's tokens are the mean of its blocks' cached maps
     window = maps[0].set_tokens([0, 5], [sets[-1]], torch.device("cpu"))[0]
     torch.testing.assert_close(window, (maps[0].blocks[1][[0, 5]].float() + maps[0].blocks[2][[0, 5]].float()) / 2)
+
+
+def test_val_and_test_are_scored_in_the_same_precision(micro_cls: Backbone, digits_48: TaskSplits, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Heads may train in bf16 autocast (forced here on CPU, as on a GPU), but val (every head of
+    the grid) and test (the exported heads) are both scored in fp32: the same logits to rounding."""
+    monkeypatch.setattr(attentive_training, "TRAIN_AUTOCAST", ("cpu",))
+    sets = parse_layer_sets("all,avg:1-2", micro_cls.depth)
+    trainer = AttentiveTrainer(micro_cls, sets, 10, CONFIG, seed=0)
+    fit(trainer, digits_48.train)
+    tokens = next(eval_tokens(micro_cls, digits_48.val, sets, 48, 0))
+    val_logits = trainer.logits(tokens)  # what selection reads
+    assert val_logits.dtype == torch.float32
+    for g, grid in enumerate(trainer.grids):
+        for index in range(len(sets)):
+            with torch.no_grad():
+                test_logits = grid.head(index, trainer.norms.norms[index])(tokens[index])  # what the test score reads
+            torch.testing.assert_close(val_logits[g, index], test_logits, rtol=1e-4, atol=1e-5)
 
 
 def test_grad_clip_and_no_weight_decay_take_effect(micro_cls: Backbone, digits_48: TaskSplits) -> None:

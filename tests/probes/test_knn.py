@@ -160,3 +160,11 @@ def test_probe_selects_on_val_and_scores_test_for_selected_heads_only() -> None:
     assert corrupted.heads == result.heads
     assert [(r.token, r.hparams) for r in corrupted.layers] == [(r.token, r.hparams) for r in result.layers]
     assert corrupted.best.test_score < result.best.test_score
+
+
+def test_val_and_test_are_scored_in_the_same_precision() -> None:
+    """The same images as val and as test (one in fp16, as a cache stores it) give every selected head the same score."""
+    train, val, _ = _pooled(4)
+    half = PooledFeatures(val.features.half(), val.labels)
+    result = knn_probes(train, half, val, SOURCES, 5, default_config("knn"))
+    assert [r.val_score for r in result.layers] == [r.test_score for r in result.layers]

@@ -394,7 +394,7 @@ def test_online_linear_probe_trains_on_views_resumes_and_ignores_test_labels(mic
     assert corrupted.heads == whole.heads and _selection(corrupted) == _selection(whole)
 
 
-# --- the recipe's clipping and decay exclusions -----------------------------------------------
+# --- the recipe's clipping and decay exclusions; val and test in one precision ------------------
 
 
 def _final_heads(config: Any, path: Path) -> list[torch.Tensor]:
@@ -417,3 +417,13 @@ def test_parameters_named_in_no_weight_decay_are_never_decayed() -> None:
     result = train_linear_probes(train, val, test, SOURCES, N_CLASSES, config, seed=0)
     scores = {wd: [h.val_score for h in result.heads if h.hparams["weight_decay"] == wd] for wd in config.weight_decays}
     assert scores[0.0] == scores[10.0]  # nothing decays, so wd 10 trains exactly as wd 0 (see test_weight_decay_changes_the_heads)
+
+
+def test_val_and_test_are_scored_in_the_same_precision() -> None:
+    """The same images as val and as test give every selected head the same score: all heads
+    predict val at once, the selected head alone predicts test, in the same arithmetic."""
+    sources = [src(0, PATCH_MEAN), src(0, CLS), src(1, PATCH_MEAN), src(1, CLS)]
+    train, val, _ = _three_splits({0: 0.4, 1: 0.4, 2: 0.4, 3: 0.4}, n_sources=4, seed=5)
+    result = train_linear_probes(train, val, val, sources, N_CLASSES, FAST, seed=0)
+    assert {r.token for r in result.layers} <= {PATCH_MEAN, CLS, CONCAT}
+    assert [r.val_score for r in result.layers] == [r.test_score for r in result.layers]
