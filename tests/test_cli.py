@@ -296,3 +296,32 @@ def test_online_linear_probe_through_the_cli(tmp_path: Path, tiny_cards: Path) -
     config = json.loads(path.read_text())["probe_config"]
     assert (config["data_mode"], config["augmentation"]) == ("online", "rrc_flip")
     assert config["features"].startswith("online: pooled block outputs of augmented views")
+
+
+def test_protocol_task_overrides_and_options_resolve_into_the_record_and_report(tmp_path: Path, tiny_cards: Path) -> None:
+    """--protocol picks the card, the task card overrides it, --epochs overrides both; the record
+    keeps each value with its source, and 'report cell' shows them."""
+    results = tmp_path / "results"
+    digits = (REPO / "tasks" / "digits.toml").read_text() + "\n[protocol.linear]\nweight_decays = [0.001]\n"
+    write_card(tiny_cards, "tasks", "digits", digits)
+    args = ("eval", "-b", "micro-cls", "-t", "digits", "--probe", "linear", "--layers", "last", "--cards", str(tiny_cards),
+            "--results", str(results), "--limit", "60", "--epochs", "2")  # fmt: skip
+    assert run_cli(*args, "--protocol", "aimbench-fast").returncode == 0
+    [path] = records(results)
+    record = json.loads(path.read_text())
+    assert record["protocol"] == "aimbench-fast"
+    fields = record["probe_config"]["protocol"]["fields"]
+    assert fields["epochs"]["value"] == 2 and fields["epochs"]["from"] == "cli"
+    assert fields["weight_decays"] == {"value": [0.001], "source": "task card digits: weight_decays", "from": "task"}
+    assert fields["learning_rates"]["value"] == [0.01, 0.03, 0.1] and fields["learning_rates"]["from"] == "protocol"
+    assert record["probe_config"]["protocol"]["overridden"] == ["epochs", "val_fraction", "weight_decays"]
+    assert [h["hparams"]["weight_decay"] for h in record["heads"]] == [0.001] * len(record["heads"])
+
+    report = run_cli("report", "cell", "micro-cls|digits|linear|0", "--results", str(results))
+    assert report.returncode == 0, report.stderr
+    assert "aimbench-fast; overridden: epochs (cli), val_fraction (task), weight_decays (task)" in report.stdout
+    assert "protocol aimbench-fast as resolved for this cell" in report.stdout
+    assert "task card digits: weight_decays" in report.stdout
+
+    assert run_cli(*args).returncode == 0  # another protocol is another cell configuration: a new record
+    assert len(records(results)) == 2
