@@ -12,6 +12,7 @@ augmentation.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
@@ -36,9 +37,12 @@ def _checked(kind: str, name: str, value: Any) -> Any:
 
 def check_overrides(overrides: Mapping[str, Any]) -> None:
     """Explicit overrides name fields of some trained probe (each value is checked per probe when resolved)."""
+    known = sorted({field for kind in PROTOCOL_KINDS for field in FIELDS[kind]})
     for name in overrides:
-        if not any(name in FIELDS[kind] for kind in PROTOCOL_KINDS):
-            raise unknown_name("protocol field", name, {f for kind in PROTOCOL_KINDS for f in FIELDS[kind]})
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+            hint = f"did you mean: {', '.join(close)}?" if close else f"fields: {', '.join(known)}"
+            raise UserError(f"unknown protocol field '{name}'; {hint}")
 
 
 def _val_fraction(protocol: ProtocolSpec, task: TaskSpec | None) -> tuple[float | None, Provenance]:

@@ -68,6 +68,8 @@ def test_cached_data_is_never_augmented() -> None:
 def test_bad_overrides_and_missing_probes_are_user_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"unknown protocol field 'epoch'; did you mean: epochs"):
         default_config("linear", epoch=3)
+    with pytest.raises(UserError, match=r"unknown protocol field 'zzz'; fields: augmentation, base_batch_size, "):
+        default_config("linear", zzz=3)
     with pytest.raises(UserError, match=r"override epochs=0 for the linear probe: expected an integer >= 1"):
         default_config("linear", epochs=0)
     aim = (REPO / "protocols" / "aim-v1.toml").read_text()
