@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import duckdb
 import typer
 
+from aimbench.cards.protocol_card import DATA_MODES, DEFAULT_PROTOCOL
 from aimbench.cards.registry import Registry
 from aimbench.cli_jobs import jobs
 from aimbench.cli_options import CardsOption, ResultsOption, make_console
@@ -41,9 +42,8 @@ from aimbench.cli_tasks import tasks_app
 from aimbench.dtypes import DTYPES
 from aimbench.errors import UserError
 from aimbench.launch.cells import plan_cells
-from aimbench.probes.config import AttentiveProbeConfig, LinearProbeConfig, ProbeConfig
 from aimbench.report import layer_table, to_rich
-from aimbench.report.listing import backbone_listing, task_listing
+from aimbench.report.listing import backbone_listing, protocol_listing, task_listing
 from aimbench.store import read_record
 
 if TYPE_CHECKING:
@@ -67,6 +67,7 @@ console = make_console()
 class ListKind(str, Enum):
     backbones = "backbones"
     tasks = "tasks"
+    protocols = "protocols"
 
 
 def _split(values: str) -> list[str]:
@@ -80,7 +81,7 @@ def list_cards(
     data_root: Annotated[Optional[Path], typer.Option(envvar="AIMBENCH_DATA_ROOT", help="Where local dataset copies live (tasks: shows readiness).")] = None,
     cards: CardsOption = None,
 ) -> None:
-    """List known backbone variants or tasks.
+    """List known backbone variants, tasks or protocols (probe recipes).
 
     [bold]Examples[/bold]
 
@@ -89,10 +90,14 @@ def list_cards(
       aimbench ls backbones 'dinov2-*'
 
       aimbench ls tasks --cards ./my-cards
+
+      aimbench ls protocols
     """
     registry = Registry.load(cards or ())
     if kind is ListKind.backbones:
         table = backbone_listing(registry, pattern)
+    elif kind is ListKind.protocols:
+        table = protocol_listing(registry, pattern)
     else:
         from aimbench.data import default_data_root
 
@@ -102,14 +107,14 @@ def list_cards(
 
 def _evaluate(
     backbones: list[str], tasks: list[str], probe: str, seeds: list[int], layers: Optional[str], limit: Optional[int],
-    weights: Optional[str], configs: dict[str, ProbeConfig], options: "RunOptions", overwrite: bool, dtype: str = "fp32",
-    name: Optional[str] = None,
+    weights: Optional[str], overrides: dict[str, object], options: "RunOptions", overwrite: bool, dtype: str = "fp32",
+    protocol: str = DEFAULT_PROTOCOL, name: Optional[str] = None,
 ) -> None:  # fmt: skip
     registry = Registry.load(options.card_dirs)
     from aimbench.data import require_ready  # before any weights are hashed or loaded: missing data fails in a second
 
     require_ready(registry.expand_tasks(tasks), options.data_root)
-    cells = plan_cells(registry, backbones, tasks, probe, seeds, layers, limit, weights, configs, dtype, name)
+    cells = plan_cells(registry, backbones, tasks, probe, seeds, layers, limit, weights, overrides, dtype, protocol, name)
     console.print(f"[bold]{len(cells)} cell(s)[/bold] → {options.results_dir / 'runs'}")
     finished = 0
     try:
@@ -145,10 +150,11 @@ def evaluate(
     data_root: Annotated[Optional[Path], typer.Option(envvar="AIMBENCH_DATA_ROOT", help="Where local dataset copies live.")] = None,
     weights: Annotated[Optional[str], typer.Option(help="Override the card's weights: random | timm | open_clip:TAG | PATH | hf:OWNER/REPO/FILE.")] = None,
     name: Annotated[Optional[str], typer.Option("--name", "--tag", help="What reports call the --weights override (default: the run folder's or file's name).", show_default=False)] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Training epochs of linear and attentive probes (default: 100 each).", show_default=False)] = None,
+    protocol: Annotated[str, typer.Option(help="The probe recipe: a protocol card (aimbench ls protocols); tasks and the options below may override its fields.")] = DEFAULT_PROTOCOL,
+    epochs: Annotated[Optional[int], typer.Option(help="Training epochs of linear and attentive probes (default: the protocol's).", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option(help="Images per backbone forward.")] = 64,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
-    data_mode: Annotated[Optional[str], typer.Option(help="online (augmented views through the backbone each step) | cached (eval-crop features extracted once), for linear and attentive probes; default: cached linear, online attentive; kNN is always cached.", show_default=False)] = None,
+    data_mode: Annotated[Optional[str], typer.Option(help="online (augmented views through the backbone each step) | cached (eval-crop features extracted once), for linear and attentive probes; default: the protocol's; kNN is always cached.", show_default=False)] = None,
     memory_gb: Annotated[Optional[float], typer.Option(help="Device memory for attentive heads, GiB (default: 90% of free GPU memory).", show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", "--rerun", help="Re-run cells whose record already exists.")] = False,
     cards: CardsOption = None,
@@ -180,6 +186,8 @@ def evaluate(
 
       aimbench eval -b aim-600m -t imagenet-1k --probe official --layers last,best --device cuda
 
+      aimbench eval -b dinov2-vits14 -t cifar10 --probe attentive,linear --protocol aimbench-fast
+
       aimbench eval -b aim-7b -t all --probe attentive --cluster slurm --gpus-per-node 1 --time 12:00:00 --dry-run
     """
     try:
@@ -197,8 +205,9 @@ def evaluate(
     options = RunOptions(results, data_root, tuple(cards or ()), device, batch_size, workers, memory_gb=memory_gb)
     if epochs is not None and epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {epochs}")
-    args = {**({} if epochs is None else {"epochs": epochs}), **({} if data_mode is None else {"data_mode": data_mode})}
-    configs: dict[str, ProbeConfig] = {"linear": LinearProbeConfig(**args), "attentive": AttentiveProbeConfig(**args)}
+    if data_mode is not None and data_mode not in DATA_MODES:
+        raise UserError(f"unknown data mode '{data_mode}'; one of {', '.join(DATA_MODES)}")
+    overrides = {**({} if epochs is None else {"epochs": epochs}), **({} if data_mode is None else {"data_mode": data_mode})}
     if cluster is Cluster.slurm:
         from aimbench.launch.slurm_settings import SlurmSettings
 
@@ -209,12 +218,12 @@ def evaluate(
         from aimbench.data import require_ready  # missing data fails here, not in every job of the array
 
         require_ready(registry.expand_tasks(_split(tasks)), options.data_root)
-        cells = plan_cells(registry, _split(backbone), _split(tasks), probe, seed_list, layers, limit, weights, configs, dtype, name)
+        cells = plan_cells(registry, _split(backbone), _split(tasks), probe, seed_list, layers, limit, weights, overrides, dtype, protocol, name)
         run_on_slurm(cells, options, settings, overwrite, dry_run, console)
         return
     if dry_run:
         raise UserError("--dry-run plans a Slurm submission; add --cluster slurm")
-    _evaluate(_split(backbone), _split(tasks), probe, seed_list, layers, limit, weights, configs, options, overwrite, dtype, name)
+    _evaluate(_split(backbone), _split(tasks), probe, seed_list, layers, limit, weights, overrides, options, overwrite, dtype, protocol, name)
 
 
 @app.command("features")

@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from aimbench.cards.protocol_card import DEFAULT_PROTOCOL
 from aimbench.cards.registry import Registry
 from aimbench.cards.task_card import TaskSpec
 from aimbench.cli_options import CardsOption, make_console
@@ -83,7 +84,9 @@ def check(
 
     console = make_console()
     root = _root(data_root)
-    tasks = _resolve(names, cards)
+    registry = Registry.load(cards or ())
+    tasks = registry.expand_tasks(names)
+    val_fraction = registry.protocol(DEFAULT_PROTOCOL).val_fraction.value  # for cards that leave it to the protocol
     reports = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
@@ -93,7 +96,7 @@ def check(
             return lambda amount: progress.advance(task_id, amount)
 
         for task in tasks:
-            reports.append(check_task(task, root, decode=decode, workers=workers, stage=stage))
+            reports.append(check_task(task, root, decode=decode, workers=workers, stage=stage, val_fraction=val_fraction))
     console.print(to_rich(check_table(reports, {t.name: t.expected_sizes for t in tasks})))
     console.print(f"data root: {root}")
     if not all(r.ok for r in reports):

@@ -18,6 +18,7 @@ from aimbench.probes.config import LinearProbeConfig
 from aimbench.probes.features import extract_pooled, feature_sources, probe_inputs
 from aimbench.probes.layer_sets import LayerSet
 from aimbench.probes.linear import train_linear_probes
+from aimbench.probes.protocol import default_config
 
 Key = tuple[str, str, float, float]
 
@@ -27,7 +28,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     args = parser.parse_args()
     task, splits, backbone = harness.load(args)
-    config = LinearProbeConfig(epochs=args.epochs)
+    config = default_config("linear", epochs=args.epochs)
     layers = list(range(backbone.depth))
 
     def run(blocks: list[int], probe_config: LinearProbeConfig) -> dict[Key, float]:
@@ -49,7 +50,7 @@ def main() -> None:
     for layer in layers:
         for lr in config.learning_rates:
             for wd in config.weight_decays:
-                single = LinearProbeConfig(learning_rates=(lr,), weight_decays=(wd,), epochs=args.epochs)
+                single = default_config("linear", learning_rates=(lr,), weight_decays=(wd,), epochs=args.epochs)
                 separate.update(run([layer], single))
     naive = time.perf_counter() - start
 

@@ -36,6 +36,7 @@ from aimbench.probes.feature_cache import Extraction, SplitKey, cached_pooled
 from aimbench.probes.features import feature_sources, probe_inputs
 from aimbench.probes.layer_sets import blocks_needed, parse_layer_sets
 from aimbench.probes.linear import train_linear_probes
+from aimbench.probes.protocol import default_config
 
 
 class ForwardCounter:
@@ -116,8 +117,8 @@ def main() -> None:
     print(f"backbone {args.backbone} ({backbone.depth} blocks), task {args.task}, limit {args.limit}: "
           f"train/val/test {n_train}/{len(splits.val)}/{len(splits.test)}, {torch.get_num_threads()} threads")  # fmt: skip
 
-    one = LinearProbeConfig(learning_rates=(1e-2,), weight_decays=(1e-4,), epochs=args.linear_epochs)
-    grid = LinearProbeConfig(epochs=args.linear_epochs)
+    one = default_config("linear", learning_rates=(1e-2,), weight_decays=(1e-4,), epochs=args.linear_epochs)
+    grid = default_config("linear", epochs=args.linear_epochs)
     counter.images = 0
     a = cached_linear(backbone, splits, task.num_classes, "last", one, one_head=True)
     b_start = counter.images
@@ -127,8 +128,8 @@ def main() -> None:
     print(f"cached linear : (a) 1 head, 1 block {a:7.2f} s | (b) {heads} heads, {backbone.depth} blocks {b:7.2f} s | "
           f"b/a {b / a:5.2f} | backbone forwards per image in total (b): {forwards:.2f}")  # fmt: skip
 
-    one_att = AttentiveProbeConfig(learning_rates=(1e-3,), weight_decays=(0.1,), epochs=args.attentive_epochs, batch_size=args.batch_size)
-    grid_att = AttentiveProbeConfig(epochs=args.attentive_epochs, batch_size=args.batch_size)
+    one_att = default_config("attentive", learning_rates=(1e-3,), weight_decays=(0.1,), epochs=args.attentive_epochs, batch_size=args.batch_size)
+    grid_att = default_config("attentive", epochs=args.attentive_epochs, batch_size=args.batch_size)
     a = online_attentive(backbone, splits, task.num_classes, "last", one_att)
     b_start = counter.images
     b = online_attentive(backbone, splits, task.num_classes, "all", grid_att)

@@ -40,6 +40,13 @@ def test_ls_lists_cards_and_filters() -> None:
     assert "digits" in proc.stdout and "54000/6000/10000" in proc.stdout
 
 
+def test_ls_protocols_lists_the_recipes() -> None:
+    proc = run_cli("ls", "protocols")
+    assert proc.returncode == 0, proc.stderr
+    assert "aim-v1 (default)" in proc.stdout and "aimbench-fast" in proc.stdout
+    assert "attentive, linear, knn" in proc.stdout and "--protocol NAME" in proc.stdout
+
+
 def test_eval_writes_a_complete_record_then_skips_and_overwrites(tmp_path: Path, tiny_cards: Path) -> None:
     results = tmp_path / "results"
     args = ("eval", "-b", "micro-cls", "-t", "digits", "--cards", str(tiny_cards), "--results", str(results), *FAST)
@@ -108,6 +115,7 @@ def test_report_formats_and_latest_wins_across_configurations(tmp_path: Path, ti
         (("eval", "-b", "vit-tiny-cls", "-t", "digits", "--weights", "/no/such.safetensors"), ("does not exist",)),
         (("eval", "-b", "dinov2-vits14", "-t", "digits"), ("not available offline", "--weights PATH")),
         (("eval", "-b", "vit-tiny-cls", "-t", "digits", "--dtype", "fp8"), ("unknown dtype 'fp8'",)),
+        (("eval", "-b", "vit-tiny-cls", "-t", "digits", "--protocol", "aim-v2"), ("unknown protocol 'aim-v2'", "did you mean: aim-v1")),
         (("report",), ("no run records", "aimbench eval")),
     ],
 )
@@ -224,6 +232,8 @@ def test_wheel_ships_the_cards(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "aimbench", "ls", "tasks"], cwd=outside, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "digits" in proc.stdout and "fashion-mnist" in proc.stdout
+    protocols = subprocess.run([sys.executable, "-m", "aimbench", "ls", "protocols"], cwd=outside, env=env, capture_output=True, text=True)
+    assert protocols.returncode == 0 and "aim-v1 (default)" in protocols.stdout, protocols.stderr
 
 
 def test_eval_attentive_linear_and_knn_on_every_layer_set(tmp_path: Path, tiny_cards: Path) -> None:
@@ -245,7 +255,7 @@ def test_eval_attentive_linear_and_knn_on_every_layer_set(tmp_path: Path, tiny_c
         assert record["metric"] == "top1" and 0 <= record["best_test_score"] <= 1
     assert set(by_probe["knn"]["layers"][0]["hparams"]) == {"k"}
     assert by_probe["attentive"]["probe_config"]["passes"] == 1
-    assert by_probe["attentive"]["probe_config"]["augmentation"] == "rrc_flip"  # the task card's, resolved in the record
+    assert by_probe["attentive"]["probe_config"]["augmentation"] == "strong"  # aim-v1's, resolved in the record
     # linear and kNN read the same cached features: one extraction for both
     caches = [by_probe[p]["probe_config"]["feature_cache"] for p in ("linear", "knn")]
     assert sorted(c["extracted_blocks"] for c in caches) == [0, 9] and sorted(c["cached_blocks"] for c in caches) == [0, 9]
@@ -289,3 +299,32 @@ def test_online_linear_probe_through_the_cli(tmp_path: Path, tiny_cards: Path) -
     config = json.loads(path.read_text())["probe_config"]
     assert (config["data_mode"], config["augmentation"]) == ("online", "rrc_flip")
     assert config["features"].startswith("online: pooled block outputs of augmented views")
+
+
+def test_protocol_task_overrides_and_options_resolve_into_the_record_and_report(tmp_path: Path, tiny_cards: Path) -> None:
+    """--protocol picks the card, the task card overrides it, --epochs overrides both; the record
+    keeps each value with its source, and 'report cell' shows them."""
+    results = tmp_path / "results"
+    digits = (REPO / "tasks" / "digits.toml").read_text() + "\n[protocol.linear]\nweight_decays = [0.001]\n"
+    write_card(tiny_cards, "tasks", "digits", digits)
+    args = ("eval", "-b", "micro-cls", "-t", "digits", "--probe", "linear", "--layers", "last", "--cards", str(tiny_cards),
+            "--results", str(results), "--limit", "60", "--epochs", "2")  # fmt: skip
+    assert run_cli(*args, "--protocol", "aimbench-fast").returncode == 0
+    [path] = records(results)
+    record = json.loads(path.read_text())
+    assert record["protocol"] == "aimbench-fast"
+    fields = record["probe_config"]["protocol"]["fields"]
+    assert fields["epochs"]["value"] == 2 and fields["epochs"]["from"] == "cli"
+    assert fields["weight_decays"] == {"value": [0.001], "source": "task card digits: weight_decays", "from": "task"}
+    assert fields["learning_rates"]["value"] == [0.01, 0.03, 0.1] and fields["learning_rates"]["from"] == "protocol"
+    assert record["probe_config"]["protocol"]["overridden"] == ["epochs", "val_fraction", "weight_decays"]
+    assert [h["hparams"]["weight_decay"] for h in record["heads"]] == [0.001] * len(record["heads"])
+
+    report = run_cli("report", "cell", "micro-cls|digits|linear|0", "--results", str(results))
+    assert report.returncode == 0, report.stderr
+    assert "aimbench-fast; overridden: epochs (cli), val_fraction (task), weight_decays (task)" in report.stdout
+    assert "protocol aimbench-fast as resolved for this cell" in report.stdout
+    assert "task card digits: weight_decays" in report.stdout
+
+    assert run_cli(*args).returncode == 0  # another protocol is another cell configuration: a new record
+    assert len(records(results)) == 2

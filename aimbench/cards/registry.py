@@ -1,9 +1,10 @@
 """Where cards are found and how names resolve.
 
 Built-in cards ship inside the wheel (``aimbench/_cards``); in a source checkout they are read
-from the repository's ``backbones/``, ``tasks/`` and ``tasks/suites/``. Users add card directories (each holding
-``backbones/`` and/or ``tasks/``) with ``--cards DIR`` or ``AIMBENCH_CARDS`` (path-separated);
-a user card may shadow a built-in name, and the record keeps the card path either way.
+from the repository's ``backbones/``, ``tasks/``, ``tasks/suites/`` and ``protocols/``. Users add
+card directories (each holding any of ``backbones/``, ``tasks/`` and ``protocols/``) with
+``--cards DIR`` or ``AIMBENCH_CARDS`` (path-separated); a user card may shadow a built-in name,
+and the record keeps the card path either way.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aimbench.cards.backbone_card import BackboneSpec, parse_backbone_card
+from aimbench.cards.protocol_card import ProtocolSpec, parse_protocol_card
 from aimbench.cards.suite_card import SuiteSpec, parse_suite_card
 from aimbench.cards.task_card import TaskSpec, parse_task_card
 from aimbench.errors import CardError, UserError, unknown_name
@@ -25,10 +27,11 @@ else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
 CARDS_ENV = "AIMBENCH_CARDS"
+CARD_FOLDERS = ("backbones", "tasks", "protocols")
 
 
 def builtin_cards_root() -> Path:
-    """The directory holding the shipped ``backbones/`` and ``tasks/`` folders."""
+    """The directory holding the shipped ``backbones/``, ``tasks/`` and ``protocols/`` folders."""
     package = Path(__file__).resolve().parents[1]
     packaged = package / "_cards"
     return packaged if packaged.is_dir() else package.parent
@@ -41,8 +44,8 @@ def card_roots(extra: Iterable[Path] = ()) -> list[Path]:
     for root in [*env, *extra]:
         if not root.is_dir():
             raise UserError(f"card directory '{root}' does not exist")
-        if not (root / "backbones").is_dir() and not (root / "tasks").is_dir():
-            raise UserError(f"card directory '{root}' has neither a backbones/ nor a tasks/ folder")
+        if not any((root / folder).is_dir() for folder in CARD_FOLDERS):
+            raise UserError(f"card directory '{root}' has none of the folders {', '.join(f + '/' for f in CARD_FOLDERS)}")
         roots.append(root)
     return roots
 
@@ -59,17 +62,19 @@ def read_toml(path: Path) -> dict:
 
 @dataclass
 class Registry:
-    """All known backbone variants, tasks and suites, by name."""
+    """All known backbone variants, tasks, suites and protocols, by name."""
 
     backbones: dict[str, BackboneSpec]
     tasks: dict[str, TaskSpec]
     suite_specs: dict[str, SuiteSpec]
+    protocols: dict[str, ProtocolSpec]
 
     @classmethod
     def load(cls, extra_dirs: Sequence[Path] = ()) -> Registry:
         backbones: dict[str, BackboneSpec] = {}
         tasks: dict[str, TaskSpec] = {}
         suites: dict[str, SuiteSpec] = {}
+        protocols: dict[str, ProtocolSpec] = {}
         for root in card_roots(extra_dirs):
             seen: dict[str, Path] = {}
             for path in sorted((root / "backbones").glob("*.toml")):
@@ -84,7 +89,10 @@ class Registry:
             for path in sorted((root / "tasks" / "suites").glob("*.toml")):
                 suite = parse_suite_card(read_toml(path), path)
                 suites[suite.name] = suite
-        registry = cls(backbones=backbones, tasks=tasks, suite_specs=suites)
+            for path in sorted((root / "protocols").glob("*.toml")):
+                protocol = parse_protocol_card(read_toml(path), path)
+                protocols[protocol.name] = protocol
+        registry = cls(backbones=backbones, tasks=tasks, suite_specs=suites, protocols=protocols)
         registry._check_suites()
         return registry
 
@@ -102,6 +110,11 @@ class Registry:
         if name not in self.backbones:
             raise unknown_name("backbone", name, self.backbones)
         return self.backbones[name]
+
+    def protocol(self, name: str) -> ProtocolSpec:
+        if name not in self.protocols:
+            raise unknown_name("protocol", name, self.protocols)
+        return self.protocols[name]
 
     def suites(self) -> dict[str, list[str]]:
         """Suite names and aliases -> member tasks, in the suite's order."""

@@ -6,7 +6,12 @@ Face dataset pinned to a revision), how each source is fetched (archives with th
 checksums, or the manual step for gated data), how train/val/test are formed, how many images
 each split must have, the class count and the metric. The val split is
 either an official split or a stratified fraction of train carved with a fixed seed, so that it
-is identical for every run seed and never overlaps test.
+is identical for every run seed and never overlaps test; a card that gives neither takes the
+fraction from the protocol (and then states the size of the whole train split).
+
+A task may override protocol fields for itself: ``[protocol.attentive] epochs = 50`` (any field
+of a protocol's [attentive], [linear] or [knn] section, checked like the protocol card's own), and
+``augmentation = "strong"`` for the training views of its linear and attentive probes.
 """
 
 from __future__ import annotations
@@ -16,14 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from aimbench.cards.fields import Fields
+from aimbench.cards.protocol_card import AUGMENTATIONS, PROTOCOL_KINDS, check_field
 from aimbench.errors import CardError
 
 SOURCE_KINDS = ("builtin", "idx", "imagefolder", "list", "wilds", "coco_json", "hf")
 WILDS_DATASETS = ("iwildcam", "camelyon17", "rxrx1", "fmow")  # aimbench.data.wilds_source reads them
 METRICS = ("top1", "mean_per_class", "macro_f1")  # aimbench.probes.metrics implements them
-# training views of online probes (aimbench.probes.attentive_training): RandomResizedCrop + flip,
-# that plus RandAugment and random erasing, or the eval crop only
-AUGMENTATIONS = ("rrc_flip", "strong", "none")
+AUGMENTED = ("linear", "attentive")  # the probes a task's ``augmentation`` applies to
 
 
 @dataclass(frozen=True)
@@ -59,16 +63,20 @@ class SourceSpec:
 
 @dataclass(frozen=True)
 class ValPolicy:
-    """Either an official split (``split``) or a seeded stratified ``fraction`` of train."""
+    """Either an official split (``split``), a seeded stratified ``fraction`` of train, or (neither)
+    the protocol's fraction of train."""
 
     split: str | None = None
     fraction: float | None = None
     seed: int = 0
 
-    def describe(self) -> str:
+    def describe(self, protocol_fraction: float | None = None) -> str:
         if self.split is not None:
             return f"official split '{self.split}'"
-        return f"stratified {self.fraction:g} of train, seed {self.seed}"
+        if self.fraction is None and protocol_fraction is None:
+            return f"stratified protocol's val_fraction of train, seed {self.seed}"
+        fraction = self.fraction if self.fraction is not None else protocol_fraction
+        return f"stratified {fraction:g} of train, seed {self.seed}" + (" (the protocol's val_fraction)" if self.fraction is None else "")
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,7 @@ class TaskSpec:
     num_classes: int
     metric: str
     secondary_metrics: tuple[str, ...]
-    augmentation: str
+    protocol: dict[str, dict[str, Any]]  # probe kind -> protocol field -> this task's value
     tags: tuple[str, ...]
     license: str
     citation: str
@@ -88,15 +96,15 @@ class TaskSpec:
     train_split: str
     test_split: str
     val: ValPolicy
-    expected_sizes: dict[str, int]
+    expected_sizes: dict[str, int]  # train (before carving when val comes from the protocol), val unless so, test
     card_path: Path
 
-    def split_policy(self) -> dict[str, Any]:
+    def split_policy(self, protocol_fraction: float | None = None) -> dict[str, Any]:
         """The split definition as recorded with every result."""
         return {
             "train": self.train_split,
             "test": self.test_split,
-            "val": self.val.describe(),
+            "val": self.val.describe(protocol_fraction),
         }
 
 
@@ -187,11 +195,28 @@ def _read_val(fields: Fields) -> ValPolicy:
     fraction = fields.float("fraction", default=None)
     seed = fields.int("seed", default=0, minimum=0)
     fields.reject_unknown()
-    if (split is None) == (fraction is None):
-        raise fields.error("split", "give exactly one of 'split' (official) or 'fraction'")
+    if split is not None and fraction is not None:
+        raise fields.error("split", "give one of 'split' (official) or 'fraction', or neither (the protocol's val_fraction)")
     if fraction is not None and not 0.0 < fraction < 1.0:
         raise fields.error("fraction", f"must be between 0 and 1, got {fraction}")
     return ValPolicy(split=split, fraction=fraction, seed=seed)
+
+
+def _read_protocol(top: Fields, augmentation: str | None) -> dict[str, dict[str, Any]]:
+    """The task's overrides of protocol fields, per probe kind; ``augmentation`` applies to every augmented probe."""
+    table = top.table_of("protocol", default={})
+    overrides: dict[str, dict[str, Any]] = {}
+    for kind in table.table:
+        if kind not in PROTOCOL_KINDS:
+            raise table.error(kind, f"expected a probe among {', '.join(PROTOCOL_KINDS)} (a task's val fraction is splits.val.fraction)")
+        section = table.table_of(kind)
+        overrides[kind] = {name: check_field(kind, name, section.raw(name), section) for name in section.table}
+    if augmentation is not None:
+        for kind in AUGMENTED:
+            if "augmentation" in overrides.get(kind, {}):
+                raise top.error("augmentation", f"also set in [protocol.{kind}]; give it once")
+            overrides.setdefault(kind, {})["augmentation"] = augmentation
+    return overrides
 
 
 def parse_task_card(data: dict[str, Any], path: Path) -> TaskSpec:
@@ -211,7 +236,8 @@ def parse_task_card(data: dict[str, Any], path: Path) -> TaskSpec:
     val = _read_val(splits.table_of("val"))
     splits.reject_unknown()
     expected = top.table_of("expected_sizes")
-    sizes = {key: expected.int(key, minimum=1) for key in ("train", "val", "test")}
+    carved_by_protocol = val.split is None and val.fraction is None  # val's size depends on the protocol: not stated
+    sizes = {key: expected.int(key, minimum=1) for key in (("train", "test") if carved_by_protocol else ("train", "val", "test"))}
     expected.reject_unknown()
     secondary = top.strs("secondary_metrics", default=())
     for metric in secondary:
@@ -224,7 +250,7 @@ def parse_task_card(data: dict[str, Any], path: Path) -> TaskSpec:
         num_classes=top.int("num_classes", minimum=2),
         metric=top.str("metric", choices=METRICS),
         secondary_metrics=secondary,
-        augmentation=top.str("augmentation", default="rrc_flip", choices=AUGMENTATIONS),
+        protocol=_read_protocol(top, top.str("augmentation", default=None, choices=AUGMENTATIONS)),
         tags=top.strs("tags", default=()),
         license=top.str("license"),
         citation=top.str("citation", default=""),

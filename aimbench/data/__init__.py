@@ -22,9 +22,9 @@ def default_data_root() -> Path:
     return Path(os.environ.get(DATA_ROOT_ENV, Path.home() / ".cache" / "aimbench" / "data"))
 
 
-def load_task(task: TaskSpec, data_root: Path | None = None, limit: int | None = None) -> TaskSplits:
-    """Load a task's train/val/test as its card defines them."""
-    return carve_splits(task, load_source(task, data_root or default_data_root()), limit)
+def load_task(task: TaskSpec, data_root: Path | None = None, limit: int | None = None, val_fraction: float | None = None) -> TaskSplits:
+    """Load a task's train/val/test as its card defines them (``val_fraction``: the protocol's, for a card that gives none)."""
+    return carve_splits(task, load_source(task, data_root or default_data_root()), limit, val_fraction)
 
 
 def require_ready(tasks: list[TaskSpec], data_root: Path | None = None) -> None:

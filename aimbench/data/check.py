@@ -73,16 +73,17 @@ def pixel_hashes(images: LabelledImages, workers: int, advance: Callable[[int], 
 
 def check_task(
     task: TaskSpec, data_root: Path, decode: bool = True, workers: int = 0,
-    stage: Callable[[str, int], Callable[[int], None]] = lambda _, __: lambda _: None,
+    stage: Callable[[str, int], Callable[[int], None]] = lambda _, __: lambda _: None, val_fraction: float | None = None,
 ) -> CheckReport:  # fmt: skip
-    """Check ``task``'s local copy; never raises for a missing or damaged copy, it reports it."""
+    """Check ``task``'s local copy (val carved with ``val_fraction`` when the card leaves it to the
+    protocol); never raises for a missing or damaged copy, it reports it."""
     try:
         where = locate_source(task, data_root).where
     except TaskNotReady as exc:
         return CheckReport(task.name, MISSING, notes=[str(exc)])
     report = CheckReport(task.name, READY, source=where)
     try:
-        splits = carve_splits(task, load_source(task, data_root))
+        splits = carve_splits(task, load_source(task, data_root), val_fraction=val_fraction)
     except UserError as exc:
         report.status, report.notes = BROKEN, [str(exc)]
         return report

@@ -1,9 +1,10 @@
 """Forming train / val / test from a loaded source, exactly as the task card says.
 
-val is either the official split or a stratified fraction of train carved with the card's fixed
-seed (independent of the run seed, so every run sees the same val); the carved val is disjoint
-from train by construction and test is never touched. Split sizes are checked against the card
-so a different or incomplete copy of a dataset fails instead of producing a different number.
+val is either the official split or a stratified fraction of train (the card's, else the
+protocol's) carved with the card's fixed seed (independent of the run seed, so every run sees the
+same val); the carved val is disjoint from train by construction and test is never touched. Split
+sizes are checked against the card so a different or incomplete copy of a dataset fails instead of
+producing a different number (a val carved by the protocol's fraction: the whole train split).
 ``limit`` then caps every split with a fixed-seed random subset for smoke runs.
 """
 
@@ -49,20 +50,27 @@ def _cap(images: LabelledImages, limit: int | None) -> LabelledImages:
     return images.subset(np.sort(rng.choice(len(images), size=limit, replace=False)))
 
 
-def carve_splits(task: TaskSpec, loaded: LoadedSource, limit: int | None = None) -> TaskSplits:
+def carve_splits(task: TaskSpec, loaded: LoadedSource, limit: int | None = None, val_fraction: float | None = None) -> TaskSplits:
+    """The task's splits; ``val_fraction`` (the protocol's) carves val when the card gives neither split nor fraction."""
     train = _split(loaded, task.train_split, task)
     test = _split(loaded, task.test_split, task)
+    by_protocol = task.val.split is None and task.val.fraction is None
+    sizes = {"train": len(train), "test": len(test)}  # what the card states when the protocol carves val
     if task.val.split is not None:
         val = _split(loaded, task.val.split, task)
     else:
+        fraction = val_fraction if by_protocol else task.val.fraction
+        if fraction is None:
+            raise UserError(f"task '{task.name}' takes its val fraction from the protocol, and none was given")
         train_pos, val_pos = train_test_split(
             np.arange(len(train)),
-            test_size=task.val.fraction,
+            test_size=fraction,
             random_state=task.val.seed,
             stratify=train.labels,
         )
         train, val = train.subset(np.sort(train_pos)), train.subset(np.sort(val_pos))
-    sizes = {"train": len(train), "val": len(val), "test": len(test)}
+    if not by_protocol:
+        sizes = {"train": len(train), "val": len(val), "test": len(test)}
     if sizes != task.expected_sizes:
         raise UserError(
             f"task '{task.name}': {loaded.source} gives split sizes {sizes}, the card expects "

@@ -2,14 +2,15 @@
 
 A cell's identity is everything that defines its number: the content of the backbone and task
 cards (not their paths), the weights (a user's file by the SHA-256 of its content), the layer
-selection, the image limit, the precision, the probe config and the seed. Its hash names the
-record file, so finished cells are found and skipped without running anything, and a changed
-card or option never reuses a stale result.
+selection, the image limit, the precision, the protocol and the probe config resolved from it,
+and the seed. Its hash names the record file, so finished cells are found and skipped without
+running anything, and a changed card or option never reuses a stale result.
 
 Its readable key (``Cell.key``) names the same things a person compares: ``backbone[@weights
-name]|task|probe|seed`` followed by ``|limit=N``, ``|bf16``, ``|layers=SPEC`` where they differ
-from the defaults. Reports keep one row per identity (``aimbench.store.schema.IDENTITY_COLUMNS``),
-so runs with other weights, limits or layers never replace each other.
+name]|task|probe|seed`` followed by ``|limit=N``, ``|bf16``, ``|layers=SPEC``, ``|protocol=P``
+where they differ from the defaults (a protocol with options that changed its fields reads
+``aim-v1+epochs=5``). Reports keep one row per identity (``aimbench.store.schema.IDENTITY_COLUMNS``),
+so runs with other weights, limits, layers or protocols never replace each other.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,9 @@ from aimbench.cards.task_card import TaskSpec
 from aimbench.dtypes import DTYPES
 from aimbench.errors import UserError
 from aimbench.hashing import file_sha256
-from aimbench.probes.config import PROBE_KINDS, ProbeConfig, default_config
+from aimbench.probes.config import PROBE_KINDS, ProbeConfig
 from aimbench.probes.layer_sets import parse_layer_sets
+from aimbench.probes.protocol import DEFAULT_PROTOCOL, default_config, protocol_label, resolve_config
 
 OFFICIAL = "official"  # released heads, one cell per head ("official:<head>")
 NAMED_WEIGHTS = ("random", "timm")  # --weights values that name a way of building weights, not a file
@@ -101,10 +103,12 @@ class Cell:
     dtype: str = "fp32"  # the backbone's precision: it changes the numbers, so it is identity
     weights_name: str = ""  # what reports call a weights override (derived from it unless --name)
     default_layers: bool = False  # ``layers`` is the card's default spec: the key leaves it out
+    protocol: str = DEFAULT_PROTOCOL  # the protocol card probe_config was resolved from
 
     def __post_init__(self) -> None:
+        # without a config: the shipped protocol card's values (plan_cells also applies the task card's overrides)
         if self.probe_config is None and self.probe in PROBE_KINDS and self.probe != OFFICIAL:
-            object.__setattr__(self, "probe_config", default_config(self.probe))
+            object.__setattr__(self, "probe_config", default_config(self.probe, self.protocol))
         if self.weights is not None and not self.weights_name:
             object.__setattr__(self, "weights_name", weights_name(self.weights))
 
@@ -114,12 +118,18 @@ class Cell:
         return weights_key(self.weights)
 
     @property
+    def protocol_label(self) -> str:
+        """The protocol as reports and identity name it: its card, plus any field an explicit option changed."""
+        return protocol_label(self.protocol, self.probe_config)
+
+    @property
     def key(self) -> str:
         backbone = f"{self.backbone}@{self.weights_name}" if self.weights_name else self.backbone
         qualifiers = [f"limit={self.limit}"] if self.limit is not None else []
         qualifiers += [self.dtype] if self.dtype != "fp32" else []
         if not self.default_layers and not self.probe.startswith(OFFICIAL):
             qualifiers.append(f"layers={self.layers}")
+        qualifiers += [f"protocol={self.protocol_label}"] if self.protocol_label != DEFAULT_PROTOCOL else []
         return "|".join([backbone, self.task, self.probe, str(self.seed), *qualifiers])
 
     def identity(self, registry: Registry) -> dict[str, Any]:
@@ -127,6 +137,7 @@ class Cell:
             "backbone": _card_content(registry.backbone(self.backbone)),
             "task": _card_content(registry.task(self.task)),
             "probe": self.probe,
+            "protocol": self.protocol,
             "probe_config": None if self.probe_config is None else self.probe_config.as_dict(),
             "seed": self.seed,
             "layers": self.layers,
@@ -163,15 +174,18 @@ def plan_cells(
     layers: str | None = None,
     limit: int | None = None,
     weights: str | None = None,
-    probe_configs: dict[str, ProbeConfig] | None = None,
+    overrides: Mapping[str, object] | None = None,
     dtype: str = "fp32",
+    protocol: str = DEFAULT_PROTOCOL,
     name: str | None = None,
 ) -> list[Cell]:
     """Expand the matrix (backbone x task x probe kind x seed), validating every name and option
-    before anything runs. ``layers`` None is each card's default (``default_layer_spec``);
-    ``probe_configs`` overrides the default config of a kind; ``name`` names a weights override."""
+    before anything runs. ``layers`` None is each card's default (``default_layer_spec``). Each
+    trained cell's config is ``protocol`` resolved for its task, with explicit ``overrides``
+    (protocol field -> value, e.g. ``{"epochs": 5}``) applied last; ``name`` names a weights override."""
     if dtype not in DTYPES:
         raise UserError(f"unknown dtype '{dtype}'; one of {', '.join(DTYPES)}")
+    recipe = registry.protocol(protocol)
     kinds = parse_probes(probe)
     if OFFICIAL in kinds:
         if len(kinds) > 1:
@@ -180,13 +194,14 @@ def plan_cells(
     specs, task_specs = _resolve(registry, backbones, tasks, weights, limit)
     label = weights_name(weights, name)
     weights_key(weights)  # a missing weights file fails now, not in a job
-    configs = probe_configs or {}
+    configs = {(task.name, kind): resolve_config(recipe, kind, task, overrides) for task in task_specs for kind in kinds}
     cells = []
     for spec in specs:
         spec_layers = layers or default_layer_spec(spec.windows)
         parse_layer_sets(spec_layers, spec.depth, spec.windows)  # fail now, not after loading data
         cells += [
-            Cell(spec.name, task.name, kind, seed, spec_layers, limit, weights, configs.get(kind), dtype, label, layers is None)
+            Cell(spec.name, task.name, kind, seed, spec_layers, limit, weights, configs[task.name, kind], dtype,
+                 weights_name=label, default_layers=layers is None, protocol=protocol)  # fmt: skip
             for task in task_specs
             for kind in kinds
             for seed in seeds

@@ -39,6 +39,7 @@ from aimbench.probes.layer_sets import blocks_needed, parse_layer_sets
 from aimbench.probes.linear import train_linear_probes
 from aimbench.probes.memory import plan_passes
 from aimbench.probes.metrics import score_predictions, secondary_scores
+from aimbench.probes.protocol import protocol_record
 from aimbench.probes.results import LayerResult, ProbeResult, summarise
 from aimbench.probes.views import online_probe_inputs
 from aimbench.provenance import environment, resolve_device
@@ -120,7 +121,6 @@ def _probe_pooled(ctx: Context) -> tuple[ProbeResult, dict[str, Any]]:
     else:
         online = None
         if config.data_mode == "online":  # train on augmented views; eval-crop features give stats, val and test
-            config = dataclasses.replace(config, augmentation=config.augmentation or task.augmentation)
             online = online_probe_inputs(backbone, splits.train, sets, config.augmentation, config.min_crop_scale,
                                          cell.seed, config.batch_size, options.workers)  # fmt: skip
         reach = _to_absolute(ctx.progress("linear heads", config.epochs))
@@ -158,8 +158,6 @@ def _probe_attentive(ctx: Context) -> tuple[ProbeResult, dict[str, Any]]:
     batch (more passes only when the heads do not fit the memory budget), checkpointed so a killed
     run resumes; selection on val."""
     cell, backbone, splits, config = ctx.cell, ctx.backbone, ctx.splits, ctx.cell.probe_config
-    if config.augmentation is None:  # the task card's choice (none for cached tokens), written into the record
-        config = dataclasses.replace(config, augmentation="none" if config.data_mode == "cached" else ctx.task.augmentation)
     sets = parse_layer_sets(cell.layers, backbone.depth, backbone.spec.windows)
     grid = len(grid_points(config))
     plan = plan_passes(sets, backbone.dim, backbone.patch_tokens(), ctx.task.num_classes, grid, config.batch_size,
@@ -216,7 +214,10 @@ def run_cell(cell: Cell, options: RunOptions, stage: StageCallback = _no_progres
     started = time.perf_counter()
     registry = Registry.load(options.card_dirs)
     task = registry.task(cell.task)
-    splits = load_task(task, options.data_root, cell.limit)
+    config = cell.probe_config
+    # a trained cell's val fraction was resolved with its config; released heads use the protocol card's
+    val_fraction = config.val_fraction if config is not None else registry.protocol(cell.protocol).val_fraction.value
+    splits = load_task(task, options.data_root, cell.limit, val_fraction)
     device = resolve_device(options.device)
     torch.manual_seed(cell.seed)
     backbone = load_backbone(cell.backbone, weights=cell.weights, registry=registry, dtype=cell.dtype).to(device)
@@ -238,6 +239,7 @@ def run_cell(cell: Cell, options: RunOptions, stage: StageCallback = _no_progres
         "backbone": cell.backbone,
         "task": cell.task,
         "probe": cell.probe,
+        "protocol": "" if config is None else cell.protocol_label,  # released heads follow no protocol
         "seed": cell.seed,
         "weights_key": cell.weights_key,
         "weights_name": cell.weights_name,
@@ -247,7 +249,7 @@ def run_cell(cell: Cell, options: RunOptions, stage: StageCallback = _no_progres
         "task_version": task.version,
         "dataset_source": splits.source,
         "dataset_revision": splits.revision,
-        "split_policy": task.split_policy(),
+        "split_policy": task.split_policy(val_fraction),
         **{f"n_{name}": size for name, size in splits.sizes().items()},
         "layers_spec": cell.layers,
         "image_limit": cell.limit,
@@ -256,7 +258,7 @@ def run_cell(cell: Cell, options: RunOptions, stage: StageCallback = _no_progres
         **{f"{which}_{key}": value for which in ("best", "last") for key, value in getattr(result, which).as_record().items()},
         "layers": [r.as_record() for r in result.layers],
         "heads": [dataclasses.asdict(h) for h in result.heads],
-        "probe_config": probe_config,
+        "probe_config": probe_config if config is None else {**probe_config, "protocol": protocol_record(cell.protocol, config)},
         "backbone_info": {
             "family": spec.family,
             "adapter": spec.adapter,

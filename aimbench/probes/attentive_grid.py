@@ -79,8 +79,10 @@ class AttentiveGrid(nn.Module):
         pooled = torch.einsum("lbhe,lhde->lbhd", mixed, self.v.reshape(sets, h, d, dim)).reshape(sets, batch, dim)
         return torch.einsum("lbd,lcd->lbc", pooled, self.weight) + self.bias[:, None]
 
-    def decay_parameters(self) -> list[nn.Parameter]:
-        return [self.cls_token, self.k, self.v, self.weight]
+    def by_name(self) -> dict[str, list[nn.Parameter]]:
+        """The stacked parameters under Apple's head names (the names a protocol's ``no_weight_decay`` uses)."""
+        return {"cls_token": [self.cls_token], "k.weight": [self.k], "v.weight": [self.v],
+                "linear.weight": [self.weight], "linear.bias": [self.bias]}  # fmt: skip
 
     def head(self, index: int, norm: nn.BatchNorm1d) -> AttentivePoolingHead:
         """Head ``index`` as a standalone module (with its set's BatchNorm statistics)."""

@@ -12,6 +12,10 @@ uninterrupted run would, and ends with the same numbers on CPU. Heads start from
 depends only on their own identity (:func:`~aimbench.probes.attentive_grid.head_seed`), so a
 head trained in the grid equals the same head trained alone.
 
+Precision: heads train under bf16 autocast on GPU (memory and speed), but val and test are both
+scored in fp32 with autocast off, as Apple's ``main_attnprobe.py`` evaluates its heads, so the
+selection on val and the number on test come from the same arithmetic.
+
 Selection: val scores for every head; per layer set the best (ties: smaller lr, then wd) is
 exported as a standalone ``AttentivePoolingHead`` and only those score the test split.
 """
@@ -34,8 +38,10 @@ from aimbench.probes.config import AttentiveProbeConfig, grid_points
 from aimbench.probes.layer_sets import LayerSet, blocks_needed
 from aimbench.probes.metrics import score_predictions, secondary_scores
 from aimbench.probes.results import HeadScore, LayerResult, ProbeResult, select_per_set, summarise
-from aimbench.probes.schedule import epoch_batches, grid_optimizer, warmup_cosine_schedule
+from aimbench.probes.schedule import clip_per_head, epoch_batches, grid_optimizer, warmup_cosine_schedule
 from aimbench.probes.views import AugmentedViews, train_transform
+
+TRAIN_AUTOCAST = ("cuda",)  # device types whose head training runs under bf16 autocast; scoring never does
 
 
 def _window_means(by_block: Mapping[int, torch.Tensor], sets: Sequence[LayerSet]) -> torch.Tensor:
@@ -93,18 +99,18 @@ class AttentiveTrainer:
             for lr, wd in self.points
         ]
         self.norms = SetNorms(len(self.sets), dim).to(device)
-        self.optimizer = grid_optimizer(config, [(grid.decay_parameters(), [grid.bias]) for grid in self.grids])
+        self.optimizer = grid_optimizer(config, [grid.by_name() for grid in self.grids])
         self.epoch, self.step = 0, 0  # the data position: next epoch, next batch within it
 
-    def head_logits(self, normed: torch.Tensor) -> torch.Tensor:
-        """Normalised (L, B, N, D) tokens -> (G, L, B, C) logits of every head (bf16 autocast on CUDA)."""
-        with torch.autocast(normed.device.type, dtype=torch.bfloat16, enabled=normed.device.type == "cuda"):
+    def head_logits(self, normed: torch.Tensor, autocast: bool) -> torch.Tensor:
+        """Normalised (L, B, N, D) tokens -> (G, L, B, C) fp32 logits of every head."""
+        with torch.autocast(normed.device.type, dtype=torch.bfloat16, enabled=autocast):
             return torch.stack([grid(normed) for grid in self.grids]).float()
 
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Eval logits (G, L, B, C) of every head in fp32, the precision the exported heads score test in."""
         with torch.no_grad():
-            normed = self.norms(tokens)
-        return self.head_logits(normed)
+            return self.head_logits(self.norms(tokens), autocast=False)
 
     def train_step(self, tokens: torch.Tensor, labels: torch.Tensor) -> None:
         """One optimizer step of every head on a batch. The BatchNorm (no affine, nothing to learn)
@@ -114,11 +120,15 @@ class AttentiveTrainer:
             normed = self.norms(tokens)
         del tokens
         batch, classes = normed.shape[1], self.grids[0].weight.shape[1]
+        autocast = normed.device.type in TRAIN_AUTOCAST
         self.optimizer.zero_grad(set_to_none=True)
         for start in range(0, batch, self.config.micro_batch):
-            logits = self.head_logits(normed[:, start : start + self.config.micro_batch])  # (G, L, m, C)
+            logits = self.head_logits(normed[:, start : start + self.config.micro_batch], autocast)  # (G, L, m, C)
             targets = labels[start : start + self.config.micro_batch].repeat(logits.shape[0] * logits.shape[1])
             (F.cross_entropy(logits.reshape(-1, classes), targets, reduction="sum") / batch).backward()
+        if self.config.grad_clip is not None:  # per head: a grid point's tensors stack its layer sets' heads
+            for grid in self.grids:
+                clip_per_head([t for tensors in grid.by_name().values() for t in tensors], self.config.grad_clip)
         self.optimizer.step()
 
     def state(self, scheduler: torch.optim.lr_scheduler.LambdaLR) -> dict:
@@ -188,7 +198,7 @@ def fit(
     if saved is not None:
         trainer.restore(saved, scheduler)
     if cached is None:
-        transform = train_transform(backbone.preprocess, config.augmentation or "rrc_flip", config.min_crop_scale)
+        transform = train_transform(backbone.preprocess, config.augmentation, config.min_crop_scale)
         views = AugmentedViews(train, transform, seed)
     done = trainer.epoch * batches_per_epoch + trainer.step
     trainer.norms.train()

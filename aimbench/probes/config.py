@@ -1,5 +1,11 @@
-"""Probe hyper-parameters and their documented defaults, kept free of torch so planning and the
-CLI start fast. Every field is part of a cell's identity and is written into its record.
+"""Probe hyper-parameters in the typed form the training code reads, kept free of torch so planning
+and the CLI start fast. Every field is part of a cell's identity and is written into its record.
+
+The values come from a protocol card (``protocols/*.toml``) resolved with the task card's and the
+command line's overrides (:mod:`aimbench.probes.protocol`): these classes have no recipe defaults
+of their own, so the card is the one place a recipe is written down. ``sources`` says where each
+value came from; it documents the number but never changes it, so it is left out of
+:meth:`as_dict` (the identity) and recorded beside it.
 
 Learning rates are given for the config's ``base_batch_size`` (the batch of the recipe they come
 from) and scaled linearly to the batch size actually used (``scaled_lr``); the record keeps both.
@@ -7,18 +13,22 @@ from) and scaled linearly to the batch size actually used (``scaled_lr``); the r
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from aimbench.cards.protocol_card import DATA_MODES
 from aimbench.errors import UserError
 
 PROBE_KINDS = ("linear", "knn", "attentive", "official")  # official: released heads, one cell per head
-DATA_MODES = ("online", "cached")  # augmented views through the backbone each step, or eval-crop features cached once
 
 
-def _check_data_mode(mode: str) -> None:
-    if mode not in DATA_MODES:
-        raise UserError(f"unknown data mode '{mode}'; one of {', '.join(DATA_MODES)}")
+@dataclass(frozen=True)
+class Provenance:
+    """Where one resolved value comes from: the source text, and which layer set it."""
+
+    source: str
+    origin: str  # "protocol" (the card), "task" (a task card override) or "cli" (an explicit option)
 
 
 def scaled_lr(lr: float, config: LinearProbeConfig | AttentiveProbeConfig) -> float:
@@ -30,13 +40,23 @@ def grid_points(config: LinearProbeConfig | AttentiveProbeConfig) -> list[tuple[
     return [(lr, wd) for lr in config.learning_rates for wd in config.weight_decays]
 
 
+def values(config: ProbeConfig) -> dict[str, Any]:
+    """The config's fields with lists for tuples (JSON-ready), without ``sources``."""
+    return {f.name: list(v) if isinstance(v := getattr(config, f.name), tuple) else v for f in fields(config) if f.name != "sources"}
+
+
+def _check_trained(config: LinearProbeConfig | AttentiveProbeConfig) -> None:
+    if config.data_mode not in DATA_MODES:
+        raise UserError(f"unknown data mode '{config.data_mode}'; one of {', '.join(DATA_MODES)}")
+    if config.data_mode == "cached" and config.augmentation != "none":
+        raise UserError(f"{config.kind} probe: cached features are eval crops, augmentation must be 'none', got '{config.augmentation}'")
+
+
 def _trained_grid(config: LinearProbeConfig | AttentiveProbeConfig) -> dict[str, Any]:
     """What every trained probe's record says about its grid, batch and optimisation."""
     return {
-        **asdict(config),
+        **values(config),
         "kind": config.kind,
-        "learning_rates": list(config.learning_rates),
-        "weight_decays": list(config.weight_decays),
         "effective_batch_size": config.batch_size,
         "scaled_learning_rates": [scaled_lr(lr, config) for lr in config.learning_rates],
         "optimizer": "adamw",
@@ -48,20 +68,24 @@ def _trained_grid(config: LinearProbeConfig | AttentiveProbeConfig) -> dict[str,
 class LinearProbeConfig:
     """BatchNorm (no affine) + linear heads; one head per (layer set x token kind x lr x wd)."""
 
-    learning_rates: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
-    weight_decays: tuple[float, ...] = (0.0, 1e-4, 1e-2)
-    epochs: int = 100
-    batch_size: int = 256
-    base_batch_size: int = 256  # the batch the learning rates are meant for
-    warmup_fraction: float = 0.05  # of all steps, linear from 0, then cosine to 0
-    data_mode: str = "cached"  # or "online": augmented views through the backbone each step
-    augmentation: str | None = None  # online only; None: the task card's (default rrc_flip)
-    min_crop_scale: float = 0.08
+    learning_rates: tuple[float, ...]
+    weight_decays: tuple[float, ...]
+    epochs: int
+    batch_size: int
+    base_batch_size: int  # the batch the learning rates are meant for
+    warmup_fraction: float  # of all steps, linear from 0, then cosine to 0
+    grad_clip: float | None  # max gradient norm of each head, None: no clipping
+    no_weight_decay: tuple[str, ...]  # parameters ("weight", "bias") trained without weight decay
+    data_mode: str  # "cached" eval-crop features, or "online": augmented views through the backbone each step
+    augmentation: str  # online only ("none" when cached); see protocol_card.AUGMENTATIONS
+    min_crop_scale: float
+    val_fraction: float | None  # of train, for selection, when the task has no official val split
+    sources: Mapping[str, Provenance] = field(default_factory=dict, compare=False, repr=False)
 
     kind = "linear"
 
     def __post_init__(self) -> None:
-        _check_data_mode(self.data_mode)
+        _check_trained(self)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -80,16 +104,17 @@ class LinearProbeConfig:
 class KnnProbeConfig:
     """Weighted cosine kNN (DINO's protocol) on the cached pooled features; one head per k."""
 
-    ks: tuple[int, ...] = (10, 20, 100, 200)
-    temperature: float = 0.07
+    ks: tuple[int, ...]
+    temperature: float
+    val_fraction: float | None
+    sources: Mapping[str, Provenance] = field(default_factory=dict, compare=False, repr=False)
 
     kind = "knn"
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            **asdict(self),
+            **values(self),
             "kind": self.kind,
-            "ks": list(self.ks),
             "metric": "cosine",
             "weighting": "exp(similarity / temperature)",
             "features": "cached fp16 pooled block outputs, L2-normalised; a window is the mean of its blocks",
@@ -102,21 +127,25 @@ class AttentiveProbeConfig:
     """AIM's attentive probe heads, one per (layer set x lr x wd), trained online on augmented
     views with the frozen backbone run once per batch for all of them."""
 
-    learning_rates: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
-    weight_decays: tuple[float, ...] = (0.1,)
-    epochs: int = 100
-    batch_size: int = 512
-    base_batch_size: int = 512  # the recipe's lrs are for batch 512
-    micro_batch: int = 64  # heads run forward/backward on this many images at a time (memory, not numbers)
-    warmup_fraction: float = 0.05
-    augmentation: str | None = None  # None: the task card's (default rrc_flip), "none" when cached; see task_card.AUGMENTATIONS
-    data_mode: str = "online"  # or "cached": token maps extracted once, reused by every epoch and run
-    min_crop_scale: float = 0.08
+    learning_rates: tuple[float, ...]
+    weight_decays: tuple[float, ...]
+    epochs: int
+    batch_size: int
+    base_batch_size: int
+    warmup_fraction: float
+    grad_clip: float | None
+    no_weight_decay: tuple[str, ...]  # among Apple's head names: cls_token, k.weight, v.weight, linear.weight, linear.bias
+    data_mode: str  # "online", or "cached": token maps extracted once, reused by every epoch and run
+    augmentation: str
+    min_crop_scale: float
+    val_fraction: float | None
+    sources: Mapping[str, Provenance] = field(default_factory=dict, compare=False, repr=False)
+    micro_batch: int = 64  # heads run forward/backward on this many images at a time (memory, not a recipe field)
 
     kind = "attentive"
 
     def __post_init__(self) -> None:
-        _check_data_mode(self.data_mode)
+        _check_trained(self)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -127,13 +156,10 @@ class AttentiveProbeConfig:
                 "online: augmented views, backbone (in the cell's dtype) under inference mode each step"
                 if self.data_mode == "online"
                 else "cached: eval-crop patch-token maps in fp16, extracted once and reused by every epoch"
-            ) + "; heads in bf16 autocast on GPU",
+            ) + "; heads trained in bf16 autocast on GPU, val and test scored in fp32",
             "selection": "per layer set: best val score over lr x wd; test scored for selected heads only",
         }
 
 
 ProbeConfig = LinearProbeConfig | KnnProbeConfig | AttentiveProbeConfig
-
-
-def default_config(kind: str) -> ProbeConfig:
-    return {"linear": LinearProbeConfig, "knn": KnnProbeConfig, "attentive": AttentiveProbeConfig}[kind]()
+CONFIGS: dict[str, type[ProbeConfig]] = {"linear": LinearProbeConfig, "knn": KnnProbeConfig, "attentive": AttentiveProbeConfig}

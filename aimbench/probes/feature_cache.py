@@ -10,9 +10,12 @@ extraction format version. Blocks are separate files, so a later run that needs 
 extracts only those and reuses the rest.
 
 Every feature goes through fp16 whether it was just extracted or read back, so a warm and a cold
-cache give identical numbers. A block whose values do not fit fp16 is stored in fp32 instead
-(said in its metadata). Files are written to a hidden ``.part`` name and renamed, so an
-interrupted extraction never leaves a half file that a later run would trust.
+cache give identical numbers. A block whose values would overflow fp16 is stored scaled by a power
+of two (the exponent is in its metadata): that changes no mantissa bit, so every block of every
+split has fp16's precision whatever its range, and a split's features never come in another
+precision than the others' (val and test are scored in the same one). Files are written to a
+hidden ``.part`` name and renamed, so an interrupted extraction never leaves a half file that a
+later run would trust.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
 
 from aimbench.adapters.base import Backbone
 from aimbench.adapters.weight_sources import cache_dir
@@ -91,10 +94,19 @@ def _digest(key: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def _to_storage(block: torch.Tensor) -> torch.Tensor:
-    """fp16 unless a value would overflow it (then fp32: never store an inf)."""
-    fits = block.numel() == 0 or block.abs().max().item() <= FP16_MAX
-    return block.to(torch.float16) if fits else block.float()
+def _to_storage(block: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """fp16 values and the exponent e with block ~ values * 2**e: 0 unless a finite value would
+    overflow fp16 (never store an inf that was not one), then the smallest e that fits."""
+    peak = block.abs().nan_to_num_(nan=0.0, posinf=0.0).max().item() if block.numel() else 0.0
+    exponent = 0
+    while peak * 2.0**-exponent > FP16_MAX:
+        exponent += 1
+    return (block if exponent == 0 else block.float() * 2.0**-exponent).to(torch.float16), exponent
+
+
+def _restore(values: torch.Tensor, exponent: int) -> torch.Tensor:
+    """A stored block as probes read it: fp16 as stored, or fp32 for a scaled one (exact: a power of two)."""
+    return values if exponent == 0 else values.float() * 2.0**exponent
 
 
 def _read_block(path: Path, shape: tuple[int, ...]) -> torch.Tensor | None:
@@ -102,10 +114,14 @@ def _read_block(path: Path, shape: tuple[int, ...]) -> torch.Tensor | None:
     if not path.is_file():
         return None
     try:
-        tensor = load_file(str(path))["features"]
-    except (SafetensorError, OSError, KeyError):
+        with safe_open(str(path), framework="pt") as handle:
+            tensor, metadata = handle.get_tensor("features"), handle.metadata() or {}
+        exponent = int(metadata.get("exponent", 0))
+    except (SafetensorError, OSError, ValueError):
         return None
-    return tensor if tuple(tensor.shape) == shape else None
+    if tensor.dtype != torch.float16:  # written before blocks were scaled: stored as fp32, give it fp16's precision too
+        tensor, exponent = _to_storage(tensor)
+    return _restore(tensor, exponent) if tuple(tensor.shape) == shape else None
 
 
 def _cached_blocks(
@@ -131,8 +147,9 @@ def _cached_blocks(
                 text = json.dumps(key, indent=1, sort_keys=True, default=str).encode()
                 atomic_write(key_file, lambda handle: handle.write(text))
             for block in missing:
-                stored[block] = _to_storage(extracted[block].contiguous())
-                data = save({"features": stored[block]}, metadata={"block": str(block)})
+                values, exponent = _to_storage(extracted[block].contiguous())
+                stored[block] = _restore(values, exponent)
+                data = save({"features": values}, metadata={"block": str(block), "exponent": str(exponent)})
                 atomic_write(folder / f"{kind}{block}.safetensors", lambda handle, data=data: handle.write(data))
         except OSError as exc:
             raise UserError(f"cannot write the feature cache under {folder}: {exc.strerror or exc}; set AIMBENCH_CACHE") from None

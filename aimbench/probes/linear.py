@@ -2,10 +2,11 @@
 
 All heads share one pass over the cached features: their logits are stacked and a single
 cross-entropy call trains them all (the heads' parameters are disjoint, so each gets exactly its
-own gradient). Heads start at zero and see the same seeded data order, so a head's result does
-not depend on which other heads are trained beside it. Each (lr, wd) pair is its own AdamW
-parameter group (biases without decay) under the same warmup + cosine schedule shape;
-learning rates are scaled linearly from the config's base batch to the batch used.
+own gradient). Heads start at zero and see the same seeded data order, and gradient clipping is
+per head, so a head's result does not depend on which other heads are trained beside it. Each
+(lr, wd) pair is its own AdamW parameter group (the config's ``no_weight_decay`` parameters,
+``weight`` or ``bias``, without decay) under the same warmup + cosine schedule shape; learning
+rates are scaled linearly from the config's base batch to the batch used.
 
 Features are standardised with train statistics: the population form of a BatchNorm without
 affine parameters. A concatenated head (``patch_mean+cls``) is two weight blocks, one per
@@ -34,7 +35,7 @@ from aimbench.probes.results import (
     select_per_set,
     summarise,
 )
-from aimbench.probes.schedule import epoch_order, grid_optimizer, warmup_cosine_schedule
+from aimbench.probes.schedule import clip_per_head, epoch_order, grid_optimizer, warmup_cosine_schedule
 
 CHUNK = 4096  # evaluation batch
 
@@ -54,6 +55,15 @@ class _Heads:
         self.b1 = torch.nn.Parameter(torch.zeros(singles, classes, device=device))
         self.w2 = torch.nn.Parameter(torch.zeros(pairs, 2, dim, classes, device=device))
         self.b2 = torch.nn.Parameter(torch.zeros(pairs, classes, device=device))
+
+    def by_name(self) -> dict[str, list[torch.nn.Parameter]]:
+        """The parameters under the names a protocol's ``no_weight_decay`` uses."""
+        return {"weight": [self.w1, self.w2], "bias": [self.b1, self.b2]}
+
+    def clip(self, max_norm: float) -> None:
+        """Clip the gradient of every head at this grid point to ``max_norm``, each on its own."""
+        clip_per_head([self.w1, self.b1], max_norm)
+        clip_per_head([self.w2, self.b2], max_norm)
 
 
 def _logits(x: torch.Tensor, pair_index: torch.Tensor, grid: Sequence[_Heads]) -> torch.Tensor:
@@ -120,6 +130,9 @@ def _fit(
             loss = F.cross_entropy(logits.reshape(-1, classes), y.repeat_interleave(heads), reduction="sum")
             optimizer.zero_grad(set_to_none=True)
             (loss / len(y)).backward()
+            if config.grad_clip is not None:
+                for heads in grid:
+                    heads.clip(config.grad_clip)
             optimizer.step()
             schedule.step()
             step, done = step + 1, done + 1
@@ -164,7 +177,7 @@ def train_linear_probes(
 
     points = grid_points(config)
     grid = [_Heads(s, len(pair_index), d, num_classes, device) for _ in points]
-    optimizer = grid_optimizer(config, [([heads.w1, heads.w2], [heads.b1, heads.b2]) for heads in grid])
+    optimizer = grid_optimizer(config, [heads.by_name() for heads in grid])
 
     def cached_batches(epoch: int, step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = epoch_order(n, seed, epoch).to(device)

@@ -1,14 +1,17 @@
-"""What every trained probe follows over time: its learning-rate schedule and its data order.
+"""What every trained probe follows over time: its optimizer, learning-rate schedule, gradient
+clipping and data order.
 
 The schedule is linear warmup from 0, then cosine to 0, as a multiplier of each parameter group's
-own learning rate, so every (lr, wd) head follows the same shape at its own scale. The data order
-of an epoch is a permutation that depends only on (seed, epoch), so a resumed run draws exactly
-the batches an uninterrupted one would, without saving any generator state."""
+own learning rate, so every (lr, wd) head follows the same shape at its own scale. Gradient
+clipping is per head, so one head's large gradient never scales another's: a head in a grid trains
+as it would alone. The data order of an epoch is a permutation that depends only on (seed, epoch),
+so a resumed run draws exactly the batches an uninterrupted one would, without saving any
+generator state."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -16,15 +19,30 @@ from aimbench.probes.config import AttentiveProbeConfig, LinearProbeConfig, grid
 
 
 def grid_optimizer(
-    config: LinearProbeConfig | AttentiveProbeConfig, heads: Sequence[tuple[list[torch.Tensor], list[torch.Tensor]]]
+    config: LinearProbeConfig | AttentiveProbeConfig, heads: Sequence[Mapping[str, Sequence[torch.Tensor]]]
 ) -> torch.optim.AdamW:
-    """AdamW with one pair of parameter groups per grid point: ``heads[i]`` holds the (decayed,
-    not decayed) parameters of grid point i, whose lr is scaled from the config's base batch."""
+    """AdamW with one pair of parameter groups per grid point: ``heads[i]`` maps the parameter
+    names of grid point i to its tensors; those named in ``config.no_weight_decay`` form the group
+    without weight decay. Each group's lr is scaled from the config's base batch."""
     groups = []
-    for (decay, no_decay), (lr, wd) in zip(heads, grid_points(config), strict=True):
-        groups.append({"params": decay, "lr": scaled_lr(lr, config), "weight_decay": wd})
-        groups.append({"params": no_decay, "lr": scaled_lr(lr, config), "weight_decay": 0.0})  # biases
+    for named, (lr, wd) in zip(heads, grid_points(config), strict=True):
+        for decayed in (True, False):
+            params = [t for name, tensors in named.items() if (name not in config.no_weight_decay) == decayed for t in tensors]
+            groups.append({"params": params, "lr": scaled_lr(lr, config), "weight_decay": wd if decayed else 0.0})
     return torch.optim.AdamW(groups)
+
+
+def clip_per_head(tensors: Sequence[torch.Tensor], max_norm: float) -> None:
+    """Clip each head's gradient norm to ``max_norm`` on its own, as ``clip_grad_norm_`` would for
+    the head alone: every tensor stacks the same heads along its first axis, so head h's gradient
+    is the h-th slice of each."""
+    grads = [t.grad for t in tensors if t.grad is not None]
+    if not grads:
+        return
+    norms = torch.stack([g.flatten(1).float().pow(2).sum(dim=1) for g in grads]).sum(dim=0).sqrt()
+    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for grad in grads:
+        grad.mul_(scale.view(-1, *[1] * (grad.dim() - 1)).to(grad.dtype))
 
 
 def warmup_cosine(step: int, warmup: int, total: int) -> float:

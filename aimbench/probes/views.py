@@ -23,10 +23,13 @@ from aimbench.probes.schedule import epoch_batches
 def train_transform(pre: Preprocess, augmentation: str, min_scale: float) -> v2.Compose:
     """The training view at the eval size with the eval normalisation: ``rrc_flip`` is
     RandomResizedCrop + horizontal flip; ``strong`` adds RandAugment (2 ops, magnitude 9) and
-    random erasing (p 0.25), the DeiT/MAE fine-tuning recipe; ``none`` is the eval crop."""
+    random erasing (p 0.25), the DeiT/MAE fine-tuning recipe; ``none`` is the eval crop.
+    RandAugment's geometric ops run on tensors, which torchvision supports with nearest and
+    bilinear resampling only: a bicubic backbone's RandAugment resamples bilinearly."""
     if augmentation == "none":
         return build_eval_transform(pre)
     interpolation = InterpolationMode(pre.interpolation)
+    on_tensors = InterpolationMode.BILINEAR if interpolation is InterpolationMode.BICUBIC else interpolation
     crop = [v2.RandomResizedCrop(pre.image_size, scale=(min_scale, 1.0), interpolation=interpolation, antialias=True), v2.RandomHorizontalFlip()]
     strong = augmentation == "strong"
     return v2.Compose(
@@ -34,7 +37,7 @@ def train_transform(pre: Preprocess, augmentation: str, min_scale: float) -> v2.
             v2.Lambda(lambda image: image.convert("RGB")),
             v2.PILToTensor(),
             *crop,
-            *([v2.RandAugment(num_ops=2, magnitude=9, interpolation=interpolation)] if strong else []),
+            *([v2.RandAugment(num_ops=2, magnitude=9, interpolation=on_tensors)] if strong else []),
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(mean=list(pre.mean), std=list(pre.std)),
             *([v2.RandomErasing(p=0.25)] if strong else []),

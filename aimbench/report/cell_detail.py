@@ -1,9 +1,10 @@
-"""One cell in full: what produced its number (provenance) and its per-layer scores.
+"""One cell in full: what produced its number (provenance), its recipe, and its per-layer scores.
 
 Everything a reader needs to trust or reproduce a number sits in its record; this view puts
 the parts people ask about first (anchors: dinov2#106, #232, CLIP#353): the selected
 hyper-parameters, the effective batch and scaled learning rates, the token kind and block, the
-weights hash, the data revision and split policy, and the software versions.
+weights hash, the data revision and split policy, and the software versions; then the protocol
+as resolved for the cell, each field with its source and whether a task card or an option changed it.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def provenance_table(record: dict[str, Any]) -> Table:
         ("last layer", f"{last}: val {percent(record['last_val_score'])}, test {percent(record['last_test_score'])}"),
         ("secondary metrics", json.dumps(record.get("best_test_secondary") or {}) if record.get("secondary_metrics") else "–"),
         ("probe", f"{probe.get('kind', record['probe'])}; {probe.get('optimizer', '–')}, {probe.get('schedule', '–')}, {probe.get('epochs', '–')} epochs"),
+        ("protocol", _protocol_line(record)),
         ("effective batch / lr", f"{probe.get('effective_batch_size', '–')} (base {probe.get('base_batch_size', '–')}); "
                                  f"scaled lr {_listed(probe.get('scaled_learning_rates'))}"),
         ("grid", f"lr {_listed(probe.get('learning_rates'))}; wd {_listed(probe.get('weight_decays'))}"),
@@ -81,6 +83,32 @@ def provenance_table(record: dict[str, Any]) -> Table:
     ]  # fmt: skip
     return Table(f"{record['backbone']} on {record['task']} — {record['probe']} probe, seed {record['seed']}",
                  ["field", "value"], [[k, v] for k, v in lines])  # fmt: skip
+
+
+def _protocol_line(record: dict[str, Any]) -> str:
+    protocol = (record.get("probe_config") or {}).get("protocol")
+    if not protocol:
+        return record.get("protocol") or "–"
+    changed = protocol.get("overridden") or []
+    by = ", ".join(f"{f} ({protocol['fields'][f]['from']})" for f in changed)
+    return f"{protocol['name']}" + (f"; overridden: {by}" if changed else "; as the card says")
+
+
+def _value_label(value: Any) -> str:
+    if value is None:
+        return "none"
+    return _listed(value) if isinstance(value, list) else (f"{value:g}" if isinstance(value, float) else str(value))
+
+
+def protocol_table(record: dict[str, Any]) -> Table | None:
+    """Every resolved recipe field with its value, where it comes from and which layer set it
+    (the protocol card, the task card, or an explicit option); None for records without one."""
+    protocol = (record.get("probe_config") or {}).get("protocol")
+    if not protocol:
+        return None
+    rows = [[name, _value_label(f["value"]), f["from"], f["source"]] for name, f in protocol["fields"].items()]
+    notes = ["from: protocol = the protocol card, task = the task card's override, cli = an explicit option"]
+    return Table(f"protocol {protocol['name']} as resolved for this cell", ["field", "value", "from", "source"], rows, notes)
 
 
 def layer_table(record: dict[str, Any]) -> Table:

@@ -1,10 +1,11 @@
-"""Tables of what aimbench knows: backbone variants and tasks from the cards."""
+"""Tables of what aimbench knows: backbone variants, tasks and protocols from the cards."""
 
 from __future__ import annotations
 
 import fnmatch
 from pathlib import Path
 
+from aimbench.cards.protocol_card import DEFAULT_PROTOCOL
 from aimbench.cards.registry import Registry
 from aimbench.cards.task_card import SourceSpec, TaskSpec
 from aimbench.report.tables import Table
@@ -47,8 +48,18 @@ def source_label(source: SourceSpec) -> str:
     return f"{source.kind}:{detail}"
 
 
+def sizes_label(sizes: dict[str, int]) -> str:
+    """train/val/test sizes; a val carved by the protocol's fraction is still inside train."""
+    if "val" not in sizes:
+        return f"{sizes['train']} incl. val/{sizes['test']}"
+    return f"{sizes['train']}/{sizes['val']}/{sizes['test']}"
+
+
 def split_label(spec: TaskSpec) -> str:
-    val = f"val={spec.val.split}" if spec.val.split else f"val={spec.val.fraction:g}×{spec.train_split}"
+    if spec.val.split:
+        val = f"val={spec.val.split}"
+    else:
+        val = f"val={'protocol' if spec.val.fraction is None else format(spec.val.fraction, 'g')}×{spec.train_split}"
     return f"train={spec.train_split} {val} test={spec.test_split}"
 
 
@@ -58,10 +69,9 @@ def task_listing(registry: Registry, pattern: str | None = None, data_root: Path
     for spec in registry.ordered_tasks():
         if not _matches(spec.name, pattern):
             continue
-        sizes = spec.expected_sizes
         metric = " + ".join((spec.metric, *spec.secondary_metrics))
         row = [
-            spec.name, str(spec.num_classes), f"{sizes['train']}/{sizes['val']}/{sizes['test']}", split_label(spec),
+            spec.name, str(spec.num_classes), sizes_label(spec.expected_sizes), split_label(spec),
             " | ".join(source_label(s) for s in spec.sources), metric, ", ".join(registry.suites_of(spec.name)),
         ]  # fmt: skip
         if data_root is not None:
@@ -75,3 +85,14 @@ def task_listing(registry: Registry, pattern: str | None = None, data_root: Path
     columns = ["name", "classes", "train/val/test", "splits", "sources (in order)", "metric", "suites"]
     notes = [] if data_root is None else [f"data root: {data_root}; 'aimbench tasks check' verifies a copy in full"]
     return Table(f"{len(rows)} tasks", columns + (["data"] if data_root is not None else []), rows, notes)
+
+
+def protocol_listing(registry: Registry, pattern: str | None = None) -> Table:
+    """The protocols (probe recipes) with the probes each defines; the default is marked."""
+    rows = [
+        [spec.name + (" (default)" if spec.name == DEFAULT_PROTOCOL else ""), ", ".join(spec.kinds), spec.description, str(spec.card_path)]
+        for spec in sorted(registry.protocols.values(), key=lambda s: s.name)
+        if _matches(spec.name, pattern)
+    ]
+    notes = ["--protocol NAME picks one for 'aimbench eval'; each field's value and source are in its card"]
+    return Table(f"{len(rows)} protocols", ["name", "probes", "description", "card"], rows, notes)

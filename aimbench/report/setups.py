@@ -13,9 +13,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from aimbench.cards.protocol_card import DEFAULT_PROTOCOL
 from aimbench.store.schema import SETUP_COLUMNS
 
-DEFAULT_PROTOCOL = "aim-v1"
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Setup:
         the layer spec where it varies between rows of the same backbone and probe."""
         out = [f"limit {self.image_limit}"] if self.limited else []
         out += [self.dtype] if self.dtype not in (None, "fp32") else []
-        out += [f"protocol {self.protocol}"] if self.protocol != DEFAULT_PROTOCOL else []
+        out += [f"protocol {self.protocol}"] if self.protocol not in (DEFAULT_PROTOCOL, "") else []
         out += [f"layers {self.layers_spec}"] if "layers_spec" in varying and self.layers_spec else []
         return out
 

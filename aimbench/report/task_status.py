@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aimbench.data.check import CheckReport
 from aimbench.data.prepare import PrepareOutcome
+from aimbench.report.listing import sizes_label
 from aimbench.report.tables import Table
 
 
@@ -14,7 +15,7 @@ def check_table(reports: list[CheckReport], expected: dict[str, dict[str, int]])
         want = expected[report.task]
         duplicates = sum(report.duplicates.values())
         rows.append([
-            report.task, report.status, report.source or "–", sizes, f"{want['train']}/{want['val']}/{want['test']}",
+            report.task, report.status, report.source or "–", sizes, sizes_label(want),
             "–" if report.classes_in_train is None else str(report.classes_in_train),
             str(report.unreadable) if report.sizes else "–", str(duplicates) if report.duplicates else "–",
         ])  # fmt: skip

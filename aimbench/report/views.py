@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 
 from aimbench.errors import UserError
-from aimbench.report.cell_detail import find_cell, layer_table, provenance_table
+from aimbench.report.cell_detail import find_cell, layer_table, protocol_table, provenance_table
 from aimbench.report.curves import Curve, curves_table, layer_curves
 from aimbench.report.filters import Filters
 from aimbench.report.leaderboard import cell_summaries, layer_scores, leaderboard, published_rows
@@ -51,7 +51,8 @@ def layers_view(con: duckdb.DuckDBPyConnection, filters: Filters) -> tuple[Table
 
 def cell_view(con: duckdb.DuckDBPyConnection, results_dir: Path, key: str) -> tuple[list[Table], list[dict[str, Any]]]:
     record = find_cell(con, results_dir, key)
-    return [provenance_table(record), layer_table(record)], record["layers"]
+    protocol = protocol_table(record)
+    return [provenance_table(record), *([protocol] if protocol else []), layer_table(record)], record["layers"]
 
 
 def sql_view(con: duckdb.DuckDBPyConnection, query: str) -> tuple[Table, list[dict[str, Any]]]:

@@ -55,8 +55,8 @@ RECORD_COLUMNS: dict[str, str] = {
     "backbone": "VARCHAR",
     "task": "VARCHAR",
     "probe": "VARCHAR",  # linear | attentive | knn | official:last | official:best
+    "protocol": "VARCHAR",  # the protocol card the recipe came from, + fields an explicit option changed ("aim-v1+epochs=5"); "" for released heads
     "seed": "INTEGER",
-    "protocol": "VARCHAR",  # the probe recipe's protocol card (aim-v1, ...)
     # what was measured on
     "weights_key": "VARCHAR",  # "" = the card's weights; random | timm | open_clip:TAG | hub source | sha256:<file content>
     "weights_name": "VARCHAR",  # what reports call a weights override ("" = the card's); --name, else from the file or run folder
@@ -92,7 +92,7 @@ RECORD_COLUMNS: dict[str, str] = {
     "layers": f"{_LAYER}[]",  # per layer set, the head selected on val
     "heads": "JSON",  # every trained head with its val score (never a test score)
     # how
-    "probe_config": "JSON",  # grid, epochs, effective batch, scaled learning rates, optimizer, schedule, ...
+    "probe_config": "JSON",  # resolved recipe (grid, epochs, batch, ...) + "protocol": each field's value, source, origin
     "backbone_info": "JSON",  # family, adapter, arch, depth, dim, card, licence, preprocess, features
     "task_info": "JSON",  # num_classes, metric, card
     "environment": "JSON",  # aimbench version, git sha, torch, python, device
@@ -126,7 +126,7 @@ CREATE VIEW runs AS SELECT * REPLACE (
     coalesce(weights_key, CASE WHEN starts_with(weights_id, 'file:') THEN 'sha256:' || weights_sha256 ELSE '' END) AS weights_key,
     coalesce(weights_name, CASE WHEN starts_with(weights_id, 'file:')
                                 THEN regexp_replace(weights_id[6:], '\\.[A-Za-z]+$', '') ELSE '' END) AS weights_name,
-    coalesce(protocol, '{LEGACY_PROTOCOL}') AS protocol
+    CASE WHEN schema_version = 2 THEN '{LEGACY_PROTOCOL}' ELSE coalesce(protocol, '') END AS protocol
 ) FROM all_records WHERE schema_version IN {READABLE_VERSIONS}
 """
 

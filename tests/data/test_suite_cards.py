@@ -21,7 +21,6 @@ from aimbench.data import load_task
 from aimbench.data.check import READY, check_task
 from aimbench.launch.cells import plan_cells
 from aimbench.launch.run_cell import RunOptions, run_cell
-from aimbench.probes.config import LinearProbeConfig
 from aimbench.store import read_record
 
 PAPER_ORDER = [
@@ -80,8 +79,7 @@ def test_miniature_copy_checks_loads_and_probes(name: str, tmp_path: Path, tiny_
         assert sorted(set(split.labels.tolist())) == list(range(classes))
         assert np.asarray(split.image(0)).shape[:2] == (8, 8)
 
-    configs = {"linear": LinearProbeConfig(epochs=2)}
-    (cell,) = plan_cells(registry, ["micro-cls"], [name], "linear", [0], "last", None, None, configs)
+    (cell,) = plan_cells(registry, ["micro-cls"], [name], "linear", [0], "last", None, None, {"epochs": 2})
     record = read_record(run_cell(cell, RunOptions(tmp_path / "results", root, (tiny_cards,), device="cpu")))
     assert record["task"] == name and record["n_test"] == sizes["test"]
     assert record["dataset_source"] == report.source

@@ -11,7 +11,7 @@ from conftest import TINY_BACKBONE_CARD, micro_card_header, write_card
 from aimbench.cards.registry import Registry
 from aimbench.errors import UserError
 from aimbench.launch.cells import Cell, plan_cells
-from aimbench.probes.config import KnnProbeConfig, LinearProbeConfig
+from aimbench.probes.protocol import default_config
 
 
 def test_plan_expands_the_matrix_and_validates_first(tiny_cards: Path) -> None:
@@ -36,11 +36,10 @@ def test_plan_expands_the_matrix_and_validates_first(tiny_cards: Path) -> None:
 
 def test_probe_kinds_expand_with_their_own_configs(tiny_cards: Path) -> None:
     registry = Registry.load([tiny_cards])
-    linear = LinearProbeConfig(epochs=3)
-    cells = plan_cells(registry, ["micro-cls"], ["digits"], probe="linear, knn,linear", layers="all,avg:1-2", probe_configs={"linear": linear})
-    assert [(c.probe, c.probe_config) for c in cells] == [("linear", linear), ("knn", KnnProbeConfig())]
-    assert all(c.layers == "all,avg:1-2" for c in cells)
-    assert Cell("micro-cls", "digits", "knn", 0).probe_config == KnnProbeConfig()
+    cells = plan_cells(registry, ["micro-cls"], ["digits"], probe="linear, knn,linear", layers="all,avg:1-2", overrides={"epochs": 3})
+    assert [(c.probe, c.probe_config) for c in cells] == [("linear", default_config("linear", epochs=3)), ("knn", default_config("knn"))]
+    assert all(c.layers == "all,avg:1-2" and c.protocol == "aim-v1" for c in cells)
+    assert Cell("micro-cls", "digits", "knn", 0).probe_config == default_config("knn")
     with pytest.raises(UserError, match="run it on its own"):
         plan_cells(registry, ["micro-cls"], ["digits"], probe="official,linear")
 
@@ -53,10 +52,12 @@ def test_config_hash_covers_everything_that_changes_the_number(tmp_path: Path, t
         Cell("micro-cls", "digits", "linear", 0, layers="last"),
         Cell("micro-cls", "digits", "linear", 0, limit=100),
         Cell("micro-cls", "digits", "linear", 0, weights="random"),
-        Cell("micro-cls", "digits", "linear", 0, probe_config=LinearProbeConfig(epochs=3)),
-        Cell("micro-cls", "digits", "linear", 0, probe_config=LinearProbeConfig(weight_decays=(0.0,))),
+        Cell("micro-cls", "digits", "linear", 0, probe_config=default_config("linear", epochs=3)),
+        Cell("micro-cls", "digits", "linear", 0, probe_config=default_config("linear", weight_decays=(0.0,))),
+        Cell("micro-cls", "digits", "linear", 0, probe_config=default_config("linear", grad_clip=1.0)),
+        Cell("micro-cls", "digits", "linear", 0, protocol="aimbench-fast"),
         Cell("micro-cls", "digits", "knn", 0),
-        Cell("micro-cls", "digits", "knn", 0, probe_config=KnnProbeConfig(temperature=0.1)),
+        Cell("micro-cls", "digits", "knn", 0, probe_config=default_config("knn", temperature=0.1)),
     ]
     hashes = {base.config_hash(registry)} | {v.config_hash(registry) for v in variants}
     assert len(hashes) == 1 + len(variants)

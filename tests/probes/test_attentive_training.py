@@ -14,9 +14,11 @@ from conftest import count_forwards
 from aimbench.adapters.base import Backbone
 from aimbench.data import TaskSplits
 from aimbench.data.images import LabelledImages
+from aimbench.probes import attentive_training
 from aimbench.probes.attentive_training import (
     AttentiveTrainer,
     CachedTokens,
+    eval_tokens,
     fit,
     train_attentive_probes,
 )
@@ -24,8 +26,9 @@ from aimbench.probes.checkpoint import Checkpointing
 from aimbench.probes.config import AttentiveProbeConfig
 from aimbench.probes.feature_cache import Extraction, SplitKey, cached_tokens
 from aimbench.probes.layer_sets import parse_layer_sets
+from aimbench.probes.protocol import default_config
 
-CONFIG = AttentiveProbeConfig(learning_rates=(1e-3, 1e-2), weight_decays=(0.0, 0.1), epochs=2, batch_size=16)
+CONFIG = default_config("attentive", learning_rates=(1e-3, 1e-2), weight_decays=(0.0, 0.1), epochs=2, batch_size=16, augmentation="rrc_flip")
 
 
 def _run(micro_cls: Backbone, digits_48: TaskSplits, layers: str = "all,avg:1-2", config: AttentiveProbeConfig = CONFIG, **kw):  # type: ignore[no-untyped-def]
@@ -115,7 +118,7 @@ def test_cached_mode_trains_and_scores_from_token_maps_without_the_backbone(micr
         for name, images in (("train", digits_48.train), ("val", digits_48.val), ("test", digits_48.test))
     )
     calls = count_forwards(micro_cls)
-    config = replace(CONFIG, data_mode="cached")
+    config = replace(CONFIG, data_mode="cached", augmentation="none")
     result = train_attentive_probes(micro_cls, digits_48.train, digits_48.val, digits_48.test, sets, 10, config, seed=0, cached=maps)
     assert calls == []  # every epoch and both evaluations read the cache
     assert len(result.heads) == 16 and [r.layer_set for r in result.layers] == ["0", "1", "2", "avg:1-2"]
@@ -124,3 +127,41 @@ def test_cached_mode_trains_and_scores_from_token_maps_without_the_backbone(micr
     # a window's tokens are the mean of its blocks' cached maps
     window = maps[0].set_tokens([0, 5], [sets[-1]], torch.device("cpu"))[0]
     torch.testing.assert_close(window, (maps[0].blocks[1][[0, 5]].float() + maps[0].blocks[2][[0, 5]].float()) / 2)
+
+
+def test_val_and_test_are_scored_in_the_same_precision(micro_cls: Backbone, digits_48: TaskSplits, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Heads may train in bf16 autocast (forced here on CPU, as on a GPU), but val (every head of
+    the grid) and test (the exported heads) are both scored in fp32: the same logits to rounding."""
+    monkeypatch.setattr(attentive_training, "TRAIN_AUTOCAST", ("cpu",))
+    sets = parse_layer_sets("all,avg:1-2", micro_cls.depth)
+    trainer = AttentiveTrainer(micro_cls, sets, 10, CONFIG, seed=0)
+    fit(trainer, digits_48.train)
+    tokens = next(eval_tokens(micro_cls, digits_48.val, sets, 48, 0))
+    val_logits = trainer.logits(tokens)  # what selection reads
+    assert val_logits.dtype == torch.float32
+    for g, grid in enumerate(trainer.grids):
+        for index in range(len(sets)):
+            with torch.no_grad():
+                test_logits = grid.head(index, trainer.norms.norms[index])(tokens[index])  # what the test score reads
+            torch.testing.assert_close(val_logits[g, index], test_logits, rtol=1e-4, atol=1e-5)
+
+
+def test_grad_clip_and_no_weight_decay_take_effect(micro_cls: Backbone, digits_48: TaskSplits) -> None:
+    sets = parse_layer_sets("last", micro_cls.depth)
+    tokens = next(eval_tokens(micro_cls, digits_48.train, sets, 16, 0))
+    labels = torch.as_tensor(digits_48.train.labels[:16])
+
+    def step(config: AttentiveProbeConfig) -> float:
+        """How far one optimizer step moves the heads' parameters."""
+        trainer = AttentiveTrainer(micro_cls, sets, 10, config, seed=0)
+        before = [p.detach().clone() for grid in trainer.grids for p in grid.parameters()]
+        trainer.train_step(tokens, labels)
+        return max(float((p.detach() - b).abs().max()) for p, b in zip((p for grid in trainer.grids for p in grid.parameters()), before))
+
+    no_decay = replace(CONFIG, weight_decays=(0.0,))  # only the gradient moves the heads
+    assert step(replace(no_decay, grad_clip=1e-12)) < 1e-3 * step(no_decay)  # gradients far below Adam's epsilon barely move
+    trainer = AttentiveTrainer(micro_cls, sets, 10, replace(CONFIG, no_weight_decay=("cls_token", "linear.bias")), seed=0)
+    groups = trainer.optimizer.param_groups  # per grid point: decayed, then not decayed
+    grid = trainer.grids[-1]  # wd 0.1
+    assert groups[-1]["weight_decay"] == 0.0 and {id(p) for p in groups[-1]["params"]} == {id(grid.cls_token), id(grid.bias)}
+    assert groups[-2]["weight_decay"] == 0.1 and {id(p) for p in groups[-2]["params"]} == {id(grid.k), id(grid.v), id(grid.weight)}

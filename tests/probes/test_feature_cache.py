@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import count_forwards
+from safetensors.torch import save
 
 from aimbench.adapters import build_backbone, load_backbone
 from aimbench.adapters.base import Backbone
 from aimbench.cards.registry import Registry
 from aimbench.data.images import LabelledImages
-from aimbench.probes.feature_cache import Extraction, SplitKey, cache_key, cached_pooled, cached_tokens
+from aimbench.probes.feature_cache import Extraction, SplitKey, _read_block, _restore, _to_storage, cache_key, cached_pooled, cached_tokens
 from aimbench.probes.features import extract_pooled, extract_tokens
 
 
@@ -112,3 +113,18 @@ def test_token_maps_are_cached_beside_pooled_features(backbone: Backbone, tmp_pa
     assert stats == {"cached_blocks": 2, "extracted_blocks": 0} and torch.equal(again[0], maps[0])
     names = sorted(p.name for p in (tmp_path / "features").rglob("*.safetensors"))
     assert names == ["block0.safetensors", "tokens0.safetensors", "tokens2.safetensors"]
+
+
+def test_every_split_is_stored_in_fp16_precision_whatever_its_range(tmp_path: Path) -> None:
+    """A block too large for fp16 is stored scaled by a power of two, never in another precision:
+    a val split that fits and a test split that does not are rounded alike."""
+    values = torch.randn(6, 2, 8, generator=torch.Generator().manual_seed(0))
+    small, exponent = _to_storage(values)
+    large, large_exponent = _to_storage(values * 2.0**20)  # up to ~4e6: beyond fp16's 65504
+    assert (small.dtype, large.dtype, exponent) == (torch.float16, torch.float16, 0) and large_exponent > 0
+    assert torch.equal(_restore(large, large_exponent), _restore(small, exponent).float() * 2.0**20)
+    assert torch.isfinite(_restore(large, large_exponent)).all()
+    # a block written as fp32 by an earlier version is read back with the same precision
+    old = tmp_path / "block0.safetensors"
+    old.write_bytes(save({"features": values * 2.0**20}, metadata={"block": "0"}))
+    assert torch.equal(_read_block(old, tuple(values.shape)), _restore(large, large_exponent))

@@ -12,10 +12,10 @@ import torch
 from sklearn.neighbors import KNeighborsClassifier
 
 from aimbench.cards.backbone_card import CLS, CONCAT, PATCH_MEAN
-from aimbench.probes.config import KnnProbeConfig
 from aimbench.probes.features import PooledFeatures, ProbeSource
 from aimbench.probes.knn import knn_predict, knn_probes
 from aimbench.probes.layer_sets import LayerSet
+from aimbench.probes.protocol import default_config
 
 T = 0.07
 
@@ -126,7 +126,7 @@ def test_bad_arguments(kwargs: dict, message: str) -> None:
 
 
 def test_config_describes_the_protocol() -> None:
-    config = KnnProbeConfig()
+    config = default_config("knn")
     assert (config.ks, config.temperature) == ((10, 20, 100, 200), 0.07)
     description = json.loads(json.dumps(config.as_dict()))
     assert description["ks"] == [10, 20, 100, 200] and description["temperature"] == 0.07
@@ -148,7 +148,7 @@ SOURCES = [ProbeSource(LayerSet(name, (int(name),)), token) for name in ("0", "1
 
 def test_probe_selects_on_val_and_scores_test_for_selected_heads_only() -> None:
     train, val, test = _pooled(3)
-    config = KnnProbeConfig(ks=(5, 20))
+    config = default_config("knn", ks=(5, 20))
     result = knn_probes(train, val, test, SOURCES, 5, config)
     assert len(result.heads) == 2 * 3 * 2  # sets x (patch mean, cls, both) x ks
     assert [h.token for h in result.heads[:6]] == [PATCH_MEAN] * 2 + [CLS] * 2 + [CONCAT] * 2
@@ -160,3 +160,11 @@ def test_probe_selects_on_val_and_scores_test_for_selected_heads_only() -> None:
     assert corrupted.heads == result.heads
     assert [(r.token, r.hparams) for r in corrupted.layers] == [(r.token, r.hparams) for r in result.layers]
     assert corrupted.best.test_score < result.best.test_score
+
+
+def test_val_and_test_are_scored_in_the_same_precision() -> None:
+    """The same images as val and as test (one in fp16, as a cache stores it) give every selected head the same score."""
+    train, val, _ = _pooled(4)
+    half = PooledFeatures(val.features.half(), val.labels)
+    result = knn_probes(train, half, val, SOURCES, 5, default_config("knn"))
+    assert [r.val_score for r in result.layers] == [r.test_score for r in result.layers]

@@ -15,10 +15,10 @@ from conftest import count_forwards
 from aimbench.cards.backbone_card import CLS, CONCAT, PATCH_MEAN
 from aimbench.probes import linear
 from aimbench.probes.checkpoint import Checkpointing
-from aimbench.probes.config import LinearProbeConfig
 from aimbench.probes.features import PooledFeatures, ProbeSource, extract_pooled, feature_sources, probe_inputs
 from aimbench.probes.layer_sets import LayerSet, blocks_needed, parse_layer_sets
 from aimbench.probes.linear import train_linear_probes
+from aimbench.probes.protocol import default_config
 from aimbench.probes.results import HeadScore, LayerResult, ProbeResult
 from aimbench.probes.schedule import warmup_cosine
 from aimbench.probes.views import online_probe_inputs
@@ -26,7 +26,7 @@ from aimbench.probes.views import online_probe_inputs
 N_CLASSES = 3
 DIM = 8
 LAYERS = 3
-FAST = LinearProbeConfig(learning_rates=(1e-2, 1e-1), weight_decays=(1e-4,), epochs=20, batch_size=64)
+FAST = default_config("linear", learning_rates=(1e-2, 1e-1), weight_decays=(1e-4,), epochs=20, batch_size=64)
 
 
 def src(layer: int, token: str = PATCH_MEAN) -> ProbeSource:
@@ -80,7 +80,7 @@ def test_each_layer_keeps_its_best_val_head() -> None:
     sources = [src(layer, token) for layer in range(2) for token in (PATCH_MEAN, CLS)]
     # layer 0: cls informative, patch mean not; layer 1: patch mean informative
     train, val, test = _three_splits({1: 1.5, 2: 1.0}, n_sources=4)
-    config = LinearProbeConfig(learning_rates=(1e-3, 3e-2, 3e-1), weight_decays=(0.0,), epochs=15, batch_size=64)
+    config = default_config("linear", learning_rates=(1e-3, 3e-2, 3e-1), weight_decays=(0.0,), epochs=15, batch_size=64)
     result = train_linear_probes(train, val, test, sources, N_CLASSES, config, seed=1)
 
     tokens = (PATCH_MEAN, CLS, CONCAT)
@@ -111,7 +111,7 @@ def test_ties_go_to_the_first_candidate_in_grid_order() -> None:
         PooledFeatures(torch.zeros(90, len(sources), DIM), torch.randint(0, N_CLASSES, (90,), generator=generator))
         for _ in range(3)
     ]
-    config = LinearProbeConfig(learning_rates=(1e-2, 1e-1), epochs=2, batch_size=32)
+    config = default_config("linear", learning_rates=(1e-2, 1e-1), epochs=2, batch_size=32)
     result = train_linear_probes(*splits, sources, N_CLASSES, config, seed=0)
     assert len({h.val_score for h in result.heads}) == 1  # a genuine tie everywhere
     assert [(r.token, r.hparams) for r in result.layers] == [(PATCH_MEAN, {"lr": 1e-2, "weight_decay": 0.0})] * 3
@@ -178,7 +178,7 @@ def _selection(result: ProbeResult) -> list[tuple]:
 def test_test_labels_change_only_test_scores(corruption: str) -> None:
     sources = [src(layer, token) for layer in range(LAYERS) for token in (PATCH_MEAN, CLS)]
     train, val, test = _three_splits({0: 0.4, 3: 1.0, 4: 1.5}, n_sources=len(sources), seed=3)
-    config = LinearProbeConfig(learning_rates=(1e-3, 1e-2, 1e-1), epochs=10, batch_size=64)
+    config = default_config("linear", learning_rates=(1e-3, 1e-2, 1e-1), epochs=10, batch_size=64)
     clean = train_linear_probes(train, val, test, sources, N_CLASSES, config, seed=5)
 
     labels = test.labels
@@ -228,7 +228,7 @@ def _scores(result: ProbeResult) -> dict[tuple[str, str, float, float], float]:
 @pytest.mark.parametrize("batch_size", [64, 1024])
 def test_every_head_of_the_grid_matches_training_it_alone(batch_size: int) -> None:
     train, val, test = _three_splits({1: 1.0, 2: 0.3})
-    grid = LinearProbeConfig(learning_rates=(1e-2, 3e-1), weight_decays=(0.0, 1e-1), epochs=20, batch_size=batch_size)
+    grid = default_config("linear", learning_rates=(1e-2, 3e-1), weight_decays=(0.0, 1e-1), epochs=20, batch_size=batch_size)
     together = _scores(train_linear_probes(train, val, test, SOURCES, N_CLASSES, grid, seed=0))
     alone: dict[tuple[str, str, float, float], float] = {}
     for i, source in enumerate(SOURCES):
@@ -275,7 +275,7 @@ def test_global_rng_does_not_affect_training() -> None:
 def test_on_epoch_reports_every_epoch() -> None:
     train, val, test = _three_splits({1: 1.0}, n=60)
     seen: list[int] = []
-    config = LinearProbeConfig(learning_rates=(1e-2,), epochs=4, batch_size=16)
+    config = default_config("linear", learning_rates=(1e-2,), epochs=4, batch_size=16)
     train_linear_probes(train, val, test, SOURCES, N_CLASSES, config, seed=0, on_epoch=seen.append)
     assert seen == [1, 2, 3, 4]
 
@@ -287,7 +287,7 @@ def test_concatenated_head_equals_a_head_on_the_concatenated_features() -> None:
     """patch_mean+cls is two weight blocks whose logits add: exactly a linear head on [pm; cls]."""
     sources = [src(0, PATCH_MEAN), src(0, CLS)]
     train, val, test = _three_splits({0: 0.7, 1: 0.7}, n_sources=2, seed=4)
-    config = LinearProbeConfig(learning_rates=(3e-2,), weight_decays=(1e-2,), epochs=8, batch_size=64)
+    config = default_config("linear", learning_rates=(3e-2,), weight_decays=(1e-2,), epochs=8, batch_size=64)
     together = train_linear_probes(train, val, test, sources, N_CLASSES, config, seed=2)
     concat_head = next(h for h in together.heads if h.token == CONCAT)
 
@@ -301,7 +301,7 @@ def test_concatenated_head_equals_a_head_on_the_concatenated_features() -> None:
 
 def test_weight_decay_changes_the_heads() -> None:
     train, val, test = _three_splits({1: 0.8})
-    config = LinearProbeConfig(learning_rates=(3e-1,), weight_decays=(0.0, 10.0), epochs=20, batch_size=64)
+    config = default_config("linear", learning_rates=(3e-1,), weight_decays=(0.0, 10.0), epochs=20, batch_size=64)
     result = train_linear_probes(train, val, test, SOURCES, N_CLASSES, config, seed=0)
     scores = {h.hparams["weight_decay"]: h.val_score for h in result.heads if h.layer_set == "1"}
     assert scores[0.0] > scores[10.0]  # a huge decay shrinks the informative head towards chance
@@ -329,7 +329,7 @@ def test_agrees_with_scikit_learn_logistic_regression() -> None:
     from sklearn.preprocessing import StandardScaler
 
     train, val, test = _three_splits({0: 0.9}, n=400, n_sources=1, seed=6)
-    config = LinearProbeConfig(learning_rates=(1e-1,), weight_decays=(0.0,), epochs=150, batch_size=400, warmup_fraction=0.0)
+    config = default_config("linear", learning_rates=(1e-1,), weight_decays=(0.0,), epochs=150, batch_size=400, warmup_fraction=0.0)
     ours = train_linear_probes(train, val, test, [src(0)], N_CLASSES, config, seed=0)
 
     scaler = StandardScaler().fit(train.features[:, 0].numpy())
@@ -356,7 +356,7 @@ class _KilledAfterSaving(Checkpointing):
 
 def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     train, val, test = _three_splits({1: 1.0}, n=100)
-    config = LinearProbeConfig(learning_rates=(1e-2, 1e-1), weight_decays=(0.0, 1e-2), epochs=3, batch_size=32)  # 4 steps per epoch
+    config = default_config("linear", learning_rates=(1e-2, 1e-1), weight_decays=(0.0, 1e-2), epochs=3, batch_size=32)  # 4 steps per epoch
     whole = train_linear_probes(train, val, test, SOURCES, N_CLASSES, config, seed=3)
     state = tmp_path / "linear.pt"
     with pytest.raises(KeyboardInterrupt):
@@ -375,13 +375,13 @@ def test_online_linear_probe_trains_on_views_resumes_and_ignores_test_labels(mic
     blocks = blocks_needed(sets)
     cached = [probe_inputs(extract_pooled(backbone, s, blocks), feature_sources(backbone, blocks), sets) for s in (splits.train, splits.val, splits.test)]
     (train, sources), (val, _), (test, _) = cached
-    config = LinearProbeConfig(learning_rates=(1e-2, 1e-1), weight_decays=(0.0,), epochs=2, batch_size=16, data_mode="online")
+    config = default_config("linear", learning_rates=(1e-2, 1e-1), weight_decays=(0.0,), epochs=2, batch_size=16, data_mode="online")
     online = online_probe_inputs(backbone, splits.train, sets, "rrc_flip", 0.08, seed=0, batch_size=16)
 
     calls = count_forwards(backbone)
     whole = train_linear_probes(train, val, test, sources, 10, config, seed=0, online=online)
     assert sum(n for n, _ in calls) == 2 * len(splits.train)  # one forward per training image per epoch
-    cached_result = train_linear_probes(train, val, test, sources, 10, replace(config, data_mode="cached"), seed=0)
+    cached_result = train_linear_probes(train, val, test, sources, 10, replace(config, data_mode="cached", augmentation="none"), seed=0)
     assert [h.val_score for h in cached_result.heads] != [h.val_score for h in whole.heads]  # the views matter
 
     state = tmp_path / "online.pt"
@@ -392,3 +392,38 @@ def test_online_linear_probe_trains_on_views_resumes_and_ignores_test_labels(mic
     shuffled = PooledFeatures(test.features, test.labels[torch.randperm(len(test.labels), generator=torch.Generator().manual_seed(0))])
     corrupted = train_linear_probes(train, val, shuffled, sources, 10, config, seed=0, online=online)
     assert corrupted.heads == whole.heads and _selection(corrupted) == _selection(whole)
+
+
+# --- the recipe's clipping and decay exclusions; val and test in one precision ------------------
+
+
+def _final_heads(config: Any, path: Path) -> list[torch.Tensor]:
+    """The heads after training on the signal splits, as the last checkpoint (each epoch's end) holds them."""
+    train, val, test = _three_splits({1: 1.5})
+    train_linear_probes(train, val, test, SOURCES, N_CLASSES, config, seed=0, checkpoint=Checkpointing(path, "run", every=10**9))
+    return torch.load(path, weights_only=True)["heads"]
+
+
+def test_grad_clip_takes_effect(tmp_path: Path) -> None:
+    free = _final_heads(FAST, tmp_path / "free.pt")
+    clipped = _final_heads(replace(FAST, grad_clip=1e-12), tmp_path / "clipped.pt")
+    largest = [max(float(t.abs().max()) for t in heads if t.numel()) for heads in (free, clipped)]
+    assert largest[1] < 1e-3 * largest[0]  # gradients far below Adam's epsilon barely move the heads
+
+
+def test_parameters_named_in_no_weight_decay_are_never_decayed() -> None:
+    train, val, test = _three_splits({1: 0.8})
+    config = default_config("linear", learning_rates=(3e-1,), weight_decays=(0.0, 10.0), epochs=20, batch_size=64, no_weight_decay=("weight", "bias"))
+    result = train_linear_probes(train, val, test, SOURCES, N_CLASSES, config, seed=0)
+    scores = {wd: [h.val_score for h in result.heads if h.hparams["weight_decay"] == wd] for wd in config.weight_decays}
+    assert scores[0.0] == scores[10.0]  # nothing decays, so wd 10 trains exactly as wd 0 (see test_weight_decay_changes_the_heads)
+
+
+def test_val_and_test_are_scored_in_the_same_precision() -> None:
+    """The same images as val and as test give every selected head the same score: all heads
+    predict val at once, the selected head alone predicts test, in the same arithmetic."""
+    sources = [src(0, PATCH_MEAN), src(0, CLS), src(1, PATCH_MEAN), src(1, CLS)]
+    train, val, _ = _three_splits({0: 0.4, 1: 0.4, 2: 0.4, 3: 0.4}, n_sources=4, seed=5)
+    result = train_linear_probes(train, val, val, sources, N_CLASSES, FAST, seed=0)
+    assert {r.token for r in result.layers} <= {PATCH_MEAN, CLS, CONCAT}
+    assert [r.val_score for r in result.layers] == [r.test_score for r in result.layers]

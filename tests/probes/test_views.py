@@ -3,6 +3,8 @@ pooled online inputs for linear probes."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from conftest import count_forwards
 
@@ -32,6 +34,8 @@ def test_strong_augmentation_adds_randaugment_and_erasing(digits_48: TaskSplits,
     assert strong[0][0].shape == light[0][0].shape == (3, pre.image_size, pre.image_size)
     assert any(not torch.equal(strong[i][0], light[i][0]) for i in range(5))
     assert torch.equal(train_transform(pre, "none", 0.08)(digits_48.train.image(0)), micro_cls.transform()(digits_48.train.image(0)))
+    bicubic = train_transform(replace(pre, interpolation="bicubic"), "strong", 0.08)  # AIM's and timm's ViTs resample bicubically
+    assert all(bicubic(digits_48.train.image(i)).shape == (3, pre.image_size, pre.image_size) for i in range(20))
 
 
 def test_online_probe_inputs_are_seeded_batches_from_one_forward_each(micro_cls: Backbone, digits_48: TaskSplits) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from aimbench.errors import UserError
-from aimbench.report.cell_detail import find_cell, layer_table, provenance_table
+from aimbench.report.cell_detail import find_cell, layer_table, protocol_table, provenance_table
 from aimbench.store import connect
 from tests.report.test_leaderboard import record
 from tests.store.test_db import save
@@ -64,3 +64,9 @@ def test_layer_table_marks_best_and_last(results: Path) -> None:
     table = layer_table(find_cell(connect(results), results, "vit-b"))
     assert [row[0] for row in table.rows] == ["L0", "L1", "L2"]
     assert [row[-1] for row in table.rows] == ["", "best", "last"]
+
+
+def test_records_without_a_protocol_show_none() -> None:
+    """Released heads (and records written before protocol cards) have no recipe to show."""
+    old = {**full_record("vit-a", "t1", 0), "protocol": ""}
+    assert dict(provenance_table(old).rows)["protocol"] == "–" and protocol_table(old) is None

@@ -1,0 +1,193 @@
+"""Protocol cards: a probe recipe as data, one TOML file per protocol under ``protocols/``.
+
+A protocol says how every trained probe is trained and selected: the lr and weight-decay grid,
+epochs, batch, warmup, augmentation, gradient clipping, which parameters are not decayed, the kNN
+ks and temperature, and the val fraction of train for tasks without an official val split. Each
+field is written as ``name = { value = ..., source = "..." }``: a number without the place it
+comes from (an official code file, a paper section, or "aimbench default: not published") cannot
+be checked, so a missing source is as much an error as a missing value. A section ([attentive],
+[linear], [knn]) may be left out (that protocol does not define that probe), but a section that is
+present lists every field: the card, not a code default, is the recipe.
+
+The field rules live here once and serve both protocol cards and the ``[protocol.<kind>]``
+overrides of task cards, so an override is checked exactly like the card it overrides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aimbench.cards.fields import Fields
+from aimbench.errors import CardError
+
+DEFAULT_PROTOCOL = "aim-v1"  # the AIM paper's protocol: what 'aimbench eval' uses unless told otherwise
+PROTOCOL_KINDS = ("attentive", "linear", "knn")  # the trained probes; released heads follow no protocol
+SPLITS = "splits"  # the section that holds val_fraction, shared by every kind
+DATA_MODES = ("online", "cached")  # augmented views through the backbone each step, or eval-crop features cached once
+# training views of online probes (aimbench.probes.views): RandomResizedCrop + flip, that plus
+# RandAugment and random erasing, or the eval crop only
+AUGMENTATIONS = ("rrc_flip", "strong", "none")
+# parameter names a probe's no_weight_decay may list (Apple's head.* names for the attentive head)
+PARAMETERS = {
+    "attentive": ("cls_token", "k.weight", "v.weight", "linear.weight", "linear.bias"),
+    "linear": ("weight", "bias"),
+}
+
+Check = Callable[[Any], Any]  # a raw TOML value -> the typed value, or ValueError(problem)
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _integer(minimum: int) -> Check:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"expected an integer >= {minimum}, got {value!r}")
+        return value
+
+    return check
+
+
+def _between(low: float, high: float, low_open: bool, high_open: bool) -> Check:
+    def check(value: Any) -> float:
+        number = _number(value)
+        if number < low or number > high or (low_open and number == low) or (high_open and number == high):
+            raise ValueError(f"expected a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}, got {value!r}")
+        return number
+
+    return check
+
+
+def _list_of(item: Check) -> Check:
+    def check(value: Any) -> tuple:
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ValueError(f"expected a non-empty list, got {value!r}")
+        items = tuple(item(v) for v in value)
+        if len(set(items)) != len(items):
+            raise ValueError(f"lists a value more than once: {value!r}")
+        return items
+
+    return check
+
+
+def _choice(choices: tuple[str, ...]) -> Check:
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    return check
+
+
+def _clip(value: Any) -> float | None:
+    """A positive max norm, or ``false`` for no clipping (TOML has no null)."""
+    if value is False:
+        return None
+    number = _number(value)
+    if number <= 0:
+        raise ValueError(f"expected a positive max norm or false, got {value!r}")
+    return number
+
+
+def _names(kind: str) -> Check:
+    def check(value: Any) -> tuple[str, ...]:
+        if not isinstance(value, (list, tuple)) or any(v not in PARAMETERS[kind] for v in value) or len(set(value)) != len(value):
+            raise ValueError(f"expected a list of distinct names among {', '.join(PARAMETERS[kind])}, got {value!r}")
+        return tuple(value)
+
+    return check
+
+
+def _trained(kind: str) -> dict[str, Check]:
+    return {
+        "learning_rates": _list_of(_between(0.0, float("inf"), True, True)),  # for base_batch_size, scaled linearly
+        "weight_decays": _list_of(_between(0.0, float("inf"), False, True)),
+        "epochs": _integer(1),
+        "batch_size": _integer(1),
+        "base_batch_size": _integer(1),
+        "warmup_fraction": _between(0.0, 1.0, False, True),  # of all steps, linear from 0, then cosine to 0
+        "grad_clip": _clip,  # per head: each head's gradient norm is clipped on its own
+        "no_weight_decay": _names(kind),
+        "data_mode": _choice(DATA_MODES),
+        "augmentation": _choice(AUGMENTATIONS),  # online only: cached features are eval crops
+        "min_crop_scale": _between(0.0, 1.0, True, False),
+    }
+
+
+FIELDS: dict[str, dict[str, Check]] = {
+    "attentive": _trained("attentive"),
+    "linear": _trained("linear"),
+    "knn": {"ks": _list_of(_integer(1)), "temperature": _between(0.0, float("inf"), True, True)},
+    SPLITS: {"val_fraction": _between(0.0, 1.0, True, True)},  # for tasks whose card gives neither split nor fraction
+}
+
+
+def check_field(section: str, name: str, value: Any, fields: Fields) -> Any:
+    """``value`` of field ``name`` of ``section``, typed; a CardError naming ``fields``' file and the field otherwise."""
+    if name not in FIELDS[section]:
+        raise fields.error(name, f"unknown field; {section} fields are {', '.join(FIELDS[section])}")
+    try:
+        return FIELDS[section][name](value)
+    except ValueError as exc:
+        raise fields.error(name, str(exc)) from None
+
+
+@dataclass(frozen=True)
+class Sourced:
+    """One field of a protocol: its value and where that value comes from."""
+
+    value: Any
+    source: str
+
+
+@dataclass(frozen=True)
+class ProtocolSpec:
+    name: str
+    description: str
+    citation: str
+    sections: Mapping[str, Mapping[str, Sourced]] = field(hash=False)  # kind (or "splits") -> field -> sourced value
+    card_path: Path
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(kind for kind in PROTOCOL_KINDS if kind in self.sections)
+
+    @property
+    def val_fraction(self) -> Sourced:
+        return self.sections[SPLITS]["val_fraction"]
+
+
+def _read_section(section: str, fields: Fields) -> dict[str, Sourced]:
+    values = {}
+    for name in FIELDS[section]:
+        if not isinstance(fields.table.get(name, {}), dict):
+            raise fields.error(name, 'expected { value = ..., source = "..." }')
+        entry = fields.table_of(name)
+        values[name] = Sourced(check_field(section, name, entry.raw("value"), fields), entry.str("source"))
+        entry.reject_unknown()
+    fields.reject_unknown()
+    return values
+
+
+def parse_protocol_card(data: dict[str, Any], path: Path) -> ProtocolSpec:
+    """Validate a parsed protocol card: every present section complete, every field sourced."""
+    top = Fields(data, path)
+    name = top.str("name")
+    description = top.str("description")
+    citation = top.str("citation", default="")
+    sections = {SPLITS: _read_section(SPLITS, top.table_of(SPLITS))}
+    for kind in PROTOCOL_KINDS:
+        if kind in data:
+            sections[kind] = _read_section(kind, top.table_of(kind))
+    top.reject_unknown()
+    if name != path.stem:
+        raise CardError(path, "name", f"must match the file name '{path.stem}', got '{name}'")
+    if len(sections) == 1:
+        raise CardError(path, PROTOCOL_KINDS[0], f"a protocol defines at least one of [{'], ['.join(PROTOCOL_KINDS)}]")
+    return ProtocolSpec(name, description, citation, sections, path)
