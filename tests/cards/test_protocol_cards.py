@@ -57,9 +57,9 @@ def test_aim_v1_follows_the_paper() -> None:
 @pytest.mark.parametrize(
     ("replace", "by", "field", "problem"),
     [
-        ('epochs = { value = 100, source = "AIM paper appendix (attentive probe recipe): 100 epochs" }', "", "attentive.epochs", "is required"),
-        ('epochs = { value = 100, source = "AIM paper appendix (attentive probe recipe): 100 epochs" }', "epochs = { value = 100 }", "attentive.epochs.source", "is required"),
-        ('epochs = { value = 100, source = "AIM paper appendix (attentive probe recipe): 100 epochs" }', "epochs = 100", "attentive.epochs", "value = ..., source ="),
+        ('epochs = { value = 100, source = "unverified reading of the AIM paper appendix (attentive probe recipe; not re-checked against its table): 100 epochs" }', "", "attentive.epochs", "is required"),
+        ('epochs = { value = 100, source = "unverified reading of the AIM paper appendix (attentive probe recipe; not re-checked against its table): 100 epochs" }', "epochs = { value = 100 }", "attentive.epochs.source", "is required"),
+        ('epochs = { value = 100, source = "unverified reading of the AIM paper appendix (attentive probe recipe; not re-checked against its table): 100 epochs" }', "epochs = 100", "attentive.epochs", "value = ..., source ="),
         ("epochs = { value = 100,", "epochs = { value = 0,", "attentive.epochs", "integer >= 1"),
         ('weight_decays = { value = [0.1],', 'weight_decays = { value = [],', "attentive.weight_decays", "non-empty list"),
         ('augmentation = { value = "strong",', 'augmentation = { value = "mixup",', "attentive.augmentation", "expected one of rrc_flip"),
