@@ -36,7 +36,7 @@ def test_shipped_protocols_define_every_field_with_a_source() -> None:
             assert set(fields) == set(FIELDS[section])
             for sourced in fields.values():
                 # a source names a file, a paper section, or says it is aimbench's own choice
-                assert sourced.source.startswith((NOT_PUBLISHED, "AIM paper", "ml-l3m", "facebookresearch/dino", "follows from")), sourced
+                assert sourced.source.startswith((NOT_PUBLISHED, "unverified reading of the AIM paper", "ml-l3m", "facebookresearch/dino", "follows from")), sourced
 
 
 def test_aim_v1_follows_the_paper() -> None:
