@@ -52,7 +52,7 @@ def test_eval_writes_a_complete_record_then_skips_and_overwrites(tmp_path: Path,
     args = ("eval", "-b", "micro-cls", "-t", "digits", "--cards", str(tiny_cards), "--results", str(results), *FAST)
     proc = run_cli(*args)
     assert proc.returncode == 0, proc.stderr
-    assert "micro-cls|digits|linear|0|limit=120 done" in proc.stdout
+    assert "micro-cls|digits|linear|0|limit=120|protocol=aim-v1+epochs=5 done" in proc.stdout
     assert "best" in proc.stdout and "last" in proc.stdout
     [path] = records(results)
     record = json.loads(path.read_text())
@@ -245,7 +245,8 @@ def test_eval_attentive_linear_and_knn_on_every_layer_set(tmp_path: Path, tiny_c
     assert proc.returncode == 0, proc.stderr
     assert "attentive heads: 4 layer sets in 1 pass(es)" in proc.stdout
     for probe in ("attentive", "linear", "knn"):
-        assert f"micro-cls|digits|{probe}|0|limit=60|layers=all,avg:1-2 done" in proc.stdout
+        protocol = "" if probe == "knn" else "|protocol=aim-v1+epochs=2"  # kNN trains nothing: --epochs is not in its recipe
+        assert f"micro-cls|digits|{probe}|0|limit=60|layers=all,avg:1-2{protocol} done" in proc.stdout
         assert f"{probe} probe, seed 0" in proc.stdout
     by_probe = {json.loads(p.read_text())["probe"]: json.loads(p.read_text()) for p in records(results)}
     assert set(by_probe) == {"attentive", "linear", "knn"}
@@ -312,7 +313,7 @@ def test_protocol_task_overrides_and_options_resolve_into_the_record_and_report(
     assert run_cli(*args, "--protocol", "aimbench-fast").returncode == 0
     [path] = records(results)
     record = json.loads(path.read_text())
-    assert record["protocol"] == "aimbench-fast"
+    assert record["protocol"] == "aimbench-fast+epochs=2"  # the card, and what the command line changed in it
     fields = record["probe_config"]["protocol"]["fields"]
     assert fields["epochs"]["value"] == 2 and fields["epochs"]["from"] == "cli"
     assert fields["weight_decays"] == {"value": [0.001], "source": "task card digits: weight_decays", "from": "task"}

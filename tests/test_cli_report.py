@@ -36,7 +36,7 @@ def report(results: Path, *args: str) -> str:
 
 def test_leaderboard_in_every_format(results: Path) -> None:
     markdown = report(results, "--format", "markdown")
-    assert "| micro-cls | linear · limit 120 | best layer | " in markdown and "±" in markdown  # two seeds of micro-cls on digits
+    assert "| micro-cls | linear · limit 120 · protocol aim-v1+epochs=5 | best layer | " in markdown and "±" in markdown  # two seeds of micro-cls on digits
     rows = list(csv.DictReader(io.StringIO(report(results, "--format", "csv"))))
     assert {(r["backbone"], r["task"]) for r in rows} >= {("micro-cls", "digits"), ("micro-patches", "digits")}
     assert [r["seeds"] for r in rows if r["backbone"] == "micro-cls" and r["task"] == "digits"] == ["2"]
@@ -51,7 +51,7 @@ def test_filters_and_the_papers_numbers(results: Path) -> None:
     assert "AIM-7B" not in only_cls  # no paper has digits
     beside = report(results, "--task", "digits,imagenet-1k", "--format", "markdown")
     assert "| aim-7b | AIM-7B [paper] | last layer | 82.4 | – |" in beside  # imagenet-1k column first: the suite order
-    assert "| micro-cls | linear · limit 120 |" in beside
+    assert "| micro-cls | linear · limit 120 · protocol aim-v1+epochs=5 |" in beside
     assert "AIM-7B" not in report(results, "--task", "digits,imagenet-1k", "--no-paper")
     smoke = report(results, "--suite", "smoke", "--format", "markdown")
     assert "| backbone | probe | layer | digits | fashion-mnist | mean | rank |" in smoke

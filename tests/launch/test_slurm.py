@@ -55,7 +55,7 @@ def test_an_eval_array_finishes_on_slurm_and_a_second_submission_skips_it(slurm:
     assert proc.returncode == 0, proc.stderr
     [state_file] = (results / "jobs").glob("*.json")
     state = json.loads(state_file.read_text())
-    assert [c["key"] for c in state["cells"]] == ["micro-cls|digits|linear|0", "micro-patches|digits|linear|0"]
+    assert [c["key"] for c in state["cells"]] == [f"{b}|digits|linear|0|limit=60|protocol=aim-v1+epochs=2" for b in ("micro-cls", "micro-patches")]
     assert all(c["job_id"] and c["stdout"].endswith(".out") for c in state["cells"])
     assert [c["resources"]["mem_gb"] for c in state["cells"]] == [5.1, 4.5]  # need + 4 GB runtime, on a CPU-only cluster
     assert len({c["job_id"].split("_")[0] for c in state["cells"]}) == 2
@@ -102,13 +102,14 @@ def test_jobs_shows_a_failed_cell_with_its_error_and_cancels_a_pending_one(slurm
     failing = run_cli(*EVAL[:2], "micro-cls", *EVAL[3:], "--weights", str(corrupt), "--cards", str(tiny_cards), "--results", str(results))
     assert failing.returncode == 0, failing.stderr  # the weights are only read in the job
     table = _wait_until_finished(results)
-    assert "micro-cls|digits|linear|0" in table and "FAILED" in table
-    assert "broken.safetensors" in table  # the tail of the job's error names the file
+    assert "micro-cls@broken|digits|linear|0" in table and "FAILED" in table  # the weights file names the cell
+    from aimbench.launch.jobs import error_tail, job_rows
+
+    [failed] = job_rows(results)
+    assert "broken.safetensors" in error_tail(failed)  # the table's error column: the tail of the job's error names the file
     pending = run_cli(*EVAL[:2], "micro-patches", *EVAL[3:-4], "--cpus-per-task", "64", "--cards", str(tiny_cards),
                       "--results", str(results))  # fmt: skip  (more CPUs than the node has: it waits)
     assert pending.returncode == 0, pending.stderr
-    from aimbench.launch.jobs import job_rows
-
     deadline = time.monotonic() + 30  # the controller gives its reason at its next scheduling pass
     while not (waiting := [row.progress for row in job_rows(results) if row.state == "PENDING" and row.progress]):
         assert time.monotonic() < deadline, job_rows(results)
