@@ -25,7 +25,6 @@ from aimbench.cli_slurm import (
     TimeOption,
     sbatch_pairs,
 )  # fmt: skip
-from aimbench.pretrain.checkpoint import RunFiles
 
 
 def pretrain(
@@ -78,6 +77,7 @@ def pretrain(
 
       aimbench pretrain aim-7b --data ... --cluster slurm --nodes 8 --gpus-per-node 8 --time 2-00:00:00
     """
+    from aimbench.pretrain.checkpoint import RunFiles
     from aimbench.pretrain.distributed import rank_device, world_from_env
     from aimbench.pretrain.parallel import choose
     from aimbench.pretrain.progress import watch

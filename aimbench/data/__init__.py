@@ -6,14 +6,13 @@ import os
 from pathlib import Path
 
 from aimbench.cards.task_card import TaskSpec
-from aimbench.data.images import LabelledImages, TransformedImages
 from aimbench.data.sources import LocatedSource, TaskNotReady, load_source, locate_source
 from aimbench.data.splits import TaskSplits, carve_splits
 
 DATA_ROOT_ENV = "AIMBENCH_DATA_ROOT"
 
 __all__ = [
-    "LabelledImages", "LocatedSource", "TaskNotReady", "TaskSplits", "TransformedImages",
+    "LocatedSource", "TaskNotReady", "TaskSplits",
     "default_data_root", "load_task", "require_ready",
 ]  # fmt: skip
 

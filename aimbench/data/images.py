@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
-from torch.utils.data import Dataset
+
+if TYPE_CHECKING:  # torch is imported by whoever runs a backbone; listing or checking tasks never needs it
+    import torch
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,8 @@ class LabelledImages:
         return self.get_image(int(self.indices[position]))
 
 
-class TransformedImages(Dataset):
-    """``LabelledImages`` through a backbone's eval transform, for a DataLoader."""
+class TransformedImages:
+    """``LabelledImages`` through a backbone's eval transform: a map-style dataset for a DataLoader."""
 
     def __init__(self, images: LabelledImages, transform: Callable[[Image.Image], torch.Tensor]) -> None:
         self.images = images

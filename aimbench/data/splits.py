@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from aimbench.cards.task_card import TaskSpec
 from aimbench.data.images import LabelledImages
@@ -62,6 +61,8 @@ def carve_splits(task: TaskSpec, loaded: LoadedSource, limit: int | None = None,
         fraction = val_fraction if by_protocol else task.val.fraction
         if fraction is None:
             raise UserError(f"task '{task.name}' takes its val fraction from the protocol, and none was given")
+        from sklearn.model_selection import train_test_split  # scipy with it: a second, only when splits are carved
+
         train_pos, val_pos = train_test_split(
             np.arange(len(train)),
             test_size=fraction,
