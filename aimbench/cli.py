@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Optional
 
 import duckdb
 import typer
@@ -42,12 +42,10 @@ from aimbench.cli_tasks import tasks_app
 from aimbench.dtypes import DTYPES
 from aimbench.errors import UserError
 from aimbench.launch.cells import plan_cells
+from aimbench.launch.options import RunOptions
 from aimbench.report import layer_table, to_rich
 from aimbench.report.listing import backbone_listing, protocol_listing, task_listing
 from aimbench.store import read_record
-
-if TYPE_CHECKING:
-    from aimbench.launch.run_cell import RunOptions
 
 app = typer.Typer(
     name="aimbench",
@@ -107,7 +105,7 @@ def list_cards(
 
 def _evaluate(
     backbones: list[str], tasks: list[str], probe: str, seeds: list[int], layers: Optional[str], limit: Optional[int],
-    weights: Optional[str], overrides: dict[str, object], options: "RunOptions", overwrite: bool, dtype: str = "fp32",
+    weights: Optional[str], overrides: dict[str, object], options: RunOptions, overwrite: bool, dtype: str = "fp32",
     protocol: str = DEFAULT_PROTOCOL, name: Optional[str] = None,
 ) -> None:  # fmt: skip
     registry = Registry.load(options.card_dirs)
@@ -198,8 +196,6 @@ def evaluate(
         if seeds < 1 or seed != "0":
             raise UserError("--seeds N takes a positive count and replaces --seed; give one or the other")
         seed_list = list(range(seeds))
-    from aimbench.launch.run_cell import RunOptions
-
     if memory_gb is not None and memory_gb <= 0:
         raise UserError(f"--memory-gb must be positive, got {memory_gb}")
     options = RunOptions(results, data_root, tuple(cards or ()), device, batch_size, workers, memory_gb=memory_gb)
@@ -276,8 +272,6 @@ def demo(
     random-init twin is 'aim-tiny'. A second run reuses everything and only reports.
     """
     from aimbench import demo as demo_run
-    from aimbench.launch.run_cell import RunOptions
-
     cards = demo_run.pretrain_demo_aim(results, console, overwrite, pretrain_steps)
     options = RunOptions(results_dir=results, device="cpu", card_dirs=(cards,))
     _evaluate(list(demo_run.BACKBONES), [demo_run.TASK], "linear", [0], None, None, None, {}, options, overwrite)

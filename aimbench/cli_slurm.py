@@ -18,7 +18,7 @@ from aimbench.errors import UserError
 
 if TYPE_CHECKING:
     from aimbench.launch.cells import Cell
-    from aimbench.launch.run_cell import RunOptions
+    from aimbench.launch.options import RunOptions
     from aimbench.launch.slurm_settings import SlurmSettings
 
 PANEL = "Slurm (--cluster slurm)"

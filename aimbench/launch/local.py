@@ -16,7 +16,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from aimbench.cards.registry import Registry
 from aimbench.launch.cells import Cell
-from aimbench.launch.run_cell import RunOptions, run_cell
+from aimbench.launch.options import RunOptions
+from aimbench.launch.run_cell import run_cell
 from aimbench.store.records import record_path
 
 

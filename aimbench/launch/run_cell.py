@@ -28,6 +28,7 @@ from aimbench.data import TaskSplits, load_task
 from aimbench.errors import UserError
 from aimbench.launch.cell_progress import STATE_DIR, ProgressFile, progress_path
 from aimbench.launch.cells import OFFICIAL, Cell
+from aimbench.launch.options import RunOptions
 from aimbench.probes.attentive import head_from_state_dict
 from aimbench.probes.attentive_training import CachedTokens, head_predictions, train_attentive_probes
 from aimbench.probes.checkpoint import Checkpointing, drop_state
@@ -47,22 +48,6 @@ from aimbench.store.records import new_record_header, record_path, write_record_
 
 # (stage description, total units) then advance(units); None means "no progress display"
 StageCallback = Callable[[str, int], Callable[[int], None]]
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How to run cells; none of this changes a cell's numbers, so none of it is in its identity."""
-
-    results_dir: Path
-    data_root: Path | None = None
-    card_dirs: tuple[Path, ...] = ()
-    device: str = "auto"
-    batch_size: int = 64
-    workers: int = 0
-    cache_dir: Path | None = None  # feature cache root; default $AIMBENCH_CACHE or ~/.cache/aimbench
-    memory_gb: float | None = None  # attentive heads' device memory budget; default: 90 % of free GPU memory
-    checkpoint_every: int = 200  # optimizer steps between resumable training checkpoints
-    progress_file: bool = False  # report stages to <results>/state/<record stem>.progress.json (for 'aimbench jobs')
 
 
 def _no_progress(_: str, __: int) -> Callable[[int], None]:

@@ -20,7 +20,8 @@ from aimbench.cards.registry import Registry
 from aimbench.data import load_task
 from aimbench.data.check import READY, check_task
 from aimbench.launch.cells import plan_cells
-from aimbench.launch.run_cell import RunOptions, run_cell
+from aimbench.launch.options import RunOptions
+from aimbench.launch.run_cell import run_cell
 from aimbench.store import read_record
 
 PAPER_ORDER = [
