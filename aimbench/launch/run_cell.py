@@ -88,13 +88,13 @@ def _probe_pooled(ctx: Context) -> tuple[ProbeResult, dict[str, Any]]:
     cell, backbone, task, splits, options = ctx.cell, ctx.backbone, ctx.task, ctx.splits, ctx.options
     sets = parse_layer_sets(cell.layers, backbone.depth, backbone.spec.windows)
     blocks = blocks_needed(sets)
-    features, cache = {}, {"cached_blocks": 0, "extracted_blocks": 0}
+    features, cache = {}, {}
     for name, images in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
         advance = ctx.progress(f"features {name}", len(images))
         how = Extraction(options.cache_dir, options.batch_size, options.workers, advance)
         pooled, stats = cached_pooled(backbone, images, blocks, SplitKey(name, splits.source, splits.revision), how)
         features[name], sources = probe_inputs(pooled, feature_sources(backbone, blocks), sets)
-        cache = {k: cache[k] + v for k, v in stats.items()}
+        cache = {k: cache.get(k, 0) + v for k, v in stats.items()}
     config = cell.probe_config
     if isinstance(config, KnnProbeConfig):
         inputs = len(head_inputs(sources))
@@ -128,13 +128,13 @@ def _memory_budget(options: RunOptions, device: torch.device) -> int | None:
 
 def _cached_token_maps(ctx: Context, blocks: list[int]) -> tuple[tuple[CachedTokens, ...], dict[str, Any]]:
     """Eval-crop token maps of every split from the feature cache (one backbone pass, ever)."""
-    maps, totals = [], {"cached_blocks": 0, "extracted_blocks": 0}
+    maps, totals = [], {}
     for name, images in (("train", ctx.splits.train), ("val", ctx.splits.val), ("test", ctx.splits.test)):
         advance = ctx.progress(f"token maps {name}", len(images))
         how = Extraction(ctx.options.cache_dir, ctx.options.batch_size, ctx.options.workers, advance)
         blocks_of_split, stats = cached_tokens(ctx.backbone, images, blocks, SplitKey(name, ctx.splits.source, ctx.splits.revision), how)
         maps.append(CachedTokens(blocks_of_split))
-        totals = {k: totals[k] + v for k, v in stats.items()}
+        totals = {k: totals.get(k, 0) + v for k, v in stats.items()}
     return tuple(maps), {"feature_cache": totals}
 
 

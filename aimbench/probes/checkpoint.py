@@ -3,7 +3,10 @@
 A state file holds the heads, optimizer and schedule state, and the data position (epoch, step
 within the epoch). It is written to a hidden ``.part`` file, fsynced and renamed, so a job killed
 mid-write leaves the previous state intact. The state carries the identity of the run it belongs
-to; a state from another configuration is ignored, never half-applied.
+to; a state from another configuration is ignored, never half-applied. It also carries the
+checksum of its content: a state damaged after it was written (one flipped value would change one
+head) is never resumed; training starts again from the beginning, with a one-line warning, and
+ends with the numbers an uninterrupted run gives.
 """
 
 from __future__ import annotations
@@ -18,21 +21,27 @@ from typing import Any
 import torch
 
 from aimbench.atomic import atomic_write
+from aimbench.checksum import seal, unseal
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
-    atomic_write(path, lambda handle: torch.save(state, handle))
+    atomic_write(path, lambda handle: torch.save(seal(state), handle))
 
 
 def load_state(path: Path | None, identity: str) -> dict[str, Any] | None:
-    """The saved state of the run ``identity``, or None (no file, another run's, or damaged)."""
+    """The saved state of the run ``identity``, or None (no file, another run's, or damaged: then with a warning)."""
     if path is None or not path.is_file():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        saved = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError):
+        saved = None
+    state = unseal(saved) if isinstance(saved, dict) else None
+    if state is None:
+        print(f"warning: training state {path} cannot be read or failed its checksum (damaged after it was written); "
+              "training this probe again from the start", file=sys.stderr, flush=True)
         return None
-    return state if isinstance(state, dict) and state.get("identity") == identity else None
+    return state if state.get("identity") == identity else None
 
 
 def drop_state(path: Path | None) -> None:

@@ -15,7 +15,9 @@ of two (the exponent is in its metadata): that changes no mantissa bit, so every
 split has fp16's precision whatever its range, and a split's features never come in another
 precision than the others' (val and test are scored in the same one). Files are written to a
 hidden ``.part`` name and renamed, so an interrupted extraction never leaves a half file that a
-later run would trust.
+later run would trust. Each block carries the checksum of its values in its metadata: a block
+damaged after it was written (a stray write, a disk error) is never used; it is extracted again
+with a one-line warning, and the counts the record keeps say how many were.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +38,12 @@ from safetensors.torch import save
 from aimbench.adapters.base import Backbone
 from aimbench.adapters.weight_sources import cache_dir
 from aimbench.atomic import atomic_write
+from aimbench.checksum import CHECKSUM_KEY, content_sha256
 from aimbench.data.images import LabelledImages
 from aimbench.errors import UserError
 from aimbench.probes.features import PooledFeatures, extract_pooled, extract_tokens
 
-FORMAT_VERSION = 1  # bump when extraction or pooling changes the numbers
+FORMAT_VERSION = 2  # bump when extraction, pooling or the file layout changes (2: blocks carry a checksum)
 FP16_MAX = float(torch.finfo(torch.float16).max)
 
 
@@ -109,19 +113,20 @@ def _restore(values: torch.Tensor, exponent: int) -> torch.Tensor:
     return values if exponent == 0 else values.float() * 2.0**exponent
 
 
-def _read_block(path: Path, shape: tuple[int, ...]) -> torch.Tensor | None:
-    """A cached block, or None when it is missing or damaged (then it is extracted again)."""
+def _read_block(path: Path, shape: tuple[int, ...]) -> tuple[torch.Tensor | None, bool]:
+    """A cached block and False, or None and whether a file was there but damaged (then the block
+    is extracted again): unreadable, of another shape, or failing its checksum."""
     if not path.is_file():
-        return None
+        return None, False
     try:
         with safe_open(str(path), framework="pt") as handle:
             tensor, metadata = handle.get_tensor("features"), handle.metadata() or {}
         exponent = int(metadata.get("exponent", 0))
     except (SafetensorError, OSError, ValueError):
-        return None
-    if tensor.dtype != torch.float16:  # written before blocks were scaled: stored as fp32, give it fp16's precision too
-        tensor, exponent = _to_storage(tensor)
-    return _restore(tensor, exponent) if tuple(tensor.shape) == shape else None
+        return None, True
+    if tuple(tensor.shape) != shape or metadata.get(CHECKSUM_KEY) != content_sha256(tensor):
+        return None, True
+    return _restore(tensor, exponent), False
 
 
 def _cached_blocks(
@@ -136,8 +141,13 @@ def _cached_blocks(
     """Stored tensors of ``kind`` (``block`` pooled features, ``tokens`` patch-token maps) for
     every block, extracting the missing ones in one backbone pass and caching them."""
     folder = (root or default_root()) / "features" / backbone.spec.name / _digest(key)
-    stored = {block: _read_block(folder / f"{kind}{block}.safetensors", shape) for block in blocks}
+    read = {block: _read_block(folder / f"{kind}{block}.safetensors", shape) for block in blocks}
+    stored = {block: tensor for block, (tensor, _) in read.items()}
     missing = [block for block, tensor in stored.items() if tensor is None]
+    damaged = [block for block, (_, bad) in read.items() if bad]
+    if damaged:
+        print(f"warning: cached {kind} {', '.join(map(str, damaged))} under {folder} failed their checksum or could not be "
+              "read (damaged after they were written); extracting them again", file=sys.stderr, flush=True)
     if missing:
         extracted = extract(missing)
         try:
@@ -149,18 +159,20 @@ def _cached_blocks(
             for block in missing:
                 values, exponent = _to_storage(extracted[block].contiguous())
                 stored[block] = _restore(values, exponent)
-                data = save({"features": values}, metadata={"block": str(block), "exponent": str(exponent)})
+                metadata = {"block": str(block), "exponent": str(exponent), CHECKSUM_KEY: content_sha256(values)}
+                data = save({"features": values}, metadata=metadata)
                 atomic_write(folder / f"{kind}{block}.safetensors", lambda handle, data=data: handle.write(data))
         except OSError as exc:
             raise UserError(f"cannot write the feature cache under {folder}: {exc.strerror or exc}; set AIMBENCH_CACHE") from None
-    return stored, {"cached_blocks": len(blocks) - len(missing), "extracted_blocks": len(missing)}
+    return stored, {"cached_blocks": len(blocks) - len(missing), "extracted_blocks": len(missing), "damaged_blocks": len(damaged)}
 
 
 def cached_pooled(
     backbone: Backbone, images: LabelledImages, blocks: Sequence[int], split: SplitKey, how: Extraction = Extraction()
 ) -> tuple[PooledFeatures, dict[str, int]]:
     """Pooled features of ``blocks`` (layout of ``feature_sources``) and how many blocks were
-    read from the cache vs extracted; missing blocks come from one backbone pass."""
+    read from the cache, extracted, and extracted because their cached copy was damaged; missing
+    blocks come from one backbone pass."""
     poolings, n, dim = len(backbone.spec.probe_tokens), len(images), backbone.dim
 
     def extract(missing: list[int]) -> dict[int, torch.Tensor]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -43,12 +44,12 @@ def _forbid_forward(backbone: Backbone) -> None:
 def test_cold_and_warm_cache_give_identical_fp16_features(backbone: Backbone, tmp_path: Path) -> None:
     images = _images()
     cold, stats = _run(backbone, images, [0, 2], tmp_path)
-    assert stats == {"cached_blocks": 0, "extracted_blocks": 2}
+    assert stats == {"cached_blocks": 0, "extracted_blocks": 2, "damaged_blocks": 0}
     direct = extract_pooled(backbone, images, [0, 2])
     assert torch.equal(cold.features, direct.features.half().float())  # stored precision, even when cold
     _forbid_forward(backbone)
     warm, stats = _run(backbone, images, [0, 2], tmp_path)
-    assert stats == {"cached_blocks": 2, "extracted_blocks": 0}
+    assert stats == {"cached_blocks": 2, "extracted_blocks": 0, "damaged_blocks": 0}
     assert torch.equal(warm.features, cold.features) and torch.equal(warm.labels, cold.labels)
     files = sorted(p.name for p in (tmp_path / "features").rglob("*") if p.is_file())
     assert files == ["block0.safetensors", "block2.safetensors", "key.json"]
@@ -59,7 +60,7 @@ def test_only_missing_blocks_are_extracted(backbone: Backbone, tmp_path: Path) -
     first, _ = _run(backbone, images, [0, 2], tmp_path)
     calls = count_forwards(backbone)
     second, stats = _run(backbone, images, [1, 2], tmp_path)
-    assert stats == {"cached_blocks": 1, "extracted_blocks": 1}
+    assert stats == {"cached_blocks": 1, "extracted_blocks": 1, "damaged_blocks": 0}
     assert {tuple(layers) for _, layers in calls} == {(1,)}  # one pass, for the missing block only
     width = len(backbone.spec.probe_tokens)
     assert torch.equal(second.features[:, width:], first.features[:, width:])  # block 2 reused
@@ -90,27 +91,44 @@ def test_key_changes_with_every_input(backbone: Backbone, tiny_cards: Path) -> N
     assert cache_key(backbone, images, SplitKey("train", "builtin:test", "rev1")) == base
 
 
-def test_damaged_block_is_extracted_again(backbone: Backbone, tmp_path: Path) -> None:
-    images = _images()
-    first, _ = _run(backbone, images, [1], tmp_path)
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: b"truncated",  # not a safetensors file any more
+        lambda data: data[:-4096] + np.random.default_rng(0).bytes(4096),  # random bytes over the values: parses fine
+        lambda data: data[:-64] + bytes(64),  # a zeroed region: parses fine
+        lambda data: data[:-1] + bytes([data[-1] ^ 1]),  # one flipped bit
+    ],
+    ids=["truncated", "random-bytes", "zeroed", "bit-flip"],
+)
+def test_damaged_block_is_never_used_but_extracted_again_with_a_warning(
+    backbone: Backbone, tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: Callable[[bytes], bytes]
+) -> None:
+    images = _images(n=300)
+    first, _ = _run(backbone, images, [1, 2], tmp_path)
     [block] = tmp_path.rglob("block1.safetensors")
-    block.write_bytes(b"truncated")
-    again, stats = _run(backbone, images, [1], tmp_path)
-    assert stats["extracted_blocks"] == 1 and torch.equal(again.features, first.features)
+    block.write_bytes(damage(block.read_bytes()))
+    capsys.readouterr()
+    again, stats = _run(backbone, images, [1, 2], tmp_path)
+    assert stats == {"cached_blocks": 1, "extracted_blocks": 1, "damaged_blocks": 1}
+    assert torch.equal(again.features, first.features)
+    [warning] = capsys.readouterr().err.splitlines()
+    assert warning.startswith("warning: cached block 1 under ") and "failed their checksum" in warning
+    assert _run(backbone, images, [1, 2], tmp_path)[1]["damaged_blocks"] == 0  # the re-extracted block is whole again
     assert not list(tmp_path.rglob(".*.part"))
 
 
 def test_token_maps_are_cached_beside_pooled_features(backbone: Backbone, tmp_path: Path) -> None:
     images = _images()
     maps, stats = cached_tokens(backbone, images, [0, 2], SplitKey("train", "builtin:test", "rev1"), Extraction(tmp_path))
-    assert stats == {"cached_blocks": 0, "extracted_blocks": 2}
+    assert stats == {"cached_blocks": 0, "extracted_blocks": 2, "damaged_blocks": 0}
     assert maps[2].shape == (7, 16, 32) and maps[2].dtype == torch.float16  # 16 px / patch 4 -> 16 tokens
     direct = extract_tokens(backbone, images, [2])[2]
     assert torch.equal(maps[2], direct.half())
     _run(backbone, images, [0], tmp_path)  # pooled features of the same split share the key folder
     _forbid_forward(backbone)
     again, stats = cached_tokens(backbone, images, [0, 2], SplitKey("train", "builtin:test", "rev1"), Extraction(tmp_path))
-    assert stats == {"cached_blocks": 2, "extracted_blocks": 0} and torch.equal(again[0], maps[0])
+    assert stats == {"cached_blocks": 2, "extracted_blocks": 0, "damaged_blocks": 0} and torch.equal(again[0], maps[0])
     names = sorted(p.name for p in (tmp_path / "features").rglob("*.safetensors"))
     assert names == ["block0.safetensors", "tokens0.safetensors", "tokens2.safetensors"]
 
@@ -124,7 +142,7 @@ def test_every_split_is_stored_in_fp16_precision_whatever_its_range(tmp_path: Pa
     assert (small.dtype, large.dtype, exponent) == (torch.float16, torch.float16, 0) and large_exponent > 0
     assert torch.equal(_restore(large, large_exponent), _restore(small, exponent).float() * 2.0**20)
     assert torch.isfinite(_restore(large, large_exponent)).all()
-    # a block written as fp32 by an earlier version is read back with the same precision
-    old = tmp_path / "block0.safetensors"
-    old.write_bytes(save({"features": values * 2.0**20}, metadata={"block": "0"}))
-    assert torch.equal(_read_block(old, tuple(values.shape)), _restore(large, large_exponent))
+    # a block without a checksum (written by hand or by another tool) is never trusted
+    foreign = tmp_path / "block0.safetensors"
+    foreign.write_bytes(save({"features": small}, metadata={"block": "0", "exponent": "0"}))
+    assert _read_block(foreign, tuple(values.shape)) == (None, True)
