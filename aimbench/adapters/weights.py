@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 from aimbench.adapters.base import WeightsInfo
 from aimbench.adapters.weight_sources import is_remote, resolve_source, source_label
 from aimbench.cards.backbone_card import BackboneSpec
+from aimbench.checksum import CHECKSUM_KEY, content_sha256
 from aimbench.errors import UserError
 from aimbench.hashing import file_sha256
 
@@ -63,6 +64,7 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     try:
         if path.suffix == ".safetensors":
             state = load_file(str(path))
+            _verify_checksum(path, state)
         else:
             state = _torch_load(path)
     # torch's readers surface damage as many types (a truncated zip is an OSError, a text file a KeyError)
@@ -75,6 +77,13 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"weights file '{path}' does not hold a state dict of tensors")
     return state
+
+
+def _verify_checksum(path: Path, state: dict[str, torch.Tensor]) -> None:
+    """A trunk aimbench exported carries its content checksum: a file damaged since is never evaluated."""
+    expected = file_metadata(path).get(CHECKSUM_KEY)
+    if expected is not None and expected != content_sha256(state):
+        raise UserError(f"weights file '{path}' failed its checksum (damaged after it was written); export it again from its run")
 
 
 def file_metadata(path: Path) -> dict[str, str]:

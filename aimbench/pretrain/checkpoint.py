@@ -4,7 +4,8 @@ A checkpoint holds everything the next step depends on: trunk and head weights, 
 and scheduler state, the step (which is also the data position: batches and prefix lengths are
 pure functions of seed and step) and the RNG state. It is written atomically, so an interrupted
 save leaves the previous checkpoint intact, and read with ``torch.load(weights_only=True)``: no
-pickled code runs. The trunk is exported as safetensors in Apple's AIM key layout, which
+pickled code runs. It carries the checksum of its content, verified on resume: a checkpoint
+damaged after it was written (one flipped bit can export weights of 4e37) is never continued. The trunk is exported as safetensors in Apple's AIM key layout, which
 ``aimbench eval --backbone <preset> --weights RUN_DIR`` (or the file) loads strictly; its metadata
 names the LayerNorm eps it was trained with (l3m's 1e-5, not the released models' 1e-6), and
 evaluation builds the trunk with that eps.
@@ -23,6 +24,7 @@ import torch
 
 from aimbench.adapters.weight_sources import PRETRAIN_TRUNK
 from aimbench.atomic import atomic_write
+from aimbench.checksum import CHECKSUM_KEY, content_sha256, seal, unseal
 from aimbench.errors import UserError
 from aimbench.safetensors_bytes import save_deterministic
 
@@ -65,17 +67,24 @@ def save_checkpoint(path: Path, model_state: dict, optimizer_state: dict, schedu
         "rng": torch.get_rng_state(),
     }
     buffer = io.BytesIO()
-    torch.save(state, buffer)
+    torch.save(seal(state), buffer)
     atomic_write(path, lambda handle: handle.write(buffer.getbuffer()))
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+def load_checkpoint(path: Path, verify: bool = True) -> dict[str, Any]:
     """Memory-mapped: a rank that only needs the step, the scheduler and the RNG (every rank but 0
-    under FSDP) never reads the tensors, so eight ranks of a node do not each hold aim-7b's 84 GB."""
+    under FSDP) never reads the tensors, so eight ranks of a node do not each hold aim-7b's 84 GB.
+    ``verify`` compares the checksum, which reads every tensor: the rank that uses them does it."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:
         raise UserError(f"checkpoint {path} cannot be read ({str(exc).splitlines()[0]}); delete it to start over") from None
+    if not isinstance(saved, dict) or not {"model", "step", "config"} <= saved.keys() or CHECKSUM_KEY not in saved:
+        raise UserError(f"{path} is not an aimbench pre-training checkpoint (no model, step and checksum); delete it to start over")
+    state = unseal(saved) if verify else {key: value for key, value in saved.items() if key != CHECKSUM_KEY}
+    if state is None:
+        raise UserError(f"checkpoint {path} failed its checksum (damaged after it was written); restore a copy, or delete it "
+                        "to start over")
     state["config"] = json.loads(state["config"])
     return state
 
@@ -88,5 +97,5 @@ def trunk_state(model_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 def export_trunk(model_state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
     """The trunk's weights of a full model state as safetensors; the head is dropped."""
     tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in trunk_state(model_state).items()}
-    data = save_deterministic(tensors, metadata)
+    data = save_deterministic(tensors, {**metadata, CHECKSUM_KEY: content_sha256(tensors)})
     atomic_write(path, lambda handle: handle.write(data))

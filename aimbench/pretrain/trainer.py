@@ -104,7 +104,7 @@ def run_identity(config: PretrainConfig, sources: list[DataSource], world: World
 
 def _resume_state(files: RunFiles, wanted: dict[str, Any], world: World, plan: Parallelism) -> dict[str, Any]:
     """The checkpoint to continue (checked against ``wanted``); under FSDP only rank 0 holds its tensors."""
-    state = load_checkpoint(files.checkpoint)
+    state = load_checkpoint(files.checkpoint, verify=world.is_main)  # rank 0 checks; a damaged file stops the job there
     saved = state["config"]
     if saved.get("stream_world_size", world.size) != world.size:
         raise UserError(f"this run streams its data and started on {saved['stream_world_size']} rank(s); it resumes exactly only "

@@ -9,6 +9,7 @@ import torch
 from safetensors import safe_open
 
 from aimbench.adapters.weights import load_state_dict_file
+from aimbench.checksum import CHECKSUM_KEY, content_sha256
 from aimbench.errors import UserError
 from aimbench.models.aim import AIM, PRESETS
 from aimbench.pretrain.checkpoint import export_trunk, load_checkpoint, save_checkpoint
@@ -52,6 +53,26 @@ def test_a_corrupt_checkpoint_is_a_user_error(tmp_path: Path) -> None:
     (tmp_path / "c.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="cannot be read"):
         load_checkpoint(tmp_path / "c.pt")
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")  # loads fine, but holds no checkpoint
+    with pytest.raises(UserError, match="is not an aimbench pre-training checkpoint"):
+        load_checkpoint(tmp_path / "tensor.pt")
+
+
+def test_one_flipped_bit_in_a_weight_stops_the_resume_with_the_file_named(tmp_path: Path) -> None:
+    config = PretrainConfig("aim-micro", steps=10, batch_size=2)
+    model, optimizer, scheduler = trained_one_step(config)
+    model_state, optimizer_state = full_state(model, optimizer)
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, model_state, optimizer_state, scheduler, 1, config.to_dict())
+    assert load_checkpoint(path)["step"] == 1
+    data = bytearray(path.read_bytes())
+    weight = next(t for t in model_state.values() if t.numel() >= 64).float().numpy().tobytes()
+    at = data.find(weight)  # torch.save stores tensors uncompressed: find this weight's bytes in the file
+    assert at > 0
+    data[at + 3] ^= 0x40  # one exponent bit of the first value: it parses, and the value becomes huge or tiny
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=f"checkpoint {path} failed its checksum"):
+        load_checkpoint(path)
 
 
 def test_the_exported_trunk_has_apples_keys_and_loads_strictly(tmp_path: Path) -> None:
@@ -65,4 +86,16 @@ def test_the_exported_trunk_has_apples_keys_and_loads_strictly(tmp_path: Path) -
     reloaded.load_state_dict(state, strict=True)
     assert torch.equal(reloaded.trunk.blocks[2].mlp.fc2.weight, model.trunk.trunk.blocks[2].mlp.fc2.weight)
     with safe_open(str(tmp_path / "trunk.safetensors"), "pt") as handle:
-        assert handle.metadata() == {"preset": "aim-micro"}
+        metadata = handle.metadata()
+    assert metadata == {"preset": "aim-micro", CHECKSUM_KEY: content_sha256(state)}
+
+
+def test_an_exported_trunk_damaged_after_export_is_refused(tmp_path: Path) -> None:
+    model, _, _ = trained_one_step(PretrainConfig("aim-micro", steps=10, batch_size=2))
+    path = tmp_path / "trunk.safetensors"
+    export_trunk(model.state_dict(), path, {"preset": "aim-micro"})
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x40  # inside the last tensor's values: the file still parses
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="failed its checksum"):
+        load_state_dict_file(path)
