@@ -18,7 +18,7 @@ from aimbench.cards.registry import Registry
 from aimbench.launch.cells import Cell
 from aimbench.launch.options import RunOptions
 from aimbench.launch.run_cell import run_cell
-from aimbench.store.records import record_path
+from aimbench.store.records import finished, record_path
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ def run_local(
     registry = Registry.load(options.card_dirs)
     for cell in cells:
         existing = record_path(options.results_dir, cell.record_name(registry))
-        if existing.exists() and not overwrite:
+        if not overwrite and finished(existing):
             yield CellOutcome(cell, existing, skipped=True)
             continue
         columns = (

@@ -27,7 +27,7 @@ from aimbench.launch.options import RunOptions
 from aimbench.launch.run_cell import run_cell
 from aimbench.launch.slurm_settings import SlurmSettings
 from aimbench.launch.submission import record_submission, submit_quietly
-from aimbench.store.records import record_path
+from aimbench.store.records import finished, record_path
 
 
 class CellJob(submitit.helpers.Checkpointable):
@@ -90,7 +90,7 @@ def plan(cells: list[Cell], options: RunOptions, settings: SlurmSettings, rerun:
     done, arrays = [], {}
     for cell in cells:
         record = cell.record_name(registry)
-        if not rerun and record_path(options.results_dir, record).exists():
+        if not rerun and finished(record_path(options.results_dir, record)):
             done.append(cell)
             continue
         parameters, need = cell_parameters(settings, registry.backbone(cell.backbone), cell.dtype)

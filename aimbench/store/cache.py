@@ -26,15 +26,19 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import duckdb
 
+from aimbench.atomic import PART_SUFFIX, part_path, sweep_once
 from aimbench.errors import UserError
+from aimbench.store.records import damaged_record_warning, record_intact
 from aimbench.store.schema import RECORD_COLUMNS
 
 CACHE_DIR = ".cache"
@@ -60,6 +64,7 @@ class CacheOutcome:
     relation: str  # SQL for one row per record file: a pinned cache version, or the temp table ``merged``
     parsed: int
     reused: int
+    pinned: Path | None = None  # the pinned cache file ``relation`` reads, None for ``merged``
 
 
 def sql_string(text: str) -> str:
@@ -84,13 +89,29 @@ def list_records(folder: Path) -> Listing:
     return Listing(names, mtimes, sizes)
 
 
+def _scratch_stream(folder: Path) -> TextIO:
+    """A text file for the records being parsed: hidden, ``.part``, inside the results folder's cache
+    folder (never the system's shared /tmp, which may be small or another user's to read), so an
+    interrupted report's leftover is swept like any other writer's. A read-only results folder
+    reports from memory; only then does the stream go to the system's temporary folder."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        sweep_once(folder)
+        return part_path(folder / "records.ndjson", uuid.uuid4().hex[:8]).open("x", encoding="utf-8")
+    except OSError:
+        return tempfile.NamedTemporaryFile("w", prefix=".records.ndjson.", suffix=PART_SUFFIX, encoding="utf-8", delete=False)
+
+
 def _parse_new(con: duckdb.DuckDBPyConnection, folder: Path, files: list[tuple[str, int, int]]) -> None:
     """Parse ``files`` into the temp table ``fresh`` through one newline-delimited stream."""
     struct = "STRUCT(" + ", ".join(f'"{name}" {kind}' for name, kind in RECORD_COLUMNS.items()) + ")"
-    with tempfile.NamedTemporaryFile("w", suffix=".ndjson", encoding="utf-8", delete=False) as stream:
+    with _scratch_stream(folder.parent / CACHE_DIR) as stream:
         longest = 0
         for name, mtime_ns, size in files:
             text = (folder / name).read_text(encoding="utf-8")
+            if not record_intact(text) and _is_json(text):  # whole JSON, but not as written: never counted
+                print(damaged_record_warning(folder / name), file=sys.stderr, flush=True)
+                continue
             # JSON strings cannot hold raw newlines, so removing them keeps a document intact
             flat = text.replace("\r", "").replace("\n", "")
             longest = max(longest, len(flat))
@@ -99,12 +120,21 @@ def _parse_new(con: duckdb.DuckDBPyConnection, folder: Path, files: list[tuple[s
         con.execute(
             "CREATE OR REPLACE TEMP TABLE fresh AS SELECT file, mtime_ns, size, record.* FROM read_json($path, "
             "format='newline_delimited', columns=$columns, maximum_object_size=$limit)",
-            {"path": stream.name, "columns": {**_FILE_COLUMNS, "record": struct}, "limit": max(longest + 4096, 1 << 20)},
+            {"path": str(stream.name), "columns": {**_FILE_COLUMNS, "record": struct}, "limit": max(longest + 4096, 1 << 20)},
         )
     except duckdb.Error as exc:
         raise UserError(_locate_bad_record(folder, [name for name, _, _ in files], exc)) from None
     finally:
         os.unlink(stream.name)
+
+
+def _is_json(text: str) -> bool:
+    """Whether ``text`` parses: text that does not is named by :func:`_locate_bad_record` instead."""
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 def _locate_bad_record(folder: Path, names: list[str], error: duckdb.Error) -> str:
@@ -140,8 +170,8 @@ def _write_cache(con: duckdb.DuckDBPyConnection, rows: str, path: Path) -> Path 
     """Write ``rows`` as the new cache and return a pin to it, or None where the folder is read-only."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, part = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        os.close(handle)
+        sweep_once(path.parent)
+        part = str(part_path(path, uuid.uuid4().hex[:8]))  # unique: one process may refresh twice
         try:
             con.execute(f"COPY ({rows}) TO {sql_string(part)} (FORMAT parquet)")
             pin = Path(f"{part.removesuffix('.part')}.pin")
@@ -179,7 +209,7 @@ def refresh(con: duckdb.DuckDBPyConnection, results_dir: Path, listing: Listing)
             kept, total = con.execute(f"SELECT (SELECT count(*) FROM cached_keys SEMI JOIN disk USING {key}), "
                                       "(SELECT count(*) FROM cached_keys)").fetchall()[0]  # fmt: skip
             if not stale and kept == len(listing.names) == total:
-                return CacheOutcome(cached, parsed=0, reused=kept)
+                return CacheOutcome(cached, parsed=0, reused=kept, pinned=pin)
     if stale:
         _parse_new(con, results_dir / "runs", stale)
     rows = " UNION ALL ".join(
@@ -190,4 +220,4 @@ def refresh(con: duckdb.DuckDBPyConnection, results_dir: Path, listing: Listing)
     if written is None:  # a read-only results folder: report from memory, without a cache
         con.execute(f"CREATE OR REPLACE TEMP TABLE merged AS {rows}")
         return CacheOutcome("merged", parsed=len(stale), reused=kept)
-    return CacheOutcome(_relation(written), parsed=len(stale), reused=kept)
+    return CacheOutcome(_relation(written), parsed=len(stale), reused=kept, pinned=written)

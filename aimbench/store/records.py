@@ -6,20 +6,34 @@ replaces its file, a changed configuration adds a new one, and the report takes 
 record per cell key. Writes go to a hidden ``.<name>.<pid>.part`` file (which the ``*.json`` listing
 never matches), are fsynced, then renamed into place, so a reader or an interrupted run never
 sees half a record.
+
+From schema version 4 a record ends with ``record_sha256``, the SHA-256 of its text without that
+last field: a record changed after it was written (a disk error, a hand edit) is never counted.
+The report leaves it out with a warning, and ``eval`` runs its cell again. It is checked on the
+text, without parsing the JSON, so reading 100k records stays cheap. Older records have none and
+are read as they are.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+import sys
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from aimbench.atomic import atomic_write
+from aimbench.errors import UserError
 from aimbench.store.schema import SCHEMA_VERSION
 
 RUNS_DIR = "runs"
+CHECKSUM_FIELD = "record_sha256"
+_SEAL = re.compile(r',\n "record_sha256": "([0-9a-f]{64})"\n\}\n?$')
+_VERSION = re.compile(r'^\{\s*"schema_version": (\d+)')
+FIRST_SEALED_VERSION = 4
 
 
 def runs_dir(results_dir: Path) -> Path:
@@ -40,12 +54,55 @@ def new_record_header(cell_key: str, config_hash: str) -> dict[str, Any]:
     }
 
 
+def record_text(record: dict[str, Any]) -> str:
+    """The file content of ``record``: its JSON with ``record_sha256`` of that JSON appended as the last field."""
+    body = json.dumps({k: v for k, v in record.items() if k != CHECKSUM_FIELD}, indent=1, sort_keys=False)
+    digest = hashlib.sha256(body.encode("utf-8")).hexdigest()
+    return f'{body.removesuffix("}").rstrip()},\n "{CHECKSUM_FIELD}": "{digest}"\n}}\n'
+
+
+def record_intact(text: str) -> bool:
+    """True when ``text`` is a record as written: its checksum matches, or it predates checksums (version < 4)."""
+    sealed = _SEAL.search(text)
+    if sealed is None:
+        version = _VERSION.match(text)
+        return version is not None and int(version.group(1)) < FIRST_SEALED_VERSION
+    body = text[: sealed.start()] + "\n}"
+    return hashlib.sha256(body.encode("utf-8")).hexdigest() == sealed.group(1)
+
+
+def damaged_record_warning(path: Path) -> str:
+    return f"warning: run record {path} failed its checksum (changed after it was written); left out, and its cell runs again"
+
+
+def finished(path: Path) -> bool:
+    """Whether ``path`` holds an intact record (its cell is done); a damaged one says so and counts as not done."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return False
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    if record_intact(text):
+        return True
+    print(damaged_record_warning(path), file=sys.stderr, flush=True)
+    return False
+
+
 def write_record_atomic(path: Path, record: dict[str, Any]) -> None:
-    """Write ``record`` so that ``path`` either does not exist or holds the whole record."""
-    text = json.dumps(record, indent=1, sort_keys=False) + "\n"
+    """Write ``record`` so that ``path`` either does not exist or holds the whole record, sealed by its checksum."""
+    text = record_text(record)
     atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def read_record(path: Path) -> dict[str, Any]:
-    with path.open(encoding="utf-8") as handle:
-        return json.load(handle)
+    """A record that is intact (:func:`record_intact`), without its checksum; anything else is one error naming the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"run record {path} is not UTF-8 text; delete it, or re-run its cell") from None
+    if not record_intact(text):
+        raise UserError(f"run record {path} failed its checksum (changed after it was written); re-run its cell with --overwrite")
+    record = json.loads(text)
+    record.pop(CHECKSUM_FIELD, None)
+    return record

@@ -34,8 +34,9 @@ layer numbers are kept as printed in ``published.layer``).
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
-READABLE_VERSIONS = (2, 3)  # 2 lacks weights_key, weights_name and protocol: RUNS_SQL fills them in
+SCHEMA_VERSION = 4
+# 2 lacks weights_key, weights_name and protocol: RUNS_SQL fills them in; 4 adds record_sha256 (store.records)
+READABLE_VERSIONS = (2, 3, 4)
 
 # A layer set's scores: one block or a window of blocks averaged (aimbench.probes.layer_sets).
 _LAYER = (
@@ -51,6 +52,7 @@ RECORD_COLUMNS: dict[str, str] = {
     "record_id": "VARCHAR",  # uuid4 hex
     "created_at": "TIMESTAMPTZ",  # when the record was written; the views show it as a UTC TIMESTAMP
     "cell_key": "VARCHAR",  # backbone[@weights name]|task|probe|seed[|limit=N][|dtype][|layers=SPEC] (launch.cells)
+    "record_sha256": "VARCHAR",  # checksum of the record's text without this field (store.records); from version 4
     "config_hash": "VARCHAR",  # hash of everything that defines the cell (cards, weights, layers, limit, probe, seed)
     "backbone": "VARCHAR",
     "task": "VARCHAR",

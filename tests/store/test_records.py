@@ -11,12 +11,16 @@ from pathlib import Path
 import pytest
 
 from aimbench import atomic
+from aimbench.errors import UserError
 from aimbench.store.cache import list_records
 from aimbench.store.records import (
     SCHEMA_VERSION,
+    finished,
     new_record_header,
     read_record,
+    record_intact,
     record_path,
+    record_text,
     runs_dir,
     write_record_atomic,
 )
@@ -46,7 +50,7 @@ def test_paths_and_header() -> None:
     assert runs_dir(results) == results / "runs"
     assert record_path(results, "a__b.json") == results / "runs" / "a__b.json"
     header = new_record_header("bb|task|linear|3", "abc")
-    assert header["schema_version"] == SCHEMA_VERSION == 3
+    assert header["schema_version"] == SCHEMA_VERSION == 4
     assert header["cell_key"] == "bb|task|linear|3" and header["config_hash"] == "abc"
     assert uuid.UUID(hex=header["record_id"]).version == 4
     assert header["record_id"] != new_record_header("x", "y")["record_id"]
@@ -60,7 +64,7 @@ def test_write_then_read_round_trips(tmp_path: Path) -> None:
     record = sample_record()
     write_record_atomic(path, record)  # creates runs/ on the way
     assert read_record(path) == record
-    assert json.loads(path.read_text(encoding="utf-8")) == record
+    assert json.loads(path.read_text(encoding="utf-8")) == {**record, "record_sha256": json.loads(path.read_text(encoding="utf-8"))["record_sha256"]}
     assert path.read_text(encoding="utf-8").endswith("}\n")
     assert listing(path.parent) == [path.name]
 
@@ -91,7 +95,7 @@ def test_while_writing_only_a_hidden_part_file_exists(tmp_path: Path, monkeypatc
     write_record_atomic(path, record)
     assert seen["names"] == [f".cell.json.{os.getpid()}.part"]
     assert seen["matching"] == []  # the report's listing never sees a record being written
-    assert seen["part"] == record  # flushed before fsync and rename
+    assert seen["part"] == {**record, "record_sha256": seen["part"]["record_sha256"]}  # flushed before fsync and rename
     assert listing(path.parent) == ["cell.json"]
 
 
@@ -144,3 +148,30 @@ def test_keyboard_interrupt_mid_write_leaves_nothing(tmp_path: Path, monkeypatch
             monkeypatch.setattr(atomic.os, "fsync", interrupted_fsync)
             write_record_atomic(path, sample_record())
     assert listing(path.parent) == []
+
+
+def test_a_record_changed_after_it_was_written_is_refused_and_its_cell_runs_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = record_path(tmp_path, "tiny|digits|linear|0__cafe1234.json")
+    write_record_atomic(path, sample_record())
+    text = path.read_text(encoding="utf-8")
+    assert json.loads(text)["record_sha256"] and finished(path)
+    path.write_text(text.replace('"best_test_score": 0.875', '"best_test_score": 0.975'), encoding="utf-8")  # valid JSON, other number
+    with pytest.raises(UserError, match="failed its checksum"):
+        read_record(path)
+    assert not finished(path)
+    assert "failed its checksum" in capsys.readouterr().err
+    assert not finished(tmp_path / "runs" / "absent.json")
+
+
+@pytest.mark.parametrize(
+    ("text", "intact"),
+    [
+        (json.dumps({"schema_version": 3, "cell_key": "c"}, indent=1), True),  # written before records were sealed
+        (json.dumps({"schema_version": 4, "cell_key": "c"}, indent=1), False),  # claims a sealed version, has no seal
+        (record_text({"schema_version": 4, "cell_key": "c"}), True),
+        (record_text({"schema_version": 4, "cell_key": "c"}).replace('"c"', '"d"'), False),
+        (record_text({"schema_version": 4, "cell_key": "c"})[:-20], False),
+    ],
+)
+def test_record_intact_reads_the_seal_from_the_text(text: str, intact: bool) -> None:
+    assert record_intact(text) is intact
