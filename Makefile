@@ -1,13 +1,13 @@
 # Two entry points for a new user; both create .venv on first use.
 #   make demo   run the main job (layer-wise eval of two tiny backbones on digits), offline
-#   make test   run the test suite, offline
+#   make test   run the test suite, offline, without the slow end-to-end cases (make test-e2e: only those)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-.PHONY: demo test clean
+.PHONY: demo test test-e2e test-all clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ demo: $(STAMP)
 	$(OFFLINE) $(BIN)/aimbench demo
 
 test: $(STAMP)
+	$(OFFLINE) $(BIN)/python -m pytest -m "not e2e"
+
+test-e2e: $(STAMP)
+	$(OFFLINE) $(BIN)/python -m pytest -m e2e
+
+test-all: $(STAMP)
 	$(OFFLINE) $(BIN)/python -m pytest
 
 clean:

@@ -85,6 +85,7 @@ def test_eval_writes_a_complete_record_then_skips_and_overwrites(tmp_path: Path,
     assert len(report.stdout.strip().splitlines()) == 2  # header + one cell: re-runs never duplicate
 
 
+@pytest.mark.e2e
 def test_report_formats_and_latest_wins_across_configurations(tmp_path: Path, tiny_cards: Path) -> None:
     results = tmp_path / "results"
     common = ("eval", "-t", "digits", "--cards", str(tiny_cards), "--results", str(results), *FAST)
@@ -173,6 +174,7 @@ def test_ctrl_c_during_eval_leaves_no_record(tmp_path: Path, tiny_cards: Path) -
     assert not list((results / "runs").glob("*")) if (results / "runs").exists() else True
 
 
+@pytest.mark.e2e
 def test_demo_pretrains_an_aim_and_probes_it_beside_random_backbones(tmp_path: Path) -> None:
     results = tmp_path / "results"
     proc = run_cli("demo", "--results", str(results), "--pretrain-steps", "6")  # the default 240 steps take minutes

@@ -209,6 +209,7 @@ def test_features_export_works_for_every_family(name: str, tmp_path: Path) -> No
     assert check_features_file(output, spec)["backbone"] == name
 
 
+@pytest.mark.e2e
 def test_cli_features_works_for_every_adapter(tmp_path: Path) -> None:
     """One real ``aimbench features`` run per adapter, on tiny variants written as user cards."""
     folder = tmp_path / "imgs"

@@ -69,6 +69,7 @@ def test_list_images_reads_folders_lists_and_files(tmp_path: Path) -> None:
         list_images([empty])
 
 
+@pytest.mark.e2e
 def test_cli_features_and_its_errors(tmp_path: Path, tiny_cards: Path) -> None:
     write_images(tmp_path / "imgs", 3)
     output = tmp_path / "f.safetensors"

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
+pytestmark = pytest.mark.e2e  # a real cluster: submissions, requeues and polling take minutes
+
 
 def _cluster_up() -> bool:
     if shutil.which("sinfo") is None:

@@ -71,6 +71,7 @@ def _rank(rank: int, port: int, image_dir: str, tmp: str) -> None:
                 "local_rows": shard.to_local().shape[0], "full_rows": shard.shape[0]}, f"{tmp}/rank{rank}.pt")  # fmt: skip
 
 
+@pytest.mark.e2e
 def test_fsdp_on_two_gloo_processes_shards_resumes_and_matches_ddp(images: Path, tmp_path: Path) -> None:  # noqa: F811
     torch.multiprocessing.spawn(_rank, args=(_free_port(), str(images), str(tmp_path)), nprocs=2, join=True)
     zero, one = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))

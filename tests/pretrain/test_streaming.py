@@ -156,6 +156,7 @@ def test_a_hub_stream_offline_or_a_bad_url_is_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
+@pytest.mark.e2e
 def test_two_ranks_stream_through_torchrun_and_a_resume_on_one_rank_is_refused(stream: tuple[str, list[bytes]], tmp_path: Path) -> None:
     url, _ = stream
     out = tmp_path / "run"

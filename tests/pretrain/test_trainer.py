@@ -108,6 +108,7 @@ def _rank(rank: int, port: int, images: str, out: str, result: str) -> None:
     torch.save({"state": outcome.model.state_dict(), "losses": [m.loss for m in outcome.history]}, f"{result}/rank{rank}.pt")
 
 
+@pytest.mark.e2e
 def test_ddp_on_two_gloo_processes_keeps_ranks_in_sync(images: Path, tmp_path: Path) -> None:
     torch.multiprocessing.spawn(_rank, args=(_free_port(), str(images), str(tmp_path / "run"), str(tmp_path)), nprocs=2, join=True)
     zero, one = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
@@ -117,6 +118,7 @@ def test_ddp_on_two_gloo_processes_keeps_ranks_in_sync(images: Path, tmp_path: P
     assert (tmp_path / "run" / "trunk.safetensors").is_file() and len(losses(tmp_path / "run")) == 4  # rank 0 writes once
 
 
+@pytest.mark.e2e
 def test_cli_pretrains_then_eval_reads_the_run_directory(images: Path, tmp_path: Path) -> None:
     run = tmp_path / "tiny"
     proc = run_cli("pretrain", "aim-tiny", "--data", str(images), "--steps", "6", "--batch-size", "8", "--out", str(run),
@@ -142,6 +144,7 @@ def test_the_cli_warns_on_stderr_when_linear_scaling_leaves_almost_no_lr(tmp_pat
     assert "WARNING" not in proc.stdout
 
 
+@pytest.mark.e2e
 def test_torchrun_launches_two_fsdp_ranks_through_the_cli(images: Path, tmp_path: Path) -> None:
     torchrun = Path(sys.executable).with_name("torchrun")
     proc = subprocess.run(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from conftest import run_cli, write_card
 
 from tests.launch.test_cells import WINDOWED
@@ -14,6 +16,7 @@ Ours Table 1,Us 2026,Micro-W,ViT-micro,none,micro-win,attentive,last,digits,top1
 """
 
 
+@pytest.mark.e2e
 def test_a_delta_row_for_the_papers_window_and_a_note_for_a_single_block(tmp_path: Path) -> None:
     cards, results = tmp_path / "cards", tmp_path / "results"
     write_card(cards, "backbones", "winfam", WINDOWED)
