@@ -40,9 +40,12 @@ from aimbench.cli_slurm import (
 )  # fmt: skip
 from aimbench.cli_tasks import tasks_app
 from aimbench.dtypes import DTYPES
-from aimbench.errors import UserError
-from aimbench.launch.cells import plan_cells
+from aimbench.devices import require_device
+from aimbench.errors import UserError, at_least
+from aimbench.launch.cells import plan_cells, weights_file
 from aimbench.launch.options import RunOptions
+from aimbench.launch.preflight import preflight_eval, writable_folder
+from aimbench.probes.layer_sets import parse_blocks
 from aimbench.report import layer_table, to_rich
 from aimbench.report.listing import backbone_listing, protocol_listing, task_listing
 from aimbench.store import read_record
@@ -113,6 +116,7 @@ def _evaluate(
 
     require_ready(registry.expand_tasks(tasks), options.data_root)
     cells = plan_cells(registry, backbones, tasks, probe, seeds, layers, limit, weights, overrides, dtype, protocol, name)
+    preflight_eval(cells, registry, options, overwrite, local=True)
     console.print(f"[bold]{len(cells)} cell(s)[/bold] → {options.results_dir / 'runs'}")
     finished = 0
     try:
@@ -192,12 +196,12 @@ def evaluate(
         seed_list = [int(s) for s in _split(seed)]
     except ValueError:
         raise UserError(f"bad --seed '{seed}': use integers like 0 or 0,1,2") from None
+    if layers is not None and not layers.strip():
+        raise UserError("--layers names no layer set; leave it out for the card's default")
     if seeds is not None:
         if seeds < 1 or seed != "0":
             raise UserError("--seeds N takes a positive count and replaces --seed; give one or the other")
         seed_list = list(range(seeds))
-    if memory_gb is not None and memory_gb <= 0:
-        raise UserError(f"--memory-gb must be positive, got {memory_gb}")
     options = RunOptions(results, data_root, tuple(cards or ()), device, batch_size, workers, memory_gb=memory_gb)
     if epochs is not None and epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {epochs}")
@@ -215,6 +219,7 @@ def evaluate(
 
         require_ready(registry.expand_tasks(_split(tasks)), options.data_root)
         cells = plan_cells(registry, _split(backbone), _split(tasks), probe, seed_list, layers, limit, weights, overrides, dtype, protocol, name)
+        preflight_eval(cells, registry, options, overwrite, local=False)
         run_on_slurm(cells, options, settings, overwrite, dry_run, console)
         return
     if dry_run:
@@ -242,18 +247,23 @@ def features(
 
       aimbench features dinov2-vits14 -i list.txt --layers all -o dino.safetensors --weights ./dinov2_vits14.pth
     """
-    from aimbench.adapters import load_backbone
-    from aimbench.adapters.export import export_features, list_images
-    from aimbench.probes.layer_sets import parse_blocks
-    from aimbench.provenance import resolve_device
-
     if dtype not in DTYPES:
         raise UserError(f"unknown dtype '{dtype}'; one of {', '.join(DTYPES)}")
     if output.suffix != ".safetensors":
         raise UserError(f"--output must end in .safetensors, got '{output}'")
+    if output.is_dir():
+        raise UserError(f"--output {output} is a folder; name the .safetensors file to write")
+    at_least("--batch-size", batch_size, 1)
     registry = Registry.load(cards or ())
     spec = registry.backbone(backbone)
     chosen = parse_blocks(layers, spec.depth)
+    weights_file(weights)
+    writable_folder(output.parent, "--output", output)
+    require_device(device)
+    from aimbench.adapters import load_backbone  # imports torch: only once every argument has been checked
+    from aimbench.adapters.export import export_features, list_images
+    from aimbench.provenance import resolve_device
+
     images = list_images(inputs)
     model = load_backbone(backbone, weights=weights, registry=registry, dtype=dtype).to(resolve_device(device))
     export_features(model, images, chosen, output, batch_size)

@@ -25,6 +25,10 @@ from aimbench.cli_slurm import (
     TimeOption,
     sbatch_pairs,
 )  # fmt: skip
+from aimbench.devices import parse_device, require_device
+from aimbench.errors import at_least, positive
+from aimbench.launch.preflight import writable_folder
+from aimbench.pretrain.metrics_file import METRICS, read_metrics
 
 
 def pretrain(
@@ -77,7 +81,21 @@ def pretrain(
 
       aimbench pretrain aim-7b --data ... --cluster slurm --nodes 8 --gpus-per-node 8 --time 2-00:00:00
     """
-    from aimbench.pretrain.checkpoint import RunFiles
+    for option, value, minimum in (("--steps", steps, 1), ("--batch-size", batch_size, 1), ("--image-size", image_size, 0),
+                                   ("--save-every", save_every, 1), ("--workers", workers, 0), ("--nodes", nodes, 1),
+                                   ("--tasks-per-node", tasks_per_node, 1)):  # fmt: skip
+        if value is not None:
+            at_least(option, value, minimum)
+    if lr is not None:
+        positive("--lr", lr)
+    if cluster is Cluster.slurm:
+        parse_device(device)  # the spelling only: a Slurm job's GPUs are the compute node's
+    else:
+        require_device(device)
+    writable_folder(out, "--out")
+    if resume:
+        read_metrics(out / METRICS)  # damage fails now, not after the model is built; a torn last line is dropped
+    from aimbench.pretrain.checkpoint import RunFiles  # imports torch: only once every argument has been checked
     from aimbench.pretrain.distributed import rank_device, world_from_env
     from aimbench.pretrain.parallel import choose
     from aimbench.pretrain.progress import watch

@@ -12,6 +12,7 @@ import typer
 from aimbench.cards.registry import Registry, card_roots
 from aimbench.cli_options import CardsOption, ResultsOption, make_console
 from aimbench.errors import UserError
+from aimbench.launch.preflight import writable_folder
 from aimbench.report import FORMATS, Table, to_csv, to_latex, to_markdown, to_rich
 from aimbench.report.filters import build_filters
 from aimbench.report.views import EXPORT_FORMATS, cell_view, export_tables, layers_view, leaderboard_view, sql_view
@@ -72,6 +73,9 @@ def report(
 
       aimbench report --html site/
     """
+    for option, folder in (("--html", html), ("--plots", plots)):
+        if folder is not None:
+            writable_folder(folder, option)
     session = open_session(results, extra_published=[root / PUBLISHED_DIR for root in card_roots(cards or ())[1:]])
     con = session.con
     if sql is not None:
@@ -123,6 +127,8 @@ def export(
 
       aimbench export --format parquet --out /tmp/aimbench-tables
     """
+    folder = out or results / "exports"
+    writable_folder(folder, "--out")  # before the records are read: a bad --out fails at once
     session = open_session(results)
-    written = export_tables(session.con, out or results / "exports", format.value)
+    written = export_tables(session.con, folder, format.value)
     make_console().print("wrote " + ", ".join(str(p) for p in written))

@@ -35,3 +35,15 @@ def unknown_name(kind: str, name: str, known: Iterable[str]) -> UserError:
     else:
         hint = f"see 'aimbench ls {kind}s' ({len(known)} known)"
     return UserError(f"unknown {kind} '{name}'; {hint}")
+
+
+def at_least(option: str, value: int | float, minimum: int | float) -> None:
+    """Refuse a numeric option below its range (``--batch-size 0``) before it reaches a loop that divides by it."""
+    if not value >= minimum:  # also refuses NaN
+        raise UserError(f"{option} must be at least {minimum}, got {value}")
+
+
+def positive(option: str, value: float) -> None:
+    """Refuse a rate or size that must be a finite number above zero (``--lr -1``, ``--lr nan``, ``--lr inf``)."""
+    if not 0 < value < float("inf"):
+        raise UserError(f"{option} must be a positive number, got {value}")

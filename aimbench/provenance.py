@@ -11,6 +11,8 @@ from typing import Any
 import torch
 
 from aimbench import __version__
+from aimbench.devices import parse_device, unavailable
+from aimbench.errors import UserError
 
 
 @functools.lru_cache(maxsize=1)
@@ -28,9 +30,20 @@ def git_sha() -> str:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
+    """The torch device of a ``--device`` value, refused in one line when torch cannot use it.
+
+    :func:`aimbench.devices.require_device` already refused what the driver can tell without
+    torch; this catches the rest (a CPU-only torch build on a GPU machine, ROCm, library callers)."""
+    device = parse_device(name)
+    if device.kind == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    if device.kind == "mps" and not torch.backends.mps.is_available():
+        raise UserError(unavailable(device, None) or "--device mps: this torch build cannot use the Apple GPU; use cpu")
+    if device.kind == "cuda":
+        problem = unavailable(device, torch.cuda.device_count() if torch.cuda.is_available() else 0)
+        if problem:
+            raise UserError(problem)
+    return torch.device(str(device))
 
 
 def device_description(device: torch.device) -> str:

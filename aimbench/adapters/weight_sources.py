@@ -91,9 +91,38 @@ def resolve_source(source: str, card_dir: Path | None = None) -> Path:
         path = card_dir / path
     if path.is_dir() and (path / PRETRAIN_TRUNK).is_file():  # an 'aimbench pretrain' run directory
         path = path / PRETRAIN_TRUNK
+    if path.is_dir():
+        raise UserError(f"weights '{path}' is a folder without {PRETRAIN_TRUNK}, not a safetensors or PyTorch weights file "
+                        "(a pre-training run writes it when it finishes)")  # fmt: skip
     if not path.is_file():
-        hint = f" (a pre-training run writes {PRETRAIN_TRUNK} when it finishes)" if path.is_dir() else ""
-        raise UserError(f"weights file '{path}' does not exist{hint}")
+        raise UserError(f"weights file '{path}' does not exist")
+    return path
+
+
+def _looks_like_weights(head: bytes, size: int) -> bool:
+    """Whether a file's first bytes open a safetensors file (an 8-byte header length, then a JSON
+    object), a ``torch.save`` zip archive, or a legacy ``torch.save`` pickle (protocol 2 to 5)."""
+    if head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
+        return True
+    header = int.from_bytes(head[:8], "little") if len(head) >= 9 else 0
+    return 2 <= header <= size - 8 and head[8:9] == b"{"
+
+
+def require_weights_format(path: Path) -> None:
+    """Refuse a file that is no weights file at all (a text file, ``/etc/passwd``, an HTML error
+    page saved as weights) from its first bytes, before torch or safetensors read it: their
+    messages for such files are long and name the wrong thing."""
+    with path.open("rb") as handle:
+        head = handle.read(16)
+    if not _looks_like_weights(head, path.stat().st_size):
+        what = "the file is empty" if not head else "not a safetensors or PyTorch (torch.save) weights file"
+        raise UserError(f"cannot load weights file '{path}': {what}")
+
+
+def local_weights_file(source: str, card_dir: Path | None = None) -> Path:
+    """The local file a path source names, checked to be a weights file (:func:`require_weights_format`)."""
+    path = resolve_source(source, card_dir)
+    require_weights_format(path)
     return path
 
 

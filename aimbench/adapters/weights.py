@@ -21,7 +21,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from aimbench.adapters.base import WeightsInfo
-from aimbench.adapters.weight_sources import is_remote, resolve_source, source_label
+from aimbench.adapters.weight_sources import is_remote, require_weights_format, resolve_source, source_label
 from aimbench.cards.backbone_card import BackboneSpec
 from aimbench.checksum import CHECKSUM_KEY, content_sha256
 from aimbench.errors import UserError
@@ -61,6 +61,7 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     """Load a ``.safetensors`` or pickled-tensor file without running any pickled code."""
     if not path.is_file():
         raise UserError(f"weights file '{path}' does not exist")
+    require_weights_format(path)
     try:
         if path.suffix == ".safetensors":
             state = load_file(str(path))

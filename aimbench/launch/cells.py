@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aimbench.adapters.weight_sources import HF_PREFIX, PRETRAIN_TRUNK, URL_PREFIXES, is_remote, resolve_source
+from aimbench.adapters.weight_sources import HF_PREFIX, PRETRAIN_TRUNK, URL_PREFIXES, is_remote, local_weights_file, resolve_source
 from aimbench.cards.backbone_card import BackboneSpec
 from aimbench.cards.registry import Registry
 from aimbench.cards.task_card import TaskSpec
@@ -51,9 +51,19 @@ def weights_key(weights: str | None) -> str:
     and a retrained file at the same path is not."""
     if weights is None:
         return ""
-    if weights in NAMED_WEIGHTS or weights.startswith("open_clip:") or is_remote(weights):
+    if _not_a_file(weights):
         return weights
     return f"sha256:{file_sha256(resolve_source(weights))}"
+
+
+def _not_a_file(weights: str) -> bool:
+    return weights in NAMED_WEIGHTS or weights.startswith("open_clip:") or is_remote(weights)
+
+
+def weights_file(weights: str | None) -> Path | None:
+    """The local file a weights override names, checked to hold weights before anything hashes or
+    loads it; None for the card's own weights, a named way or a remote source."""
+    return None if weights is None or _not_a_file(weights) else local_weights_file(weights)
 
 
 def weights_name(weights: str | None, name: str | None = None) -> str:
@@ -191,9 +201,8 @@ def plan_cells(
         if len(kinds) > 1:
             raise UserError("--probe official evaluates released heads and takes --layers as head names; run it on its own")
         return _plan_official(registry, backbones, tasks, seeds, layers or "all", limit, weights, dtype, name)
-    specs, task_specs = _resolve(registry, backbones, tasks, weights, limit)
+    specs, task_specs = _resolve(registry, backbones, tasks, seeds, weights, limit)
     label = weights_name(weights, name)
-    weights_key(weights)  # a missing weights file fails now, not in a job
     configs = {(task.name, kind): resolve_config(recipe, kind, task, overrides) for task in task_specs for kind in kinds}
     cells = []
     for spec in specs:
@@ -210,12 +219,18 @@ def plan_cells(
 
 
 def _resolve(
-    registry: Registry, backbones: Sequence[str], tasks: Sequence[str], weights: str | None, limit: int | None
+    registry: Registry, backbones: Sequence[str], tasks: Sequence[str], seeds: Sequence[int], weights: str | None, limit: int | None
 ) -> tuple[list[BackboneSpec], list[TaskSpec]]:
+    """The cards of a matrix, every option checked first: an empty list would plan 0 cells and
+    'succeed' doing nothing, a file that is no weights would fail only once a job loads it."""
+    for option, names, what in (("--backbone", backbones, "backbone"), ("--tasks", tasks, "task"), ("--seed", seeds, "seed")):
+        if not names:
+            raise UserError(f"{option} names no {what}; give one or more, comma-separated")
     if weights is not None and len(backbones) != 1:
         raise UserError("--weights applies to exactly one backbone")
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be a positive number of images, got {limit}")
+    weights_file(weights)  # a missing file, or one holding no weights, fails now, not in a job
     return [registry.backbone(name) for name in backbones], registry.expand_tasks(tasks)
 
 
@@ -224,9 +239,8 @@ def _plan_official(
     layers: str, limit: int | None, weights: str | None, dtype: str, name: str | None,
 ) -> list[Cell]:  # fmt: skip
     """One cell per released head; ``layers`` names heads (``all`` = every head of the card)."""
-    specs, task_specs = _resolve(registry, backbones, tasks, weights, limit)
+    specs, task_specs = _resolve(registry, backbones, tasks, seeds, weights, limit)
     label = weights_name(weights, name)
-    weights_key(weights)
     cells = []
     for spec in specs:
         if not spec.official_probes:

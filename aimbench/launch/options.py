@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from aimbench.devices import parse_device
+from aimbench.errors import at_least, positive
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -24,3 +27,12 @@ class RunOptions:
     memory_gb: float | None = None  # attentive heads' device memory budget; default: 90 % of free GPU memory
     checkpoint_every: int = 200  # optimizer steps between resumable training checkpoints
     progress_file: bool = False  # report stages to <results>/state/<record stem>.progress.json (for 'aimbench jobs')
+
+    def __post_init__(self) -> None:
+        """Out-of-range values fail here, as the options are built, not as a DataLoader or a modulo deep in a cell."""
+        parse_device(self.device)  # the spelling only: a Slurm submission's device is the compute node's
+        at_least("--batch-size", self.batch_size, 1)
+        at_least("--workers", self.workers, 0)
+        at_least("the checkpoint interval", self.checkpoint_every, 1)
+        if self.memory_gb is not None:
+            positive("--memory-gb", self.memory_gb)

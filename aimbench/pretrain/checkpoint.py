@@ -26,11 +26,11 @@ from aimbench.adapters.weight_sources import PRETRAIN_TRUNK
 from aimbench.atomic import atomic_write
 from aimbench.checksum import CHECKSUM_KEY, content_sha256, seal, unseal
 from aimbench.errors import UserError
+from aimbench.pretrain.metrics_file import METRICS
 from aimbench.safetensors_bytes import save_deterministic
 
 CHECKPOINT = "checkpoint.pt"
 TRUNK = PRETRAIN_TRUNK
-METRICS = "metrics.jsonl"
 CONFIG = "config.json"
 LOSS_CURVE = "loss.png"
 

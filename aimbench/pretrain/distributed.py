@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
+from aimbench.devices import parse_device
 from aimbench.errors import UserError
 from aimbench.provenance import resolve_device
 
@@ -60,9 +61,11 @@ def world_from_env() -> World:
 
 
 def rank_device(name: str, world: World) -> torch.device:
-    """``--device`` for this rank: with several ranks, CUDA means this rank's GPU (LOCAL_RANK / SLURM_LOCALID)."""
-    device = resolve_device(name)
-    return torch.device("cuda", world.local_rank) if device.type == "cuda" and world.size > 1 else device
+    """``--device`` for this rank: with several ranks, CUDA means this rank's GPU (LOCAL_RANK / SLURM_LOCALID);
+    a single process gets the device it names, refused in one line where it is not there."""
+    if world.size > 1 and parse_device(name).kind == "cuda":
+        return torch.device("cuda", world.local_rank)
+    return resolve_device(name)
 
 
 def init_process_group(world: World, device: torch.device) -> None:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from aimbench.cards.registry import Registry
-from aimbench.errors import UserError, unknown_name
+from aimbench.errors import UserError, at_least, unknown_name
 from aimbench.models.aim import PRESETS
 from aimbench.pretrain.augment import COLOR_JITTER_P
 from aimbench.pretrain.head import HEAD_PRESETS, HeadConfig
@@ -78,6 +78,8 @@ class PretrainConfig:
         self.steps = self.steps or PRESET_STEPS[self.preset]
         if self.steps < 1 or self.batch_size < 1:
             raise UserError(f"--steps and --batch-size must be positive, got {self.steps} and {self.batch_size}")
+        at_least("--save-every", self.save_every, 1)
+        at_least("--image-size", self.image_size, 0)  # 0 = the preset's
         if self.dtype not in ("bf16", "fp32"):
             raise UserError(f"--dtype must be bf16 or fp32, got '{self.dtype}'")
         if self.lr_scaling not in LR_SCALINGS:

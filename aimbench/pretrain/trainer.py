@@ -26,6 +26,7 @@ from aimbench.models.aim import LN_EPS_METADATA, PRESETS
 from aimbench.pretrain.checkpoint import RunFiles, export_trunk, load_checkpoint, save_checkpoint
 from aimbench.pretrain.data import PretrainBatches, batch_loader
 from aimbench.pretrain.distributed import World, all_finite, barrier, from_rank_zero, init_process_group
+from aimbench.pretrain.metrics_file import metrics_text, read_metrics
 from aimbench.pretrain.objective import AimPretrainModel, build_model, sample_prefix_lengths
 from aimbench.pretrain.parallel import Parallelism, choose, full_state, load_full_state, local_value, parallelize
 from aimbench.pretrain.recipe import PretrainConfig, build_optimizer
@@ -71,18 +72,18 @@ def _peak_flops(device: torch.device) -> float | None:
 
 
 def _trim_metrics(path: Path, start: int) -> None:
-    """On resume, drop metric lines of steps the interrupted run did after its last checkpoint."""
+    """On resume, drop metric lines of steps the interrupted run did after its last checkpoint, and
+    a last line torn by the kill: the file is whole again before this run appends to it."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line and json.loads(line)["step"] < start]
-    text = "".join(line + "\n" for line in kept)
+    text = metrics_text([row for row in read_metrics(path) if row["step"] < start])
     atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def plot_loss(metrics: Path, out: Path) -> None:
     from matplotlib.figure import Figure
 
-    rows = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line]
+    rows = read_metrics(metrics)
     figure = Figure(figsize=(6.4, 3.6), layout="constrained")
     axes = figure.subplots()
     axes.plot([r["step"] for r in rows], [r["loss"] for r in rows], linewidth=1.0)
@@ -200,7 +201,7 @@ def train(
         done = step + 1
         if world.is_main:
             with files.metrics.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(metrics.__dict__) + "\n")
+                handle.write(metrics_text([metrics.__dict__]))
         if done % config.save_every == 0 or done == end:
             saved_state, optimizer_state = full_state(model, optimizer)  # collective: every rank takes part
             if world.is_main:

@@ -108,7 +108,13 @@ def _parse_new(con: duckdb.DuckDBPyConnection, folder: Path, files: list[tuple[s
     with _scratch_stream(folder.parent / CACHE_DIR) as stream:
         longest = 0
         for name, mtime_ns, size in files:
-            text = (folder / name).read_text(encoding="utf-8")
+            try:
+                text = (folder / name).read_text(encoding="utf-8")
+            except UnicodeDecodeError as exc:  # e.g. a record copied through another encoding, or a disk error
+                stream.close()
+                os.unlink(stream.name)
+                raise UserError(f"run record {folder / name} is not UTF-8 text (byte {exc.start}: {exc.reason}); "
+                                "delete it, or re-run its cell") from None  # fmt: skip
             if not record_intact(text) and _is_json(text):  # whole JSON, but not as written: never counted
                 print(damaged_record_warning(folder / name), file=sys.stderr, flush=True)
                 continue

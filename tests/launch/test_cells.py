@@ -123,9 +123,10 @@ def test_weights_overrides_are_named_and_keyed_by_content(tmp_path: Path, tiny_c
     registry = Registry.load([tiny_cards])
     run = tmp_path / "runs" / "tiny"
     run.mkdir(parents=True)
-    (run / "trunk.safetensors").write_bytes(b"trained")
+    trained = (2).to_bytes(8, "little") + b"{}"  # the smallest safetensors file: planning reads its first bytes
+    (run / "trunk.safetensors").write_bytes(trained)
     copy = tmp_path / "elsewhere.safetensors"
-    copy.write_bytes(b"trained")
+    copy.write_bytes(trained)
     [by_folder] = plan_cells(registry, ["micro-cls"], ["digits"], weights=str(run), limit=500, dtype="bf16")
     assert by_folder.key == "micro-cls@tiny|digits|linear|0|limit=500|bf16"
     [by_file] = plan_cells(registry, ["micro-cls"], ["digits"], weights=str(copy), name="mine", limit=500, dtype="bf16")
@@ -141,3 +142,6 @@ def test_weights_overrides_are_named_and_keyed_by_content(tmp_path: Path, tiny_c
         plan_cells(registry, ["micro-cls"], ["digits"], name="mine")
     with pytest.raises(UserError, match="does not exist"):
         plan_cells(registry, ["micro-cls"], ["digits"], weights=str(tmp_path / "missing.pt"))
+    (tmp_path / "notes.txt").write_text("not weights")
+    with pytest.raises(UserError, match="not a safetensors or PyTorch"):
+        plan_cells(registry, ["micro-cls"], ["digits"], weights=str(tmp_path / "notes.txt"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from aimbench.errors import UserError
 from aimbench.pretrain.distributed import World, rank_device, world_from_env
 
 LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_JOB_ID",
@@ -41,8 +42,17 @@ def test_slurm_tasks_get_a_rendezvous_port_per_job(clean_env: pytest.MonkeyPatch
     assert os.environ["MASTER_PORT"] == str(20000 + 123456 % 20000) and os.environ["MASTER_ADDR"]
 
 
-def test_each_rank_takes_its_own_gpu_and_cpu_stays_cpu() -> None:
+def test_each_rank_takes_its_own_gpu_and_cpu_stays_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     assert rank_device("cpu", World(3, 4, 3)) == torch.device("cpu")
     assert rank_device("cuda", World(3, 8, 3)) == torch.device("cuda", 3)
     assert rank_device("cuda:0", World(1, 2, 1)) == torch.device("cuda", 1)  # under a launcher each rank has its GPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert rank_device("cuda:2", World()) == torch.device("cuda", 2)
+
+
+def test_a_single_process_is_refused_a_gpu_it_does_not_have(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(UserError, match=r"cuda:2 but this machine has 2 CUDA GPU\(s\)"):
+        rank_device("cuda:2", World())

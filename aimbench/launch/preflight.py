@@ -1,0 +1,144 @@
+"""What a command checks before any work starts: the folders it will write, room for what it
+writes, and the device it will run on.
+
+Each of these used to fail late: a results path that is a file after the first cell's minutes of
+feature extraction, a full disk halfway through a feature cache, a missing GPU once the data had
+loaded. Here they fail in one line while the command is still planning, without importing torch.
+
+The space estimate is a rough *lower bound* from what the plan and the cards know, so it never
+refuses a run that could fit: record files (small), and the pooled features the feature cache
+will hold (images x blocks x poolings x dim x 2 bytes, fp16), plus the token maps of cached
+attentive probes where the card names its patch size. A backbone that already has a cache folder
+counts no features at all (some or all may be cached), and cells whose record exists (skipped
+without ``--overwrite``) count nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from aimbench.adapters.weight_sources import cache_dir
+from aimbench.cards.backbone_card import BackboneSpec
+from aimbench.cards.registry import Registry
+from aimbench.devices import require_device
+from aimbench.errors import UserError
+from aimbench.launch.cells import Cell
+from aimbench.launch.options import RunOptions
+from aimbench.probes.config import AttentiveProbeConfig
+from aimbench.probes.layer_sets import blocks_needed, parse_layer_sets
+from aimbench.store.records import record_path
+
+RECORD_BYTES = 16 * 2**10  # lower bound of one record file (a 3-block micro ViT's is 30 KB; real backbones' are larger)
+FEATURE_BYTES = 2  # the feature cache stores fp16
+FEATURES_DIR = "features"  # aimbench.probes.feature_cache keeps <root>/features/<backbone>/<key>/
+_PATCH = re.compile(r"patch(\d+)|ViT-[A-Za-z]+-(\d+)")  # timm's vit_base_patch16_224, open_clip's ViT-L-14
+
+
+def existing_ancestor(path: Path) -> Path:
+    """``path`` itself or its nearest parent that exists: where a folder will be created, and whose file system it lands on."""
+    existing = path.absolute()
+    while not os.path.exists(existing):  # False, not an error, where a parent may not be searched
+        existing = existing.parent
+    return existing
+
+
+def writable_folder(folder: Path, option: str, target: Path | None = None) -> Path:
+    """Check that ``folder`` is, or can become, a folder this process can write in (``target``: the
+    file in it that the option names, for the message); return :func:`existing_ancestor` of it.
+
+    Writability is tested by creating and removing a file, not with ``os.access``: root passes
+    every permission check, and a read-only mount is not a permission at all."""
+    shown, existing = target or folder, existing_ancestor(folder)
+    if not existing.is_dir():
+        where = "is a file" if existing == shown.absolute() else f"lies inside {existing}, which is a file"
+        raise UserError(f"{option} {shown} {where}, not a folder")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".aimbench-write-test-", dir=existing)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"{option} {shown}: cannot write in {existing} ({exc.strerror or exc})") from None
+    return existing
+
+
+def patch_tokens(spec: BackboneSpec) -> int:
+    """Patch tokens per image where the card says the patch size (model_args or the arch name), else 0."""
+    size = spec.model_args.get("patch_size")
+    if not isinstance(size, int):
+        match = _PATCH.search(spec.arch)
+        size = int(match.group(1) or match.group(2)) if match else 0
+    return (spec.preprocess.image_size // size) ** 2 if size > 0 else 0
+
+
+def images_of(expected_sizes: Mapping[str, int], limit: int | None) -> int:
+    """Images a cell reads over all splits: the card's expected sizes, each capped by ``--limit``."""
+    return sum(n if limit is None else min(n, limit) for n in expected_sizes.values())
+
+
+def feature_bytes(spec: BackboneSpec, images: int, pooled_blocks: int, token_blocks: int) -> int:
+    """Bytes the feature cache holds for ``images`` of a backbone: pooled tokens of ``pooled_blocks``
+    (one vector per pooling, e.g. patch mean and cls) and full token maps of ``token_blocks``."""
+    per_image = pooled_blocks * len(spec.probe_tokens) + token_blocks * patch_tokens(spec)
+    return images * per_image * spec.dim * FEATURE_BYTES
+
+
+def estimate_bytes(cells: Iterable[Cell], registry: Registry, options: RunOptions, overwrite: bool = False) -> dict[Path, int]:
+    """A lower bound of the bytes the plan writes, per folder (results, feature cache); see the module docstring."""
+    cache_root = options.cache_dir or cache_dir()
+    todo = [c for c in cells if overwrite or not record_path(options.results_dir, c.record_name(registry)).exists()]
+    pooled: dict[tuple, set[int]] = defaultdict(set)
+    tokens: dict[tuple, set[int]] = defaultdict(set)
+    for cell in todo:
+        spec = registry.backbone(cell.backbone)
+        if cell.probe_config is None or (cache_root / FEATURES_DIR / cell.backbone).exists():
+            continue  # released heads cache nothing; a backbone with a cache folder may be warm
+        blocks = blocks_needed(parse_layer_sets(cell.layers, spec.depth, spec.windows))
+        group = (cell.backbone, cell.weights, cell.dtype, cell.task, cell.limit)  # cells sharing cached features
+        if isinstance(cell.probe_config, AttentiveProbeConfig):
+            tokens[group].update(blocks if cell.probe_config.data_mode == "cached" else ())
+        else:
+            pooled[group].update(blocks)
+    features = 0
+    for group in pooled.keys() | tokens.keys():
+        backbone, _, _, task, limit = group
+        images = images_of(registry.task(task).expected_sizes, limit)
+        features += feature_bytes(registry.backbone(backbone), images, len(pooled[group]), len(tokens[group]))
+    return {options.results_dir: len(todo) * RECORD_BYTES, cache_root: features}
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def require_space(needs: Mapping[Path, int]) -> None:
+    """Refuse when a file system has less free space than the folders on it need together."""
+    by_device: dict[int, tuple[Path, int]] = {}
+    for folder, need in needs.items():
+        if need <= 0:
+            continue
+        device = existing_ancestor(folder).stat().st_dev
+        first, total = by_device.get(device, (folder, 0))
+        by_device[device] = (first, total + need)
+    for folder, need in by_device.values():
+        free = shutil.disk_usage(existing_ancestor(folder)).free
+        if free < need:
+            raise UserError(f"not enough free space: this plan writes at least {_size(need)} to {folder}, which has {_size(free)} free")
+
+
+def preflight_eval(cells: list[Cell], registry: Registry, options: RunOptions, overwrite: bool, local: bool) -> None:
+    """Every check of an ``eval`` plan that needs no data and no model; the device only for a local
+    run (a Slurm job's device is the compute node's, which this machine cannot see)."""
+    writable_folder(options.results_dir, "--results")
+    require_space(estimate_bytes(cells, registry, options, overwrite))
+    if local:
+        require_device(options.device)
