@@ -286,7 +286,7 @@ def test_cached_attentive_probe_extracts_token_maps_once(tmp_path: Path, tiny_ca
     [path] = records(results)
     config = json.loads(path.read_text())["probe_config"]
     assert (config["data_mode"], config["augmentation"]) == ("cached", "none")
-    assert config["feature_cache"] == {"cached_blocks": 0, "extracted_blocks": 9}  # blocks 0-2 x train/val/test
+    assert config["feature_cache"] == {"cached_blocks": 0, "extracted_blocks": 9, "damaged_blocks": 0}  # blocks 0-2 x train/val/test
     rerun = run_cli(*args, "--overwrite", env=env)
     assert rerun.returncode == 0 and json.loads(path.read_text())["probe_config"]["feature_cache"]["extracted_blocks"] == 0
     bad = run_cli("eval", "-b", "micro-cls", "-t", "digits", "--data-mode", "offline", "--cards", str(tiny_cards), "--results", str(results))
