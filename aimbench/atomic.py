@@ -5,20 +5,94 @@ exported features) goes through :func:`atomic_write`: the content is written to 
 ``.<name>.<pid>.part`` file next to the target (never matched by the readers' patterns), fsynced, and
 renamed over the target in one step. An interrupted write leaves at most the ``.part`` file,
 which is removed when the interruption is an exception.
+
+A writer killed outright (``kill -9``, the OOM killer, a node lost) cannot remove its ``.part``
+file, and a partial checkpoint of a large model is many gigabytes. So the first write into a
+folder in each process sweeps the ``.part`` files of writers that are gone
+(:func:`sweep_stale_parts`): the process id in the name is not alive on this host, and the file has
+not been written for :data:`STALE_PART_AGE_S`. Both, because process ids are per host: on a shared
+file system the writer may be alive on another node, where the age is the only evidence, and a
+live writer keeps its file's modification time fresh as it writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+PART_SUFFIX = ".part"
+# An hour without a write: far longer than any writer pauses between two writes of one file (a
+# checkpoint streams continuously), short enough that a killed run's leftovers go on the next day's run.
+STALE_PART_AGE_S = 3600.0
+_swept: set[Path] = set()  # folders this process has swept already: one scan per folder and process
+
+
+def part_path(path: Path, tag: str = "") -> Path:
+    """The hidden temporary name for ``path`` in this process: ``.<name>.<pid>[-<tag>].part``."""
+    return path.with_name(f".{path.name}.{os.getpid()}{'-' + tag if tag else ''}{PART_SUFFIX}")
+
+
+def _writer_pid(name: str) -> int | None:
+    """The process id in a ``.<name>.<pid>[-<tag>].part`` name, or None for a name of another form."""
+    if not (name.startswith(".") and name.endswith(PART_SUFFIX)):
+        return None
+    pid = name[1 : -len(PART_SUFFIX)].rpartition(".")[2].partition("-")[0]
+    return int(pid) if pid.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def sweep_stale_parts(folder: Path, min_age_s: float = STALE_PART_AGE_S) -> list[Path]:
+    """Remove the ``.part`` files in ``folder`` whose writer is gone; return what was removed.
+
+    A file is removed only when its name carries a process id, no process of that id lives on this
+    host, and it was last modified more than ``min_age_s`` seconds ago. Folders (``tasks
+    prepare``'s staging) and names without a process id are left alone.
+    """
+    removed: list[Path] = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:  # not there yet, or unreadable: nothing to sweep
+        return removed
+    for entry in entries:
+        pid = _writer_pid(entry.name)
+        if pid is None or _alive(pid):
+            continue
+        with contextlib.suppress(OSError):  # renamed or removed meanwhile by its writer or another sweep
+            if entry.is_file(follow_symlinks=False) and now - entry.stat(follow_symlinks=False).st_mtime > min_age_s:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
+
+
+def sweep_once(folder: Path) -> None:
+    """:func:`sweep_stale_parts` on the first call for ``folder`` in this process, then nothing."""
+    key = folder.absolute()
+    if key not in _swept:
+        _swept.add(key)
+        sweep_stale_parts(folder)
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write`` with a binary handle on the temporary file, then move it to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.part")  # per process: concurrent writers of one path never collide
+    sweep_once(path.parent)
+    temporary = part_path(path)  # per process: concurrent writers of one path never collide
     try:
         with temporary.open("wb") as handle:
             write(handle)
