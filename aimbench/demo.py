@@ -51,7 +51,7 @@ description = "aim-tiny pre-trained by aimbench demo."
 [variants.{name}]
 description = "aim-tiny after {steps} AIM pre-training steps on the digits train images (labels unused)."
 arch = "aim-tiny"
-weights = "../../pretrain/trunk.safetensors"
+weights = {weights}
 depth = 6
 dim = 128
 heads = 2
@@ -106,5 +106,6 @@ def _toml_value(value: object) -> str:
 def write_card(results: Path, config: PretrainConfig, registry: Registry) -> None:
     fields = asdict(registry.backbone(config.preset).preprocess)
     preprocess = "\n".join(f"{key} = {_toml_value(value)}" for key, value in fields.items())
-    text = CARD.format(name=PRETRAINED, steps=config.steps, batch_size=config.batch_size, preprocess=preprocess)
+    trunk = (demo_dir(results) / "pretrain" / "trunk.safetensors").resolve()  # absolute: a card's relative paths stay in its root
+    text = CARD.format(name=PRETRAINED, steps=config.steps, batch_size=config.batch_size, preprocess=preprocess, weights=_toml_value(str(trunk)))
     atomic_write(card_dir(results) / "backbones" / "demo.toml", lambda handle: handle.write(text.encode("utf-8")))

@@ -4,6 +4,8 @@ A variant carries everything that changes its features: the architecture, where 
 come from (and their checksum when published), the preprocessing the weights were trained with,
 and the token layout. ``depth``/``dim``/``heads`` and the prefix-token layout are declared in the
 card *and* checked against the built model, so a card cannot silently describe another network.
+A weights file named by a relative path is read relative to the card and must stay inside the
+card's directory.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from aimbench.cards.fields import Fields
+from aimbench.confine import resolves_inside
 from aimbench.dtypes import DTYPES
 from aimbench.errors import CardError
 
@@ -21,6 +24,8 @@ PATCH_MEAN, CLS = "patch_mean", "cls"  # how a probe pools a layer's tokens
 CONCAT = f"{PATCH_MEAN}+{CLS}"  # a probe head reading both poolings, concatenated
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 RESIZE_MODES = ("shortest", "squash")  # short side to resize_size, or both sides (aspect not kept)
+NOT_FILES = ("random", "timm")  # weights values that name a way of building weights
+REMOTE_PREFIXES = ("hf:", "https://", "http://", "open_clip:")  # weights fetched (or built) by the adapters
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,23 @@ def _read_preprocess(fields: Fields) -> Preprocess:
     return pre
 
 
+def weights_source(fields: Fields, key: str) -> str:
+    """A weights source; a relative file path (read relative to the card) must resolve, ``..`` and
+    links included, inside the card directory (the folder holding ``backbones/``).
+
+    A card from elsewhere cannot make a run read files outside its own directory unless it says so
+    with an absolute path, which is then visible in the card and in every record's card content.
+    """
+    value = fields.str(key)
+    if value in NOT_FILES or value.startswith(REMOTE_PREFIXES) or Path(value).expanduser().is_absolute():
+        return value
+    root = fields.path.parent.parent
+    if not resolves_inside(fields.path.parent / value, root):
+        raise fields.error(key, f"the relative path {value!r} leads outside the card directory {root}; "
+                                "give an absolute path for weights kept elsewhere")  # fmt: skip
+    return value
+
+
 def _block_list(fields: Fields, key: str, depth: int) -> tuple[int, ...]:
     blocks = fields.raw(key)
     if not isinstance(blocks, list) or not blocks or not all(isinstance(i, int) and 0 <= i < depth for i in blocks):
@@ -117,7 +139,7 @@ def _read_official_probes(fields: Fields, depth: int) -> dict[str, OfficialProbe
     probes = {}
     for name in fields.table:
         entry = fields.table_of(name)
-        probes[name] = OfficialProbe(entry.str("weights"), _block_list(entry, "layers", depth), entry.str("sha256", default=None))
+        probes[name] = OfficialProbe(weights_source(entry, "weights"), _block_list(entry, "layers", depth), entry.str("sha256", default=None))
         entry.reject_unknown()
     return probes
 
@@ -168,7 +190,7 @@ def parse_backbone_card(data: dict[str, Any], path: Path) -> list[BackboneSpec]:
             family=family,
             adapter=adapter,
             arch=v.str("arch"),
-            weights=v.str("weights"),
+            weights=weights_source(v, "weights"),
             depth=v.int("depth", minimum=1),
             dim=v.int("dim", minimum=1),
             heads=v.int("heads", minimum=1),

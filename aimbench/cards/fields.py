@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from aimbench.confine import escape_problem
 from aimbench.errors import CardError
 
 _MISSING = object()
@@ -93,6 +94,16 @@ class Fields:
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise self.error(key, f"expected a list of strings, got {value!r}")
         return tuple(value)
+
+    def relative_path(self, key: str, default: Any = _MISSING) -> Any:
+        """A relative path that stays inside its root (the data root, a source's folder)."""
+        value = self.str(key, default)
+        if value is default and default is not _MISSING:
+            return value
+        problem = escape_problem(value)
+        if problem is not None:
+            raise self.error(key, problem)
+        return value
 
     def table_of(self, key: str, default: Any = _MISSING) -> Fields:
         value = self._get(key, default)

@@ -12,16 +12,26 @@ fraction from the protocol (and then states the size of the whole train split).
 A task may override protocol fields for itself: ``[protocol.attentive] epochs = 50`` (any field
 of a protocol's [attentive], [linear] or [knn] section, checked like the protocol card's own), and
 ``augmentation = "strong"`` for the training views of its linear and attentive probes.
+
+Every path a card names stays inside its root, checked when the card loads: ``dir`` is relative to
+the data root and the files a source names (list files, annotations, IDX prefixes, image
+templates, hub ``data_files``) are relative to ``dir``, none of them absolute or climbing out with
+``..``; ``tasks prepare`` writes only there (a card could otherwise unpack over any folder the user
+can write). The exceptions are read-only: ``fallback_dirs`` are absolute system folders
+(Debian's ``/usr/share/datasets/...``) and an ``hf`` source's ``id`` may be an absolute folder
+holding a copy of the dataset.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from aimbench.cards.fields import Fields
 from aimbench.cards.protocol_card import AUGMENTATIONS, PROTOCOL_KINDS, check_field
+from aimbench.confine import escape_problem
 from aimbench.errors import CardError
 
 SOURCE_KINDS = ("builtin", "idx", "imagefolder", "list", "wilds", "coco_json", "hf")
@@ -109,37 +119,43 @@ class TaskSpec:
 
 
 _SOURCE_FIELDS: dict[str, dict[str, tuple[str, bool]]] = {
-    # kind -> field -> (type, required); "table" is a table of strings
+    # kind -> field -> (type, required); "table" is a table of strings, "relative_path" a path that
+    # stays inside its root (``dir`` under the data root, the others under ``dir``), "paths" a table
+    # of them, "folders" absolute system folders that are only ever read
     "builtin": {"loader": ("str", True)},
-    "idx": {"dir": ("str", True), "fallback_dirs": ("strs", False), "prefixes": ("table", True)},
+    "idx": {"dir": ("relative_path", True), "fallback_dirs": ("folders", False), "prefixes": ("paths", True)},
     # <dir>/<split>/<class>/<image>; classes are the sorted folder names of all splits
-    "imagefolder": {"dir": ("str", True)},
+    "imagefolder": {"dir": ("relative_path", True)},
     # one text file per split, a line per image: ``image`` is a template over the line's
     # whitespace-separated fields ({0}, {1}, ...); the label is field ``label_field`` (minus
     # ``label_base``) or, without it, the first folder of field 0 indexed in ``classes_file``
     # (or in the sorted folder names)
     "list": {
-        "dir": ("str", True),
-        "lists": ("table", True),
-        "image": ("str", True),
+        "dir": ("relative_path", True),
+        "lists": ("paths", True),
+        "image": ("template", True),
         "label_field": ("int", False),
         "label_base": ("int", False),
-        "classes_file": ("str", False),
+        "classes_file": ("relative_path", False),
     },
-    "wilds": {"dir": ("str", True), "dataset": ("str", True)},
+    "wilds": {"dir": ("relative_path", True), "dataset": ("str", True)},
     # COCO-style JSON (images, annotations, categories), e.g. iNaturalist; labels index the
     # sorted category ids; image paths are relative to ``dir``
-    "coco_json": {"dir": ("str", True), "annotations": ("table", True)},
+    "coco_json": {"dir": ("relative_path", True), "annotations": ("paths", True)},
     "hf": {
-        "id": ("str", True),
+        "id": ("hub_id", True),
         "revision": ("str", True),
         "image_column": ("str", True),
         "label_column": ("str", True),
         "config": ("str", False),
         # split -> glob of the repository's files to read (and fetch), for repos holding more than the dataset
-        "data_files": ("table", False),
+        "data_files": ("paths", False),
     },
 }
+# A hub dataset id (``owner/name``, the hub's own alphabet) or an absolute folder holding a copy:
+# the id names the folder ``tasks prepare`` writes under ``<data-root>/hf/``, so it cannot climb out.
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
+_TEMPLATE_FIELD = re.compile(r"\{[^{}]*\}")
 _CHECKSUM_LENGTHS = {"md5": 32, "sha256": 64}
 
 
@@ -162,16 +178,47 @@ def _read_download(fields: Fields) -> Download:
     return download
 
 
+def _folders(fields: Fields, key: str) -> tuple[str, ...] | None:
+    """Absolute folders read as they are (Debian's ``/usr/share/datasets/...``); never written."""
+    folders = fields.strs(key, default=None)
+    for folder in folders or ():
+        if not PurePosixPath(folder).is_absolute():
+            raise fields.error(key, f"expected absolute system folders (e.g. /usr/share/datasets/...), got {folder!r}; "
+                                    "data under the data root goes in 'dir'")  # fmt: skip
+    return folders
+
+
+def _hub_id(fields: Fields, key: str) -> str:
+    value = fields.str(key)
+    if not PurePosixPath(value).is_absolute() and (not _HUB_ID.fullmatch(value) or ".." in value):
+        raise fields.error(key, f"expected a hub dataset id 'owner/name' or an absolute folder, got {value!r}")
+    return value
+
+
+def _template(fields: Fields, key: str) -> str:
+    """An image path template: with its fields filled in, it must stay inside the source's folder."""
+    value = fields.str(key)
+    if escape_problem(_TEMPLATE_FIELD.sub("x", value)) is not None:
+        raise fields.error(key, f"must name images inside 'dir' (relative, no '..' leading out), got {value!r}")
+    return value
+
+
+_SPECIAL_READERS = {"folders": _folders, "hub_id": _hub_id, "template": _template}
+
+
+def _read_option(fields: Fields, key: str, kind_of: str, required: bool) -> Any:
+    if kind_of in ("table", "paths"):
+        value = fields.table_of(key) if required else fields.table_of(key, default={})
+        return {k: value.relative_path(k) if kind_of == "paths" else value.str(k) for k in value.table}
+    if kind_of in _SPECIAL_READERS:
+        return _SPECIAL_READERS[kind_of](fields, key)
+    reader = getattr(fields, kind_of)
+    return reader(key) if required else reader(key, default=None)
+
+
 def _read_source(fields: Fields) -> SourceSpec:
     kind = fields.str("kind", choices=SOURCE_KINDS)
-    options: dict[str, Any] = {}
-    for key, (kind_of, required) in _SOURCE_FIELDS[kind].items():
-        if kind_of == "table":
-            value = fields.table_of(key) if required else fields.table_of(key, default={})
-            options[key] = {k: value.str(k) for k in value.table}
-        else:
-            reader = getattr(fields, kind_of)
-            options[key] = reader(key) if required else reader(key, default=None)
+    options = {key: _read_option(fields, key, kind_of, required) for key, (kind_of, required) in _SOURCE_FIELDS[kind].items()}
     if kind == "wilds" and options["dataset"] not in WILDS_DATASETS:
         raise fields.error("dataset", f"expected one of {', '.join(WILDS_DATASETS)}, got {options['dataset']!r}")
     names = fields.table_of("split_names", default={})

@@ -3,7 +3,9 @@
 For each task the first present source wins. Otherwise the card's sources are tried in order:
 archives and list files are downloaded (their published MD5/SHA-256 checked while streaming),
 unpacked into a hidden staging folder and moved into place only when complete, so an interrupted
-prepare leaves nothing that ``locate`` would mistake for data. Hugging Face sources are
+prepare leaves nothing that ``locate`` would mistake for data. Nothing is written outside the data
+root: the card's folder must resolve inside it (links included) and no archive member may land
+outside the staging folder; either stops ``prepare`` with one line. Hugging Face sources are
 snapshotted into ``<data-root>/hf/<id>`` at the card's revision. Gated datasets (ImageNet,
 iNaturalist) end with the card's manual step. Offline (``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE``)
 nothing is fetched and the outcome says so.
@@ -25,6 +27,7 @@ from pathlib import Path, PurePosixPath
 
 from aimbench.atomic import atomic_write
 from aimbench.cards.task_card import Download, SourceSpec, TaskSpec
+from aimbench.confine import resolves_inside
 from aimbench.data.hf_source import snapshot_dir
 from aimbench.data.sources import TaskNotReady, locate_source
 from aimbench.errors import UserError
@@ -86,9 +89,50 @@ def _checksum_problem(download: Download, path: Path) -> str | None:
     return None
 
 
+class EscapesDataRoot(UserError):
+    """A write that would land outside its folder: an archive member outside the staging folder
+    (a ``..`` or absolute path, a link pointing out, a device file), or a card's folder that
+    resolves outside the data root. Not a failed download to retry from the next source: the
+    checksum matched, so the card or the archive is not to be trusted; it stops ``prepare``."""
+
+
 def _stripped(name: str, strip: int) -> str | None:
     parts = PurePosixPath(name).parts[strip:]
     return str(PurePosixPath(*parts)) if parts else None
+
+
+def _untar(archive: Path, into: Path, strip: int) -> None:
+    """Python's ``data`` filter refuses members (and link targets) that leave ``into``, absolute
+    links and device files; hard-link targets name archive members, so they are stripped too."""
+    with tarfile.open(archive) as tar:
+        members = []
+        for member in tar.getmembers():
+            stripped = _stripped(member.name, strip)
+            target = _stripped(member.linkname, strip) if member.islnk() else member.linkname
+            if stripped is not None and target is not None:
+                member.name, member.linkname = stripped, target
+                members.append(member)
+        try:
+            tar.extractall(into, members=members, filter="data")
+        except tarfile.FilterError as exc:
+            raise EscapesDataRoot(f"{archive}: refusing the unsafe member {exc.tarinfo.name!r} ({exc})") from None
+
+
+def _unzip(archive: Path, into: Path, strip: int) -> None:
+    """Zip members become regular files (a symbolic-link entry is written as a small file, never
+    followed), each checked to land inside ``into``."""
+    root = into.resolve()
+    with zipfile.ZipFile(archive) as zipped:
+        for info in zipped.infolist():
+            stripped = _stripped(info.filename, strip)
+            if stripped is None or info.is_dir():
+                continue
+            target = (into / stripped).resolve()
+            if not target.is_relative_to(root) or target == root:
+                raise EscapesDataRoot(f"{archive}: refusing the unsafe path {info.filename!r}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zipped.open(info) as source, target.open("wb") as sink:
+                shutil.copyfileobj(source, sink, CHUNK)
 
 
 def _unpack(archive: Path, into: Path, strip: int) -> None:
@@ -96,36 +140,33 @@ def _unpack(archive: Path, into: Path, strip: int) -> None:
     name = archive.name.lower()
     try:
         if name.endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")):
-            with tarfile.open(archive) as tar:
-                members = []
-                for member in tar.getmembers():
-                    stripped = _stripped(member.name, strip)
-                    if stripped is not None:
-                        member.name = stripped
-                        members.append(member)
-                tar.extractall(into, members=members, filter="data")
+            _untar(archive, into, strip)
         elif name.endswith(".zip"):
-            with zipfile.ZipFile(archive) as zipped:
-                for info in zipped.infolist():
-                    stripped = _stripped(info.filename, strip)
-                    if stripped is None or info.is_dir():
-                        continue
-                    target = (into / stripped).resolve()
-                    if not target.is_relative_to(into.resolve()):
-                        raise UserError(f"{archive}: refusing the unsafe path {info.filename}")
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with zipped.open(info) as source, target.open("wb") as sink:
-                        shutil.copyfileobj(source, sink, CHUNK)
+            _unzip(archive, into, strip)
         else:
             shutil.copy2(archive, into / archive.name)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
         raise UserError(f"corrupt archive {archive}: {exc}") from None
 
 
+def _write_target(source: SourceSpec, data_root: Path) -> Path:
+    """The folder ``prepare`` writes for ``source``; it must resolve inside the data root.
+
+    The card was checked when it loaded (a relative ``dir``, no ``..`` leading out); this also
+    resolves symbolic links, so a link in the data root cannot send the unpacked files (and the
+    replacement of what is already there) to another folder.
+    """
+    target = snapshot_dir(source, data_root) if source.kind == "hf" else data_root / source.options["dir"]
+    if not resolves_inside(target, data_root):
+        raise EscapesDataRoot(f"{target} resolves to {target.resolve()}, outside the data root {data_root}; 'tasks prepare' "
+                              "writes only inside it (remove the link, or unpack the data there yourself)")  # fmt: skip
+    return target
+
+
 def _fetch_downloads(source: SourceSpec, data_root: Path, progress: Callable[[str], None]) -> None:
-    final = data_root / source.options["dir"]
+    final = _write_target(source, data_root)
     staging = data_root / f".{source.options['dir'].replace('/', '_')}.part"
-    shutil.rmtree(staging, ignore_errors=True)
+    staging.unlink() if staging.is_symlink() else shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
         for download in source.downloads:
@@ -135,8 +176,10 @@ def _fetch_downloads(source: SourceSpec, data_root: Path, progress: Callable[[st
         final.mkdir(parents=True, exist_ok=True)
         for entry in staging.iterdir():  # move into place last: a half-unpacked layout is never visible
             target = final / entry.name
-            if target.exists():
-                shutil.rmtree(target) if target.is_dir() else target.unlink()
+            if target.is_symlink() or target.is_file():
+                target.unlink()  # a link itself, never what it points to
+            elif target.exists():
+                shutil.rmtree(target)
             os.replace(entry, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -152,7 +195,7 @@ def _fetch_hf(source: SourceSpec, data_root: Path, progress: Callable[[str], Non
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError
 
-    target = snapshot_dir(source, data_root)
+    target = _write_target(source, data_root)
     progress(f"downloading {source.options['id']}@{source.options['revision'][:12]}")
     patterns = [*source.options["data_files"].values(), "README.md"] if source.options["data_files"] else None
     try:
@@ -172,7 +215,7 @@ def prepare_task(task: TaskSpec, data_root: Path, progress: Callable[[str], None
         return PrepareOutcome(task.name, READY, locate_source(task, data_root).where)
     except TaskNotReady as exc:
         missing = str(exc)
-    fetchable = [s for s in task.sources if s.downloads or s.kind == "hf"]
+    fetchable = [s for s in task.sources if s.downloads or (s.kind == "hf" and not Path(s.options["id"]).is_absolute())]
     manual = [s.hint for s in task.sources if s.hint]
     if not fetchable:
         return PrepareOutcome(task.name, MANUAL, " or ".join(manual) if manual else missing)
@@ -184,6 +227,8 @@ def prepare_task(task: TaskSpec, data_root: Path, progress: Callable[[str], None
         try:
             (_fetch_hf if source.kind == "hf" else _fetch_downloads)(source, data_root, progress)
             return PrepareOutcome(task.name, PREPARED, locate_source(task, data_root).where)
+        except EscapesDataRoot:
+            raise
         except UserError as exc:
             errors.append(str(exc))
     return PrepareOutcome(task.name, FAILED, "; ".join(errors + manual))

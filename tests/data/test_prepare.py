@@ -24,7 +24,7 @@ from miniature import save_image
 from aimbench.cards.registry import Registry
 from aimbench.cards.task_card import TaskSpec
 from aimbench.data import load_task
-from aimbench.data.prepare import FAILED, MANUAL, OFFLINE, PREPARED, READY, prepare_task
+from aimbench.data.prepare import FAILED, MANUAL, OFFLINE, PREPARED, READY, EscapesDataRoot, prepare_task
 
 
 @pytest.fixture
@@ -158,8 +158,8 @@ def test_unsafe_archive_paths_are_refused(tmp_path: Path, served, online) -> Non
         zipped.writestr("../../escaped.txt", "gotcha")
     (www / "evil.zip").write_bytes(buffer.getvalue())
     task = load(tmp_path, "tiny-dtd", dtd_card(f"{base}/evil.zip", md5(www / "evil.zip")).replace("strip = 1", "strip = 0"))
-    outcome = prepare_task(task, tmp_path / "data")
-    assert outcome.status == FAILED and "unsafe path" in outcome.detail
+    with pytest.raises(EscapesDataRoot, match="unsafe path"):  # not a failed source to fall back from: prepare stops
+        prepare_task(task, tmp_path / "data")
     assert not (tmp_path / "escaped.txt").exists() and not (tmp_path.parent / "escaped.txt").exists()
 
 
