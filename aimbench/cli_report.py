@@ -79,7 +79,7 @@ def report(
     session = open_session(results, extra_published=[root / PUBLISHED_DIR for root in card_roots(cards or ())[1:]])
     con = session.con
     if sql is not None:
-        table, rows = sql_view(con, sql)
+        table, rows = sql_view(session, sql)
         _print([table], rows, format.value)
         return
     filters = build_filters(Registry.load(cards or ()), backbone, task, probe, suite, since)

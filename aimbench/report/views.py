@@ -12,6 +12,7 @@ from typing import Any
 
 import duckdb
 
+from aimbench.atomic import part_path, sweep_once
 from aimbench.errors import UserError
 from aimbench.report.cell_detail import find_cell, layer_table, protocol_table, provenance_table
 from aimbench.report.curves import Curve, curves_table, layer_curves
@@ -19,7 +20,9 @@ from aimbench.report.filters import Filters
 from aimbench.report.leaderboard import cell_summaries, layer_scores, leaderboard, published_rows
 from aimbench.report.tables import Table
 from aimbench.store.cache import sql_string
+from aimbench.store.db import Session
 from aimbench.store.schema import TABLES
+from aimbench.store.user_sql import check_read_only, lock_session
 
 EXPORT_FORMATS = ("parquet", "csv")
 
@@ -55,14 +58,18 @@ def cell_view(con: duckdb.DuckDBPyConnection, results_dir: Path, key: str) -> tu
     return [provenance_table(record), *([protocol] if protocol else []), layer_table(record)], record["layers"]
 
 
-def sql_view(con: duckdb.DuckDBPyConnection, query: str) -> tuple[Table, list[dict[str, Any]]]:
-    """Run a read query over the views; every value is shown as DuckDB prints it."""
+def sql_view(session: Session, query: str) -> tuple[Table, list[dict[str, Any]]]:
+    """Run one read-only query over the views (``aimbench.store.user_sql``); every value is shown as DuckDB prints it."""
+    check_read_only(query)
+    lock_session(session)
     try:
-        relation = con.sql(query)
+        relation = session.con.sql(query)
         if relation is None:
             raise UserError("--sql takes a query that returns rows (SELECT, DESCRIBE, SUMMARIZE, ...)")
         columns = relation.columns
         rows = relation.select(*(duckdb.ColumnExpression(c).cast(duckdb.sqltype("VARCHAR")) for c in columns)).fetchall()
+    except duckdb.PermissionException as exc:
+        raise UserError(f"--sql reads the tables {', '.join(TABLES)}, never files: {str(exc).splitlines()[0]}") from None
     except duckdb.Error as exc:
         raise UserError(f"--sql failed: {str(exc).splitlines()[0]} (tables: {', '.join(TABLES)})") from None
     text_rows = [["" if v is None else v for v in row] for row in rows]
@@ -74,10 +81,11 @@ def export_tables(con: duckdb.DuckDBPyConnection, folder: Path, fmt: str) -> lis
     if fmt not in EXPORT_FORMATS:
         raise UserError(f"unknown export format '{fmt}'; choose {' or '.join(EXPORT_FORMATS)}")
     folder.mkdir(parents=True, exist_ok=True)
+    sweep_once(folder)
     written = []
     for table in TABLES:
         path = folder / f"{table}.{fmt}"
-        part = folder / f".{table}.{fmt}.part"
+        part = part_path(path)
         options = "FORMAT parquet" if fmt == "parquet" else "FORMAT csv, HEADER true"
         try:
             con.execute(f"COPY (SELECT * FROM {table}) TO {sql_string(str(part))} ({options})")

@@ -35,6 +35,7 @@ class Session:
     records: int  # record files found
     parsed: int  # of which parsed this time (new or changed since the cache)
     other_versions: int  # records of another schema version, left out of ``runs``
+    pinned: Path | None = None  # the cache file behind ``all_records`` (None: rows held in memory)
 
 
 def connect(results_dir: Path, published: Path | None = None) -> duckdb.DuckDBPyConnection:
@@ -57,7 +58,7 @@ def open_session(results_dir: Path, published: Path | None = None, extra_publish
     con.execute(LAYER_METRICS_SQL)
     _create_published(con, [published or published_dir(), *extra_published])
     other = con.execute(f"SELECT count(*) FROM all_records WHERE schema_version NOT IN {READABLE_VERSIONS} OR schema_version IS NULL").fetchall()[0][0]
-    return Session(con, records=len(listing.names), parsed=outcome.parsed, other_versions=other)
+    return Session(con, records=len(listing.names), parsed=outcome.parsed, other_versions=other, pinned=outcome.pinned)
 
 
 def _create_published(con: duckdb.DuckDBPyConnection, folders: Sequence[Path]) -> None:
