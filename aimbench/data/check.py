@@ -2,8 +2,9 @@
 
 A copy is checked the way an evaluation would use it: the first present source is loaded and
 carved into the card's splits (which checks every split size and the label range), then every
-image is decoded once, counting the unreadable ones and hashing the pixels so that images
-shared between splits show up. Decoding runs in DataLoader workers; nothing is written.
+image is decoded once, counting the unreadable ones and those over the pixel limit
+(``AIMBENCH_MAX_IMAGE_PIXELS``, never decoded) and hashing the pixels so that images shared
+between splits show up. Decoding runs in DataLoader workers; nothing is written.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from aimbench.cards.task_card import TaskSpec
-from aimbench.data.images import LabelledImages
+from aimbench.data.images import ImageTooLarge, LabelledImages, max_image_pixels
 from aimbench.data.sources import TaskNotReady, load_source, locate_source
 from aimbench.data.splits import carve_splits
 from aimbench.errors import UserError
 
 READY, WARNING, MISSING, BROKEN = "ready", "ready with warnings", "missing", "broken"
 UNREADABLE = b""
+TOO_LARGE = b"too large"  # never a 16-byte pixel hash
 
 
 @dataclass
@@ -35,6 +37,7 @@ class CheckReport:
     sizes: dict[str, int] = field(default_factory=dict)
     classes_in_train: int | None = None
     unreadable: int = 0
+    too_large: int = 0  # over the pixel limit: skipped undecoded, and counted like the unreadable ones
     duplicates: dict[str, int] = field(default_factory=dict)  # "train&test" -> images in both
     notes: list[str] = field(default_factory=list)
 
@@ -44,7 +47,7 @@ class CheckReport:
 
 
 class _PixelHashes(Dataset):
-    """The hash of each image's decoded pixels, or ``UNREADABLE``."""
+    """The hash of each image's decoded pixels, or ``UNREADABLE``, or ``TOO_LARGE``."""
 
     def __init__(self, images: LabelledImages) -> None:
         self.images = images
@@ -56,6 +59,8 @@ class _PixelHashes(Dataset):
         try:
             image = self.images.image(position)
             pixels = np.asarray(image)
+        except ImageTooLarge:
+            return TOO_LARGE
         except Exception:  # noqa: BLE001 - any decoder failure means "unreadable", which is what we count
             return UNREADABLE
         header = f"{image.mode}:{pixels.shape}".encode()
@@ -77,6 +82,7 @@ def check_task(
 ) -> CheckReport:  # fmt: skip
     """Check ``task``'s local copy (val carved with ``val_fraction`` when the card leaves it to the
     protocol); never raises for a missing or damaged copy, it reports it."""
+    limit = max_image_pixels()  # a malformed limit is one error now, not every image "unreadable"
     try:
         where = locate_source(task, data_root).where
     except TaskNotReady as exc:
@@ -98,16 +104,21 @@ def check_task(
     for name, images in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
         hashes[name] = pixel_hashes(images, workers, stage(f"{task.name}: decoding {name}", len(images)))
         bad = [i for i, h in enumerate(hashes[name]) if h == UNREADABLE]
+        large = [i for i, h in enumerate(hashes[name]) if h == TOO_LARGE]
+        report.unreadable += len(bad)
+        report.too_large += len(large)
         if bad:
-            report.unreadable += len(bad)
             report.notes.append(f"{len(bad)} unreadable {name} image(s), e.g. position {bad[0]}")
+        if large:
+            report.notes.append(f"{len(large)} {name} image(s) over the pixel limit of {limit:,} skipped undecoded, e.g. position "
+                                f"{large[0]} (AIMBENCH_MAX_IMAGE_PIXELS)")  # fmt: skip
     for first, second in combinations(hashes, 2):
-        shared = (set(hashes[first]) & set(hashes[second])) - {UNREADABLE}
+        shared = (set(hashes[first]) & set(hashes[second])) - {UNREADABLE, TOO_LARGE}
         report.duplicates[f"{first}&{second}"] = len(shared)
         if shared:
             report.notes.append(f"{len(shared)} identical image(s) in both {first} and {second}")
             report.status = WARNING if report.status == READY else report.status
-    if report.unreadable:
+    if report.unreadable or report.too_large:  # an evaluation would stop at the first of them
         report.status = BROKEN
     return report
 

@@ -9,13 +9,16 @@ nothing here reaches the network.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from aimbench.cards.task_card import SourceSpec
 from aimbench.data.images import LabelledImages
-from aimbench.data.source_base import LoadedSource, SourceReader, SourceUnavailable, digest
+from aimbench.data.source_base import LoadedSource, SourceReader, SourceUnavailable, digest, open_image
 from aimbench.errors import UserError
 
 SNAPSHOT_DIR = "hf"
@@ -60,15 +63,26 @@ def _locate(spec: SourceSpec, data_root: Path) -> str:
 
 
 def _hf_splits(dataset_dict, image_column: str, label_column: str, where: str) -> dict[str, LabelledImages]:
+    import datasets
+
     splits = {}
     for name, dataset in dataset_dict.items():
         missing = {image_column, label_column} - set(dataset.column_names)
         if missing:
             raise UserError(f"{where}: split '{name}' has no column(s) {sorted(missing)}; has {dataset.column_names}")
         images = dataset.select_columns([image_column])
+        if isinstance(images.features[image_column], datasets.Image):  # undecoded: the pixel limit is checked first
+            images = images.cast_column(image_column, datasets.Image(decode=False))
         labels = np.asarray(dataset[label_column], dtype=np.int64)
-        splits[name] = LabelledImages(lambda i, d=images: d[i][image_column], labels, np.arange(len(labels)))
+        splits[name] = LabelledImages(lambda i, d=images: _decode(d[i][image_column]), labels, np.arange(len(labels)))
     return splits
+
+
+def _decode(cell: Any) -> Image.Image:
+    """An undecoded ``datasets.Image`` cell (its bytes, or the path of its file) through the pixel limit."""
+    if isinstance(cell, dict):
+        return open_image(io.BytesIO(cell["bytes"]) if cell.get("bytes") else cell["path"])
+    return cell  # a column that is not an Image feature holds what the dataset decodes itself
 
 
 def _load(spec: SourceSpec, data_root: Path) -> LoadedSource:

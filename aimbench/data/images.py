@@ -1,21 +1,73 @@
-"""Labelled images with lazy decoding, and their view as a torch dataset.
+"""Labelled images with lazy decoding, and their view as a torch dataset; the pixel limit.
 
 Every source (arrays, image folders, Hugging Face datasets) is reduced to a function that returns
 the PIL image at an index plus an int64 label array, so splits can be carved and capped by
 index without decoding anything.
+
+Image files are untrusted input: a 0.5 MB PNG can declare 169 million pixels and take 2.2 GB to
+decode. :func:`open_limited` reads the header only (PIL's ``open`` is lazy) and refuses an image
+over ``AIMBENCH_MAX_IMAGE_PIXELS`` before any pixel is decoded; ``tasks check`` and pre-training
+count such images as skipped, like unreadable ones, and an evaluation stops at the first with its
+path. The default is PIL's own warning threshold, 89,478,485 pixels (about 256 MB as RGB), far
+above any benchmark image (the largest ImageNet and fMoW images are under 20 million).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
+from aimbench.errors import UserError
+
 if TYPE_CHECKING:  # torch is imported by whoever runs a backbone; listing or checking tasks never needs it
     import torch
+
+
+MAX_PIXELS_ENV = "AIMBENCH_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 89_478_485  # PIL's DecompressionBombWarning threshold (1024**3 // 4 // 3)
+
+
+class ImageTooLarge(UserError):
+    """An image over the pixel limit: skipped and counted where unreadable images are (``tasks
+    check``, pre-training); an evaluation, which never skips an image, stops with this one line."""
+
+
+def max_image_pixels() -> int:
+    """The limit from ``AIMBENCH_MAX_IMAGE_PIXELS`` (a positive integer), else the default."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip().replace("_", "")
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    if not text.isdigit() or int(text) < 1:
+        raise UserError(f"{MAX_PIXELS_ENV} must be a positive number of pixels, got {os.environ[MAX_PIXELS_ENV]!r}")
+    return int(text)
+
+
+@contextmanager
+def open_limited(source: str | Path | IO[bytes], formats: tuple[str, ...] | None = None) -> Iterator[Image.Image]:
+    """``Image.open`` (the header only), refusing an image over the pixel limit before it decodes."""
+    limit, where = max_image_pixels(), source if isinstance(source, (str, Path)) else getattr(source, "name", "image")
+    if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = limit  # PIL refuses at twice its own threshold: a raised limit must hold
+    with warnings.catch_warnings():  # PIL's own bomb warning: the limit below decides
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(source, formats=formats)
+        except Image.DecompressionBombError as exc:  # over twice PIL's threshold, refused by PIL itself
+            raise ImageTooLarge(f"{where}: {exc}") from None
+    with image:
+        width, height = image.size
+        if width * height > limit:
+            raise ImageTooLarge(f"{where}: {width}x{height} = {width * height:,} pixels, over the limit of {limit:,} "
+                                f"(raise {MAX_PIXELS_ENV} to decode it)")  # fmt: skip
+        yield image
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,13 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image
 
 from aimbench.cards.task_card import SourceSpec
-from aimbench.data.images import LabelledImages
+from aimbench.data.images import LabelledImages, open_limited
 from aimbench.errors import UserError
 
 
@@ -62,9 +63,9 @@ def listing_digest(paths: Sequence[Path], labels: Sequence[int], root: Path) -> 
     return digest("\n".join(lines).encode())
 
 
-def open_image(path: Path) -> Image.Image:
-    """Decode one image file fully (so no file handle stays open)."""
-    with Image.open(path) as image:
+def open_image(source: str | Path | IO[bytes]) -> Image.Image:
+    """Decode one image fully (so no file handle stays open), under the pixel limit."""
+    with open_limited(source) as image:
         image.load()
         return image
 

@@ -16,7 +16,8 @@ of ``t``, never a counter carried between steps, workers or restarts. Draw ``d``
 of ``range(n)`` (O(1) memory at any ``n``). Augmentation (``aimbench.pretrain.augment``) draws from a
 generator seeded by ``t``.
 
-An image that does not decode is replaced by the next position of the same permutation and counted;
+An image that does not decode, or is over the pixel limit (``AIMBENCH_MAX_IMAGE_PIXELS``), is replaced
+by the next position of the same permutation and counted;
 only a source with ``MAX_TRIES`` unreadable images in a row is an error.
 """
 
@@ -28,6 +29,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from aimbench.data.images import ImageTooLarge
 from aimbench.errors import UserError
 from aimbench.pretrain.augment import COLOR_JITTER_P, train_transform
 from aimbench.pretrain.keyed_order import mix, permute
@@ -103,6 +105,8 @@ class PretrainBatches(Dataset):
             index = self._index(k, draw, missed)
             try:
                 return decode(images.read(index)), missed
+            except ImageTooLarge as exc:  # over AIMBENCH_MAX_IMAGE_PIXELS: skipped and counted like an unreadable image
+                failure = f"{images.name(index)}: {exc}"
             except UserError:  # the source itself failed (e.g. a stream that cannot be fetched): not one bad image
                 raise
             except Exception as exc:  # any failure to read or decode untrusted bytes means "unreadable"

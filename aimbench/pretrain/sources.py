@@ -43,6 +43,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
+from aimbench.data.images import open_limited
 from aimbench.errors import UserError
 from aimbench.pretrain.streaming import StreamedImages, is_stream, pin
 
@@ -270,5 +271,5 @@ def decode(data: bytes) -> Image.Image:
     """Decode fully to RGB; warnings are silenced so that ``-W error`` cannot turn a damaged image into a crash."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with Image.open(io.BytesIO(data), formats=DECODERS) as image:
+        with open_limited(io.BytesIO(data), DECODERS) as image:  # an image over the pixel limit is skipped like an unreadable one
             return image.convert("RGB")
