@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(OFFLINE) $(BIN)/aimbench demo
 
+# The fast cases in parallel (one worker per core, at most 4: each holds torch); the end-to-end
+# cases one at a time, since they run clusters and process groups that compete for the same cores.
 test: $(STAMP)
-	$(OFFLINE) $(BIN)/python -m pytest -m "not e2e"
+	$(OFFLINE) $(BIN)/python -m pytest -m "not e2e" -n auto --maxprocesses 4
 
 test-e2e: $(STAMP)
 	$(OFFLINE) $(BIN)/python -m pytest -m e2e
