@@ -4,7 +4,8 @@ Everything aimbench writes that a later run trusts (records, cached features, tr
 exported features) goes through :func:`atomic_write`: the content is written to a hidden
 ``.<name>.<pid>.part`` file next to the target (never matched by the readers' patterns), fsynced, and
 renamed over the target in one step. An interrupted write leaves at most the ``.part`` file,
-which is removed when the interruption is an exception.
+which is removed when the interruption is an exception; a full disk is one user error, with the
+previous file intact.
 
 A writer killed outright (``kill -9``, the OOM killer, a node lost) cannot remove its ``.part``
 file, and a partial checkpoint of a large model is many gigabytes. So the first write into a
@@ -18,11 +19,14 @@ live writer keeps its file's modification time fresh as it writes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+from aimbench.errors import UserError
 
 PART_SUFFIX = ".part"
 # An hour without a write: far longer than any writer pauses between two writes of one file (a
@@ -99,6 +103,12 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # the user's to fix, and the previous file is untouched
+            kept = "the previous version is kept" if path.exists() else "nothing was written"
+            raise UserError(f"no space left on the device while writing {path} ({kept}); free space there and run again") from None
+        raise
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
