@@ -124,7 +124,7 @@ def test_failing_rename_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monke
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(atomic.os, "replace", broken_replace)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(UserError, match="no space left on the device while writing .*cell.json \\(nothing was written\\)"):
         write_record_atomic(path, sample_record())
     assert listing(path.parent) == []
 
