@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from aimbench import __version__
+from aimbench.version import __version__
 from aimbench.devices import parse_device, unavailable
 from aimbench.errors import UserError
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from aimbench import __version__
+from aimbench.version import __version__
 from aimbench.adapters.base import Backbone
 from aimbench.atomic import atomic_write
 from aimbench.errors import UserError

@@ -8,12 +8,12 @@ of a source goes into every record: hub files carry the commit they came from, U
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 import urllib.error
 from pathlib import Path
 
 from aimbench.errors import UserError
+from aimbench.paths import PRETRAIN_TRUNK, cache_dir
 
 HF_PREFIX = "hf:"  # hf:<owner>/<repo>/<path in repo>, fetched through the Hugging Face cache
 URL_PREFIXES = ("https://", "http://")  # e.g. Microsoft's BEiT releases, fetched into the aimbench cache
@@ -21,11 +21,6 @@ URL_PREFIXES = ("https://", "http://")  # e.g. Microsoft's BEiT releases, fetche
 
 def is_remote(source: str) -> bool:
     return source.startswith((HF_PREFIX, *URL_PREFIXES))
-
-
-def cache_dir() -> Path:
-    """``$AIMBENCH_CACHE`` or ``~/.cache/aimbench``: downloaded URL weights live under ``weights/``."""
-    return Path(os.environ.get("AIMBENCH_CACHE") or Path.home() / ".cache" / "aimbench")
 
 
 def url_cache_path(url: str) -> Path:
@@ -77,7 +72,6 @@ def _snapshot_commit(path: Path) -> str:
     return parts[parts.index("snapshots") + 1][:12] if "snapshots" in parts else "unknown"
 
 
-PRETRAIN_TRUNK = "trunk.safetensors"  # what aimbench.pretrain exports into its run directory
 
 
 def resolve_source(source: str, card_dir: Path | None = None) -> Path:

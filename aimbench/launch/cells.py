@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aimbench.adapters.weight_sources import HF_PREFIX, PRETRAIN_TRUNK, URL_PREFIXES, is_remote, local_weights_file, resolve_source
+from aimbench.adapters.weight_sources import HF_PREFIX, URL_PREFIXES, is_remote, local_weights_file, resolve_source
+from aimbench.paths import PRETRAIN_TRUNK
 from aimbench.cards.backbone_card import BackboneSpec
 from aimbench.cards.registry import Registry
 from aimbench.cards.task_card import TaskSpec

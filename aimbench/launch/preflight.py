@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from aimbench.adapters.weight_sources import cache_dir
+from aimbench.paths import cache_dir
 from aimbench.cards.backbone_card import BackboneSpec
 from aimbench.cards.registry import Registry
 from aimbench.devices import require_device

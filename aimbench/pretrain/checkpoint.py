@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from aimbench.adapters.weight_sources import PRETRAIN_TRUNK
+from aimbench.paths import PRETRAIN_TRUNK
 from aimbench.atomic import atomic_write
 from aimbench.checksum import CHECKSUM_KEY, content_sha256, seal, unseal
 from aimbench.errors import UserError

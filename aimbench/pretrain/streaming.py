@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from aimbench.adapters.weight_sources import cache_dir
+from aimbench.paths import cache_dir
 from aimbench.atomic import atomic_write
 from aimbench.errors import UserError
 from aimbench.pretrain.keyed_order import keyed_order, mix, permute

@@ -36,7 +36,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from aimbench.adapters.base import Backbone
-from aimbench.adapters.weight_sources import cache_dir
+from aimbench.paths import cache_dir
 from aimbench.atomic import atomic_write
 from aimbench.checksum import CHECKSUM_KEY, content_sha256
 from aimbench.data.images import LabelledImages
