@@ -81,6 +81,20 @@ class Context:
         return self.stage(f"{self.cell.backbone} · {self.cell.task} · {what}", total)
 
 
+def _split_progress(ctx: Context, what: str, images: int) -> tuple[Callable[[int], None], Callable[[], None]]:
+    """(on_batch, on_cached) for one split's features: a bar that advances as batches are extracted,
+    or, when every block comes from the cache, one that says "cached" and is full at once (never a
+    bar frozen at 0/N while the probe trains)."""
+    bar: list[Callable[[int], None]] = []
+
+    def on_batch(done: int) -> None:
+        if not bar:
+            bar.append(ctx.progress(what, images))
+        bar[0](done)
+
+    return on_batch, lambda: ctx.progress(f"{what} (cached)", images)(images)
+
+
 def _probe_pooled(ctx: Context) -> tuple[ProbeResult, dict[str, Any]]:
     """Linear or kNN heads for every layer set x token kind x grid point, on pooled features:
     cached (one backbone pass per split, ever), or for online linear probes augmented train views
@@ -90,8 +104,7 @@ def _probe_pooled(ctx: Context) -> tuple[ProbeResult, dict[str, Any]]:
     blocks = blocks_needed(sets)
     features, cache = {}, {}
     for name, images in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
-        advance = ctx.progress(f"features {name}", len(images))
-        how = Extraction(options.cache_dir, options.batch_size, options.workers, advance)
+        how = Extraction(options.cache_dir, options.batch_size, options.workers, *_split_progress(ctx, f"features {name}", len(images)))
         pooled, stats = cached_pooled(backbone, images, blocks, SplitKey(name, splits.source, splits.revision), how)
         features[name], sources = probe_inputs(pooled, feature_sources(backbone, blocks), sets)
         cache = {k: cache.get(k, 0) + v for k, v in stats.items()}
@@ -130,8 +143,7 @@ def _cached_token_maps(ctx: Context, blocks: list[int]) -> tuple[tuple[CachedTok
     """Eval-crop token maps of every split from the feature cache (one backbone pass, ever)."""
     maps, totals = [], {}
     for name, images in (("train", ctx.splits.train), ("val", ctx.splits.val), ("test", ctx.splits.test)):
-        advance = ctx.progress(f"token maps {name}", len(images))
-        how = Extraction(ctx.options.cache_dir, ctx.options.batch_size, ctx.options.workers, advance)
+        how = Extraction(ctx.options.cache_dir, ctx.options.batch_size, ctx.options.workers, *_split_progress(ctx, f"token maps {name}", len(images)))
         blocks_of_split, stats = cached_tokens(ctx.backbone, images, blocks, SplitKey(name, ctx.splits.source, ctx.splits.revision), how)
         maps.append(CachedTokens(blocks_of_split))
         totals = {k: totals.get(k, 0) + v for k, v in stats.items()}

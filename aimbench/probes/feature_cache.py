@@ -71,7 +71,8 @@ class Extraction:
     root: Path | None = None
     batch_size: int = 64
     workers: int = 0
-    on_batch: Callable[[int], None] | None = None
+    on_batch: Callable[[int], None] | None = None  # images extracted so far in this call, per batch
+    on_cached: Callable[[], None] | None = None  # called instead when every block came from the cache
 
 
 def cache_key(backbone: Backbone, images: LabelledImages, split: SplitKey) -> dict:
@@ -136,11 +137,11 @@ def _cached_blocks(
     kind: str,
     shape: tuple[int, ...],
     extract: Callable[[list[int]], dict[int, torch.Tensor]],
-    root: Path | None,
+    how: Extraction,
 ) -> tuple[dict[int, torch.Tensor], dict[str, int]]:
     """Stored tensors of ``kind`` (``block`` pooled features, ``tokens`` patch-token maps) for
     every block, extracting the missing ones in one backbone pass and caching them."""
-    folder = (root or default_root()) / "features" / backbone.spec.name / _digest(key)
+    folder = (how.root or default_root()) / "features" / backbone.spec.name / _digest(key)
     read = {block: _read_block(folder / f"{kind}{block}.safetensors", shape) for block in blocks}
     stored = {block: tensor for block, (tensor, _) in read.items()}
     missing = [block for block, tensor in stored.items() if tensor is None]
@@ -148,6 +149,8 @@ def _cached_blocks(
     if damaged:
         print(f"warning: cached {kind} {', '.join(map(str, damaged))} under {folder} failed their checksum or could not be "
               "read (damaged after they were written); extracting them again", file=sys.stderr, flush=True)
+    if not missing and how.on_cached is not None:
+        how.on_cached()
     if missing:
         extracted = extract(missing)
         try:
@@ -181,7 +184,7 @@ def cached_pooled(
         return {block: per_block[:, i] for i, block in enumerate(missing)}
 
     key = cache_key(backbone, images, split)
-    stored, stats = _cached_blocks(backbone, blocks, key, "block", (n, poolings, dim), extract, how.root)
+    stored, stats = _cached_blocks(backbone, blocks, key, "block", (n, poolings, dim), extract, how)
     features = torch.stack([stored[block].float() for block in blocks], dim=1).reshape(n, len(blocks) * poolings, dim)
     return PooledFeatures(features, torch.as_tensor(images.labels, dtype=torch.int64)), stats
 
@@ -196,4 +199,4 @@ def cached_tokens(
     def extract(missing: list[int]) -> dict[int, torch.Tensor]:
         return extract_tokens(backbone, images, missing, how.batch_size, how.workers, how.on_batch)
 
-    return _cached_blocks(backbone, blocks, cache_key(backbone, images, split), "tokens", (n, tokens, dim), extract, how.root)
+    return _cached_blocks(backbone, blocks, cache_key(backbone, images, split), "tokens", (n, tokens, dim), extract, how)

@@ -146,3 +146,17 @@ def test_every_split_is_stored_in_fp16_precision_whatever_its_range(tmp_path: Pa
     foreign = tmp_path / "block0.safetensors"
     foreign.write_bytes(save({"features": small}, metadata={"block": "0", "exponent": "0"}))
     assert _read_block(foreign, tuple(values.shape)) == (None, True)
+
+
+def test_progress_says_cached_when_no_block_is_extracted(backbone: Backbone, tmp_path: Path) -> None:
+    images, events = _images(), []
+    how = Extraction(tmp_path, batch_size=3, on_batch=lambda n: events.append(("batch", n)), on_cached=lambda: events.append(("cached", 0)))
+    split = SplitKey("train", "builtin:test", "rev1")
+    cached_pooled(backbone, images, [0, 2], split, how)
+    assert events == [("batch", 3), ("batch", 3), ("batch", 1)]  # extracted: the bar advances per batch
+    events.clear()
+    cached_pooled(backbone, images, [0, 2], split, how)
+    assert events == [("cached", 0)]  # all from the cache: said once, no batches
+    events.clear()
+    cached_pooled(backbone, images, [1, 2], split, how)
+    assert [kind for kind, _ in events] == ["batch", "batch", "batch"]  # one block missing: extracted, not "cached"
