@@ -282,6 +282,7 @@ def demo(
     random-init twin is 'aim-tiny'. A second run reuses everything and only reports.
     """
     from aimbench import demo as demo_run
+
     cards = demo_run.pretrain_demo_aim(results, console, overwrite, pretrain_steps)
     options = RunOptions(results_dir=results, device="cpu", card_dirs=(cards,))
     _evaluate(list(demo_run.BACKBONES), [demo_run.TASK], "linear", [0], None, None, None, {}, options, overwrite)

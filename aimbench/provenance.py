@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
-from aimbench.version import __version__
 from aimbench.devices import parse_device, unavailable
 from aimbench.errors import UserError
+from aimbench.version import __version__
 
 
 @functools.lru_cache(maxsize=1)

@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from aimbench.version import __version__
 from aimbench.adapters.base import Backbone
 from aimbench.atomic import atomic_write
 from aimbench.errors import UserError
 from aimbench.safetensors_bytes import save_deterministic
+from aimbench.version import __version__
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 

@@ -72,8 +72,6 @@ def _snapshot_commit(path: Path) -> str:
     return parts[parts.index("snapshots") + 1][:12] if "snapshots" in parts else "unknown"
 
 
-
-
 def resolve_source(source: str, card_dir: Path | None = None) -> Path:
     """The local file of a source; relative paths are relative to ``card_dir``."""
     if source.startswith(HF_PREFIX):

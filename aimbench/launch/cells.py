@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from aimbench.adapters.weight_sources import HF_PREFIX, URL_PREFIXES, is_remote, local_weights_file, resolve_source
-from aimbench.paths import PRETRAIN_TRUNK
 from aimbench.cards.backbone_card import BackboneSpec
 from aimbench.cards.registry import Registry
 from aimbench.cards.task_card import TaskSpec
 from aimbench.dtypes import DTYPES
 from aimbench.errors import UserError
 from aimbench.hashing import file_sha256
+from aimbench.paths import PRETRAIN_TRUNK
 from aimbench.probes.config import PROBE_KINDS, ProbeConfig
 from aimbench.probes.layer_sets import parse_layer_sets
 from aimbench.probes.protocol import DEFAULT_PROTOCOL, default_config, protocol_label, resolve_config

@@ -23,13 +23,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from aimbench.paths import cache_dir
 from aimbench.cards.backbone_card import BackboneSpec
 from aimbench.cards.registry import Registry
 from aimbench.devices import require_device
 from aimbench.errors import UserError
 from aimbench.launch.cells import Cell
 from aimbench.launch.options import RunOptions
+from aimbench.paths import cache_dir
 from aimbench.probes.config import AttentiveProbeConfig
 from aimbench.probes.layer_sets import blocks_needed, parse_layer_sets
 from aimbench.store.records import record_path

@@ -5,10 +5,11 @@ and scheduler state, the step (which is also the data position: batches and pref
 pure functions of seed and step) and the RNG state. It is written atomically, so an interrupted
 save leaves the previous checkpoint intact, and read with ``torch.load(weights_only=True)``: no
 pickled code runs. It carries the checksum of its content, verified on resume: a checkpoint
-damaged after it was written (one flipped bit can export weights of 4e37) is never continued. The trunk is exported as safetensors in Apple's AIM key layout, which
-``aimbench eval --backbone <preset> --weights RUN_DIR`` (or the file) loads strictly; its metadata
-names the LayerNorm eps it was trained with (l3m's 1e-5, not the released models' 1e-6), and
-evaluation builds the trunk with that eps.
+damaged after it was written (one flipped bit can export weights of 4e37) is never continued. The
+trunk is exported as safetensors in Apple's AIM key layout, which ``aimbench eval --backbone
+<preset> --weights RUN_DIR`` (or the file) loads strictly; its metadata names the LayerNorm eps it
+was trained with (l3m's 1e-5, not the released models' 1e-6), and evaluation builds the trunk
+with that eps.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from typing import Any
 
 import torch
 
-from aimbench.paths import PRETRAIN_TRUNK
 from aimbench.atomic import atomic_write
 from aimbench.checksum import CHECKSUM_KEY, content_sha256, seal, unseal
 from aimbench.errors import UserError
+from aimbench.paths import PRETRAIN_TRUNK
 from aimbench.pretrain.metrics_file import METRICS
 from aimbench.safetensors_bytes import save_deterministic
 

@@ -39,9 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from aimbench.paths import cache_dir
 from aimbench.atomic import atomic_write
 from aimbench.errors import UserError
+from aimbench.paths import cache_dir
 from aimbench.pretrain.keyed_order import keyed_order, mix, permute
 from aimbench.pretrain.stream_cache import BlockCache
 

@@ -36,11 +36,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from aimbench.adapters.base import Backbone
-from aimbench.paths import cache_dir
 from aimbench.atomic import atomic_write
 from aimbench.checksum import CHECKSUM_KEY, content_sha256
 from aimbench.data.images import LabelledImages
 from aimbench.errors import UserError
+from aimbench.paths import cache_dir
 from aimbench.probes.features import PooledFeatures, extract_pooled, extract_tokens
 
 FORMAT_VERSION = 2  # bump when extraction, pooling or the file layout changes (2: blocks carry a checksum)

@@ -38,7 +38,7 @@ import duckdb
 
 from aimbench.atomic import PART_SUFFIX, part_path, sweep_once
 from aimbench.errors import UserError
-from aimbench.store.records import damaged_record_warning, record_intact
+from aimbench.store.records import damaged_record_warning, record_file_text, record_intact
 from aimbench.store.schema import RECORD_COLUMNS
 
 CACHE_DIR = ".cache"
@@ -109,12 +109,11 @@ def _parse_new(con: duckdb.DuckDBPyConnection, folder: Path, files: list[tuple[s
         longest = 0
         for name, mtime_ns, size in files:
             try:
-                text = (folder / name).read_text(encoding="utf-8")
-            except UnicodeDecodeError as exc:  # e.g. a record copied through another encoding, or a disk error
+                text = record_file_text(folder / name)
+            except UserError:
                 stream.close()
                 os.unlink(stream.name)
-                raise UserError(f"run record {folder / name} is not UTF-8 text (byte {exc.start}: {exc.reason}); "
-                                "delete it, or re-run its cell") from None  # fmt: skip
+                raise
             if not record_intact(text) and _is_json(text):  # whole JSON, but not as written: never counted
                 print(damaged_record_warning(folder / name), file=sys.stderr, flush=True)
                 continue

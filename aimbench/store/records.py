@@ -95,12 +95,17 @@ def write_record_atomic(path: Path, record: dict[str, Any]) -> None:
     atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
+def record_file_text(path: Path) -> str:
+    """The text of a record file; bytes that are not UTF-8 (a copy through another encoding, a disk error) are one error."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"run record {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); delete it, or re-run its cell") from None
+
+
 def read_record(path: Path) -> dict[str, Any]:
     """A record that is intact (:func:`record_intact`), without its checksum; anything else is one error naming the file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"run record {path} is not UTF-8 text; delete it, or re-run its cell") from None
+    text = record_file_text(path)
     if not record_intact(text):
         raise UserError(f"run record {path} failed its checksum (changed after it was written); re-run its cell with --overwrite")
     record = json.loads(text)
