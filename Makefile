@@ -1,13 +1,14 @@
 # Two entry points for a new user; both create .venv on first use.
 #   make demo   run the main job (layer-wise eval of two tiny backbones on digits), offline
 #   make test   run the test suite, offline, without the slow end-to-end cases (make test-e2e: only those)
+#   make lint   check formatting and lint (make format fixes what it can)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-.PHONY: demo test test-e2e test-all clean
+.PHONY: demo test test-e2e test-all lint format clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +28,15 @@ test-e2e: $(STAMP)
 
 test-all: $(STAMP)
 	$(OFFLINE) $(BIN)/python -m pytest
+
+# The formatter and linter configured in pyproject.toml ([tool.ruff]); CI fails on either.
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 clean:
 	rm -rf $(VENV) results/runs .pytest_cache

@@ -39,8 +39,8 @@ from aimbench.cli_slurm import (
     sbatch_pairs,
 )  # fmt: skip
 from aimbench.cli_tasks import tasks_app
-from aimbench.dtypes import DTYPES
 from aimbench.devices import require_device
+from aimbench.dtypes import DTYPES
 from aimbench.errors import UserError, at_least
 from aimbench.launch.cells import plan_cells, weights_file
 from aimbench.launch.options import RunOptions
@@ -79,7 +79,9 @@ def _split(values: str) -> list[str]:
 def list_cards(
     kind: Annotated[ListKind, typer.Argument(help="What to list.")],
     pattern: Annotated[Optional[str], typer.Argument(help="Substring or glob filter on names.")] = None,
-    data_root: Annotated[Optional[Path], typer.Option(envvar="AIMBENCH_DATA_ROOT", help="Where local dataset copies live (tasks: shows readiness).")] = None,
+    data_root: Annotated[
+        Optional[Path], typer.Option(envvar="AIMBENCH_DATA_ROOT", help="Where local dataset copies live (tasks: shows readiness).")
+    ] = None,
     cards: CardsOption = None,
 ) -> None:
     """List known backbone variants, tasks or protocols (probe recipes).
@@ -140,24 +142,63 @@ def _evaluate(
 @app.command("eval")
 def evaluate(
     backbone: Annotated[str, typer.Option("--backbone", "-b", help="Backbone variant(s), comma-separated.")],
-    tasks: Annotated[str, typer.Option("--tasks", "-t", help="Task(s), suite(s) (all = the AIM paper's 15) or tag:NAME (e.g. tag:medical), comma-separated.")],
-    probe: Annotated[str, typer.Option(help="linear | knn | attentive (comma-separated; trained and selected here) | official (released heads, e.g. AIM's).")] = "linear",
-    layers: Annotated[Optional[str], typer.Option(help="all | last | best | avg:A-B windows | block indices like 0,5,-1, comma-separated; for --probe official: head names (last, best). Default: every block plus the card's published windows (AIM: all,last,best).", show_default=False)] = None,
+    tasks: Annotated[
+        str,
+        typer.Option("--tasks", "-t", help="Task(s), suite(s) (all = the AIM paper's 15) or tag:NAME (e.g. tag:medical), comma-separated."),
+    ],
+    probe: Annotated[
+        str,
+        typer.Option(help="linear | knn | attentive (comma-separated; trained and selected here) | official (released heads, e.g. AIM's)."),
+    ] = "linear",
+    layers: Annotated[
+        Optional[str],
+        typer.Option(
+            help="all | last | best | avg:A-B windows | block indices like 0,5,-1, comma-separated; for --probe official: head names (last, best). Default: every block plus the card's published windows (AIM: all,last,best).",
+            show_default=False,
+        ),
+    ] = None,
     limit: Annotated[Optional[int], typer.Option(help="Cap images per split (smoke runs; recorded).")] = None,
     seed: Annotated[str, typer.Option(help="Seed(s), comma-separated; each is its own cell.")] = "0",
-    seeds: Annotated[Optional[int], typer.Option(help="Repeat each cell with seeds 0..N-1 (reports show mean ± std).", show_default=False)] = None,
+    seeds: Annotated[
+        Optional[int], typer.Option(help="Repeat each cell with seeds 0..N-1 (reports show mean ± std).", show_default=False)
+    ] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
     dtype: Annotated[str, typer.Option(help="Backbone precision: fp32 | bf16 | fp16 (recorded; part of the cell).")] = "fp32",
     results: ResultsOption = Path("results"),
     data_root: Annotated[Optional[Path], typer.Option(envvar="AIMBENCH_DATA_ROOT", help="Where local dataset copies live.")] = None,
-    weights: Annotated[Optional[str], typer.Option(help="Override the card's weights: random | timm | open_clip:TAG | PATH | hf:OWNER/REPO/FILE.")] = None,
-    name: Annotated[Optional[str], typer.Option("--name", "--tag", help="What reports call the --weights override (default: the run folder's or file's name).", show_default=False)] = None,
-    protocol: Annotated[str, typer.Option(help="The probe recipe: a protocol card (aimbench ls protocols); tasks and the options below may override its fields.")] = DEFAULT_PROTOCOL,
-    epochs: Annotated[Optional[int], typer.Option(help="Training epochs of linear and attentive probes (default: the protocol's).", show_default=False)] = None,
+    weights: Annotated[
+        Optional[str], typer.Option(help="Override the card's weights: random | timm | open_clip:TAG | PATH | hf:OWNER/REPO/FILE.")
+    ] = None,
+    name: Annotated[
+        Optional[str],
+        typer.Option(
+            "--name",
+            "--tag",
+            help="What reports call the --weights override (default: the run folder's or file's name).",
+            show_default=False,
+        ),
+    ] = None,
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help="The probe recipe: a protocol card (aimbench ls protocols); tasks and the options below may override its fields."
+        ),
+    ] = DEFAULT_PROTOCOL,
+    epochs: Annotated[
+        Optional[int], typer.Option(help="Training epochs of linear and attentive probes (default: the protocol's).", show_default=False)
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per backbone forward.")] = 64,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
-    data_mode: Annotated[Optional[str], typer.Option(help="online (augmented views through the backbone each step) | cached (eval-crop features extracted once), for linear and attentive probes; default: the protocol's; kNN is always cached.", show_default=False)] = None,
-    memory_gb: Annotated[Optional[float], typer.Option(help="Device memory for attentive heads, GiB (default: 90% of free GPU memory).", show_default=False)] = None,
+    data_mode: Annotated[
+        Optional[str],
+        typer.Option(
+            help="online (augmented views through the backbone each step) | cached (eval-crop features extracted once), for linear and attentive probes; default: the protocol's; kNN is always cached.",
+            show_default=False,
+        ),
+    ] = None,
+    memory_gb: Annotated[
+        Optional[float], typer.Option(help="Device memory for attentive heads, GiB (default: 90% of free GPU memory).", show_default=False)
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", "--rerun", help="Re-run cells whose record already exists.")] = False,
     cards: CardsOption = None,
     cluster: ClusterOption = Cluster.local,
@@ -218,13 +259,17 @@ def evaluate(
         from aimbench.data import require_ready  # missing data fails here, not in every job of the array
 
         require_ready(registry.expand_tasks(_split(tasks)), options.data_root)
-        cells = plan_cells(registry, _split(backbone), _split(tasks), probe, seed_list, layers, limit, weights, overrides, dtype, protocol, name)
+        cells = plan_cells(
+            registry, _split(backbone), _split(tasks), probe, seed_list, layers, limit, weights, overrides, dtype, protocol, name
+        )
         preflight_eval(cells, registry, options, overwrite, local=False)
         run_on_slurm(cells, options, settings, overwrite, dry_run, console)
         return
     if dry_run:
         raise UserError("--dry-run plans a Slurm submission; add --cluster slurm")
-    _evaluate(_split(backbone), _split(tasks), probe, seed_list, layers, limit, weights, overrides, options, overwrite, dtype, protocol, name)
+    _evaluate(
+        _split(backbone), _split(tasks), probe, seed_list, layers, limit, weights, overrides, options, overwrite, dtype, protocol, name
+    )
 
 
 @app.command("features")
@@ -233,7 +278,9 @@ def features(
     inputs: Annotated[list[Path], typer.Option("--input", "-i", help="Image folder, .txt list of paths, or image (repeatable).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The .safetensors file to write.")],
     layers: Annotated[str, typer.Option(help="all | last | block indices like 0,5,-1.")] = "all",
-    weights: Annotated[Optional[str], typer.Option(help="Override the card's weights: random | timm | open_clip:TAG | PATH | hf:OWNER/REPO/FILE.")] = None,
+    weights: Annotated[
+        Optional[str], typer.Option(help="Override the card's weights: random | timm | open_clip:TAG | PATH | hf:OWNER/REPO/FILE.")
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward.")] = 32,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
     dtype: Annotated[str, typer.Option(help="Backbone precision: fp32 | bf16 | fp16.")] = "fp32",

@@ -31,9 +31,13 @@ def _table(results: Path) -> tuple[Table, bool]:
 
 def jobs(
     results: ResultsOption = Path("results"),
-    watch: Annotated[bool, typer.Option("--watch", help="Refresh until every job has finished (Ctrl-C stops watching, not the jobs).")] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Refresh until every job has finished (Ctrl-C stops watching, not the jobs).")
+    ] = False,
     interval: Annotated[float, typer.Option(help="Seconds between refreshes with --watch.")] = 5.0,
-    cancel: Annotated[Optional[str], typer.Option(help="Cancel unfinished jobs: a job id, an array id, or all.", show_default=False)] = None,
+    cancel: Annotated[
+        Optional[str], typer.Option(help="Cancel unfinished jobs: a job id, an array id, or all.", show_default=False)
+    ] = None,
 ) -> None:
     """Submitted cells (from RESULTS/jobs) with their Slurm state, progress, elapsed time, log path, and the error of failed ones.
 

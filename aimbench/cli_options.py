@@ -13,7 +13,9 @@ from aimbench.cards.registry import CARDS_ENV
 
 CardsOption = Annotated[
     Optional[list[Path]],
-    typer.Option("--cards", help=f"Extra card directory with backbones/ and/or tasks/ (repeatable; also ${CARDS_ENV}).", show_default=False),
+    typer.Option(
+        "--cards", help=f"Extra card directory with backbones/ and/or tasks/ (repeatable; also ${CARDS_ENV}).", show_default=False
+    ),
 ]
 ResultsOption = Annotated[
     Path,

@@ -33,17 +33,31 @@ from aimbench.pretrain.metrics_file import METRICS, read_metrics
 
 def pretrain(
     preset: Annotated[str, typer.Argument(help="aim-600m | aim-1b | aim-3b | aim-7b | aim-tiny | aim-micro.")],
-    data: Annotated[str, typer.Option(help="Image sources (folders, HF datasets on disk, .tar shards, hf:// or other URLs to stream), comma-separated, optionally weighted (README: Pre-training).")],
-    steps: Annotated[Optional[int], typer.Option(help="Optimizer steps; the schedule (2.5 % warmup from 1e-6, cosine to 0) spans them "
-                                                     "\\[default: the paper's: 500000 for aim-600m, 1200000 from aim-1b on; 10000 for the CPU presets].",
-                                                show_default=False)] = None,
+    data: Annotated[
+        str,
+        typer.Option(
+            help="Image sources (folders, HF datasets on disk, .tar shards, hf:// or other URLs to stream), comma-separated, optionally weighted (README: Pre-training)."
+        ),
+    ],
+    steps: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Optimizer steps; the schedule (2.5 % warmup from 1e-6, cosine to 0) spans them "
+            "\\[default: the paper's: 500000 for aim-600m, 1200000 from aim-1b on; 10000 for the CPU presets].",
+            show_default=False,
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Global batch (all ranks together).")] = 4096,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate \\[default: 1e-3, per --lr-scaling].", show_default=False)] = None,
-    lr_scaling: Annotated[str, typer.Option(help="none: the peak lr is 1e-3 at any batch (Apple's l3m, the paper) | linear: 1e-3 x batch / 4096.")] = "none",
+    lr_scaling: Annotated[
+        str, typer.Option(help="none: the peak lr is 1e-3 at any batch (Apple's l3m, the paper) | linear: 1e-3 x batch / 4096.")
+    ] = "none",
     out: Annotated[Path, typer.Option(help="Run directory: checkpoint, metrics, trunk.safetensors, loss.png.")] = Path("runs/pretrain"),
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     dtype: Annotated[str, typer.Option(help="bf16 (autocast on GPU) | fp32.")] = "bf16",
-    image_size: Annotated[int, typer.Option(help="Training resolution \\[default: the preset's: 224, or 32 for aim-tiny].", show_default=False)] = 0,
+    image_size: Annotated[
+        int, typer.Option(help="Training resolution \\[default: the preset's: 224, or 32 for aim-tiny].", show_default=False)
+    ] = 0,
     save_every: Annotated[int, typer.Option(help="Checkpoint every N steps (and at the end).")] = 1000,
     seed: Annotated[int, typer.Option(help="Seeds the initialisation, the data order, augmentation and prefixes.")] = 0,
     workers: Annotated[int, typer.Option(help="Data-loading processes per rank.")] = 4,
@@ -55,7 +69,12 @@ def pretrain(
     ] = None,
     cluster: ClusterOption = Cluster.local,
     nodes: Annotated[int, typer.Option(help="Slurm nodes.", rich_help_panel=PANEL)] = 1,
-    tasks_per_node: Annotated[Optional[int], typer.Option(help="Slurm tasks (ranks) per node \\[default: --gpus-per-node, at least 1].", rich_help_panel=PANEL, show_default=False)] = None,
+    tasks_per_node: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Slurm tasks (ranks) per node \\[default: --gpus-per-node, at least 1].", rich_help_panel=PANEL, show_default=False
+        ),
+    ] = None,
     slurm_config: SlurmConfigOption = None,
     partition: PartitionOption = None,
     account: AccountOption = None,

@@ -46,12 +46,16 @@ def report(
     view: Annotated[View, typer.Argument(help="leaderboard | layers (curves per block) | cell (one cell in full).")] = View.leaderboard,
     cell: Annotated[Optional[str], typer.Argument(help="For 'cell': a cell key backbone|task|probe|seed, or a unique prefix.")] = None,
     results: ResultsOption = Path("results"),
-    format: Annotated[ReportFormat, typer.Option("--format", "-f", help="table | markdown | csv (long form) | latex (booktabs).")] = ReportFormat("table"),
+    format: Annotated[
+        ReportFormat, typer.Option("--format", "-f", help="table | markdown | csv (long form) | latex (booktabs).")
+    ] = ReportFormat("table"),
     backbone: Annotated[Optional[str], typer.Option(help="Backbones: names or patterns, comma-separated ('aim-*').")] = None,
     task: Annotated[Optional[str], typer.Option(help="Tasks: names, patterns, suites or tag:NAME, comma-separated.")] = None,
     probe: Annotated[Optional[str], typer.Option(help="Probe kinds: linear, attentive, knn, official:* ...")] = None,
     suite: Annotated[Optional[str], typer.Option(help="Only this suite's tasks, in its order (aim15 = the paper's Table 6).")] = None,
-    since: Annotated[Optional[str], typer.Option(help="Only records written since: 2026-11-01, 2026-11-01T12:00, or an age (7d, 12h).")] = None,
+    since: Annotated[
+        Optional[str], typer.Option(help="Only records written since: 2026-11-01, 2026-11-01T12:00, or an age (7d, 12h).")
+    ] = None,
     paper: Annotated[bool, typer.Option("--paper/--no-paper", help="Show the published numbers beside measured rows.")] = True,
     sql: Annotated[Optional[str], typer.Option(help="Run a query over runs, latest, layer_metrics, published instead.")] = None,
     html: Annotated[Optional[Path], typer.Option(help="Also write a self-contained HTML leaderboard to DIR/index.html.")] = None,
@@ -119,7 +123,9 @@ def report(
 def export(
     results: ResultsOption = Path("results"),
     format: Annotated[ExportFormat, typer.Option("--format", "-f", help="parquet | csv.")] = ExportFormat("parquet"),
-    out: Annotated[Optional[Path], typer.Option(help="Folder for runs, latest, layer_metrics and published files [default: RESULTS/exports].")] = None,
+    out: Annotated[
+        Optional[Path], typer.Option(help="Folder for runs, latest, layer_metrics and published files [default: RESULTS/exports].")
+    ] = None,
 ) -> None:
     """Write the store's tables (runs, latest, layer_metrics, published) as Parquet or CSV files.
 

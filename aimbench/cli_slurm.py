@@ -29,19 +29,43 @@ class Cluster(str, Enum):
     slurm = "slurm"
 
 
-ClusterOption = Annotated[Cluster, typer.Option(help="local: run here, one cell after another | slurm: job arrays through submitit (one per resource request).")]
-SlurmConfigOption = Annotated[Optional[Path], typer.Option(help="Slurm settings file [default: slurm.toml in the user config dir].", rich_help_panel=PANEL, show_default=False)]
+ClusterOption = Annotated[
+    Cluster, typer.Option(help="local: run here, one cell after another | slurm: job arrays through submitit (one per resource request).")
+]
+SlurmConfigOption = Annotated[
+    Optional[Path],
+    typer.Option(help="Slurm settings file [default: slurm.toml in the user config dir].", rich_help_panel=PANEL, show_default=False),
+]
 PartitionOption = Annotated[Optional[str], typer.Option(help="Partition.", rich_help_panel=PANEL, show_default=False)]
 AccountOption = Annotated[Optional[str], typer.Option(help="Account.", rich_help_panel=PANEL, show_default=False)]
 QosOption = Annotated[Optional[str], typer.Option(help="Quality of service.", rich_help_panel=PANEL, show_default=False)]
-TimeOption = Annotated[Optional[str], typer.Option("--time", help="Time limit per cell: minutes or [D-]HH:MM:SS [default: 240].", rich_help_panel=PANEL, show_default=False)]
-GpusOption = Annotated[Optional[int], typer.Option(help="GPUs per cell [default: 1 where the settings name GPU memory, else 0].", rich_help_panel=PANEL, show_default=False)]
+TimeOption = Annotated[
+    Optional[str],
+    typer.Option("--time", help="Time limit per cell: minutes or [D-]HH:MM:SS [default: 240].", rich_help_panel=PANEL, show_default=False),
+]
+GpusOption = Annotated[
+    Optional[int],
+    typer.Option(help="GPUs per cell [default: 1 where the settings name GPU memory, else 0].", rich_help_panel=PANEL, show_default=False),
+]
 CpusOption = Annotated[Optional[int], typer.Option(help="CPUs per cell [default: 4].", rich_help_panel=PANEL, show_default=False)]
-MemOption = Annotated[Optional[float], typer.Option(help="Host memory per cell, GB [default: the card's memory hint for CPU-only cells, else the partition's].", rich_help_panel=PANEL, show_default=False)]
+MemOption = Annotated[
+    Optional[float],
+    typer.Option(
+        help="Host memory per cell, GB [default: the card's memory hint for CPU-only cells, else the partition's].",
+        rich_help_panel=PANEL,
+        show_default=False,
+    ),
+]
 ConstraintOption = Annotated[Optional[str], typer.Option(help="Node features (--constraint).", rich_help_panel=PANEL, show_default=False)]
-ParallelismOption = Annotated[Optional[int], typer.Option(help="Cells of the array running at once [default: 64].", rich_help_panel=PANEL, show_default=False)]
-SbatchOption = Annotated[Optional[list[str]], typer.Option(help="Any other sbatch option, KEY=VALUE (repeatable).", rich_help_panel=PANEL, show_default=False)]
-DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print the plan (cells, resources, what is skipped); submit nothing.", rich_help_panel=PANEL)]
+ParallelismOption = Annotated[
+    Optional[int], typer.Option(help="Cells of the array running at once [default: 64].", rich_help_panel=PANEL, show_default=False)
+]
+SbatchOption = Annotated[
+    Optional[list[str]], typer.Option(help="Any other sbatch option, KEY=VALUE (repeatable).", rich_help_panel=PANEL, show_default=False)
+]
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", help="Print the plan (cells, resources, what is skipped); submit nothing.", rich_help_panel=PANEL)
+]
 
 
 def sbatch_pairs(values: list[str] | None) -> dict[str, str] | None:

@@ -67,7 +67,10 @@ def prepare(names: NamesArgument, data_root: DataRootOption = None, cards: Cards
 def check(
     names: NamesArgument,
     data_root: DataRootOption = None,
-    decode: Annotated[bool, typer.Option(help="Decode every image (unreadable files, duplicates across splits); --no-decode checks listings and sizes only.")] = True,
+    decode: Annotated[
+        bool,
+        typer.Option(help="Decode every image (unreadable files, duplicates across splits); --no-decode checks listings and sizes only."),
+    ] = True,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes for decoding.")] = 0,
     cards: CardsOption = None,
 ) -> None:

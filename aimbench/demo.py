@@ -107,5 +107,7 @@ def write_card(results: Path, config: PretrainConfig, registry: Registry) -> Non
     fields = asdict(registry.backbone(config.preset).preprocess)
     preprocess = "\n".join(f"{key} = {_toml_value(value)}" for key, value in fields.items())
     trunk = (demo_dir(results) / "pretrain" / "trunk.safetensors").resolve()  # absolute: a card's relative paths stay in its root
-    text = CARD.format(name=PRETRAINED, steps=config.steps, batch_size=config.batch_size, preprocess=preprocess, weights=_toml_value(str(trunk)))
+    text = CARD.format(
+        name=PRETRAINED, steps=config.steps, batch_size=config.batch_size, preprocess=preprocess, weights=_toml_value(str(trunk))
+    )
     atomic_write(card_dir(results) / "backbones" / "demo.toml", lambda handle: handle.write(text.encode("utf-8")))

@@ -65,7 +65,9 @@ class TimmReference(nn.Module):
         return next_patch_loss(predictions, targets, prefix_lengths)
 
 
-def step_function(model: nn.Module, config: PretrainConfig, images: torch.Tensor, prefix: torch.Tensor, device: torch.device) -> Callable[[], None]:
+def step_function(
+    model: nn.Module, config: PretrainConfig, images: torch.Tensor, prefix: torch.Tensor, device: torch.device
+) -> Callable[[], None]:
     optimizer, _ = build_optimizer(model, config)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if config.dtype == "bf16" else nullcontext()
 

@@ -128,7 +128,9 @@ def main() -> None:
     print(f"cached linear : (a) 1 head, 1 block {a:7.2f} s | (b) {heads} heads, {backbone.depth} blocks {b:7.2f} s | "
           f"b/a {b / a:5.2f} | backbone forwards per image in total (b): {forwards:.2f}")  # fmt: skip
 
-    one_att = default_config("attentive", learning_rates=(1e-3,), weight_decays=(0.1,), epochs=args.attentive_epochs, batch_size=args.batch_size)
+    one_att = default_config(
+        "attentive", learning_rates=(1e-3,), weight_decays=(0.1,), epochs=args.attentive_epochs, batch_size=args.batch_size
+    )
     grid_att = default_config("attentive", epochs=args.attentive_epochs, batch_size=args.batch_size)
     a = online_attentive(backbone, splits, task.num_classes, "last", one_att)
     b_start = counter.images
@@ -139,7 +141,9 @@ def main() -> None:
           f"b/a {b / a:5.2f} | backbone forwards per training image per epoch (b): {train_forwards / (n_train * args.attentive_epochs):.2f}")  # fmt: skip
 
     ours, bare = extraction_vs_bare(backbone, splits, args.batch_size)
-    print(f"extraction, all {backbone.depth} blocks pooled: {ours:8.1f} img/s | bare forward_features: {bare:8.1f} img/s | ratio {ours / bare:4.2f}")
+    print(
+        f"extraction, all {backbone.depth} blocks pooled: {ours:8.1f} img/s | bare forward_features: {bare:8.1f} img/s | ratio {ours / bare:4.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -46,7 +46,9 @@ def _write(root: Path, count: int, size: int) -> tuple[Path, str]:
     folder.mkdir()
     for i, data in enumerate(images):
         (folder / f"{i:06d}.jpg").write_bytes(data)
-    table = datasets.Dataset.from_dict({"image": [{"bytes": b, "path": None} for b in images]}, features=datasets.Features({"image": datasets.Image()}))
+    table = datasets.Dataset.from_dict(
+        {"image": [{"bytes": b, "path": None} for b in images]}, features=datasets.Features({"image": datasets.Image()})
+    )
     (root / "hub" / "data").mkdir(parents=True)
     table.to_parquet(str(root / "hub" / "data" / "train-00000-of-00001.parquet"), batch_size=100)
     return folder, f"file://{root / 'hub'}"

@@ -19,6 +19,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # downloads and the feature cache of the whole session go to a throw-away folder, never the user's
 os.environ.setdefault("AIMBENCH_CACHE", tempfile.mkdtemp(prefix="aimbench-test-cache-"))
 
+
 def micro_card_header(family: str) -> str:
     """The family part of a backbone card for 16 px micro ViTs; variants are appended to it."""
     return f"""
@@ -35,7 +36,9 @@ std = [0.5, 0.5, 0.5]
 """
 
 
-TINY_BACKBONE_CARD = micro_card_header("testfam") + """
+TINY_BACKBONE_CARD = (
+    micro_card_header("testfam")
+    + """
 [variants.micro-cls]
 arch = "vit_tiny_patch16_224"
 weights = "random"
@@ -57,6 +60,7 @@ cls_token = false
 [variants.micro-patches.resources]  # a card's hint; micro-cls has none and gets the estimate from its size
 memory_gb = { fp32 = 0.5 }
 """
+)
 
 
 def write_card(root: Path, kind: str, name: str, text: str) -> Path:
@@ -90,9 +94,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     """Run the installed ``aimbench`` console script as a user would."""
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})}
     script = Path(sys.executable).with_name("aimbench")
-    return subprocess.run(
-        [str(script), *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout
-    )
+    return subprocess.run([str(script), *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout)
 
 
 def count_forwards(backbone: Any) -> list[tuple[int, list[int]]]:

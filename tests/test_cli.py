@@ -221,7 +221,9 @@ def test_wheel_ships_the_cards(tmp_path: Path) -> None:
     )  # fmt: skip
     [wheel] = (tmp_path / "dist").glob("aimbench-*.whl")
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)], check=True, capture_output=True
+    )
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site)}
@@ -289,7 +291,9 @@ def test_cached_attentive_probe_extracts_token_maps_once(tmp_path: Path, tiny_ca
     assert config["feature_cache"] == {"cached_blocks": 0, "extracted_blocks": 9, "damaged_blocks": 0}  # blocks 0-2 x train/val/test
     rerun = run_cli(*args, "--overwrite", env=env)
     assert rerun.returncode == 0 and json.loads(path.read_text())["probe_config"]["feature_cache"]["extracted_blocks"] == 0
-    bad = run_cli("eval", "-b", "micro-cls", "-t", "digits", "--data-mode", "offline", "--cards", str(tiny_cards), "--results", str(results))
+    bad = run_cli(
+        "eval", "-b", "micro-cls", "-t", "digits", "--data-mode", "offline", "--cards", str(tiny_cards), "--results", str(results)
+    )
     assert_one_line_error(bad, "unknown data mode 'offline'; one of online, cached")
 
 

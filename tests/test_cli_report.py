@@ -36,7 +36,9 @@ def report(results: Path, *args: str) -> str:
 
 def test_leaderboard_in_every_format(results: Path) -> None:
     markdown = report(results, "--format", "markdown")
-    assert "| micro-cls | linear · limit 120 · protocol aim-v1+epochs=5 | best layer | " in markdown and "±" in markdown  # two seeds of micro-cls on digits
+    assert (
+        "| micro-cls | linear · limit 120 · protocol aim-v1+epochs=5 | best layer | " in markdown and "±" in markdown
+    )  # two seeds of micro-cls on digits
     rows = list(csv.DictReader(io.StringIO(report(results, "--format", "csv"))))
     assert {(r["backbone"], r["task"]) for r in rows} >= {("micro-cls", "digits"), ("micro-patches", "digits")}
     assert [r["seeds"] for r in rows if r["backbone"] == "micro-cls" and r["task"] == "digits"] == ["2"]
@@ -73,12 +75,19 @@ def test_layer_curves_plots_and_cell_detail(results: Path, tmp_path: Path) -> No
 
 
 def test_sql_export_and_html(results: Path, tmp_path: Path) -> None:
-    out = report(results, "--sql", "SELECT backbone, count(*) AS n FROM latest WHERE task = 'digits' GROUP BY ALL ORDER BY backbone", "-f", "csv")
+    out = report(
+        results, "--sql", "SELECT backbone, count(*) AS n FROM latest WHERE task = 'digits' GROUP BY ALL ORDER BY backbone", "-f", "csv"
+    )
     assert list(csv.DictReader(io.StringIO(out))) == [{"backbone": "micro-cls", "n": "2"}, {"backbone": "micro-patches", "n": "1"}]
     assert_one_line_error(run_cli("report", "--results", str(results), "--sql", "SELEKT 1"), "--sql failed")
     proc = run_cli("export", "--results", str(results), "--format", "parquet", "--out", str(tmp_path / "tables"))
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == ["latest.parquet", "layer_metrics.parquet", "published.parquet", "runs.parquet"]
+    assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == [
+        "latest.parquet",
+        "layer_metrics.parquet",
+        "published.parquet",
+        "runs.parquet",
+    ]
     runs = len(list((results / "runs").glob("*.json")))
     assert duckdb.sql(f"SELECT count(*) FROM '{tmp_path / 'tables' / 'runs.parquet'}'").fetchall() == [(runs,)]
     assert run_cli("export", "--results", str(results), "--format", "csv", "--out", str(tmp_path / "csv")).returncode == 0

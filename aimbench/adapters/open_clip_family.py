@@ -136,9 +136,7 @@ def check_against_card(spec: BackboneSpec, visual: nn.Module) -> None:
     }
     for name, value in actual.items():
         if getattr(spec, name) != value:
-            raise CardError(
-                spec.card_path, _field(spec, name), f"card says {getattr(spec, name)!r} but {spec.arch} has {value!r}"
-            )
+            raise CardError(spec.card_path, _field(spec, name), f"card says {getattr(spec, name)!r} but {spec.arch} has {value!r}")
     size = spec.preprocess.image_size
     if tuple(visual.image_size) != (size, size):
         raise CardError(
@@ -186,9 +184,7 @@ def _tag_file(spec: BackboneSpec, tag: str, cfg: Mapping[str, Any]) -> Path:
 
     if not cfg.get("hf_hub"):
         where = cfg.get("url") or "nowhere"
-        raise UserError(
-            f"open_clip tag '{tag}' of {spec.arch} is only published at {where}; download it and pass --weights PATH"
-        )
+        raise UserError(f"open_clip tag '{tag}' of {spec.arch} is only published at {where}; download it and pass --weights PATH")
     try:
         return Path(open_clip.download_pretrained(dict(cfg)))
     except OSError as exc:  # open_clip turns the hub's errors (offline, missing) into FileNotFoundError

@@ -104,9 +104,7 @@ def load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], sourc
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     shapes = sorted(
-        f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in set(own) & set(state)
-        if state[k].shape != own[k].shape
+        f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in set(own) & set(state) if state[k].shape != own[k].shape
     )
     problems = []
     for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):

@@ -139,7 +139,9 @@ def _read_official_probes(fields: Fields, depth: int) -> dict[str, OfficialProbe
     probes = {}
     for name in fields.table:
         entry = fields.table_of(name)
-        probes[name] = OfficialProbe(weights_source(entry, "weights"), _block_list(entry, "layers", depth), entry.str("sha256", default=None))
+        probes[name] = OfficialProbe(
+            weights_source(entry, "weights"), _block_list(entry, "layers", depth), entry.str("sha256", default=None)
+        )
         entry.reject_unknown()
     return probes
 

@@ -95,6 +95,4 @@ def _idx(spec: SourceSpec, data_root: Path) -> LoadedSource:
     return LoadedSource(splits, f"idx:{folder}", digest(*chunks))
 
 
-
-
 IDX = SourceReader(locate=lambda spec, root: f"idx:{_idx_files(spec, root)[0]}", load=_idx)

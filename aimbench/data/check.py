@@ -121,4 +121,3 @@ def check_task(
     if report.unreadable or report.too_large:  # an evaluation would stop at the first of them
         report.status = BROKEN
     return report
-

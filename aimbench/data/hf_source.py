@@ -57,9 +57,7 @@ def _locate(spec: SourceSpec, data_root: Path) -> str:
         return f"hf:{local}"
     if hub_cache_snapshot(spec).is_dir():
         return f"hf:{_where(spec)} (hub cache)"
-    raise SourceUnavailable(
-        f"the Hugging Face dataset {_where(spec)} is neither in {snapshot_dir(spec, data_root)} nor in the hub cache"
-    )
+    raise SourceUnavailable(f"the Hugging Face dataset {_where(spec)} is neither in {snapshot_dir(spec, data_root)} nor in the hub cache")
 
 
 def _hf_splits(dataset_dict, image_column: str, label_column: str, where: str) -> dict[str, LabelledImages]:

@@ -46,9 +46,7 @@ def ways_to_provide(task: TaskSpec, source: SourceSpec, missing: str) -> list[st
     """What a user can do about one missing source, most direct first."""
     ways = [missing]
     if source.downloads or source.kind == "hf":
-        ways.append(
-            f"run 'aimbench tasks prepare {task.name}' with network access (HF_HUB_OFFLINE and HF_DATASETS_OFFLINE unset)"
-        )
+        ways.append(f"run 'aimbench tasks prepare {task.name}' with network access (HF_HUB_OFFLINE and HF_DATASETS_OFFLINE unset)")
     if source.hint:
         ways.append(source.hint)
     return ways

@@ -36,9 +36,7 @@ class TaskSplits:
 
 def _split(loaded: LoadedSource, name: str, task: TaskSpec) -> LabelledImages:
     if name not in loaded.splits:
-        raise UserError(
-            f"task '{task.name}': split '{name}' not in {loaded.source} (has {', '.join(sorted(loaded.splits))})"
-        )
+        raise UserError(f"task '{task.name}': split '{name}' not in {loaded.source} (has {', '.join(sorted(loaded.splits))})")
     return loaded.splits[name]
 
 

@@ -210,8 +210,20 @@ def plan_cells(
         spec_layers = layers or default_layer_spec(spec.windows)
         parse_layer_sets(spec_layers, spec.depth, spec.windows)  # fail now, not after loading data
         cells += [
-            Cell(spec.name, task.name, kind, seed, spec_layers, limit, weights, configs[task.name, kind], dtype,
-                 weights_name=label, default_layers=layers is None, protocol=protocol)  # fmt: skip
+            Cell(
+                spec.name,
+                task.name,
+                kind,
+                seed,
+                spec_layers,
+                limit,
+                weights,
+                configs[task.name, kind],
+                dtype,
+                weights_name=label,
+                default_layers=layers is None,
+                protocol=protocol,
+            )  # fmt: skip
             for task in task_specs
             for kind in kinds
             for seed in seeds

@@ -42,7 +42,9 @@ class JobRow:
 
     @property
     def failed(self) -> bool:
-        return self.state not in ("COMPLETED", "PENDING", "RUNNING", "REQUEUED", "COMPLETING", "UNKNOWN") and not self.state.startswith("CANCELLED")
+        return self.state not in ("COMPLETED", "PENDING", "RUNNING", "REQUEUED", "COMPLETING", "UNKNOWN") and not self.state.startswith(
+            "CANCELLED"
+        )
 
 
 def submissions(results: Path) -> list[dict]:

@@ -28,9 +28,7 @@ class CellOutcome:
     skipped: bool
 
 
-def run_local(
-    cells: Iterable[Cell], options: RunOptions, overwrite: bool = False, console: Console | None = None
-) -> Iterator[CellOutcome]:
+def run_local(cells: Iterable[Cell], options: RunOptions, overwrite: bool = False, console: Console | None = None) -> Iterator[CellOutcome]:
     """Run ``cells`` in order, yielding each outcome as soon as its record is written."""
     registry = Registry.load(options.card_dirs)
     for cell in cells:

@@ -143,7 +143,9 @@ def _cached_token_maps(ctx: Context, blocks: list[int]) -> tuple[tuple[CachedTok
     """Eval-crop token maps of every split from the feature cache (one backbone pass, ever)."""
     maps, totals = [], {}
     for name, images in (("train", ctx.splits.train), ("val", ctx.splits.val), ("test", ctx.splits.test)):
-        how = Extraction(ctx.options.cache_dir, ctx.options.batch_size, ctx.options.workers, *_split_progress(ctx, f"token maps {name}", len(images)))
+        how = Extraction(
+            ctx.options.cache_dir, ctx.options.batch_size, ctx.options.workers, *_split_progress(ctx, f"token maps {name}", len(images))
+        )
         blocks_of_split, stats = cached_tokens(ctx.backbone, images, blocks, SplitKey(name, ctx.splits.source, ctx.splits.revision), how)
         maps.append(CachedTokens(blocks_of_split))
         totals = {k: totals.get(k, 0) + v for k, v in stats.items()}
@@ -186,7 +188,9 @@ def _probe_official(ctx: Context) -> tuple[ProbeResult, dict[str, Any]]:
     state, info, path = load_source(official.weights, backbone.spec.card_path.parent, official.sha256)
     head = head_from_state_dict(state, backbone.heads, str(path))
     if head.linear.out_features != task.num_classes:
-        raise UserError(f"head '{cell.layers}' of {cell.backbone} has {head.linear.out_features} classes, task '{task.name}' has {task.num_classes}")
+        raise UserError(
+            f"head '{cell.layers}' of {cell.backbone} has {head.linear.out_features} classes, task '{task.name}' has {task.num_classes}"
+        )
     [layer_set] = parse_layer_sets(cell.layers, backbone.depth, backbone.spec.windows)  # e.g. last=avg:18-23
     scores, extra = {}, {}
     for name, images in (("val", splits.val), ("test", splits.test)):

@@ -22,8 +22,8 @@ import submitit
 
 from aimbench.cards.registry import Registry
 from aimbench.launch.cells import Cell
-from aimbench.launch.resources import MemoryNeed, cell_parameters
 from aimbench.launch.options import RunOptions
+from aimbench.launch.resources import MemoryNeed, cell_parameters
 from aimbench.launch.run_cell import run_cell
 from aimbench.launch.slurm_settings import SlurmSettings
 from aimbench.launch.submission import record_submission, submit_quietly

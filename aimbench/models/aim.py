@@ -172,9 +172,7 @@ class AIM(nn.Module):
         """Recompute each block's activations in the backward (timm's switch of the same name)."""
         self.grad_checkpointing = enable
 
-    def forward_layers(
-        self, images: torch.Tensor, layers: Sequence[int], prefix_lengths: torch.Tensor | None = None
-    ) -> list[torch.Tensor]:
+    def forward_layers(self, images: torch.Tensor, layers: Sequence[int], prefix_lengths: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Raw outputs (B, N, D) of ``layers`` (sorted block indices), stopping at the last one."""
         wanted = set(layers)
         x = self.preprocessor(images)

@@ -84,8 +84,7 @@ def load_checkpoint(path: Path, verify: bool = True) -> dict[str, Any]:
         raise UserError(f"{path} is not an aimbench pre-training checkpoint (no model, step and checksum); delete it to start over")
     state = unseal(saved) if verify else {key: value for key, value in saved.items() if key != CHECKSUM_KEY}
     if state is None:
-        raise UserError(f"checkpoint {path} failed its checksum (damaged after it was written); restore a copy, or delete it "
-                        "to start over")
+        raise UserError(f"checkpoint {path} failed its checksum (damaged after it was written); restore a copy, or delete it to start over")
     state["config"] = json.loads(state["config"])
     return state
 

@@ -92,7 +92,9 @@ class PretrainConfig:
         if not self.image_size:
             self.image_size = IMAGE_SIZES[self.preset]
         if self.image_size % PRESETS[self.preset].patch_size:
-            raise UserError(f"--image-size {self.image_size} is not a multiple of {self.preset}'s patch size {PRESETS[self.preset].patch_size}")
+            raise UserError(
+                f"--image-size {self.image_size} is not a multiple of {self.preset}'s patch size {PRESETS[self.preset].patch_size}"
+            )
         if self.head is None:
             self.head = HEAD_PRESETS[self.preset]
 

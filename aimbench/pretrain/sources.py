@@ -205,7 +205,9 @@ class _HFImages:
             if isinstance(loaded, datasets.DatasetDict):
                 loaded = loaded["train"] if "train" in loaded else datasets.concatenate_datasets([loaded[k] for k in sorted(loaded)])
         except (OSError, ValueError) as exc:
-            raise UserError(f"--data {location}: not a readable Hugging Face dataset ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+            raise UserError(
+                f"--data {location}: not a readable Hugging Face dataset ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+            ) from None
         columns = [name for name, feature in loaded.features.items() if isinstance(feature, datasets.Image)]
         if not columns:
             raise UserError(f"--data {location}: no image column (a datasets.Image feature) among {loaded.column_names}")

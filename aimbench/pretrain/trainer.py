@@ -114,7 +114,9 @@ def _resume_state(files: RunFiles, wanted: dict[str, Any], world: World, plan: P
     changed = sorted(k for k in wanted if k in saved and saved[k] != wanted[k])
     if changed:
         hint = "; a hub dataset may have changed since: pin the run's revision (hf://datasets/OWNER/NAME@SHA)" if "data" in changed else ""
-        raise UserError(f"--resume with a different configuration ({', '.join(changed)}); use the run's own settings ({files.config}){hint}")
+        raise UserError(
+            f"--resume with a different configuration ({', '.join(changed)}); use the run's own settings ({files.config}){hint}"
+        )
     if plan.sharded and not world.is_main:  # rank 0 broadcasts the tensors into the shards
         state["model"], state["optimizer"] = {}, {}
     return state

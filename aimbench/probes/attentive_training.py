@@ -235,14 +235,14 @@ def evaluate(
     backbone = trainer.backbone
     val_cached, test_cached = cached or (None, None)
     val_pred = _predict_all(trainer, val, batch_size, workers, val_cached)  # (G, L, N)
-    order = [(g, l) for l in range(len(trainer.sets)) for g in range(len(trainer.points))]  # set, then lr x wd
-    val_scores = score_predictions(torch.stack([val_pred[g, l] for g, l in order]), torch.as_tensor(val.labels), metric, num_classes)
+    order = [(g, s) for s in range(len(trainer.sets)) for g in range(len(trainer.points))]  # set, then lr x wd
+    val_scores = score_predictions(torch.stack([val_pred[g, s] for g, s in order]), torch.as_tensor(val.labels), metric, num_classes)
     heads_out = [
-        HeadScore(trainer.sets[l].name, "attentive", {"lr": trainer.points[g][0], "weight_decay": trainer.points[g][1]}, float(score))
-        for (g, l), score in zip(order, val_scores)
+        HeadScore(trainer.sets[s].name, "attentive", {"lr": trainer.points[g][0], "weight_decay": trainer.points[g][1]}, float(score))
+        for (g, s), score in zip(order, val_scores)
     ]
     chosen = select_per_set(heads_out, trainer.sets)  # one head index per layer set, in set order
-    selected = [trainer.grids[order[i][0]].head(l, trainer.norms.norms[l]) for l, i in enumerate(chosen)]
+    selected = [trainer.grids[order[i][0]].head(s, trainer.norms.norms[s]) for s, i in enumerate(chosen)]
     test_pred = head_predictions(backbone, selected, trainer.sets, test, batch_size, workers, cached=test_cached)
     test_labels = torch.as_tensor(test.labels)
     test_scores = score_predictions(test_pred, test_labels, metric, num_classes)

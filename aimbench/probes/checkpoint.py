@@ -38,8 +38,12 @@ def load_state(path: Path | None, identity: str) -> dict[str, Any] | None:
         saved = None
     state = unseal(saved) if isinstance(saved, dict) else None
     if state is None:
-        print(f"warning: training state {path} cannot be read or failed its checksum (damaged after it was written); "
-              "training this probe again from the start", file=sys.stderr, flush=True)
+        print(
+            f"warning: training state {path} cannot be read or failed its checksum (damaged after it was written); "
+            "training this probe again from the start",
+            file=sys.stderr,
+            flush=True,
+        )
         return None
     return state if state.get("identity") == identity else None
 

@@ -95,7 +95,8 @@ class LinearProbeConfig:
                 "cached fp16 pooled block outputs"
                 if self.data_mode == "cached"
                 else "online: pooled block outputs of augmented views, backbone run each step"
-            ) + "; a window is the mean of its blocks",
+            )
+            + "; a window is the mean of its blocks",
             "selection": "per layer set: best val score over token kind x lr x wd; test scored for selected heads only",
         }
 
@@ -156,7 +157,8 @@ class AttentiveProbeConfig:
                 "online: augmented views, backbone (in the cell's dtype) under inference mode each step"
                 if self.data_mode == "online"
                 else "cached: eval-crop patch-token maps in fp16, extracted once and reused by every epoch"
-            ) + "; heads trained in bf16 autocast on GPU, val and test scored in fp32",
+            )
+            + "; heads trained in bf16 autocast on GPU, val and test scored in fp32",
             "selection": "per layer set: best val score over lr x wd; test scored for selected heads only",
         }
 

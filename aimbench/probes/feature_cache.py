@@ -147,8 +147,12 @@ def _cached_blocks(
     missing = [block for block, tensor in stored.items() if tensor is None]
     damaged = [block for block, (_, bad) in read.items() if bad]
     if damaged:
-        print(f"warning: cached {kind} {', '.join(map(str, damaged))} under {folder} failed their checksum or could not be "
-              "read (damaged after they were written); extracting them again", file=sys.stderr, flush=True)
+        print(
+            f"warning: cached {kind} {', '.join(map(str, damaged))} under {folder} failed their checksum or could not be "
+            "read (damaged after they were written); extracting them again",
+            file=sys.stderr,
+            flush=True,
+        )
     if not missing and how.on_cached is not None:
         how.on_cached()
     if missing:

@@ -104,7 +104,9 @@ def extract_tokens(
     return {block: torch.cat(parts) if parts else torch.empty(0, backbone.patch_tokens(), backbone.dim) for block, parts in chunks.items()}
 
 
-def probe_inputs(pooled: PooledFeatures, sources: Sequence[FeatureSource], sets: Sequence[LayerSet]) -> tuple[PooledFeatures, list[ProbeSource]]:
+def probe_inputs(
+    pooled: PooledFeatures, sources: Sequence[FeatureSource], sets: Sequence[LayerSet]
+) -> tuple[PooledFeatures, list[ProbeSource]]:
     """Per-block pooled features (laid out as ``sources``) to one input per (layer set, token)."""
     index = {(src.layer, src.token): i for i, src in enumerate(sources)}
     tokens = list(dict.fromkeys(src.token for src in sources))

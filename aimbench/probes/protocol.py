@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from aimbench.cards.protocol_card import DEFAULT_PROTOCOL, FIELDS, PROTOCOL_KINDS, ProtocolSpec, parse_protocol_card
@@ -53,11 +53,15 @@ def _val_fraction(protocol: ProtocolSpec, task: TaskSpec | None) -> tuple[float 
     return protocol.val_fraction.value, Provenance(protocol.val_fraction.source, PROTOCOL)
 
 
-def resolve_config(protocol: ProtocolSpec, kind: str, task: TaskSpec | None = None, overrides: Mapping[str, Any] | None = None) -> ProbeConfig:
+def resolve_config(
+    protocol: ProtocolSpec, kind: str, task: TaskSpec | None = None, overrides: Mapping[str, Any] | None = None
+) -> ProbeConfig:
     """The config of probe ``kind`` under ``protocol`` for ``task`` (None: the card's values alone),
     with explicit ``overrides`` (field -> value, applied to every kind that has the field)."""
     if kind not in protocol.sections:
-        raise UserError(f"protocol '{protocol.name}' defines no {kind} probe (it defines {', '.join(protocol.kinds)}; {protocol.card_path})")
+        raise UserError(
+            f"protocol '{protocol.name}' defines no {kind} probe (it defines {', '.join(protocol.kinds)}; {protocol.card_path})"
+        )
     check_overrides(overrides or {})
     resolved = {name: (sourced.value, Provenance(sourced.source, PROTOCOL)) for name, sourced in protocol.sections[kind].items()}
     for name, value in (task.protocol.get(kind, {}) if task is not None else {}).items():  # validated with the task card
@@ -72,7 +76,7 @@ def resolve_config(protocol: ProtocolSpec, kind: str, task: TaskSpec | None = No
     return CONFIGS[kind](**{name: value for name, (value, _) in resolved.items()}, sources={name: p for name, (_, p) in resolved.items()})
 
 
-@lru_cache(maxsize=None)
+@cache
 def builtin_protocol(name: str) -> ProtocolSpec:
     """A protocol card shipped with aimbench, read without loading the rest of the registry."""
     folder = builtin_cards_root() / "protocols"

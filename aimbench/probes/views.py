@@ -30,7 +30,10 @@ def train_transform(pre: Preprocess, augmentation: str, min_scale: float) -> v2.
         return build_eval_transform(pre)
     interpolation = InterpolationMode(pre.interpolation)
     on_tensors = InterpolationMode.BILINEAR if interpolation is InterpolationMode.BICUBIC else interpolation
-    crop = [v2.RandomResizedCrop(pre.image_size, scale=(min_scale, 1.0), interpolation=interpolation, antialias=True), v2.RandomHorizontalFlip()]
+    crop = [
+        v2.RandomResizedCrop(pre.image_size, scale=(min_scale, 1.0), interpolation=interpolation, antialias=True),
+        v2.RandomHorizontalFlip(),
+    ]
     strong = augmentation == "strong"
     return v2.Compose(
         [

@@ -35,7 +35,9 @@ def find_cell(con: duckdb.DuckDBPyConnection, results_dir: Path, key: str) -> di
         known = [row[0] for row in con.execute("SELECT cell_key FROM latest ORDER BY cell_key LIMIT 5").fetchall()]
         raise UserError(f"no cell '{key}' in the results; cell keys look like {', '.join(known)} (see 'aimbench report --format csv')")
     if len(matches) > 1:
-        shown = ", ".join(f"{m[0]} (config {m[2]}, protocol {m[3]}, layers {m[4]})" for m in matches[:5]) + (" ..." if len(matches) > 5 else "")
+        shown = ", ".join(f"{m[0]} (config {m[2]}, protocol {m[3]}, layers {m[4]})" for m in matches[:5]) + (
+            " ..." if len(matches) > 5 else ""
+        )
         raise UserError(f"'{key}' matches {len(matches)} cells: {shown}; give a whole cell key or a config hash")
     return read_record(runs_dir(results_dir) / matches[0][1])
 

@@ -118,7 +118,8 @@ def compare(
                     add = f"avg:{paper.blocks}" if paper.blocks else paper.layer
                     blocks = f" ({paper.blocks})" if paper.blocks else ""
                     reasons[f"the paper's window was not probed (add --layers {add})"].append(
-                        f"{setup.backbone} {label(setup)} vs {paper.model} {paper.layer_label}{blocks}")
+                        f"{setup.backbone} {label(setup)} vs {paper.model} {paper.layer_label}{blocks}"
+                    )
                 continue
             comparisons.append(Comparison(setup, paper, window, measured))
     notes = [f"no Δ for {', '.join(dict.fromkeys(who))}: {why}" for why, who in reasons.items()]

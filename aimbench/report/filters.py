@@ -60,7 +60,9 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
         try:
             moment = datetime.fromisoformat(text.strip())
         except ValueError:
-            raise UserError(f"--since '{text}' is neither an ISO date/time (2026-11-01, 2026-11-01T12:00) nor an age (7d, 12h, 30m)") from None
+            raise UserError(
+                f"--since '{text}' is neither an ISO date/time (2026-11-01, 2026-11-01T12:00) nor an age (7d, 12h, 30m)"
+            ) from None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=timezone.utc)
     return moment.astimezone(timezone.utc).replace(tzinfo=None)

@@ -80,7 +80,9 @@ def _figures_html(curves: list[Curve]) -> str:
     for (task, probe), members in grouped(curves).items():
         data = base64.b64encode(render(members, "png")).decode("ascii")
         caption = html.escape(f"{task}, {probe} probe")
-        figures.append(f'<figure><img alt="layer curve: {caption}" src="data:image/png;base64,{data}"><figcaption>{caption}</figcaption></figure>')
+        figures.append(
+            f'<figure><img alt="layer curve: {caption}" src="data:image/png;base64,{data}"><figcaption>{caption}</figcaption></figure>'
+        )
     return "\n".join(figures)
 
 

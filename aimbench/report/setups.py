@@ -17,7 +17,6 @@ from aimbench.cards.protocol_card import DEFAULT_PROTOCOL
 from aimbench.store.schema import SETUP_COLUMNS
 
 
-
 @dataclass(frozen=True)
 class Setup:
     backbone: str

@@ -34,7 +34,9 @@ def leaderboard_view(con: duckdb.DuckDBPyConnection, filters: Filters, paper: bo
     shown = filters.order({s["task"] for s in summaries} | named)
     papers = published_rows(con, shown, filters) if paper else []
     if not summaries and not papers:
-        raise UserError("no records match the filters; drop a filter, or see 'aimbench report --sql \"SELECT DISTINCT backbone, task, probe FROM runs\"'")
+        raise UserError(
+            "no records match the filters; drop a filter, or see 'aimbench report --sql \"SELECT DISTINCT backbone, task, probe FROM runs\"'"
+        )
     return leaderboard(summaries, papers, shown, layer_scores(con, filters) if papers else None), summaries
 
 

@@ -57,15 +57,21 @@ def open_session(results_dir: Path, published: Path | None = None, extra_publish
     con.execute(LATEST_SQL)
     con.execute(LAYER_METRICS_SQL)
     _create_published(con, [published or published_dir(), *extra_published])
-    other = con.execute(f"SELECT count(*) FROM all_records WHERE schema_version NOT IN {READABLE_VERSIONS} OR schema_version IS NULL").fetchall()[0][0]
+    other = con.execute(
+        f"SELECT count(*) FROM all_records WHERE schema_version NOT IN {READABLE_VERSIONS} OR schema_version IS NULL"
+    ).fetchall()[0][0]
     return Session(con, records=len(listing.names), parsed=outcome.parsed, other_versions=other, pinned=outcome.pinned)
 
 
 def _create_published(con: duckdb.DuckDBPyConnection, folders: Sequence[Path]) -> None:
     files = [str(path) for folder in folders if folder.is_dir() for path in sorted(folder.glob("*.csv"))]
     if not files:
-        columns = ", ".join(f"NULL::{kind} AS {name}" for name, kind in PUBLISHED_COLUMNS.items() if name not in ("score_percent", "backbone"))
-        con.execute(f"CREATE VIEW published AS SELECT {columns}, '' AS backbone, NULL::DOUBLE AS score, NULL::BIGINT AS position WHERE false")
+        columns = ", ".join(
+            f"NULL::{kind} AS {name}" for name, kind in PUBLISHED_COLUMNS.items() if name not in ("score_percent", "backbone")
+        )
+        con.execute(
+            f"CREATE VIEW published AS SELECT {columns}, '' AS backbone, NULL::DOUBLE AS score, NULL::BIGINT AS position WHERE false"
+        )
         return
     try:
         con.execute(

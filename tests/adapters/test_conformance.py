@@ -164,10 +164,22 @@ def tiny_card(spec: BackboneSpec) -> str:
     """A user card holding the tiny variant of ``spec`` under the name ``<name>-tiny``."""
     pre = spec.preprocess
     fields = {
-        "arch": spec.arch, "weights": spec.weights, "depth": spec.depth, "dim": spec.dim, "heads": spec.heads,
-        "cls_token": spec.cls_token, "registers": spec.registers, "probe_tokens": list(spec.probe_tokens),
-        "preprocess": {"image_size": pre.image_size, "resize_size": pre.resize_size, "interpolation": pre.interpolation,
-                       "mean": list(pre.mean), "std": list(pre.std), "resize_mode": pre.resize_mode},
+        "arch": spec.arch,
+        "weights": spec.weights,
+        "depth": spec.depth,
+        "dim": spec.dim,
+        "heads": spec.heads,
+        "cls_token": spec.cls_token,
+        "registers": spec.registers,
+        "probe_tokens": list(spec.probe_tokens),
+        "preprocess": {
+            "image_size": pre.image_size,
+            "resize_size": pre.resize_size,
+            "interpolation": pre.interpolation,
+            "mean": list(pre.mean),
+            "std": list(pre.std),
+            "resize_mode": pre.resize_mode,
+        },
     }
     if spec.model_args:
         fields["model_args"] = spec.model_args
@@ -218,6 +230,8 @@ def test_cli_features_works_for_every_adapter(tmp_path: Path) -> None:
         spec = tiny_variant(SHIPPED[name])
         write_card(tmp_path / "cards", "backbones", spec.family, tiny_card(spec))
         output = tmp_path / f"{name}.safetensors"
-        proc = run_cli("features", f"{name}-tiny", "-i", str(folder), "--layers", "all", "-o", str(output), "--cards", str(tmp_path / "cards"))
+        proc = run_cli(
+            "features", f"{name}-tiny", "-i", str(folder), "--layers", "all", "-o", str(output), "--cards", str(tmp_path / "cards")
+        )
         assert proc.returncode == 0, proc.stderr
         assert check_features_file(output, spec)["backbone"] == f"{name}-tiny"

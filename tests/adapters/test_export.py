@@ -73,13 +73,17 @@ def test_list_images_reads_folders_lists_and_files(tmp_path: Path) -> None:
 def test_cli_features_and_its_errors(tmp_path: Path, tiny_cards: Path) -> None:
     write_images(tmp_path / "imgs", 3)
     output = tmp_path / "f.safetensors"
-    proc = run_cli("features", "micro-patches", "-i", str(tmp_path / "imgs"), "--layers", "last", "-o", str(output), "--cards", str(tiny_cards))
+    proc = run_cli(
+        "features", "micro-patches", "-i", str(tmp_path / "imgs"), "--layers", "last", "-o", str(output), "--cards", str(tiny_cards)
+    )
     assert proc.returncode == 0, proc.stderr
     tensors, _ = read(output)
     assert set(tensors) == {"block2.patches"}  # no prefix tokens in this family
 
     (tmp_path / "imgs" / "broken.png").write_bytes(b"not a png")
-    bad = run_cli("features", "micro-patches", "-i", str(tmp_path / "imgs"), "-o", str(tmp_path / "g.safetensors"), "--cards", str(tiny_cards))
+    bad = run_cli(
+        "features", "micro-patches", "-i", str(tmp_path / "imgs"), "-o", str(tmp_path / "g.safetensors"), "--cards", str(tiny_cards)
+    )
     assert bad.returncode == 2 and "cannot read image" in bad.stderr and "broken.png" in bad.stderr
     assert not (tmp_path / "g.safetensors").exists() and not list(tmp_path.glob(".g.safetensors.*part"))
     wrong = run_cli("features", "micro-patches", "-i", str(tmp_path / "imgs"), "-o", str(tmp_path / "g.pt"), "--cards", str(tiny_cards))

@@ -180,9 +180,7 @@ def test_matching_card_builds(tmp_path: Path) -> None:
         ("registers", 0, "0", "2"),
     ],
 )
-def test_card_disagreeing_with_model_names_the_field(
-    tmp_path: Path, field: str, value: object, declared: str, actual: str
-) -> None:
+def test_card_disagreeing_with_model_names_the_field(tmp_path: Path, field: str, value: object, declared: str, actual: str) -> None:
     registry = _card_registry(tmp_path, **{field: value})
     with pytest.raises(CardError) as info:
         load_backbone("x", registry=registry)

@@ -80,7 +80,9 @@ def test_card_with_url_weights_loads_and_checks_the_published_checksum(served: t
     base, root = served
     source = _micro_weights(root / "micro.pth")
     digest = hashlib.sha256((root / "micro.pth").read_bytes()).hexdigest()
-    card = micro_card_header("urlfam") + f"""
+    card = (
+        micro_card_header("urlfam")
+        + f"""
 [variants.micro-url]
 arch = "vit_tiny_patch16_224"
 weights = "{base}/micro.pth"
@@ -91,6 +93,7 @@ dim = 32
 heads = 2
 cls_token = true
 """
+    )
     write_card(tmp_path / "cards", "backbones", "urlfam", card)
     registry = Registry.load([tmp_path / "cards"])
     backbone = load_backbone("micro-url", registry=registry)

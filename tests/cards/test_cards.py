@@ -33,7 +33,12 @@ def test_shipped_cards_load_and_describe_their_variants() -> None:
 @pytest.mark.parametrize(
     ("replace", "by", "field", "problem"),
     [
-        ("depth = 3\ndim = 32\nheads = 2\ncls_token = true", "dim = 32\nheads = 2\ncls_token = true", "variants.micro-cls.depth", "is required"),
+        (
+            "depth = 3\ndim = 32\nheads = 2\ncls_token = true",
+            "dim = 32\nheads = 2\ncls_token = true",
+            "variants.micro-cls.depth",
+            "is required",
+        ),
         ("depth = 3\n", 'depth = "three"\n', "variants.micro-cls.depth", "expected an integer"),
         ('adapter = "timm"', 'adapter = "keras"', "adapter", "expected one of timm"),
         ('interpolation = "bilinear"', 'interpolation = "cubic"', "variants.micro-cls.preprocess.interpolation", "bicubic"),
@@ -42,8 +47,18 @@ def test_shipped_cards_load_and_describe_their_variants() -> None:
         ("heads = 2\ncls_token = true", "heads = 3\ncls_token = true", "variants.micro-cls.heads", "not divisible"),
         ("cls_token = true", "cls_token = true\ndepht = 3", "variants.micro-cls.depht", "unknown field"),
         ('family = "testfam"', 'family = "testfam"\n[variants', "<toml>", "not valid TOML"),
-        ("cls_token = true", "cls_token = true\nresources = { memory_gb = { fp64 = 2 } }", "variants.micro-cls.resources.memory_gb.fp64", "unknown dtype"),
-        ("cls_token = true", "cls_token = true\nresources = { memory_gb = { bf16 = 0 } }", "variants.micro-cls.resources.memory_gb.bf16", "positive"),
+        (
+            "cls_token = true",
+            "cls_token = true\nresources = { memory_gb = { fp64 = 2 } }",
+            "variants.micro-cls.resources.memory_gb.fp64",
+            "unknown dtype",
+        ),
+        (
+            "cls_token = true",
+            "cls_token = true\nresources = { memory_gb = { bf16 = 0 } }",
+            "variants.micro-cls.resources.memory_gb.bf16",
+            "positive",
+        ),
         ("cls_token = true", "cls_token = true\nresources = { gpus = 2 }", "variants.micro-cls.resources.gpus", "unknown field"),
         ("cls_token = true", "cls_token = true\nwindows = { middle = [1] }", "variants.micro-cls.windows.middle", "named last or best"),
         ("cls_token = true", "cls_token = true\nwindows = { last = [1, 3] }", "variants.micro-cls.windows.last", "block indices in 0..2"),
@@ -171,7 +186,7 @@ DTD_CARD = (REPO / "tasks" / "dtd.toml").read_text()
     ("replace", "by", "field", "problem"),
     [
         ('md5 = "fff73e5086ae6bdbea199a49dfb8a4c1"', 'md5 = "fff73e50"', "sources[0].downloads[0].md5", "32 lower-case hex digits"),
-        ("url = \"https://www.robots", "url = \"ftp://www.robots", "sources[0].downloads[0].url", "an http(s) URL"),
+        ('url = "https://www.robots', 'url = "ftp://www.robots', "sources[0].downloads[0].url", "an http(s) URL"),
         ('kind = "list"', 'kind = "wilds"\ndataset = "imagenet"', "sources[0].dataset", "one of iwildcam"),
         ('metric = "top1"', 'metric = "top1"\nsecondary_metrics = ["auroc"]', "secondary_metrics", "'auroc'"),
         ('image = "images/{0}"', 'image = "images/{0}"\nlabel_field = "1"', "sources[0].label_field", "expected an integer"),

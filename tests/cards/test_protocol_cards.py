@@ -36,7 +36,9 @@ def test_shipped_protocols_define_every_field_with_a_source() -> None:
             assert set(fields) == set(FIELDS[section])
             for sourced in fields.values():
                 # a source names a file, a paper section, or says it is aimbench's own choice
-                assert sourced.source.startswith((NOT_PUBLISHED, "unverified reading of the AIM paper", "ml-l3m", "facebookresearch/dino", "follows from")), sourced
+                assert sourced.source.startswith(
+                    (NOT_PUBLISHED, "unverified reading of the AIM paper", "ml-l3m", "facebookresearch/dino", "follows from")
+                ), sourced
 
 
 def test_aim_v1_follows_the_paper() -> None:
@@ -57,16 +59,36 @@ def test_aim_v1_follows_the_paper() -> None:
 @pytest.mark.parametrize(
     ("replace", "by", "field", "problem"),
     [
-        ('epochs = { value = 100, source = "unverified reading of the AIM paper appendix (attentive probe recipe; not re-checked against its table): 100 epochs" }', "", "attentive.epochs", "is required"),
-        ('epochs = { value = 100, source = "unverified reading of the AIM paper appendix (attentive probe recipe; not re-checked against its table): 100 epochs" }', "epochs = { value = 100 }", "attentive.epochs.source", "is required"),
-        ('epochs = { value = 100, source = "unverified reading of the AIM paper appendix (attentive probe recipe; not re-checked against its table): 100 epochs" }', "epochs = 100", "attentive.epochs", "value = ..., source ="),
+        (
+            'epochs = { value = 100, source = "unverified reading of the AIM paper appendix (attentive probe recipe; not re-checked against its table): 100 epochs" }',
+            "",
+            "attentive.epochs",
+            "is required",
+        ),
+        (
+            'epochs = { value = 100, source = "unverified reading of the AIM paper appendix (attentive probe recipe; not re-checked against its table): 100 epochs" }',
+            "epochs = { value = 100 }",
+            "attentive.epochs.source",
+            "is required",
+        ),
+        (
+            'epochs = { value = 100, source = "unverified reading of the AIM paper appendix (attentive probe recipe; not re-checked against its table): 100 epochs" }',
+            "epochs = 100",
+            "attentive.epochs",
+            "value = ..., source =",
+        ),
         ("epochs = { value = 100,", "epochs = { value = 0,", "attentive.epochs", "integer >= 1"),
-        ('weight_decays = { value = [0.1],', 'weight_decays = { value = [],', "attentive.weight_decays", "non-empty list"),
+        ("weight_decays = { value = [0.1],", "weight_decays = { value = [],", "attentive.weight_decays", "non-empty list"),
         ('augmentation = { value = "strong",', 'augmentation = { value = "mixup",', "attentive.augmentation", "expected one of rrc_flip"),
-        ('no_weight_decay = { value = ["linear.bias"],', 'no_weight_decay = { value = ["bias"],', "attentive.no_weight_decay", "linear.bias"),
+        (
+            'no_weight_decay = { value = ["linear.bias"],',
+            'no_weight_decay = { value = ["bias"],',
+            "attentive.no_weight_decay",
+            "linear.bias",
+        ),
         ("grad_clip = { value = false,", "grad_clip = { value = -1,", "attentive.grad_clip", "positive max norm"),
-        ("[knn]\n", "[knn]\nnorm = { value = 2, source = \"x\" }\n", "knn.norm", "unknown field"),
-        ("temperature = { value = 0.07,", "temperature = { value = 0.07, note = \"x\",", "knn.temperature.note", "unknown field"),
+        ("[knn]\n", '[knn]\nnorm = { value = 2, source = "x" }\n', "knn.norm", "unknown field"),
+        ("temperature = { value = 0.07,", 'temperature = { value = 0.07, note = "x",', "knn.temperature.note", "unknown field"),
         ('name = "aim-v1"', 'name = "aim-v2"', "name", "must match the file name"),
         ("val_fraction = { value = 0.1,", "val_fraction = { value = 1.0,", "splits.val_fraction", "(0, 1)"),
     ],

@@ -183,7 +183,9 @@ def test_zip_and_plain_list_files_unpack_side_by_side(tmp_path: Path, served, on
     (www / "infograph.zip").write_bytes(buffer.getvalue())
     for split, lines in lists.items():
         (www / f"infograph_{split}.txt").write_text("\n".join(lines) + "\n")
-    downloads = ", ".join(f'{{ url = "{base}/{n}", md5 = "{md5(www / n)}" }}' for n in ("infograph.zip", "infograph_train.txt", "infograph_test.txt"))
+    downloads = ", ".join(
+        f'{{ url = "{base}/{n}", md5 = "{md5(www / n)}" }}' for n in ("infograph.zip", "infograph_train.txt", "infograph_test.txt")
+    )
     card = f"""
 name = "tiny-infograph"
 version = 1

@@ -66,8 +66,9 @@ def toml_str(value: object) -> str:
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
-def task_card(name: str, sources: str, sizes: tuple[int, int, int], num_classes: int = CLASSES,
-              val: str = "{ fraction = 0.2, seed = 0 }") -> str:
+def task_card(
+    name: str, sources: str, sizes: tuple[int, int, int], num_classes: int = CLASSES, val: str = "{ fraction = 0.2, seed = 0 }"
+) -> str:
     return f"""
 name = "{name}"
 version = 1
@@ -351,8 +352,7 @@ def test_missing_idx_data_explains_how_to_provide_it(tmp_path: Path) -> None:
         load_task(task, data_root)
     message = str(info.value)
     assert "tiny-idx" in message
-    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-                 "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
         assert name in message
     assert str(data_root / "tiny") in message
     assert "--data-root" in message or "AIMBENCH_DATA_ROOT" in message
@@ -360,7 +360,9 @@ def test_missing_idx_data_explains_how_to_provide_it(tmp_path: Path) -> None:
 
 
 def test_missing_hf_dataset_offline_fails_fast_without_network(tmp_path: Path, hf_cache: Path, no_network: list) -> None:
-    sources = idx_source(hint="ask a colleague for the files") + """
+    sources = (
+        idx_source(hint="ask a colleague for the files")
+        + """
 [[sources]]
 kind = "hf"
 id = "aimbench-tests/no-such-dataset-xyz"
@@ -368,6 +370,7 @@ revision = "0123456789abcdef0123456789abcdef01234567"
 image_column = "image"
 label_column = "label"
 """
+    )
     task = load_card(tmp_path, "tiny-both", task_card("tiny-both", sources, IDX_SIZES))
     start = time.monotonic()
     with pytest.raises(UserError) as info:
@@ -514,8 +517,7 @@ label_column = {toml_str(label_column)}
 
 
 def hf_task(tmp_path: Path, dataset_dir: Path, **kwargs) -> TaskSpec:
-    card = task_card("tiny-hf", hf_source(dataset_dir, **kwargs), (9, 3, 4), num_classes=2,
-                     val="{ fraction = 0.25, seed = 0 }")
+    card = task_card("tiny-hf", hf_source(dataset_dir, **kwargs), (9, 3, 4), num_classes=2, val="{ fraction = 0.25, seed = 0 }")
     return load_card(tmp_path, "tiny-hf", card)
 
 

@@ -21,8 +21,9 @@ CLASS_COUNTS = [60, 40, 30, 20, 20, 10, 10, 10]
 N_TRAIN, N_TEST = sum(CLASS_COUNTS), 40
 
 
-def task_spec(name: str = "tiny", *, val: dict[str, Any] | None = None, sizes: dict[str, int] | None = None,
-              num_classes: int = len(CLASS_COUNTS)) -> TaskSpec:
+def task_spec(
+    name: str = "tiny", *, val: dict[str, Any] | None = None, sizes: dict[str, int] | None = None, num_classes: int = len(CLASS_COUNTS)
+) -> TaskSpec:
     data = {
         "name": name,
         "version": 1,

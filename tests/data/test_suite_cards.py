@@ -25,8 +25,21 @@ from aimbench.launch.run_cell import run_cell
 from aimbench.store import read_record
 
 PAPER_ORDER = [
-    "imagenet-1k", "inat-2018", "cifar10", "cifar100", "food101", "dtd", "pets", "cars",
-    "iwildcam", "camelyon17", "pcam", "rxrx1", "eurosat", "fmow", "infograph",
+    "imagenet-1k",
+    "inat-2018",
+    "cifar10",
+    "cifar100",
+    "food101",
+    "dtd",
+    "pets",
+    "cars",
+    "iwildcam",
+    "camelyon17",
+    "pcam",
+    "rxrx1",
+    "eurosat",
+    "fmow",
+    "infograph",
 ]  # fmt: skip  (the columns of Table 6 in the AIM paper)
 PAPER_CLASSES = {
     "imagenet-1k": 1000, "inat-2018": 8142, "cifar10": 10, "cifar100": 100, "food101": 101, "dtd": 47, "pets": 37,

@@ -123,7 +123,9 @@ def test_backbone_weights_relative_to_the_card_stay_in_its_directory(tmp_path: P
     (cards / "weights").mkdir(parents=True)
     (cards / "weights" / "link.pth").symlink_to(tmp_path / "outside.pth")  # a link leading out counts as out
     card = write_card(cards, "backbones", "testfam", TINY_BACKBONE_CARD.replace('weights = "random"', f'weights = "{weights}"', 1))
-    assert_one_line_error(run_cli("ls", "backbones", "--cards", str(cards)), str(card), "field 'variants.micro-cls.weights'", "absolute path")
+    assert_one_line_error(
+        run_cli("ls", "backbones", "--cards", str(cards)), str(card), "field 'variants.micro-cls.weights'", "absolute path"
+    )
 
 
 def test_backbone_weights_inside_the_card_directory_or_absolute_load(tmp_path: Path) -> None:
@@ -142,7 +144,9 @@ def test_backbone_weights_inside_the_card_directory_or_absolute_load(tmp_path: P
 def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     folder = tmp_path / "www"
     folder.mkdir()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder)))
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield folder, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
@@ -358,10 +362,15 @@ def test_the_report_parses_records_inside_the_results_folder_not_tmp(results: Pa
 
 def _png_header(width: int, height: int) -> bytes:
     """A PNG that declares ``width`` x ``height`` pixels in a few dozen bytes (its pixel data cut off)."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+    )
 
 
 def test_a_huge_declared_image_is_refused_from_its_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

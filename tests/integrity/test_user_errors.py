@@ -46,7 +46,12 @@ PASSWD = pytest.mark.skipif(not Path("/etc/passwd").is_file(), reason="no /etc/p
 CATALOGUE = [
     # eval: devices, numbers, folders, empty lists, weights
     pytest.param(EVAL + ("--device", "cuda"), "--device cuda but this machine has no CUDA GPU", marks=NO_GPU, id="eval-cuda-without-gpu"),
-    pytest.param(EVAL + ("--device", "cuda:7"), "--device cuda:7 but this machine has", marks=pytest.mark.skipif(GPUS is None or GPUS > 7, reason="cuda:7 may exist"), id="eval-cuda7"),
+    pytest.param(
+        EVAL + ("--device", "cuda:7"),
+        "--device cuda:7 but this machine has",
+        marks=pytest.mark.skipif(GPUS is None or GPUS > 7, reason="cuda:7 may exist"),
+        id="eval-cuda7",
+    ),
     pytest.param(EVAL + ("--device", "tpu"), "unknown --device 'tpu'", id="eval-tpu"),
     pytest.param(EVAL + ("--batch-size", "0"), "--batch-size must be at least 1, got 0", id="eval-batch-0"),
     pytest.param(EVAL + ("--workers", "-1"), "--workers must be at least 0, got -1", id="eval-workers-neg"),

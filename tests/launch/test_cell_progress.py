@@ -51,4 +51,9 @@ def test_job_rows_show_a_running_cells_progress_until_its_record_exists(tmp_path
 
 def test_elapsed_times_read_the_same_from_squeue_and_sacct() -> None:
     assert [as_sacct_elapsed(t) for t in ("0:07", "12:34", "1:02:03", "2-03:04:05", "00:00:27")] == [
-        "00:00:07", "00:12:34", "01:02:03", "2-03:04:05", "00:00:27"]
+        "00:00:07",
+        "00:12:34",
+        "01:02:03",
+        "2-03:04:05",
+        "00:00:27",
+    ]

@@ -18,7 +18,10 @@ def test_plan_expands_the_matrix_and_validates_first(tiny_cards: Path) -> None:
     registry = Registry.load([tiny_cards])
     cells = plan_cells(registry, ["micro-cls", "micro-patches"], ["smoke"], seeds=[0, 1], layers="last", limit=10)
     assert [c.key for c in cells] == [
-        f"{b}|{t}|linear|{s}|limit=10|layers=last" for b in ("micro-cls", "micro-patches") for t in ("digits", "fashion-mnist") for s in (0, 1)
+        f"{b}|{t}|linear|{s}|limit=10|layers=last"
+        for b in ("micro-cls", "micro-patches")
+        for t in ("digits", "fashion-mnist")
+        for s in (0, 1)
     ]
     with pytest.raises(UserError, match="outside 0..2"):
         plan_cells(registry, ["micro-cls"], ["digits"], layers="3")
@@ -73,7 +76,9 @@ def test_config_hash_covers_everything_that_changes_the_number(tmp_path: Path, t
     # a resource hint sizes jobs and never changes a number: it is not part of the identity
     patches = Cell("micro-patches", "digits", "linear", 0)
     hinted = tmp_path / "hinted"
-    write_card(hinted, "backbones", "testfam", TINY_BACKBONE_CARD.replace("memory_gb = { fp32 = 0.5 }", "memory_gb = { fp32 = 3, bf16 = 2 }"))
+    write_card(
+        hinted, "backbones", "testfam", TINY_BACKBONE_CARD.replace("memory_gb = { fp32 = 0.5 }", "memory_gb = { fp32 = 3, bf16 = 2 }")
+    )
     assert Registry.load([hinted]).backbone("micro-patches").memory_gb == {"fp32": 3.0, "bf16": 2.0}
     assert patches.config_hash(Registry.load([hinted])) == patches.config_hash(registry)
 
@@ -99,11 +104,15 @@ def test_dtype_is_validated_and_part_of_the_identity(tiny_cards: Path) -> None:
 
 
 _MICRO_CLS = TINY_BACKBONE_CARD[TINY_BACKBONE_CARD.index("[variants.micro-cls]") : TINY_BACKBONE_CARD.index("[variants.micro-patches]")]
-WINDOWED = micro_card_header("winfam") + _MICRO_CLS.replace("micro-cls", "micro-win") + """
+WINDOWED = (
+    micro_card_header("winfam")
+    + _MICRO_CLS.replace("micro-cls", "micro-win")
+    + """
 [variants.micro-win.windows]  # the blocks a paper's probe averages
 last = [1, 2]
 best = [0, 1]
 """
+)
 
 
 def test_the_default_layers_probe_every_block_and_the_cards_windows(tiny_cards: Path) -> None:

@@ -57,7 +57,9 @@ def test_an_eval_array_finishes_on_slurm_and_a_second_submission_skips_it(slurm:
     assert proc.returncode == 0, proc.stderr
     [state_file] = (results / "jobs").glob("*.json")
     state = json.loads(state_file.read_text())
-    assert [c["key"] for c in state["cells"]] == [f"{b}|digits|linear|0|limit=60|protocol=aim-v1+epochs=2" for b in ("micro-cls", "micro-patches")]
+    assert [c["key"] for c in state["cells"]] == [
+        f"{b}|digits|linear|0|limit=60|protocol=aim-v1+epochs=2" for b in ("micro-cls", "micro-patches")
+    ]
     assert all(c["job_id"] and c["stdout"].endswith(".out") for c in state["cells"])
     assert [c["resources"]["mem_gb"] for c in state["cells"]] == [5.1, 4.5]  # need + 4 GB runtime, on a CPU-only cluster
     assert len({c["job_id"].split("_")[0] for c in state["cells"]}) == 2
@@ -78,7 +80,9 @@ def test_an_eval_array_finishes_on_slurm_and_a_second_submission_skips_it(slurm:
 def test_an_unreachable_controller_fails_in_one_line_and_leaves_nothing(slurm: None, tmp_path: Path, tiny_cards: Path) -> None:
     config = Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")).read_text()
     unreachable = tmp_path / "slurm.conf"  # the same cluster, but its controller on a port nobody listens on
-    unreachable.write_text("".join(line + ("\nSlurmctldPort=6999" if line.startswith("SlurmctldHost") else "") + "\n" for line in config.splitlines()))
+    unreachable.write_text(
+        "".join(line + ("\nSlurmctldPort=6999" if line.startswith("SlurmctldHost") else "") + "\n" for line in config.splitlines())
+    )
     results = tmp_path / "results"
     proc = run_cli(*EVAL, "--cards", str(tiny_cards), "--results", str(results), env={"SLURM_CONF": str(unreachable)})
     assert proc.returncode == 2
@@ -109,8 +113,9 @@ def test_jobs_shows_a_failed_cell_with_its_error_and_cancels_a_pending_one(slurm
 
     [failed] = job_rows(results)
     assert "broken.safetensors" in error_tail(failed)  # the table's error column: the tail of the job's error names the file
-    pending = run_cli(*EVAL[:2], "micro-patches", *EVAL[3:-4], "--cpus-per-task", "64", "--cards", str(tiny_cards),
-                      "--results", str(results))  # fmt: skip  (more CPUs than the node has: it waits)
+    pending = run_cli(
+        *EVAL[:2], "micro-patches", *EVAL[3:-4], "--cpus-per-task", "64", "--cards", str(tiny_cards), "--results", str(results)
+    )  # fmt: skip  (more CPUs than the node has: it waits)
     assert pending.returncode == 0, pending.stderr
     deadline = time.monotonic() + 30  # the controller gives its reason at its next scheduling pass
     while not (waiting := [row.progress for row in job_rows(results) if row.state == "PENDING" and row.progress]):
@@ -159,7 +164,9 @@ def test_a_preempted_cell_requeues_resumes_and_ends_with_the_uninterrupted_numbe
     local = tmp_path / "local"
     assert run_cli(*long_cell, "--results", str(local)).returncode == 0
     requeued, straight = (json.loads(_records(r)[0].read_text()) for r in (results, local))
-    assert [(x["val_score"], x["test_score"]) for x in requeued["layers"]] == [(x["val_score"], x["test_score"]) for x in straight["layers"]]
+    assert [(x["val_score"], x["test_score"]) for x in requeued["layers"]] == [
+        (x["val_score"], x["test_score"]) for x in straight["layers"]
+    ]
 
 
 def _pretrain_images(folder: Path) -> Path:
@@ -182,7 +189,11 @@ def test_pretraining_runs_as_one_job_of_two_slurm_tasks_with_the_world_from_slur
     assert "(1 node(s) x 2 task(s))" in proc.stdout
     table = _wait_until_finished(run)
     assert "COMPLETED" in table, table
-    assert json.loads((run / "config.json").read_text())["runtime"] == {"world_size": 2, "strategy": "ddp", "activation_checkpointing": False}
+    assert json.loads((run / "config.json").read_text())["runtime"] == {
+        "world_size": 2,
+        "strategy": "ddp",
+        "activation_checkpointing": False,
+    }
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 4 and (run / "trunk.safetensors").is_file()
     again = run_cli("pretrain", "aim-micro", "--data", str(images), "--out", str(run), "--cluster", "slurm")
     assert again.returncode == 2 and "already holds a run; pass --resume" in again.stderr

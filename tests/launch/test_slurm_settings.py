@@ -11,7 +11,9 @@ from aimbench.errors import UserError
 from aimbench.launch.slurm_settings import SlurmSettings, parse_minutes
 
 
-@pytest.mark.parametrize(("text", "minutes"), [(90, 90), ("90", 90), ("04:00:00", 240), ("1-02:30:00", 1590), ("00:01:30", 2), ("12:30", 750)])
+@pytest.mark.parametrize(
+    ("text", "minutes"), [(90, 90), ("90", 90), ("04:00:00", 240), ("1-02:30:00", 1590), ("00:01:30", 2), ("12:30", 750)]
+)
 def test_time_limits_read_as_slurm_writes_them(text: str | int, minutes: int) -> None:
     assert parse_minutes(text) == minutes
 
@@ -55,7 +57,7 @@ def test_bad_settings_name_the_file_and_the_key(tmp_path: Path, content: str, me
 
 def test_gpu_memory_in_the_file_makes_one_gpu_per_cell_the_default(tmp_path: Path) -> None:
     config = tmp_path / "slurm.toml"
-    config.write_text('[gpu_types]\na100-80g = 80\nv100-32g = 32\n')
+    config.write_text("[gpu_types]\na100-80g = 80\nv100-32g = 32\n")
     settings = SlurmSettings.load(config)
     assert settings.gpu_types == {"a100-80g": 80.0, "v100-32g": 32.0} and settings.executor_parameters()["gpus_per_node"] == 1
     assert SlurmSettings.load(config, gpus_per_node=4).executor_parameters()["gpus_per_node"] == 4

@@ -82,7 +82,9 @@ def test_parse_data_weights_kinds_and_paths_with_equals_and_at(tmp_path: Path) -
     sources = parse_data(f"{tmp_path}/web/shards-{{000..001}}.tar=3, {folder}, {tmp_path}/hf@4")  # the issue's = and the @ form
     assert [(s.kind, s.weight) for s in sources] == [("tar", 3 / 8), ("folder", 1 / 8), ("hf", 4 / 8)]
     assert sources[0].location == f"{tmp_path}/web/shards-{{000..001}}.tar" and sources[1].location == str(folder)
-    assert [s.kind for s in parse_data(f"{tmp_path}/web,{tmp_path}/web/shards-000.tar,{tmp_path}/web/shards-{{000,001}}.tar")] == ["tar"] * 3
+    assert [s.kind for s in parse_data(f"{tmp_path}/web,{tmp_path}/web/shards-000.tar,{tmp_path}/web/shards-{{000,001}}.tar")] == [
+        "tar"
+    ] * 3
     assert parse_data(f"{folder}@0.5")[0] == DataSource(str(folder), 1.0, "folder") == parse_data(f"{folder}=7")[0]
 
 

@@ -28,7 +28,9 @@ def test_prefix_lengths_are_uniform_on_1_to_k_minus_1_and_reproducible() -> None
     assert draws.min() == 1 and draws.max() == 4
     counts = torch.bincount(draws, minlength=5)[1:].float() / len(draws)
     assert torch.allclose(counts, torch.full((4,), 0.25), atol=0.02)
-    assert torch.equal(sample_prefix_lengths(8, 256, torch.Generator().manual_seed(3)), sample_prefix_lengths(8, 256, torch.Generator().manual_seed(3)))
+    assert torch.equal(
+        sample_prefix_lengths(8, 256, torch.Generator().manual_seed(3)), sample_prefix_lengths(8, 256, torch.Generator().manual_seed(3))
+    )
 
 
 def test_patchify_orders_values_row_column_channel() -> None:

@@ -95,7 +95,10 @@ def pretrain_pairs() -> Pairs:
         blocks = model.trunk.forward_layers(images, list(range(TINY["vision_num_blocks"])), prefix)
         tokens = model.trunk(images, prefix)
         pairs = {f"trunk block {i}": (block, official[f"block{i}"]) for i, block in enumerate(blocks)}
-        pairs |= {"trunk output (post-trunk norm)": (tokens, official["trunk"]), "head pixels": (model.head(tokens, GRID), official["preds"])}
+        pairs |= {
+            "trunk output (post-trunk norm)": (tokens, official["trunk"]),
+            "head pixels": (model.head(tokens, GRID), official["preds"]),
+        }
         pairs["loss"] = (model(images, prefix), official["loss"])
     pairs["trunk sin-cos table"] = (sincos_2d(*GRID, TINY["vision_embed_dim"]), state["preprocessor.blocks.0.pos_embed"][0])
     return pairs
@@ -103,7 +106,9 @@ def pretrain_pairs() -> Pairs:
 
 def head_pairs() -> Pairs:
     state = fixture("head", "state.")
-    head = PixelHead(TINY["vision_embed_dim"], 48, HeadConfig(TINY["head_embed_dim"], TINY["head_num_blocks"]), PretrainConfig.ln_eps).eval()
+    head = PixelHead(
+        TINY["vision_embed_dim"], 48, HeadConfig(TINY["head_embed_dim"], TINY["head_num_blocks"]), PretrainConfig.ln_eps
+    ).eval()
     head.load_state_dict({k.removeprefix("head."): v for k, v in from_l3m({f"head.{k}": v for k, v in state.items()}).items()}, strict=True)
     with torch.no_grad():
         preds = head(fixture("head", "in.")["tokens"], GRID)
@@ -149,7 +154,10 @@ def schedule_pairs() -> Pairs:
     pairs = {}
     for key, official in fixture("schedule", "out.").items():
         config = PretrainConfig("aim-micro", steps=int(key.removeprefix("lr_")))
-        pairs[f"lr over {config.steps} steps"] = (torch.tensor([lr_at(s, config) for s in range(config.steps)], dtype=torch.float64), official)
+        pairs[f"lr over {config.steps} steps"] = (
+            torch.tensor([lr_at(s, config) for s in range(config.steps)], dtype=torch.float64),
+            official,
+        )
     return pairs
 
 

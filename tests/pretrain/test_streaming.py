@@ -67,14 +67,19 @@ def test_a_parquet_dataset_streams_its_train_split_by_row_groups(stream: tuple[s
     [source] = parse_data(url)
     assert (source.kind, source.location) == ("stream", url)
     reader = StreamedImages(url)
-    assert len(reader) == 40 and [f.rsplit("/", 1)[1] for f in reader.index.files] == ["train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]
+    assert len(reader) == 40 and [f.rsplit("/", 1)[1] for f in reader.index.files] == [
+        "train-00000-of-00002.parquet",
+        "train-00001-of-00002.parquet",
+    ]
     assert reader.index.block_rows.tolist() == [5] * 8 and reader.index.column == "image"
     assert [reader.read(i) for i in range(40)] == images
     assert reader.name(23).endswith("train-00001-of-00002.parquet row group 0 row 3")
     assert len(StreamedImages(f"{url}/data/*.parquet")) == 50  # a glob takes what it names, the test split too
 
 
-def test_each_rank_reads_only_its_blocks_and_every_image_once_an_epoch(stream: tuple[str, list[bytes]], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_rank_reads_only_its_blocks_and_every_image_once_an_epoch(
+    stream: tuple[str, list[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     url, _ = stream
     monkeypatch.setattr(streaming, "WINDOW_BLOCKS", 2)
     reader = StreamedImages(url)
@@ -125,7 +130,9 @@ def test_an_unreadable_row_is_skipped_and_counted(tmp_path: Path, monkeypatch: p
     assert images.shape == (10, 3, 16, 16) and torch.isfinite(images).all() and skipped == 2
 
 
-def test_pretraining_on_a_stream_mixed_with_a_folder_resumes_exactly_and_records_its_data(stream: tuple[str, list[bytes]], tmp_path: Path) -> None:
+def test_pretraining_on_a_stream_mixed_with_a_folder_resumes_exactly_and_records_its_data(
+    stream: tuple[str, list[bytes]], tmp_path: Path
+) -> None:
     url, images = stream
     folder = tmp_path / "folder"
     folder.mkdir()

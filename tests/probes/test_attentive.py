@@ -74,17 +74,17 @@ def official_card(root: Path, tmp_path: Path, classes: int = 10) -> dict[str, Pa
     body = f"""
 [variants.aim-micro-x]
 arch = "aim-micro"
-weights = "{tmp_path / 'trunk.pth'}"
+weights = "{tmp_path / "trunk.pth"}"
 depth = 3
 dim = 32
 heads = 2
 cls_token = false
 [variants.aim-micro-x.official_probes.last]
-weights = "{files['last']}"
-sha256 = "{hashlib.sha256(files['last'].read_bytes()).hexdigest()[:8]}"
+weights = "{files["last"]}"
+sha256 = "{hashlib.sha256(files["last"].read_bytes()).hexdigest()[:8]}"
 layers = [1, 2]
 [variants.aim-micro-x.official_probes.best]
-weights = "{files['best']}"
+weights = "{files["best"]}"
 layers = [0, 1]
 """
     write_card(root, "backbones", "aimtest", micro_card_header("aimtest").replace('"timm"', '"aim"') + body)

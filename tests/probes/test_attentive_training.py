@@ -28,7 +28,9 @@ from aimbench.probes.feature_cache import Extraction, SplitKey, cached_tokens
 from aimbench.probes.layer_sets import parse_layer_sets
 from aimbench.probes.protocol import default_config
 
-CONFIG = default_config("attentive", learning_rates=(1e-3, 1e-2), weight_decays=(0.0, 0.1), epochs=2, batch_size=16, augmentation="rrc_flip")
+CONFIG = default_config(
+    "attentive", learning_rates=(1e-3, 1e-2), weight_decays=(0.0, 0.1), epochs=2, batch_size=16, augmentation="rrc_flip"
+)
 
 
 def _run(micro_cls: Backbone, digits_48: TaskSplits, layers: str = "all,avg:1-2", config: AttentiveProbeConfig = CONFIG, **kw):  # type: ignore[no-untyped-def]
@@ -53,7 +55,9 @@ def test_a_grid_head_scores_as_the_same_head_trained_alone(micro_cls: Backbone, 
     alone_config = replace(CONFIG, learning_rates=(1e-2,), weight_decays=(0.1,))
     alone = _run(micro_cls, digits_48, layers="avg:1-2", config=alone_config)
     assert alone.heads[0].val_score == together[("avg:1-2", 1e-2, 0.1)]
-    assert alone.layers[0].test_score == pytest.approx(_run(micro_cls, digits_48, layers="avg:1-2", config=alone_config).layers[0].test_score)
+    assert alone.layers[0].test_score == pytest.approx(
+        _run(micro_cls, digits_48, layers="avg:1-2", config=alone_config).layers[0].test_score
+    )
 
 
 def _weights(trainer: AttentiveTrainer) -> list[torch.Tensor]:
@@ -73,7 +77,12 @@ def test_kill_and_resume_gives_bit_identical_heads(micro_cls: Backbone, digits_4
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fit(AttentiveTrainer(micro_cls, sets, 10, CONFIG, seed=0), digits_48.train, Checkpointing(state, "cell", every=1), on_step=kill_at_four)
+        fit(
+            AttentiveTrainer(micro_cls, sets, 10, CONFIG, seed=0),
+            digits_48.train,
+            Checkpointing(state, "cell", every=1),
+            on_step=kill_at_four,
+        )
     resumed = AttentiveTrainer(micro_cls, sets, 10, CONFIG, seed=0)
     fit(resumed, digits_48.train, Checkpointing(state, "cell", every=1))
     assert (resumed.epoch, resumed.step) == (CONFIG.epochs, 0)
@@ -105,16 +114,26 @@ def test_kill_and_resume_matches_an_uninterrupted_run(micro_cls: Backbone, digit
 def test_test_labels_never_change_selection(micro_cls: Backbone, digits_48: TaskSplits) -> None:
     clean = _run(micro_cls, digits_48)
     labels = digits_48.test.labels
-    shuffled = LabelledImages(digits_48.test.get_image, labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(1)).numpy()], digits_48.test.indices)
+    shuffled = LabelledImages(
+        digits_48.test.get_image,
+        labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(1)).numpy()],
+        digits_48.test.indices,
+    )
     corrupted = _run(micro_cls, replace(digits_48, test=shuffled))
     assert corrupted.heads == clean.heads
-    assert [(r.layer_set, r.hparams, r.val_score) for r in corrupted.layers] == [(r.layer_set, r.hparams, r.val_score) for r in clean.layers]
+    assert [(r.layer_set, r.hparams, r.val_score) for r in corrupted.layers] == [
+        (r.layer_set, r.hparams, r.val_score) for r in clean.layers
+    ]
 
 
-def test_cached_mode_trains_and_scores_from_token_maps_without_the_backbone(micro_cls: Backbone, digits_48: TaskSplits, tmp_path: Path) -> None:
+def test_cached_mode_trains_and_scores_from_token_maps_without_the_backbone(
+    micro_cls: Backbone, digits_48: TaskSplits, tmp_path: Path
+) -> None:
     sets = parse_layer_sets("all,avg:1-2", micro_cls.depth)
     maps = tuple(
-        CachedTokens(cached_tokens(micro_cls, images, [0, 1, 2], SplitKey(name, digits_48.source, digits_48.revision), Extraction(tmp_path))[0])
+        CachedTokens(
+            cached_tokens(micro_cls, images, [0, 1, 2], SplitKey(name, digits_48.source, digits_48.revision), Extraction(tmp_path))[0]
+        )
         for name, images in (("train", digits_48.train), ("val", digits_48.val), ("test", digits_48.test))
     )
     calls = count_forwards(micro_cls)

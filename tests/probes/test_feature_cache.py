@@ -83,7 +83,9 @@ def test_key_changes_with_every_input(backbone: Backbone, tiny_cards: Path) -> N
     for pre in ({"resize_size": 20}, {"interpolation": "bicubic"}, {"mean": (0.4, 0.5, 0.5)}):  # the transform
         spec = replace(backbone.spec, preprocess=replace(backbone.spec.preprocess, **pre))
         changed.append(cache_key(build_backbone(spec), images, SplitKey("train", "builtin:test", "rev1")))
-    changed.append(cache_key(build_backbone(replace(backbone.spec, probe_tokens=("patch_mean",))), images, SplitKey("train", "builtin:test", "rev1")))
+    changed.append(
+        cache_key(build_backbone(replace(backbone.spec, probe_tokens=("patch_mean",))), images, SplitKey("train", "builtin:test", "rev1"))
+    )
     relabelled = LabelledImages(images.get_image, (images.labels + 1) % 3, images.indices)
     changed.append(cache_key(backbone, relabelled, SplitKey("train", "builtin:test", "rev1")))  # labels
     assert all(key != base for key in changed)

@@ -136,7 +136,12 @@ def test_probe_inputs_average_window_blocks(registry: Registry) -> None:
     pooled = extract_pooled(backbone, images, blocks)
     sets = [LayerSet("2", (2,)), LayerSet("avg:0-2", (0, 1, 2))]
     inputs, sources = probe_inputs(pooled, feature_sources(backbone, blocks), sets)
-    assert sources == [ProbeSource(sets[0], PATCH_MEAN), ProbeSource(sets[0], CLS), ProbeSource(sets[1], PATCH_MEAN), ProbeSource(sets[1], CLS)]
+    assert sources == [
+        ProbeSource(sets[0], PATCH_MEAN),
+        ProbeSource(sets[0], CLS),
+        ProbeSource(sets[1], PATCH_MEAN),
+        ProbeSource(sets[1], CLS),
+    ]
     # a window's input is the pooling of the mean of its raw block outputs
     batch = torch.stack([backbone.transform()(images.image(i)) for i in range(5)])
     with torch.no_grad():

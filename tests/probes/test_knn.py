@@ -20,8 +20,7 @@ from aimbench.probes.protocol import default_config
 T = 0.07
 
 
-def _data(n: int = 300, m: int = 120, dim: int = 16, classes: int = 5, seed: int = 0,
-          spread: float = 1.2) -> tuple[torch.Tensor, ...]:
+def _data(n: int = 300, m: int = 120, dim: int = 16, classes: int = 5, seed: int = 0, spread: float = 1.2) -> tuple[torch.Tensor, ...]:
     """Gaussian clusters around random class centres: continuous values, so no similarity ties."""
     g = torch.Generator().manual_seed(seed)
     centres = torch.randn(classes, dim, generator=g)

@@ -107,10 +107,7 @@ def test_ties_go_to_the_first_candidate_in_grid_order() -> None:
     # constant features: every head can only learn its bias, so all heads predict the same class
     sources = [src(layer, token) for layer in range(3) for token in (PATCH_MEAN, CLS)]
     generator = torch.Generator().manual_seed(0)
-    splits = [
-        PooledFeatures(torch.zeros(90, len(sources), DIM), torch.randint(0, N_CLASSES, (90,), generator=generator))
-        for _ in range(3)
-    ]
+    splits = [PooledFeatures(torch.zeros(90, len(sources), DIM), torch.randint(0, N_CLASSES, (90,), generator=generator)) for _ in range(3)]
     config = default_config("linear", learning_rates=(1e-2, 1e-1), epochs=2, batch_size=32)
     result = train_linear_probes(*splits, sources, N_CLASSES, config, seed=0)
     assert len({h.val_score for h in result.heads}) == 1  # a genuine tie everywhere
@@ -188,9 +185,7 @@ def test_test_labels_change_only_test_scores(corruption: str) -> None:
         bad_labels = (labels + 1) % N_CLASSES
     else:
         bad_labels = torch.zeros_like(labels)
-    corrupted = train_linear_probes(
-        train, val, PooledFeatures(test.features, bad_labels), sources, N_CLASSES, config, seed=5
-    )
+    corrupted = train_linear_probes(train, val, PooledFeatures(test.features, bad_labels), sources, N_CLASSES, config, seed=5)
 
     assert corrupted.heads == clean.heads  # every head's val score, bit for bit
     assert _selection(corrupted) == _selection(clean)
@@ -373,7 +368,10 @@ def test_online_linear_probe_trains_on_views_resumes_and_ignores_test_labels(mic
     backbone, splits = micro_cls, digits_48
     sets = parse_layer_sets("all", backbone.depth)
     blocks = blocks_needed(sets)
-    cached = [probe_inputs(extract_pooled(backbone, s, blocks), feature_sources(backbone, blocks), sets) for s in (splits.train, splits.val, splits.test)]
+    cached = [
+        probe_inputs(extract_pooled(backbone, s, blocks), feature_sources(backbone, blocks), sets)
+        for s in (splits.train, splits.val, splits.test)
+    ]
     (train, sources), (val, _), (test, _) = cached
     config = default_config("linear", learning_rates=(1e-2, 1e-1), weight_decays=(0.0,), epochs=2, batch_size=16, data_mode="online")
     online = online_probe_inputs(backbone, splits.train, sets, "rrc_flip", 0.08, seed=0, batch_size=16)
@@ -413,7 +411,9 @@ def test_grad_clip_takes_effect(tmp_path: Path) -> None:
 
 def test_parameters_named_in_no_weight_decay_are_never_decayed() -> None:
     train, val, test = _three_splits({1: 0.8})
-    config = default_config("linear", learning_rates=(3e-1,), weight_decays=(0.0, 10.0), epochs=20, batch_size=64, no_weight_decay=("weight", "bias"))
+    config = default_config(
+        "linear", learning_rates=(3e-1,), weight_decays=(0.0, 10.0), epochs=20, batch_size=64, no_weight_decay=("weight", "bias")
+    )
     result = train_linear_probes(train, val, test, SOURCES, N_CLASSES, config, seed=0)
     scores = {wd: [h.val_score for h in result.heads if h.hparams["weight_decay"] == wd] for wd in config.weight_decays}
     assert scores[0.0] == scores[10.0]  # nothing decays, so wd 10 trains exactly as wd 0 (see test_weight_decay_changes_the_heads)

@@ -46,7 +46,12 @@ def test_task_card_overrides_the_protocol_and_options_override_both(tmp_path: Pa
     config = resolve_config(aim, "attentive", task, {"epochs": 3})
     assert (config.epochs, config.weight_decays, config.augmentation, config.batch_size) == (3, (0.0, 0.05), "rrc_flip", 512)
     origins = {name: p.origin for name, p in config.sources.items()}
-    assert (origins["epochs"], origins["weight_decays"], origins["augmentation"], origins["batch_size"]) == ("cli", "task", "task", "protocol")
+    assert (origins["epochs"], origins["weight_decays"], origins["augmentation"], origins["batch_size"]) == (
+        "cli",
+        "task",
+        "task",
+        "protocol",
+    )
     assert (config.val_fraction, origins["val_fraction"]) == (0.1, "task")  # digits' own splits.val.fraction
 
     record = protocol_record("aim-v1", config)
@@ -73,14 +78,18 @@ def test_bad_overrides_and_missing_probes_are_user_errors(tmp_path: Path) -> Non
     with pytest.raises(UserError, match=r"override epochs=0 for the linear probe: expected an integer >= 1"):
         default_config("linear", epochs=0)
     aim = (REPO / "protocols" / "aim-v1.toml").read_text()
-    write_card(tmp_path, "protocols", "knn-only", aim[: aim.index("[attentive]")].replace('"aim-v1"', '"knn-only"') + aim[aim.index("[knn]") :])
+    write_card(
+        tmp_path, "protocols", "knn-only", aim[: aim.index("[attentive]")].replace('"aim-v1"', '"knn-only"') + aim[aim.index("[knn]") :]
+    )
     registry = Registry.load([tmp_path])
     with pytest.raises(UserError, match="protocol 'knn-only' defines no linear probe"):
         resolve_config(registry.protocol("knn-only"), "linear", registry.task("digits"))
 
 
 def test_a_task_without_val_is_carved_with_the_protocols_fraction(tmp_path: Path) -> None:
-    text = DIGITS_CARD.replace("val = { fraction = 0.1, seed = 0 }", "val = { seed = 0 }").replace("train = 1347\nval = 150\n", "train = 1497\n")
+    text = DIGITS_CARD.replace("val = { fraction = 0.1, seed = 0 }", "val = { seed = 0 }").replace(
+        "train = 1347\nval = 150\n", "train = 1497\n"
+    )
     write_card(tmp_path, "tasks", "digits", text)
     registry = Registry.load([tmp_path])
     task = registry.task("digits")

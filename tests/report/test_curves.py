@@ -18,7 +18,7 @@ def results(tmp_path: Path) -> Path:
     window = {"layer_set": "avg:2-3", "blocks": [2, 3], "layer": 3, "token": "cls", "hparams": None, "val_score": 0.79, "test_score": 0.99}
     peaked = [window, layer(0, 0.40, 0.30), layer(1, 0.70, 0.60), layer(2, 0.90, 0.85), layer(3, 0.80, 0.75)]
     for seed, shift in ((0, 0.0), (1, 0.02)):
-        shifted = [{**l, "val_score": l["val_score"] + shift, "test_score": l["test_score"] + shift} for l in peaked]
+        shifted = [{**layer, "val_score": layer["val_score"] + shift, "test_score": layer["test_score"] + shift} for layer in peaked]
         save(tmp_path, make_record("aim-x", "t1", seed, "2026-01-01T00:00:00+00:00", f"{seed}" * 32, shifted))
     save(tmp_path, make_record("flat", "t1", 0, "2026-01-01T00:00:00+00:00", "f" * 32, [layer(0, 0.5, 0.5), layer(1, 0.5, 0.6)]))
     return tmp_path

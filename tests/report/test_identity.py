@@ -60,14 +60,20 @@ def test_other_weights_and_limits_are_rows_of_their_own_in_every_format(results:
     assert "weights" in latex and latex.count("tiny") >= 6  # 3 setups x best and last rows
     long_form = list(csv.DictReader(io.StringIO(to_csv(summaries))))
     assert sorted((r["weights_name"], r["image_limit"], r["probe"]) for r in long_form) == [
-        ("", "", "knn"), ("", "", "linear"), ("", "", "linear"), ("tiny", "", "linear"), ("tiny", "3000", "linear"), ("tiny", "500", "linear")]
+        ("", "", "knn"),
+        ("", "", "linear"),
+        ("", "", "linear"),
+        ("tiny", "", "linear"),
+        ("tiny", "3000", "linear"),
+        ("tiny", "500", "linear"),
+    ]
     rich = io.StringIO()
     from rich.console import Console
 
     Console(file=rich, width=250).print(to_rich(table))
     assert "linear · limit 3000" in rich.getvalue()
     page = write_html(tmp_path / "site", table, curves_table(layer_curves(con)), layer_curves(con), "test").read_text(encoding="utf-8")
-    assert "<th class=\"text\">weights</th>" in page and "linear · limit 500" in page
+    assert '<th class="text">weights</th>' in page and "linear · limit 500" in page
     assert "aim-tiny@tiny · limit 500" in page  # the layer curves are per setup too
 
 

@@ -17,8 +17,18 @@ from aimbench.store import connect, write_record_atomic
 
 
 def record(
-    backbone: str, task: str, seed: int, best: float, last: float, created: str, limit: int | None = None, last_set: str = "2",
-    probe: str = "linear", weights: str = "", windows: tuple[tuple[str, list[int], float], ...] = (), layers_spec: str = "all",
+    backbone: str,
+    task: str,
+    seed: int,
+    best: float,
+    last: float,
+    created: str,
+    limit: int | None = None,
+    last_set: str = "2",
+    probe: str = "linear",
+    weights: str = "",
+    windows: tuple[tuple[str, list[int], float], ...] = (),
+    layers_spec: str = "all",
 ) -> dict[str, Any]:
     """A version-3 record; ``windows`` adds layer sets (name, blocks, score) such as the card's ``last=avg:1-2``."""
     return {
@@ -106,7 +116,9 @@ LAST = ("last=avg:0-2", [0, 1, 2])  # the card's 'last' window as a record names
 @pytest.fixture
 def attentive(tmp_path: Path) -> tuple[Path, Path]:
     rows = [
-        record("a", "t1", 0, 0.85, 0.65, "2026-01-01T00:00:00+00:00", probe="attentive", windows=((*LAST, 0.66), ("avg:0-1", [0, 1], 0.55))),
+        record(
+            "a", "t1", 0, 0.85, 0.65, "2026-01-01T00:00:00+00:00", probe="attentive", windows=((*LAST, 0.66), ("avg:0-1", [0, 1], 0.55))
+        ),
         record("a", "t2", 0, 0.50, 0.40, "2026-01-01T00:00:00+00:00", probe="attentive", windows=((*LAST, 0.41),)),
         record("a", "t1", 0, 0.75, 0.70, "2026-01-01T00:00:00+00:00", probe="linear", windows=((*LAST, 0.71),)),
         record("a", "t1", 0, 0.99, 0.98, "2026-01-01T00:00:00+00:00", probe="attentive", limit=50, windows=((*LAST, 0.97),)),

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli, write_card
 
 from tests.launch.test_cells import WINDOWED
@@ -31,6 +30,11 @@ def test_a_delta_row_for_the_papers_window_and_a_note_for_a_single_block(tmp_pat
     lines = [line for line in report.stdout.splitlines() if line.startswith("| micro-win")]
     assert any("| Micro-W [paper] | last layer | 40.0 |" in line for line in lines)
     window = [line for line in lines if "avg:1-2 (paper: last layer)" in line]
-    assert len(window) == 2 and window[1].startswith("| micro-win | Δ attentive · protocol aim-v1+epochs=1 · layers all,last,best vs Micro-W |")
+    assert len(window) == 2 and window[1].startswith(
+        "| micro-win | Δ attentive · protocol aim-v1+epochs=1 · layers all,last,best vs Micro-W |"
+    )
     assert not any("L2 (paper" in line for line in lines)  # block 2 alone is not the paper's window
-    assert "no Δ for micro-win attentive · protocol aim-v1+epochs=1 · layers 2 vs Micro-W last layer: the paper's window was not probed" in report.stdout
+    assert (
+        "no Δ for micro-win attentive · protocol aim-v1+epochs=1 · layers 2 vs Micro-W last layer: the paper's window was not probed"
+        in report.stdout
+    )

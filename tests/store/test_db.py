@@ -14,13 +14,28 @@ from aimbench.store.records import record_path, runs_dir, write_record_atomic
 
 
 def layer(i: int, val: float, test: float, token: str = "cls") -> dict:
-    return {"layer_set": str(i), "blocks": [i], "layer": i, "token": token, "hparams": {"lr": 10.0 ** -i, "weight_decay": 0.0005 * i},
-            "val_score": val, "test_score": test}
+    return {
+        "layer_set": str(i),
+        "blocks": [i],
+        "layer": i,
+        "token": token,
+        "hparams": {"lr": 10.0**-i, "weight_decay": 0.0005 * i},
+        "val_score": val,
+        "test_score": test,
+    }
 
 
-def make_record(backbone: str, task: str, seed: int, created_at: str, record_id: str, layers: list[dict],
-                probe: str = "linear", image_limit: int | None = None) -> dict:
-    best = max(layers, key=lambda l: l["val_score"])
+def make_record(
+    backbone: str,
+    task: str,
+    seed: int,
+    created_at: str,
+    record_id: str,
+    layers: list[dict],
+    probe: str = "linear",
+    image_limit: int | None = None,
+) -> dict:
+    best = max(layers, key=lambda layer: layer["val_score"])
     last = layers[-1]
     return {
         "schema_version": 2,
@@ -46,14 +61,14 @@ def save(results: Path, record: dict) -> Path:
     return path
 
 
-OLD = make_record("vit-a", "digits", 0, "2024-05-01T10:00:00.000000+00:00", "a" * 32,
-                  [layer(0, 0.50, 0.40), layer(1, 0.70, 0.60)])
-NEW = make_record("vit-a", "digits", 0, "2024-05-02T09:00:00.000000+00:00", "b" * 32,
-                  [layer(0, 0.55, 0.45), layer(1, 0.90, 0.80), layer(2, 0.85, 0.75)])
-OTHER_SEED = make_record("vit-a", "digits", 1, "2024-05-01T11:00:00.000000+00:00", "c" * 32,
-                         [layer(0, 0.52, 0.42), layer(1, 0.72, 0.62)], image_limit=64)
-OTHER_TASK = make_record("vit-b", "fashion-mnist", 0, "2024-04-01T00:00:00.000000+00:00", "d" * 32,
-                         [layer(0, 0.30, 0.20, token="mean")])
+OLD = make_record("vit-a", "digits", 0, "2024-05-01T10:00:00.000000+00:00", "a" * 32, [layer(0, 0.50, 0.40), layer(1, 0.70, 0.60)])
+NEW = make_record(
+    "vit-a", "digits", 0, "2024-05-02T09:00:00.000000+00:00", "b" * 32, [layer(0, 0.55, 0.45), layer(1, 0.90, 0.80), layer(2, 0.85, 0.75)]
+)
+OTHER_SEED = make_record(
+    "vit-a", "digits", 1, "2024-05-01T11:00:00.000000+00:00", "c" * 32, [layer(0, 0.52, 0.42), layer(1, 0.72, 0.62)], image_limit=64
+)
+OTHER_TASK = make_record("vit-b", "fashion-mnist", 0, "2024-04-01T00:00:00.000000+00:00", "d" * 32, [layer(0, 0.30, 0.20, token="mean")])
 
 
 @pytest.fixture
@@ -140,18 +155,38 @@ def test_layer_metrics_unnests_latest_layers(results: Path) -> None:
     con = connect(results)
     got = rows(con, "SELECT * FROM layer_metrics ORDER BY cell_key, layer")
     assert [(r["cell_key"], r["layer"]) for r in got] == [
-        ("vit-a|digits|linear|0", 0), ("vit-a|digits|linear|0", 1), ("vit-a|digits|linear|0", 2),
-        ("vit-a|digits|linear|1", 0), ("vit-a|digits|linear|1", 1),
+        ("vit-a|digits|linear|0", 0),
+        ("vit-a|digits|linear|0", 1),
+        ("vit-a|digits|linear|0", 2),
+        ("vit-a|digits|linear|1", 0),
+        ("vit-a|digits|linear|1", 1),
         ("vit-b|fashion-mnist|linear|0", 0),
     ]
     first = got[1]
     assert json.loads(first.pop("hparams")) == {"lr": pytest.approx(0.1), "weight_decay": pytest.approx(0.0005)}  # JSON: probes differ
     assert first == {
-        "backbone": "vit-a", "task": "digits", "probe": "linear", "seed": 0, "cell_key": "vit-a|digits|linear|0", "metric": "top1",
-        "created_at": datetime(2024, 5, 2, 9, 0), "layer_set": "1", "blocks": [1], "layer": 1, "token": "cls",
-        "val_score": pytest.approx(0.90), "test_score": pytest.approx(0.80), "is_best": True, "is_last": False,
+        "backbone": "vit-a",
+        "task": "digits",
+        "probe": "linear",
+        "seed": 0,
+        "cell_key": "vit-a|digits|linear|0",
+        "metric": "top1",
+        "created_at": datetime(2024, 5, 2, 9, 0),
+        "layer_set": "1",
+        "blocks": [1],
+        "layer": 1,
+        "token": "cls",
+        "val_score": pytest.approx(0.90),
+        "test_score": pytest.approx(0.80),
+        "is_best": True,
+        "is_last": False,
         # identity columns: a version-2 record is read as the card's weights and the legacy protocol
-        "weights_key": "", "weights_name": "", "protocol": "legacy", "layers_spec": None, "image_limit": None, "dtype": None,
+        "weights_key": "",
+        "weights_name": "",
+        "protocol": "legacy",
+        "layers_spec": None,
+        "image_limit": None,
+        "dtype": None,
     }
     assert got[-1]["token"] == "mean"
     # only the latest record's layers: the old record's 0.70 val never shows up
@@ -159,9 +194,12 @@ def test_layer_metrics_unnests_latest_layers(results: Path) -> None:
 
 
 def test_stray_part_file_is_ignored(results: Path) -> None:
-    (runs_dir(results) / ".x.json.part").write_text('{"cell_key": "vit-a|digits|linear|0", "created_at": "2099-01-01T00:00:00+00:00", garbage')
-    (runs_dir(results) / ".y.json.part").write_text(json.dumps(make_record(
-        "vit-a", "digits", 0, "2099-01-01T00:00:00.000000+00:00", "e" * 32, [layer(0, 1.0, 1.0)])))
+    (runs_dir(results) / ".x.json.part").write_text(
+        '{"cell_key": "vit-a|digits|linear|0", "created_at": "2099-01-01T00:00:00+00:00", garbage'
+    )
+    (runs_dir(results) / ".y.json.part").write_text(
+        json.dumps(make_record("vit-a", "digits", 0, "2099-01-01T00:00:00.000000+00:00", "e" * 32, [layer(0, 1.0, 1.0)]))
+    )
     con = connect(results)
     assert con.execute("SELECT count(*) FROM runs").fetchone() == (4,)
     assert con.execute("SELECT record_id FROM latest WHERE cell_key = 'vit-a|digits|linear|0'").fetchone() == ("b" * 32,)

@@ -51,7 +51,12 @@ def test_table7_last_layers_equal_table6_imagenet(con) -> None:
     assert len(pairs) == 4
     assert all(t7 == pytest.approx(t6) for _, t7, t6 in pairs)
     best = dict(con.execute("SELECT backbone, score FROM published WHERE layer = 'best' ORDER BY backbone").fetchall())
-    assert best == {"aim-1b": pytest.approx(0.823), "aim-3b": pytest.approx(0.833), "aim-600m": pytest.approx(0.794), "aim-7b": pytest.approx(0.84)}
+    assert best == {
+        "aim-1b": pytest.approx(0.823),
+        "aim-3b": pytest.approx(0.833),
+        "aim-600m": pytest.approx(0.794),
+        "aim-7b": pytest.approx(0.84),
+    }
 
 
 def test_every_matched_backbone_and_task_is_a_real_card(con) -> None:

@@ -34,7 +34,9 @@ def sample_record(**extra) -> dict:
         "probe": "linear",
         "seed": 0,
         "best_test_score": 0.875,
-        "layers": [{"layer_set": str(i), "token": "cls", "hparams": {"lr": 0.1}, "val_score": 0.5 + i / 10, "test_score": 0.4} for i in range(3)],
+        "layers": [
+            {"layer_set": str(i), "token": "cls", "hparams": {"lr": 0.1}, "val_score": 0.5 + i / 10, "test_score": 0.4} for i in range(3)
+        ],
         "note": "ünïcode ✓",
     }
     record.update(extra)
@@ -64,7 +66,10 @@ def test_write_then_read_round_trips(tmp_path: Path) -> None:
     record = sample_record()
     write_record_atomic(path, record)  # creates runs/ on the way
     assert read_record(path) == record
-    assert json.loads(path.read_text(encoding="utf-8")) == {**record, "record_sha256": json.loads(path.read_text(encoding="utf-8"))["record_sha256"]}
+    assert json.loads(path.read_text(encoding="utf-8")) == {
+        **record,
+        "record_sha256": json.loads(path.read_text(encoding="utf-8"))["record_sha256"],
+    }
     assert path.read_text(encoding="utf-8").endswith("}\n")
     assert listing(path.parent) == [path.name]
 
@@ -150,7 +155,9 @@ def test_keyboard_interrupt_mid_write_leaves_nothing(tmp_path: Path, monkeypatch
     assert listing(path.parent) == []
 
 
-def test_a_record_changed_after_it_was_written_is_refused_and_its_cell_runs_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_record_changed_after_it_was_written_is_refused_and_its_cell_runs_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = record_path(tmp_path, "tiny|digits|linear|0__cafe1234.json")
     write_record_atomic(path, sample_record())
     text = path.read_text(encoding="utf-8")
