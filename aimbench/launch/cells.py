@@ -31,11 +31,17 @@ from aimbench.dtypes import DTYPES
 from aimbench.errors import UserError
 from aimbench.hashing import file_sha256
 from aimbench.paths import PRETRAIN_TRUNK
-from aimbench.probes.config import PROBE_KINDS, ProbeConfig
-from aimbench.probes.layer_sets import parse_layer_sets
-from aimbench.probes.protocol import DEFAULT_PROTOCOL, default_config, protocol_label, resolve_config
+from aimbench.probes import (
+    DEFAULT_PROTOCOL,
+    OFFICIAL,
+    PROBES,
+    ProbeConfig,
+    default_config,
+    parse_layer_sets,
+    protocol_label,
+    resolve_config,
+)
 
-OFFICIAL = "official"  # released heads, one cell per head ("official:<head>")
 NAMED_WEIGHTS = ("random", "timm")  # --weights values that name a way of building weights, not a file
 
 
@@ -118,7 +124,7 @@ class Cell:
 
     def __post_init__(self) -> None:
         # without a config: the shipped protocol card's values (plan_cells also applies the task card's overrides)
-        if self.probe_config is None and self.probe in PROBE_KINDS and self.probe != OFFICIAL:
+        if self.probe_config is None and self.probe in PROBES and PROBES[self.probe].config_class is not None:
             object.__setattr__(self, "probe_config", default_config(self.probe, self.protocol))
         if self.weights is not None and not self.weights_name:
             object.__setattr__(self, "weights_name", weights_name(self.weights))
@@ -169,10 +175,10 @@ def parse_probes(spec: str | Sequence[str]) -> list[str]:
     """``linear,knn`` or a list of kinds: validated, duplicates dropped, order kept."""
     kinds = [k.strip() for k in (spec.split(",") if isinstance(spec, str) else spec) if k.strip()]
     for kind in kinds:
-        if kind not in PROBE_KINDS:
-            raise UserError(f"unknown probe '{kind}'; available: {', '.join(PROBE_KINDS)}")
+        if kind not in PROBES:
+            raise UserError(f"unknown probe '{kind}'; available: {', '.join(PROBES)}")
     if not kinds:
-        raise UserError(f"no probe given; one or more of {', '.join(PROBE_KINDS)}")
+        raise UserError(f"no probe given; one or more of {', '.join(PROBES)}")
     return list(dict.fromkeys(kinds))
 
 

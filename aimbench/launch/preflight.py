@@ -30,8 +30,7 @@ from aimbench.errors import UserError
 from aimbench.launch.cells import Cell
 from aimbench.launch.options import RunOptions
 from aimbench.paths import cache_dir
-from aimbench.probes.config import AttentiveProbeConfig
-from aimbench.probes.layer_sets import blocks_needed, parse_layer_sets
+from aimbench.probes import AttentiveProbeConfig, blocks_needed, parse_layer_sets
 from aimbench.store.records import record_path
 
 RECORD_BYTES = 16 * 2**10  # lower bound of one record file (a 3-block micro ViT's is 30 KB; real backbones' are larger)

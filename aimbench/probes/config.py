@@ -20,8 +20,6 @@ from typing import Any
 from aimbench.cards.protocol_card import DATA_MODES
 from aimbench.errors import UserError
 
-PROBE_KINDS = ("linear", "knn", "attentive", "official")  # official: released heads, one cell per head
-
 
 @dataclass(frozen=True)
 class Provenance:
@@ -164,4 +162,3 @@ class AttentiveProbeConfig:
 
 
 ProbeConfig = LinearProbeConfig | KnnProbeConfig | AttentiveProbeConfig
-CONFIGS: dict[str, type[ProbeConfig]] = {"linear": LinearProbeConfig, "knn": KnnProbeConfig, "attentive": AttentiveProbeConfig}

@@ -21,7 +21,8 @@ from aimbench.cards.protocol_card import DEFAULT_PROTOCOL, FIELDS, PROTOCOL_KIND
 from aimbench.cards.registry import builtin_cards_root, read_toml
 from aimbench.cards.task_card import TaskSpec
 from aimbench.errors import UserError, unknown_name
-from aimbench.probes.config import CONFIGS, ProbeConfig, Provenance, values
+from aimbench.probes.config import ProbeConfig, Provenance, values
+from aimbench.probes.run import PROBES
 
 __all__ = ["DEFAULT_PROTOCOL", "default_config", "protocol_label", "protocol_record", "resolve_config"]
 
@@ -73,7 +74,9 @@ def resolve_config(
     if resolved.get("data_mode", (None,))[0] == "cached":
         origin = resolved["data_mode"][1].origin
         resolved["augmentation"] = ("none", Provenance("data_mode cached: eval-crop features, never augmented", origin))
-    return CONFIGS[kind](**{name: value for name, (value, _) in resolved.items()}, sources={name: p for name, (_, p) in resolved.items()})
+    config_class = PROBES[kind].config_class
+    assert config_class is not None, f"probe kind '{kind}' trains nothing and has no protocol section"
+    return config_class(**{name: value for name, (value, _) in resolved.items()}, sources={name: p for name, (_, p) in resolved.items()})
 
 
 @cache

@@ -16,18 +16,25 @@ are read as they are.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
 import sys
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aimbench.atomic import atomic_write
 from aimbench.errors import UserError
 from aimbench.store.schema import SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    from aimbench.cards.backbone_card import BackboneSpec
+    from aimbench.cards.task_card import TaskSpec
+    from aimbench.probes.results import ProbeResult
 
 RUNS_DIR = "runs"
 CHECKSUM_FIELD = "record_sha256"
@@ -51,6 +58,99 @@ def new_record_header(cell_key: str, config_hash: str) -> dict[str, Any]:
         "created_at": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
         "cell_key": cell_key,
         "config_hash": config_hash,
+    }
+
+
+@dataclass(frozen=True)
+class CellIdentity:
+    """What a cell is, as its plan named it: everything here is part of the record's identity."""
+
+    key: str
+    config_hash: str
+    backbone: str
+    task: str
+    probe: str
+    protocol: str  # the protocol label ("" for released heads, which follow none)
+    seed: int
+    weights_key: str
+    weights_name: str
+    dtype: str
+    layers_spec: str
+    image_limit: int | None
+
+
+@dataclass(frozen=True)
+class DataUsed:
+    """The dataset a cell read: where from, which revision, how it was split, and the split sizes."""
+
+    source: str
+    revision: str
+    split_policy: dict[str, Any]
+    sizes: dict[str, int]  # train, val, test
+
+
+@dataclass(frozen=True)
+class CellRun:
+    """What evaluating one cell produced, typed; :func:`build_record` turns it into the record
+    (``aimbench.store.schema`` documents every field)."""
+
+    identity: CellIdentity
+    backbone: BackboneSpec
+    weights_id: str
+    weights_sha256: str | None
+    features: dict[str, Any]  # how tokens were taken from the network (FeatureProvenance.as_dict())
+    task: TaskSpec
+    data: DataUsed
+    result: ProbeResult
+    probe_config: dict[str, Any]
+    environment: dict[str, Any]
+    wall_time_s: float
+
+
+def build_record(run: CellRun) -> dict[str, Any]:
+    """The record of ``run``: the header, the cell, what was read, the selected heads per layer set, and the provenance."""
+    cell, spec, task, result = run.identity, run.backbone, run.task, run.result
+    return {
+        **new_record_header(cell.key, cell.config_hash),
+        "backbone": cell.backbone,
+        "task": cell.task,
+        "probe": cell.probe,
+        "protocol": cell.protocol,
+        "seed": cell.seed,
+        "weights_key": cell.weights_key,
+        "weights_name": cell.weights_name,
+        "weights_id": run.weights_id,
+        "weights_sha256": run.weights_sha256,
+        "dtype": cell.dtype,
+        "task_version": task.version,
+        "dataset_source": run.data.source,
+        "dataset_revision": run.data.revision,
+        "split_policy": run.data.split_policy,
+        **{f"n_{name}": size for name, size in run.data.sizes.items()},
+        "layers_spec": cell.layers_spec,
+        "image_limit": cell.image_limit,
+        "metric": task.metric,
+        "secondary_metrics": list(task.secondary_metrics),
+        **{f"{which}_{key}": value for which in ("best", "last") for key, value in getattr(result, which).as_record().items()},
+        "layers": [layer.as_record() for layer in result.layers],
+        "heads": [dataclasses.asdict(head) for head in result.heads],
+        "probe_config": run.probe_config,
+        "backbone_info": {
+            "family": spec.family,
+            "adapter": spec.adapter,
+            "arch": spec.arch,
+            "depth": spec.depth,
+            "windows": {name: list(blocks) for name, blocks in spec.windows.items()},  # what paper numbers were measured on
+            "dim": spec.dim,
+            "heads": spec.heads,
+            "card": str(spec.card_path),
+            "license": spec.license,
+            "preprocess": spec.preprocess.as_dict(),
+            "features": run.features,
+        },
+        "task_info": {"num_classes": task.num_classes, "metric": task.metric, "card": str(task.card_path)},
+        "environment": run.environment,
+        "wall_time_s": round(run.wall_time_s, 3),
     }
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from conftest import write_card
 
-from aimbench.cards.protocol_card import FIELDS
+from aimbench.cards.protocol_card import FIELDS, PROTOCOL_KINDS
 from aimbench.cards.registry import Registry
 from aimbench.data import load_task
 from aimbench.errors import UserError
-from aimbench.probes.config import CONFIGS
+from aimbench.probes import PROBES
 from aimbench.probes.protocol import default_config, protocol_record, resolve_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,7 +22,9 @@ DIGITS_CARD = (REPO / "tasks" / "digits.toml").read_text()
 
 def test_the_typed_configs_hold_exactly_the_cards_fields() -> None:
     """A card field the training code does not read, or a config field no card sets, fails here."""
-    for kind, config in CONFIGS.items():
+    trained = {kind: probe.config_class for kind, probe in PROBES.items() if probe.config_class is not None}
+    assert set(trained) == set(PROTOCOL_KINDS), "every trained probe kind has a protocol section, and only those"
+    for kind, config in trained.items():
         names = {f.name for f in dataclasses.fields(config)} - {"sources", "micro_batch", "val_fraction"}
         assert names == set(FIELDS[kind]), kind
         assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(config) if f.name in FIELDS[kind]), kind

@@ -10,6 +10,8 @@ from aimbench.cards.registry import Registry
 from aimbench.launch.cells import plan_cells
 from aimbench.launch.options import RunOptions
 from aimbench.launch.run_cell import run_cell
+from aimbench.probes.results import HeadScore, LayerResult, ProbeResult
+from aimbench.store.records import CHECKSUM_FIELD, CellIdentity, CellRun, DataUsed, build_record, record_text
 from aimbench.store.schema import RECORD_COLUMNS
 
 
@@ -23,3 +25,19 @@ def test_records_of_every_probe_kind_have_exactly_the_schemas_columns(tmp_path: 
         assert set(record) <= set(RECORD_COLUMNS), sorted(set(record) - set(RECORD_COLUMNS))
         seen |= set(record)
     assert seen == set(RECORD_COLUMNS), sorted(set(RECORD_COLUMNS) - seen)
+
+
+def test_the_record_built_from_typed_results_has_exactly_the_schemas_columns(tiny_cards: Path) -> None:
+    """build_record is the one place a record's fields are written: checked here without running a probe."""
+    registry = Registry.load([tiny_cards])
+    spec, task = registry.backbone("micro-cls"), registry.task("digits")
+    layer = LayerResult("block 1", (1,), "cls", {"lr": 0.1, "weight_decay": 0.0}, 0.5, 0.4, {"top5": 0.9})
+    result = ProbeResult(heads=[HeadScore("block 1", "cls", {"lr": 0.1, "weight_decay": 0.0}, 0.5)], layers=[layer], best=layer, last=layer)
+    identity = CellIdentity(
+        "micro-cls|digits|linear|0", "f" * 16, "micro-cls", "digits", "linear", "aim-v1", 0, "", "", "fp32", "all", None
+    )
+    data = DataUsed("sklearn:digits", "1", task.split_policy(0.1), {"train": 10, "val": 2, "test": 5})
+    record = build_record(CellRun(identity, spec, "random", None, {}, task, data, result, {"kind": "linear"}, {}, 1.0))
+    assert list(record) == [c for c in RECORD_COLUMNS if c != CHECKSUM_FIELD]
+    assert (record["best_val_score"], record["n_val"], record["backbone_info"]["depth"]) == (0.5, 2, spec.depth)
+    assert json.loads(record_text(record)).keys() == RECORD_COLUMNS.keys()

@@ -1,0 +1,88 @@
+"""Linear and kNN probes end to end: pooled features of every needed block from one backbone pass
+per split (cached on disk), then every head of the grid trained together; selection on val only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aimbench.probes.checkpoint import Checkpointing
+from aimbench.probes.config import KnnProbeConfig
+from aimbench.probes.feature_cache import Extraction, SplitKey, cached_pooled
+from aimbench.probes.features import feature_sources, head_inputs, probe_inputs
+from aimbench.probes.knn import knn_probes
+from aimbench.probes.layer_sets import blocks_needed, parse_layer_sets
+from aimbench.probes.linear import train_linear_probes
+from aimbench.probes.run import ProbeJob, ProbeOutcome
+from aimbench.probes.views import online_probe_inputs
+
+SPLITS = ("train", "val", "test")
+
+
+def split_progress(job: ProbeJob, what: str, images: int) -> tuple[Callable[[int], None], Callable[[], None]]:
+    """(on_batch, on_cached) for one split's features: a bar that advances as batches are extracted,
+    or, when every block comes from the cache, one that says "cached" and is full at once (never a
+    bar frozen at 0/N while the probe trains)."""
+    bar: list[Callable[[int], None]] = []
+
+    def on_batch(done: int) -> None:
+        if not bar:
+            bar.append(job.progress(what, images))
+        bar[0](done)
+
+    return on_batch, lambda: job.progress(f"{what} (cached)", images)(images)
+
+
+def absolute(advance: Callable[[int], None]) -> Callable[[int], None]:
+    """A callback taking units done so far (a resumed run starts past 0) that advances ``advance`` by the difference."""
+    seen = [0]
+
+    def reach(done: int) -> None:
+        advance(done - seen[0])
+        seen[0] = done
+
+    return reach
+
+
+def extraction(job: ProbeJob, what: str, images: int) -> Extraction:
+    return Extraction(job.cache_dir, job.batch_size, job.workers, *split_progress(job, what, images))
+
+
+def split_key(job: ProbeJob, name: str) -> SplitKey:
+    return SplitKey(name, job.splits.source, job.splits.revision)
+
+
+def run_pooled(job: ProbeJob) -> ProbeOutcome:
+    """Linear or kNN heads for every layer set x token kind x grid point, on pooled features:
+    cached (one backbone pass per split, ever), or for online linear probes augmented train views
+    each step; linear training resumes from its checkpoint."""
+    backbone, task, splits, config = job.backbone, job.task, job.splits, job.config
+    sets = parse_layer_sets(job.layers, backbone.depth, backbone.spec.windows)
+    blocks = blocks_needed(sets)
+    features, cache = {}, {}
+    for name in SPLITS:
+        images = getattr(splits, name)
+        pooled, stats = cached_pooled(backbone, images, blocks, split_key(job, name), extraction(job, f"features {name}", len(images)))
+        features[name], sources = probe_inputs(pooled, feature_sources(backbone, blocks), sets)
+        cache = {k: cache.get(k, 0) + v for k, v in stats.items()}
+    if isinstance(config, KnnProbeConfig):
+        inputs = len(head_inputs(sources))
+        advance = job.progress(f"kNN over {inputs} inputs x {len(config.ks)} k", inputs)
+        result = knn_probes(
+            features["train"], features["val"], features["test"], sources, task.num_classes, config, task.metric,
+            task.secondary_metrics, backbone.device, on_source=lambda _: advance(1),
+        )  # fmt: skip
+    else:
+        online = None
+        if config.data_mode == "online":  # train on augmented views; eval-crop features give stats, val and test
+            online = online_probe_inputs(backbone, splits.train, sets, config.augmentation, config.min_crop_scale,
+                                         job.seed, config.batch_size, job.workers)  # fmt: skip
+        reach = absolute(job.progress("linear heads", config.epochs))
+        checkpoint = Checkpointing(job.state_path, job.state_path.stem, job.checkpoint_every) if job.state_path else None
+        result = train_linear_probes(
+            features["train"], features["val"], features["test"], sources, task.num_classes,
+            config, job.seed, task.metric, task.secondary_metrics, backbone.device, on_epoch=lambda epoch: reach(epoch + 1),
+            checkpoint=checkpoint, online=online,
+        )  # fmt: skip
+    extra: dict[str, Any] = {"feature_cache": cache}
+    return ProbeOutcome(result, {**config.as_dict(), **extra})
