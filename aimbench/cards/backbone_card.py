@@ -77,7 +77,7 @@ class BackboneSpec:
     official_probes: dict[str, OfficialProbe] = field(default_factory=dict)
     drop_keys: tuple[str, ...] = ()  # glob patterns of pre-training-only tensors in the weights file
     # resource hint: device memory (GB) an eval cell needs per dtype; launchers size jobs from it
-    # (aimbench.launch.resources). It never changes a number, so it is not part of a cell's identity.
+    # (aimbench.launch.slurm.resources). It never changes a number, so it is not part of a cell's identity.
     memory_gb: dict[str, float] = field(default_factory=dict)
     # named layer windows a paper reports without releasing heads (``[variants.X.windows] last = [3, 4, 5]``)
     declared_windows: dict[str, tuple[int, ...]] = field(default_factory=dict)

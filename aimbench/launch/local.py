@@ -1,50 +1,70 @@
-"""Running cells in this process, one after another, with rich progress bars.
+"""The local launcher: cells run in this process, one after another; pre-training runs here too
+(one process, or one rank of a torchrun world).
 
 Resume works at the cell level: a cell whose record file already exists (same configuration
-hash) is skipped unless ``overwrite`` is set, so an interrupted matrix continues where it
-stopped. The Slurm launcher runs the very same :func:`run_cell`.
+hash) is skipped unless the request overwrites, so an interrupted matrix continues where it
+stopped, and a linear or attentive probe inside a cell continues from its last checkpoint.
+The Slurm launcher runs the very same :func:`run_cell`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-from aimbench.cards.registry import Registry
-from aimbench.launch.cells import Cell
-from aimbench.launch.options import RunOptions
-from aimbench.launch.run_cell import run_cell
+from aimbench.errors import UserError
+from aimbench.launch.base import STOPPED, CellOutcome, Display, EvalPlan, JobRow, Launched, Launcher
+from aimbench.launch.cell_progress import STATE_DIR, read_progress
+from aimbench.launch.preflight import preflight_pretrain
+from aimbench.pretrain.request import PretrainRequest
 from aimbench.store.records import finished, record_path
 
 
-@dataclass(frozen=True)
-class CellOutcome:
-    cell: Cell
-    record: Path
-    skipped: bool
+class LocalLauncher(Launcher):
+    name: ClassVar[str] = "local"
+    local: ClassVar[bool] = True
 
+    def __init__(self, display: Display | None = None) -> None:
+        self.display = display or Display()
 
-def run_local(cells: Iterable[Cell], options: RunOptions, overwrite: bool = False, console: Console | None = None) -> Iterator[CellOutcome]:
-    """Run ``cells`` in order, yielding each outcome as soon as its record is written."""
-    registry = Registry.load(options.card_dirs)
-    for cell in cells:
-        existing = record_path(options.results_dir, cell.record_name(registry))
-        if not overwrite and finished(existing):
-            yield CellOutcome(cell, existing, skipped=True)
-            continue
-        columns = (
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(),
-        )  # fmt: skip
-        with Progress(*columns, console=console, transient=True) as progress:
+    def submit(self, plan: EvalPlan) -> Launched:
+        """Run the plan's cells in order; the display hears of each as soon as its record is written."""
+        from aimbench.launch.run_cell import run_cell  # imports torch: only when cells run
 
-            def stage(description: str, total: int) -> Callable[[int], None]:
-                task_id = progress.add_task(description, total=total)
-                return lambda amount: progress.advance(task_id, amount)
+        options, outcomes = plan.request.options, []
+        for planned in plan.cells:
+            if planned.skip:
+                outcome = CellOutcome(planned.cell, record_path(options.results_dir, planned.record), skipped=True)
+            else:
+                with self.display.cell(planned.cell) as stage:
+                    outcome = CellOutcome(planned.cell, run_cell(planned.cell, options, stage), skipped=False)
+            outcomes.append(outcome)
+            self.display.cell_done(outcome, len(outcomes), len(plan.cells))
+        return Launched(outcomes=outcomes)
 
-            path = run_cell(cell, options, stage)
-        yield CellOutcome(cell, path, skipped=False)
+    def pretrain(self, request: PretrainRequest) -> Launched:
+        """Train here; under torchrun every rank calls this, and rank 0 writes the run's files."""
+        preflight_pretrain(request, local=True)
+        from aimbench.pretrain.checkpoint import RunFiles  # imports torch: only once every option has been checked
+        from aimbench.pretrain.run import prepare_run, run_pretrain
+        from aimbench.pretrain.trainer import summary
+
+        setup = prepare_run(request)
+        with self.display.pretrain(setup) as on_step:
+            history = run_pretrain(request, setup, on_step).history
+        return Launched(paths=[RunFiles.of(request.out).trunk], summary=summary(history))
+
+    def status(self, results: Path) -> list[JobRow]:
+        """Cells that left resume state and no record: stopped (Ctrl-C, a crash), or running in another shell now."""
+        rows = []
+        for state in sorted((results / STATE_DIR).glob("*.pt")):
+            stem = state.name.split(".")[0]
+            record = record_path(results, f"{stem}.json")
+            if finished(record) or any(row.cell == stem for row in rows):
+                continue
+            progress = read_progress(state.with_name(f"{stem}.progress.json"))
+            rows.append(JobRow("local", stem, "", STOPPED, "", False, Path(), Path(), progress or "resumes when the same eval runs again"))
+        return rows
+
+    def cancel(self, results: Path, which: str) -> list[str]:
+        raise UserError("local runs have no queue to cancel: stop one with Ctrl-C (it resumes when run again)")

@@ -17,7 +17,7 @@ from aimbench.errors import at_least, positive
 class RunOptions:
     """How to run cells; none of this changes a cell's numbers, so none of it is in its identity."""
 
-    results_dir: Path
+    results_dir: Path = Path("results")
     data_root: Path | None = None
     card_dirs: tuple[Path, ...] = ()
     device: str = "auto"

@@ -30,6 +30,8 @@ from aimbench.errors import UserError
 from aimbench.launch.cells import Cell
 from aimbench.launch.options import RunOptions
 from aimbench.paths import cache_dir
+from aimbench.pretrain.metrics_file import METRICS, read_metrics
+from aimbench.pretrain.request import PretrainRequest
 from aimbench.probes import AttentiveProbeConfig, blocks_needed, parse_layer_sets
 from aimbench.store.records import record_path
 
@@ -141,3 +143,13 @@ def preflight_eval(cells: list[Cell], registry: Registry, options: RunOptions, o
     require_space(estimate_bytes(cells, registry, options, overwrite))
     if local:
         require_device(options.device)
+
+
+def preflight_pretrain(request: PretrainRequest, local: bool) -> None:
+    """Every check of a pre-training request that needs no model: the run folder, a resumed run's
+    metrics (damage fails now; a torn last line is dropped), and for a run here, the device."""
+    writable_folder(request.out, "--out")
+    if request.resume:
+        read_metrics(request.out / METRICS)
+    if local:
+        require_device(request.device)

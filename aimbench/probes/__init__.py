@@ -7,7 +7,7 @@ package's own business. Importing this package does not import torch.
 """
 
 from aimbench.probes.config import AttentiveProbeConfig, KnnProbeConfig, LinearProbeConfig, ProbeConfig
-from aimbench.probes.layer_sets import LayerSet, blocks_needed, parse_layer_sets
+from aimbench.probes.layer_sets import LayerSet, blocks_needed, parse_blocks, parse_layer_sets
 from aimbench.probes.protocol import DEFAULT_PROTOCOL, default_config, protocol_label, protocol_record, resolve_config
 from aimbench.probes.results import LayerResult, ProbeResult
 from aimbench.probes.run import OFFICIAL, PROBES, ProbeJob, ProbeOutcome, StageCallback, no_progress, probe_kind, run_probe
@@ -29,6 +29,7 @@ __all__ = [
     "blocks_needed",
     "default_config",
     "no_progress",
+    "parse_blocks",
     "parse_layer_sets",
     "probe_kind",
     "protocol_label",

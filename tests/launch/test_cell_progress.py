@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from aimbench.launch.cell_progress import ProgressFile, progress_path, read_progress
-from aimbench.launch.jobs import as_sacct_elapsed, job_rows, pretrain_progress
-from aimbench.launch.submission import record_submission
+from aimbench.launch.slurm.jobs import as_sacct_elapsed, job_rows, pretrain_progress
+from aimbench.launch.slurm.submission import record_submission
 
 
 def test_the_progress_file_follows_the_stages_and_is_throttled(tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ from conftest import run_cli
 
 from aimbench.cards.registry import Registry
 from aimbench.errors import UserError
-from aimbench.launch.resources import HOST_RUNTIME_GB, cell_parameters, memory_need
-from aimbench.launch.slurm_settings import SlurmSettings
+from aimbench.launch.slurm.resources import HOST_RUNTIME_GB, cell_parameters, memory_need
+from aimbench.launch.slurm.settings import SlurmSettings
 
 
 def test_the_need_is_the_cards_hint_else_an_estimate_from_depth_and_width(tiny_cards: Path) -> None:

@@ -93,7 +93,7 @@ def test_an_unreachable_controller_fails_in_one_line_and_leaves_nothing(slurm: N
 
 def _wait_until_finished(results: Path, timeout: float = 240) -> str:
     """The ``aimbench jobs`` table once every job has finished (a requeued job shows REQUEUED, then PENDING: not finished)."""
-    from aimbench.launch.jobs import job_rows
+    from aimbench.launch.slurm.jobs import job_rows
 
     deadline = time.monotonic() + timeout
     while not all(row.finished for row in job_rows(results)) and time.monotonic() < deadline:
@@ -109,7 +109,7 @@ def test_jobs_shows_a_failed_cell_with_its_error_and_cancels_a_pending_one(slurm
     assert failing.returncode == 0, failing.stderr  # the weights are only read in the job
     table = _wait_until_finished(results)
     assert "micro-cls@broken|digits|linear|0" in table and "FAILED" in table  # the weights file names the cell
-    from aimbench.launch.jobs import error_tail, job_rows
+    from aimbench.launch.slurm.jobs import error_tail, job_rows
 
     [failed] = job_rows(results)
     assert "broken.safetensors" in error_tail(failed)  # the table's error column: the tail of the job's error names the file
@@ -132,7 +132,7 @@ def test_jobs_shows_a_failed_cell_with_its_error_and_cancels_a_pending_one(slurm
 def test_a_preempted_cell_requeues_resumes_and_ends_with_the_uninterrupted_numbers(slurm: None, tmp_path: Path, tiny_cards: Path) -> None:
     import submitit
 
-    from aimbench.launch.jobs import job_rows
+    from aimbench.launch.slurm.jobs import job_rows
 
     results = tmp_path / "results"
     long_cell = ("eval", "-b", "micro-cls", "-t", "digits", "--limit", "600", "--epochs", "400", "--cards", str(tiny_cards))
@@ -202,7 +202,7 @@ def test_pretraining_runs_as_one_job_of_two_slurm_tasks_with_the_world_from_slur
 def test_a_preempted_pretraining_job_resumes_its_checkpoint_and_matches_a_straight_run(slurm: None, tmp_path: Path) -> None:
     import submitit
 
-    from aimbench.launch.jobs import job_rows
+    from aimbench.launch.slurm.jobs import job_rows
 
     images, run = _pretrain_images(tmp_path / "images"), tmp_path / "run"
     settings = ("--data", str(images), "--steps", "300", "--save-every", "25", "--lr", "3e-3")

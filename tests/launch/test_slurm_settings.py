@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from aimbench.cli_slurm import sbatch_pairs
+from aimbench.cli.options import sbatch_pairs
 from aimbench.errors import UserError
-from aimbench.launch.slurm_settings import SlurmSettings, parse_minutes
+from aimbench.launch.slurm.settings import SlurmSettings, parse_minutes
 
 
 @pytest.mark.parametrize(

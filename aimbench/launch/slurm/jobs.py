@@ -13,38 +13,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 from aimbench.errors import UserError
+from aimbench.launch.base import JobRow
 from aimbench.launch.cell_progress import progress_path, read_progress
-from aimbench.launch.submission import JOBS_DIR
+from aimbench.launch.slurm.submission import JOBS_DIR
 from aimbench.store.records import record_path
-
-FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE")
-
-
-@dataclass(frozen=True)
-class JobRow:
-    submission: str
-    cell: str
-    job_id: str
-    state: str
-    elapsed: str
-    record: bool  # its record exists
-    stdout: Path
-    stderr: Path
-    progress: str = ""  # e.g. "linear heads 40/100 (40%)", or why it is pending ("waiting: Resources"); empty once finished
-
-    @property
-    def finished(self) -> bool:
-        return self.state in FINISHED or self.state.startswith("CANCELLED")
-
-    @property
-    def failed(self) -> bool:
-        return self.state not in ("COMPLETED", "PENDING", "RUNNING", "REQUEUED", "COMPLETING", "UNKNOWN") and not self.state.startswith(
-            "CANCELLED"
-        )
 
 
 def submissions(results: Path) -> list[dict]:

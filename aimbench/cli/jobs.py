@@ -10,18 +10,28 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from aimbench.cli_options import ResultsOption, make_console
+from aimbench.cli.options import ResultsOption, make_console
+from aimbench.launch.base import JobRow
+
+
+def _rows(results: Path) -> list[JobRow]:
+    """Submitted Slurm jobs, then local cells that stopped before their record."""
+    from aimbench.launch.local import LocalLauncher
+    from aimbench.launch.slurm.launcher import SlurmLauncher
+    from aimbench.launch.slurm.settings import SlurmSettings
+
+    return [*SlurmLauncher(SlurmSettings()).status(results), *LocalLauncher().status(results)]
 
 
 def _table(results: Path) -> tuple[Table, bool]:
-    from aimbench.launch.jobs import error_tail, job_rows
+    from aimbench.launch.slurm.jobs import error_tail
 
-    rows = job_rows(results)
+    rows = _rows(results)
     table = Table(title=f"aimbench jobs ({results / 'jobs'})")
     for column in ("submission", "cell", "job", "state", "progress", "elapsed", "record", "log / error"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        detail = error_tail(row) if row.failed else str(row.stdout)
+        detail = error_tail(row) if row.failed else (str(row.stdout) if row.job_id else "")
         style = "red" if row.failed else ("green" if row.state == "COMPLETED" else None)
         table.add_row(row.submission, row.cell, row.job_id, row.state, row.progress, row.elapsed, "yes" if row.record else "", detail,
                       style=style)  # fmt: skip
@@ -51,9 +61,10 @@ def jobs(
     """
     console = make_console()
     if cancel is not None:
-        from aimbench.launch.jobs import cancel as cancel_jobs
+        from aimbench.launch.slurm.launcher import SlurmLauncher
+        from aimbench.launch.slurm.settings import SlurmSettings
 
-        ids = cancel_jobs(results, cancel)
+        ids = SlurmLauncher(SlurmSettings()).cancel(results, cancel)
         console.print(f"cancelled {len(ids)} job(s){': ' + ' '.join(ids) if ids else ''}")
         return
     table, done = _table(results)

@@ -22,7 +22,7 @@ the cluster's settings once::
 
 and options on the command line override single keys. Unknown keys are errors (a typo would
 otherwise silently not apply). The GPU memory keys let backbone cards' resource hints pick the
-defaults per cell (``aimbench.launch.resources``); naming them also makes ``gpus_per_node``
+defaults per cell (``aimbench.launch.slurm.resources``); naming them also makes ``gpus_per_node``
 default to 1.
 """
 
@@ -33,16 +33,15 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import typer
-
 from aimbench.cards.registry import read_toml
 from aimbench.errors import UserError
+from aimbench.paths import config_dir
 
 CONFIG_NAME = "slurm.toml"
 
 
 def default_config_path() -> Path:
-    return Path(typer.get_app_dir("aimbench")) / CONFIG_NAME
+    return config_dir() / CONFIG_NAME
 
 
 def parse_minutes(value: str | int) -> int:

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from aimbench.cards.registry import Registry, card_roots
-from aimbench.cli_options import CardsOption, ResultsOption, make_console
+from aimbench.cli.options import CardsOption, ResultsOption, make_console
 from aimbench.errors import UserError
 from aimbench.launch.preflight import writable_folder
 from aimbench.report import FORMATS, Table, to_csv, to_latex, to_markdown, to_rich

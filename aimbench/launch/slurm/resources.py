@@ -26,7 +26,7 @@ from typing import Any
 
 from aimbench.cards.backbone_card import BackboneSpec
 from aimbench.errors import UserError
-from aimbench.launch.slurm_settings import SlurmSettings
+from aimbench.launch.slurm.settings import SlurmSettings
 
 BYTES_PER_VALUE = {"fp32": 4, "bf16": 2, "fp16": 2}
 HOST_RUNTIME_GB = 4.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -17,14 +17,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from aimbench.cards.protocol_card import DEFAULT_PROTOCOL
 from aimbench.cards.registry import Registry
 from aimbench.cards.task_card import TaskSpec
-from aimbench.cli_options import CardsOption, make_console
+from aimbench.cli.options import CardsOption, DataRootOption, make_console
 from aimbench.errors import UserError
 from aimbench.report.render import to_rich
 
 tasks_app = typer.Typer(help="Prepare and check the benchmark datasets (tasks/*.toml).", no_args_is_help=True)
 
 NamesArgument = Annotated[list[str], typer.Argument(help="Task or suite names or tag:NAME ('all' = the aim15 suite).")]
-DataRootOption = Annotated[Optional[Path], typer.Option(envvar="AIMBENCH_DATA_ROOT", help="Where local dataset copies live.")]
 
 
 def _resolve(names: list[str], cards: list[Path] | None) -> list[TaskSpec]:

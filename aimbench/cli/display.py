@@ -1,0 +1,57 @@
+"""What ``eval`` and ``pretrain`` show while work runs in this process: rich progress bars per stage,
+then each finished cell's layer table; the launchers call it through ``aimbench.launch.base.Display``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from aimbench.launch.base import CellOutcome, Display
+from aimbench.launch.cells import Cell
+from aimbench.probes import StageCallback
+from aimbench.report import layer_table, to_rich
+from aimbench.store import read_record
+
+if TYPE_CHECKING:
+    from aimbench.pretrain.run import PretrainSetup
+
+
+class RichDisplay(Display):
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.running: Cell | None = None  # the cell whose stages are on screen (an interrupt names it)
+
+    @contextmanager
+    def cell(self, cell: Cell) -> Iterator[StageCallback]:
+        self.running = cell
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=self.console, transient=True) as progress:
+
+            def stage(description: str, total: int) -> Callable[[int], None]:
+                task_id = progress.add_task(description, total=total)
+                return lambda amount: progress.advance(task_id, amount)
+
+            yield stage
+        self.running = None
+
+    def cell_done(self, outcome: CellOutcome, done: int, total: int) -> None:
+        status = "skipped: record exists (use --overwrite to re-run)" if outcome.skipped else "done"
+        self.console.print(f"[{done}/{total}] {outcome.cell.key} {status}")
+        self.console.print(to_rich(layer_table(read_record(outcome.record))))
+
+    @contextmanager
+    def pretrain(self, setup: PretrainSetup) -> Iterator[Callable[[Any], None]]:
+        from aimbench.pretrain.progress import watch
+
+        config, world, plan = setup.config, setup.world, setup.plan
+        if world.is_main:
+            checkpointing = ", activation checkpointing" if plan.activation_checkpointing else ""
+            self.console.print(f"{config.preset}: {config.steps} steps of {config.batch_size} images at {config.image_size} px, "
+                               f"peak lr {config.effective_lr:.3g}, {world.size} rank(s) ({plan.strategy}{checkpointing}) "
+                               f"on {setup.device} -> {setup.out}")  # fmt: skip
+        with watch(self.console, config.steps, enabled=world.is_main) as show:
+            yield show

@@ -1,0 +1,134 @@
+"""``aimbench eval``: one EvalRequest from the options, planned and run by the chosen launcher."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from aimbench.cli.display import RichDisplay
+from aimbench.cli.options import CardsOption, ClusterChoice, DataRootOption, ResultsOption, cluster_options, make_console, split
+from aimbench.errors import UserError
+from aimbench.launch.base import EvalPlan
+from aimbench.launch.options import RunOptions
+from aimbench.launch.request import EvalRequest
+from aimbench.probes import DEFAULT_PROTOCOL
+
+WEIGHTS_HELP = "Override the card's weights: random | timm | open_clip:TAG | PATH | hf:OWNER/REPO/FILE."
+
+
+def parse_seeds(seed: str, seeds: int | None) -> list[int]:
+    """``--seed 0,1,2`` or ``--seeds 3`` (0..2), not both."""
+    try:
+        chosen = [int(s) for s in split(seed)]
+    except ValueError:
+        raise UserError(f"bad --seed '{seed}': use integers like 0 or 0,1,2") from None
+    if seeds is None:
+        return chosen
+    if seeds < 1 or seed != "0":
+        raise UserError("--seeds N takes a positive count and replaces --seed; give one or the other")
+    return list(range(seeds))
+
+
+def run_request(request: EvalRequest, cluster: ClusterChoice, console: Console) -> None:
+    """Plan ``request``; run it here (each cell's table as it finishes) or submit it, saying where it went."""
+    display = RichDisplay(console)
+    launcher = cluster.launcher(display)
+    plan = launcher.plan(request)
+    if not launcher.local:
+        print_plan(plan, console)
+        if cluster.dry_run or not plan.to_run:
+            console.print("dry run: nothing submitted" if cluster.dry_run else "nothing to submit")
+            return
+        launched = launcher.submit(plan)
+        ids = sorted({job_id.split("_")[0] for job_id in launched.job_ids})
+        console.print(f"submitted {len(launched.job_ids)} cell(s) as Slurm job {', '.join(ids)}; state: {launched.state_file}; "
+                      f"logs: {launched.state_file.with_suffix('')}/", soft_wrap=True)  # fmt: skip
+        return
+    console.print(f"[bold]{len(plan.cells)} cell(s)[/bold] → {request.options.results_dir / 'runs'}")
+    try:
+        launcher.submit(plan)
+    except KeyboardInterrupt:
+        unfinished = display.running.key if display.running else "the running cell"
+        print(
+            f"interrupted: no record written for {unfinished}; finished cells are kept, and a linear or "
+            "attentive probe resumes from its last checkpoint when the same command runs again",
+            file=sys.stderr,
+        )
+        raise typer.Exit(130) from None
+
+
+def print_plan(plan: EvalPlan, console: Console) -> None:
+    """The cells to submit, grouped in arrays by equal resources, and those skipped because their record exists."""
+    from aimbench.launch.slurm.launcher import arrays
+
+    groups = arrays(plan)
+    extra = f" in {len(groups)} array(s)" if len(groups) > 1 else ""
+    table = Table(title=f"{len(plan.to_run)} cell(s) to submit{extra}, {len(plan.skipped)} skipped (record exists; --rerun to redo)")
+    for column in ("cell", "action", "array", "memory need"):
+        table.add_column(column)
+    for number, (_, members) in enumerate(groups, 1):
+        for planned in members:
+            table.add_row(planned.cell.key, "submit", str(number), planned.need.describe() if planned.need else "")
+    for planned in plan.skipped:
+        table.add_row(planned.cell.key, "skip", "", "")
+    console.print(table)
+    for number, (parameters, _) in enumerate(groups, 1):
+        shown = {k: v for k, v in parameters.items() if v not in (None, {}, 0) or k == "gpus_per_node"}
+        console.print(f"array {number}, resources per cell: " + ", ".join(f"{k}={v}" for k, v in shown.items()), soft_wrap=True)
+
+
+@cluster_options()
+def evaluate(
+    backbone: Annotated[str, typer.Option("--backbone", "-b", help="Backbone variant(s), comma-separated.")],
+    tasks: Annotated[str, typer.Option("--tasks", "-t", help="Task(s), suite(s) (all = the AIM paper's 15) or tag:NAME (e.g. tag:medical), comma-separated.")],
+    probe: Annotated[str, typer.Option(help="linear | knn | attentive (comma-separated; trained and selected here) | official (released heads, e.g. AIM's).")] = "linear",
+    layers: Annotated[Optional[str], typer.Option(help="all | last | best | avg:A-B windows | block indices like 0,5,-1, comma-separated; for --probe official: head names (last, best). Default: every block plus the card's published windows (AIM: all,last,best).", show_default=False)] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Cap images per split (smoke runs; recorded).")] = None,
+    seed: Annotated[str, typer.Option(help="Seed(s), comma-separated; each is its own cell.")] = "0",
+    seeds: Annotated[Optional[int], typer.Option(help="Repeat each cell with seeds 0..N-1 (reports show mean ± std).", show_default=False)] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="Backbone precision: fp32 | bf16 | fp16 (recorded; part of the cell).")] = "fp32",
+    results: ResultsOption = Path("results"),
+    data_root: DataRootOption = None,
+    weights: Annotated[Optional[str], typer.Option(help=WEIGHTS_HELP)] = None,
+    name: Annotated[Optional[str], typer.Option("--name", "--tag", help="What reports call the --weights override (default: the run folder's or file's name).", show_default=False)] = None,
+    protocol: Annotated[str, typer.Option(help="The probe recipe: a protocol card (aimbench ls protocols); tasks and the options below may override its fields.")] = DEFAULT_PROTOCOL,
+    epochs: Annotated[Optional[int], typer.Option(help="Training epochs of linear and attentive probes (default: the protocol's).", show_default=False)] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per backbone forward.")] = 64,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    data_mode: Annotated[Optional[str], typer.Option(help="online (augmented views through the backbone each step) | cached (eval-crop features extracted once), for linear and attentive probes; default: the protocol's; kNN is always cached.", show_default=False)] = None,
+    memory_gb: Annotated[Optional[float], typer.Option(help="Device memory for attentive heads, GiB (default: 90% of free GPU memory).", show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", "--rerun", help="Re-run cells whose record already exists.")] = False,
+    cards: CardsOption = None,
+    *,
+    cluster: ClusterChoice,
+) -> None:  # fmt: skip
+    """Probe every selected layer of frozen backbones on tasks; one record per cell.
+
+    [bold]Examples[/bold]
+
+      aimbench eval --backbone vit-tiny-cls --tasks digits
+
+      aimbench eval -b vit-tiny-cls,vit-tiny-reg -t digits,fashion-mnist --limit 2000
+
+      aimbench eval -b dinov2-vits14 -t fashion-mnist --layers 0,6,-1 --seed 0,1,2 --device cuda
+
+      aimbench eval -b vit-tiny-cls -t digits --probe attentive,linear,knn --layers all,avg:3-5
+
+      aimbench eval -b aim-600m -t imagenet-1k --probe official --layers last,best --device cuda
+
+      aimbench eval -b dinov2-vits14 -t cifar10 --probe attentive,linear --protocol aimbench-fast
+
+      aimbench eval -b aim-7b -t all --probe attentive --cluster slurm --gpus-per-node 1 --time 12:00:00 --dry-run
+    """
+    options = RunOptions(results, data_root, tuple(cards or ()), device, batch_size, workers, memory_gb=memory_gb)
+    request = EvalRequest(
+        split(backbone), split(tasks), split(probe), parse_seeds(seed, seeds), layers, limit, weights, name, protocol, dtype,
+        epochs, data_mode, overwrite, options,
+    )  # fmt: skip
+    run_request(request, cluster, make_console())
