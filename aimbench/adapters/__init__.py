@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,18 +30,29 @@ def load_backbone(
     return build_backbone((registry or Registry.load(cards)).backbone(name), weights, dtype)
 
 
+def _timm() -> type[Backbone]:
+    from aimbench.adapters.timm_family import TimmBackbone
+
+    return TimmBackbone
+
+
+def _aim() -> type[Backbone]:
+    from aimbench.adapters.aim_family import AimBackbone
+
+    return AimBackbone
+
+
+def _open_clip() -> type[Backbone]:
+    from aimbench.adapters.open_clip_family import OpenClipBackbone
+
+    return OpenClipBackbone
+
+
+# A card's ``adapter`` -> its family's class, imported when first built (each imports its own library).
+# A new family: its module here, one line below, and its name in aimbench.cards.backbone_card.ADAPTERS.
+FAMILIES: dict[str, Callable[[], type[Backbone]]] = {"timm": _timm, "aim": _aim, "open_clip": _open_clip}
+
+
 def build_backbone(spec: BackboneSpec, weights: str | None = None, dtype: str = "fp32") -> Backbone:
     """Build a variant from its (possibly programmatically edited) spec through its family adapter."""
-    if spec.adapter == "timm":
-        from aimbench.adapters.timm_family import TimmBackbone
-
-        return TimmBackbone(spec, weights, dtype)
-    if spec.adapter == "aim":
-        from aimbench.adapters.aim_family import AimBackbone
-
-        return AimBackbone(spec, weights, dtype)
-    if spec.adapter == "open_clip":
-        from aimbench.adapters.open_clip_family import OpenClipBackbone
-
-        return OpenClipBackbone(spec, weights, dtype)
-    raise AssertionError(f"adapter '{spec.adapter}' passed card validation but has no implementation")
+    return FAMILIES[spec.adapter]()(spec, weights, dtype)

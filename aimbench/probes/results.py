@@ -51,6 +51,12 @@ class LayerResult:
             "test_secondary": self.test_secondary,
         }  # fmt: skip
 
+    @classmethod
+    def from_record(cls, entry: dict[str, Any]) -> LayerResult:
+        """The inverse of :meth:`as_record` (one entry of a record's ``layers``)."""
+        return cls(entry["layer_set"], tuple(entry["blocks"]), entry["token"], entry["hparams"], entry["val_score"],
+                   entry["test_score"], entry.get("test_secondary") or {})  # fmt: skip
+
 
 @dataclass(frozen=True)
 class ProbeResult:
@@ -58,6 +64,14 @@ class ProbeResult:
     layers: list[LayerResult]
     best: LayerResult
     last: LayerResult
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> ProbeResult:
+        """The probe result a run record holds: its heads, every layer set's selected head, the best and the last."""
+        layers = [LayerResult.from_record(entry) for entry in record["layers"]]
+        by_name = {layer.layer_set: layer for layer in layers}
+        heads = [HeadScore(**head) for head in record["heads"]]
+        return cls(heads, layers, by_name[record["best_layer_set"]], by_name[record["last_layer_set"]])
 
 
 def select_per_set(heads: Sequence[HeadScore], sets: Sequence[LayerSet]) -> list[int]:
