@@ -86,7 +86,7 @@ def extraction_vs_bare(backbone: Backbone, splits: TaskSplits, batch_size: int, 
 
     def ours() -> None:
         for batch in batches:
-            for out in backbone.forward_layers(batch, blocks):
+            for out in backbone.forward_layers(batch, blocks).values():
                 out.patches.mean(dim=1)
 
     def bare() -> None:

@@ -10,8 +10,6 @@ the requested precision (``.pth`` files are memory-mapped), so even a 7B is held
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
 from aimbench.adapters.base import Backbone, LayerTokens, WeightsInfo
@@ -63,7 +61,6 @@ class AimBackbone(Backbone):
         model, info = _build(spec, weights, torch_dtype(dtype))
         super().__init__(spec, model, info, dtype)
 
-    def forward_layers(self, images: torch.Tensor, layers: Sequence[int]) -> list[LayerTokens]:
-        layers = self.checked_layers(layers)
-        outputs = self.model.forward_layers(self.prepare(images), layers)
-        return [LayerTokens(layer, tokens, None) for layer, tokens in zip(layers, outputs)]
+    def _forward_blocks(self, images: torch.Tensor, blocks: list[int]) -> list[LayerTokens]:
+        outputs = self.model.forward_layers(self.prepare(images), blocks)
+        return [LayerTokens(block, tokens, None) for block, tokens in zip(blocks, outputs)]

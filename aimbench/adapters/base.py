@@ -3,29 +3,49 @@
 A backbone is a frozen network plus the facts needed to trust its features: the preprocessing
 of its weights, its depth/width/heads, where the weights came from (id and SHA-256), and the
 provenance of each feature tensor (which block, raw residual stream or normed, which tokens).
+
+The user-facing call, :meth:`Backbone.forward_layers`, lives here once: it resolves block
+selections (negative indices, ``"last"``, ``"all"``) and PIL inputs for every family, and each
+family implements only :meth:`Backbone._forward_blocks` on a preprocessed tensor.
 """
 
 from __future__ import annotations
 
+import operator
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
 import torch
+from PIL import Image
 from torch import nn
 from torchvision.transforms import InterpolationMode, v2
 
 from aimbench.cards.backbone_card import BackboneSpec, Preprocess
 from aimbench.dtypes import torch_dtype
+from aimbench.errors import UserError
+
+# What forward_layers accepts: a block index (negative counts from the end), "last", "all", or several.
+Blocks = Union[int, str, Iterable[Union[int, str]]]
+# A preprocessed (B, 3, H, W) float tensor, or PIL images the backbone preprocesses itself.
+Images = Union[torch.Tensor, Image.Image, Sequence[Image.Image]]
+BLOCK_NAMES = ("last", "all")
 
 
 @dataclass(frozen=True)
 class LayerTokens:
-    """One block's output for a batch.
+    """One block's output for a batch, split into the tokens a probe reads.
 
-    ``patches`` is (B, N, D); ``prefix`` is (B, P, D) for the cls/register tokens named by the
-    backbone's ``prefix_layout``, or None when the family has no prefix tokens.
+    ``layer`` is the block's 0-based index (never negative: ``-1`` is resolved to ``depth - 1``).
+    ``patches`` is (B, N, D): one token per image patch in raster order (N = grid height x grid
+    width at the card's resolution, D = the backbone's ``dim``); probes pool or attend over them.
+    ``prefix`` is (B, P, D): the tokens the network prepends to the patches (cls, registers), in
+    the order of the backbone's ``provenance.prefix_layout``, or None when the family has none;
+    kept apart because their meaning differs per family (MAE's cls token is untrained, AIM has
+    none), so a probe reads them only when the card says so. Both are taken where
+    ``Backbone.provenance`` says (by default the raw block output, no final norm), in the
+    backbone's dtype and on its device.
     """
 
     layer: int
@@ -107,6 +127,13 @@ class Backbone(ABC):
         return self.spec.cls_token
 
     def transform(self) -> v2.Compose:
+        """The card's eval preprocessing: any PIL image -> normalised float32 tensor (3, S, S).
+
+        Resize, centre crop, mean/std exactly as the weights were trained with (the card's
+        ``[preprocess]``), because features of images prepared any other way are not the ones the
+        published numbers measure. :meth:`forward_layers` applies it to PIL inputs itself; call
+        it to prepare tensors yourself (a DataLoader, a cache of inputs).
+        """
         return build_eval_transform(self.spec.preprocess)
 
     def to(self, device: torch.device | str) -> Backbone:
@@ -127,12 +154,48 @@ class Backbone(ABC):
         """Images on the model's device and in its precision."""
         return images.to(self.device, torch_dtype(self.dtype))
 
-    def checked_layers(self, layers: Sequence[int]) -> list[int]:
-        """``layers`` as a list, or ValueError unless sorted, unique and within the depth."""
-        layers = list(layers)
-        if layers != sorted(set(layers)) or not layers or layers[0] < 0 or layers[-1] >= self.depth:
-            raise ValueError(f"layers must be sorted, unique and within 0..{self.depth - 1}: {layers}")
-        return layers
+    def resolve_blocks(self, layers: Blocks) -> list[int]:
+        """A block selection as sorted, unique, non-negative block indices.
+
+        ``layers`` is an index (``-1`` is the last block, Python style), ``"last"``, ``"all"``, or
+        any iterable of those, in any order and with repeats; anything out of range is a
+        :class:`~aimbench.errors.UserError` that names the valid range.
+        """
+        name, depth = self.spec.name, self.depth
+        items = [layers] if isinstance(layers, (str, int)) or not isinstance(layers, Iterable) else list(layers)
+        if not items:
+            raise UserError(f"no blocks asked of {name}: give block indices, 'last' or 'all'")
+        blocks: set[int] = set()
+        for item in items:
+            if isinstance(item, str):
+                if item not in BLOCK_NAMES:
+                    raise UserError(f"unknown block name '{item}' for {name}: use 'last', 'all' or an index in 0..{depth - 1}")
+                blocks.update(range(depth) if item == "all" else [depth - 1])
+                continue
+            try:
+                if isinstance(item, bool):
+                    raise TypeError
+                index = operator.index(item)
+            except TypeError:
+                raise UserError(f"block {item!r} for {name} is not an index: use an int, 'last' or 'all'") from None
+            if not -depth <= index < depth:
+                raise UserError(f"block {index} out of range for {name} (depth {depth}: 0..{depth - 1} or -{depth}..-1)")
+            blocks.add(index % depth)
+        return sorted(blocks)
+
+    def image_batch(self, images: Images) -> torch.Tensor:
+        """``images`` as a (B, 3, H, W) float tensor: a tensor is taken as already preprocessed;
+        a PIL image or a list of them goes through :meth:`transform` and is stacked."""
+        if isinstance(images, torch.Tensor):
+            if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
+                raise UserError(f"images must be a preprocessed float (B, 3, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
+            return images
+        pictures = [images] if isinstance(images, Image.Image) else list(images)
+        if not pictures or not all(isinstance(picture, Image.Image) for picture in pictures):
+            kinds = sorted({type(picture).__name__ for picture in pictures}) or ["nothing"]
+            raise UserError(f"images must be a (B, 3, H, W) tensor, a PIL image or a list of them, got {', '.join(kinds)}")
+        transform = self.transform()
+        return torch.stack([transform(picture) for picture in pictures])
 
     @property
     def provenance(self) -> FeatureProvenance:
@@ -140,9 +203,27 @@ class Backbone(ABC):
         block outputs (the residual stream, no final norm), as the AIM protocol reads them."""
         return FeatureProvenance("block output (residual stream)", False, self.spec.prefix_layout)
 
-    @abstractmethod
-    def forward_layers(self, images: torch.Tensor, layers: Sequence[int]) -> list[LayerTokens]:
-        """Run the network once and return the outputs of ``layers`` (0-indexed blocks).
+    def forward_layers(self, images: Images, layers: Blocks) -> dict[int, LayerTokens]:
+        """Run the network once and return the tokens of the chosen blocks, keyed by block index.
 
-        ``layers`` must be sorted and unique; the result has one entry per layer, in order.
+        ``images``: a float tensor (B, 3, H, W) already preprocessed (e.g. by :meth:`transform`
+        in a DataLoader), or a PIL image or list of PIL images, which are preprocessed here with
+        the card's transform, so that features always come from the inputs the weights expect.
+
+        ``layers``: a block index or several, in any order, repeats collapsed; negative indices
+        count from the end (``-1`` is the last block); ``"last"`` and ``"all"`` name blocks too.
+        Every block comes from the same single forward pass (it stops after the deepest one
+        asked for), which is why a layer-wise sweep costs one pass, not one per layer.
+
+        Returns ``{block: LayerTokens}`` with non-negative keys in ascending order. Out-of-range
+        blocks, unknown names and unusable images raise :class:`~aimbench.errors.UserError`.
+        For example ``backbone.forward_layers(Image.open("cat.jpg"), [-1, 0])`` is
+        ``{0: ..., depth - 1: ...}``, each holding ``patches`` of shape (1, N, D).
         """
+        blocks = self.resolve_blocks(layers)
+        return {tokens.layer: tokens for tokens in self._forward_blocks(self.image_batch(images), blocks)}
+
+    @abstractmethod
+    def _forward_blocks(self, images: torch.Tensor, blocks: list[int]) -> list[LayerTokens]:
+        """A family's forward: preprocessed images (B, 3, H, W) and ``blocks`` sorted, unique and
+        within ``0..depth - 1`` -> one :class:`LayerTokens` per block, in the same order."""

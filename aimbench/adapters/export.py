@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from aimbench.adapters.base import Backbone
+from aimbench.adapters.base import Backbone, Blocks
 from aimbench.atomic import atomic_write
 from aimbench.errors import UserError
 from aimbench.safetensors_bytes import save_deterministic
@@ -55,12 +55,13 @@ def _load(path: Path) -> Image.Image:
 def export_features(
     backbone: Backbone,
     images: Sequence[Path],
-    layers: Sequence[int],
+    layers: Blocks,
     output: Path,
     batch_size: int = 32,
     on_batch: Callable[[int], None] | None = None,
 ) -> dict[str, str]:
     """Write the tokens of ``layers`` for ``images`` to ``output``; return the file's metadata."""
+    layers = backbone.resolve_blocks(layers)  # -1, "last", any order: the file names non-negative blocks
     transform = backbone.transform()
     patches: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
     prefixes: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
@@ -68,10 +69,10 @@ def export_features(
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
             batch = torch.stack([transform(_load(path)) for path in chunk])
-            for out in backbone.forward_layers(batch, layers):
-                patches[out.layer].append(out.patches.float().cpu())
+            for layer, out in backbone.forward_layers(batch, layers).items():
+                patches[layer].append(out.patches.float().cpu())
                 if out.prefix is not None:
-                    prefixes[out.layer].append(out.prefix.float().cpu())
+                    prefixes[layer].append(out.prefix.float().cpu())
             if on_batch is not None:
                 on_batch(len(chunk))
     tensors = {f"block{layer}.patches": torch.cat(patches[layer]).contiguous() for layer in layers}

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -242,11 +242,10 @@ class OpenClipBackbone(Backbone):
         check_against_card(spec, visual)
         super().__init__(spec, visual, info, dtype)
 
-    def forward_layers(self, images: torch.Tensor, layers: Sequence[int]) -> list[LayerTokens]:
-        layers = self.checked_layers(layers)
+    def _forward_blocks(self, images: torch.Tensor, blocks: list[int]) -> list[LayerTokens]:
         outputs = self.model.forward_intermediates(
             self.prepare(images),
-            indices=layers,
+            indices=blocks,
             stop_early=True,
             normalize_intermediates=False,
             intermediates_only=True,
@@ -254,4 +253,4 @@ class OpenClipBackbone(Backbone):
             output_extra_tokens=True,
         )
         patches, prefixes = outputs["image_intermediates"], outputs["image_intermediates_prefix"]
-        return [LayerTokens(layer, p, c) for layer, p, c in zip(layers, patches, prefixes)]
+        return [LayerTokens(block, p, c) for block, p, c in zip(blocks, patches, prefixes)]

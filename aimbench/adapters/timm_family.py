@@ -10,7 +10,6 @@ the model converts (original DINOv2, BEiT, ... releases), then loaded strictly.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 
 import timm
 import torch
@@ -100,13 +99,12 @@ class TimmBackbone(Backbone):
         check_against_card(spec, model)
         super().__init__(spec, model, info, dtype)
 
-    def forward_layers(self, images: torch.Tensor, layers: Sequence[int]) -> list[LayerTokens]:
-        layers = self.checked_layers(layers)
-        options = dict(indices=layers, norm=False, output_fmt="NLC", intermediates_only=True, stop_early=True)
+    def _forward_blocks(self, images: torch.Tensor, blocks: list[int]) -> list[LayerTokens]:
+        options = dict(indices=blocks, norm=False, output_fmt="NLC", intermediates_only=True, stop_early=True)
         images = self.prepare(images)
         if not self.spec.prefix_layout:
             # timm returns malformed tuples when prefix tokens are requested from a model without any
             outputs = self.model.forward_intermediates(images, **options)
-            return [LayerTokens(layer, tokens, None) for layer, tokens in zip(layers, outputs)]
+            return [LayerTokens(block, tokens, None) for block, tokens in zip(blocks, outputs)]
         outputs = self.model.forward_intermediates(images, return_prefix_tokens=True, **options)
-        return [LayerTokens(layer, patches, prefix) for layer, (patches, prefix) in zip(layers, outputs)]
+        return [LayerTokens(block, patches, prefix) for block, (patches, prefix) in zip(blocks, outputs)]

@@ -52,7 +52,7 @@ def _window_means(by_block: Mapping[int, torch.Tensor], sets: Sequence[LayerSet]
 def set_tokens(backbone: Backbone, images: torch.Tensor, sets: Sequence[LayerSet]) -> torch.Tensor:
     """Patch tokens of every layer set, (L, B, N, D) float32, from ONE backbone forward."""
     with torch.inference_mode():
-        tokens = _window_means({o.layer: o.patches for o in backbone.forward_layers(images, blocks_needed(sets))}, sets)
+        tokens = _window_means({b: o.patches for b, o in backbone.forward_layers(images, blocks_needed(sets)).items()}, sets)
     return tokens.clone()  # a normal tensor, usable by autograd (inference tensors are not)
 
 

@@ -52,7 +52,7 @@ def pool_batch(backbone: Backbone, images: torch.Tensor, layers: Sequence[int]) 
     """One forward: (B, len(layers) x poolings, D) float32, in the order of :func:`feature_sources`."""
     pooled = []
     with torch.inference_mode():
-        for out in backbone.forward_layers(images, layers):
+        for out in backbone.forward_layers(images, layers).values():
             for token in backbone.spec.probe_tokens:
                 pooled.append(out.patches.mean(dim=1) if token == PATCH_MEAN else out.prefix[:, 0])
         stacked = torch.stack(pooled, dim=1).float()
@@ -97,8 +97,8 @@ def extract_tokens(
     chunks: dict[int, list[torch.Tensor]] = {block: [] for block in blocks}
     with torch.inference_mode():
         for batch, _ in loader:
-            for out in backbone.forward_layers(batch, blocks):
-                chunks[out.layer].append(out.patches.float().cpu())
+            for block, out in backbone.forward_layers(batch, blocks).items():
+                chunks[block].append(out.patches.float().cpu())
             if on_batch is not None:
                 on_batch(len(batch))
     return {block: torch.cat(parts) if parts else torch.empty(0, backbone.patch_tokens(), backbone.dim) for block, parts in chunks.items()}

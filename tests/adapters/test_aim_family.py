@@ -62,7 +62,10 @@ def test_tiny_aim_follows_the_backbone_contract() -> None:
     assert torch.equal(torch.get_rng_state(), before)
     assert load_backbone("aim-tiny").weights == backbone.weights  # deterministic random init
     outs = backbone.forward_layers(torch.randn(2, 3, 32, 32), [0, 5])
-    assert [(o.layer, tuple(o.patches.shape), o.prefix) for o in outs] == [(0, (2, 64, 128), None), (5, (2, 64, 128), None)]
+    assert [(b, o.layer, tuple(o.patches.shape), o.prefix) for b, o in outs.items()] == [
+        (0, 0, (2, 64, 128), None),
+        (5, 5, (2, 64, 128), None),
+    ]
     assert backbone.provenance.as_dict() == {"source": "block output (residual stream)", "norm_applied": False, "prefix_layout": []}
     assert not any(p.requires_grad for p in backbone.model.parameters())
 
@@ -76,7 +79,7 @@ def test_apple_layout_file_loads_strictly_onto_meta_built_model(tmp_path: Path) 
     with torch.no_grad():
         expected = source.forward_layers(images, [1, 2])
     got = backbone.forward_layers(images, [1, 2])
-    assert all(torch.equal(a, b.patches) for a, b in zip(expected, got))
+    assert all(torch.equal(a, b.patches) for a, b in zip(expected, got.values()))
 
 
 @pytest.mark.parametrize("damage", ["missing", "unexpected"])
@@ -174,8 +177,8 @@ def test_bf16_materialises_file_weights_in_bf16_close_to_fp32(tmp_path: Path) ->
     assert {p.dtype for p in half.model.parameters()} == {torch.bfloat16}
     assert half.weights == full.weights  # same file, same hash: the precision is recorded separately
     images = torch.randn(2, 3, 16, 16)
-    a = full.forward_layers(images, [2])[0].patches
-    b = half.forward_layers(images, [2])[0].patches.float()
+    a = full.forward_layers(images, [2])[2].patches
+    b = half.forward_layers(images, [2])[2].patches.float()
     assert b.dtype == torch.float32 and torch.allclose(a, b, rtol=0.1, atol=0.1)
     assert not torch.equal(a, b)
 
@@ -202,7 +205,7 @@ def test_a_trunk_we_pretrained_is_built_with_the_layer_norm_eps_it_was_trained_w
         released_eps.load_state_dict(trained.state_dict())
         other = released_eps.forward_layers(images, [2])[0]
     got = backbone.forward_layers(images, [0, 2])
-    assert all(torch.equal(a, b.patches) for a, b in zip(expected, got))
-    assert not torch.allclose(other, got[1].patches, atol=1e-4)  # the eps matters: the released 1e-6 would give other features
+    assert all(torch.equal(a, b.patches) for a, b in zip(expected, got.values()))
+    assert not torch.allclose(other, got[2].patches, atol=1e-4)  # the eps matters: the released 1e-6 would give other features
     released, _ = apple_layout_file(tmp_path / "official.pth")  # Apple's files carry no eps: the released model's 1e-6
     assert layer_norm_eps(load_backbone("aim-micro-x", registry=aim_card(tmp_path / "cards2", str(released))).model) == {1e-6}

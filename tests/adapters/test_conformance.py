@@ -77,24 +77,25 @@ def test_tiny_variant_of_every_card_conforms(name: str, no_network: None) -> Non
     layers = list(range(backbone.depth))
     out = backbone.forward_layers(x, layers)
     patch = PRESETS["aim-micro"].patch_size if spec.adapter == "aim" else PATCH
-    assert [o.layer for o in out] == layers
-    for tokens in out:
+    assert list(out) == [o.layer for o in out.values()] == layers
+    for tokens in out.values():
         assert tokens.patches.shape == (2, (SIZE // patch) ** 2, spec.dim)
         if spec.prefix_layout:
             assert tokens.prefix is not None and tokens.prefix.shape == (2, len(spec.prefix_layout), spec.dim)
         else:
             assert tokens.prefix is None
-    assert not torch.equal(out[0].patches, out[-1].patches)
+    last = out[backbone.depth - 1]
+    assert not torch.equal(out[0].patches, last.patches)
 
     # deterministic: the same weights on a second build, the same tokens on a second pass
     again = build_backbone(spec)
     assert again.weights.sha256 == backbone.weights.sha256
-    repeat = again.forward_layers(x, [backbone.depth - 1])[0]
-    assert torch.equal(repeat.patches, out[-1].patches)
+    repeat = again.forward_layers(x, [backbone.depth - 1])[backbone.depth - 1]
+    assert torch.equal(repeat.patches, last.patches)
 
     with torch.no_grad():
         expected = family_output(backbone, x)
-        ours = from_last_layer(backbone, out[-1].patches, out[-1].prefix)
+        ours = from_last_layer(backbone, last.patches, last.prefix)
     torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
 
 
@@ -140,7 +141,7 @@ def test_beit_unilm_release_loads_strictly_through_the_card(name: str, version: 
             x, indices=[0, 1], norm=False, output_fmt="NLC", intermediates_only=True, return_prefix_tokens=True
         )
     out = backbone.forward_layers(x, [0, 1])
-    for tokens, (patches, prefix) in zip(out, expected):
+    for tokens, (patches, prefix) in zip(out.values(), expected):
         torch.testing.assert_close(tokens.patches, patches)
         torch.testing.assert_close(tokens.prefix, prefix)
 

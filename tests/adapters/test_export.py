@@ -47,7 +47,7 @@ def test_export_matches_forward_layers_with_the_backbone_transform(tmp_path: Pat
     with torch.no_grad():
         expected = backbone.forward_layers(batch, [0, 2])
     assert torch.allclose(tensors["block0.patches"], expected[0].patches, atol=1e-6)
-    assert torch.allclose(tensors["block2.prefix"], expected[1].prefix, atol=1e-6)
+    assert torch.allclose(tensors["block2.prefix"], expected[2].prefix, atol=1e-6)
     assert json.loads(metadata["images"]) == [str(p) for p in images]
     assert json.loads(metadata["layers"]) == [0, 2] and metadata["weights_sha256"] == backbone.weights.sha256
     assert json.loads(metadata["features"])["norm_applied"] is False

@@ -111,14 +111,14 @@ def test_tiny_tower_follows_the_backbone_contract(tiny: OpenClipBackbone) -> Non
     assert not hasattr(tiny.model, "token_embedding") and isinstance(tiny.model, open_clip.transformer.VisionTransformer)
     for layers in ([0, 1, 2], [1], [2]):
         out = tiny.forward_layers(images(), layers)
-        assert [o.layer for o in out] == layers
-        for tokens in out:
+        assert list(out) == [o.layer for o in out.values()] == layers
+        for tokens in out.values():
             assert tuple(tokens.patches.shape) == (3, 16, 32)
             assert tuple(tokens.prefix.shape) == (3, 1, 32)
     assert tiny.provenance.as_dict() == {"source": "block output (residual stream)", "norm_applied": False, "prefix_layout": ["cls"]}
     assert tiny.has_cls_token and tiny.spec.probe_tokens == ("patch_mean", "cls")
-    with pytest.raises(ValueError):
-        tiny.forward_layers(images(), [2, 1])
+    with pytest.raises(UserError, match=r"block 3 out of range .*0\.\.2 or -3\.\.-1"):
+        tiny.forward_layers(images(), [2, 3])
 
 
 def test_random_init_is_deterministic_and_leaves_the_global_rng_alone(tmp_path: Path) -> None:
@@ -130,7 +130,7 @@ def test_random_init_is_deterministic_and_leaves_the_global_rng_alone(tmp_path: 
     second = load_backbone(NAME, registry=registry)
     assert first.weights == second.weights and first.weights.id == "random-init:seed0"
     a, b = (bb.forward_layers(images(), [0, 2]) for bb in (first, second))
-    assert all(torch.equal(x.patches, y.patches) and torch.equal(x.prefix, y.prefix) for x, y in zip(a, b))
+    assert a.keys() == b.keys() and all(torch.equal(a[k].patches, b[k].patches) and torch.equal(a[k].prefix, b[k].prefix) for k in a)
 
 
 def _manual_blocks(visual: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
@@ -149,7 +149,7 @@ def _manual_blocks(visual: torch.nn.Module, x: torch.Tensor) -> list[torch.Tenso
 def test_block_outputs_match_open_clips_own_forward(tiny: OpenClipBackbone) -> None:
     visual, x = tiny.model, images()
     out = tiny.forward_layers(x, [0, 1, 2])
-    for tokens, manual in zip(out, _manual_blocks(visual, x)):
+    for tokens, manual in zip(out.values(), _manual_blocks(visual, x)):
         assert torch.allclose(torch.cat([tokens.prefix, tokens.patches], dim=1), manual, atol=1e-6)
     visual.output_tokens = True  # open_clip's forward then also returns ln_post(tokens) before pooling
     try:
@@ -157,7 +157,7 @@ def test_block_outputs_match_open_clips_own_forward(tiny: OpenClipBackbone) -> N
             pooled, patch_tokens = visual(x)
     finally:
         visual.output_tokens = False
-    last = out[-1]
+    last = out[2]
     with torch.no_grad():
         assert torch.allclose(visual.ln_post(last.patches), patch_tokens, atol=1e-6)
         assert torch.allclose(visual.ln_post(last.prefix[:, 0]) @ visual.proj, pooled, atol=1e-6)  # cls pooling
@@ -180,7 +180,7 @@ def test_state_dict_file_loads_strictly_and_reproduces_outputs(tmp_path: Path, l
     with torch.no_grad():
         expected = source.visual.forward_intermediates(x, indices=[1, 2], output_fmt="NLC", intermediates_only=True)
     got = backbone.forward_layers(x, [1, 2])
-    assert all(torch.equal(e, g.patches) for e, g in zip(expected["image_intermediates"], got))
+    assert all(torch.equal(e, g.patches) for e, g in zip(expected["image_intermediates"], got.values()))
 
 
 def test_file_weights_in_bf16_are_materialised_in_bf16(tmp_path: Path) -> None:
@@ -188,7 +188,7 @@ def test_file_weights_in_bf16_are_materialised_in_bf16(tmp_path: Path) -> None:
     save_file({k: v.contiguous() for k, v in reference_clip().visual.state_dict().items()}, str(path))
     backbone = load_backbone(NAME, registry=clip_card(tmp_path / "cards", str(path)), dtype="bf16")
     assert {p.dtype for p in backbone.model.parameters()} == {torch.bfloat16}
-    assert backbone.forward_layers(images(), [2])[0].patches.dtype == torch.bfloat16
+    assert backbone.forward_layers(images(), [2])[2].patches.dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize("damage", ["missing", "unexpected"])

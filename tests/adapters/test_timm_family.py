@@ -11,7 +11,7 @@ from conftest import micro_card_header, write_card
 from aimbench.adapters import load_backbone
 from aimbench.adapters.timm_family import TimmBackbone, _create, check_against_card
 from aimbench.cards.registry import Registry
-from aimbench.errors import CardError
+from aimbench.errors import CardError, UserError
 
 # name -> (image size, expected prefix layout); micro-* come from the tiny_cards fixture,
 # vit-tiny-* are shipped in backbones/tiny.toml.
@@ -59,8 +59,8 @@ def test_forward_layers_follows_the_backbone_contract(registry: Registry, name: 
     layers = [0, backbone.depth - 1] if name.startswith("vit-tiny") else [0, 1, 2]
     out = backbone.forward_layers(_images(size, batch), layers)
 
-    assert [o.layer for o in out] == layers
-    for tokens in out:
+    assert list(out) == [o.layer for o in out.values()] == layers
+    for tokens in out.values():
         assert tokens.patches.shape == (batch, n_patches, backbone.dim)
         if layout:
             assert tokens.prefix is not None
@@ -98,7 +98,7 @@ def test_features_are_raw_block_outputs_without_final_norm(registry: Registry, n
     layers = list(range(backbone.depth))
     out = backbone.forward_layers(images, layers)
     assert len(out) == backbone.depth
-    for tokens, raw in zip(out, manual):
+    for tokens, raw in zip(out.values(), manual):
         assert torch.allclose(tokens.patches, raw[:, n_prefix:], atol=1e-5, rtol=1e-5)
         if n_prefix:
             assert torch.allclose(tokens.prefix, raw[:, :n_prefix], atol=1e-5, rtol=1e-5)
@@ -110,8 +110,8 @@ def test_features_are_raw_block_outputs_without_final_norm(registry: Registry, n
 
     # asking for a subset gives the same tensors as the full sweep
     subset = backbone.forward_layers(images, [1])
-    assert len(subset) == 1 and subset[0].layer == 1
-    assert torch.allclose(subset[0].patches, manual[1][:, n_prefix:], atol=1e-5, rtol=1e-5)
+    assert list(subset) == [1] and subset[1].layer == 1
+    assert torch.allclose(subset[1].patches, manual[1][:, n_prefix:], atol=1e-5, rtol=1e-5)
 
 
 def test_block_outputs_differ_between_layers(registry: Registry) -> None:
@@ -121,10 +121,14 @@ def test_block_outputs_differ_between_layers(registry: Registry) -> None:
     assert not torch.allclose(out[1].patches, out[2].patches)
 
 
-@pytest.mark.parametrize("layers", [[], [1, 0], [0, 0], [-1], [3], [0, 3]])
-def test_forward_layers_rejects_bad_layer_lists(registry: Registry, layers: list[int]) -> None:
+@pytest.mark.parametrize(
+    ("layers", "message"),
+    [([], "no blocks asked"), ([3], "block 3 out of range"), ([0, 3], "block 3 out of range"), ([-4], "block -4 out of range"),
+     (["first"], "unknown block name 'first'"), ([True], "not an index")],
+)  # fmt: skip
+def test_forward_layers_rejects_bad_layer_lists(registry: Registry, layers: list, message: str) -> None:
     backbone = load_backbone("micro-cls", registry=registry)
-    with pytest.raises(ValueError, match="layers must be sorted"):
+    with pytest.raises(UserError, match=message):
         backbone.forward_layers(_images(16), layers)
 
 
@@ -167,7 +171,7 @@ def test_matching_card_builds(tmp_path: Path) -> None:
     backbone = load_backbone("x", registry=_card_registry(tmp_path))
     assert backbone.spec.prefix_layout == ("cls", "register", "register")
     out = backbone.forward_layers(_images(16), [2])
-    assert out[0].prefix.shape == (2, 3, 32)
+    assert out[2].prefix.shape == (2, 3, 32)
 
 
 @pytest.mark.parametrize(

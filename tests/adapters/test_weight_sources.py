@@ -101,7 +101,7 @@ cls_token = true
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         expected = source.forward_intermediates(x, indices=[2], norm=False, output_fmt="NLC", intermediates_only=True)[0]
-    torch.testing.assert_close(backbone.forward_layers(x, [2])[0].patches, expected)
+    torch.testing.assert_close(backbone.forward_layers(x, [2])[2].patches, expected)
 
     # a cached file that no longer matches the published checksum is refused
     url_cache_path(f"{base}/micro.pth").write_bytes(b"tampered")

@@ -72,8 +72,7 @@ def test_pooled_values_match_forward_layers(registry: Registry, name: str) -> No
     dataset = TransformedImages(images, backbone.transform())
     batch = torch.stack([dataset[i][0] for i in range(len(images))])
     with torch.no_grad():
-        reference = backbone.forward_layers(batch, layers)
-    by_layer = {out.layer: out for out in reference}
+        by_layer = backbone.forward_layers(batch, layers)
 
     for s, source in enumerate(sources):
         out = by_layer[source.layer]
@@ -146,8 +145,8 @@ def test_probe_inputs_average_window_blocks(registry: Registry) -> None:
     batch = torch.stack([backbone.transform()(images.image(i)) for i in range(5)])
     with torch.no_grad():
         out = backbone.forward_layers(batch, blocks)
-    mean_tokens = torch.stack([o.patches for o in out]).mean(0)
-    mean_cls = torch.stack([o.prefix[:, 0] for o in out]).mean(0)
+    mean_tokens = torch.stack([o.patches for o in out.values()]).mean(0)
+    mean_cls = torch.stack([o.prefix[:, 0] for o in out.values()]).mean(0)
     torch.testing.assert_close(inputs.features[:, 2], mean_tokens.mean(1), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(inputs.features[:, 3], mean_cls, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(inputs.features[:, 0], out[2].patches.mean(1), atol=1e-5, rtol=1e-5)
