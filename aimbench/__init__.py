@@ -6,7 +6,9 @@ The public Python API is small and lives here (the CLI, ``aimbench``, drives eve
 - :func:`load_backbone` builds one, frozen, behind the shared contract :class:`Backbone`;
 - :meth:`Backbone.forward_layers` returns the tokens of any blocks (``[-1, 0]``, ``"last"``,
   ``"all"``) from one forward pass, as :class:`LayerTokens` keyed by block index, for a
-  preprocessed tensor or PIL images.
+  preprocessed tensor or PIL images;
+- :func:`evaluate` runs ``aimbench eval`` as a call and returns one :class:`CellResult` per cell
+  (the record the CLI writes, and its probe result typed).
 
 ``import aimbench`` stays light (no torch): the classes that need torch are imported the first
 time they are used, through the module ``__getattr__`` below.
@@ -24,12 +26,14 @@ from aimbench.version import __version__
 
 if TYPE_CHECKING:
     from aimbench.adapters.base import Backbone, LayerTokens
+    from aimbench.api import CellResult, evaluate
 
-# Public names imported on first use (they import torch): name -> defining module.
-# The probing entry point, ``evaluate`` (aimbench.api), joins them here and in __all__ when it is exported.
+# Public names imported on first use (they import torch, or the launchers): name -> defining module.
 _LAZY = {
     "Backbone": "aimbench.adapters.base",
     "LayerTokens": "aimbench.adapters.base",
+    "evaluate": "aimbench.api",
+    "CellResult": "aimbench.api",
 }
 
 
@@ -72,4 +76,4 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY})
 
 
-__all__ = ["__version__", "Backbone", "LayerTokens", "list_backbones", "load_backbone"]
+__all__ = ["__version__", "Backbone", "CellResult", "LayerTokens", "evaluate", "list_backbones", "load_backbone"]

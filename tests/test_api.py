@@ -7,7 +7,7 @@ from pathlib import Path
 
 from conftest import run_cli
 
-from aimbench.api import evaluate
+from aimbench import evaluate
 
 
 def test_evaluate_returns_the_records_the_cli_writes_and_reuses_them(tmp_path: Path, tiny_cards: Path) -> None:

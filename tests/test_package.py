@@ -21,10 +21,12 @@ def test_import_aimbench_does_not_import_torch_until_a_class_is_used() -> None:
 
 
 def test_public_names() -> None:
-    assert set(aimbench.__all__) == {"__version__", "load_backbone", "Backbone", "LayerTokens", "list_backbones"}
+    assert set(aimbench.__all__) == {"__version__", "load_backbone", "Backbone", "LayerTokens", "list_backbones", "evaluate", "CellResult"}
     from aimbench.adapters.base import Backbone, LayerTokens
+    from aimbench.api import CellResult, evaluate
 
     assert aimbench.Backbone is Backbone and aimbench.LayerTokens is LayerTokens
+    assert aimbench.evaluate is evaluate and aimbench.CellResult is CellResult
     assert set(aimbench.__all__) <= set(dir(aimbench))
     try:
         aimbench.no_such_name  # noqa: B018
