@@ -20,8 +20,17 @@ from aimbench.probes import parse_blocks
 
 def features(
     backbone: Annotated[str, typer.Argument(help="Backbone variant.")],
-    inputs: Annotated[list[Path], typer.Option("--input", "-i", help="Image folder, .txt list of paths, or image (repeatable).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The .safetensors file to write.")],
+    images: Annotated[
+        Optional[list[Path]],
+        typer.Argument(help="Images, folders or .txt lists of paths (as many as you like, e.g. photos/*.jpg).", show_default=False),
+    ] = None,
+    inputs: Annotated[
+        Optional[list[Path]],
+        typer.Option(
+            "--input", "-i", help="An image, folder or .txt list, like IMAGES (repeatable: -i a.jpg -i b.jpg).", show_default=False
+        ),
+    ] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="The .safetensors file to write.")] = ...,
     layers: Annotated[str, typer.Option(help="all | last | block indices like 0,5,-1.")] = "all",
     weights: Annotated[Optional[str], typer.Option(help=WEIGHTS_HELP)] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward.")] = 32,
@@ -31,12 +40,23 @@ def features(
 ) -> None:
     """Write per-layer patch and prefix tokens of a backbone for images, with its own preprocessing.
 
+    Images come as paths after the backbone, with -i (once per path), or both (the -i ones first);
+    a folder adds its images (recursively, sorted), a .txt file the paths it lists. The file's
+    metadata records the image order.
+
     [bold]Examples[/bold]
+
+      aimbench features vit-tiny-cls cat.jpg dog.jpg -o tiny.safetensors --layers 0,-1
 
       aimbench features aim-600m -i photos/ --layers 12,23 -o aim600m.safetensors
 
       aimbench features dinov2-vits14 -i list.txt --layers all -o dino.safetensors --weights ./dinov2_vits14.pth
     """
+    sources = [*(inputs or ()), *(images or ())]
+    if not sources:
+        raise UserError(
+            "no images given: name them after the backbone (aimbench features BACKBONE a.jpg b.jpg -o OUT.safetensors) or with -i"
+        )
     if dtype not in DTYPES:
         raise UserError(f"unknown dtype '{dtype}'; one of {', '.join(DTYPES)}")
     if output.suffix != ".safetensors":
@@ -54,7 +74,7 @@ def features(
     from aimbench.adapters.export import export_features, list_images
     from aimbench.provenance import resolve_device
 
-    images = list_images(inputs)
+    paths = list_images(sources)
     model = load_backbone(backbone, weights=weights, registry=registry, dtype=dtype).to(resolve_device(device))
-    export_features(model, images, chosen, output, batch_size)
-    make_console().print(f"wrote {output}: {len(images)} images x {len(chosen)} layers of {backbone} ({model.weights.id})")
+    export_features(model, paths, chosen, output, batch_size)
+    make_console().print(f"wrote {output}: {len(paths)} images x {len(chosen)} layers of {backbone} ({model.weights.id})")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -15,9 +17,26 @@ from aimbench.launch.base import Launched
 from aimbench.pretrain.request import PretrainRequest
 
 
+def preset_names() -> list[str]:
+    """The AIM presets ``aimbench pretrain`` knows: the keys of ``aimbench.models.aim.PRESETS``, read
+    from that module's source, since importing it would load torch for every ``--help`` (and the
+    CLI's start-up stays free of torch); empty if the table is ever written in a form this cannot read."""
+    spec = importlib.util.find_spec("aimbench.models.aim")
+    if spec is None or spec.origin is None:
+        return []
+    for node in ast.parse(Path(spec.origin).read_text(encoding="utf-8")).body:
+        target = node.target if isinstance(node, ast.AnnAssign) else node.targets[0] if isinstance(node, ast.Assign) else None
+        if isinstance(target, ast.Name) and target.id == "PRESETS" and isinstance(node.value, ast.Dict):
+            return [key.value for key in node.value.keys if isinstance(key, ast.Constant) and isinstance(key.value, str)]
+    return []
+
+
+PRESET_HELP = "An AIM preset: " + (" | ".join(preset_names()) or "see aimbench.models.aim.PRESETS") + "."
+
+
 @cluster_options(leave_out=("array_parallelism", "dry_run"))
 def pretrain(
-    preset: Annotated[str, typer.Argument(help="aim-600m | aim-1b | aim-3b | aim-7b | aim-tiny | aim-micro.")],
+    preset: Annotated[str, typer.Argument(help=PRESET_HELP)],
     data: Annotated[
         str,
         typer.Option(
