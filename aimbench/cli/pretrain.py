@@ -60,7 +60,7 @@ def pretrain(
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     dtype: Annotated[str, typer.Option(help="bf16 (autocast on GPU) | fp32.")] = "bf16",
     image_size: Annotated[
-        int, typer.Option(help="Training resolution \\[default: the preset's: 224, or 32 for aim-tiny].", show_default=False)
+        int, typer.Option(help="Training resolution \\[default: the preset's: 224, 32 for aim-tiny, 16 for aim-micro].", show_default=False)
     ] = 0,
     save_every: Annotated[int, typer.Option(help="Checkpoint every N steps (and at the end).")] = 1000,
     seed: Annotated[int, typer.Option(help="Seeds the initialisation, the data order, augmentation and prefixes.")] = 0,
