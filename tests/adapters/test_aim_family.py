@@ -15,6 +15,7 @@ from aimbench.adapters import load_backbone
 from aimbench.cards.registry import Registry
 from aimbench.errors import CardError, UserError
 from aimbench.models.aim import AIM, LN_EPS_METADATA, PRESETS, build_aim
+from aimbench.pretrain.recipe import IMAGE_SIZES
 
 VARIANT = """
 [variants.{name}]
@@ -46,13 +47,17 @@ def apple_layout_file(path: Path, seed: int = 3) -> tuple[Path, torch.nn.Module]
 def test_shipped_aim_cards_match_their_presets() -> None:
     registry = Registry.load()
     names = {n for n, s in registry.backbones.items() if s.adapter == "aim"}
-    assert names == {"aim-600m", "aim-1b", "aim-3b", "aim-7b", "aim-tiny"}
+    assert names == set(PRESETS)  # every pre-training preset is a backbone (its trunk evaluates under its name)
     sha_prefixes = {"aim-600m": "0d6f6b8f", "aim-1b": "d254ecd3", "aim-3b": "8475ce4e", "aim-7b": "184ed94c"}
     for name, prefix in sha_prefixes.items():
         spec = registry.backbone(name)
         assert spec.weights.startswith("hf:apple/AIM/") and spec.sha256 == prefix and spec.license == "apple-amlr"
         assert (spec.depth, spec.dim, spec.heads) == (PRESETS[name].depth, PRESETS[name].width, PRESETS[name].heads)
         assert (spec.preprocess.image_size, spec.preprocess.resize_size, spec.preprocess.interpolation) == (224, 256, "bicubic")
+    for name in ("aim-tiny", "aim-micro"):  # the CPU presets: random init, at the resolution their pre-training uses
+        spec = registry.backbone(name)
+        assert (spec.weights, spec.depth, spec.dim, spec.heads) == ("random", PRESETS[name].depth, PRESETS[name].width, PRESETS[name].heads)
+        assert spec.preprocess.image_size == IMAGE_SIZES[name]
 
 
 def test_tiny_aim_follows_the_backbone_contract() -> None:

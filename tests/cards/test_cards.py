@@ -206,15 +206,3 @@ def test_tags_select_tasks_in_suite_order() -> None:
     assert [t.name for t in registry.expand_tasks(["tag:satellite", "eurosat"])] == ["eurosat", "fmow"]
     with pytest.raises(UserError, match=r"unknown tag 'medicine'; known tags: .*medical"):
         registry.expand_tasks(["tag:medicine"])
-
-
-def test_every_pretraining_preset_has_a_builtin_card_of_its_architecture() -> None:
-    """'aimbench pretrain P' ends by suggesting 'aimbench eval --backbone P --weights RUN': that card must exist and match."""
-    from aimbench.models.aim import PRESETS
-    from aimbench.pretrain.recipe import IMAGE_SIZES
-
-    registry = Registry.load()
-    for preset, config in PRESETS.items():
-        spec = registry.backbone(preset)
-        assert (spec.arch, spec.depth, spec.dim, spec.heads) == (preset, config.depth, config.width, config.heads), preset
-        assert spec.preprocess.image_size == IMAGE_SIZES[preset], preset
