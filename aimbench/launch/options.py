@@ -26,6 +26,7 @@ class RunOptions:
     cache_dir: Path | None = None  # feature cache root; default $AIMBENCH_CACHE or ~/.cache/aimbench
     memory_gb: float | None = None  # attentive heads' device memory budget; default: 90 % of free GPU memory
     checkpoint_every: int = 200  # optimizer steps between resumable training checkpoints
+    checkpoint_seconds: float = 300.0  # and at least this long between two (the first is never held back)
     progress_file: bool = False  # report stages to <results>/state/<record stem>.progress.json (for 'aimbench jobs')
 
     def __post_init__(self) -> None:

@@ -44,7 +44,7 @@ def run_cell(cell: Cell, options: RunOptions, stage: StageCallback = no_progress
         stage = ProgressFile(progress_path(options.results_dir, name))
     job = ProbeJob(
         backbone, task, splits, config, cell.layers, cell.seed, options.cache_dir, options.batch_size, options.workers,
-        options.memory_gb, options.checkpoint_every, state_path, stage, f"{cell.backbone} · {cell.task}",
+        options.memory_gb, options.checkpoint_every, options.checkpoint_seconds, state_path, stage, f"{cell.backbone} · {cell.task}",
     )  # fmt: skip
     outcome = run_probe(cell.probe, job)
     identity = CellIdentity(

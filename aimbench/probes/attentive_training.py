@@ -217,7 +217,7 @@ def fit(
             done += 1
             if trainer.step == batches_per_epoch:
                 trainer.epoch, trainer.step = trainer.epoch + 1, 0
-            if checkpoint is not None and checkpoint.due(done, epoch_ended=trainer.step == 0):
+            if checkpoint is not None and checkpoint.due(done):
                 checkpoint.save(trainer.state(scheduler))
             if on_step is not None:
                 on_step(done)

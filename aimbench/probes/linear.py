@@ -138,7 +138,7 @@ def _fit(
             step, done = step + 1, done + 1
             if step == batches:
                 epoch, step = epoch + 1, 0
-            if checkpoint is not None and checkpoint.due(done, epoch_ended=step == 0):
+            if checkpoint is not None and checkpoint.due(done):
                 state = {"heads": [p.detach().clone() for p in params], "optimizer": optimizer.state_dict()}
                 checkpoint.save({**state, "schedule": schedule.state_dict(), "epoch": epoch, "step": step})
         if n == 0:

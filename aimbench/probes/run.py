@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from aimbench.adapters.base import Backbone
     from aimbench.cards.task_card import TaskSpec
     from aimbench.data import TaskSplits
+    from aimbench.probes.checkpoint import Checkpointing
     from aimbench.probes.results import ProbeResult
 
 # (stage description, total units) -> advance(units)
@@ -47,6 +48,14 @@ class ProbeJob:
     workers: int = 0
     memory_gb: float | None = None  # attentive heads' device memory budget (None: 90 % of free GPU memory)
     checkpoint_every: int = 200  # optimizer steps between resumable training checkpoints
+    checkpoint_seconds: float = 0.0  # and at least this long between two of them
+
+    def checkpointing(self, path: Path, identity: str) -> Checkpointing:
+        """Where and how often a training run of this job saves its resumable state."""
+        from aimbench.probes.checkpoint import Checkpointing
+
+        return Checkpointing(path, identity, self.checkpoint_every, self.checkpoint_seconds)
+
     state_path: Path | None = None  # this cell's resumable training state (None: no resume)
     stage: StageCallback = no_progress
     label: str = ""  # what progress descriptions start with (``backbone · task``)

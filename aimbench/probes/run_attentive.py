@@ -9,7 +9,6 @@ from typing import Any
 import torch
 
 from aimbench.probes.attentive_training import CachedTokens, train_attentive_probes
-from aimbench.probes.checkpoint import Checkpointing
 from aimbench.probes.config import grid_points
 from aimbench.probes.feature_cache import cached_tokens
 from aimbench.probes.layer_sets import blocks_needed, parse_layer_sets
@@ -59,7 +58,7 @@ def run_attentive(job: ProbeJob) -> ProbeOutcome:
             state = job.state_path.with_name(f"{job.state_path.stem}.pass{index}.pt")
             # the identity names the pass's layer sets: a plan that changed (other free memory) never resumes a wrong state
             identity = f"{state.stem}:{','.join(layer_set.name for layer_set in chunk)}"
-            checkpoint = Checkpointing(state, identity, job.checkpoint_every)
+            checkpoint = job.checkpointing(state, identity)
         results.append(train_attentive_probes(
             backbone, splits.train, splits.val, splits.test, chunk, task.num_classes, config, job.seed, task.metric,
             task.secondary_metrics, checkpoint, job.batch_size, job.workers, on_step, cached,

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from aimbench.probes.checkpoint import Checkpointing
 from aimbench.probes.config import KnnProbeConfig
 from aimbench.probes.feature_cache import Extraction, SplitKey, cached_pooled
 from aimbench.probes.features import feature_sources, head_inputs, probe_inputs
@@ -78,7 +77,7 @@ def run_pooled(job: ProbeJob) -> ProbeOutcome:
             online = online_probe_inputs(backbone, splits.train, sets, config.augmentation, config.min_crop_scale,
                                          job.seed, config.batch_size, job.workers)  # fmt: skip
         reach = absolute(job.progress("linear heads", config.epochs))
-        checkpoint = Checkpointing(job.state_path, job.state_path.stem, job.checkpoint_every) if job.state_path else None
+        checkpoint = job.checkpointing(job.state_path, job.state_path.stem) if job.state_path else None
         result = train_linear_probes(
             features["train"], features["val"], features["test"], sources, task.num_classes,
             config, job.seed, task.metric, task.secondary_metrics, backbone.device, on_epoch=lambda epoch: reach(epoch + 1),

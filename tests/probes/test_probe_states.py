@@ -41,3 +41,12 @@ def test_a_torn_or_foreign_state_file_starts_training_again(tmp_path: Path, caps
     checkpoint.path.write_bytes(damage(checkpoint.path.read_bytes()))
     assert checkpoint.load() is None
     assert "warning: training state" in capsys.readouterr().err
+
+
+def test_checkpoints_fall_on_every_nth_step_and_never_closer_than_min_seconds(tmp_path: Path) -> None:
+    often = Checkpointing(tmp_path / "a.pt", "cell", every=2)
+    assert [step for step in range(1, 7) if often.due(step)] == [2, 4, 6]  # not at epoch ends: a tiny epoch is one step
+    held = Checkpointing(tmp_path / "b.pt", "cell", every=2, min_seconds=1e9)
+    assert held.due(2)  # the first save is never held back (a preempted job must find one)
+    held.save(_state())
+    assert not held.due(4) and not held.due(6)
