@@ -77,6 +77,7 @@ class LinearProbeConfig:
     data_mode: str  # "cached" eval-crop features, or "online": augmented views through the backbone each step
     augmentation: str  # online only ("none" when cached); see protocol_card.AUGMENTATIONS
     min_crop_scale: float
+    grid_search: str  # "halving": each layer set halves its heads by val at fixed points (probes/halving.py) | "full"
     val_fraction: float | None  # of train, for selection, when the task has no official val split
     sources: Mapping[str, Provenance] = field(default_factory=dict, compare=False, repr=False)
 
@@ -95,7 +96,14 @@ class LinearProbeConfig:
                 else "online: pooled block outputs of augmented views, backbone run each step"
             )
             + "; a window is the mean of its blocks",
-            "selection": "per layer set: best val score over token kind x lr x wd; test scored for selected heads only",
+            "selection": "per layer set: best val score over token kind x lr x wd"
+            + (
+                " among the heads trained to the end; successive halving on val stops the worse half of each set's heads"
+                " after 1/16, 1/8, 1/4 and 1/2 of the steps"
+                if self.grid_search == "halving"
+                else ""
+            )
+            + "; test scored for selected heads only",
         }
 
 

@@ -18,8 +18,11 @@ Selection follows :mod:`aimbench.probes.results`: val only, ties to the first in
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +30,7 @@ import torch.nn.functional as F
 from aimbench.probes.checkpoint import Checkpointing
 from aimbench.probes.config import LinearProbeConfig, grid_points
 from aimbench.probes.features import PooledFeatures, ProbeSource, head_inputs
+from aimbench.probes.halving import rung_steps, survivors
 from aimbench.probes.metrics import score_predictions, secondary_scores
 from aimbench.probes.results import (
     HeadScore,
@@ -48,13 +52,20 @@ def _statistics(train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class _Heads:
-    """The weights of every head at one (lr, wd) grid point: single-source and concatenated."""
+    """The still-training heads of one (lr, wd) grid point: ``columns`` (indices into the probe's
+    head columns) in logits order, single-source heads first, then concatenated ones."""
 
-    def __init__(self, singles: int, pairs: int, dim: int, classes: int, device: torch.device) -> None:
-        self.w1 = torch.nn.Parameter(torch.zeros(singles, dim, classes, device=device))
-        self.b1 = torch.nn.Parameter(torch.zeros(singles, classes, device=device))
-        self.w2 = torch.nn.Parameter(torch.zeros(pairs, 2, dim, classes, device=device))
-        self.b2 = torch.nn.Parameter(torch.zeros(pairs, classes, device=device))
+    def __init__(self, columns: Sequence[int], layout: _Layout, dim: int, classes: int, device: torch.device) -> None:
+        self.columns = [j for j in columns if j in layout.source] + [j for j in columns if j in layout.pair]
+        self.singles = torch.tensor([layout.source[j] for j in self.columns if j in layout.source], dtype=torch.long, device=device)
+        self.pairs = torch.tensor([layout.pair[j] for j in self.columns if j in layout.pair], dtype=torch.long, device=device)
+        self.w1 = torch.nn.Parameter(torch.zeros(len(self.singles), dim, classes, device=device))
+        self.b1 = torch.nn.Parameter(torch.zeros(len(self.singles), classes, device=device))
+        self.w2 = torch.nn.Parameter(torch.zeros(len(self.pairs), 2, dim, classes, device=device))
+        self.b2 = torch.nn.Parameter(torch.zeros(len(self.pairs), classes, device=device))
+
+    def params(self) -> list[torch.nn.Parameter]:
+        return [self.w1, self.b1, self.w2, self.b2]
 
     def by_name(self) -> dict[str, list[torch.nn.Parameter]]:
         """The parameters under the names a protocol's ``no_weight_decay`` uses."""
@@ -65,30 +76,111 @@ class _Heads:
         clip_per_head([self.w1, self.b1], max_norm)
         clip_per_head([self.w2, self.b2], max_norm)
 
+    def logits(self, x: torch.Tensor, pair_index: torch.Tensor) -> torch.Tensor:
+        """(B, S, D) features -> (B, heads, C) logits of this grid point's heads."""
+        single = torch.einsum("bsd,sdc->bsc", x[:, self.singles], self.w1) + self.b1
+        if not len(self.pairs):
+            return single
+        pairs = torch.einsum("bpkd,pkdc->bpc", x[:, pair_index[self.pairs]], self.w2) + self.b2
+        return torch.cat([single, pairs], dim=1)
 
-def _logits(x: torch.Tensor, pair_index: torch.Tensor, grid: Sequence[_Heads]) -> torch.Tensor:
-    """(B, S, D) features -> (B, G, S + P, C) logits of every head."""
-    single = torch.einsum("bsd,gsdc->bgsc", x, torch.stack([h.w1 for h in grid])) + torch.stack([h.b1 for h in grid])
-    if not len(pair_index):
-        return single
-    pairs = torch.einsum("bpkd,gpkdc->bgpc", x[:, pair_index], torch.stack([h.w2 for h in grid]))
-    return torch.cat([single, pairs + torch.stack([h.b2 for h in grid])], dim=2)
+    def head_masks(self, keep: set[int]) -> dict[int, torch.Tensor]:
+        """Per parameter (by id): which of its heads (first axis) stay when only columns ``keep`` do."""
+        singles = torch.tensor([j in keep for j in self.columns[: len(self.singles)]], dtype=torch.bool)
+        pairs = torch.tensor([j in keep for j in self.columns[len(self.singles) :]], dtype=torch.bool)
+        return {id(self.w1): singles, id(self.b1): singles, id(self.w2): pairs, id(self.b2): pairs}
 
 
-def _predict(x: torch.Tensor, pair_index: torch.Tensor, grid: Sequence[_Heads]) -> torch.Tensor:
-    """Predicted labels of every head: (N, G, S + P)."""
+@dataclass(frozen=True)
+class _Layout:
+    """Where each head column reads: a single source (its index) or a pair (its number in ``pair_index``)."""
+
+    source: dict[int, int]
+    pair: dict[int, int]
+
+
+class _Grid:
+    """Every still-training head, its optimizer and schedule; successive halving shrinks it in place."""
+
+    def __init__(self, config: LinearProbeConfig, layout: _Layout, active: Sequence[Sequence[int]], shape: tuple[int, int], n: int,
+                 device: torch.device) -> None:  # fmt: skip
+        self.config, self.layout, self.shape, self.n, self.device = config, layout, shape, n, device
+        self.batches = math.ceil(n / config.batch_size)
+        self.heads = [_Heads(columns, layout, *shape, device) for columns in active]
+        self.optimizer = grid_optimizer(config, [heads.by_name() for heads in self.heads])
+        self.schedule = warmup_cosine_schedule(self.optimizer, config.epochs, self.batches, config.warmup_fraction)
+
+    def params(self) -> list[torch.nn.Parameter]:
+        return [p for heads in self.heads for p in heads.params()]
+
+    def order(self) -> list[tuple[int, int]]:
+        """(column, grid point) of every head, in logits order."""
+        return [(j, g) for g, heads in enumerate(self.heads) for j in heads.columns]
+
+    def logits(self, x: torch.Tensor, pair_index: torch.Tensor) -> torch.Tensor:
+        return torch.cat([heads.logits(x, pair_index) for heads in self.heads], dim=1)
+
+    def state(self) -> dict[str, Any]:
+        return {"heads": [p.detach().clone() for p in self.params()], "active": [heads.columns for heads in self.heads],
+                "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict()}  # fmt: skip
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Continue from ``state`` (as :meth:`state` wrote it): the heads still training then, their optimizer and schedule."""
+        fresh = _Grid(self.config, self.layout, state["active"], self.shape, self.n, self.device)
+        self.heads, self.optimizer, self.schedule = fresh.heads, fresh.optimizer, fresh.schedule
+        with torch.no_grad():
+            for param, value in zip(self.params(), state["heads"], strict=True):
+                param.copy_(value)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+
+    def keep(self, kept: set[tuple[int, int]]) -> None:
+        """Stop every head not in ``kept`` (column, grid point): its weights and optimizer moments are dropped."""
+        masks: dict[int, torch.Tensor] = {}
+        for g, heads in enumerate(self.heads):
+            masks.update(heads.head_masks({j for j, point in kept if point == g}))
+        state = self.state()
+        state["heads"] = [value[masks[id(param)].to(value.device)] for param, value in zip(self.params(), state["heads"])]
+        state["active"] = [[j for j in heads.columns if (j, g) in kept] for g, heads in enumerate(self.heads)]
+        live = [p for group in self.optimizer.param_groups for p in group["params"]]
+        for index, param in enumerate(live):  # state_dict numbers parameters in group order
+            moments = state["optimizer"]["state"].get(index, {})
+            for name in ("exp_avg", "exp_avg_sq"):
+                if name in moments:
+                    moments[name] = moments[name][masks[id(param)].to(moments[name].device)]
+        self.load(state)
+
+
+def _predict(x: torch.Tensor, pair_index: torch.Tensor, grid: _Grid) -> torch.Tensor:
+    """Predicted labels of every still-training head: (N, heads) in :meth:`_Grid.order`."""
     with torch.no_grad():
-        chunks = [_logits(x[i : i + CHUNK], pair_index, grid).argmax(-1) for i in range(0, len(x), CHUNK)]
-    heads = len(grid) * (grid[0].w1.shape[0] + grid[0].w2.shape[0])
-    return torch.cat(chunks) if chunks else torch.empty(0, len(grid), heads // len(grid), dtype=torch.int64)
+        chunks = [grid.logits(x[i : i + CHUNK], pair_index).argmax(-1) for i in range(0, len(x), CHUNK)]
+    return torch.cat(chunks) if chunks else torch.empty(0, len(grid.order()), dtype=torch.int64)
 
 
-def _predict_head(x: torch.Tensor, reads: tuple[int, ...], heads: _Heads, pair: int) -> torch.Tensor:
-    """Predicted labels (N,) of ONE head: only selected heads ever see the test split."""
+def _val_losses(x: torch.Tensor, labels: torch.Tensor, pair_index: torch.Tensor, grid: _Grid) -> torch.Tensor:
+    """Mean cross-entropy on ``x`` of every still-training head: (heads,) in :meth:`_Grid.order`, in row
+    chunks small enough that the logits of all heads stay within ~1 GB."""
+    labels = labels.to(x.device)
+    heads, classes = len(grid.order()), grid.shape[1]
+    rows = max(1, 2**28 // max(heads * classes, 1))
+    total = torch.zeros(heads, dtype=torch.float64, device=x.device)
+    with torch.no_grad():
+        for i in range(0, len(x), rows):
+            logits = grid.logits(x[i : i + rows], pair_index)  # (B, heads, C)
+            y = labels[i : i + rows]
+            losses = F.cross_entropy(logits.reshape(-1, classes), y.repeat_interleave(heads), reduction="none")
+            total += losses.reshape(len(y), heads).sum(dim=0).double()
+    return total / max(len(x), 1)
+
+
+def _predict_head(x: torch.Tensor, reads: tuple[int, ...], heads: _Heads, index: int) -> torch.Tensor:
+    """Predicted labels (N,) of ONE head (``index`` in its grid point's logits order): only selected heads ever see the test split."""
     with torch.no_grad():
         if len(reads) == 1:
-            logits = x[:, reads[0]] @ heads.w1[reads[0]] + heads.b1[reads[0]]
+            logits = x[:, reads[0]] @ heads.w1[index] + heads.b1[index]
         else:
+            pair = index - len(heads.singles)
             logits = torch.einsum("nkd,kdc->nc", x[:, list(reads)], heads.w2[pair]) + heads.b2[pair]
     return logits.argmax(-1)
 
@@ -96,55 +188,89 @@ def _predict_head(x: torch.Tensor, reads: tuple[int, ...], heads: _Heads, pair: 
 Batches = Callable[[int, int], Iterator[tuple[torch.Tensor, torch.Tensor]]]  # (epoch, first step) -> (x, y) batches
 
 
+@dataclass
+class _Halving:
+    """What successive halving needs at a rung: val features and labels, each head's (layer set, token, lr, wd), and what it stopped."""
+
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    pair_index: torch.Tensor
+    describe: Callable[[int, int], HeadScore]  # (column, grid point), val score -> the head's score record
+    metric: str
+    num_classes: int
+    stopped: list[HeadScore]
+
+    def rung(self, grid: _Grid, fraction: float) -> None:
+        """Keep each layer set's better half by val loss (continuous, unlike an early accuracy full of
+        ties, and what the heads minimise); record the stopped ones with their val score."""
+        order = grid.order()
+        losses = _val_losses(self.x_val, self.y_val, self.pair_index, grid).tolist()
+        scores = score_predictions(_predict(self.x_val, self.pair_index, grid).T, self.y_val, self.metric, self.num_classes).tolist()
+        sets: dict[str, list[int]] = {}
+        for index in sorted(range(len(order)), key=lambda i: (order[i][0], order[i][1])):  # grid order: set, token, lr x wd
+            sets.setdefault(self.describe(*order[index], 0.0).layer_set, []).append(index)
+        kept = survivors(list(sets.values()), [-loss for loss in losses])
+        for index in sorted(set(range(len(order))) - kept, key=lambda i: order[i]):
+            self.stopped.append(dataclasses.replace(self.describe(*order[index], scores[index]), stopped_at=round(fraction, 6)))
+        grid.keep({order[index] for index in kept})
+
+
 def _fit(
     batches_of: Batches,
     n: int,
     pair_index: torch.Tensor,
-    grid: Sequence[_Heads],
-    optimizer: torch.optim.Optimizer,
+    grid: _Grid,
     config: LinearProbeConfig,
     checkpoint: Checkpointing | None,
     on_epoch: Callable[[int], None] | None,
+    halving: _Halving | None,
 ) -> None:
-    """Train every head; resumable from ``checkpoint`` (heads, optimizer, schedule, data position)."""
-    classes = grid[0].w1.shape[-1]
-    batches = math.ceil(n / config.batch_size)
-    schedule = warmup_cosine_schedule(optimizer, config.epochs, batches, config.warmup_fraction)
-    params = [p for heads in grid for p in (heads.w1, heads.b1, heads.w2, heads.b2)]
+    """Train every head (halving the grid at its rungs); resumable from ``checkpoint`` (heads still
+    training, optimizer, schedule, data position, heads stopped so far)."""
+    classes = grid.shape[1]
+    batches = grid.batches
+    rungs = rung_steps(config.epochs * batches) if halving is not None else []
     epoch, step = 0, 0
     saved = checkpoint.load() if checkpoint is not None else None
     if saved is not None:
-        with torch.no_grad():
-            for param, value in zip(params, saved["heads"]):
-                param.copy_(value)
-        optimizer.load_state_dict(saved["optimizer"])
-        schedule.load_state_dict(saved["schedule"])
+        grid.load({"active": [list(grid.heads[0].columns)] * len(grid.heads), **saved})  # states before halving: every head
         epoch, step = saved["epoch"], saved["step"]
+        if halving is not None:
+            halving.stopped[:] = [HeadScore(**head) for head in saved.get("stopped", [])]
     done = epoch * batches + step
     while epoch < config.epochs:
         # batches_of draws an order that depends only on (seed, epoch): with zero init every head
         # trains exactly as it would alone, and a resumed run sees the same batches
         for x, y in batches_of(epoch, step):
-            logits = _logits(x, pair_index, grid)
-            heads = logits.shape[1] * logits.shape[2]
-            loss = F.cross_entropy(logits.reshape(-1, classes), y.repeat_interleave(heads), reduction="sum")
-            optimizer.zero_grad(set_to_none=True)
+            logits = grid.logits(x, pair_index)
+            loss = F.cross_entropy(logits.reshape(-1, classes), y.repeat_interleave(logits.shape[1]), reduction="sum")
+            grid.optimizer.zero_grad(set_to_none=True)
             (loss / len(y)).backward()
             if config.grad_clip is not None:
-                for heads in grid:
+                for heads in grid.heads:
                     heads.clip(config.grad_clip)
-            optimizer.step()
-            schedule.step()
+            grid.optimizer.step()
+            grid.schedule.step()
             step, done = step + 1, done + 1
             if step == batches:
                 epoch, step = epoch + 1, 0
+            if done in rungs:
+                halving.rung(grid, done / (config.epochs * batches))
             if checkpoint is not None and checkpoint.due(done):
-                state = {"heads": [p.detach().clone() for p in params], "optimizer": optimizer.state_dict()}
-                checkpoint.save({**state, "schedule": schedule.state_dict(), "epoch": epoch, "step": step})
+                stopped = [dataclasses.asdict(head) for head in halving.stopped] if halving is not None else []
+                checkpoint.save({**grid.state(), "epoch": epoch, "step": step, "stopped": stopped})
         if n == 0:
             epoch += 1
         if on_epoch is not None:
             on_epoch(epoch)
+
+
+def _head_of(
+    head: HeadScore, columns: Sequence[tuple[Any, str, tuple[int, ...]]], points: Sequence[tuple[float, float]]
+) -> tuple[int, int]:
+    """The (column, grid point) a recorded head score belongs to."""
+    j = next(j for j, c in enumerate(columns) if c[0].name == head.layer_set and c[1] == head.token)
+    return j, points.index((head.hparams["lr"], head.hparams["weight_decay"]))
 
 
 def train_linear_probes(
@@ -176,8 +302,17 @@ def train_linear_probes(
     assert [c[2][0] for c in singles] == list(range(s)), "every source is read by exactly one single head"
 
     points = grid_points(config)
-    grid = [_Heads(s, len(pair_index), d, num_classes, device) for _ in points]
-    optimizer = grid_optimizer(config, [heads.by_name() for heads in grid])
+    pair_numbers = iter(range(len(pair_index)))
+    layout = _Layout({j: c[2][0] for j, c in enumerate(columns) if len(c[2]) == 1},
+                     {j: next(pair_numbers) for j, c in enumerate(columns) if len(c[2]) == 2})  # fmt: skip
+    grid = _Grid(config, layout, [list(range(len(columns)))] * len(points), (d, num_classes), n, device)
+
+    def describe(j: int, g: int, val_score: float) -> HeadScore:
+        return HeadScore(columns[j][0].name, columns[j][1], {"lr": points[g][0], "weight_decay": points[g][1]}, val_score)
+
+    halving = None
+    if config.grid_search == "halving":
+        halving = _Halving(x_val, val.labels, pair_index, describe, metric, num_classes, [])
 
     def cached_batches(epoch: int, step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = epoch_order(n, seed, epoch).to(device)
@@ -189,24 +324,20 @@ def train_linear_probes(
         for x, y in online(epoch, step):
             yield (x.to(device) - mean) / std, y.to(device)
 
-    _fit(cached_batches if online is None else online_batches, n, pair_index, grid, optimizer, config, checkpoint, on_epoch)
+    _fit(cached_batches if online is None else online_batches, n, pair_index, grid, config, checkpoint, on_epoch, halving)
 
-    # logits column of each head: singles at their source index, pairs after all singles
-    pair_number = iter(range(s, s + len(pair_index)))
-    column_at = [c[2][0] if len(c[2]) == 1 else next(pair_number) for c in columns]
+    order = grid.order()
+    val_scores = score_predictions(_predict(x_val, pair_index, grid).T, val.labels, metric, num_classes).tolist()
+    final = {head: describe(*head, float(score)) for head, score in zip(order, val_scores)}
+    stopped = {(j, g): head for head in (halving.stopped if halving else []) for j, g in [_head_of(head, columns, points)]}
     grid_order = [(j, g) for j in range(len(columns)) for g in range(len(points))]  # set, token, then lr x wd
-    val_pred = _predict(x_val, pair_index, grid)  # (N, G, S + P)
-    rows = torch.stack([val_pred[:, g, column_at[j]] for j, g in grid_order])
-    val_scores = score_predictions(rows, val.labels, metric, num_classes)
-    heads_out = [
-        HeadScore(columns[j][0].name, columns[j][1], {"lr": points[g][0], "weight_decay": points[g][1]}, float(val_scores[i]))
-        for i, (j, g) in enumerate(grid_order)
-    ]
+    heads_out = [final[head] if head in final else stopped[head] for head in grid_order]
     sets = list(dict.fromkeys(c[0] for c in columns))
     layers = []
     for layer_set, chosen in zip(sets, select_per_set(heads_out, sets)):
         j, g = grid_order[chosen]
-        predictions = _predict_head(x_test, columns[j][2], grid[g], column_at[j] - s)
+        heads = grid.heads[g]
+        predictions = _predict_head(x_test, columns[j][2], heads, heads.columns.index(j))
         test_score = score_predictions(predictions[None], test.labels, metric, num_classes)
         extra = secondary_scores(predictions[None], test.labels, secondary, num_classes)[0]
         head = heads_out[chosen]

@@ -24,6 +24,7 @@ class HeadScore:
     token: str
     hparams: dict[str, float]
     val_score: float
+    stopped_at: float | None = None  # share of the schedule after which successive halving stopped it (None: trained to the end)
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,9 @@ def select_per_set(heads: Sequence[HeadScore], sets: Sequence[LayerSet]) -> list
     for layer_set in sets:
         best = None
         for i, head in enumerate(heads):
-            if head.layer_set == layer_set.name and (best is None or head.val_score > heads[best].val_score):
+            if head.layer_set != layer_set.name or head.stopped_at is not None:  # only heads trained to the end are selected
+                continue
+            if best is None or head.val_score > heads[best].val_score:
                 best = i
         if best is None:
             raise ValueError(f"no head was trained for layer set '{layer_set.name}'")

@@ -92,7 +92,7 @@ RECORD_COLUMNS: dict[str, str] = {
         )
     },
     "layers": f"{_LAYER}[]",  # per layer set, the head selected on val
-    "heads": "JSON",  # every trained head with its val score (never a test score)
+    "heads": "JSON",  # every trained head with its val score (never a test score); stopped_at: where successive halving stopped it
     # how
     "probe_config": "JSON",  # resolved recipe (grid, epochs, batch, ...) + "protocol": each field's value, source, origin
     "backbone_info": "JSON",  # family, adapter, arch, depth, dim, card, licence, preprocess, features

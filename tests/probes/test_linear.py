@@ -16,6 +16,7 @@ from aimbench.cards.backbone_card import CLS, CONCAT, PATCH_MEAN
 from aimbench.probes import linear
 from aimbench.probes.checkpoint import Checkpointing
 from aimbench.probes.features import PooledFeatures, ProbeSource, extract_pooled, feature_sources, probe_inputs
+from aimbench.probes.halving import rung_steps
 from aimbench.probes.layer_sets import LayerSet, blocks_needed, parse_layer_sets
 from aimbench.probes.linear import train_linear_probes
 from aimbench.probes.protocol import default_config
@@ -91,6 +92,7 @@ def test_each_layer_keeps_its_best_val_head() -> None:
             key=lambda h: (tokens.index(h.token), config.learning_rates.index(h.hparams["lr"])),
         )
         assert [h.token for h in own].count(CONCAT) == len(config.learning_rates) * len(config.weight_decays)
+        own = [h for h in own if h.stopped_at is None]  # selection is among the heads trained to the end (halving stops the rest)
         best_val = max(h.val_score for h in own)
         first_best = next(h for h in own if h.val_score == best_val)
         assert (layer_result.token, layer_result.hparams, layer_result.val_score) == (
@@ -108,7 +110,7 @@ def test_ties_go_to_the_first_candidate_in_grid_order() -> None:
     sources = [src(layer, token) for layer in range(3) for token in (PATCH_MEAN, CLS)]
     generator = torch.Generator().manual_seed(0)
     splits = [PooledFeatures(torch.zeros(90, len(sources), DIM), torch.randint(0, N_CLASSES, (90,), generator=generator)) for _ in range(3)]
-    config = default_config("linear", learning_rates=(1e-2, 1e-1), epochs=2, batch_size=32)
+    config = default_config("linear", learning_rates=(1e-2, 1e-1), epochs=2, batch_size=32, grid_search="full")
     result = train_linear_probes(*splits, sources, N_CLASSES, config, seed=0)
     assert len({h.val_score for h in result.heads}) == 1  # a genuine tie everywhere
     assert [(r.token, r.hparams) for r in result.layers] == [(PATCH_MEAN, {"lr": 1e-2, "weight_decay": 0.0})] * 3
@@ -143,7 +145,8 @@ def test_selection_follows_val_not_test() -> None:
     assert not any("test" in name for name in head_fields)
 
 
-def test_test_is_scored_only_for_selected_heads(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("grid_search", ["full", "halving"])
+def test_test_is_scored_only_for_selected_heads(monkeypatch: pytest.MonkeyPatch, grid_search: str) -> None:
     train, val, test = _val_vs_test_data()
     calls: list[tuple[str, int]] = []
     original_all, original_one = linear._predict, linear._predict_head
@@ -153,7 +156,7 @@ def test_test_is_scored_only_for_selected_heads(monkeypatch: pytest.MonkeyPatch)
         return "test" if x.shape == test_x.shape and torch.allclose(x, test_x, atol=1e-5) else "val"
 
     def spy_all(x, pair_index, grid):  # type: ignore[no-untyped-def]
-        calls.append((split_of(x), len(grid)))
+        calls.append((split_of(x), len(grid.order())))
         return original_all(x, pair_index, grid)
 
     def spy_one(x, reads, heads, pair):  # type: ignore[no-untyped-def]
@@ -162,9 +165,15 @@ def test_test_is_scored_only_for_selected_heads(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(linear, "_predict", spy_all)
     monkeypatch.setattr(linear, "_predict_head", spy_one)
-    train_linear_probes(train, val, test, SOURCES, N_CLASSES, FAST, seed=0)
-    # every head predicts val once; test is predicted by one head per layer set, the selected one
-    assert calls == [("val", len(FAST.learning_rates))] + [("test", 1)] * LAYERS
+    config = dataclasses.replace(FAST, grid_search=grid_search)
+    train_linear_probes(train, val, test, SOURCES, N_CLASSES, config, seed=0)
+    # val is predicted by the heads still training (at each halving rung, then at the end); test by one head per layer set, the selected one
+    heads = LAYERS * len(FAST.learning_rates) * len(FAST.weight_decays)
+    rungs = len(rung_steps(FAST.epochs * -(-len(train.labels) // FAST.batch_size))) if grid_search == "halving" else 0
+    assert [split for split, _ in calls] == ["val"] * (rungs + 1) + ["test"] * LAYERS
+    assert calls[0][1] == heads and all(n == 1 for _, n in calls[rungs + 1 :])
+    if grid_search == "halving":
+        assert calls[rungs][1] < heads  # the last val pass scores the survivors only
 
 
 def _selection(result: ProbeResult) -> list[tuple]:
@@ -223,7 +232,9 @@ def _scores(result: ProbeResult) -> dict[tuple[str, str, float, float], float]:
 @pytest.mark.parametrize("batch_size", [64, 1024])
 def test_every_head_of_the_grid_matches_training_it_alone(batch_size: int) -> None:
     train, val, test = _three_splits({1: 1.0, 2: 0.3})
-    grid = default_config("linear", learning_rates=(1e-2, 3e-1), weight_decays=(0.0, 1e-1), epochs=20, batch_size=batch_size)
+    grid = default_config(
+        "linear", learning_rates=(1e-2, 3e-1), weight_decays=(0.0, 1e-1), epochs=20, batch_size=batch_size, grid_search="full"
+    )
     together = _scores(train_linear_probes(train, val, test, SOURCES, N_CLASSES, grid, seed=0))
     alone: dict[tuple[str, str, float, float], float] = {}
     for i, source in enumerate(SOURCES):
@@ -412,7 +423,13 @@ def test_grad_clip_takes_effect(tmp_path: Path) -> None:
 def test_parameters_named_in_no_weight_decay_are_never_decayed() -> None:
     train, val, test = _three_splits({1: 0.8})
     config = default_config(
-        "linear", learning_rates=(3e-1,), weight_decays=(0.0, 10.0), epochs=20, batch_size=64, no_weight_decay=("weight", "bias")
+        "linear",
+        learning_rates=(3e-1,),
+        weight_decays=(0.0, 10.0),
+        epochs=20,
+        batch_size=64,
+        no_weight_decay=("weight", "bias"),
+        grid_search="full",
     )
     result = train_linear_probes(train, val, test, SOURCES, N_CLASSES, config, seed=0)
     scores = {wd: [h.val_score for h in result.heads if h.hparams["weight_decay"] == wd] for wd in config.weight_decays}
@@ -427,3 +444,35 @@ def test_val_and_test_are_scored_in_the_same_precision() -> None:
     result = train_linear_probes(train, val, val, sources, N_CLASSES, FAST, seed=0)
     assert {r.token for r in result.layers} <= {PATCH_MEAN, CLS, CONCAT}
     assert [r.val_score for r in result.layers] == [r.test_score for r in result.layers]
+
+
+# --- successive halving (aimbench.probes.halving) ------------------------------------------------
+
+
+def test_halving_survivors_end_exactly_as_in_the_full_grid_and_stopped_heads_say_where() -> None:
+    train, val, test = _three_splits({1: 1.0, 2: 0.3})
+    grid = default_config("linear", learning_rates=(1e-3, 1e-2, 1e-1, 3e-1), weight_decays=(0.0, 1e-1), epochs=16, batch_size=64)
+    full = train_linear_probes(train, val, test, SOURCES, N_CLASSES, dataclasses.replace(grid, grid_search="full"), seed=0)
+    halved = train_linear_probes(train, val, test, SOURCES, N_CLASSES, grid, seed=0)
+    assert [(h.layer_set, h.token, h.hparams) for h in halved.heads] == [(h.layer_set, h.token, h.hparams) for h in full.heads]
+    finished = [(h, f) for h, f in zip(halved.heads, full.heads) if h.stopped_at is None]
+    stopped = [h for h in halved.heads if h.stopped_at is not None]
+    per_set = len(grid.learning_rates) * len(grid.weight_decays)
+    assert len(finished) == LAYERS and len(stopped) == LAYERS * (per_set - 1)  # 8 -> 4 -> 2 -> 1 (-> 1) per layer set
+    assert {h.stopped_at for h in stopped} == {1 / 16, 1 / 8, 1 / 4}
+    assert all(h.val_score == pytest.approx(f.val_score, abs=1e-9) for h, f in finished)  # the same trajectories
+    for mine, theirs in zip(halved.layers, full.layers):
+        if mine.hparams == theirs.hparams:  # the full grid's winner survived: the very same head and numbers
+            assert (mine.val_score, mine.test_score) == pytest.approx((theirs.val_score, theirs.test_score), abs=1e-9)
+
+
+def test_halving_resumes_mid_run_with_the_heads_it_had_kept(tmp_path: Path) -> None:
+    train, val, test = _three_splits({1: 1.0}, n=100)
+    config = default_config("linear", learning_rates=(1e-2, 1e-1), weight_decays=(0.0, 1e-2), epochs=8, batch_size=32)  # 4 steps per epoch
+    whole = train_linear_probes(train, val, test, SOURCES, N_CLASSES, config, seed=3)
+    state = tmp_path / "linear.pt"
+    with pytest.raises(KeyboardInterrupt):  # killed after step 20 of 32: past the rungs at steps 2, 4, 8 and 16
+        train_linear_probes(train, val, test, SOURCES, N_CLASSES, config, seed=3, checkpoint=_KilledAfterSaving(state, 20))
+    assert [len(columns) for columns in torch.load(state, weights_only=True)["active"]] != [LAYERS] * 4
+    resumed = train_linear_probes(train, val, test, SOURCES, N_CLASSES, config, seed=3, checkpoint=Checkpointing(state, "cell"))
+    assert resumed == whole

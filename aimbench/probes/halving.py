@@ -1,0 +1,48 @@
+"""Successive halving of a linear probe's grid, per layer set, on val only.
+
+Training every (token kind x lr x wd) head of every layer set for the whole schedule is what makes
+a layer-wise sweep cost far more than one head: at ImageNet shape (1000 classes, width 1536, 26
+layer sets, 18 grid points) the heads cost several backbone forwards per image. Halving keeps the
+sweep's promise (every layer set gets a val-selected head trained to the end) for a fraction of
+that: at fixed points of the schedule (``RUNGS``, fractions of all optimizer steps) each layer set
+keeps the better half of its still-training heads by val score (ties to the first in grid order)
+and the others stop there. A survivor's trajectory is exactly the full grid's (heads are
+independent: zero init, the same seeded batches, per-head clipping), so whenever the full grid's
+winner survives every rung, halving selects the very same head with the very same numbers; a
+head stopped early is recorded with the val score it had and where it stopped, never with a test
+score. ``grid_search = "full"`` (``--full-grid``) trains every head to the end, as before.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+RUNGS = (1 / 16, 1 / 8, 1 / 4, 1 / 2)  # of all optimizer steps: where each layer set halves its heads
+
+
+def rung_steps(total_steps: int) -> list[int]:
+    """The optimizer steps after which the grid halves (distinct, at least 1, before the last step)."""
+    return sorted({max(1, round(total_steps * fraction)) for fraction in RUNGS} - {total_steps}) if total_steps > 1 else []
+
+
+def survivors(groups: Sequence[Sequence[int]], scores: Sequence[float]) -> set[int]:
+    """Of each group (a layer set's still-training heads, as indices into ``scores`` in grid order),
+    the better ceil(half) by score; ties go to the earlier in grid order."""
+    kept: set[int] = set()
+    for group in groups:
+        ranked = sorted(group, key=lambda index: (-scores[index], group.index(index)))
+        kept.update(ranked[: math.ceil(len(group) / 2)])
+    return kept
+
+
+def active_share(total_steps: int, heads_per_set: int) -> float:
+    """The mean share of a layer set's heads still training over the schedule (1.0 for the full grid)."""
+    if total_steps < 1 or heads_per_set < 1:
+        return 1.0
+    bounds = [0, *rung_steps(total_steps), total_steps]
+    alive, spent = heads_per_set, 0.0
+    for start, end in zip(bounds, bounds[1:]):
+        spent += alive * (end - start)
+        alive = math.ceil(alive / 2)
+    return spent / (heads_per_set * total_steps)
