@@ -58,6 +58,7 @@ def evaluate(
     dtype: str = "fp32",
     epochs: int | None = None,
     data_mode: str | None = None,
+    full_grid: bool = False,
     overwrite: bool = False,
     results: str | Path = "results",
     data_root: str | Path | None = None,
@@ -72,16 +73,17 @@ def evaluate(
     """Probe every selected layer of ``backbones`` on ``tasks``; one :class:`CellResult` per cell, in plan order.
 
     Arguments mean what the ``aimbench eval`` options of the same name mean (``layers`` None: each
-    card's default, every block plus its published windows; ``epochs``/``data_mode`` override the
-    protocol card and are recorded as overrides). Records go to ``results/runs/`` as with the CLI.
+    card's default, every block plus its published windows; ``epochs``/``data_mode``/``full_grid``
+    override the protocol card and are recorded as overrides). Records go to ``results/runs/`` as with the CLI.
     """
     options = RunOptions(
         Path(results), None if data_root is None else Path(data_root), tuple(Path(c) for c in cards), device, batch_size, workers,
         None if cache_dir is None else Path(cache_dir), memory_gb,
     )  # fmt: skip
     request = EvalRequest(
-        backbones, tasks, probe, seeds, layers, limit, weights, name, protocol, dtype, epochs, data_mode, overwrite, options
-    )
+        backbones, tasks, probe, seeds, layers, limit, weights, name, protocol, dtype, epochs, data_mode,
+        full_grid=full_grid, overwrite=overwrite, options=options,
+    )  # fmt: skip
     launcher = LocalLauncher(display)
     outcomes = launcher.submit(launcher.plan(request)).outcomes
     found = []

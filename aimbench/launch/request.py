@@ -24,8 +24,8 @@ def names(values: str | Sequence[str]) -> tuple[str, ...]:
 class EvalRequest:
     """Backbones x tasks x probe kinds x seeds under one recipe; each combination is a cell with its own record.
 
-    ``layers`` None is each card's default (every block plus its published windows); ``epochs`` and
-    ``data_mode`` override the protocol card's fields and are recorded as overrides; ``overwrite``
+    ``layers`` None is each card's default (every block plus its published windows); ``epochs``,
+    ``data_mode`` and ``full_grid`` override the protocol card's fields and are recorded as overrides; ``overwrite``
     re-runs cells whose record exists. ``options`` say how to run, never what is measured.
     """
 
@@ -41,6 +41,7 @@ class EvalRequest:
     dtype: str = "fp32"
     epochs: int | None = None
     data_mode: str | None = None
+    full_grid: bool = False  # linear probes train every head of the grid to the end (no successive halving)
     overwrite: bool = False
     options: RunOptions = field(default_factory=RunOptions)
 
@@ -58,7 +59,7 @@ class EvalRequest:
     @property
     def overrides(self) -> Mapping[str, Any]:
         """The protocol fields this request sets explicitly (recorded as ``cli`` overrides)."""
-        chosen = {"epochs": self.epochs, "data_mode": self.data_mode}
+        chosen = {"epochs": self.epochs, "data_mode": self.data_mode, "grid_search": "full" if self.full_grid else None}
         return {name: value for name, value in chosen.items() if value is not None}
 
     def registry(self) -> Registry:

@@ -99,3 +99,14 @@ def test_the_slurm_launcher_plans_like_the_local_one_and_groups_cells_by_resourc
     [(parameters, members)] = arrays(plan)  # one backbone: one array
     assert len(members) == 4 and parameters == plan.cells[0].resources
     assert launcher.tasks_per_node == 1  # one task per GPU, at least one
+
+
+def test_full_grid_is_a_recorded_protocol_override_of_linear_probes_only(tmp_path: Path, tiny_cards: Path) -> None:
+    request = _request(tmp_path, tiny_cards, probes="linear,knn", full_grid=True)
+    linear, knn = request.cells(request.registry())
+    assert linear.probe_config.grid_search == "full" and linear.protocol_label == "aim-v1+grid_search=full"
+    assert knn.protocol_label == "aim-v1"
+    [default] = _request(tmp_path, tiny_cards, probes="linear").cells(request.registry())
+    assert default.probe_config.grid_search == "halving" and default.config_hash(request.registry()) != linear.config_hash(
+        request.registry()
+    )
