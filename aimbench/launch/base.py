@@ -95,6 +95,7 @@ class PlannedCell:
 class EvalPlan:
     request: EvalRequest
     cells: list[PlannedCell]  # in the request's order
+    dry_run: bool = False  # planned to be looked at only: the data may be absent, so it must not be submitted
 
     @property
     def to_run(self) -> list[PlannedCell]:
@@ -127,20 +128,24 @@ class Launcher(ABC):
     name: ClassVar[str]
     local: ClassVar[bool]  # runs in this process: the device is checked here
 
-    def plan(self, request: EvalRequest) -> EvalPlan:
-        """Every check that needs no model, then each cell with its record name and resources; nothing runs."""
-        registry = request.registry()
-        from aimbench.data import require_ready  # before any weights are hashed or loaded: missing data fails in a second
+    def plan(self, request: EvalRequest, dry_run: bool = False) -> EvalPlan:
+        """Every check that needs no model, then each cell with its record name and resources; nothing runs.
 
-        require_ready(registry.expand_tasks(list(request.tasks)), request.options.data_root)
+        ``dry_run``: a plan to look at (and cost, ``aimbench.launch.cost``), never to run: the data
+        need not be here yet (split sizes come from the task cards) and free space is not required."""
+        registry = request.registry()
+        if not dry_run:
+            from aimbench.data import require_ready  # before any weights are hashed or loaded: missing data fails in a second
+
+            require_ready(registry.expand_tasks(list(request.tasks)), request.options.data_root)
         cells = request.cells(registry)
-        preflight_eval(cells, registry, request.options, request.overwrite, local=self.local)
+        preflight_eval(cells, registry, request.options, request.overwrite, local=self.local, dry_run=dry_run)
         planned = []
         for cell in cells:
             record = cell.record_name(registry)
             skip = not request.overwrite and finished(record_path(request.options.results_dir, record))
             planned.append(PlannedCell(cell, record, skip, *self.resources(cell, registry)))
-        return EvalPlan(request, planned)
+        return EvalPlan(request, planned, dry_run)
 
     def resources(self, cell: Cell, registry: Registry) -> tuple[dict[str, Any], MemoryNeed | None]:
         """What ``cell`` asks the backend for (none when it runs here)."""

@@ -20,7 +20,7 @@ import re
 import shutil
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from aimbench.cards.backbone_card import BackboneSpec
@@ -82,38 +82,48 @@ def images_of(expected_sizes: Mapping[str, int], limit: int | None) -> int:
     return sum(n if limit is None else min(n, limit) for n in expected_sizes.values())
 
 
-def feature_bytes(spec: BackboneSpec, images: int, pooled_blocks: int, token_blocks: int) -> int:
+def feature_bytes(spec: BackboneSpec, images: int, pooled_blocks: int, token_blocks: int, patches: int | None = None) -> int:
     """Bytes the feature cache holds for ``images`` of a backbone: pooled tokens of ``pooled_blocks``
-    (one vector per pooling, e.g. patch mean and cls) and full token maps of ``token_blocks``."""
-    per_image = pooled_blocks * len(spec.probe_tokens) + token_blocks * patch_tokens(spec)
+    (one vector per pooling, e.g. patch mean and cls) and full token maps of ``token_blocks``
+    (``patches`` tokens each; default :func:`patch_tokens`)."""
+    per_image = pooled_blocks * len(spec.probe_tokens) + token_blocks * (patch_tokens(spec) if patches is None else patches)
     return images * per_image * spec.dim * FEATURE_BYTES
 
 
-def estimate_bytes(cells: Iterable[Cell], registry: Registry, options: RunOptions, overwrite: bool = False) -> dict[Path, int]:
-    """A lower bound of the bytes the plan writes, per folder (results, feature cache); see the module docstring."""
-    cache_root = options.cache_dir or cache_dir()
-    todo = [c for c in cells if overwrite or not record_path(options.results_dir, c.record_name(registry)).exists()]
+def cache_bytes(cells: Iterable[Cell], registry: Registry, patches: Callable[[BackboneSpec], int] = patch_tokens) -> int:
+    """Bytes the feature cache holds for ``cells`` as if it were empty: cells of one backbone (weights,
+    dtype), task and limit share their features, so those are counted once; released heads cache nothing."""
     pooled: dict[tuple, set[int]] = defaultdict(set)
     tokens: dict[tuple, set[int]] = defaultdict(set)
-    for cell in todo:
+    for cell in cells:
+        if cell.probe_config is None:
+            continue
         spec = registry.backbone(cell.backbone)
-        if cell.probe_config is None or (cache_root / FEATURES_DIR / cell.backbone).exists():
-            continue  # released heads cache nothing; a backbone with a cache folder may be warm
         blocks = blocks_needed(parse_layer_sets(cell.layers, spec.depth, spec.windows))
         group = (cell.backbone, cell.weights, cell.dtype, cell.task, cell.limit)  # cells sharing cached features
         if isinstance(cell.probe_config, AttentiveProbeConfig):
             tokens[group].update(blocks if cell.probe_config.data_mode == "cached" else ())
         else:
             pooled[group].update(blocks)
-    features = 0
+    total = 0
     for group in pooled.keys() | tokens.keys():
         backbone, _, _, task, limit = group
+        spec = registry.backbone(backbone)
         images = images_of(registry.task(task).expected_sizes, limit)
-        features += feature_bytes(registry.backbone(backbone), images, len(pooled[group]), len(tokens[group]))
-    return {options.results_dir: len(todo) * RECORD_BYTES, cache_root: features}
+        total += feature_bytes(spec, images, len(pooled[group]), len(tokens[group]), patches(spec))
+    return total
 
 
-def _size(n: float) -> str:
+def estimate_bytes(cells: Iterable[Cell], registry: Registry, options: RunOptions, overwrite: bool = False) -> dict[Path, int]:
+    """A lower bound of the bytes the plan writes, per folder (results, feature cache); see the module docstring."""
+    cache_root = options.cache_dir or cache_dir()
+    todo = [c for c in cells if overwrite or not record_path(options.results_dir, c.record_name(registry)).exists()]
+    cold = [c for c in todo if not (cache_root / FEATURES_DIR / c.backbone).exists()]  # a backbone with a cache folder may be warm
+    return {options.results_dir: len(todo) * RECORD_BYTES, cache_root: cache_bytes(cold, registry)}
+
+
+def byte_size(n: float) -> str:
+    """Bytes in decimal units, as `df -H` shows them: 512 B, 98.1 GB."""
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if n < 1000 or unit == "TB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -121,8 +131,8 @@ def _size(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def require_space(needs: Mapping[Path, int]) -> None:
-    """Refuse when a file system has less free space than the folders on it need together."""
+def space_shortfalls(needs: Mapping[Path, int]) -> list[str]:
+    """For each file system with less free space than the folders on it need together: what is short."""
     by_device: dict[int, tuple[Path, int]] = {}
     for folder, need in needs.items():
         if need <= 0:
@@ -130,17 +140,27 @@ def require_space(needs: Mapping[Path, int]) -> None:
         device = existing_ancestor(folder).stat().st_dev
         first, total = by_device.get(device, (folder, 0))
         by_device[device] = (first, total + need)
+    short = []
     for folder, need in by_device.values():
         free = shutil.disk_usage(existing_ancestor(folder)).free
         if free < need:
-            raise UserError(f"not enough free space: this plan writes at least {_size(need)} to {folder}, which has {_size(free)} free")
+            short.append(f"this plan writes at least {byte_size(need)} to {folder}, which has {byte_size(free)} free")
+    return short
 
 
-def preflight_eval(cells: list[Cell], registry: Registry, options: RunOptions, overwrite: bool, local: bool) -> None:
+def require_space(needs: Mapping[Path, int]) -> None:
+    """Refuse when a file system has less free space than the folders on it need together."""
+    for shortfall in space_shortfalls(needs):
+        raise UserError(f"not enough free space: {shortfall}")
+
+
+def preflight_eval(cells: list[Cell], registry: Registry, options: RunOptions, overwrite: bool, local: bool, dry_run: bool = False) -> None:
     """Every check of an ``eval`` plan that needs no data and no model; the device only for a local
-    run (a Slurm job's device is the compute node's, which this machine cannot see)."""
+    run (a Slurm job's device is the compute node's, which this machine cannot see). A dry run
+    writes nothing, so free space is not required (its cost plan shows what the run would need)."""
     writable_folder(options.results_dir, "--results")
-    require_space(estimate_bytes(cells, registry, options, overwrite))
+    if not dry_run:
+        require_space(estimate_bytes(cells, registry, options, overwrite))
     if local:
         require_device(options.device)
 
