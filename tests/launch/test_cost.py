@@ -1,0 +1,117 @@
+"""The cost of a plan (aimbench.launch.cost): FLOPs from the cards' architectures, sizes from the
+task cards with no data present, and totals; times are measured, so only their presence is tested."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from aimbench.cards.registry import Registry
+from aimbench.cards.task_card import ValPolicy
+from aimbench.errors import UserError
+from aimbench.launch.base import EvalPlan, PlannedCell
+from aimbench.launch.cost import (
+    Geometry,
+    attentive_head_flops,
+    block_flops,
+    calibrate,
+    cell_cost,
+    forward_flops,
+    geometry,
+    plan_cost,
+    split_sizes,
+)
+from aimbench.launch.local import LocalLauncher
+from aimbench.launch.options import RunOptions
+from aimbench.launch.request import EvalRequest
+
+TERA = 1e12  # a made-up throughput, FLOP/s: no calibration in these tests
+
+
+def fixed(shape: Geometry, dtype: str) -> float:
+    return TERA
+
+
+@pytest.fixture(scope="module")
+def registry() -> Registry:
+    return Registry.load()
+
+
+def test_a_vit_b16_forward_costs_what_the_formula_and_the_literature_say() -> None:
+    # ViT-B/16 at 224 px: 196 patches + cls, width 768, 12 blocks; 24 N D^2 + 4 N^2 D per block
+    assert block_flops(197, 768) == 24 * 197 * 768**2 + 4 * 197**2 * 768 == 2_907_909_120
+    vit_b16 = Geometry(depth=12, dim=768, heads=12, patch_tokens=196, prefix_tokens=1)
+    assert forward_flops(vit_b16, 12) == 12 * 2_907_909_120  # 34.9 GFLOP: the usual "17.6 GMACs" of ViT-B/16
+    assert forward_flops(vit_b16, 6) == forward_flops(vit_b16, 12) // 2  # the forward stops at the deepest block read
+    # attentive head: 4 h N D (scores and pooling per attention head) + 2 D^2 (value projection) + 2 D C
+    assert attentive_head_flops(196, 768, 12, 1000) == 4 * 12 * 196 * 768 + 2 * 768**2 + 2 * 768 * 1000
+
+
+def test_geometry_comes_from_the_cards(registry: Registry) -> None:
+    assert geometry(registry.backbone("aim-600m")) == Geometry(24, 1536, 12, 256, 0)  # AIM's preset: patch 14, no cls
+    assert geometry(registry.backbone("dinov2-vitb14-reg")) == Geometry(12, 768, 12, 256, 5)  # arch name, cls + 4 registers
+    assert geometry(registry.backbone("dfn5b-vith14-378")).patch_tokens == 27**2  # open_clip's ViT-H-14 at 378 px
+    assert geometry(registry.backbone("vit-tiny-reg")) == Geometry(6, 96, 3, 64, 4)  # model_args patch_size 4 at 32 px
+
+
+def test_sizes_come_from_the_task_card_and_a_protocol_carved_val_leaves_train(registry: Registry) -> None:
+    imagenet = registry.task("imagenet-1k")
+    assert split_sizes(imagenet, None, 0.1) == {"train": 1_268_355, "val": 12_812, "test": 50_000}
+    assert split_sizes(imagenet, 1000, 0.1) == {"train": 1000, "val": 1000, "test": 1000}
+    by_protocol = dataclasses.replace(imagenet, val=ValPolicy(), expected_sizes={"train": 1001, "test": 300})
+    assert split_sizes(by_protocol, None, 0.1) == {"train": 900, "val": 101, "test": 300}  # the val share rounds up
+
+
+def test_an_attentive_cell_costs_its_backbone_and_little_else(registry: Registry) -> None:
+    [cell] = EvalRequest(("aim-600m",), ("imagenet-1k",), ("attentive",)).cells(registry)
+    cost = cell_cost(cell, registry, fixed)
+    epochs, train = cell.probe_config.epochs, cost.images["train"]
+    assert cost.forwards == epochs * train + cost.images["val"] + cost.images["test"]  # online: augmented views every epoch
+    assert cost.backbone_flops == cost.forwards * 24 * block_flops(256, 1536)
+    assert 0 < cost.head_flops < 0.05 * cost.backbone_flops  # heads pool before they project: far below the backbone
+    assert cost.seconds == pytest.approx(cost.flops / TERA)
+    assert cost.memory.describe() == "5 GB fp32 (card)" and cost.cache_bytes == 0  # online: nothing cached
+
+
+def test_each_probe_kind_counts_its_forwards(registry: Registry) -> None:
+    request = EvalRequest(("vit-tiny-cls",), ("digits",), ("linear", "knn", "attentive"), epochs=3)
+    linear, knn, attentive = (cell_cost(c, registry, fixed) for c in request.cells(registry))
+    once = 1347 + 150 + 300
+    assert knn.forwards == once and knn.cache_bytes > 0  # cached: one forward per image, ever
+    assert linear.forwards == once  # aim-v1's linear probe trains on cached features
+    assert attentive.forwards == 3 * 1347 + 150 + 300 and attentive.cache_bytes == 0
+    [online] = EvalRequest(("vit-tiny-cls",), ("digits",), ("linear",), epochs=3, data_mode="online").cells(registry)
+    assert cell_cost(online, registry, fixed).forwards == once + 3 * 1347  # eval crops for the statistics, then augmented views
+    [official] = EvalRequest(("aim-600m",), ("imagenet-1k",), ("official",), layers="last").cells(registry)
+    released = cell_cost(official, registry, fixed)
+    assert released.forwards == 12_812 + 50_000 and released.backbone_flops == released.forwards * 24 * block_flops(256, 1536)
+
+
+def test_a_dry_run_plan_needs_no_data_and_its_totals_add_up(tmp_path: Path) -> None:
+    options = RunOptions(tmp_path / "results", data_root=tmp_path / "no-data")
+    request = EvalRequest(("aim-600m", "vit-tiny-cls"), ("imagenet-1k", "cifar10"), ("linear", "knn", "attentive"), options=options)
+    with pytest.raises(UserError, match="has no local copy"):
+        LocalLauncher().plan(request)  # a run needs the data
+    plan = LocalLauncher().plan(request, dry_run=True)
+    assert len(plan.cells) == 12 and plan.dry_run and not (tmp_path / "results").exists()
+    skipped = PlannedCell(plan.cells[0].cell, plan.cells[0].record, skip=True)  # as if its record existed
+    plan = EvalPlan(plan.request, [skipped, *plan.cells[1:]], dry_run=True)
+    cost = plan_cost(plan, fixed)
+    assert [c.key for c in cost.cells] == [p.cell.key for p in plan.cells] and cost.cells[0].skip
+    assert cost.cells[1].images == {"train": 1_268_355, "val": 12_812, "test": 50_000}  # the card's sizes
+    run = cost.cells[1:]
+    assert cost.to_run == run
+    for field in ("forwards", "backbone_flops", "head_flops", "flops", "seconds"):
+        assert cost.total(field) == pytest.approx(sum(getattr(c, field) for c in run))
+    assert cost.images == sum(sum(c.images.values()) for c in run)
+    assert cost.peak_memory.describe() == "5 GB fp32 (card)"
+    # linear and kNN of one backbone and task share their cached features: the total counts them once
+    shared = {tuple(c.key.split("|")[:2]): c.cache_bytes for c in run if c.cache_bytes}  # linear's and kNN's are the same
+    assert cost.cache_bytes == sum(shared.values()) and cost.cache_bytes < sum(c.cache_bytes for c in run)
+    assert set(cost.flops_per_second) == {"1536x256 fp32", "96x65 fp32"}
+
+
+def test_calibration_times_one_block_and_reports_a_throughput() -> None:
+    assert calibrate(32, 2, 17, "fp32", "cpu") > 0  # a micro block: milliseconds
