@@ -9,15 +9,16 @@ width, at its token count, timed on this machine's device (:func:`calibrate`).
 
 Counting, per cell (an image forward is every block up to the deepest one the layer sets read):
 
-* backbone forwards: cached features (linear and kNN, which always extract the eval-crop splits,
-  and ``--data-mode cached`` attentive) take one forward per image of train, val and test; online
-  training adds ``epochs x train`` forwards of augmented views (attentive online reads val and test
-  once each, the same count);
+* backbone forwards: cached features (linear and kNN always extract the eval-crop splits, attentive
+  with ``--data-mode cached``) take one forward per image of train, val and test; online training
+  adds ``epochs x train`` forwards of augmented views (online attentive takes no eval-crop train:
+  ``epochs x train + val + test``); released heads read val and test;
 * backbone FLOPs: forwards x blocks x :func:`block_flops`;
 * head FLOPs: the heads' forward per image (:func:`linear_head_flops`, :func:`attentive_head_flops`,
   kNN's similarities), x3 for a training step (forward and backward), over ``epochs x train``, plus
-  one forward over val and test. A full grid: with ``grid_search = "halving"`` most linear heads stop
-  early, so this is an upper bound;
+  one forward over val and test. Linear heads are counted as a full grid: under successive halving
+  (``grid_search = "halving"``, the protocols' default) most stop early, about a fifth of the
+  head-steps remain, so a linear cell's head FLOPs are an upper bound;
 * time: (backbone + head FLOPs) / the block's measured FLOP/s. Compute only: decoding, augmentation,
   data loading and I/O are not counted, and attentive heads split into several passes when they do
   not fit the device (each pass runs the backbone again) are counted as one pass;
