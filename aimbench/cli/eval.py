@@ -16,6 +16,7 @@ from aimbench.errors import UserError
 from aimbench.launch.base import EvalPlan
 from aimbench.launch.options import RunOptions
 from aimbench.launch.request import EvalRequest
+from aimbench.launch.slurm.resources import MemoryNeed
 from aimbench.probes import DEFAULT_PROTOCOL
 
 WEIGHTS_HELP = "Override the card's weights: random | timm | open_clip:TAG | PATH | hf:OWNER/REPO/FILE."
@@ -38,11 +39,16 @@ def run_request(request: EvalRequest, cluster: ClusterChoice, console: Console) 
     """Plan ``request``; run it here (each cell's table as it finishes) or submit it, saying where it went."""
     display = RichDisplay(console)
     launcher = cluster.launcher(display)
-    plan = launcher.plan(request)
+    plan = launcher.plan(request, dry_run=cluster.dry_run)
     if not launcher.local:
         print_plan(plan, console)
-        if cluster.dry_run or not plan.to_run:
-            console.print("dry run: nothing submitted" if cluster.dry_run else "nothing to submit")
+    if cluster.dry_run:
+        print_cost(plan, console, here=launcher.local)
+        console.print("dry run: nothing run" if launcher.local else "dry run: nothing submitted")
+        return
+    if not launcher.local:
+        if not plan.to_run:
+            console.print("nothing to submit")
             return
         launched = launcher.submit(plan)
         ids = sorted({job_id.split("_")[0] for job_id in launched.job_ids})
@@ -80,6 +86,72 @@ def print_plan(plan: EvalPlan, console: Console) -> None:
     for number, (parameters, _) in enumerate(groups, 1):
         shown = {k: v for k, v in parameters.items() if v not in (None, {}, 0) or k == "gpus_per_node"}
         console.print(f"array {number}, resources per cell: " + ", ".join(f"{k}={v}" for k, v in shown.items()), soft_wrap=True)
+
+
+def _flops(flops: float) -> str:
+    """FLOPs with an SI prefix and 3 digits: 476 PFLOP, 45.4 EFLOP, 1.00 ZFLOP."""
+    for prefix, size in (("Z", 1e21), ("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if flops >= size:
+            return f"{_three_digits(flops / size)} {prefix}FLOP"
+    return f"{_three_digits(flops)} FLOP"
+
+
+def _three_digits(value: float) -> str:
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def _duration(seconds: float) -> str:
+    for limit, unit, size in ((120, "s", 1), (120 * 60, "min", 60), (72 * 3600, "h", 3600), (730 * 86400, "d", 86400)):
+        if seconds < limit:
+            return f"{seconds / size:.1f} {unit}" if seconds < 10 * size else f"{seconds / size:,.0f} {unit}"
+    return f"{seconds / (365.25 * 86400):,.1f} years"
+
+
+def _memory(need: MemoryNeed) -> str:
+    return f"{need.gb:g} GB" if need.source == "card" else f"{need.gb:g} GB ({need.source})"
+
+
+def print_cost(plan: EvalPlan, console: Console, here: bool = True) -> None:
+    """Per cell: images per split, backbone forwards, FLOPs, estimated time and memory; then the sweep's totals."""
+    from aimbench.launch.cost import plan_cost
+    from aimbench.launch.preflight import byte_size, estimate_bytes, space_shortfalls
+
+    cost = plan_cost(plan)
+    where = (
+        f"on {cost.device}, one cell after another"
+        if here
+        else f"of compute at the speed of this machine's {cost.device} (the nodes' differs; arrays run cells side by side)"
+    )
+    table = Table(title=f"cost of {len(cost.to_run)} cell(s) to run, {len(cost.cells) - len(cost.to_run)} skipped (record exists)")
+    columns = ("train", "val", "test", "forwards", "backbone\nFLOPs", "heads\nFLOPs", "est. time", "device\nmemory", "feature\ncache")
+    table.add_column("cell", overflow="fold", min_width=min(24, max(len(cell.key) for cell in cost.cells)))
+    for column in columns:
+        table.add_column(column, justify="right", no_wrap=True)
+    for cell in cost.cells:
+        images = [f"{cell.images[name]:,}" for name in ("train", "val", "test")]
+        if cell.skip:
+            table.add_row(cell.key, *images, "skip", "", "", "", "", "")
+            continue
+        table.add_row(cell.key, *images, f"{cell.forwards:,}", _flops(cell.backbone_flops), _flops(cell.head_flops),
+                      _duration(cell.seconds), _memory(cell.memory), byte_size(cell.cache_bytes))  # fmt: skip
+    split_totals = [f"{sum(c.images[name] for c in cost.to_run):,}" for name in ("train", "val", "test")]
+    peak = cost.peak_memory
+    table.add_section()
+    table.add_row("total", *split_totals, f"{cost.total('forwards'):,.0f}", _flops(cost.total("backbone_flops")),
+                  _flops(cost.total("head_flops")), _duration(cost.total("seconds")), f"max {peak.gb:g} GB" if peak else "",
+                  byte_size(cost.cache_bytes))  # fmt: skip
+    console.print(table)
+    console.print(f"total: {len(cost.to_run)} cell(s), {cost.images:,} images, {cost.total('forwards'):,.0f} backbone forwards, "
+                  f"{_flops(cost.total('flops'))}, est. {_duration(cost.total('seconds'))} {where}; "
+                  f"device memory up to {peak.describe() if peak else '0 GB'} per cell; feature cache {byte_size(cost.cache_bytes)}",
+                  soft_wrap=True)  # fmt: skip
+    measured = ", ".join(f"{shape} {rate / 1e9:.3g} GFLOP/s" for shape, rate in cost.flops_per_second.items())
+    console.print("sizes from the task cards; FLOPs from the backbone cards (24·N·D² + 4·N²·D per block and image of N tokens of "
+                  f"width D); time from one block of each width timed here ({measured}), compute only (no data loading); "
+                  "shared features counted once in the total", soft_wrap=True)  # fmt: skip
+    registry, options = plan.request.registry(), plan.request.options
+    for shortfall in space_shortfalls(estimate_bytes([p.cell for p in plan.cells], registry, options, plan.request.overwrite)):
+        console.print(f"note: not enough free space to run it: {shortfall}", soft_wrap=True)
 
 
 @cluster_options()
@@ -124,6 +196,8 @@ def evaluate(
       aimbench eval -b aim-600m -t imagenet-1k --probe official --layers last,best --device cuda
 
       aimbench eval -b dinov2-vits14 -t cifar10 --probe attentive,linear --protocol aimbench-fast
+
+      aimbench eval -b aim-600m,aim-7b -t all --probe attentive,linear --dry-run
 
       aimbench eval -b aim-7b -t all --probe attentive --cluster slurm --gpus-per-node 1 --time 12:00:00 --dry-run
     """

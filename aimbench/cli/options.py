@@ -84,7 +84,17 @@ CLUSTER_OPTIONS: dict[str, tuple[Any, Any]] = {
     "constraint": (Annotated[Optional[str], _slurm("Node features (--constraint).")], None),
     "array_parallelism": (Annotated[Optional[int], _slurm("Cells of an eval array running at once \\[default: 64].")], None),
     "sbatch": (Annotated[Optional[list[str]], _slurm("Any other sbatch option, KEY=VALUE (repeatable).")], None),
-    "dry_run": (Annotated[bool, _slurm("Print the plan (cells, resources, what is skipped); submit nothing.", "--dry-run")], False),
+    "dry_run": (
+        Annotated[
+            bool,
+            typer.Option(
+                "--dry-run",
+                help="Print the plan and its cost (per cell: images, backbone forwards, FLOPs, estimated time on this machine, memory; "
+                "totals), with --cluster slurm the arrays and resources too; run and submit nothing. Needs no data: sizes come from the cards.",
+            ),
+        ],
+        False,
+    ),
 }
 SLURM_FIELDS = ("partition", "account", "qos", "time", "gpus_per_node", "cpus_per_task", "mem_gb", "constraint", "array_parallelism")
 
@@ -115,8 +125,6 @@ class ClusterChoice:
     def launcher(self, display: Display | None = None, **slurm: Any) -> Launcher:
         """The launcher for this choice (``slurm``: extra SlurmLauncher arguments, e.g. nodes)."""
         if self.cluster is Cluster.local:
-            if self.dry_run:
-                raise UserError("--dry-run plans a Slurm submission; add --cluster slurm")
             from aimbench.launch.local import LocalLauncher
 
             return LocalLauncher(display)
