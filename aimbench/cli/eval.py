@@ -120,7 +120,7 @@ def print_cost(plan: EvalPlan, console: Console, here: bool = True) -> None:
     where = (
         f"on {cost.device}, one cell after another"
         if here
-        else f"of compute at the speed of this machine's {cost.device} (the nodes' differs; arrays run cells side by side)"
+        else f"of compute at the speed of this machine's {cost.device}, which the cluster's nodes may not share (arrays run cells side by side)"
     )
     table = Table(title=f"cost of {len(cost.to_run)} cell(s) to run, {len(cost.cells) - len(cost.to_run)} skipped (record exists)")
     columns = ("train", "val", "test", "forwards", "backbone\nFLOPs", "heads\nFLOPs", "est. time", "device\nmemory", "feature\ncache")
