@@ -16,9 +16,9 @@ Counting, per cell (an image forward is every block up to the deepest one the la
 * backbone FLOPs: forwards x blocks x :func:`block_flops`;
 * head FLOPs: the heads' forward per image (:func:`linear_head_flops`, :func:`attentive_head_flops`,
   kNN's similarities), x3 for a training step (forward and backward), over ``epochs x train``, plus
-  one forward over val and test. Linear heads are counted as a full grid: under successive halving
-  (``grid_search = "halving"``, the protocols' default) most stop early, about a fifth of the
-  head-steps remain, so a linear cell's head FLOPs are an upper bound;
+  one forward over val and test. Linear heads under successive halving (``grid_search =
+  "halving"``, the protocols' default) train the share of head-steps the halving schedule keeps
+  (``aimbench.probes.active_share``, about a fifth), the full grid (``--full-grid``) all of them;
 * time: (backbone + head FLOPs) / the block's measured FLOP/s. Compute only: decoding, augmentation,
   data loading and I/O are not counted, and attentive heads split into several passes when they do
   not fit the device (each pass runs the backbone again) are counted as one pass;
@@ -44,7 +44,7 @@ from aimbench.errors import UserError
 from aimbench.launch.cells import Cell
 from aimbench.launch.preflight import cache_bytes, patch_tokens
 from aimbench.launch.slurm.resources import MemoryNeed, memory_need
-from aimbench.probes import AttentiveProbeConfig, KnnProbeConfig, LinearProbeConfig, blocks_needed, parse_layer_sets
+from aimbench.probes import AttentiveProbeConfig, KnnProbeConfig, LinearProbeConfig, active_share, blocks_needed, parse_layer_sets
 
 if TYPE_CHECKING:
     from aimbench.launch.base import EvalPlan
@@ -223,8 +223,13 @@ def _head_flops(cell: Cell, spec: BackboneSpec, shape: Geometry, classes: int, s
     inputs = len(sets) * spec.dim * (len(spec.probe_tokens) + 2 * both)  # every head input's width, summed
     if isinstance(config, KnnProbeConfig):  # each val and test image against every train image, per input
         return 2 * inputs * sizes["train"] * evaluated
-    per_image = len(config.learning_rates) * len(config.weight_decays) * linear_head_flops(inputs, classes)
-    return per_image * (TRAIN_STEP * config.epochs * sizes["train"] + evaluated)
+    points = len(config.learning_rates) * len(config.weight_decays)
+    per_image = points * linear_head_flops(inputs, classes)
+    training = TRAIN_STEP * config.epochs * sizes["train"]
+    if config.grid_search == "halving":  # the share of head-steps successive halving keeps training
+        steps = config.epochs * -(-sizes["train"] // config.batch_size)
+        training *= active_share(steps, points * (len(spec.probe_tokens) + both))
+    return round(per_image * (training + evaluated))
 
 
 Throughput = Callable[[Geometry, str], float]  # (geometry, dtype) -> FLOP/s

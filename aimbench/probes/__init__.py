@@ -7,6 +7,7 @@ package's own business. Importing this package does not import torch.
 """
 
 from aimbench.probes.config import AttentiveProbeConfig, KnnProbeConfig, LinearProbeConfig, ProbeConfig
+from aimbench.probes.halving import active_share
 from aimbench.probes.layer_sets import LayerSet, blocks_needed, parse_blocks, parse_layer_sets
 from aimbench.probes.protocol import DEFAULT_PROTOCOL, default_config, protocol_label, protocol_record, resolve_config
 from aimbench.probes.results import LayerResult, ProbeResult
@@ -26,6 +27,7 @@ __all__ = [
     "ProbeOutcome",
     "ProbeResult",
     "StageCallback",
+    "active_share",
     "blocks_needed",
     "default_config",
     "no_progress",
