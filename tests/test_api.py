@@ -27,7 +27,7 @@ def test_evaluate_returns_the_records_the_cli_writes_and_reuses_them(tmp_path: P
     [cli_record] = (tmp_path / "cli" / "runs").glob("*.json")
     assert cli_record.name == cell.path.name  # the same cell, the same identity
     from_cli = json.loads(cli_record.read_text(encoding="utf-8"))
-    varying = {"record_id", "created_at", "wall_time_s", "record_sha256", "environment"}
+    varying = {"record_id", "created_at", "wall_time_s", "record_sha256", "environment", "timing"}
     assert from_cli["probe_config"].pop("feature_cache")["extracted_blocks"] == 0  # the CLI found the features the call extracted
     written["probe_config"].pop("feature_cache")
     assert {k: v for k, v in from_cli.items() if k not in varying} == {k: v for k, v in written.items() if k not in varying}

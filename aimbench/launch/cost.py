@@ -18,7 +18,7 @@ Counting, per cell (an image forward is every block up to the deepest one the la
   kNN's similarities), x3 for a training step (forward and backward), over ``epochs x train``, plus
   one forward over val and test. Linear heads under successive halving (``grid_search =
   "halving"``, the protocols' default) train the share of head-steps the halving schedule keeps
-  (``aimbench.probes.active_share``, about a fifth), the full grid (``--full-grid``) all of them;
+  (``aimbench.probes.active_share``, about a fifth), the full grid (the default) all of them;
 * time: (backbone + head FLOPs) / the block's measured FLOP/s. Compute only: decoding, augmentation,
   data loading and I/O are not counted, and attentive heads split into several passes when they do
   not fit the device (each pass runs the backbone again) are counted as one pass;

@@ -118,8 +118,8 @@ def test_calibration_times_one_block_and_reports_a_throughput() -> None:
 
 
 def test_successive_halving_costs_the_share_of_head_steps_it_keeps(registry: Registry) -> None:
-    [halved] = EvalRequest(("aim-600m",), ("imagenet-1k",), ("linear",)).cells(registry)
-    [full] = EvalRequest(("aim-600m",), ("imagenet-1k",), ("linear",), full_grid=True).cells(registry)
+    [halved] = EvalRequest(("aim-600m",), ("imagenet-1k",), ("linear",), grid_search="halving").cells(registry)
+    [full] = EvalRequest(("aim-600m",), ("imagenet-1k",), ("linear",)).cells(registry)
     halved_cost, full_cost = cell_cost(halved, registry, fixed), cell_cost(full, registry, fixed)
     assert halved_cost.backbone_flops == full_cost.backbone_flops  # the same features
     assert 0.15 < halved_cost.head_flops / full_cost.head_flops < 0.3  # AIM: 18 heads per layer set, about a fifth kept

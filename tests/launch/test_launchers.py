@@ -51,7 +51,7 @@ def test_a_request_is_checked_once_as_it_is_built(tmp_path: Path, tiny_cards: Pa
         (3,),
         {"epochs": 2},
     )
-    for bad in ({"epochs": 0}, {"data_mode": "streamed"}, {"layers": " "}):
+    for bad in ({"epochs": 0}, {"data_mode": "streamed"}, {"layers": " "}, {"grid_search": "random"}):
         with pytest.raises(UserError):
             _request(tmp_path, tiny_cards, **bad)
     with pytest.raises(UserError, match="--batch-size"):
@@ -101,12 +101,10 @@ def test_the_slurm_launcher_plans_like_the_local_one_and_groups_cells_by_resourc
     assert launcher.tasks_per_node == 1  # one task per GPU, at least one
 
 
-def test_full_grid_is_a_recorded_protocol_override_of_linear_probes_only(tmp_path: Path, tiny_cards: Path) -> None:
-    request = _request(tmp_path, tiny_cards, probes="linear,knn", full_grid=True)
+def test_grid_search_is_a_recorded_protocol_override_of_linear_probes_only(tmp_path: Path, tiny_cards: Path) -> None:
+    request = _request(tmp_path, tiny_cards, probes="linear,knn", grid_search="halving")
     linear, knn = request.cells(request.registry())
-    assert linear.probe_config.grid_search == "full" and linear.protocol_label == "aim-v1+grid_search=full"
+    assert linear.probe_config.grid_search == "halving" and linear.protocol_label == "aim-v1+grid_search=halving"
     assert knn.protocol_label == "aim-v1"
     [default] = _request(tmp_path, tiny_cards, probes="linear").cells(request.registry())
-    assert default.probe_config.grid_search == "halving" and default.config_hash(request.registry()) != linear.config_hash(
-        request.registry()
-    )
+    assert default.probe_config.grid_search == "full" and default.config_hash(request.registry()) != linear.config_hash(request.registry())

@@ -451,7 +451,9 @@ def test_val_and_test_are_scored_in_the_same_precision() -> None:
 
 def test_halving_survivors_end_exactly_as_in_the_full_grid_and_stopped_heads_say_where() -> None:
     train, val, test = _three_splits({1: 1.0, 2: 0.3})
-    grid = default_config("linear", learning_rates=(1e-3, 1e-2, 1e-1, 3e-1), weight_decays=(0.0, 1e-1), epochs=16, batch_size=64)
+    grid = default_config(
+        "linear", learning_rates=(1e-3, 1e-2, 1e-1, 3e-1), weight_decays=(0.0, 1e-1), epochs=16, batch_size=64, grid_search="halving"
+    )
     full = train_linear_probes(train, val, test, SOURCES, N_CLASSES, dataclasses.replace(grid, grid_search="full"), seed=0)
     halved = train_linear_probes(train, val, test, SOURCES, N_CLASSES, grid, seed=0)
     assert [(h.layer_set, h.token, h.hparams) for h in halved.heads] == [(h.layer_set, h.token, h.hparams) for h in full.heads]
@@ -468,7 +470,9 @@ def test_halving_survivors_end_exactly_as_in_the_full_grid_and_stopped_heads_say
 
 def test_halving_resumes_mid_run_with_the_heads_it_had_kept(tmp_path: Path) -> None:
     train, val, test = _three_splits({1: 1.0}, n=100)
-    config = default_config("linear", learning_rates=(1e-2, 1e-1), weight_decays=(0.0, 1e-2), epochs=8, batch_size=32)  # 4 steps per epoch
+    config = default_config(
+        "linear", learning_rates=(1e-2, 1e-1), weight_decays=(0.0, 1e-2), epochs=8, batch_size=32, grid_search="halving"
+    )  # 4 steps/epoch
     whole = train_linear_probes(train, val, test, SOURCES, N_CLASSES, config, seed=3)
     state = tmp_path / "linear.pt"
     with pytest.raises(KeyboardInterrupt):  # killed after step 20 of 32: past the rungs at steps 2, 4, 8 and 16
