@@ -38,6 +38,7 @@ def run_cell(cell: Cell, options: RunOptions, stage: StageCallback = no_progress
     device = resolve_device(options.device)
     torch.manual_seed(cell.seed)
     backbone = load_backbone(cell.backbone, weights=cell.weights, registry=registry, dtype=cell.dtype).to(device)
+    load_s = time.perf_counter() - started  # cards, the task's data and the backbone
     name = cell.record_name(registry)
     state_path = options.results_dir / STATE_DIR / f"{Path(name).stem}.pt"
     if options.progress_file:
@@ -53,10 +54,11 @@ def run_cell(cell: Cell, options: RunOptions, stage: StageCallback = no_progress
         cell.seed, cell.weights_key, cell.weights_name, cell.dtype, cell.layers, cell.limit,
     )  # fmt: skip
     probe_config = outcome.config if config is None else {**outcome.config, "protocol": protocol_record(cell.protocol, config)}
+    total_s = time.perf_counter() - started
     run = CellRun(
         identity, backbone.spec, backbone.weights.id, backbone.weights.sha256, backbone.provenance.as_dict(), task,
         DataUsed(splits.source, splits.revision, task.split_policy(val_fraction), splits.sizes()),
-        outcome.result, probe_config, environment(device), time.perf_counter() - started,
+        outcome.result, probe_config, environment(device), total_s, outcome.timing.as_record(load_s, total_s),
     )  # fmt: skip
     path = record_path(options.results_dir, name)
     write_record_atomic(path, build_record(run))

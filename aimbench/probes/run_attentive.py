@@ -14,7 +14,7 @@ from aimbench.probes.feature_cache import cached_tokens
 from aimbench.probes.layer_sets import blocks_needed, parse_layer_sets
 from aimbench.probes.memory import plan_passes
 from aimbench.probes.results import summarise
-from aimbench.probes.run import ProbeJob, ProbeOutcome
+from aimbench.probes.run import ProbeJob, ProbeOutcome, Timing
 from aimbench.probes.run_pooled import SPLITS, absolute, extraction, split_key
 
 
@@ -27,13 +27,14 @@ def memory_budget(job: ProbeJob) -> int | None:
     return None
 
 
-def _cached_token_maps(job: ProbeJob, blocks: list[int]) -> tuple[tuple[CachedTokens, ...], dict[str, Any]]:
+def _cached_token_maps(job: ProbeJob, blocks: list[int], timing: Timing) -> tuple[tuple[CachedTokens, ...], dict[str, Any]]:
     """Eval-crop token maps of every split from the feature cache (one backbone pass, ever)."""
     maps, totals = [], {}
     for name in SPLITS:
         images = getattr(job.splits, name)
-        how = extraction(job, f"token maps {name}", len(images))
-        blocks_of_split, stats = cached_tokens(job.backbone, images, blocks, split_key(job, name), how)
+        with timing.split(name) as count:
+            how = extraction(job, f"token maps {name}", len(images), count)
+            blocks_of_split, stats = cached_tokens(job.backbone, images, blocks, split_key(job, name), how)
         maps.append(CachedTokens(blocks_of_split))
         totals = {k: totals.get(k, 0) + v for k, v in stats.items()}
     return tuple(maps), {"feature_cache": totals}
@@ -45,23 +46,25 @@ def run_attentive(job: ProbeJob) -> ProbeOutcome:
     grid = len(grid_points(config))
     plan = plan_passes(sets, backbone.dim, backbone.patch_tokens(), task.num_classes, grid, config.batch_size,
                        memory_budget(job), config.micro_batch, backbone.heads)  # fmt: skip
-    cached, cache = None, {}
+    cached, cache, timing = None, {}, Timing()
     if config.data_mode == "cached":
-        cached, cache = _cached_token_maps(job, blocks_needed(sets))
+        cached, cache = _cached_token_maps(job, blocks_needed(sets), timing)
     steps = config.epochs * -(-len(splits.train) // config.batch_size)
     results = []
     for index, chunk in enumerate(plan.passes):
         what = f"attentive heads, pass {index + 1}/{len(plan.passes)}" if len(plan.passes) > 1 else "attentive heads"
-        on_step = absolute(job.progress(f"{what} ({len(chunk)} layer sets x {grid} lr x wd)", steps))
+        reach = absolute(job.progress(f"{what} ({len(chunk)} layer sets x {grid} lr x wd)", steps))
         checkpoint = None
         if job.state_path is not None:
             state = job.state_path.with_name(f"{job.state_path.stem}.pass{index}.pt")
             # the identity names the pass's layer sets: a plan that changed (other free memory) never resumes a wrong state
             identity = f"{state.stem}:{','.join(layer_set.name for layer_set in chunk)}"
             checkpoint = job.checkpointing(state, identity)
-        results.append(train_attentive_probes(
-            backbone, splits.train, splits.val, splits.test, chunk, task.num_classes, config, job.seed, task.metric,
-            task.secondary_metrics, checkpoint, job.batch_size, job.workers, on_step, cached,
-        ))  # fmt: skip
+        # online: the augmented views' and val/test forwards run inside, and forward_s says how long they took
+        with timing.heads_then_evaluation(reach) as on_step, timing.forwards(backbone):
+            results.append(train_attentive_probes(
+                backbone, splits.train, splits.val, splits.test, chunk, task.num_classes, config, job.seed, task.metric,
+                task.secondary_metrics, checkpoint, job.batch_size, job.workers, on_step, cached,
+            ))  # fmt: skip
     merged = summarise([h for r in results for h in r.heads], [layer for r in results for layer in r.layers])
-    return ProbeOutcome(merged, {**config.as_dict(), "passes": len(plan.passes), "memory_plan": plan.describe(), **cache})
+    return ProbeOutcome(merged, {**config.as_dict(), "passes": len(plan.passes), "memory_plan": plan.describe(), **cache}, timing)

@@ -12,7 +12,7 @@ from aimbench.probes.features import feature_sources, head_inputs, probe_inputs
 from aimbench.probes.knn import knn_probes
 from aimbench.probes.layer_sets import blocks_needed, parse_layer_sets
 from aimbench.probes.linear import train_linear_probes
-from aimbench.probes.run import ProbeJob, ProbeOutcome
+from aimbench.probes.run import ProbeJob, ProbeOutcome, Timing
 from aimbench.probes.views import online_probe_inputs
 
 SPLITS = ("train", "val", "test")
@@ -43,8 +43,16 @@ def absolute(advance: Callable[[int], None]) -> Callable[[int], None]:
     return reach
 
 
-def extraction(job: ProbeJob, what: str, images: int) -> Extraction:
-    return Extraction(job.cache_dir, job.batch_size, job.workers, *split_progress(job, what, images))
+def extraction(job: ProbeJob, what: str, images: int, count: Callable[[int], None] = lambda _: None) -> Extraction:
+    """How a split's missing blocks are extracted: progress as ``what``, and ``count`` hears of
+    every batch's images (a ``Timing.split`` counter)."""
+    on_batch, on_cached = split_progress(job, what, images)
+
+    def counted(done: int) -> None:
+        count(done)
+        on_batch(done)
+
+    return Extraction(job.cache_dir, job.batch_size, job.workers, counted, on_cached)
 
 
 def split_key(job: ProbeJob, name: str) -> SplitKey:
@@ -58,19 +66,22 @@ def run_pooled(job: ProbeJob) -> ProbeOutcome:
     backbone, task, splits, config = job.backbone, job.task, job.splits, job.config
     sets = parse_layer_sets(job.layers, backbone.depth, backbone.spec.windows)
     blocks = blocks_needed(sets)
-    features, cache = {}, {}
+    features, cache, timing = {}, {}, Timing()
     for name in SPLITS:
         images = getattr(splits, name)
-        pooled, stats = cached_pooled(backbone, images, blocks, split_key(job, name), extraction(job, f"features {name}", len(images)))
+        with timing.split(name) as count:
+            how = extraction(job, f"features {name}", len(images), count)
+            pooled, stats = cached_pooled(backbone, images, blocks, split_key(job, name), how)
         features[name], sources = probe_inputs(pooled, feature_sources(backbone, blocks), sets)
         cache = {k: cache.get(k, 0) + v for k, v in stats.items()}
-    if isinstance(config, KnnProbeConfig):
+    if isinstance(config, KnnProbeConfig):  # nothing to train: the neighbour search over val and test is the evaluation
         inputs = len(head_inputs(sources))
         advance = job.progress(f"kNN over {inputs} inputs x {len(config.ks)} k", inputs)
-        result = knn_probes(
-            features["train"], features["val"], features["test"], sources, task.num_classes, config, task.metric,
-            task.secondary_metrics, backbone.device, on_source=lambda _: advance(1),
-        )  # fmt: skip
+        with timing.evaluating():
+            result = knn_probes(
+                features["train"], features["val"], features["test"], sources, task.num_classes, config, task.metric,
+                task.secondary_metrics, backbone.device, on_source=lambda _: advance(1),
+            )  # fmt: skip
     else:
         online = None
         if config.data_mode == "online":  # train on augmented views; eval-crop features give stats, val and test
@@ -78,10 +89,12 @@ def run_pooled(job: ProbeJob) -> ProbeOutcome:
                                          job.seed, config.batch_size, job.workers)  # fmt: skip
         reach = absolute(job.progress("linear heads", config.epochs))
         checkpoint = job.checkpointing(job.state_path, job.state_path.stem) if job.state_path else None
-        result = train_linear_probes(
-            features["train"], features["val"], features["test"], sources, task.num_classes,
-            config, job.seed, task.metric, task.secondary_metrics, backbone.device, on_epoch=lambda epoch: reach(epoch + 1),
-            checkpoint=checkpoint, online=online,
-        )  # fmt: skip
+        # the last on_epoch call ends training; forwards run for online views only
+        with timing.heads_then_evaluation(lambda epoch: reach(epoch + 1)) as on_epoch, timing.forwards(backbone):
+            result = train_linear_probes(
+                features["train"], features["val"], features["test"], sources, task.num_classes,
+                config, job.seed, task.metric, task.secondary_metrics, backbone.device, on_epoch=on_epoch,
+                checkpoint=checkpoint, online=online,
+            )  # fmt: skip
     extra: dict[str, Any] = {"feature_cache": cache}
-    return ProbeOutcome(result, {**config.as_dict(), **extra})
+    return ProbeOutcome(result, {**config.as_dict(), **extra}, timing)

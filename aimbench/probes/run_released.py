@@ -12,7 +12,7 @@ from aimbench.probes.attentive_training import head_predictions
 from aimbench.probes.layer_sets import parse_layer_sets
 from aimbench.probes.metrics import score_predictions, secondary_scores
 from aimbench.probes.results import LayerResult, ProbeResult
-from aimbench.probes.run import OFFICIAL, ProbeJob, ProbeOutcome
+from aimbench.probes.run import OFFICIAL, ProbeJob, ProbeOutcome, Timing
 
 
 def run_released(job: ProbeJob) -> ProbeOutcome:
@@ -25,11 +25,12 @@ def run_released(job: ProbeJob) -> ProbeOutcome:
             f"head '{head_name}' of {backbone.spec.name} has {head.linear.out_features} classes, task '{task.name}' has {task.num_classes}"
         )
     [layer_set] = parse_layer_sets(head_name, backbone.depth, backbone.spec.windows)  # e.g. last=avg:18-23
-    scores, extra = {}, {}
-    for name in ("val", "test"):
+    scores, extra, timing = {}, {}, Timing()
+    for name in ("val", "test"):  # nothing is extracted apart or trained: each split's forwards and head are its evaluation
         images = getattr(splits, name)
         advance = job.progress(f"released head {head_name} on {name}", len(images))
-        predictions = head_predictions(backbone, [head], [layer_set], images, job.batch_size, job.workers, advance)
+        with timing.evaluating(), timing.forwards(backbone):
+            predictions = head_predictions(backbone, [head], [layer_set], images, job.batch_size, job.workers, advance)
         labels = torch.as_tensor(images.labels, dtype=torch.int64)
         scores[name] = float(score_predictions(predictions, labels, task.metric, task.num_classes)[0])
         if name == "test":  # secondary metrics are reported for test only; selection never reads them
@@ -39,4 +40,4 @@ def run_released(job: ProbeJob) -> ProbeOutcome:
         "kind": OFFICIAL, "head": head_name, "head_weights_id": info.id, "head_sha256": info.sha256,
         "window": list(official.layers), "training": "none: the released head is evaluated as is", "selection": "none",
     }  # fmt: skip
-    return ProbeOutcome(ProbeResult(heads=[], layers=[result], best=result, last=result), config)
+    return ProbeOutcome(ProbeResult(heads=[], layers=[result], best=result, last=result), config, timing)

@@ -105,6 +105,7 @@ class CellRun:
     probe_config: dict[str, Any]
     environment: dict[str, Any]
     wall_time_s: float
+    timing: dict[str, Any] | None = None  # where the time went (probes.run.Timing.as_record)
 
 
 def build_record(run: CellRun) -> dict[str, Any]:
@@ -150,6 +151,7 @@ def build_record(run: CellRun) -> dict[str, Any]:
         },
         "task_info": {"num_classes": task.num_classes, "metric": task.metric, "card": str(task.card_path)},
         "environment": run.environment,
+        "timing": run.timing,
         "wall_time_s": round(run.wall_time_s, 3),
     }
 

@@ -7,7 +7,8 @@ per command, built by ``aimbench.store.db.connect``):
     one row per record file of a readable schema version (``READABLE_VERSIONS``), every column of
     ``RECORD_COLUMNS`` plus ``file`` (the record's file name). Version-2 records are upgraded as
     they are read (``RUNS_SQL``): no weights override unless their weights came from a file, and
-    protocol ``legacy`` (the probe defaults of aimbench before protocol cards). Records of other
+    protocol ``legacy`` (the probe defaults of aimbench before protocol cards). Fields a record
+    lacks read as null (``timing`` in records written before it was kept). Records of other
     versions are counted and left out.
 ``latest``
     the newest record per identity (``IDENTITY_COLUMNS``: backbone, weights, task, probe,
@@ -98,6 +99,14 @@ RECORD_COLUMNS: dict[str, str] = {
     "backbone_info": "JSON",  # family, adapter, arch, depth, dim, card, licence, preprocess, features
     "task_info": "JSON",  # num_classes, metric, card
     "environment": "JSON",  # aimbench version, git sha, torch, python, device
+    # where the time went, in seconds (null in records written before it): load_s (cards, data, backbone);
+    # extraction_s over the eval-crop features or token maps of every split, extraction_images through the
+    # backbone (0: every split came from the feature cache) and extraction_images_per_s (null then), per split in
+    # extraction_splits {split: {s, images}}; heads_s training (online modes: with the augmented views'
+    # backbone forwards); evaluation_s scoring val and test (kNN: its whole neighbour search; released heads:
+    # their forwards); backbone_forward_s, of heads_s + evaluation_s, the time inside backbone forwards (online
+    # modes and released heads; null where none ran there); total_s = wall_time_s; the rest is setup between
+    "timing": "JSON",
     "wall_time_s": "DOUBLE",
 }
 
