@@ -89,8 +89,8 @@ def run_pooled(job: ProbeJob) -> ProbeOutcome:
                                          job.seed, config.batch_size, job.workers)  # fmt: skip
         reach = absolute(job.progress("linear heads", config.epochs))
         checkpoint = job.checkpointing(job.state_path, job.state_path.stem) if job.state_path else None
-        # the last on_epoch call ends training; forwards run for online views only
-        with timing.heads_then_evaluation(lambda epoch: reach(epoch + 1)) as on_epoch, timing.forwards(backbone):
+        # on_epoch(n): n epochs done, its last call ends training; forwards run for online views only
+        with timing.heads_then_evaluation(reach) as on_epoch, timing.forwards(backbone):
             result = train_linear_probes(
                 features["train"], features["val"], features["test"], sources, task.num_classes,
                 config, job.seed, task.metric, task.secondary_metrics, backbone.device, on_epoch=on_epoch,
