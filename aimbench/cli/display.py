@@ -1,5 +1,6 @@
-"""What ``eval`` and ``pretrain`` show while work runs in this process: rich progress bars per stage,
-then each finished cell's layer table; the launchers call it through ``aimbench.launch.base.Display``."""
+"""What ``eval`` and ``pretrain`` show while work runs in this process: rich progress bars per stage
+(plain periodic lines when the console is not a terminal: a Slurm log, a pipe), then each finished
+cell's layer table; the launchers call it through ``aimbench.launch.base.Display``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from aimbench.launch.base import CellOutcome, Display
+from aimbench.launch.cell_progress import PlainProgress
 from aimbench.launch.cells import Cell
 from aimbench.probes import StageCallback
 from aimbench.report import layer_table, to_rich
@@ -28,6 +30,10 @@ class RichDisplay(Display):
     @contextmanager
     def cell(self, cell: Cell) -> Iterator[StageCallback]:
         self.running = cell
+        if not self.console.is_terminal:  # bars in a log are nothing useful: lines there (launch.cell_progress)
+            yield PlainProgress(lambda line: self.console.out(line, highlight=False))
+            self.running = None
+            return
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
         with Progress(*columns, console=self.console, transient=True) as progress:
 

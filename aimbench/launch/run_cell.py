@@ -17,7 +17,7 @@ import torch
 from aimbench.adapters import load_backbone
 from aimbench.cards.registry import Registry
 from aimbench.data import load_task
-from aimbench.launch.cell_progress import STATE_DIR, ProgressFile, progress_path
+from aimbench.launch.cell_progress import STATE_DIR, PlainProgress, ProgressFile, progress_path
 from aimbench.launch.cells import Cell
 from aimbench.launch.options import RunOptions
 from aimbench.probes import ProbeJob, StageCallback, no_progress, protocol_record, run_probe
@@ -42,7 +42,7 @@ def run_cell(cell: Cell, options: RunOptions, stage: StageCallback = no_progress
     name = cell.record_name(registry)
     state_path = options.results_dir / STATE_DIR / f"{Path(name).stem}.pt"
     if options.progress_file:
-        stage = ProgressFile(progress_path(options.results_dir, name))
+        stage = ProgressFile(progress_path(options.results_dir, name), echo=PlainProgress())  # the file, and lines in the job's log
     job = ProbeJob(
         backbone, task, splits, config, cell.layers, cell.seed, options.cache_dir, options.batch_size, options.workers,
         options.memory_gb, options.checkpoint_every, options.checkpoint_seconds, state_path, stage, f"{cell.backbone} · {cell.task}",
