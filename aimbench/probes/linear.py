@@ -118,7 +118,19 @@ class _Grid:
         return [(j, g) for g, heads in enumerate(self.heads) for j in heads.columns]
 
     def logits(self, x: torch.Tensor, pair_index: torch.Tensor) -> torch.Tensor:
-        return torch.cat([heads.logits(x, pair_index) for heads in self.heads], dim=1)
+        """(B, S, D) features -> (B, heads, C) logits in :meth:`order`. While every grid point trains
+        the same columns (always, for the full grid) all points run as one stacked product, reading
+        the features in place; after halving has thinned them unevenly, point by point."""
+        first = self.heads[0]
+        if any(heads.columns != first.columns for heads in self.heads):
+            return torch.cat([heads.logits(x, pair_index) for heads in self.heads], dim=1)
+        every = len(first.singles) == x.shape[1] and bool((first.singles == torch.arange(x.shape[1], device=first.singles.device)).all())
+        stacked = torch.einsum("bsd,gsdc->bgsc", x if every else x[:, first.singles], torch.stack([h.w1 for h in self.heads]))
+        stacked = stacked + torch.stack([h.b1 for h in self.heads])
+        if len(first.pairs):
+            pairs = torch.einsum("bpkd,gpkdc->bgpc", x[:, pair_index[first.pairs]], torch.stack([h.w2 for h in self.heads]))
+            stacked = torch.cat([stacked, pairs + torch.stack([h.b2 for h in self.heads])], dim=2)
+        return stacked.reshape(len(x), -1, stacked.shape[-1])
 
     def state(self) -> dict[str, Any]:
         return {"heads": [p.detach().clone() for p in self.params()], "active": [heads.columns for heads in self.heads],
