@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ast
-import importlib.util
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,24 +12,10 @@ from aimbench.cli.display import RichDisplay
 from aimbench.cli.options import PANEL, ClusterChoice, cluster_options, make_console
 from aimbench.errors import at_least
 from aimbench.launch.base import Launched
+from aimbench.models.presets import PRESETS
 from aimbench.pretrain.request import PretrainRequest
 
-
-def preset_names() -> list[str]:
-    """The AIM presets ``aimbench pretrain`` knows: the keys of ``aimbench.models.aim.PRESETS``, read
-    from that module's source, since importing it would load torch for every ``--help`` (and the
-    CLI's start-up stays free of torch); empty if the table is ever written in a form this cannot read."""
-    spec = importlib.util.find_spec("aimbench.models.aim")
-    if spec is None or spec.origin is None:
-        return []
-    for node in ast.parse(Path(spec.origin).read_text(encoding="utf-8")).body:
-        target = node.target if isinstance(node, ast.AnnAssign) else node.targets[0] if isinstance(node, ast.Assign) else None
-        if isinstance(target, ast.Name) and target.id == "PRESETS" and isinstance(node.value, ast.Dict):
-            return [key.value for key in node.value.keys if isinstance(key, ast.Constant) and isinstance(key.value, str)]
-    return []
-
-
-PRESET_HELP = "An AIM preset: " + (" | ".join(preset_names()) or "see aimbench.models.aim.PRESETS") + "."
+PRESET_HELP = "An AIM preset: " + " | ".join(PRESETS) + "."
 
 
 @cluster_options(leave_out=("array_parallelism", "dry_run"))

@@ -100,18 +100,14 @@ def attentive_head_flops(patch_tokens: int, dim: int, heads: int, classes: int) 
 
 
 def patch_count(spec: BackboneSpec) -> int:
-    """Patch tokens per image, (image_size / patch)^2, the patch size from the card (model_args or the
-    arch name, as the disk estimate reads it; open_clip's ``vision_cfg``), AIM's preset, else the
+    """Patch tokens per image, (image_size / patch)^2, the patch size from the card (model_args, AIM's
+    preset or the arch name, as the disk estimate reads it; open_clip's ``vision_cfg``), else the
     family's own description of the arch."""
     found = patch_tokens(spec)
     if found:
         return found
     vision = spec.model_args.get("vision_cfg")
     size = vision.get("patch_size") if isinstance(vision, Mapping) else None
-    if spec.adapter == "aim":
-        from aimbench.models.aim import PRESETS  # imports torch
-
-        size = PRESETS[spec.arch].patch_size if spec.arch in PRESETS else None
     size = size if isinstance(size, int) and size > 0 else _built_patch_size(spec)
     if size is None:
         raise UserError(f"cannot tell the patch size of backbone '{spec.name}' (arch {spec.arch}) to cost it; "

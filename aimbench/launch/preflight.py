@@ -29,6 +29,7 @@ from aimbench.devices import require_device
 from aimbench.errors import UserError
 from aimbench.launch.cells import Cell
 from aimbench.launch.options import RunOptions
+from aimbench.models.presets import PRESETS
 from aimbench.paths import cache_dir
 from aimbench.pretrain.metrics_file import METRICS, read_metrics
 from aimbench.pretrain.request import PretrainRequest
@@ -69,8 +70,10 @@ def writable_folder(folder: Path, option: str, target: Path | None = None) -> Pa
 
 
 def patch_tokens(spec: BackboneSpec) -> int:
-    """Patch tokens per image where the card says the patch size (model_args or the arch name), else 0."""
+    """Patch tokens per image where the card says the patch size (model_args, an AIM preset, or the arch name), else 0."""
     size = spec.model_args.get("patch_size")
+    if not isinstance(size, int) and spec.adapter == "aim" and spec.arch in PRESETS:
+        size = PRESETS[spec.arch].patch_size
     if not isinstance(size, int):
         match = _PATCH.search(spec.arch)
         size = int(match.group(1) or match.group(2)) if match else 0

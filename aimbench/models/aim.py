@@ -14,42 +14,16 @@ runs fully bidirectional and reads raw block outputs (no post-trunk norm).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-LN_EPS = 1e-6  # ml-aim's LayerNorm, the released checkpoints' model
-LN_EPS_METADATA = "ln_eps"  # the key under which an exported trunk records the eps it was trained with
+from aimbench.models.presets import LN_EPS, LN_EPS_METADATA, PRESETS, AimConfig
 
-
-@dataclass(frozen=True)
-class AimConfig:
-    width: int
-    depth: int
-    heads: int
-    patch_size: int = 14
-    mlp_ratio: int = 4
-    in_chans: int = 3
-    ln_eps: float = LN_EPS
-
-    @property
-    def mlp_hidden(self) -> int:
-        return self.width * self.mlp_ratio
-
-
-PRESETS: dict[str, AimConfig] = {
-    # the paper's models (head dim 128, patch 14)
-    "aim-600m": AimConfig(width=1536, depth=24, heads=12),
-    "aim-1b": AimConfig(width=2048, depth=24, heads=16),
-    "aim-3b": AimConfig(width=3072, depth=24, heads=24),
-    "aim-7b": AimConfig(width=4096, depth=32, heads=32),
-    # CPU-sized presets for tests, smoke runs and small pre-training experiments
-    "aim-tiny": AimConfig(width=128, depth=6, heads=2, patch_size=4),
-    "aim-micro": AimConfig(width=32, depth=3, heads=2, patch_size=4),
-}
+__all__ = ["AIM", "LN_EPS", "LN_EPS_METADATA", "PRESETS", "AimConfig", "build_aim"]
 
 
 def sincos_2d(grid_h: int, grid_w: int, dim: int) -> torch.Tensor:

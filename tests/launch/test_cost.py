@@ -123,3 +123,12 @@ def test_successive_halving_costs_the_share_of_head_steps_it_keeps(registry: Reg
     halved_cost, full_cost = cell_cost(halved, registry, fixed), cell_cost(full, registry, fixed)
     assert halved_cost.backbone_flops == full_cost.backbone_flops  # the same features
     assert 0.15 < halved_cost.head_flops / full_cost.head_flops < 0.3  # AIM: 18 heads per layer set, about a fifth kept
+
+
+def test_the_disk_estimate_counts_aim_token_maps_like_the_cost_plan(registry: Registry) -> None:
+    from aimbench.launch.cost import patch_count
+    from aimbench.launch.preflight import patch_tokens
+
+    for name in ("aim-600m", "aim-7b", "aim-tiny"):
+        spec = registry.backbone(name)
+        assert patch_tokens(spec) == patch_count(spec) > 0, name  # AIM's patch size is its preset's, not in the arch name
