@@ -93,13 +93,13 @@ def pretrain(
     if not launcher.local:
         console.print(f"submitted {preset} pre-training as Slurm job {launched.job_ids[0]} ({nodes} node(s) x {launcher.tasks_per_node} "
                       f"task(s)); state: {launched.state_file}; watch: aimbench jobs --results {out}", soft_wrap=True)  # fmt: skip
-    elif launched.paths:  # rank 0 (every rank returns; only the main one speaks)
+    elif launched.paths:  # the main rank (the others return nothing to say)
         _say_done(console, launched, preset, out)
 
 
 def _say_done(console: Console, launched: Launched, preset: str, out: Path) -> None:
     facts = launched.summary
     loss = f"loss {facts['first_loss']:.4f} -> {facts['last_loss']:.4f}, " if facts else ""
-    trunk = launched.paths[0]
-    console.print(f"{loss}wrote {trunk} (metrics.jsonl, loss.png beside it); evaluate with: aimbench eval --backbone {preset} --weights {out}",
-                  soft_wrap=True)  # fmt: skip
+    trunk, *beside = launched.paths
+    console.print(f"{loss}wrote {trunk} ({', '.join(path.name for path in beside)} beside it); "
+                  f"evaluate with: aimbench eval --backbone {preset} --weights {out}", soft_wrap=True)  # fmt: skip

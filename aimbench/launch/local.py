@@ -52,19 +52,21 @@ class LocalLauncher(Launcher):
         setup = prepare_run(request)
         with self.display.pretrain(setup) as on_step:
             history = run_pretrain(request, setup, on_step).history
-        return Launched(paths=[RunFiles.of(request.out).trunk], summary=summary(history))
+        if not setup.world.is_main:  # every rank trains; the main one writes the files and speaks for the run
+            return Launched()
+        files = RunFiles.of(request.out)
+        return Launched(paths=[files.trunk, files.metrics, files.loss_curve], summary=summary(history))
 
     def status(self, results: Path) -> list[JobRow]:
         """Cells that left resume state and no record: stopped (Ctrl-C, a crash), or running in another shell now."""
-        rows = []
-        for state in sorted((results / STATE_DIR).glob("*.pt")):
-            stem = state.name.split(".")[0]
-            record = record_path(results, f"{stem}.json")
-            if finished(record) or any(row.cell == stem for row in rows):
-                continue
-            progress = read_progress(state.with_name(f"{stem}.progress.json"))
-            rows.append(JobRow("local", stem, "", STOPPED, "", False, Path(), Path(), progress or "resumes when the same eval runs again"))
-        return rows
+        state_dir = results / STATE_DIR
+        stems = sorted({state.name.split(".")[0] for state in state_dir.glob("*.pt")})  # linear: <stem>.pt, attentive: <stem>.passN.pt
+        return [
+            JobRow("local", stem, "", STOPPED, "", False, Path(), Path(),
+                   read_progress(state_dir / f"{stem}.progress.json") or "resumes when the same eval runs again")
+            for stem in stems
+            if not finished(record_path(results, f"{stem}.json"))
+        ]  # fmt: skip
 
     def cancel(self, results: Path, which: str) -> list[str]:
         raise UserError("local runs have no queue to cancel: stop one with Ctrl-C (it resumes when run again)")

@@ -59,6 +59,8 @@ class _Heads:
         self.columns = [j for j in columns if j in layout.source] + [j for j in columns if j in layout.pair]
         self.singles = torch.tensor([layout.source[j] for j in self.columns if j in layout.source], dtype=torch.long, device=device)
         self.pairs = torch.tensor([layout.pair[j] for j in self.columns if j in layout.pair], dtype=torch.long, device=device)
+        # the single-source heads read every source in order: the features go in as they are, no gather
+        self.reads_every_source = self.singles.tolist() == list(range(len(layout.source)))
         self.w1 = torch.nn.Parameter(torch.zeros(len(self.singles), dim, classes, device=device))
         self.b1 = torch.nn.Parameter(torch.zeros(len(self.singles), classes, device=device))
         self.w2 = torch.nn.Parameter(torch.zeros(len(self.pairs), 2, dim, classes, device=device))
@@ -124,8 +126,8 @@ class _Grid:
         first = self.heads[0]
         if any(heads.columns != first.columns for heads in self.heads):
             return torch.cat([heads.logits(x, pair_index) for heads in self.heads], dim=1)
-        every = len(first.singles) == x.shape[1] and bool((first.singles == torch.arange(x.shape[1], device=first.singles.device)).all())
-        stacked = torch.einsum("bsd,gsdc->bgsc", x if every else x[:, first.singles], torch.stack([h.w1 for h in self.heads]))
+        features = x if first.reads_every_source else x[:, first.singles]
+        stacked = torch.einsum("bsd,gsdc->bgsc", features, torch.stack([h.w1 for h in self.heads]))
         stacked = stacked + torch.stack([h.b1 for h in self.heads])
         if len(first.pairs):
             pairs = torch.einsum("bpkd,gpkdc->bgpc", x[:, pair_index[first.pairs]], torch.stack([h.w2 for h in self.heads]))
@@ -207,10 +209,10 @@ class _Halving:
     x_val: torch.Tensor
     y_val: torch.Tensor
     pair_index: torch.Tensor
-    describe: Callable[[int, int], HeadScore]  # (column, grid point), val score -> the head's score record
+    describe: Callable[[int, int, float], HeadScore]  # (column, grid point), val score -> the head's score record
     metric: str
     num_classes: int
-    stopped: list[HeadScore]
+    stopped: dict[tuple[int, int], HeadScore]  # (column, grid point) -> its score where it stopped
 
     def rung(self, grid: _Grid, fraction: float) -> None:
         """Keep each layer set's better half by val loss (continuous, unlike an early accuracy full of
@@ -219,11 +221,11 @@ class _Halving:
         losses = _val_losses(self.x_val, self.y_val, self.pair_index, grid).tolist()
         scores = score_predictions(_predict(self.x_val, self.pair_index, grid).T, self.y_val, self.metric, self.num_classes).tolist()
         sets: dict[str, list[int]] = {}
-        for index in sorted(range(len(order)), key=lambda i: (order[i][0], order[i][1])):  # grid order: set, token, lr x wd
+        for index in sorted(range(len(order)), key=order.__getitem__):  # grid order: set, token, lr x wd
             sets.setdefault(self.describe(*order[index], 0.0).layer_set, []).append(index)
         kept = survivors(list(sets.values()), [-loss for loss in losses])
-        for index in sorted(set(range(len(order))) - kept, key=lambda i: order[i]):
-            self.stopped.append(dataclasses.replace(self.describe(*order[index], scores[index]), stopped_at=round(fraction, 6)))
+        for index in set(range(len(order))) - kept:
+            self.stopped[order[index]] = dataclasses.replace(self.describe(*order[index], scores[index]), stopped_at=round(fraction, 6))
         grid.keep({order[index] for index in kept})
 
 
@@ -248,7 +250,7 @@ def _fit(
         grid.load({"active": [list(grid.heads[0].columns)] * len(grid.heads), **saved})  # states before halving: every head
         epoch, step = saved["epoch"], saved["step"]
         if halving is not None:
-            halving.stopped[:] = [HeadScore(**head) for head in saved.get("stopped", [])]
+            halving.stopped.update({(j, g): HeadScore(**head) for j, g, head in saved.get("stopped", [])})
     done = epoch * batches + step
     while epoch < config.epochs:
         # batches_of draws an order that depends only on (seed, epoch): with zero init every head
@@ -269,20 +271,12 @@ def _fit(
             if done in rungs:
                 halving.rung(grid, done / (config.epochs * batches))
             if checkpoint is not None and checkpoint.due(done):
-                stopped = [dataclasses.asdict(head) for head in halving.stopped] if halving is not None else []
+                stopped = [[*head, dataclasses.asdict(score)] for head, score in halving.stopped.items()] if halving is not None else []
                 checkpoint.save({**grid.state(), "epoch": epoch, "step": step, "stopped": stopped})
         if n == 0:
             epoch += 1
         if on_epoch is not None:
             on_epoch(epoch)
-
-
-def _head_of(
-    head: HeadScore, columns: Sequence[tuple[Any, str, tuple[int, ...]]], points: Sequence[tuple[float, float]]
-) -> tuple[int, int]:
-    """The (column, grid point) a recorded head score belongs to."""
-    j = next(j for j, c in enumerate(columns) if c[0].name == head.layer_set and c[1] == head.token)
-    return j, points.index((head.hparams["lr"], head.hparams["weight_decay"]))
 
 
 def train_linear_probes(
@@ -324,7 +318,7 @@ def train_linear_probes(
 
     halving = None
     if config.grid_search == "halving":
-        halving = _Halving(x_val, val.labels, pair_index, describe, metric, num_classes, [])
+        halving = _Halving(x_val, val.labels, pair_index, describe, metric, num_classes, {})
 
     def cached_batches(epoch: int, step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = epoch_order(n, seed, epoch).to(device)
@@ -341,7 +335,7 @@ def train_linear_probes(
     order = grid.order()
     val_scores = score_predictions(_predict(x_val, pair_index, grid).T, val.labels, metric, num_classes).tolist()
     final = {head: describe(*head, float(score)) for head, score in zip(order, val_scores)}
-    stopped = {(j, g): head for head in (halving.stopped if halving else []) for j, g in [_head_of(head, columns, points)]}
+    stopped = halving.stopped if halving is not None else {}
     grid_order = [(j, g) for j in range(len(columns)) for g in range(len(points))]  # set, token, then lr x wd
     heads_out = [final[head] if head in final else stopped[head] for head in grid_order]
     sets = list(dict.fromkeys(c[0] for c in columns))

@@ -4,8 +4,6 @@ maps, checkpointed so a killed run resumes; selection on val only."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from aimbench.probes.attentive_training import CachedTokens, train_attentive_probes
@@ -14,8 +12,9 @@ from aimbench.probes.feature_cache import cached_tokens
 from aimbench.probes.layer_sets import blocks_needed, parse_layer_sets
 from aimbench.probes.memory import plan_passes
 from aimbench.probes.results import summarise
-from aimbench.probes.run import ProbeJob, ProbeOutcome, Timing
-from aimbench.probes.run_pooled import SPLITS, absolute, extraction, split_key
+from aimbench.probes.run import ProbeJob, ProbeOutcome
+from aimbench.probes.run_pooled import SPLITS, absolute, cached_splits
+from aimbench.probes.timing import Timing
 
 
 def memory_budget(job: ProbeJob) -> int | None:
@@ -27,19 +26,6 @@ def memory_budget(job: ProbeJob) -> int | None:
     return None
 
 
-def _cached_token_maps(job: ProbeJob, blocks: list[int], timing: Timing) -> tuple[tuple[CachedTokens, ...], dict[str, Any]]:
-    """Eval-crop token maps of every split from the feature cache (one backbone pass, ever)."""
-    maps, totals = [], {}
-    for name in SPLITS:
-        images = getattr(job.splits, name)
-        with timing.split(name) as count:
-            how = extraction(job, f"token maps {name}", len(images), count)
-            blocks_of_split, stats = cached_tokens(job.backbone, images, blocks, split_key(job, name), how)
-        maps.append(CachedTokens(blocks_of_split))
-        totals = {k: totals.get(k, 0) + v for k, v in stats.items()}
-    return tuple(maps), {"feature_cache": totals}
-
-
 def run_attentive(job: ProbeJob) -> ProbeOutcome:
     backbone, splits, config, task = job.backbone, job.splits, job.config, job.task
     sets = parse_layer_sets(job.layers, backbone.depth, backbone.spec.windows)
@@ -48,7 +34,9 @@ def run_attentive(job: ProbeJob) -> ProbeOutcome:
                        memory_budget(job), config.micro_batch, backbone.heads)  # fmt: skip
     cached, cache, timing = None, {}, Timing()
     if config.data_mode == "cached":
-        cached, cache = _cached_token_maps(job, blocks_needed(sets), timing)
+        blocks = blocks_needed(sets)
+        maps, totals = cached_splits(job, "token maps", timing, lambda images, key, how: cached_tokens(backbone, images, blocks, key, how))
+        cached, cache = tuple(CachedTokens(maps[name]) for name in SPLITS), {"feature_cache": totals}  # one backbone pass, ever
     steps = config.epochs * -(-len(splits.train) // config.batch_size)
     results = []
     for index, chunk in enumerate(plan.passes):

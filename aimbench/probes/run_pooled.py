@@ -4,18 +4,21 @@ per split (cached on disk), then every head of the grid trained together; select
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TypeVar
 
+from aimbench.data.images import LabelledImages
 from aimbench.probes.config import KnnProbeConfig
 from aimbench.probes.feature_cache import Extraction, SplitKey, cached_pooled
 from aimbench.probes.features import feature_sources, head_inputs, probe_inputs
 from aimbench.probes.knn import knn_probes
 from aimbench.probes.layer_sets import blocks_needed, parse_layer_sets
 from aimbench.probes.linear import train_linear_probes
-from aimbench.probes.run import ProbeJob, ProbeOutcome, Timing
+from aimbench.probes.run import ProbeJob, ProbeOutcome
+from aimbench.probes.timing import Timing
 from aimbench.probes.views import online_probe_inputs
 
 SPLITS = ("train", "val", "test")
+T = TypeVar("T")
 
 
 def split_progress(job: ProbeJob, what: str, images: int) -> tuple[Callable[[int], None], Callable[[], None]]:
@@ -59,6 +62,20 @@ def split_key(job: ProbeJob, name: str) -> SplitKey:
     return SplitKey(name, job.splits.source, job.splits.revision)
 
 
+def cached_splits(
+    job: ProbeJob, what: str, timing: Timing, fetch: Callable[[LabelledImages, SplitKey, Extraction], tuple[T, dict[str, int]]]
+) -> tuple[dict[str, T], dict[str, int]]:
+    """Each split's eval-crop features through the feature cache (``fetch``: pooled features or token
+    maps), timed per split and shown as ``what``; and the cache's counts over the splits."""
+    found, totals = {}, {}
+    for name in SPLITS:
+        images = getattr(job.splits, name)
+        with timing.split(name) as count:
+            found[name], stats = fetch(images, split_key(job, name), extraction(job, f"{what} {name}", len(images), count))
+        totals = {k: totals.get(k, 0) + v for k, v in stats.items()}
+    return found, totals
+
+
 def run_pooled(job: ProbeJob) -> ProbeOutcome:
     """Linear or kNN heads for every layer set x token kind x grid point, on pooled features:
     cached (one backbone pass per split, ever), or for online linear probes augmented train views
@@ -66,14 +83,11 @@ def run_pooled(job: ProbeJob) -> ProbeOutcome:
     backbone, task, splits, config = job.backbone, job.task, job.splits, job.config
     sets = parse_layer_sets(job.layers, backbone.depth, backbone.spec.windows)
     blocks = blocks_needed(sets)
-    features, cache, timing = {}, {}, Timing()
+    timing = Timing()
+    pooled, cache = cached_splits(job, "features", timing, lambda images, key, how: cached_pooled(backbone, images, blocks, key, how))
+    features = {}
     for name in SPLITS:
-        images = getattr(splits, name)
-        with timing.split(name) as count:
-            how = extraction(job, f"features {name}", len(images), count)
-            pooled, stats = cached_pooled(backbone, images, blocks, split_key(job, name), how)
-        features[name], sources = probe_inputs(pooled, feature_sources(backbone, blocks), sets)
-        cache = {k: cache.get(k, 0) + v for k, v in stats.items()}
+        features[name], sources = probe_inputs(pooled[name], feature_sources(backbone, blocks), sets)
     if isinstance(config, KnnProbeConfig):  # nothing to train: the neighbour search over val and test is the evaluation
         inputs = len(head_inputs(sources))
         advance = job.progress(f"kNN over {inputs} inputs x {len(config.ks)} k", inputs)
@@ -96,5 +110,4 @@ def run_pooled(job: ProbeJob) -> ProbeOutcome:
                 config, job.seed, task.metric, task.secondary_metrics, backbone.device, on_epoch=on_epoch,
                 checkpoint=checkpoint, online=online,
             )  # fmt: skip
-    extra: dict[str, Any] = {"feature_cache": cache}
-    return ProbeOutcome(result, {**config.as_dict(), **extra}, timing)
+    return ProbeOutcome(result, {**config.as_dict(), "feature_cache": cache}, timing)

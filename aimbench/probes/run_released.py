@@ -12,7 +12,8 @@ from aimbench.probes.attentive_training import head_predictions
 from aimbench.probes.layer_sets import parse_layer_sets
 from aimbench.probes.metrics import score_predictions, secondary_scores
 from aimbench.probes.results import LayerResult, ProbeResult
-from aimbench.probes.run import OFFICIAL, ProbeJob, ProbeOutcome, Timing
+from aimbench.probes.run import OFFICIAL, ProbeJob, ProbeOutcome
+from aimbench.probes.timing import Timing
 
 
 def run_released(job: ProbeJob) -> ProbeOutcome:

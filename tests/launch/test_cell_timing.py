@@ -13,8 +13,8 @@ from aimbench.cards.registry import Registry
 from aimbench.launch.cells import plan_cells
 from aimbench.launch.options import RunOptions
 from aimbench.launch.run_cell import run_cell
-from aimbench.probes import run as probe_run
-from aimbench.probes.run import Timing
+from aimbench.probes import timing as probe_timing
+from aimbench.probes.timing import Timing
 from tests.probes.test_attentive import official_card
 
 PHASES = ("load_s", "extraction_s", "heads_s", "evaluation_s")
@@ -77,7 +77,7 @@ class Clock:
 
 def test_training_ends_at_its_last_progress_call_and_the_rest_is_evaluation(monkeypatch: pytest.MonkeyPatch) -> None:
     clock, seen = Clock(), []
-    monkeypatch.setattr(probe_run.time, "perf_counter", clock)
+    monkeypatch.setattr(probe_timing.time, "perf_counter", clock)
     timing = Timing()
     with timing.heads_then_evaluation(seen.append) as on_epoch:
         clock.now += 2
@@ -110,7 +110,7 @@ def test_timing_forwards_wraps_the_backbone_only_while_it_runs(monkeypatch: pyte
             return "tokens"
 
     clock = Clock()
-    monkeypatch.setattr(probe_run.time, "perf_counter", clock)
+    monkeypatch.setattr(probe_timing.time, "perf_counter", clock)
     backbone, timing = Backbone(), Timing()
     with timing.forwards(backbone):  # type: ignore[arg-type]
         assert timing.forward_s is None  # no forward yet: none ran
