@@ -59,6 +59,7 @@ def evaluate(
     epochs: int | None = None,
     data_mode: str | None = None,
     grid_search: str | None = None,
+    head_precision: str | None = None,
     overwrite: bool = False,
     results: str | Path = "results",
     data_root: str | Path | None = None,
@@ -73,7 +74,7 @@ def evaluate(
     """Probe every selected layer of ``backbones`` on ``tasks``; one :class:`CellResult` per cell, in plan order.
 
     Arguments mean what the ``aimbench eval`` options of the same name mean (``layers`` None: each
-    card's default, every block plus its published windows; ``epochs``/``data_mode``/``grid_search``
+    card's default, every block plus its published windows; ``epochs``/``data_mode``/``grid_search``/``head_precision``
     override the protocol card and are recorded as overrides). Records go to ``results/runs/`` as with the CLI.
     """
     options = RunOptions(
@@ -82,7 +83,7 @@ def evaluate(
     )  # fmt: skip
     request = EvalRequest(
         backbones, tasks, probe, seeds, layers, limit, weights, name, protocol, dtype, epochs, data_mode,
-        grid_search=grid_search, overwrite=overwrite, options=options,
+        grid_search=grid_search, head_precision=head_precision, overwrite=overwrite, options=options,
     )  # fmt: skip
     launcher = LocalLauncher(display)
     outcomes = launcher.submit(launcher.plan(request)).outcomes

@@ -31,6 +31,7 @@ DATA_MODES = ("online", "cached")  # augmented views through the backbone each s
 # RandAugment and random erasing, or the eval crop only
 AUGMENTATIONS = ("rrc_flip", "strong", "none")
 GRID_SEARCHES = ("halving", "full")  # linear heads: successive halving on val (aimbench.probes.halving), or every head to the end
+HEAD_PRECISIONS = ("bf16", "fp32")  # linear heads' training products: bf16 over fp32 weights, or fp32 throughout
 # parameter names a probe's no_weight_decay may list (Apple's head.* names for the attentive head)
 PARAMETERS = {
     "attentive": ("cls_token", "k.weight", "v.weight", "linear.weight", "linear.bias"),
@@ -123,7 +124,7 @@ def _trained(kind: str) -> dict[str, Check]:
 
 FIELDS: dict[str, dict[str, Check]] = {
     "attentive": _trained("attentive"),
-    "linear": {**_trained("linear"), "grid_search": _choice(GRID_SEARCHES)},
+    "linear": {**_trained("linear"), "grid_search": _choice(GRID_SEARCHES), "head_precision": _choice(HEAD_PRECISIONS)},
     "knn": {"ks": _list_of(_integer(1)), "temperature": _between(0.0, float("inf"), True, True)},
     SPLITS: {"val_fraction": _between(0.0, 1.0, True, True)},  # for tasks whose card gives neither split nor fraction
 }

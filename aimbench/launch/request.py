@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aimbench.cards.protocol_card import DATA_MODES, DEFAULT_PROTOCOL, GRID_SEARCHES
+from aimbench.cards.protocol_card import DATA_MODES, DEFAULT_PROTOCOL, GRID_SEARCHES, HEAD_PRECISIONS
 from aimbench.cards.registry import Registry
 from aimbench.errors import UserError
 from aimbench.launch.cells import Cell, plan_cells
@@ -25,7 +25,7 @@ class EvalRequest:
     """Backbones x tasks x probe kinds x seeds under one recipe; each combination is a cell with its own record.
 
     ``layers`` None is each card's default (every block plus its published windows); ``epochs``,
-    ``data_mode`` and ``grid_search`` override the protocol card's fields and are recorded as overrides; ``overwrite``
+    ``data_mode``, ``grid_search`` and ``head_precision`` override the protocol card's fields and are recorded as overrides; ``overwrite``
     re-runs cells whose record exists. ``options`` say how to run, never what is measured.
     """
 
@@ -42,6 +42,7 @@ class EvalRequest:
     epochs: int | None = None
     data_mode: str | None = None
     grid_search: str | None = None  # linear probes: "full" (every head to the end) | "halving" (successive halving on val)
+    head_precision: str | None = None  # linear probes: "bf16" (bf16 products, fp32 weights) | "fp32"
     overwrite: bool = False
     options: RunOptions = field(default_factory=RunOptions)
 
@@ -57,11 +58,13 @@ class EvalRequest:
             raise UserError(f"unknown data mode '{self.data_mode}'; one of {', '.join(DATA_MODES)}")
         if self.grid_search is not None and self.grid_search not in GRID_SEARCHES:
             raise UserError(f"unknown grid search '{self.grid_search}'; one of {', '.join(GRID_SEARCHES)}")
+        if self.head_precision is not None and self.head_precision not in HEAD_PRECISIONS:
+            raise UserError(f"unknown head precision '{self.head_precision}'; one of {', '.join(HEAD_PRECISIONS)}")
 
     @property
     def overrides(self) -> Mapping[str, Any]:
         """The protocol fields this request sets explicitly (recorded as ``cli`` overrides)."""
-        chosen = {"epochs": self.epochs, "data_mode": self.data_mode, "grid_search": self.grid_search}
+        chosen = {"epochs": self.epochs, "data_mode": self.data_mode, "grid_search": self.grid_search, "head_precision": self.head_precision}
         return {name: value for name, value in chosen.items() if value is not None}
 
     def registry(self) -> Registry:

@@ -78,6 +78,7 @@ class LinearProbeConfig:
     augmentation: str  # online only ("none" when cached); see protocol_card.AUGMENTATIONS
     min_crop_scale: float
     grid_search: str  # "halving": each layer set halves its heads by val at fixed points (probes/halving.py) | "full"
+    head_precision: str  # "bf16": training products in bf16 (fp32 weights, optimizer, softmax) | "fp32"
     val_fraction: float | None  # of train, for selection, when the task has no official val split
     sources: Mapping[str, Provenance] = field(default_factory=dict, compare=False, repr=False)
 
@@ -96,6 +97,11 @@ class LinearProbeConfig:
                 else "online: pooled block outputs of augmented views, backbone run each step"
             )
             + "; a window is the mean of its blocks",
+            "precision": (
+                "training products in bf16 (fp32 weights, fused AdamW state and softmax); every score in fp32"
+                if self.head_precision == "bf16"
+                else "fp32 throughout (fused AdamW)"
+            ),
             "selection": "per layer set: best val score over token kind x lr x wd"
             + (
                 " among the heads trained to the end; successive halving on val stops the worse half of each set's heads"

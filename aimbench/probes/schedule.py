@@ -19,17 +19,18 @@ from aimbench.probes.config import AttentiveProbeConfig, LinearProbeConfig, grid
 
 
 def grid_optimizer(
-    config: LinearProbeConfig | AttentiveProbeConfig, heads: Sequence[Mapping[str, Sequence[torch.Tensor]]]
+    config: LinearProbeConfig | AttentiveProbeConfig, heads: Sequence[Mapping[str, Sequence[torch.Tensor]]], fused: bool = False
 ) -> torch.optim.AdamW:
     """AdamW with one pair of parameter groups per grid point: ``heads[i]`` maps the parameter
     names of grid point i to its tensors; those named in ``config.no_weight_decay`` form the group
-    without weight decay. Each group's lr is scaled from the config's base batch."""
+    without weight decay. Each group's lr is scaled from the config's base batch. ``fused``: torch's
+    one-kernel AdamW (CPU and CUDA), the same update in a single pass over each tensor."""
     groups = []
     for named, (lr, wd) in zip(heads, grid_points(config), strict=True):
         for decayed in (True, False):
             params = [t for name, tensors in named.items() if (name not in config.no_weight_decay) == decayed for t in tensors]
             groups.append({"params": params, "lr": scaled_lr(lr, config), "weight_decay": wd if decayed else 0.0})
-    return torch.optim.AdamW(groups)
+    return torch.optim.AdamW(groups, fused=fused or None)
 
 
 def clip_per_head(tensors: Sequence[torch.Tensor], max_norm: float) -> None:

@@ -18,6 +18,7 @@ from aimbench.launch.request import EvalRequest
 from aimbench.launch.slurm.launcher import SlurmLauncher, arrays
 from aimbench.launch.slurm.settings import SlurmSettings
 from aimbench.pretrain.request import PretrainRequest
+from aimbench.probes.protocol import default_config
 
 
 class Recorder(Display):
@@ -51,7 +52,7 @@ def test_a_request_is_checked_once_as_it_is_built(tmp_path: Path, tiny_cards: Pa
         (3,),
         {"epochs": 2},
     )
-    for bad in ({"epochs": 0}, {"data_mode": "streamed"}, {"layers": " "}, {"grid_search": "random"}):
+    for bad in ({"epochs": 0}, {"data_mode": "streamed"}, {"layers": " "}, {"grid_search": "random"}, {"head_precision": "fp16"}):
         with pytest.raises(UserError):
             _request(tmp_path, tiny_cards, **bad)
     with pytest.raises(UserError, match="--batch-size"):
@@ -99,6 +100,13 @@ def test_the_slurm_launcher_plans_like_the_local_one_and_groups_cells_by_resourc
     [(parameters, members)] = arrays(plan)  # one backbone: one array
     assert len(members) == 4 and parameters == plan.cells[0].resources
     assert launcher.tasks_per_node == 1  # one task per GPU, at least one
+
+
+def test_head_precision_is_a_recorded_protocol_override(tmp_path: Path, tiny_cards: Path) -> None:
+    request = _request(tmp_path, tiny_cards, probes="linear", head_precision="fp32")
+    [linear] = request.cells(request.registry())
+    assert linear.probe_config.head_precision == "fp32" and linear.protocol_label == "aim-v1+head_precision=fp32"
+    assert default_config("linear").head_precision == "bf16"  # the shipped protocols' default
 
 
 def test_grid_search_is_a_recorded_protocol_override_of_linear_probes_only(tmp_path: Path, tiny_cards: Path) -> None:

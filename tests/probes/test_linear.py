@@ -19,6 +19,7 @@ from aimbench.probes.features import PooledFeatures, ProbeSource, extract_pooled
 from aimbench.probes.halving import rung_steps
 from aimbench.probes.layer_sets import LayerSet, blocks_needed, parse_layer_sets
 from aimbench.probes.linear import train_linear_probes
+from aimbench.probes.linear_heads import LinearHeads
 from aimbench.probes.protocol import default_config
 from aimbench.probes.results import HeadScore, LayerResult, ProbeResult
 from aimbench.probes.schedule import warmup_cosine
@@ -155,13 +156,13 @@ def test_test_is_scored_only_for_selected_heads(monkeypatch: pytest.MonkeyPatch,
     def split_of(x: torch.Tensor) -> str:
         return "test" if x.shape == test_x.shape and torch.allclose(x, test_x, atol=1e-5) else "val"
 
-    def spy_all(x, pair_index, grid):  # type: ignore[no-untyped-def]
-        calls.append((split_of(x), len(grid.order())))
-        return original_all(x, pair_index, grid)
+    def spy_all(x, labels, heads):  # type: ignore[no-untyped-def]
+        calls.append((split_of(x), len(heads.order())))
+        return original_all(x, labels, heads)
 
-    def spy_one(x, reads, heads, pair):  # type: ignore[no-untyped-def]
+    def spy_one(x, heads, head):  # type: ignore[no-untyped-def]
         calls.append((split_of(x), 1))
-        return original_one(x, reads, heads, pair)
+        return original_one(x, heads, head)
 
     monkeypatch.setattr(linear, "_predict", spy_all)
     monkeypatch.setattr(linear, "_predict_head", spy_one)
@@ -410,7 +411,7 @@ def _final_heads(config: Any, path: Path) -> list[torch.Tensor]:
     """The heads after training on the signal splits, as the last checkpoint (the last step's) holds them."""
     train, val, test = _three_splits({1: 1.5})
     train_linear_probes(train, val, test, SOURCES, N_CLASSES, config, seed=0, checkpoint=Checkpointing(path, "run", every=1))
-    return torch.load(path, weights_only=True)["heads"]
+    return [tensor for head in torch.load(path, weights_only=True)["heads"] for tensor in head[2:]]  # [column, point, weight, bias]
 
 
 def test_grad_clip_takes_effect(tmp_path: Path) -> None:
@@ -446,6 +447,46 @@ def test_val_and_test_are_scored_in_the_same_precision() -> None:
     assert [r.val_score for r in result.layers] == [r.test_score for r in result.layers]
 
 
+# --- head precision -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_head_precision_sets_the_training_products_and_every_score_stays_fp32(monkeypatch: pytest.MonkeyPatch, precision: str) -> None:
+    products: list[torch.dtype] = []  # operand dtype of every training product
+    scores: list[torch.dtype] = []  # dtype of every logits scored (rungs, val, test)
+    bmm, logits, head_logits = torch.bmm, LinearHeads.logits, LinearHeads.head_logits
+
+    def recording(a: torch.Tensor, b: torch.Tensor, **out: Any) -> torch.Tensor:
+        products.extend([a.dtype, b.dtype])
+        return bmm(a, b, **out)
+
+    def scored(result: torch.Tensor) -> torch.Tensor:
+        scores.append(result.dtype)
+        return result
+
+    monkeypatch.setattr(torch, "bmm", recording)
+    monkeypatch.setattr(LinearHeads, "logits", lambda self, x: scored(logits(self, x)))
+    monkeypatch.setattr(LinearHeads, "head_logits", lambda self, x, head: scored(head_logits(self, x, head)))
+    train, val, test = _three_splits({1: 1.0})
+    result = train_linear_probes(train, val, test, SOURCES, N_CLASSES, replace(FAST, head_precision=precision, grid_search="halving"), seed=0)
+    assert set(products) == {torch.bfloat16 if precision == "bf16" else torch.float32}
+    assert set(scores) == {torch.float32} and len(scores) > 1 + LAYERS  # rungs, val, and one test pass per layer set
+    assert len(result.layers) == LAYERS
+
+
+def test_bf16_heads_select_and_score_as_fp32_heads() -> None:
+    """bf16 products change a head's weights in their last bits, not what it learns: on the same
+    features every layer set selects the same grid point with the same score to within one image."""
+    train, val, test = _three_splits({0: 0.5, 1: 1.0, 2: 0.3}, n=400)
+    config = replace(FAST, learning_rates=(1e-3, 1e-2, 1e-1), weight_decays=(0.0, 1e-2))
+    fp32 = train_linear_probes(train, val, test, SOURCES, N_CLASSES, replace(config, head_precision="fp32"), seed=0)
+    bf16 = train_linear_probes(train, val, test, SOURCES, N_CLASSES, replace(config, head_precision="bf16"), seed=0)
+    assert [h.hparams for h in bf16.heads] == [h.hparams for h in fp32.heads]
+    assert max(abs(a.val_score - b.val_score) for a, b in zip(bf16.heads, fp32.heads)) <= 2 / 400
+    for mine, theirs in zip(bf16.layers, fp32.layers):
+        assert abs(mine.test_score - theirs.test_score) <= 1 / 400
+
+
 # --- successive halving (aimbench.probes.halving) ------------------------------------------------
 
 
@@ -477,6 +518,7 @@ def test_halving_resumes_mid_run_with_the_heads_it_had_kept(tmp_path: Path) -> N
     state = tmp_path / "linear.pt"
     with pytest.raises(KeyboardInterrupt):  # killed after step 20 of 32: past the rungs at steps 2, 4, 8 and 16
         train_linear_probes(train, val, test, SOURCES, N_CLASSES, config, seed=3, checkpoint=_KilledAfterSaving(state, 20))
-    assert [len(columns) for columns in torch.load(state, weights_only=True)["active"]] != [LAYERS] * 4
+    active = torch.load(state, weights_only=True)["active"]  # column -> grid points still training
+    assert sorted(active) == list(range(LAYERS)) and sum(map(len, active.values())) < LAYERS * 4
     resumed = train_linear_probes(train, val, test, SOURCES, N_CLASSES, config, seed=3, checkpoint=Checkpointing(state, "cell"))
     assert resumed == whole
