@@ -15,11 +15,13 @@ Counting, per cell (an image forward is every block up to the deepest one the la
   ``epochs x train + val + test``); released heads read val and test;
 * backbone FLOPs: forwards x blocks x :func:`block_flops`;
 * head FLOPs: the heads' forward per image (:func:`linear_head_flops`, :func:`attentive_head_flops`,
-  kNN's similarities), x3 for a training step (forward and backward), over ``epochs x train``, plus
-  one forward over val and test. Linear heads under successive halving (``grid_search =
-  "halving"``, the protocols' default) train the share of head-steps the halving schedule keeps
+  kNN's similarities), x3 for an attentive training step (forward, and a backward through the
+  head's inputs and weights), x2 for a linear one (no gradient reaches the frozen features), over
+  ``epochs x train``, plus one forward over val and test. Linear heads under successive halving
+  (``grid_search = "halving"``, opt-in) train the share of head-steps the halving schedule keeps
   (``aimbench.probes.active_share``, about a fifth), the full grid (the default) all of them;
-* time: (backbone + head FLOPs) / the block's measured FLOP/s. Compute only: decoding, augmentation,
+* time: backbone FLOPs / the block's measured FLOP/s in the cell's dtype, plus head FLOPs / that
+  FLOP/s in bf16 for linear heads trained in bf16 (``head_precision``), else in the cell's dtype. Compute only: decoding, augmentation,
   data loading and I/O are not counted, and attentive heads split into several passes when they do
   not fit the device (each pass runs the backbone again) are counted as one pass;
 * memory: the device memory a cell needs (the card's hint, else an estimate from its size:
@@ -50,7 +52,8 @@ if TYPE_CHECKING:
     from aimbench.launch.base import EvalPlan
 
 SPLITS = ("train", "val", "test")
-TRAIN_STEP = 3  # FLOPs of a training step over a forward's: the forward, and a backward of twice its cost
+TRAIN_STEP = 3  # FLOPs of an attentive training step over a forward's: the forward, and a backward of twice its cost
+LINEAR_TRAIN_STEP = 2  # a linear head's: the forward and the weight gradient (the features are frozen)
 CALIBRATION_REPS = 2  # timed forwards of the calibration block, after one warm-up
 
 
@@ -221,7 +224,7 @@ def _head_flops(cell: Cell, spec: BackboneSpec, shape: Geometry, classes: int, s
         return 2 * inputs * sizes["train"] * evaluated
     points = len(config.learning_rates) * len(config.weight_decays)
     per_image = points * linear_head_flops(inputs, classes)
-    training = TRAIN_STEP * config.epochs * sizes["train"]
+    training = LINEAR_TRAIN_STEP * config.epochs * sizes["train"]
     if config.grid_search == "halving":  # the share of head-steps successive halving keeps training
         steps = config.epochs * -(-sizes["train"] // config.batch_size)
         training *= active_share(steps, points * (len(spec.probe_tokens) + both))
@@ -242,7 +245,8 @@ def cell_cost(cell: Cell, registry: Registry, throughput: Throughput, skip: bool
     forwards = _forwards(cell, sizes)
     backbone = float(forwards * forward_flops(shape, blocks))
     heads = float(_head_flops(cell, spec, shape, task.num_classes, sizes))
-    seconds = (backbone + heads) / throughput(shape, cell.dtype)
+    bf16_heads = isinstance(cell.probe_config, LinearProbeConfig) and cell.probe_config.head_precision == "bf16"
+    seconds = backbone / throughput(shape, cell.dtype) + heads / throughput(shape, "bf16" if bf16_heads else cell.dtype)
     features = cache_bytes([cell], registry, patches=lambda _: shape.patch_tokens)
     return CellCost(cell.key, skip, sizes, forwards, backbone, heads, seconds, memory_need(spec, cell.dtype), features)
 
