@@ -18,6 +18,10 @@ ends: high learning rates look worst before the schedule anneals them. Measured 
 (vit-tiny-cls, vit-tiny-reg, aim-tiny, random init, the aim-v1 grid), halving trained a fifth of the
 head-steps but its best test score fell 1.3 to 2.3 points short of the full grid's, above the
 0.3-point tolerance numbers need; rungs at 1/4 and 1/2 only still lost up to 3 points on some layers.
+On larger val sets it does better: 6 feature sets of Fashion-MNIST (20k train, 5k val, 10k test,
+pixels and random features) lost 0.02 points on average, 0.10 at worst; 6 of digits, 0.08 and 0.50.
+Ranking by the val loss or accuracy of iterate averages instead, or halving harder (a quarter kept
+at 1/16 and 1/4), did worse on both (up to 0.7 and 1.7 points).
 """
 
 from __future__ import annotations
