@@ -3,10 +3,10 @@
 A head is (column, grid point): a column is what it reads (one source, or two concatenated: a
 layer set's token kind), a grid point its (lr, wd). Columns that read as many sources and still
 train the same grid points form a block (the full grid is one block of single-source columns,
-plus one of concatenated ones), whose weights sit side by side in one (columns, points, K·D, C)
-tensor, so a single batched product serves every head of the block. Each head's weight and bias
-are views into that tensor, so AdamW (fused, one parameter group per grid point and decay) updates
-them in place.
+plus one of concatenated ones), whose weights sit side by side in one (points, columns, K·D, C)
+tensor, so a single batched product serves every head of the block. A grid point's slice of a
+block is one parameter (a view), so AdamW (fused, one parameter group per grid point and decay)
+updates all of them in place with a few dozen tensors, however many layer sets there are.
 
 Forward and backward are written out (the gradient of a head's batch-mean cross-entropy is its
 softmax minus the one-hot, over the batch) rather than left to autograd, so every product writes
@@ -44,8 +44,8 @@ class _Block:
     columns: list[int]
     reads: torch.Tensor  # (columns, K) source indices
     points: list[int]  # grid points still training, ascending
-    weight: torch.Tensor  # (columns, points, K*D, C), fp32
-    bias: torch.Tensor  # (columns, points, C)
+    weight: torch.Tensor  # (points, columns, K*D, C), fp32
+    bias: torch.Tensor  # (points, columns, C)
     weight_grad: torch.Tensor
     bias_grad: torch.Tensor
     moments: tuple[torch.Tensor, ...]  # AdamW's exp_avg and exp_avg_sq of weight, then of bias
@@ -53,15 +53,15 @@ class _Block:
     @classmethod
     def zeros(cls, columns: list[int], reads: list[tuple[int, ...]], points: list[int], dim: int, classes: int,
               device: torch.device) -> _Block:  # fmt: skip
-        shape = (len(columns), len(points), len(reads[0]) * dim, classes)
+        shape = (len(points), len(columns), len(reads[0]) * dim, classes)
         weight, bias = torch.zeros(shape, device=device), torch.zeros(shape[:2] + (classes,), device=device)
         index = torch.tensor(reads, dtype=torch.long, device=device)
         moments = tuple(torch.zeros_like(t) for t in (weight, weight, bias, bias))
         return cls(columns, index, points, weight, bias, torch.zeros_like(weight), torch.zeros_like(bias), moments)
 
     def heads(self) -> list[tuple[int, int]]:
-        """(column, grid point) of every head, in logits order: column-major."""
-        return [(j, g) for j in self.columns for g in self.points]
+        """(column, grid point) of every head, in logits order: point-major."""
+        return [(j, g) for g in self.points for j in self.columns]
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         """(B, S, D) features -> (columns, B, K*D): what each column reads, concatenated."""
@@ -69,8 +69,8 @@ class _Block:
         return x.index_select(1, self.reads.flatten()).view(len(x), columns, reads * x.shape[2]).transpose(0, 1)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, S, D) -> (columns, points, B, C) in fp32, from the fp32 weights (scoring)."""
-        return torch.matmul(self.inputs(x).unsqueeze(1), self.weight) + self.bias.unsqueeze(2)
+        """(B, S, D) -> (points, columns, B, C) in fp32, from the fp32 weights (scoring)."""
+        return torch.matmul(self.inputs(x), self.weight) + self.bias.unsqueeze(2)
 
 
 class LinearHeads:
@@ -87,24 +87,23 @@ class LinearHeads:
                 groups.setdefault((len(self.reads[j]), tuple(sorted(active[j]))), []).append(j)
         self.blocks = [_Block.zeros(cols, [self.reads[j] for j in cols], list(points), *shape, device)
                        for (_, points), cols in groups.items()]  # fmt: skip
-        self.params: dict[tuple[int, int], tuple[torch.nn.Parameter, torch.nn.Parameter]] = {}
-        self._moments: dict[torch.nn.Parameter, tuple[torch.Tensor, torch.Tensor]] = {}  # views into the blocks' moments
-        moments = self._moments
+        # each head's (block, point, column): where its weights sit
+        self.where = {head: (b, block.points.index(head[1]), block.columns.index(head[0]))
+                      for b, block in enumerate(self.blocks) for head in block.heads()}  # fmt: skip
+        named: list[dict[str, list[torch.Tensor]]] = [{"weight": [], "bias": []} for _ in grid_points(config)]
+        made: dict[torch.nn.Parameter, dict[str, torch.Tensor]] = {}
+        fused = device.type in ("cpu", "cuda")
         for block in self.blocks:
-            for c, j in enumerate(block.columns):
-                for p, g in enumerate(block.points):
-                    weight, bias = torch.nn.Parameter(block.weight[c, p]), torch.nn.Parameter(block.bias[c, p])
-                    weight.grad, bias.grad = block.weight_grad[c, p], block.bias_grad[c, p]
-                    self.params[(j, g)] = (weight, bias)
-                    moments[weight] = block.moments[0][c, p], block.moments[1][c, p]
-                    moments[bias] = block.moments[2][c, p], block.moments[3][c, p]
-        points = range(len(grid_points(config)))
-        named = [{"weight": [w for (_, g), (w, _) in self.params.items() if g == point],
-                  "bias": [b for (_, g), (_, b) in self.params.items() if g == point]} for point in points]  # fmt: skip
-        self.optimizer = grid_optimizer(config, named, fused=device.type in ("cpu", "cuda"))
-        for param, (exp_avg, exp_avg_sq) in moments.items():  # AdamW finds its state made, in the blocks' tensors
-            step = torch.zeros((), dtype=torch.float32, device=device if self.optimizer.defaults["fused"] else "cpu")
-            self.optimizer.state[param] = {"step": step, "exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
+            for p, g in enumerate(block.points):
+                for name, tensor, grad, moments in (("weight", block.weight, block.weight_grad, block.moments[:2]),
+                                                    ("bias", block.bias, block.bias_grad, block.moments[2:])):  # fmt: skip
+                    param = torch.nn.Parameter(tensor[p])
+                    param.grad = grad[p]
+                    named[g][name].append(param)
+                    step = torch.zeros((), dtype=torch.float32, device=device if fused else "cpu")
+                    made[param] = {"step": step, "exp_avg": moments[0][p], "exp_avg_sq": moments[1][p]}
+        self.optimizer = grid_optimizer(config, named, fused=fused)
+        self.optimizer.state.update(made)  # AdamW finds its state made, as views of the blocks' moments
         self.schedule = warmup_cosine_schedule(self.optimizer, config.epochs, batches, config.warmup_fraction)
         self._buffers: dict[str, torch.Tensor] = {}
 
@@ -113,39 +112,43 @@ class LinearHeads:
         return [head for block in self.blocks for head in block.heads()]
 
     def active(self) -> dict[int, list[int]]:
-        return {j: [g for jj, g in self.params if jj == j] for j in dict.fromkeys(j for j, _ in self.params)}
+        active: dict[int, list[int]] = {}
+        for j, g in sorted(self.where):
+            active.setdefault(j, []).append(g)
+        return active
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """One optimizer step of every head on standardised features ``x`` (B, S, D) and labels ``y``."""
-        rows, batch = torch.arange(len(y), device=x.device), len(y)
+        """One optimizer step of every head on standardised features ``x`` (B, S, D) and labels ``y``.
+
+        Per column, one product serves all its grid points: its inputs (B, K*D) against its points'
+        weights side by side (K*D, points x C), copied in that order (and in bf16, under bf16) from
+        the blocks' (points, columns, K*D, C); the gradients come back in that order and are copied
+        into the blocks'. Neither the inputs nor anything of the weights' size is allocated per step."""
+        batch = len(y)
         for block in self.blocks:
-            columns, points, width, classes = block.weight.shape
-            inputs = block.inputs(x).to(self.dtype)  # (columns, B, K*D)
-            weight, bias, grad = block.weight, block.bias, block.weight_grad
-            logits = self._scratch("logits", (columns, points, batch, classes), torch.float32)
-            products = logits
-            if self.dtype != torch.float32:  # bf16 copies of the weights in, bf16 gradients out
-                weight = self._scratch("weight", weight.shape, self.dtype).copy_(weight)
-                bias, grad = bias.to(self.dtype), self._scratch("grad", grad.shape, self.dtype)
-                products = self._scratch("products", logits.shape, self.dtype)
-            repeated = self._scratch("inputs", (points, batch, width), self.dtype)  # one column's inputs, once per grid point
-            for c in range(columns):
-                torch.baddbmm(bias[c].unsqueeze(1), repeated.copy_(inputs[c].expand_as(repeated)), weight[c], out=products[c])
-                if products is not logits:
-                    logits[c].copy_(products[c])
-            # softmax minus one-hot: the gradient of each head's summed cross-entropy (the 1 / B of its batch
-            # mean goes into the inputs of the weight gradient and into the bias gradient)
+            points, columns, width, classes = block.weight.shape
+            wide = points * classes
+            inputs = block.inputs(x).to(self.dtype)  # (columns, B, K*D), a fresh tensor
+            weight = self._scratch("weight", (columns, width, points, classes), self.dtype)
+            weight.copy_(block.weight.permute(1, 2, 0, 3))
+            bias = block.bias.permute(1, 0, 2).reshape(columns, 1, wide).to(self.dtype)
+            logits = self._scratch("logits", (columns, batch, points, classes), torch.float32)
+            products = logits if self.dtype == torch.float32 else self._scratch("products", logits.shape, self.dtype)
+            torch.baddbmm(bias, inputs, weight.view(columns, width, wide), out=products.view(columns, batch, wide))
+            if products is not logits:
+                logits.copy_(products)
+            # softmax minus one-hot: the gradient of each head's summed cross-entropy (the 1 / B of its
+            # batch mean goes into the inputs of the weight gradient and into the bias gradient)
             torch.softmax(logits, dim=-1, out=logits)
-            flat = logits.view(columns * points, batch * classes)  # each label's logit is at row * C + label of its head's row
-            flat.index_add_(1, rows * classes + y, torch.full((len(flat), batch), -1.0, device=x.device))
-            torch.sum(logits, dim=2, out=block.bias_grad).div_(batch)
+            rows = torch.arange(batch, device=x.device)[:, None] * wide + torch.arange(points, device=x.device) * classes
+            labels = (rows + y[:, None]).flatten()  # each (image, point)'s label logit in a column's row of logits
+            logits.view(columns, batch * wide).index_add_(1, labels, torch.full((columns, len(labels)), -1.0, device=x.device))
+            block.bias_grad.copy_(logits.sum(dim=1).transpose(0, 1)).div_(batch)
             if products is not logits:
                 products.copy_(logits)
-            for c in range(columns):
-                repeated.copy_(inputs[c].expand_as(repeated)).div_(batch)
-                torch.bmm(repeated.transpose(1, 2), products[c], out=grad[c])
-            if grad is not block.weight_grad:
-                block.weight_grad.copy_(grad)
+            grad = self._scratch("grad", (columns, width, points, classes), self.dtype)
+            torch.bmm(inputs.div_(batch).transpose(1, 2), products.view(columns, batch, wide), out=grad.view(columns, width, wide))
+            block.weight_grad.copy_(grad.permute(2, 0, 1, 3))
             if self.config.grad_clip is not None:
                 norms = (block.weight_grad.flatten(2).square().sum(-1) + block.bias_grad.square().sum(-1)).sqrt()
                 scale = (self.config.grad_clip / (norms + 1e-6)).clamp(max=1.0)
@@ -167,31 +170,51 @@ class LinearHeads:
         """(N, S, D) -> (N, heads, C) fp32 logits of every still-training head, in :meth:`order`."""
         return torch.cat([block.logits(x).flatten(0, 1) for block in self.blocks]).transpose(0, 1)
 
+    def head(self, head: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (K*D, C) weight and (C,) bias of ONE head (column, grid point): views of its block."""
+        b, p, c = self.where[head]
+        return self.blocks[b].weight[p, c], self.blocks[b].bias[p, c]
+
     def head_logits(self, x: torch.Tensor, head: tuple[int, int]) -> torch.Tensor:
         """(N, S, D) -> (N, C) fp32 logits of ONE head (column, grid point)."""
-        weight, bias = self.params[head]
-        return x[:, list(self.reads[head[0]])].flatten(1) @ weight.detach() + bias.detach()
+        weight, bias = self.head(head)
+        return x[:, list(self.reads[head[0]])].flatten(1) @ weight + bias
+
+    def _per_head(self) -> dict[tuple[int, int], list[torch.Tensor]]:
+        """Each head's weight, bias and their AdamW moments, as views of its block."""
+        out = {}
+        for head, (b, p, c) in self.where.items():
+            block = self.blocks[b]
+            moments = [m[p, c] for m in block.moments]
+            out[head] = [block.weight[p, c], block.bias[p, c], *moments]
+        return out
 
     def state(self) -> dict[str, Any]:
         """Everything to resume from, as views of the live tensors (``torch.save`` writes each block's storage once)."""
-        heads = [[*head, weight.detach(), bias.detach()] for head, (weight, bias) in self.params.items()]
-        return {"active": self.active(), "heads": heads, "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict()}
+        heads = [[*head, *tensors] for head, tensors in self._per_head().items()]
+        step = float(next(iter(self.optimizer.state.values()))["step"]) if self.optimizer.state else 0.0
+        lrs = [group["lr"] for group in self.optimizer.param_groups]
+        return {"active": self.active(), "heads": heads, "adamw_step": step, "lrs": lrs, "schedule": self.schedule.state_dict()}
+
+    def _restore(self, heads: Mapping[tuple[int, int], Sequence[torch.Tensor]], step: float, lrs: Sequence[float],
+                 schedule: Mapping[str, Any]) -> None:  # fmt: skip
+        """Weights and moments per head, AdamW's step count, the groups' learning rates and the schedule's position."""
+        with torch.no_grad():
+            for head, tensors in self._per_head().items():
+                for mine, saved in zip(tensors, heads[head], strict=True):
+                    mine.copy_(saved)
+            for state in self.optimizer.state.values():
+                state["step"].fill_(step)
+        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr
+        self.schedule.load_state_dict(dict(schedule))
 
     @classmethod
     def from_state(cls, config: LinearProbeConfig, reads: Sequence[tuple[int, ...]], shape: tuple[int, int], batches: int,
                    device: torch.device, state: Mapping[str, Any]) -> LinearHeads:  # fmt: skip
-        """The heads as :meth:`state` saved them: weights, optimizer moments and schedule position."""
+        """The heads as :meth:`state` saved them."""
         heads = cls(config, reads, {int(j): points for j, points in state["active"].items()}, shape, batches, device)
-        with torch.no_grad():
-            for j, g, weight, bias in state["heads"]:
-                heads.params[(j, g)][0].copy_(weight)
-                heads.params[(j, g)][1].copy_(bias)
-        heads.optimizer.load_state_dict(state["optimizer"])
-        with torch.no_grad():
-            for param, views in heads._moments.items():  # back into the blocks' tensors, which the loaded copies replaced
-                for name, view in zip(("exp_avg", "exp_avg_sq"), views):
-                    heads.optimizer.state[param][name] = view.copy_(heads.optimizer.state[param][name])
-        heads.schedule.load_state_dict(state["schedule"])
+        heads._restore({(j, g): tensors for j, g, *tensors in state["heads"]}, state["adamw_step"], state["lrs"], state["schedule"])
         return heads
 
     def keep(self, kept: set[tuple[int, int]]) -> LinearHeads:
@@ -200,19 +223,14 @@ class LinearHeads:
         most its weights and moments live beside the survivors'."""
         self._buffers.clear()
         empty = torch.empty(0, device=self.device)
-        for weight, bias in self.params.values():
-            weight.grad = bias.grad = None
+        for group in self.optimizer.param_groups:
+            for param in group["params"]:
+                param.grad = None
         for block in self.blocks:
             block.weight_grad = block.bias_grad = empty
         survivors = LinearHeads(self.config, self.reads, {j: [g for g in points if (j, g) in kept] for j, points in self.active().items()},
                                 self.shape, self.batches, self.device)  # fmt: skip
-        with torch.no_grad():
-            for head, params in survivors.params.items():
-                for new, old in zip(params, self.params[head]):
-                    new.copy_(old)
-                    for name, value in survivors.optimizer.state[new].items():
-                        value.copy_(self.optimizer.state[old][name])
-        for new, old in zip(survivors.optimizer.param_groups, self.optimizer.param_groups, strict=True):
-            new["lr"] = old["lr"]
-        survivors.schedule.load_state_dict(self.schedule.state_dict())
+        old = self.state()
+        survivors._restore({head: tensors for head, tensors in self._per_head().items() if head in kept}, old["adamw_step"], old["lrs"],
+                           old["schedule"])  # fmt: skip
         return survivors

@@ -411,7 +411,7 @@ def _final_heads(config: Any, path: Path) -> list[torch.Tensor]:
     """The heads after training on the signal splits, as the last checkpoint (the last step's) holds them."""
     train, val, test = _three_splits({1: 1.5})
     train_linear_probes(train, val, test, SOURCES, N_CLASSES, config, seed=0, checkpoint=Checkpointing(path, "run", every=1))
-    return [tensor for head in torch.load(path, weights_only=True)["heads"] for tensor in head[2:]]  # [column, point, weight, bias]
+    return [tensor for head in torch.load(path, weights_only=True)["heads"] for tensor in head[2:4]]  # [column, point, weight, bias, moments]
 
 
 def test_grad_clip_takes_effect(tmp_path: Path) -> None:
