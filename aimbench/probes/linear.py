@@ -14,8 +14,9 @@ of both poolings, and a BatchNorm on the concatenation normalises each half on i
 
 Precision (``head_precision``): under "bf16" the training products run in bf16 while weights,
 AdamW state and the loss stay fp32, as mixed-precision training does; every score (rungs, val,
-test) is computed in fp32. At ImageNet shape those products are nearly all of the heads' cost,
-and bf16 runs them several times faster on GPUs and on CPUs with bf16 units.
+test) is computed in fp32. At ImageNet shape those products are most of the heads' cost, and
+bf16 runs them several times faster on GPUs and on CPUs with bf16 units; it moves numbers by
+a few tenths of a point on small test sets, so the shipped protocols keep "fp32".
 
 Selection follows :mod:`aimbench.probes.results`: val only, ties to the first in grid order.
 """

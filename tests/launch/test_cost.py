@@ -110,7 +110,19 @@ def test_a_dry_run_plan_needs_no_data_and_its_totals_add_up(tmp_path: Path) -> N
     # linear and kNN of one backbone and task share their cached features: the total counts them once
     shared = {tuple(c.key.split("|")[:2]): c.cache_bytes for c in run if c.cache_bytes}  # linear's and kNN's are the same
     assert cost.cache_bytes == sum(shared.values()) and cost.cache_bytes < sum(c.cache_bytes for c in run)
-    assert set(cost.flops_per_second) == {"1536x256 fp32", "96x65 fp32"}
+    assert set(cost.flops_per_second) == {"1536x256 fp32", "96x65 fp32"}  # linear heads in fp32 too: the default
+
+
+def test_linear_heads_are_timed_at_their_own_precision(registry: Registry) -> None:
+    def by_dtype(shape: object, dtype: str) -> float:
+        return {"fp32": TERA, "bf16": 4 * TERA}[dtype]
+
+    request = EvalRequest(("aim-600m",), ("imagenet-1k",), ("linear",))
+    [fp32] = request.cells(registry)  # the default
+    [bf16] = dataclasses.replace(request, head_precision="bf16").cells(registry)
+    for cell, rate in ((bf16, 4 * TERA), (fp32, TERA)):
+        cost = cell_cost(cell, registry, by_dtype)
+        assert cost.seconds == pytest.approx(cost.backbone_flops / TERA + cost.head_flops / rate)
 
 
 def test_calibration_times_one_block_and_reports_a_throughput() -> None:
