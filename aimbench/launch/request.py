@@ -64,7 +64,12 @@ class EvalRequest:
     @property
     def overrides(self) -> Mapping[str, Any]:
         """The protocol fields this request sets explicitly (recorded as ``cli`` overrides)."""
-        chosen = {"epochs": self.epochs, "data_mode": self.data_mode, "grid_search": self.grid_search, "head_precision": self.head_precision}
+        chosen = {
+            "epochs": self.epochs,
+            "data_mode": self.data_mode,
+            "grid_search": self.grid_search,
+            "head_precision": self.head_precision,
+        }
         return {name: value for name, value in chosen.items() if value is not None}
 
     def registry(self) -> Registry:

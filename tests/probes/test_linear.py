@@ -411,7 +411,9 @@ def _final_heads(config: Any, path: Path) -> list[torch.Tensor]:
     """The heads after training on the signal splits, as the last checkpoint (the last step's) holds them."""
     train, val, test = _three_splits({1: 1.5})
     train_linear_probes(train, val, test, SOURCES, N_CLASSES, config, seed=0, checkpoint=Checkpointing(path, "run", every=1))
-    return [tensor for head in torch.load(path, weights_only=True)["heads"] for tensor in head[2:4]]  # [column, point, weight, bias, moments]
+    return [
+        tensor for head in torch.load(path, weights_only=True)["heads"] for tensor in head[2:4]
+    ]  # [column, point, weight, bias, moments]
 
 
 def test_grad_clip_takes_effect(tmp_path: Path) -> None:
@@ -468,7 +470,9 @@ def test_head_precision_sets_the_training_products_and_every_score_stays_fp32(mo
     monkeypatch.setattr(LinearHeads, "logits", lambda self, x: scored(logits(self, x)))
     monkeypatch.setattr(LinearHeads, "head_logits", lambda self, x, head: scored(head_logits(self, x, head)))
     train, val, test = _three_splits({1: 1.0})
-    result = train_linear_probes(train, val, test, SOURCES, N_CLASSES, replace(FAST, head_precision=precision, grid_search="halving"), seed=0)
+    result = train_linear_probes(
+        train, val, test, SOURCES, N_CLASSES, replace(FAST, head_precision=precision, grid_search="halving"), seed=0
+    )
     assert set(products) == {torch.bfloat16 if precision == "bf16" else torch.float32}
     assert set(scores) == {torch.float32} and len(scores) > 1 + LAYERS  # rungs, val, and one test pass per layer set
     assert len(result.layers) == LAYERS

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aimbench.probes.linear_heads import LinearHeads
 from aimbench.probes.config import scaled_lr
+from aimbench.probes.linear_heads import LinearHeads
 from aimbench.probes.protocol import default_config
 from aimbench.probes.schedule import warmup_cosine_schedule
 
@@ -23,10 +23,14 @@ CONFIG = default_config(
 
 def _data(steps: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
     generator = torch.Generator().manual_seed(seed)
-    return [(torch.randn(16, SOURCES, DIM, generator=generator), torch.randint(0, CLASSES, (16,), generator=generator)) for _ in range(steps)]
+    return [
+        (torch.randn(16, SOURCES, DIM, generator=generator), torch.randint(0, CLASSES, (16,), generator=generator)) for _ in range(steps)
+    ]
 
 
-def _alone(reads: tuple[int, ...], lr: float, wd: float, batches: list[tuple[torch.Tensor, torch.Tensor]], clip: float | None) -> torch.Tensor:
+def _alone(
+    reads: tuple[int, ...], lr: float, wd: float, batches: list[tuple[torch.Tensor, torch.Tensor]], clip: float | None
+) -> torch.Tensor:
     """One head trained by autograd and torch.optim.AdamW, as the grid's schedule drives it: its final weight."""
     layer = torch.nn.Linear(len(reads) * DIM, CLASSES)
     torch.nn.init.zeros_(layer.weight), torch.nn.init.zeros_(layer.bias)
@@ -81,7 +85,9 @@ def test_kept_heads_continue_as_in_the_whole_grid_and_the_state_round_trips(tmp_
     halved = halved.keep(kept)
     assert set(halved.order()) == kept and halved.active() == {0: [1], 1: [3], 3: [0, 2]}
     torch.save(halved.state(), tmp_path / "state.pt")
-    halved = LinearHeads.from_state(CONFIG, READS, (DIM, CLASSES), 2, torch.device("cpu"), torch.load(tmp_path / "state.pt", weights_only=True))
+    halved = LinearHeads.from_state(
+        CONFIG, READS, (DIM, CLASSES), 2, torch.device("cpu"), torch.load(tmp_path / "state.pt", weights_only=True)
+    )
     for x, y in batches[2:]:
         halved.step(x, y)
     for head in kept:  # regrouped into smaller blocks, products may round differently in the last bits: no more
