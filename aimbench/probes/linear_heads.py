@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from aimbench.probes.config import LinearProbeConfig, grid_points
-from aimbench.probes.schedule import grid_optimizer, warmup_cosine_schedule
+from aimbench.probes.schedule import clip_grads_per_head, grid_optimizer, warmup_cosine_schedule
 
 
 @dataclass
@@ -149,11 +149,8 @@ class LinearHeads:
             grad = self._scratch("grad", (columns, width, points, classes), self.dtype)
             torch.bmm(inputs.div_(batch).transpose(1, 2), products.view(columns, batch, wide), out=grad.view(columns, width, wide))
             block.weight_grad.copy_(grad.permute(2, 0, 1, 3))
-            if self.config.grad_clip is not None:
-                norms = (block.weight_grad.flatten(2).square().sum(-1) + block.bias_grad.square().sum(-1)).sqrt()
-                scale = (self.config.grad_clip / (norms + 1e-6)).clamp(max=1.0)
-                block.weight_grad.mul_(scale[..., None, None])
-                block.bias_grad.mul_(scale[..., None])
+            if self.config.grad_clip is not None:  # per head: (points, columns) flattened into one head axis
+                clip_grads_per_head([block.weight_grad.flatten(0, 1), block.bias_grad.flatten(0, 1)], self.config.grad_clip)
         self.optimizer.step()
         self.schedule.step()
 
@@ -189,32 +186,35 @@ class LinearHeads:
             out[head] = [block.weight[p, c], block.bias[p, c], *moments]
         return out
 
+    def _progress(self) -> dict[str, Any]:
+        """Where training stands, the same for every head: AdamW's step count, the groups' learning rates, the schedule."""
+        step = float(next(iter(self.optimizer.state.values()))["step"]) if self.optimizer.state else 0.0
+        lrs = [group["lr"] for group in self.optimizer.param_groups]
+        return {"adamw_step": step, "lrs": lrs, "schedule": self.schedule.state_dict()}
+
     def state(self) -> dict[str, Any]:
         """Everything to resume from, as views of the live tensors (``torch.save`` writes each block's storage once)."""
         heads = [[*head, *tensors] for head, tensors in self._per_head().items()]
-        step = float(next(iter(self.optimizer.state.values()))["step"]) if self.optimizer.state else 0.0
-        lrs = [group["lr"] for group in self.optimizer.param_groups]
-        return {"active": self.active(), "heads": heads, "adamw_step": step, "lrs": lrs, "schedule": self.schedule.state_dict()}
+        return {"active": self.active(), "heads": heads, **self._progress()}
 
-    def _restore(self, heads: Mapping[tuple[int, int], Sequence[torch.Tensor]], step: float, lrs: Sequence[float],
-                 schedule: Mapping[str, Any]) -> None:  # fmt: skip
-        """Weights and moments per head, AdamW's step count, the groups' learning rates and the schedule's position."""
+    def _restore(self, heads: Mapping[tuple[int, int], Sequence[torch.Tensor]], progress: Mapping[str, Any]) -> None:
+        """Weights and moments per head, then where training stands (as :meth:`_progress` gave it)."""
         with torch.no_grad():
             for head, tensors in self._per_head().items():
                 for mine, saved in zip(tensors, heads[head], strict=True):
                     mine.copy_(saved)
             for state in self.optimizer.state.values():
-                state["step"].fill_(step)
-        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+                state["step"].fill_(progress["adamw_step"])
+        for group, lr in zip(self.optimizer.param_groups, progress["lrs"], strict=True):
             group["lr"] = lr
-        self.schedule.load_state_dict(dict(schedule))
+        self.schedule.load_state_dict(dict(progress["schedule"]))
 
     @classmethod
     def from_state(cls, config: LinearProbeConfig, reads: Sequence[tuple[int, ...]], shape: tuple[int, int], batches: int,
                    device: torch.device, state: Mapping[str, Any]) -> LinearHeads:  # fmt: skip
         """The heads as :meth:`state` saved them."""
         heads = cls(config, reads, {int(j): points for j, points in state["active"].items()}, shape, batches, device)
-        heads._restore({(j, g): tensors for j, g, *tensors in state["heads"]}, state["adamw_step"], state["lrs"], state["schedule"])
+        heads._restore({(j, g): tensors for j, g, *tensors in state["heads"]}, state)
         return heads
 
     def keep(self, kept: set[tuple[int, int]]) -> LinearHeads:
@@ -230,7 +230,5 @@ class LinearHeads:
             block.weight_grad = block.bias_grad = empty
         survivors = LinearHeads(self.config, self.reads, {j: [g for g in points if (j, g) in kept] for j, points in self.active().items()},
                                 self.shape, self.batches, self.device)  # fmt: skip
-        old = self.state()
-        survivors._restore({head: tensors for head, tensors in self._per_head().items() if head in kept}, old["adamw_step"], old["lrs"],
-                           old["schedule"])  # fmt: skip
+        survivors._restore({head: tensors for head, tensors in self._per_head().items() if head in kept}, self._progress())
         return survivors

@@ -37,7 +37,11 @@ def clip_per_head(tensors: Sequence[torch.Tensor], max_norm: float) -> None:
     """Clip each head's gradient norm to ``max_norm`` on its own, as ``clip_grad_norm_`` would for
     the head alone: every tensor stacks the same heads along its first axis, so head h's gradient
     is the h-th slice of each."""
-    grads = [t.grad for t in tensors if t.grad is not None]
+    clip_grads_per_head([t.grad for t in tensors if t.grad is not None], max_norm)
+
+
+def clip_grads_per_head(grads: Sequence[torch.Tensor], max_norm: float) -> None:
+    """:func:`clip_per_head` on the gradients themselves (head axis first), in place."""
     if not grads:
         return
     norms = torch.stack([g.flatten(1).float().pow(2).sum(dim=1) for g in grads]).sum(dim=0).sqrt()
