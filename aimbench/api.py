@@ -8,40 +8,13 @@ returns the stored records without running anything (``overwrite=True`` runs the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from aimbench.launch.base import Display
+from aimbench.identity import DEFAULT_PROTOCOL
+from aimbench.launch.base import CellResult, Display
 from aimbench.launch.local import LocalLauncher
 from aimbench.launch.options import RunOptions
 from aimbench.launch.request import EvalRequest
-from aimbench.probes import DEFAULT_PROTOCOL, LayerResult, ProbeResult
-from aimbench.store import read_record
-
-
-@dataclass(frozen=True)
-class CellResult:
-    """One evaluated cell: its record as written (``record``, the store's schema) and its probe result typed."""
-
-    path: Path
-    record: dict[str, Any]
-    result: ProbeResult
-    skipped: bool  # the record existed and was not run again
-
-    @property
-    def key(self) -> str:
-        return self.record["cell_key"]
-
-    @property
-    def best(self) -> LayerResult:
-        """The layer set selected on val, with its val and test scores."""
-        return self.result.best
-
-    @property
-    def layers(self) -> dict[str, LayerResult]:
-        """Every probed layer set by name (``block 5``, ``avg:3-5``, ``last``), its val-selected head."""
-        return {layer.layer_set: layer for layer in self.result.layers}
 
 
 def evaluate(
@@ -86,9 +59,4 @@ def evaluate(
         grid_search=grid_search, head_precision=head_precision, overwrite=overwrite, options=options,
     )  # fmt: skip
     launcher = LocalLauncher(display)
-    outcomes = launcher.submit(launcher.plan(request)).outcomes
-    found = []
-    for outcome in outcomes:
-        record = read_record(outcome.record)
-        found.append(CellResult(outcome.record, record, ProbeResult.from_record(record), outcome.skipped))
-    return found
+    return launcher.submit(launcher.plan(request)).outcomes

@@ -37,11 +37,11 @@ import torch.nn.functional as F
 from aimbench.adapters import load_backbone
 from aimbench.cards.backbone_card import PATCH_MEAN, BackboneSpec
 from aimbench.cards.registry import Registry
-from aimbench.probes.attentive_grid import AttentiveGrid, SetNorms
-from aimbench.probes.features import PooledFeatures, ProbeSource
-from aimbench.probes.layer_sets import parse_layer_sets
-from aimbench.probes.linear import train_linear_probes
-from aimbench.probes.linear_heads import LinearHeads
+from aimbench.probes.attentive.grid import AttentiveGrid, SetNorms
+from aimbench.probes.features.extract import PooledFeatures, ProbeSource
+from aimbench.probes.features.layer_sets import parse_layer_sets
+from aimbench.probes.linear.heads import LinearHeads
+from aimbench.probes.linear.training import train_linear_probes
 from aimbench.probes.protocol import default_config
 
 CLASSES = 1000

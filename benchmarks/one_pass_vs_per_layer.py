@@ -14,10 +14,10 @@ import time
 import harness  # benchmarks/harness.py, next to this script
 import torch
 
-from aimbench.probes.config import LinearProbeConfig
-from aimbench.probes.features import extract_pooled, feature_sources, probe_inputs
-from aimbench.probes.layer_sets import LayerSet
-from aimbench.probes.linear import train_linear_probes
+from aimbench.probes.features.extract import extract_pooled, feature_sources, probe_inputs
+from aimbench.probes.features.layer_sets import LayerSet
+from aimbench.probes.linear.config import LinearProbeConfig
+from aimbench.probes.linear.training import train_linear_probes
 from aimbench.probes.protocol import default_config
 
 Key = tuple[str, str, float, float]

@@ -30,12 +30,13 @@ import torch
 from aimbench.adapters.base import Backbone
 from aimbench.cards.backbone_card import PATCH_MEAN
 from aimbench.data import TaskSplits
-from aimbench.probes.attentive_training import train_attentive_probes
-from aimbench.probes.config import AttentiveProbeConfig, LinearProbeConfig
-from aimbench.probes.feature_cache import Extraction, SplitKey, cached_pooled
-from aimbench.probes.features import feature_sources, probe_inputs
-from aimbench.probes.layer_sets import blocks_needed, parse_layer_sets
-from aimbench.probes.linear import train_linear_probes
+from aimbench.probes.attentive.config import AttentiveProbeConfig
+from aimbench.probes.attentive.training import train_attentive_probes
+from aimbench.probes.features.cache import Extraction, SplitKey, cached_pooled
+from aimbench.probes.features.extract import feature_sources, probe_inputs
+from aimbench.probes.features.layer_sets import blocks_needed, parse_layer_sets
+from aimbench.probes.linear.config import LinearProbeConfig
+from aimbench.probes.linear.training import train_linear_probes
 from aimbench.probes.protocol import default_config
 
 

@@ -12,7 +12,20 @@ PACKAGE = Path(__file__).resolve().parents[1] / "aimbench"
 
 # Lowest first. A module may import its own stage and any lower floor, never a higher or a sibling one.
 FLOORS: list[set[str]] = [
-    {"version", "errors", "paths", "atomic", "checksum", "hashing", "dtypes", "devices", "confine", "safetensors_bytes", "provenance"},
+    {
+        "version",
+        "errors",
+        "paths",
+        "atomic",
+        "checksum",
+        "hashing",
+        "dtypes",
+        "devices",
+        "confine",
+        "safetensors_bytes",
+        "provenance",
+        "identity",
+    },
     {"cards"},
     {"models", "data"},
     {"adapters"},
@@ -54,6 +67,64 @@ def _imports() -> dict[str, set[str]]:
             elif isinstance(node, ast.Import):
                 names.update(alias.name for alias in node.names)
     return found
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of two or more modules (Tarjan): each is an import circle."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for name in graph.get(module, ()):
+            if name not in index:
+                visit(name)
+                low[module] = min(low[module], low[name])
+            elif name in stack:
+                low[module] = min(low[module], index[name])
+        if low[module] == index[module]:
+            group = []
+            while True:
+                name = stack.pop()
+                group.append(name)
+                if name == module:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for module in graph:
+        if module not in index:
+            visit(module)
+    return found
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """aimbench's modules and the aimbench modules each imports (``from a.b import c`` reaches a.b.c where that is a module)."""
+    imports = _imports()
+    graph: dict[str, set[str]] = {}
+    for module, names in imports.items():
+        edges = {name for name in names if name in imports}
+        edges |= {f"{name}.{member}" for name in names for member in _from_names(module, name) if f"{name}.{member}" in imports}
+        graph[module] = edges - {module}
+    return graph
+
+
+def _from_names(module: str, imported: str) -> set[str]:
+    """The names ``module`` imports from ``imported`` (``from imported import a, b``)."""
+    path = PACKAGE.parent / (module.replace(".", "/") + ".py")
+    if not path.exists():
+        path = PACKAGE.parent / module.replace(".", "/") / "__init__.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module == imported for alias in node.names}
+
+
+def test_no_import_circle_anywhere() -> None:
+    """A circle (a imports b, b imports a, however long the way round) makes import order matter and a module unusable alone."""
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]  # the check itself finds one
+    assert not _cycles(_module_graph()), _cycles(_module_graph())
 
 
 def test_every_stage_is_on_a_floor() -> None:

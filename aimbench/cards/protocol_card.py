@@ -23,14 +23,12 @@ from typing import Any
 from aimbench.cards.fields import Fields
 from aimbench.errors import CardError
 
-DEFAULT_PROTOCOL = "aim-v1"  # the AIM paper's protocol: what 'aimbench eval' uses unless told otherwise
-PROTOCOL_KINDS = ("attentive", "linear", "knn")  # the trained probes; released heads follow no protocol
 SPLITS = "splits"  # the section that holds val_fraction, shared by every kind
 DATA_MODES = ("online", "cached")  # augmented views through the backbone each step, or eval-crop features cached once
-# training views of online probes (aimbench.probes.views): RandomResizedCrop + flip, that plus
+# training views of online probes (aimbench.probes.features.views): RandomResizedCrop + flip, that plus
 # RandAugment and random erasing, or the eval crop only
 AUGMENTATIONS = ("rrc_flip", "strong", "none")
-GRID_SEARCHES = ("halving", "full")  # linear heads: successive halving on val (aimbench.probes.halving), or every head to the end
+GRID_SEARCHES = ("halving", "full")  # linear heads: successive halving on val (aimbench.probes.linear.halving), or every head to the end
 HEAD_PRECISIONS = ("bf16", "fp32")  # linear heads' training products: bf16 over fp32 weights, or fp32 throughout
 # parameter names a probe's no_weight_decay may list (Apple's head.* names for the attentive head)
 PARAMETERS = {
@@ -128,6 +126,8 @@ FIELDS: dict[str, dict[str, Check]] = {
     "knn": {"ks": _list_of(_integer(1)), "temperature": _between(0.0, float("inf"), True, True)},
     SPLITS: {"val_fraction": _between(0.0, 1.0, True, True)},  # for tasks whose card gives neither split nor fraction
 }
+# the trained probe kinds, each a section (aimbench.probes.kinds registers one with this name); released heads follow no protocol
+PROTOCOL_KINDS = tuple(section for section in FIELDS if section != SPLITS)
 
 
 def check_field(section: str, name: str, value: Any, fields: Fields) -> Any:

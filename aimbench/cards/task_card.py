@@ -37,6 +37,7 @@ from aimbench.errors import CardError
 SOURCE_KINDS = ("builtin", "idx", "imagefolder", "list", "wilds", "coco_json", "hf")
 WILDS_DATASETS = ("iwildcam", "camelyon17", "rxrx1", "fmow")  # aimbench.data.wilds_source reads them
 METRICS = ("top1", "mean_per_class", "macro_f1")  # aimbench.probes.metrics implements them
+SPLITS = ("train", "val", "test")  # every task has these three, in this order
 AUGMENTED = ("linear", "attentive")  # the probes a task's ``augmentation`` applies to
 
 
@@ -284,7 +285,7 @@ def parse_task_card(data: dict[str, Any], path: Path) -> TaskSpec:
     splits.reject_unknown()
     expected = top.table_of("expected_sizes")
     carved_by_protocol = val.split is None and val.fraction is None  # val's size depends on the protocol: not stated
-    sizes = {key: expected.int(key, minimum=1) for key in (("train", "test") if carved_by_protocol else ("train", "val", "test"))}
+    sizes = {key: expected.int(key, minimum=1) for key in (("train", "test") if carved_by_protocol else SPLITS)}
     expected.reject_unknown()
     secondary = top.strs("secondary_metrics", default=())
     for metric in secondary:

@@ -11,12 +11,11 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from aimbench.launch.base import CellOutcome, Display
+from aimbench.identity import CellIdentity
+from aimbench.launch.base import CellResult, Display
 from aimbench.launch.cell_progress import PlainProgress
-from aimbench.launch.cells import Cell
 from aimbench.probes import StageCallback
 from aimbench.report import layer_table, to_rich
-from aimbench.store import read_record
 
 if TYPE_CHECKING:
     from aimbench.pretrain.run import PretrainSetup
@@ -25,10 +24,10 @@ if TYPE_CHECKING:
 class RichDisplay(Display):
     def __init__(self, console: Console) -> None:
         self.console = console
-        self.running: Cell | None = None  # the cell whose stages are on screen (an interrupt names it)
+        self.running: CellIdentity | None = None  # the cell whose stages are on screen (an interrupt names it)
 
     @contextmanager
-    def cell(self, cell: Cell) -> Iterator[StageCallback]:
+    def cell(self, cell: CellIdentity) -> Iterator[StageCallback]:
         self.running = cell
         if not self.console.is_terminal:  # bars in a log are nothing useful: lines there (launch.cell_progress)
             yield PlainProgress(lambda line: self.console.out(line, highlight=False))
@@ -44,10 +43,10 @@ class RichDisplay(Display):
             yield stage
         self.running = None
 
-    def cell_done(self, outcome: CellOutcome, done: int, total: int) -> None:
+    def cell_done(self, outcome: CellResult, done: int, total: int) -> None:
         status = "skipped: record exists (use --overwrite to re-run)" if outcome.skipped else "done"
-        self.console.print(f"[{done}/{total}] {outcome.cell.key} {status}")
-        self.console.print(to_rich(layer_table(read_record(outcome.record))))
+        self.console.print(f"[{done}/{total}] {outcome.key} {status}")
+        self.console.print(to_rich(layer_table(outcome.record)))
 
     @contextmanager
     def pretrain(self, setup: PretrainSetup) -> Iterator[Callable[[Any], None]]:

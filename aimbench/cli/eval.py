@@ -14,9 +14,9 @@ from aimbench.cli.display import RichDisplay
 from aimbench.cli.options import CardsOption, ClusterChoice, DataRootOption, ResultsOption, cluster_options, make_console, split
 from aimbench.errors import UserError
 from aimbench.launch.base import EvalPlan
+from aimbench.launch.memory import MemoryNeed
 from aimbench.launch.options import RunOptions
 from aimbench.launch.request import EvalRequest
-from aimbench.launch.slurm.resources import MemoryNeed
 from aimbench.probes import DEFAULT_PROTOCOL
 
 WEIGHTS_HELP = "Override the card's weights: random | timm | open_clip:TAG | PATH | hf:OWNER/REPO/FILE."
@@ -79,9 +79,9 @@ def print_plan(plan: EvalPlan, console: Console) -> None:
         table.add_column(column)
     for number, (_, members) in enumerate(groups, 1):
         for planned in members:
-            table.add_row(planned.cell.key, "submit", str(number), planned.need.describe() if planned.need else "")
+            table.add_row(planned.identity.key, "submit", str(number), planned.need.describe() if planned.need else "")
     for planned in plan.skipped:
-        table.add_row(planned.cell.key, "skip", "", "")
+        table.add_row(planned.identity.key, "skip", "", "")
     console.print(table)
     for number, (parameters, _) in enumerate(groups, 1):
         shown = {k: v for k, v in parameters.items() if v not in (None, {}, 0) or k == "gpus_per_node"}
@@ -149,8 +149,10 @@ def print_cost(plan: EvalPlan, console: Console, here: bool = True) -> None:
     console.print("sizes from the task cards; FLOPs from the backbone cards (24·N·D² + 4·N²·D per block and image of N tokens of "
                   f"width D); time from one block of each width timed here ({measured}), compute only (no data loading); "
                   "shared features counted once in the total", soft_wrap=True)  # fmt: skip
-    registry, options = plan.request.registry(), plan.request.options
-    for shortfall in space_shortfalls(estimate_bytes([p.cell for p in plan.cells], registry, options, plan.request.overwrite)):
+    registry, options = plan.registry, plan.request.options
+    for shortfall in space_shortfalls(
+        estimate_bytes([(p.cell, p.identity) for p in plan.cells], registry, options, plan.request.overwrite)
+    ):
         console.print(f"note: not enough free space to run it: {shortfall}", soft_wrap=True)
 
 

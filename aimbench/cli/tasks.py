@@ -14,11 +14,11 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from aimbench.cards.protocol_card import DEFAULT_PROTOCOL
 from aimbench.cards.registry import Registry
 from aimbench.cards.task_card import TaskSpec
 from aimbench.cli.options import CardsOption, DataRootOption, make_console
 from aimbench.errors import UserError
+from aimbench.identity import DEFAULT_PROTOCOL
 from aimbench.report.render import to_rich
 
 tasks_app = typer.Typer(help="Prepare and check the benchmark datasets (tasks/*.toml).", no_args_is_help=True)

@@ -15,18 +15,20 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from aimbench.cards.registry import Registry
+from aimbench.identity import CellIdentity
 from aimbench.launch.cells import Cell
 from aimbench.launch.preflight import preflight_eval
 from aimbench.launch.request import EvalRequest
-from aimbench.probes import StageCallback, no_progress
-from aimbench.store.records import finished, record_path
+from aimbench.probes import LayerResult, ProbeResult, StageCallback, no_progress
+from aimbench.store.records import finished, read_record, record_path
 
 if TYPE_CHECKING:
-    from aimbench.launch.slurm.resources import MemoryNeed
+    from aimbench.launch.memory import MemoryNeed
     from aimbench.pretrain.request import PretrainRequest
     from aimbench.pretrain.run import PretrainSetup
 
@@ -68,11 +70,11 @@ class JobRow:
 class Display:
     """What a launcher shows while work runs in this process; the default shows nothing."""
 
-    def cell(self, cell: Cell) -> AbstractContextManager[StageCallback]:
+    def cell(self, cell: CellIdentity) -> AbstractContextManager[StageCallback]:
         """Around one cell's run: the stage callback its probe reports to."""
         return contextlib.nullcontext(no_progress)
 
-    def cell_done(self, outcome: CellOutcome, done: int, total: int) -> None:
+    def cell_done(self, outcome: CellResult, done: int, total: int) -> None:
         """After a cell's record is written (or found, when it is skipped)."""
 
     def pretrain(self, setup: PretrainSetup) -> AbstractContextManager[Callable[[Any], None]]:
@@ -80,20 +82,26 @@ class Display:
         return contextlib.nullcontext(lambda _: None)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PlannedCell:
-    """One cell of a plan: its record's file name, and what it would ask the backend for."""
+    """One cell of a plan: what it is (computed once, here), whether it runs, and what it would ask the backend for."""
 
     cell: Cell
-    record: str
+    identity: CellIdentity
     skip: bool  # its record exists and the request does not overwrite
     resources: dict[str, Any] = field(default_factory=dict)  # Slurm: the executor's parameters; local: none
     need: MemoryNeed | None = None  # the memory need the resources were sized from
 
+    @property
+    def record(self) -> str:
+        """The record file's name."""
+        return self.identity.record_name
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, kw_only=True)
 class EvalPlan:
     request: EvalRequest
+    registry: Registry  # the cards the plan was made from; a local run reuses them
     cells: list[PlannedCell]  # in the request's order
     dry_run: bool = False  # planned to be looked at only: the data may be absent, so it must not be submitted
 
@@ -107,17 +115,42 @@ class EvalPlan:
 
 
 @dataclass(frozen=True)
-class CellOutcome:
-    cell: Cell
-    record: Path
-    skipped: bool
+class CellResult:
+    """One evaluated cell: what it is, its record file, and, read when asked, the record (the store's
+    schema) and its probe result typed. ``aimbench.evaluate`` returns these; launchers report them."""
+
+    identity: CellIdentity
+    path: Path
+    skipped: bool  # the record existed and was not run again
+
+    @property
+    def key(self) -> str:
+        return self.identity.key
+
+    @cached_property
+    def record(self) -> dict[str, Any]:
+        return read_record(self.path)
+
+    @cached_property
+    def result(self) -> ProbeResult:
+        return ProbeResult.from_record(self.record)
+
+    @property
+    def best(self) -> LayerResult:
+        """The layer set selected on val, with its val and test scores."""
+        return self.result.best
+
+    @property
+    def layers(self) -> dict[str, LayerResult]:
+        """Every probed layer set by name (``block 5``, ``avg:3-5``, ``last``), its val-selected head."""
+        return {layer.layer_set: layer for layer in self.result.layers}
 
 
 @dataclass(frozen=True)
 class Launched:
     """What ``submit`` or ``pretrain`` did: here, the outcomes (records, a trunk); on a cluster, the jobs and where their state is."""
 
-    outcomes: list[CellOutcome] = field(default_factory=list)
+    outcomes: list[CellResult] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)  # files written here (a pre-training run's trunk)
     job_ids: list[str] = field(default_factory=list)
     state_file: Path | None = None
@@ -138,14 +171,14 @@ class Launcher(ABC):
             from aimbench.data import require_ready  # before any weights are hashed or loaded: missing data fails in a second
 
             require_ready(registry.expand_tasks(list(request.tasks)), request.options.data_root)
-        cells = request.cells(registry)
+        cells = [(cell, cell.identity(registry)) for cell in request.cells(registry)]
         preflight_eval(cells, registry, request.options, request.overwrite, local=self.local, dry_run=dry_run)
         planned = []
-        for cell in cells:
-            record = cell.record_name(registry)
-            skip = not request.overwrite and finished(record_path(request.options.results_dir, record))
-            planned.append(PlannedCell(cell, record, skip, *self.resources(cell, registry)))
-        return EvalPlan(request, planned, dry_run)
+        for cell, identity in cells:
+            skip = not request.overwrite and finished(record_path(request.options.results_dir, identity.record_name))
+            resources, need = self.resources(cell, registry)
+            planned.append(PlannedCell(cell=cell, identity=identity, skip=skip, resources=resources, need=need))
+        return EvalPlan(request=request, registry=registry, cells=planned, dry_run=dry_run)
 
     def resources(self, cell: Cell, registry: Registry) -> tuple[dict[str, Any], MemoryNeed | None]:
         """What ``cell`` asks the backend for (none when it runs here)."""

@@ -1,25 +1,16 @@
-"""Cells: the unit of evaluation (backbone x task x probe x seed) and its identity.
+"""Cells: the unit of evaluation (backbone x task x probe x seed), planned from a request.
 
-A cell's identity is everything that defines its number: the content of the backbone and task
-cards (not their paths), the weights (a user's file by the SHA-256 of its content), the layer
-selection, the image limit, the precision, the protocol and the probe config resolved from it,
-and the seed. Its hash names the record file, so finished cells are found and skipped without
-running anything, and a changed card or option never reuses a stale result.
-
-Its readable key (``Cell.key``) names the same things a person compares: ``backbone[@weights
-name]|task|probe|seed`` followed by ``|limit=N``, ``|bf16``, ``|layers=SPEC``, ``|protocol=P``
-where they differ from the defaults (a protocol with options that changed its fields reads
-``aim-v1+epochs=5``). Reports keep one row per identity (``aimbench.store.schema.IDENTITY_COLUMNS``),
-so runs with other weights, limits, layers or protocols never replace each other.
+:func:`plan_cells` expands the matrix and validates every name and option before anything runs;
+each :class:`Cell` carries its resolved probe config, and :meth:`Cell.identity` computes once what
+the cell is (``aimbench.identity``: key, hash, record name), reading the cards' content and
+hashing a weights file's bytes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +21,16 @@ from aimbench.cards.task_card import TaskSpec
 from aimbench.dtypes import DTYPES
 from aimbench.errors import UserError
 from aimbench.hashing import file_sha256
+from aimbench.identity import CellIdentity, content_hash
 from aimbench.paths import PRETRAIN_TRUNK
 from aimbench.probes import (
     DEFAULT_PROTOCOL,
     OFFICIAL,
-    PROBES,
+    REGISTRY,
     ProbeConfig,
     default_config,
     parse_layer_sets,
+    probe_kind,
     protocol_label,
     resolve_config,
 )
@@ -109,10 +102,13 @@ def _card_content(spec: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Cell:
+    """One cell as planned: names, the layer spec, and the recipe resolved for its task."""
+
     backbone: str
     task: str
     probe: str
     seed: int
+    _: KW_ONLY
     layers: str = "all"
     limit: int | None = None
     weights: str | None = None  # overrides the card's weights source
@@ -121,35 +117,22 @@ class Cell:
     weights_name: str = ""  # what reports call a weights override (derived from it unless --name)
     default_layers: bool = False  # ``layers`` is the card's default spec: the key leaves it out
     protocol: str = DEFAULT_PROTOCOL  # the protocol card probe_config was resolved from
+    protocol_val_fraction: float | None = None  # released heads: the protocol card's (trained cells read their config's)
 
     def __post_init__(self) -> None:
         # without a config: the shipped protocol card's values (plan_cells also applies the task card's overrides)
-        if self.probe_config is None and self.probe in PROBES and PROBES[self.probe].config_class is not None:
+        if self.probe_config is None and probe_kind(self.probe).trains:
             object.__setattr__(self, "probe_config", default_config(self.probe, self.protocol))
         if self.weights is not None and not self.weights_name:
             object.__setattr__(self, "weights_name", weights_name(self.weights))
 
     @property
-    def weights_key(self) -> str:
-        """The override's identity now (a file's hash is cached per size and mtime, so this is cheap)."""
-        return weights_key(self.weights)
+    def val_fraction(self) -> float | None:
+        """Of train, carved for selection when the task has no official val split (the resolved recipe's)."""
+        return self.probe_config.val_fraction if self.probe_config is not None else self.protocol_val_fraction
 
-    @property
-    def protocol_label(self) -> str:
-        """The protocol as reports and identity name it: its card, plus any field an explicit option changed."""
-        return protocol_label(self.protocol, self.probe_config)
-
-    @property
-    def key(self) -> str:
-        backbone = f"{self.backbone}@{self.weights_name}" if self.weights_name else self.backbone
-        qualifiers = [f"limit={self.limit}"] if self.limit is not None else []
-        qualifiers += [self.dtype] if self.dtype != "fp32" else []
-        if not self.default_layers and not self.probe.startswith(OFFICIAL):
-            qualifiers.append(f"layers={self.layers}")
-        qualifiers += [f"protocol={self.protocol_label}"] if self.protocol_label != DEFAULT_PROTOCOL else []
-        return "|".join([backbone, self.task, self.probe, str(self.seed), *qualifiers])
-
-    def identity(self, registry: Registry) -> dict[str, Any]:
+    def content(self, registry: Registry) -> dict[str, Any]:
+        """Everything that defines the cell's number, as its hash reads it."""
         return {
             "backbone": _card_content(registry.backbone(self.backbone)),
             "task": _card_content(registry.task(self.task)),
@@ -159,26 +142,37 @@ class Cell:
             "seed": self.seed,
             "layers": self.layers,
             "limit": self.limit,
-            "weights": self.weights_key or None,
+            "weights": weights_key(self.weights) or None,
             "dtype": self.dtype,
         }
 
-    def config_hash(self, registry: Registry) -> str:
-        blob = json.dumps(self.identity(registry), sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
-
-    def record_name(self, registry: Registry) -> str:
-        return f"{self.backbone}__{self.task}__{self.probe}__seed{self.seed}__{self.config_hash(registry)}.json"
+    def identity(self, registry: Registry) -> CellIdentity:
+        """What the cell is (a weights file is hashed here: once per plan, cached per size and mtime)."""
+        trains = self.probe_config is not None
+        return CellIdentity(
+            backbone=self.backbone,
+            task=self.task,
+            probe=self.probe,
+            seed=self.seed,
+            layers=self.layers,
+            limit=self.limit,
+            dtype=self.dtype,
+            weights_key=weights_key(self.weights),
+            weights_name=self.weights_name,
+            protocol=protocol_label(self.protocol, self.probe_config) if trains else "",  # released heads follow no protocol
+            layers_in_key=trains and not self.default_layers,
+            config_hash=content_hash(self.content(registry)),
+        )
 
 
 def parse_probes(spec: str | Sequence[str]) -> list[str]:
     """``linear,knn`` or a list of kinds: validated, duplicates dropped, order kept."""
     kinds = [k.strip() for k in (spec.split(",") if isinstance(spec, str) else spec) if k.strip()]
     for kind in kinds:
-        if kind not in PROBES:
-            raise UserError(f"unknown probe '{kind}'; available: {', '.join(PROBES)}")
+        if kind not in REGISTRY:
+            raise UserError(f"unknown probe '{kind}'; available: {', '.join(REGISTRY)}")
     if not kinds:
-        raise UserError(f"no probe given; one or more of {', '.join(PROBES)}")
+        raise UserError(f"no probe given; one or more of {', '.join(REGISTRY)}")
     return list(dict.fromkeys(kinds))
 
 
@@ -207,7 +201,7 @@ def plan_cells(
     if OFFICIAL in kinds:
         if len(kinds) > 1:
             raise UserError("--probe official evaluates released heads and takes --layers as head names; run it on its own")
-        return _plan_official(registry, backbones, tasks, seeds, layers or "all", limit, weights, dtype, name)
+        return _plan_official(registry, backbones, tasks, seeds, layers or "all", limit, weights, dtype, name, recipe.val_fraction.value)
     specs, task_specs = _resolve(registry, backbones, tasks, seeds, weights, limit)
     label = weights_name(weights, name)
     configs = {(task.name, kind): resolve_config(recipe, kind, task, overrides) for task in task_specs for kind in kinds}
@@ -221,11 +215,11 @@ def plan_cells(
                 task.name,
                 kind,
                 seed,
-                spec_layers,
-                limit,
-                weights,
-                configs[task.name, kind],
-                dtype,
+                layers=spec_layers,
+                limit=limit,
+                weights=weights,
+                probe_config=configs[task.name, kind],
+                dtype=dtype,
                 weights_name=label,
                 default_layers=layers is None,
                 protocol=protocol,
@@ -255,7 +249,7 @@ def _resolve(
 
 def _plan_official(
     registry: Registry, backbones: Sequence[str], tasks: Sequence[str], seeds: Sequence[int],
-    layers: str, limit: int | None, weights: str | None, dtype: str, name: str | None,
+    layers: str, limit: int | None, weights: str | None, dtype: str, name: str | None, val_fraction: float | None,
 ) -> list[Cell]:  # fmt: skip
     """One cell per released head; ``layers`` names heads (``all`` = every head of the card)."""
     specs, task_specs = _resolve(registry, backbones, tasks, seeds, weights, limit)
@@ -269,7 +263,18 @@ def _plan_official(
             if head not in spec.official_probes:
                 raise UserError(f"backbone '{spec.name}' has no released head '{head}'; it has: {', '.join(spec.official_probes)}")
         cells += [
-            Cell(spec.name, task.name, f"{OFFICIAL}:{head}", seed, head, limit, weights, dtype=dtype, weights_name=label)
+            Cell(
+                spec.name,
+                task.name,
+                f"{OFFICIAL}:{head}",
+                seed,
+                layers=head,
+                limit=limit,
+                weights=weights,
+                dtype=dtype,
+                weights_name=label,
+                protocol_val_fraction=val_fraction,
+            )  # fmt: skip
             for head in names
             for task in task_specs
             for seed in seeds

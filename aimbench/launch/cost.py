@@ -8,52 +8,36 @@ cell's resolved probe config. Only the time needs a measurement: one transformer
 width, at its token count, timed on this machine's device (:func:`calibrate`).
 
 Counting, per cell (an image forward is every block up to the deepest one the layer sets read):
-
-* backbone forwards: cached features (linear and kNN always extract the eval-crop splits, attentive
-  with ``--data-mode cached``) take one forward per image of train, val and test; online training
-  adds ``epochs x train`` forwards of augmented views (online attentive takes no eval-crop train:
-  ``epochs x train + val + test``); released heads read val and test;
-* backbone FLOPs: forwards x blocks x :func:`block_flops`;
-* head FLOPs: the heads' forward per image (:func:`linear_head_flops`, :func:`attentive_head_flops`,
-  kNN's similarities), x3 for an attentive training step (forward, and a backward through the
-  head's inputs and weights), x2 for a linear one (no gradient reaches the frozen features), over
-  ``epochs x train``, plus one forward over val and test. Linear heads under successive halving
-  (``grid_search = "halving"``, opt-in) train the share of head-steps the halving schedule keeps
-  (``aimbench.probes.active_share``, about a fifth), the full grid (the default) all of them;
-* time: backbone FLOPs / the block's measured FLOP/s in the cell's dtype, plus head FLOPs / that
-  FLOP/s in bf16 for linear heads trained in bf16 (``head_precision``), else in the cell's dtype. Compute only: decoding, augmentation,
-  data loading and I/O are not counted, and attentive heads split into several passes when they do
-  not fit the device (each pass runs the backbone again) are counted as one pass;
-* memory: the device memory a cell needs (the card's hint, else an estimate from its size:
-  ``aimbench.launch.slurm.resources.memory_need``) and the bytes its features take in the feature
-  cache (``aimbench.launch.preflight``); cells of one backbone and task share their cache, so the
-  sweep's total counts those once.
+the cell's probe kind says how many backbone forwards of one image it takes, what its heads cost
+in FLOPs, the precision they compute in, the device memory they take and what it caches
+(``aimbench.probes.ProbeKind``'s planning hooks); this module adds the backbone's FLOPs
+(forwards x blocks x :func:`block_flops`), the time (FLOPs / the block's measured FLOP/s in each
+precision: compute only, no decoding, augmentation, data loading or I/O; attentive heads split into
+several passes when they do not fit the device are counted as one pass), the backbone's memory
+(``aimbench.launch.memory``) and the feature cache's bytes (``aimbench.launch.preflight``); cells
+of one backbone and task share their cache, so the sweep's total counts those once.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from aimbench.cards.backbone_card import CLS, PATCH_MEAN, BackboneSpec
+from aimbench.cards.backbone_card import BackboneSpec
 from aimbench.cards.registry import Registry
-from aimbench.cards.task_card import TaskSpec
 from aimbench.errors import UserError
 from aimbench.launch.cells import Cell
-from aimbench.launch.preflight import cache_bytes, patch_tokens
-from aimbench.launch.slurm.resources import MemoryNeed, memory_need
-from aimbench.probes import AttentiveProbeConfig, KnnProbeConfig, LinearProbeConfig, active_share, blocks_needed, parse_layer_sets
+from aimbench.launch.memory import MemoryNeed, memory_need
+from aimbench.launch.preflight import cache_bytes
+from aimbench.launch.shape import patch_tokens, plan_shape
+from aimbench.probes import probe_kind
 
 if TYPE_CHECKING:
     from aimbench.launch.base import EvalPlan
 
-SPLITS = ("train", "val", "test")
-TRAIN_STEP = 3  # FLOPs of an attentive training step over a forward's: the forward, and a backward of twice its cost
-LINEAR_TRAIN_STEP = 2  # a linear head's: the forward and the weight gradient (the features are frozen)
 CALIBRATION_REPS = 2  # timed forwards of the calibration block, after one warm-up
 
 
@@ -87,19 +71,6 @@ def block_flops(tokens: int, dim: int) -> int:
 def forward_flops(geometry: Geometry, blocks: int) -> int:
     """FLOPs of one image through the first ``blocks`` blocks (the forward stops after the deepest block read)."""
     return blocks * block_flops(geometry.tokens, geometry.dim)
-
-
-def linear_head_flops(inputs: int, classes: int) -> int:
-    """Forward FLOPs of linear heads over ``inputs`` feature values in all (their widths summed) for one image."""
-    return 2 * inputs * classes
-
-
-def attentive_head_flops(patch_tokens: int, dim: int, heads: int, classes: int) -> int:
-    """Forward FLOPs of one AIM attentive head on one image, as ``AttentiveGrid.forward`` computes it:
-    the learned query moved into token space, so per attention head the scores and the weighted sum
-    of the N tokens cost 2 N D each (4 h N D in all), then the value projection of the pooled token
-    (2 D^2 over all heads) and the classifier (2 D C)."""
-    return 4 * heads * patch_tokens * dim + 2 * dim**2 + 2 * dim * classes
 
 
 def patch_count(spec: BackboneSpec) -> int:
@@ -144,17 +115,7 @@ def geometry(spec: BackboneSpec) -> Geometry:
     return Geometry(spec.depth, spec.dim, spec.heads, patch_count(spec), len(spec.prefix_layout))
 
 
-def split_sizes(task: TaskSpec, limit: int | None, val_fraction: float | None) -> dict[str, int]:
-    """Images per split as a run would see them, from the card's expected sizes: a val carved by the
-    protocol's fraction leaves train (rounded up, as the stratified split rounds it), then ``--limit`` caps each."""
-    sizes = dict(task.expected_sizes)
-    if "val" not in sizes:
-        val = math.ceil(sizes["train"] * (val_fraction or 0.0))
-        sizes = {"train": sizes["train"] - val, "val": val, "test": sizes["test"]}
-    return {name: sizes[name] if limit is None else min(sizes[name], limit) for name in SPLITS}
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CellCost:
     key: str
     skip: bool  # its record exists: nothing runs, and the totals leave it out
@@ -163,7 +124,8 @@ class CellCost:
     backbone_flops: float
     head_flops: float
     seconds: float  # estimated on the calibrated device
-    memory: MemoryNeed  # device memory
+    memory: MemoryNeed  # the backbone's device memory
+    head_memory_bytes: int  # the heads' device memory while they train (the kind's estimate)
     cache_bytes: int  # the feature cache's bytes for this cell's features
 
     @property
@@ -196,65 +158,32 @@ class SweepCost:
         return max((cell.memory for cell in self.to_run), key=lambda need: need.gb, default=None)
 
 
-def _forwards(cell: Cell, sizes: Mapping[str, int]) -> int:
-    once, scored = sum(sizes.values()), sizes["val"] + sizes["test"]  # every split through the backbone once; val and test
-    config = cell.probe_config
-    if config is None:  # released heads
-        return scored
-    if isinstance(config, AttentiveProbeConfig) and config.data_mode == "online":  # augmented views, then val and test
-        return config.epochs * sizes["train"] + scored
-    if isinstance(config, LinearProbeConfig) and config.data_mode == "online":  # eval crops of every split, then augmented views
-        return once + config.epochs * sizes["train"]
-    return once
-
-
-def _head_flops(cell: Cell, spec: BackboneSpec, shape: Geometry, classes: int, sizes: Mapping[str, int]) -> float:
-    config = cell.probe_config
-    sets = parse_layer_sets(cell.layers, spec.depth, spec.windows)
-    evaluated = sizes["val"] + sizes["test"]
-    if config is None:  # one released attentive head, scored on val and test
-        return attentive_head_flops(shape.patch_tokens, spec.dim, spec.heads, classes) * evaluated
-    if isinstance(config, AttentiveProbeConfig):
-        per_image = len(sets) * len(config.learning_rates) * len(config.weight_decays)
-        per_image *= attentive_head_flops(shape.patch_tokens, spec.dim, spec.heads, classes)
-        return per_image * (TRAIN_STEP * config.epochs * sizes["train"] + evaluated)
-    both = PATCH_MEAN in spec.probe_tokens and CLS in spec.probe_tokens  # a head reads both, concatenated
-    inputs = len(sets) * spec.dim * (len(spec.probe_tokens) + 2 * both)  # every head input's width, summed
-    if isinstance(config, KnnProbeConfig):  # each val and test image against every train image, per input
-        return 2 * inputs * sizes["train"] * evaluated
-    points = len(config.learning_rates) * len(config.weight_decays)
-    per_image = points * linear_head_flops(inputs, classes)
-    training = LINEAR_TRAIN_STEP * config.epochs * sizes["train"]
-    if config.grid_search == "halving":  # the share of head-steps successive halving keeps training
-        steps = config.epochs * -(-sizes["train"] // config.batch_size)
-        training *= active_share(steps, points * (len(spec.probe_tokens) + both))
-    return round(per_image * (training + evaluated))
-
-
 Throughput = Callable[[Geometry, str], float]  # (geometry, dtype) -> FLOP/s
 
 
-def cell_cost(cell: Cell, registry: Registry, throughput: Throughput, skip: bool = False, shape: Geometry | None = None) -> CellCost:
-    """The cost of one cell; ``throughput`` gives FLOP/s for a backbone's geometry and dtype (``shape``: its geometry, if known)."""
-    spec, task = registry.backbone(cell.backbone), registry.task(cell.task)
-    config = cell.probe_config
-    val_fraction = config.val_fraction if config is not None else registry.protocol(cell.protocol).val_fraction.value
-    sizes = split_sizes(task, cell.limit, val_fraction)
+def cell_cost(
+    cell: Cell, registry: Registry, throughput: Throughput, *, key: str = "", skip: bool = False, shape: Geometry | None = None
+) -> CellCost:
+    """The cost of one cell (``key``: its identity's, as the plan shows it); ``throughput`` gives
+    FLOP/s for a backbone's geometry and dtype (``shape``: its geometry, if known)."""
+    spec, kind, config = registry.backbone(cell.backbone), probe_kind(cell.probe), cell.probe_config
     shape = shape or geometry(spec)
-    blocks = max(blocks_needed(parse_layer_sets(cell.layers, spec.depth, spec.windows))) + 1
-    forwards = _forwards(cell, sizes)
-    backbone = float(forwards * forward_flops(shape, blocks))
-    heads = float(_head_flops(cell, spec, shape, task.num_classes, sizes))
-    bf16_heads = isinstance(cell.probe_config, LinearProbeConfig) and cell.probe_config.head_precision == "bf16"
-    seconds = backbone / throughput(shape, cell.dtype) + heads / throughput(shape, "bf16" if bf16_heads else cell.dtype)
+    planned = plan_shape(cell, registry, shape.patch_tokens)
+    forwards = kind.forwards(config, planned)
+    backbone = float(forwards * forward_flops(shape, max(planned.blocks) + 1))
+    heads = float(kind.head_flops(config, planned))
+    seconds = backbone / throughput(shape, cell.dtype) + heads / throughput(shape, kind.head_dtype(config, cell.dtype))
     features = cache_bytes([cell], registry, patches=lambda _: shape.patch_tokens)
-    return CellCost(cell.key, skip, sizes, forwards, backbone, heads, seconds, memory_need(spec, cell.dtype), features)
+    return CellCost(
+        key=key, skip=skip, images=dict(planned.sizes), forwards=forwards, backbone_flops=backbone, head_flops=heads, seconds=seconds,
+        memory=memory_need(spec, cell.dtype), head_memory_bytes=kind.head_memory_bytes(config, planned), cache_bytes=features,
+    )  # fmt: skip
 
 
 def plan_cost(plan: EvalPlan, throughput: Throughput | None = None, device: str | None = None) -> SweepCost:
     """Every cell of ``plan`` costed; the throughput is measured on ``device`` (default: the request's
     ``--device`` where this machine has it, else the CPU) unless given."""
-    registry = plan.request.registry()
+    registry = plan.registry
     where = "given"
     if throughput is None:
         where, throughput = calibrated(device or plan.request.options.device, plan.request.options.batch_size)
@@ -264,7 +193,7 @@ def plan_cost(plan: EvalPlan, throughput: Throughput | None = None, device: str 
         return measured.setdefault(f"{shape.dim}x{shape.tokens} {dtype}", throughput(shape, dtype))
 
     shapes = {name: geometry(registry.backbone(name)) for name in dict.fromkeys(p.cell.backbone for p in plan.cells)}
-    cells = [cell_cost(p.cell, registry, noted, p.skip, shapes[p.cell.backbone]) for p in plan.cells]
+    cells = [cell_cost(p.cell, registry, noted, key=p.identity.key, skip=p.skip, shape=shapes[p.cell.backbone]) for p in plan.cells]
     total_cache = cache_bytes([p.cell for p in plan.to_run], registry, patches=lambda spec: shapes[spec.name].patch_tokens)
     return SweepCost(cells, where, measured, total_cache)
 

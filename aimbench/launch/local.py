@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from aimbench.errors import UserError
-from aimbench.launch.base import STOPPED, CellOutcome, Display, EvalPlan, JobRow, Launched, Launcher
+from aimbench.launch.base import STOPPED, CellResult, Display, EvalPlan, JobRow, Launched, Launcher
 from aimbench.launch.cell_progress import STATE_DIR, read_progress
 from aimbench.launch.preflight import preflight_pretrain
 from aimbench.pretrain.request import PretrainRequest
@@ -34,10 +34,10 @@ class LocalLauncher(Launcher):
         options, outcomes = plan.request.options, []
         for planned in plan.cells:
             if planned.skip:
-                outcome = CellOutcome(planned.cell, record_path(options.results_dir, planned.record), skipped=True)
+                outcome = CellResult(planned.identity, record_path(options.results_dir, planned.record), skipped=True)
             else:
-                with self.display.cell(planned.cell) as stage:
-                    outcome = CellOutcome(planned.cell, run_cell(planned.cell, options, stage), skipped=False)
+                with self.display.cell(planned.identity) as stage:
+                    outcome = CellResult(planned.identity, run_cell(planned, options, stage, plan.registry), skipped=False)
             outcomes.append(outcome)
             self.display.cell_done(outcome, len(outcomes), len(plan.cells))
         return Launched(outcomes=outcomes)

@@ -16,7 +16,6 @@ without ``--overwrite``) count nothing.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 from collections import defaultdict
@@ -27,19 +26,19 @@ from aimbench.cards.backbone_card import BackboneSpec
 from aimbench.cards.registry import Registry
 from aimbench.devices import require_device
 from aimbench.errors import UserError
+from aimbench.identity import CellIdentity
 from aimbench.launch.cells import Cell
 from aimbench.launch.options import RunOptions
-from aimbench.models.presets import PRESETS
+from aimbench.launch.shape import patch_tokens, plan_shape
 from aimbench.paths import cache_dir
 from aimbench.pretrain.metrics_file import METRICS, read_metrics
 from aimbench.pretrain.request import PretrainRequest
-from aimbench.probes import AttentiveProbeConfig, blocks_needed, parse_layer_sets
+from aimbench.probes import probe_kind
 from aimbench.store.records import record_path
 
 RECORD_BYTES = 16 * 2**10  # lower bound of one record file (a 3-block micro ViT's is 30 KB; real backbones' are larger)
 FEATURE_BYTES = 2  # the feature cache stores fp16
-FEATURES_DIR = "features"  # aimbench.probes.feature_cache keeps <root>/features/<backbone>/<key>/
-_PATCH = re.compile(r"patch(\d+)|ViT-[A-Za-z]+-(\d+)")  # timm's vit_base_patch16_224, open_clip's ViT-L-14
+FEATURES_DIR = "features"  # aimbench.probes.features.cache keeps <root>/features/<backbone>/<key>/
 
 
 def existing_ancestor(path: Path) -> Path:
@@ -69,17 +68,6 @@ def writable_folder(folder: Path, option: str, target: Path | None = None) -> Pa
     return existing
 
 
-def patch_tokens(spec: BackboneSpec) -> int:
-    """Patch tokens per image where the card says the patch size (model_args, an AIM preset, or the arch name), else 0."""
-    size = spec.model_args.get("patch_size")
-    if not isinstance(size, int) and spec.adapter == "aim" and spec.arch in PRESETS:
-        size = PRESETS[spec.arch].patch_size
-    if not isinstance(size, int):
-        match = _PATCH.search(spec.arch)
-        size = int(match.group(1) or match.group(2)) if match else 0
-    return (spec.preprocess.image_size // size) ** 2 if size > 0 else 0
-
-
 def images_of(expected_sizes: Mapping[str, int], limit: int | None) -> int:
     """Images a cell reads over all splits: the card's expected sizes, each capped by ``--limit``."""
     return sum(n if limit is None else min(n, limit) for n in expected_sizes.values())
@@ -99,15 +87,11 @@ def cache_bytes(cells: Iterable[Cell], registry: Registry, patches: Callable[[Ba
     pooled: dict[tuple, set[int]] = defaultdict(set)
     tokens: dict[tuple, set[int]] = defaultdict(set)
     for cell in cells:
-        if cell.probe_config is None:
-            continue
         spec = registry.backbone(cell.backbone)
-        blocks = blocks_needed(parse_layer_sets(cell.layers, spec.depth, spec.windows))
+        need = probe_kind(cell.probe).cache_blocks(cell.probe_config, plan_shape(cell, registry, patches(spec)))
         group = (cell.backbone, cell.weights, cell.dtype, cell.task, cell.limit)  # cells sharing cached features
-        if isinstance(cell.probe_config, AttentiveProbeConfig):
-            tokens[group].update(blocks if cell.probe_config.data_mode == "cached" else ())
-        else:
-            pooled[group].update(blocks)
+        pooled[group].update(need.pooled)
+        tokens[group].update(need.tokens)
     total = 0
     for group in pooled.keys() | tokens.keys():
         backbone, _, _, task, limit = group
@@ -117,10 +101,12 @@ def cache_bytes(cells: Iterable[Cell], registry: Registry, patches: Callable[[Ba
     return total
 
 
-def estimate_bytes(cells: Iterable[Cell], registry: Registry, options: RunOptions, overwrite: bool = False) -> dict[Path, int]:
-    """A lower bound of the bytes the plan writes, per folder (results, feature cache); see the module docstring."""
+def estimate_bytes(
+    cells: Iterable[tuple[Cell, CellIdentity]], registry: Registry, options: RunOptions, overwrite: bool = False
+) -> dict[Path, int]:
+    """A lower bound of the bytes the plan's (cell, identity) pairs write, per folder (results, feature cache); see the module docstring."""
     cache_root = options.cache_dir or cache_dir()
-    todo = [c for c in cells if overwrite or not record_path(options.results_dir, c.record_name(registry)).exists()]
+    todo = [c for c, identity in cells if overwrite or not record_path(options.results_dir, identity.record_name).exists()]
     cold = [c for c in todo if not (cache_root / FEATURES_DIR / c.backbone).exists()]  # a backbone with a cache folder may be warm
     return {options.results_dir: len(todo) * RECORD_BYTES, cache_root: cache_bytes(cold, registry)}
 
@@ -157,7 +143,9 @@ def require_space(needs: Mapping[Path, int]) -> None:
         raise UserError(f"not enough free space: {shortfall}")
 
 
-def preflight_eval(cells: list[Cell], registry: Registry, options: RunOptions, overwrite: bool, local: bool, dry_run: bool = False) -> None:
+def preflight_eval(
+    cells: list[tuple[Cell, CellIdentity]], registry: Registry, options: RunOptions, overwrite: bool, local: bool, dry_run: bool = False
+) -> None:
     """Every check of an ``eval`` plan that needs no data and no model; the device only for a local
     run (a Slurm job's device is the compute node's, which this machine cannot see). A dry run
     writes nothing, so free space is not required (its cost plan shows what the run would need)."""

@@ -7,9 +7,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aimbench.cards.protocol_card import DATA_MODES, DEFAULT_PROTOCOL, GRID_SEARCHES, HEAD_PRECISIONS
+from aimbench.cards.protocol_card import DATA_MODES, GRID_SEARCHES, HEAD_PRECISIONS
 from aimbench.cards.registry import Registry
 from aimbench.errors import UserError
+from aimbench.identity import DEFAULT_PROTOCOL
 from aimbench.launch.cells import Cell, plan_cells
 from aimbench.launch.options import RunOptions
 

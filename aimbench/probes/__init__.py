@@ -1,35 +1,43 @@
 """Probes on frozen features: the public surface the launchers and the CLI use.
 
-Planning (which probe kinds exist, their resolved recipes, which blocks a layer spec reads) and
-running (:func:`run_probe` on a :class:`ProbeJob`) are imported from here; the training code
-behind them (``linear``, ``attentive_training``, ``knn``, feature extraction and caching) is this
+Planning (the probe kinds and their cost hooks, resolved recipes, which blocks a layer spec reads)
+and running (:func:`run_probe` on a :class:`ProbeJob`) are imported from here; each kind's
+training code lives in its own folder (``linear/``, ``knn/``, ``attentive/``, ``released/``) over
+the shared ``features/`` (extraction, feature cache, layer sets, augmented views), and is this
 package's own business. Importing this package does not import torch.
 """
 
-from aimbench.probes.config import AttentiveProbeConfig, KnnProbeConfig, LinearProbeConfig, ProbeConfig
-from aimbench.probes.halving import active_share
-from aimbench.probes.layer_sets import LayerSet, blocks_needed, parse_blocks, parse_layer_sets
+from aimbench.probes.attentive.config import AttentiveProbeConfig
+from aimbench.probes.config import ProbeConfig, TrainedProbeConfig
+from aimbench.probes.features.layer_sets import LayerSet, blocks_needed, parse_blocks, parse_layer_sets
+from aimbench.probes.job import ProbeJob, ProbeOutcome, StageCallback, no_progress
+from aimbench.probes.kinds import OFFICIAL, REGISTRY, CacheNeed, PlanShape, ProbeKind, kind_name, probe_kind, run_probe
+from aimbench.probes.knn.config import KnnProbeConfig
+from aimbench.probes.linear.config import LinearProbeConfig
 from aimbench.probes.protocol import DEFAULT_PROTOCOL, default_config, protocol_label, protocol_record, resolve_config
 from aimbench.probes.results import LayerResult, ProbeResult
-from aimbench.probes.run import OFFICIAL, PROBES, ProbeJob, ProbeOutcome, StageCallback, no_progress, probe_kind, run_probe
 
 __all__ = [
     "DEFAULT_PROTOCOL",
     "OFFICIAL",
-    "PROBES",
+    "REGISTRY",
     "AttentiveProbeConfig",
+    "CacheNeed",
     "KnnProbeConfig",
     "LayerResult",
     "LayerSet",
     "LinearProbeConfig",
+    "PlanShape",
     "ProbeConfig",
     "ProbeJob",
+    "ProbeKind",
     "ProbeOutcome",
     "ProbeResult",
     "StageCallback",
-    "active_share",
+    "TrainedProbeConfig",
     "blocks_needed",
     "default_config",
+    "kind_name",
     "no_progress",
     "parse_blocks",
     "parse_layer_sets",

@@ -17,12 +17,13 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
-from aimbench.cards.protocol_card import DEFAULT_PROTOCOL, FIELDS, PROTOCOL_KINDS, ProtocolSpec, parse_protocol_card
+from aimbench.cards.protocol_card import FIELDS, PROTOCOL_KINDS, ProtocolSpec, parse_protocol_card
 from aimbench.cards.registry import builtin_cards_root, read_toml
 from aimbench.cards.task_card import TaskSpec
 from aimbench.errors import UserError, unknown_name
+from aimbench.identity import DEFAULT_PROTOCOL
 from aimbench.probes.config import ProbeConfig, Provenance, values
-from aimbench.probes.run import PROBES
+from aimbench.probes.kinds import probe_kind
 
 __all__ = ["DEFAULT_PROTOCOL", "default_config", "protocol_label", "protocol_record", "resolve_config"]
 
@@ -74,7 +75,7 @@ def resolve_config(
     if resolved.get("data_mode", (None,))[0] == "cached":
         origin = resolved["data_mode"][1].origin
         resolved["augmentation"] = ("none", Provenance("data_mode cached: eval-crop features, never augmented", origin))
-    config_class = PROBES[kind].config_class
+    config_class = probe_kind(kind).config_class
     assert config_class is not None, f"probe kind '{kind}' trains nothing and has no protocol section"
     return config_class(**{name: value for name, (value, _) in resolved.items()}, sources={name: p for name, (_, p) in resolved.items()})
 

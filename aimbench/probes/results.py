@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aimbench.probes.layer_sets import LayerSet
+from aimbench.probes.features.layer_sets import LayerSet
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,11 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from aimbench.probes.config import AttentiveProbeConfig, LinearProbeConfig, grid_points, scaled_lr
+from aimbench.probes.config import TrainedProbeConfig, grid_points, scaled_lr
 
 
 def grid_optimizer(
-    config: LinearProbeConfig | AttentiveProbeConfig, heads: Sequence[Mapping[str, Sequence[torch.Tensor]]], fused: bool = False
+    config: TrainedProbeConfig, heads: Sequence[Mapping[str, Sequence[torch.Tensor]]], fused: bool = False
 ) -> torch.optim.AdamW:
     """AdamW with one pair of parameter groups per grid point: ``heads[i]`` maps the parameter
     names of grid point i to its tensors; those named in ``config.no_weight_decay`` form the group

@@ -5,9 +5,9 @@ from __future__ import annotations
 import fnmatch
 from pathlib import Path
 
-from aimbench.cards.protocol_card import DEFAULT_PROTOCOL
 from aimbench.cards.registry import Registry
 from aimbench.cards.task_card import SourceSpec, TaskSpec
+from aimbench.identity import DEFAULT_PROTOCOL
 from aimbench.report.tables import Table
 
 

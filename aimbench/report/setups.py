@@ -13,8 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aimbench.cards.protocol_card import DEFAULT_PROTOCOL
-from aimbench.store.schema import SETUP_COLUMNS
+from aimbench.identity import DEFAULT_PROTOCOL, SETUP_COLUMNS
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from aimbench.store.schema import SCHEMA_VERSION
 if TYPE_CHECKING:
     from aimbench.cards.backbone_card import BackboneSpec
     from aimbench.cards.task_card import TaskSpec
+    from aimbench.identity import CellIdentity
     from aimbench.probes.results import ProbeResult
 
 RUNS_DIR = "runs"
@@ -62,24 +63,6 @@ def new_record_header(cell_key: str, config_hash: str) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class CellIdentity:
-    """What a cell is, as its plan named it: everything here is part of the record's identity."""
-
-    key: str
-    config_hash: str
-    backbone: str
-    task: str
-    probe: str
-    protocol: str  # the protocol label ("" for released heads, which follow none)
-    seed: int
-    weights_key: str
-    weights_name: str
-    dtype: str
-    layers_spec: str
-    image_limit: int | None
-
-
-@dataclass(frozen=True)
 class DataUsed:
     """The dataset a cell read: where from, which revision, how it was split, and the split sizes."""
 
@@ -89,7 +72,7 @@ class DataUsed:
     sizes: dict[str, int]  # train, val, test
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CellRun:
     """What evaluating one cell produced, typed; :func:`build_record` turns it into the record
     (``aimbench.store.schema`` documents every field)."""
@@ -128,8 +111,8 @@ def build_record(run: CellRun) -> dict[str, Any]:
         "dataset_revision": run.data.revision,
         "split_policy": run.data.split_policy,
         **{f"n_{name}": size for name, size in run.data.sizes.items()},
-        "layers_spec": cell.layers_spec,
-        "image_limit": cell.image_limit,
+        "layers_spec": cell.layers,
+        "image_limit": cell.limit,
         "metric": task.metric,
         "secondary_metrics": list(task.secondary_metrics),
         **{f"{which}_{key}": value for which in ("best", "last") for key, value in getattr(result, which).as_record().items()},

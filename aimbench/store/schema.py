@@ -35,11 +35,13 @@ layer numbers are kept as printed in ``published.layer``).
 
 from __future__ import annotations
 
+from aimbench.identity import IDENTITY_COLUMNS
+
 SCHEMA_VERSION = 4
 # 2 lacks weights_key, weights_name and protocol: RUNS_SQL fills them in; 4 adds record_sha256 (store.records)
 READABLE_VERSIONS = (2, 3, 4)
 
-# A layer set's scores: one block or a window of blocks averaged (aimbench.probes.layer_sets).
+# A layer set's scores: one block or a window of blocks averaged (aimbench.probes.features.layer_sets).
 _LAYER = (
     "STRUCT(layer_set VARCHAR, blocks INTEGER[], layer INTEGER, token VARCHAR, hparams JSON, "
     "val_score DOUBLE, test_score DOUBLE, test_secondary JSON)"
@@ -125,10 +127,6 @@ PUBLISHED_COLUMNS: dict[str, str] = {
     "blocks": "VARCHAR",  # 0-indexed blocks A-B the number was measured on; empty: the card's window named by layer
 }
 
-# What makes a number: two records that differ in any of these are two rows of every report.
-IDENTITY_COLUMNS = ("backbone", "weights_key", "task", "probe", "protocol", "layers_spec", "image_limit", "dtype", "seed")
-# A leaderboard row: the identity less the task (its columns) and the seed (averaged).
-SETUP_COLUMNS = tuple(c for c in IDENTITY_COLUMNS if c not in ("task", "seed"))
 LEGACY_PROTOCOL = "legacy"  # version-2 records: trained with aimbench's built-in defaults of that time
 
 RUNS_SQL = f"""

@@ -19,6 +19,7 @@ from miniature import miniature_card, write_miniature
 from aimbench.cards.registry import Registry
 from aimbench.data import load_task
 from aimbench.data.check import READY, check_task
+from aimbench.launch.base import PlannedCell
 from aimbench.launch.cells import plan_cells
 from aimbench.launch.options import RunOptions
 from aimbench.launch.run_cell import run_cell
@@ -93,8 +94,9 @@ def test_miniature_copy_checks_loads_and_probes(name: str, tmp_path: Path, tiny_
         assert sorted(set(split.labels.tolist())) == list(range(classes))
         assert np.asarray(split.image(0)).shape[:2] == (8, 8)
 
-    (cell,) = plan_cells(registry, ["micro-cls"], [name], "linear", [0], "last", None, None, {"epochs": 2})
-    record = read_record(run_cell(cell, RunOptions(tmp_path / "results", root, (tiny_cards,), device="cpu")))
+    (cell,) = plan_cells(registry, ["micro-cls"], [name], "linear", [0], layers="last", overrides={"epochs": 2})
+    planned = PlannedCell(cell=cell, identity=cell.identity(registry), skip=False)
+    record = read_record(run_cell(planned, RunOptions(tmp_path / "results", root, (tiny_cards,), device="cpu")))
     assert record["task"] == name and record["n_test"] == sizes["test"]
     assert record["dataset_source"] == report.source
     assert 0.0 <= record["best_test_score"] <= 1.0

@@ -182,7 +182,7 @@ def test_the_space_estimate_is_images_times_blocks_times_poolings_times_dim_in_f
     assert feature_bytes(spec, 10, pooled_blocks=0, token_blocks=1) == 10 * 16 * 32 * FEATURE_BYTES  # 16 px / patch 4 = 4 x 4 tokens
     options = RunOptions(tmp_path / "results", cache_dir=tmp_path / "cache")
     # linear and kNN share one cached copy of the features; each cell writes a record
-    cells = plan_cells(registry, ["micro-cls"], ["digits"], "linear,knn", limit=100)
+    cells = [(cell, cell.identity(registry)) for cell in plan_cells(registry, ["micro-cls"], ["digits"], "linear,knn", limit=100)]
     images = images_of(registry.task("digits").expected_sizes, 100)
     blocks = 3  # the default layer spec reads every block
     assert estimate_bytes(cells, registry, options) == {options.results_dir: 2 * RECORD_BYTES,

@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 
 from aimbench.cards.registry import Registry
+from aimbench.launch.base import PlannedCell
 from aimbench.launch.cells import plan_cells
 from aimbench.launch.options import RunOptions
 from aimbench.launch.run_cell import run_cell
 from aimbench.probes import timing as probe_timing
 from aimbench.probes.timing import Timing
-from tests.probes.test_attentive import official_card
+from tests.probes.attentive.test_attentive import official_card
 
 PHASES = ("load_s", "extraction_s", "heads_s", "evaluation_s")
 LIMIT = 48  # images per split
@@ -25,7 +26,8 @@ def run_cells(tmp_path: Path, cards: Path, backbone: str, probes: str, **overrid
     registry = Registry.load([cards])
     cells = plan_cells(registry, [backbone], ["digits"], probes, limit=LIMIT, overrides=overrides)
     options = RunOptions(tmp_path / "results", card_dirs=(cards,), device="cpu", cache_dir=tmp_path / "cache")
-    return {cell.probe: json.loads(run_cell(cell, options).read_text(encoding="utf-8")) for cell in cells}
+    planned = [PlannedCell(cell=cell, identity=cell.identity(registry), skip=False) for cell in cells]
+    return {p.cell.probe: json.loads(run_cell(p, options, registry=registry).read_text(encoding="utf-8")) for p in planned}
 
 
 def check_consistent(record: dict[str, Any]) -> dict[str, Any]:

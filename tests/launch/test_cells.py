@@ -17,7 +17,7 @@ from aimbench.probes.protocol import default_config
 def test_plan_expands_the_matrix_and_validates_first(tiny_cards: Path) -> None:
     registry = Registry.load([tiny_cards])
     cells = plan_cells(registry, ["micro-cls", "micro-patches"], ["smoke"], seeds=[0, 1], layers="last", limit=10)
-    assert [c.key for c in cells] == [
+    assert [c.identity(registry).key for c in cells] == [
         f"{b}|{t}|linear|{s}|limit=10|layers=last"
         for b in ("micro-cls", "micro-patches")
         for t in ("digits", "fashion-mnist")
@@ -62,17 +62,17 @@ def test_config_hash_covers_everything_that_changes_the_number(tmp_path: Path, t
         Cell("micro-cls", "digits", "knn", 0),
         Cell("micro-cls", "digits", "knn", 0, probe_config=default_config("knn", temperature=0.1)),
     ]
-    hashes = {base.config_hash(registry)} | {v.config_hash(registry) for v in variants}
+    hashes = {base.identity(registry).config_hash} | {v.identity(registry).config_hash for v in variants}
     assert len(hashes) == 1 + len(variants)
-    assert base.config_hash(registry) == Cell("micro-cls", "digits", "linear", 0).config_hash(registry)
+    assert base.identity(registry).config_hash == Cell("micro-cls", "digits", "linear", 0).identity(registry).config_hash
 
     # the same card content at another path hashes the same; edited content does not
     moved = tmp_path / "moved"
     write_card(moved, "backbones", "testfam", TINY_BACKBONE_CARD)
-    assert base.config_hash(Registry.load([moved])) == base.config_hash(registry)
+    assert base.identity(Registry.load([moved])).config_hash == base.identity(registry).config_hash
     edited = tmp_path / "edited"
     write_card(edited, "backbones", "testfam", TINY_BACKBONE_CARD.replace("std = [0.5, 0.5, 0.5]", "std = [0.25, 0.5, 0.5]"))
-    assert base.config_hash(Registry.load([edited])) != base.config_hash(registry)
+    assert base.identity(Registry.load([edited])).config_hash != base.identity(registry).config_hash
     # a resource hint sizes jobs and never changes a number: it is not part of the identity
     patches = Cell("micro-patches", "digits", "linear", 0)
     hinted = tmp_path / "hinted"
@@ -80,7 +80,7 @@ def test_config_hash_covers_everything_that_changes_the_number(tmp_path: Path, t
         hinted, "backbones", "testfam", TINY_BACKBONE_CARD.replace("memory_gb = { fp32 = 0.5 }", "memory_gb = { fp32 = 3, bf16 = 2 }")
     )
     assert Registry.load([hinted]).backbone("micro-patches").memory_gb == {"fp32": 3.0, "bf16": 2.0}
-    assert patches.config_hash(Registry.load([hinted])) == patches.config_hash(registry)
+    assert patches.identity(Registry.load([hinted])).config_hash == patches.identity(registry).config_hash
 
 
 def test_weights_file_content_is_part_of_the_identity(tmp_path: Path, tiny_cards: Path) -> None:
@@ -88,17 +88,17 @@ def test_weights_file_content_is_part_of_the_identity(tmp_path: Path, tiny_cards
     weights = tmp_path / "w.safetensors"
     weights.write_bytes(b"one")
     cell = Cell("micro-cls", "digits", "linear", 0, weights=str(weights))
-    first = cell.config_hash(registry)
+    first = cell.identity(registry).config_hash
     weights.write_bytes(b"two!")
-    assert cell.config_hash(registry) != first
-    assert cell.record_name(registry).startswith("micro-cls__digits__linear__seed0__")
+    assert cell.identity(registry).config_hash != first
+    assert cell.identity(registry).record_name.startswith("micro-cls__digits__linear__seed0__")
 
 
 def test_dtype_is_validated_and_part_of_the_identity(tiny_cards: Path) -> None:
     registry = Registry.load([tiny_cards])
     [cell] = plan_cells(registry, ["micro-cls"], ["digits"], dtype="bf16")
     assert cell.dtype == "bf16"
-    assert cell.config_hash(registry) != Cell("micro-cls", "digits", "linear", 0).config_hash(registry)
+    assert cell.identity(registry).config_hash != Cell("micro-cls", "digits", "linear", 0).identity(registry).config_hash
     with pytest.raises(UserError, match="unknown dtype 'fp8'; one of fp32, bf16, fp16"):
         plan_cells(registry, ["micro-cls"], ["digits"], dtype="fp8")
 
@@ -120,12 +120,12 @@ def test_the_default_layers_probe_every_block_and_the_cards_windows(tiny_cards: 
     registry = Registry.load([tiny_cards])
     windowed, plain = plan_cells(registry, ["micro-win", "micro-cls"], ["digits"])
     assert (windowed.layers, plain.layers) == ("all,last,best", "all")
-    assert windowed.key == "micro-win|digits|linear|0" and windowed.default_layers  # the default is not spelt out
+    assert windowed.identity(registry).key == "micro-win|digits|linear|0" and windowed.default_layers  # the default is not spelt out
     [chosen] = plan_cells(registry, ["micro-win"], ["digits"], layers="all")
-    assert chosen.key == "micro-win|digits|linear|0|layers=all"
-    assert chosen.config_hash(registry) != windowed.config_hash(registry)
+    assert chosen.identity(registry).key == "micro-win|digits|linear|0|layers=all"
+    assert chosen.identity(registry).config_hash != windowed.identity(registry).config_hash
     same = plan_cells(registry, ["micro-win"], ["digits"], layers="all,last,best")[0]
-    assert same.config_hash(registry) == windowed.config_hash(registry)  # the same measurement, however it was asked for
+    assert same.identity(registry).config_hash == windowed.identity(registry).config_hash  # the same measurement, however it was asked for
 
 
 def test_weights_overrides_are_named_and_keyed_by_content(tmp_path: Path, tiny_cards: Path) -> None:
@@ -137,14 +137,23 @@ def test_weights_overrides_are_named_and_keyed_by_content(tmp_path: Path, tiny_c
     copy = tmp_path / "elsewhere.safetensors"
     copy.write_bytes(trained)
     [by_folder] = plan_cells(registry, ["micro-cls"], ["digits"], weights=str(run), limit=500, dtype="bf16")
-    assert by_folder.key == "micro-cls@tiny|digits|linear|0|limit=500|bf16"
+    assert by_folder.identity(registry).key == "micro-cls@tiny|digits|linear|0|limit=500|bf16"
     [by_file] = plan_cells(registry, ["micro-cls"], ["digits"], weights=str(copy), name="mine", limit=500, dtype="bf16")
-    assert by_file.key == "micro-cls@mine|digits|linear|0|limit=500|bf16"
-    assert by_file.weights_key == by_folder.weights_key and by_file.weights_key.startswith("sha256:")
-    assert by_file.config_hash(registry) == by_folder.config_hash(registry)  # the name is a label, the content is the identity
+    assert by_file.identity(registry).key == "micro-cls@mine|digits|linear|0|limit=500|bf16"
+    assert by_file.identity(registry).weights_key == by_folder.identity(registry).weights_key and by_file.identity(
+        registry
+    ).weights_key.startswith("sha256:")
+    assert (
+        by_file.identity(registry).config_hash == by_folder.identity(registry).config_hash
+    )  # the name is a label, the content is the identity
     [card] = plan_cells(registry, ["micro-cls"], ["digits"])
     [random] = plan_cells(registry, ["micro-cls"], ["digits"], weights="random")
-    assert (card.weights_name, card.weights_key, random.weights_name, random.key) == ("", "", "random", "micro-cls@random|digits|linear|0")
+    assert (card.weights_name, card.identity(registry).weights_key, random.weights_name, random.identity(registry).key) == (
+        "",
+        "",
+        "random",
+        "micro-cls@random|digits|linear|0",
+    )
     with pytest.raises(UserError, match="free of"):
         plan_cells(registry, ["micro-cls"], ["digits"], weights=str(copy), name="a|b")
     with pytest.raises(UserError, match="give --weights too"):

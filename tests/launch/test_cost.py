@@ -11,21 +11,20 @@ import pytest
 from aimbench.cards.registry import Registry
 from aimbench.cards.task_card import ValPolicy
 from aimbench.errors import UserError
-from aimbench.launch.base import EvalPlan, PlannedCell
 from aimbench.launch.cost import (
     Geometry,
-    attentive_head_flops,
     block_flops,
     calibrate,
     cell_cost,
     forward_flops,
     geometry,
     plan_cost,
-    split_sizes,
 )
 from aimbench.launch.local import LocalLauncher
 from aimbench.launch.options import RunOptions
 from aimbench.launch.request import EvalRequest
+from aimbench.launch.shape import split_sizes
+from aimbench.probes.attentive.kind import attentive_head_flops
 
 TERA = 1e12  # a made-up throughput, FLOP/s: no calibration in these tests
 
@@ -96,10 +95,10 @@ def test_a_dry_run_plan_needs_no_data_and_its_totals_add_up(tmp_path: Path) -> N
         LocalLauncher().plan(request)  # a run needs the data
     plan = LocalLauncher().plan(request, dry_run=True)
     assert len(plan.cells) == 12 and plan.dry_run and not (tmp_path / "results").exists()
-    skipped = PlannedCell(plan.cells[0].cell, plan.cells[0].record, skip=True)  # as if its record existed
-    plan = EvalPlan(plan.request, [skipped, *plan.cells[1:]], dry_run=True)
+    skipped = dataclasses.replace(plan.cells[0], skip=True)  # as if its record existed
+    plan = dataclasses.replace(plan, cells=[skipped, *plan.cells[1:]])
     cost = plan_cost(plan, fixed)
-    assert [c.key for c in cost.cells] == [p.cell.key for p in plan.cells] and cost.cells[0].skip
+    assert [c.key for c in cost.cells] == [p.identity.key for p in plan.cells] and cost.cells[0].skip
     assert cost.cells[1].images == {"train": 1_268_355, "val": 12_812, "test": 50_000}  # the card's sizes
     run = cost.cells[1:]
     assert cost.to_run == run
@@ -139,7 +138,7 @@ def test_successive_halving_costs_the_share_of_head_steps_it_keeps(registry: Reg
 
 def test_the_disk_estimate_counts_aim_token_maps_like_the_cost_plan(registry: Registry) -> None:
     from aimbench.launch.cost import patch_count
-    from aimbench.launch.preflight import patch_tokens
+    from aimbench.launch.shape import patch_tokens
 
     for name in ("aim-600m", "aim-7b", "aim-tiny"):
         spec = registry.backbone(name)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from aimbench.errors import UserError
-from aimbench.launch.base import STOPPED, CellOutcome, Display
-from aimbench.launch.cells import Cell
+from aimbench.identity import CellIdentity
+from aimbench.launch.base import STOPPED, CellResult, Display
 from aimbench.launch.local import LocalLauncher
 from aimbench.launch.options import RunOptions
 from aimbench.launch.request import EvalRequest
@@ -26,7 +26,7 @@ class Recorder(Display):
         self.events: list[str] = []
 
     @contextmanager
-    def cell(self, cell: Cell):
+    def cell(self, cell: CellIdentity):
         self.events.append(f"start {cell.key}")
 
         def stage(description: str, total: int):
@@ -35,7 +35,7 @@ class Recorder(Display):
 
         yield stage
 
-    def cell_done(self, outcome: CellOutcome, done: int, total: int) -> None:
+    def cell_done(self, outcome: CellResult, done: int, total: int) -> None:
         self.events.append(f"{'skip' if outcome.skipped else 'done'} {done}/{total}")
 
 
@@ -68,7 +68,7 @@ def test_the_local_launcher_runs_the_plan_and_a_second_plan_skips_it(tmp_path: P
     assert [(p.cell.probe, p.skip, p.resources) for p in plan.cells] == [("knn", False, {})]
     launched = launcher.submit(plan)
     [outcome] = launched.outcomes
-    assert json.loads(outcome.record.read_text())["cell_key"] == plan.cells[0].cell.key
+    assert json.loads(outcome.path.read_text())["cell_key"] == plan.cells[0].identity.key == outcome.key
     assert display.events[0].startswith("start micro-cls|digits|knn") and display.events[-1] == "done 1/1"
     assert "stage features train" in display.events
     again = launcher.plan(_request(tmp_path, tiny_cards))
@@ -105,14 +105,17 @@ def test_the_slurm_launcher_plans_like_the_local_one_and_groups_cells_by_resourc
 def test_head_precision_is_a_recorded_protocol_override(tmp_path: Path, tiny_cards: Path) -> None:
     request = _request(tmp_path, tiny_cards, probes="linear", head_precision="bf16")
     [linear] = request.cells(request.registry())
-    assert linear.probe_config.head_precision == "bf16" and linear.protocol_label == "aim-v1+head_precision=bf16"
+    assert linear.probe_config.head_precision == "bf16" and linear.identity(request.registry()).protocol == "aim-v1+head_precision=bf16"
     assert default_config("linear").head_precision == "fp32"  # the shipped protocols' default: the numbers linear probes always had
 
 
 def test_grid_search_is_a_recorded_protocol_override_of_linear_probes_only(tmp_path: Path, tiny_cards: Path) -> None:
     request = _request(tmp_path, tiny_cards, probes="linear,knn", grid_search="halving")
     linear, knn = request.cells(request.registry())
-    assert linear.probe_config.grid_search == "halving" and linear.protocol_label == "aim-v1+grid_search=halving"
-    assert knn.protocol_label == "aim-v1"
+    assert linear.probe_config.grid_search == "halving" and linear.identity(request.registry()).protocol == "aim-v1+grid_search=halving"
+    assert knn.identity(request.registry()).protocol == "aim-v1"
     [default] = _request(tmp_path, tiny_cards, probes="linear").cells(request.registry())
-    assert default.probe_config.grid_search == "full" and default.config_hash(request.registry()) != linear.config_hash(request.registry())
+    assert (
+        default.probe_config.grid_search == "full"
+        and default.identity(request.registry()).config_hash != linear.identity(request.registry()).config_hash
+    )

@@ -10,7 +10,8 @@ from conftest import run_cli
 
 from aimbench.cards.registry import Registry
 from aimbench.errors import UserError
-from aimbench.launch.slurm.resources import HOST_RUNTIME_GB, cell_parameters, memory_need
+from aimbench.launch.memory import memory_need
+from aimbench.launch.slurm.resources import HOST_RUNTIME_GB, cell_parameters
 from aimbench.launch.slurm.settings import SlurmSettings
 
 

@@ -40,8 +40,8 @@ from aimbench.pretrain.head import HeadConfig, PixelHead
 from aimbench.pretrain.keyed_order import mix
 from aimbench.pretrain.objective import AimPretrainModel, next_patch_loss, normalised_targets, patchify, sample_prefix_lengths, target_mask
 from aimbench.pretrain.recipe import WD_EXCLUDE, PretrainConfig, build_optimizer, lr_at
-from aimbench.probes.attentive import head_from_state_dict
-from aimbench.probes.attentive_grid import AttentiveGrid
+from aimbench.probes.attentive.grid import AttentiveGrid
+from aimbench.probes.attentive.head import head_from_state_dict
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "official"
 PROVENANCE = json.loads((FIXTURES / "provenance.json").read_text())

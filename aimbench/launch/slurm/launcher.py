@@ -20,13 +20,14 @@ from typing import Any, ClassVar
 import submitit
 
 from aimbench.cards.registry import Registry
-from aimbench.launch.base import EvalPlan, JobRow, Launched, Launcher
+from aimbench.launch.base import EvalPlan, JobRow, Launched, Launcher, PlannedCell
 from aimbench.launch.cells import Cell
+from aimbench.launch.memory import MemoryNeed
 from aimbench.launch.options import RunOptions
 from aimbench.launch.preflight import preflight_pretrain
 from aimbench.launch.slurm import jobs
 from aimbench.launch.slurm.pretrain_job import submit_pretrain
-from aimbench.launch.slurm.resources import MemoryNeed, cell_parameters
+from aimbench.launch.slurm.resources import cell_parameters
 from aimbench.launch.slurm.settings import SlurmSettings
 from aimbench.launch.slurm.submission import record_submission, submit_quietly
 from aimbench.pretrain.request import PretrainRequest
@@ -38,10 +39,10 @@ class CellJob(submitit.helpers.Checkpointable):
     def __init__(self, options: RunOptions) -> None:
         self.options = replace(options, progress_file=True)
 
-    def __call__(self, cell: Cell) -> str:
+    def __call__(self, planned: PlannedCell) -> str:
         from aimbench.launch.run_cell import run_cell  # on the compute node
 
-        return str(run_cell(cell, self.options))
+        return str(run_cell(planned, self.options))
 
 
 def absolute_options(options: RunOptions) -> RunOptions:
@@ -83,13 +84,11 @@ class SlurmLauncher(Launcher):
         options = absolute_options(plan.request.options)
         job = CellJob(options)
         groups = arrays(plan)
-        launches = [
-            (parameters, lambda executor, cells=[p.cell for p in planned]: executor.map_array(job, cells)) for parameters, planned in groups
-        ]
+        launches = [(parameters, lambda executor, cells=planned: executor.map_array(job, cells)) for parameters, planned in groups]
         submission_id, submitted = submit_quietly(options.results_dir, "aimbench-eval", "the job array", launches)
         placed = [planned for _, members in groups for planned in members]  # the jobs' order
         cells = [
-            {"key": p.cell.key, "record": p.record, "job_id": j.job_id, "stdout": str(j.paths.stdout), "stderr": str(j.paths.stderr),
+            {"key": p.identity.key, "record": p.record, "job_id": j.job_id, "stdout": str(j.paths.stdout), "stderr": str(j.paths.stderr),
              "resources": p.resources}
             for p, j in zip(placed, submitted)
         ]  # fmt: skip

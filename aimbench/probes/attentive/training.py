@@ -1,0 +1,279 @@
+"""Training AIM attentive probes online: every (layer set x lr x wd) head from one backbone pass.
+
+Each step draws a batch of augmented views, runs the frozen backbone once under inference mode
+for every block any layer set needs, averages the raw block outputs of each window, and trains
+all heads on those tokens with one cross-entropy call over their stacked logits. So the cost per
+epoch is one backbone forward per training image, however many layer sets and grid points.
+
+Determinism and resume: the data order of an epoch depends only on (seed, epoch), and the
+augmentation of an image only on (seed, epoch, position), so a run restarted from a checkpoint
+(heads, optimizer, schedule, BatchNorm statistics, epoch and step) sees exactly the batches an
+uninterrupted run would, and ends with the same numbers on CPU. Heads start from an init that
+depends only on their own identity (:func:`~aimbench.probes.attentive.grid.head_seed`), so a
+head trained in the grid equals the same head trained alone.
+
+Precision: heads train under bf16 autocast on GPU (memory and speed), but val and test are both
+scored in fp32 with autocast off, as Apple's ``main_attnprobe.py`` evaluates its heads, so the
+selection on val and the number on test come from the same arithmetic.
+
+Selection: val scores for every head; per layer set the best (ties: smaller lr, then wd) is
+exported as a standalone ``AttentivePoolingHead`` and only those score the test split.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from aimbench.adapters.base import Backbone
+from aimbench.data.images import LabelledImages, TransformedImages
+from aimbench.probes.attentive.config import AttentiveProbeConfig
+from aimbench.probes.attentive.grid import AttentiveGrid, SetNorms, head_seed
+from aimbench.probes.attentive.head import AttentivePoolingHead
+from aimbench.probes.checkpoint import Checkpointing
+from aimbench.probes.config import grid_points
+from aimbench.probes.features.layer_sets import LayerSet, blocks_needed
+from aimbench.probes.features.views import AugmentedViews, train_transform
+from aimbench.probes.metrics import score_predictions, secondary_scores
+from aimbench.probes.results import HeadScore, LayerResult, ProbeResult, select_per_set, summarise
+from aimbench.probes.schedule import clip_per_head, epoch_batches, grid_optimizer, warmup_cosine_schedule
+
+TRAIN_AUTOCAST = ("cuda",)  # device types whose head training runs under bf16 autocast; scoring never does
+
+
+def _window_means(by_block: Mapping[int, torch.Tensor], sets: Sequence[LayerSet]) -> torch.Tensor:
+    """(L, B, N, D) float32: each layer set's mean of its blocks' patch tokens."""
+    return torch.stack([torch.stack([by_block[b] for b in s.blocks]).float().mean(dim=0) for s in sets])
+
+
+def set_tokens(backbone: Backbone, images: torch.Tensor, sets: Sequence[LayerSet]) -> torch.Tensor:
+    """Patch tokens of every layer set, (L, B, N, D) float32, from ONE backbone forward."""
+    with torch.inference_mode():
+        tokens = _window_means({b: o.patches for b, o in backbone.forward_layers(images, blocks_needed(sets)).items()}, sets)
+    return tokens.clone()  # a normal tensor, usable by autograd (inference tensors are not)
+
+
+class CachedTokens:
+    """A split's patch-token maps from the feature cache (eval crop): layer-set tokens for any
+    examples without running the backbone, for attentive probes in cached mode."""
+
+    def __init__(self, blocks: dict[int, torch.Tensor]) -> None:
+        self.blocks = blocks
+
+    def set_tokens(self, positions: Sequence[int], sets: Sequence[LayerSet], device: torch.device) -> torch.Tensor:
+        index = torch.as_tensor(list(positions), dtype=torch.long)
+        return _window_means({block: self.blocks[block][index] for block in blocks_needed(sets)}, sets).to(device)
+
+
+def eval_tokens(
+    backbone: Backbone,
+    images: LabelledImages,
+    sets: Sequence[LayerSet],
+    batch_size: int,
+    workers: int,
+    cached: CachedTokens | None = None,
+) -> Iterator[torch.Tensor]:
+    """Eval-crop layer-set tokens (L, B, N, D) of ``images`` in order, batch by batch: from the
+    cache when given, else one backbone forward per batch."""
+    if cached is not None:
+        for start in range(0, len(images), batch_size):
+            yield cached.set_tokens(range(start, min(start + batch_size, len(images))), sets, backbone.device)
+        return
+    loader = DataLoader(TransformedImages(images, backbone.transform()), batch_size=batch_size, num_workers=workers)
+    for batch, _ in loader:
+        yield set_tokens(backbone, batch, sets)
+
+
+class AttentiveTrainer:
+    """The heads, optimizer and schedule of one attentive probe run, and its resumable state."""
+
+    def __init__(self, backbone: Backbone, sets: Sequence[LayerSet], num_classes: int, config: AttentiveProbeConfig, seed: int) -> None:
+        self.backbone, self.sets, self.config, self.seed = backbone, list(sets), config, seed
+        self.points = grid_points(config)
+        device, dim = backbone.device, backbone.dim
+        self.grids = [
+            AttentiveGrid([head_seed(seed, s.name, lr, wd) for s in self.sets], dim, num_classes, backbone.heads).to(device)
+            for lr, wd in self.points
+        ]
+        self.norms = SetNorms(len(self.sets), dim).to(device)
+        self.optimizer = grid_optimizer(config, [grid.by_name() for grid in self.grids])
+        self.epoch, self.step = 0, 0  # the data position: next epoch, next batch within it
+
+    def head_logits(self, normed: torch.Tensor, autocast: bool) -> torch.Tensor:
+        """Normalised (L, B, N, D) tokens -> (G, L, B, C) fp32 logits of every head."""
+        with torch.autocast(normed.device.type, dtype=torch.bfloat16, enabled=autocast):
+            return torch.stack([grid(normed) for grid in self.grids]).float()
+
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Eval logits (G, L, B, C) of every head in fp32, the precision the exported heads score test in."""
+        with torch.no_grad():
+            return self.head_logits(self.norms(tokens), autocast=False)
+
+    def train_step(self, tokens: torch.Tensor, labels: torch.Tensor) -> None:
+        """One optimizer step of every head on a batch. The BatchNorm (no affine, nothing to learn)
+        normalises the whole batch first; the heads then run in micro-batches whose gradients add
+        up to the full batch's, so memory follows ``micro_batch``, not ``batch_size``."""
+        with torch.no_grad():
+            normed = self.norms(tokens)
+        del tokens
+        batch, classes = normed.shape[1], self.grids[0].weight.shape[1]
+        autocast = normed.device.type in TRAIN_AUTOCAST
+        self.optimizer.zero_grad(set_to_none=True)
+        for start in range(0, batch, self.config.micro_batch):
+            logits = self.head_logits(normed[:, start : start + self.config.micro_batch], autocast)  # (G, L, m, C)
+            targets = labels[start : start + self.config.micro_batch].repeat(logits.shape[0] * logits.shape[1])
+            (F.cross_entropy(logits.reshape(-1, classes), targets, reduction="sum") / batch).backward()
+        if self.config.grad_clip is not None:  # per head: a grid point's tensors stack its layer sets' heads
+            for grid in self.grids:
+                clip_per_head([t for tensors in grid.by_name().values() for t in tensors], self.config.grad_clip)
+        self.optimizer.step()
+
+    def state(self, scheduler: torch.optim.lr_scheduler.LambdaLR) -> dict:
+        return {
+            "epoch": self.epoch, "step": self.step,
+            "grids": [g.state_dict() for g in self.grids], "norms": self.norms.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        }  # fmt: skip
+
+    def restore(self, state: dict, scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
+        for grid, saved in zip(self.grids, state["grids"]):
+            grid.load_state_dict(saved)
+        self.norms.load_state_dict(state["norms"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.step = state["epoch"], state["step"]
+
+
+def _predict_all(
+    trainer: AttentiveTrainer, images: LabelledImages, batch_size: int, workers: int, cached: CachedTokens | None
+) -> torch.Tensor:
+    """Eval-crop predictions of every head: (G, L, N)."""
+    chunks = []
+    with torch.no_grad():
+        for tokens in eval_tokens(trainer.backbone, images, trainer.sets, batch_size, workers, cached):
+            chunks.append(trainer.logits(tokens).argmax(-1).cpu())
+    return torch.cat(chunks, dim=2) if chunks else torch.empty(len(trainer.grids), len(trainer.sets), 0, dtype=torch.int64)
+
+
+def head_predictions(
+    backbone: Backbone,
+    heads: Sequence[AttentivePoolingHead],
+    sets: Sequence[LayerSet],
+    images: LabelledImages,
+    batch_size: int = 64,
+    workers: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+    cached: CachedTokens | None = None,
+) -> torch.Tensor:
+    """Eval-crop predictions (H, N) of standalone heads, head i reading layer set i; one backbone
+    forward per batch (or the cache) serves them all. Selected and released heads are scored this way."""
+    heads = [head.to(backbone.device).eval() for head in heads]
+    chunks = []
+    with torch.no_grad():
+        for tokens in eval_tokens(backbone, images, sets, batch_size, workers, cached):
+            chunks.append(torch.stack([head(tokens[i].to(head.cls_token.dtype)).argmax(-1).cpu() for i, head in enumerate(heads)]))
+            if on_batch is not None:
+                on_batch(tokens.shape[1])
+    return torch.cat(chunks, dim=1) if chunks else torch.empty(len(heads), 0, dtype=torch.int64)
+
+
+def fit(
+    trainer: AttentiveTrainer,
+    train: LabelledImages,
+    checkpoint: Checkpointing | None = None,
+    workers: int = 0,
+    on_step: Callable[[int], None] | None = None,
+    cached: CachedTokens | None = None,
+) -> None:
+    """Train every head for the configured epochs, resuming from the checkpoint when it holds
+    this run's state, and saving to it as it goes. Online (augmented views through the backbone)
+    unless ``cached`` token maps of the train split are given."""
+    config, seed, backbone = trainer.config, trainer.seed, trainer.backbone
+    batches_per_epoch = math.ceil(len(train) / config.batch_size)
+    scheduler = warmup_cosine_schedule(trainer.optimizer, config.epochs, batches_per_epoch, config.warmup_fraction)
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:
+        trainer.restore(saved, scheduler)
+    if cached is None:
+        transform = train_transform(backbone.preprocess, config.augmentation, config.min_crop_scale)
+        views = AugmentedViews(train, transform, seed)
+    done = trainer.epoch * batches_per_epoch + trainer.step
+    trainer.norms.train()
+    while trainer.epoch < config.epochs:
+        batches = epoch_batches(len(train), config.batch_size, seed, trainer.epoch)[trainer.step :]
+        if cached is not None:
+            steps = ((cached.set_tokens(idx, trainer.sets, backbone.device), torch.as_tensor(train.labels[idx])) for idx in batches)
+        else:
+            views.epoch = trainer.epoch
+            loader = DataLoader(views, batch_sampler=batches, num_workers=workers)
+            steps = ((set_tokens(backbone, images, trainer.sets), labels) for images, labels in loader)
+        for tokens, labels in steps:
+            trainer.train_step(tokens, labels.to(backbone.device))
+            scheduler.step()
+            trainer.step += 1
+            done += 1
+            if trainer.step == batches_per_epoch:
+                trainer.epoch, trainer.step = trainer.epoch + 1, 0
+            if checkpoint is not None and checkpoint.due(done):
+                checkpoint.save(trainer.state(scheduler))
+            if on_step is not None:
+                on_step(done)
+        if not batches:  # an empty train split: nothing to learn
+            trainer.epoch += 1
+    trainer.norms.eval()
+
+
+def evaluate(
+    trainer: AttentiveTrainer, val: LabelledImages, test: LabelledImages, metric: str, batch_size: int = 64, workers: int = 0,
+    cached: tuple[CachedTokens, CachedTokens] | None = None, secondary: Sequence[str] = (),
+) -> ProbeResult:  # fmt: skip
+    """Val scores for every head; the val-best head of each layer set, alone, scores test."""
+    num_classes = trainer.grids[0].weight.shape[1]
+    backbone = trainer.backbone
+    val_cached, test_cached = cached or (None, None)
+    val_pred = _predict_all(trainer, val, batch_size, workers, val_cached)  # (G, L, N)
+    order = [(g, s) for s in range(len(trainer.sets)) for g in range(len(trainer.points))]  # set, then lr x wd
+    val_scores = score_predictions(torch.stack([val_pred[g, s] for g, s in order]), torch.as_tensor(val.labels), metric, num_classes)
+    heads_out = [
+        HeadScore(trainer.sets[s].name, "attentive", {"lr": trainer.points[g][0], "weight_decay": trainer.points[g][1]}, float(score))
+        for (g, s), score in zip(order, val_scores)
+    ]
+    chosen = select_per_set(heads_out, trainer.sets)  # one head index per layer set, in set order
+    selected = [trainer.grids[order[i][0]].head(s, trainer.norms.norms[s]) for s, i in enumerate(chosen)]
+    test_pred = head_predictions(backbone, selected, trainer.sets, test, batch_size, workers, cached=test_cached)
+    test_labels = torch.as_tensor(test.labels)
+    test_scores = score_predictions(test_pred, test_labels, metric, num_classes)
+    extras = secondary_scores(test_pred, test_labels, secondary, num_classes)
+    layers = [
+        LayerResult(s.name, s.blocks, "attentive", heads_out[i].hparams, heads_out[i].val_score, float(score), extra)
+        for s, i, score, extra in zip(trainer.sets, chosen, test_scores, extras)
+    ]
+    return summarise(heads_out, layers)
+
+
+def train_attentive_probes(
+    backbone: Backbone,
+    train: LabelledImages,
+    val: LabelledImages,
+    test: LabelledImages,
+    sets: Sequence[LayerSet],
+    num_classes: int,
+    config: AttentiveProbeConfig,
+    seed: int,
+    metric: str = "top1",
+    secondary: Sequence[str] = (),
+    checkpoint: Checkpointing | None = None,
+    eval_batch_size: int = 64,
+    workers: int = 0,
+    on_step: Callable[[int], None] | None = None,
+    cached: tuple[CachedTokens, CachedTokens, CachedTokens] | None = None,
+) -> ProbeResult:
+    """The whole attentive probe: build the grid, :func:`fit` it (resumable), :func:`evaluate` it;
+    ``cached`` token maps of (train, val, test) replace the backbone (cached mode)."""
+    trainer = AttentiveTrainer(backbone, sets, num_classes, config, seed)
+    fit(trainer, train, checkpoint, workers, on_step, cached[0] if cached else None)
+    return evaluate(trainer, val, test, metric, eval_batch_size, workers, cached[1:] if cached else None, secondary)

@@ -1,0 +1,133 @@
+"""Pooled per-layer features from ONE backbone forward per image, and probe inputs built from them.
+
+Every needed block and token kind is read from the same forward pass (``forward_layers`` with
+all blocks at once), so a layer-wise sweep costs one extraction, not one per layer. Layer-set
+inputs are then derived without touching the backbone: a window's feature is the mean of its
+blocks' pooled features, which equals pooling the mean of the raw block outputs because both
+poolings (patch mean, cls token) are linear.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader
+
+from aimbench.adapters.base import Backbone
+from aimbench.cards.backbone_card import CLS, CONCAT, PATCH_MEAN
+from aimbench.data.images import LabelledImages, TransformedImages
+from aimbench.probes.features.layer_sets import LayerSet
+
+
+@dataclass(frozen=True)
+class FeatureSource:
+    """One probe input: a block index and how its tokens were pooled."""
+
+    layer: int
+    token: str
+
+
+@dataclass(frozen=True)
+class PooledFeatures:
+    features: torch.Tensor  # (N, S, D) float32, S = len(sources)
+    labels: torch.Tensor  # (N,) int64
+
+
+@dataclass(frozen=True)
+class ProbeSource:
+    """One probe input: a layer set and a token pooling (``patch_mean`` or ``cls``)."""
+
+    layer_set: LayerSet
+    token: str
+
+
+def feature_sources(backbone: Backbone, layers: Sequence[int]) -> list[FeatureSource]:
+    """Every layer pooled every way the card asks (default: patch mean, plus cls where present)."""
+    return [FeatureSource(layer, token) for layer in layers for token in backbone.spec.probe_tokens]
+
+
+def pool_batch(backbone: Backbone, images: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
+    """One forward: (B, len(layers) x poolings, D) float32, in the order of :func:`feature_sources`."""
+    pooled = []
+    with torch.inference_mode():
+        for out in backbone.forward_layers(images, layers).values():
+            for token in backbone.spec.probe_tokens:
+                pooled.append(out.patches.mean(dim=1) if token == PATCH_MEAN else out.prefix[:, 0])
+        stacked = torch.stack(pooled, dim=1).float()
+    return stacked.clone()  # a normal tensor, usable outside inference mode
+
+
+def extract_pooled(
+    backbone: Backbone,
+    images: LabelledImages,
+    layers: Sequence[int],
+    batch_size: int = 64,
+    workers: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> PooledFeatures:
+    """Pool the tokens of ``layers`` for every image, in the order of :func:`feature_sources`."""
+    loader = DataLoader(
+        TransformedImages(images, backbone.transform()),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+    )
+    chunks = []
+    for batch, _ in loader:
+        chunks.append(pool_batch(backbone, batch, layers).cpu())
+        if on_batch is not None:
+            on_batch(len(batch))
+    width = len(feature_sources(backbone, layers))
+    features = torch.cat(chunks) if chunks else torch.empty(0, width, backbone.dim)
+    return PooledFeatures(features, torch.as_tensor(images.labels, dtype=torch.int64))
+
+
+def extract_tokens(
+    backbone: Backbone,
+    images: LabelledImages,
+    blocks: Sequence[int],
+    batch_size: int = 64,
+    workers: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict[int, torch.Tensor]:
+    """Patch tokens (N, tokens, D) of every block in ``blocks``, one forward per batch."""
+    loader = DataLoader(TransformedImages(images, backbone.transform()), batch_size=batch_size, shuffle=False, num_workers=workers)
+    chunks: dict[int, list[torch.Tensor]] = {block: [] for block in blocks}
+    with torch.inference_mode():
+        for batch, _ in loader:
+            for block, out in backbone.forward_layers(batch, blocks).items():
+                chunks[block].append(out.patches.float().cpu())
+            if on_batch is not None:
+                on_batch(len(batch))
+    return {block: torch.cat(parts) if parts else torch.empty(0, backbone.patch_tokens(), backbone.dim) for block, parts in chunks.items()}
+
+
+def probe_inputs(
+    pooled: PooledFeatures, sources: Sequence[FeatureSource], sets: Sequence[LayerSet]
+) -> tuple[PooledFeatures, list[ProbeSource]]:
+    """Per-block pooled features (laid out as ``sources``) to one input per (layer set, token)."""
+    index = {(src.layer, src.token): i for i, src in enumerate(sources)}
+    tokens = list(dict.fromkeys(src.token for src in sources))
+    inputs, columns = [], []
+    for layer_set in sets:
+        for token in tokens:
+            picks = [index[(block, token)] for block in layer_set.blocks]
+            columns.append(pooled.features[:, picks].float().mean(dim=1))
+            inputs.append(ProbeSource(layer_set, token))
+    n, d = pooled.features.shape[0], pooled.features.shape[-1]
+    features = torch.stack(columns, dim=1) if columns else torch.empty(n, 0, d)
+    return PooledFeatures(features, pooled.labels), inputs
+
+
+def head_inputs(sources: Sequence[ProbeSource]) -> list[tuple[LayerSet, str, tuple[int, ...]]]:
+    """The heads a probe trains per grid point, in grid order: (layer set, token kind, indices of
+    the sources it reads): each pooling alone, then both concatenated where a set has both."""
+    heads = []
+    for layer_set in dict.fromkeys(src.layer_set for src in sources):
+        index = {src.token: i for i, src in enumerate(sources) if src.layer_set == layer_set}
+        heads += [(layer_set, token, (i,)) for token, i in index.items()]
+        if PATCH_MEAN in index and CLS in index:
+            heads.append((layer_set, CONCAT, (index[PATCH_MEAN], index[CLS])))
+    return heads

@@ -1,0 +1,146 @@
+"""Probe kinds: each ``--probe`` value is one object, and this module is the table of them.
+
+A kind says everything the rest of aimbench needs of it: its config class (what a protocol card's
+section resolves into; None for released heads, which train nothing), how it runs on a
+:class:`~aimbench.probes.job.ProbeJob`, and the planning hooks a cost plan and the disk check
+call before anything loads (backbone forwards per image, head FLOPs, the blocks it caches, the
+device memory its heads take). Planning code calls the hooks and never asks which kind it holds.
+
+The kinds are registered by name as ``"module:attribute"`` strings (as lm-evaluation-harness
+registers its tasks) and imported on first use, so this table imports no kind and no kind imports
+it back: adding a kind means its own folder (``aimbench/probes/<kind>/``: ``config.py``,
+``kind.py``, ``run.py``) and one line in :data:`REGISTRY`. A trained kind also gets its section
+in the protocol card format (``aimbench.cards.protocol_card.FIELDS``) and in the shipped protocol
+cards. Kind objects stay free of torch; their ``run`` imports the training code when it runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from aimbench.cards.backbone_card import CLS, PATCH_MEAN
+from aimbench.errors import unknown_name
+from aimbench.probes.config import ProbeConfig
+from aimbench.probes.features.layer_sets import LayerSet, blocks_needed
+
+if TYPE_CHECKING:
+    from aimbench.probes.job import ProbeJob, ProbeOutcome
+
+C = TypeVar("C", bound="ProbeConfig | None")  # the config a kind's hooks read (None for released heads)
+
+OFFICIAL = "official"  # released heads, one cell per head ("official:<head>")
+REGISTRY: dict[str, str] = {
+    "linear": "aimbench.probes.linear.kind:LINEAR",
+    "knn": "aimbench.probes.knn.kind:KNN",
+    "attentive": "aimbench.probes.attentive.kind:ATTENTIVE",
+    OFFICIAL: "aimbench.probes.released.kind:RELEASED",
+}
+FLOAT = 4  # bytes of an fp32 value: heads, gradients and optimizer moments are fp32
+
+
+@dataclass(frozen=True)
+class PlanShape:
+    """What planning knows of one cell before anything loads, all from the cards: the layer sets it
+    reads, the backbone's width, attention heads, patch tokens and probe token kinds, the task's
+    classes, and the images per split as the run will see them."""
+
+    layer_sets: Sequence[LayerSet]
+    dim: int
+    attention_heads: int
+    patch_tokens: int
+    probe_tokens: tuple[str, ...]  # the card's pooled token kinds (patch_mean, cls, ...)
+    classes: int
+    sizes: Mapping[str, int]  # train, val, test
+
+    @property
+    def evaluated(self) -> int:
+        """Images scored after training: val and test."""
+        return self.sizes["val"] + self.sizes["test"]
+
+    @property
+    def blocks(self) -> list[int]:
+        return blocks_needed(self.layer_sets)
+
+    @property
+    def sources_per_set(self) -> int:
+        """Pooled inputs a layer set's heads read: each token kind, and patch mean with cls concatenated when both exist."""
+        both = PATCH_MEAN in self.probe_tokens and CLS in self.probe_tokens
+        return len(self.probe_tokens) + both
+
+    @property
+    def pooled_width(self) -> int:
+        """Every pooled head input's width, summed over layer sets (a concatenation is two widths)."""
+        both = PATCH_MEAN in self.probe_tokens and CLS in self.probe_tokens
+        return len(self.layer_sets) * self.dim * (len(self.probe_tokens) + 2 * both)
+
+
+@dataclass(frozen=True)
+class CacheNeed:
+    """Blocks a cell keeps in the feature cache: pooled vectors, and whole patch-token maps."""
+
+    pooled: frozenset[int] = frozenset()
+    tokens: frozenset[int] = frozenset()
+
+
+class ProbeKind(ABC, Generic[C]):
+    """One ``--probe`` value: its recipe's config class, how it runs, and what it costs. The hooks
+    take the cell's resolved config (None for released heads) and its :class:`PlanShape`."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[ProbeConfig] | None]  # None: nothing is trained (no protocol section)
+
+    @property
+    def trains(self) -> bool:
+        return self.config_class is not None
+
+    @abstractmethod
+    def run(self, job: ProbeJob) -> ProbeOutcome:
+        """Train (or apply) the kind's heads on ``job`` and score them; selection on val only."""
+
+    @abstractmethod
+    def forwards(self, config: C, shape: PlanShape) -> int:
+        """Backbone forwards of one image over the whole cell (cached splits once, online views each epoch)."""
+
+    @abstractmethod
+    def head_flops(self, config: C, shape: PlanShape) -> float:
+        """FLOPs of the heads over the whole cell: training steps and scoring val and test."""
+
+    @abstractmethod
+    def head_memory_bytes(self, config: C, shape: PlanShape) -> int:
+        """Device memory the heads take while they train: parameters, gradients, optimizer state, activations."""
+
+    def cache_blocks(self, config: C, shape: PlanShape) -> CacheNeed:
+        """What the cell keeps in the feature cache (default: nothing)."""
+        return CacheNeed()
+
+    def head_dtype(self, config: C, dtype: str) -> str:
+        """The precision the heads compute in, for timing them (default: the backbone's)."""
+        return dtype
+
+
+def kind_name(probe: str) -> str:
+    """The kind of a cell's probe label (``official:last`` is kind ``official``)."""
+    return probe.partition(":")[0]
+
+
+@cache
+def probe_kind(probe: str) -> ProbeKind[Any]:
+    """The kind object of a probe label, imported on first use; an unknown name is one error with close matches."""
+    name = kind_name(probe)
+    if name not in REGISTRY:
+        raise unknown_name("probe", name, list(REGISTRY))
+    module, _, attribute = REGISTRY[name].partition(":")
+    kind = getattr(importlib.import_module(module), attribute)
+    if not isinstance(kind, ProbeKind) or kind.name != name:
+        raise TypeError(f"{REGISTRY[name]} is not the ProbeKind '{name}'")
+    return kind
+
+
+def run_probe(probe: str, job: ProbeJob) -> ProbeOutcome:
+    """Run the cell's probe ``probe`` (a kind, or ``official:<head>``) on ``job``; selection on val only."""
+    return probe_kind(probe).run(job)

@@ -1,0 +1,36 @@
+"""The kNN probe as a kind: weighted cosine kNN on cached pooled features; nothing is trained."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aimbench.probes.kinds import FLOAT, CacheNeed, PlanShape, ProbeKind
+from aimbench.probes.knn.config import KnnProbeConfig
+
+if TYPE_CHECKING:
+    from aimbench.probes.job import ProbeJob, ProbeOutcome
+
+
+class KnnKind(ProbeKind[KnnProbeConfig]):
+    name = "knn"
+    config_class = KnnProbeConfig
+
+    def run(self, job: ProbeJob) -> ProbeOutcome:
+        from aimbench.probes.knn.run import run_knn
+
+        return run_knn(job)
+
+    def forwards(self, config: KnnProbeConfig, shape: PlanShape) -> int:
+        return sum(shape.sizes.values())  # every split's eval crops, once
+
+    def head_flops(self, config: KnnProbeConfig, shape: PlanShape) -> float:
+        return 2 * shape.pooled_width * shape.sizes["train"] * shape.evaluated  # each val and test image against every train image
+
+    def head_memory_bytes(self, config: KnnProbeConfig, shape: PlanShape) -> int:
+        return FLOAT * shape.pooled_width * shape.sizes["train"]  # the train features searched, on the device
+
+    def cache_blocks(self, config: KnnProbeConfig, shape: PlanShape) -> CacheNeed:
+        return CacheNeed(pooled=frozenset(shape.blocks))
+
+
+KNN = KnnKind()

@@ -1,0 +1,58 @@
+"""The linear probe as a kind: BatchNorm + linear heads on pooled features, the lr x wd grid trained together."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aimbench.probes.kinds import FLOAT, CacheNeed, PlanShape, ProbeKind
+from aimbench.probes.linear.config import LinearProbeConfig
+from aimbench.probes.linear.halving import active_share
+
+if TYPE_CHECKING:
+    from aimbench.probes.job import ProbeJob, ProbeOutcome
+
+TRAIN_STEP = 2  # FLOPs of a training step over a forward's: the forward and the weight gradient (the features are frozen)
+STATES = 4  # fp32 tensors per parameter while training: the weight, its gradient and two AdamW moments
+
+
+def linear_head_flops(inputs: int, classes: int) -> int:
+    """Forward FLOPs of linear heads over ``inputs`` feature values in all (their widths summed) for one image."""
+    return 2 * inputs * classes
+
+
+class LinearKind(ProbeKind[LinearProbeConfig]):
+    name = "linear"
+    config_class = LinearProbeConfig
+
+    def run(self, job: ProbeJob) -> ProbeOutcome:
+        from aimbench.probes.linear.run import run_linear
+
+        return run_linear(job)
+
+    def forwards(self, config: LinearProbeConfig, shape: PlanShape) -> int:
+        once = sum(shape.sizes.values())  # eval crops of every split, once (cached)
+        return once + config.epochs * shape.sizes["train"] if config.data_mode == "online" else once
+
+    def head_flops(self, config: LinearProbeConfig, shape: PlanShape) -> float:
+        points = len(config.learning_rates) * len(config.weight_decays)
+        per_image = points * linear_head_flops(shape.pooled_width, shape.classes)
+        training = TRAIN_STEP * config.epochs * shape.sizes["train"]
+        if config.grid_search == "halving":  # the share of head-steps successive halving keeps training
+            steps = config.epochs * -(-shape.sizes["train"] // config.batch_size)
+            training *= active_share(steps, points * shape.sources_per_set)
+        return round(per_image * (training + shape.evaluated))
+
+    def head_memory_bytes(self, config: LinearProbeConfig, shape: PlanShape) -> int:
+        points = len(config.learning_rates) * len(config.weight_decays)
+        heads = points * len(shape.layer_sets) * shape.sources_per_set
+        parameters = points * shape.pooled_width * shape.classes + heads * shape.classes  # weights and biases
+        return STATES * FLOAT * parameters
+
+    def cache_blocks(self, config: LinearProbeConfig, shape: PlanShape) -> CacheNeed:
+        return CacheNeed(pooled=frozenset(shape.blocks))  # online probes too: eval-crop features give stats, val and test
+
+    def head_dtype(self, config: LinearProbeConfig, dtype: str) -> str:
+        return "bf16" if config.head_precision == "bf16" else dtype
+
+
+LINEAR = LinearKind()

@@ -1,0 +1,53 @@
+"""Training views for online probes: seeded by (seed, epoch, position); light and strong recipes;
+pooled online inputs for linear probes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+from conftest import count_forwards
+
+from aimbench.adapters.base import Backbone
+from aimbench.data import TaskSplits
+from aimbench.probes.features.layer_sets import parse_layer_sets
+from aimbench.probes.features.views import AugmentedViews, online_probe_inputs, train_transform
+from aimbench.probes.schedule import epoch_batches
+
+
+def test_views_are_seeded_by_epoch_and_position(digits_48: TaskSplits, micro_cls: Backbone) -> None:
+    transform = train_transform(micro_cls.preprocess, "rrc_flip", 0.08)
+    views = AugmentedViews(digits_48.train, transform, seed=0)
+    first = views[3][0]
+    assert torch.equal(views[3][0], first)  # same (epoch, position): same view, whatever ran before
+    views.epoch = 1
+    assert not torch.equal(views[3][0], first)
+    assert epoch_batches(10, 4, 0, 0) == epoch_batches(10, 4, 0, 0) != epoch_batches(10, 4, 0, 1)
+    assert sorted(i for b in epoch_batches(10, 4, 0, 0) for i in b) == list(range(10))
+
+
+def test_strong_augmentation_adds_randaugment_and_erasing(digits_48: TaskSplits, micro_cls: Backbone) -> None:
+    pre = micro_cls.preprocess
+    light, strong = (AugmentedViews(digits_48.train, train_transform(pre, name, 0.08), seed=0) for name in ("rrc_flip", "strong"))
+    names = [type(t).__name__ for t in train_transform(pre, "strong", 0.08).transforms]
+    assert "RandAugment" in names and names[-1] == "RandomErasing"
+    assert strong[0][0].shape == light[0][0].shape == (3, pre.image_size, pre.image_size)
+    assert any(not torch.equal(strong[i][0], light[i][0]) for i in range(5))
+    assert torch.equal(train_transform(pre, "none", 0.08)(digits_48.train.image(0)), micro_cls.transform()(digits_48.train.image(0)))
+    bicubic = train_transform(replace(pre, interpolation="bicubic"), "strong", 0.08)  # AIM's and timm's ViTs resample bicubically
+    assert all(bicubic(digits_48.train.image(i)).shape == (3, pre.image_size, pre.image_size) for i in range(20))
+
+
+def test_online_probe_inputs_are_seeded_batches_from_one_forward_each(micro_cls: Backbone, digits_48: TaskSplits) -> None:
+    sets = parse_layer_sets("all,avg:1-2", micro_cls.depth)
+    batches = online_probe_inputs(micro_cls, digits_48.train, sets, "rrc_flip", 0.08, seed=0, batch_size=16)
+    calls = count_forwards(micro_cls)
+    epoch0 = list(batches(0, 0))
+    assert [tuple(x.shape) for x, _ in epoch0] == [(16, 4 * 2, micro_cls.dim)] * 3  # 4 layer sets x (patch mean, cls)
+    assert [layers for _, layers in calls] == [[0, 1, 2]] * 3  # one forward per batch, every block at once
+    resumed = list(batches(0, 1))  # a resumed epoch starts at its next batch, with the same views
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(epoch0[1:], resumed))
+    assert not torch.equal(next(iter(batches(1, 0)))[0], epoch0[0][0])  # another epoch, other order and views
+    # a window's input is the mean of its blocks' pooled outputs
+    x, _ = epoch0[0]
+    torch.testing.assert_close(x[:, 6], (x[:, 2] + x[:, 4]) / 2)

@@ -1,0 +1,68 @@
+"""A cell's identity (aimbench.identity): keys and hashes are the ones records were written under
+before identity had its own module, so every existing record is still found and skipped."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from aimbench.cards.registry import Registry
+from aimbench.identity import IDENTITY_COLUMNS, SETUP_COLUMNS, CellIdentity, content_hash
+from aimbench.launch.cells import plan_cells
+
+# (plan arguments, key, config hash) computed by aimbench at 24f9b8e, whose Cell hashed itself
+GOLDEN: list[tuple[dict[str, Any], str, str]] = [
+    ({"backbones": ["aim-600m"], "tasks": ["digits"]}, "aim-600m|digits|linear|0", "2c4e700b58d9"),
+    (
+        {"backbones": ["aim-600m"], "tasks": ["digits"], "probe": "attentive", "limit": 300, "dtype": "bf16", "layers": "last"},
+        "aim-600m|digits|attentive|0|limit=300|bf16|layers=last",
+        "053b148a0fd4",
+    ),
+    ({"backbones": ["aim-600m"], "tasks": ["digits"], "probe": "knn", "overrides": {"epochs": 3}}, "aim-600m|digits|knn|0", "902a9aca6d1b"),
+    (
+        {"backbones": ["vit-tiny-cls"], "tasks": ["digits"], "overrides": {"epochs": 3}, "protocol": "aimbench-fast", "seeds": [2]},
+        "vit-tiny-cls|digits|linear|2|protocol=aimbench-fast+epochs=3",
+        "a0e26bb0c5a5",
+    ),
+    (
+        {"backbones": ["aim-600m"], "tasks": ["imagenet-1k"], "probe": "official", "layers": "last"},
+        "aim-600m|imagenet-1k|official:last|0",
+        "53fd17558a37",
+    ),
+]
+
+
+@pytest.mark.parametrize(("arguments", "key", "config_hash"), GOLDEN, ids=[key for _, key, _ in GOLDEN])
+def test_identities_are_the_ones_existing_records_carry(arguments: dict[str, Any], key: str, config_hash: str) -> None:
+    registry = Registry.load()
+    [cell] = plan_cells(registry, **arguments)
+    identity = cell.identity(registry)
+    assert (identity.key, identity.config_hash) == (key, config_hash)
+    assert identity.record_name == f"{cell.backbone}__{cell.task}__{cell.probe}__seed{cell.seed}__{config_hash}.json"
+    assert identity.stem == identity.record_name.removesuffix(".json")
+
+
+def test_released_heads_follow_no_protocol_and_keep_their_head_out_of_the_key() -> None:
+    registry = Registry.load()
+    [cell] = plan_cells(registry, ["aim-600m"], ["imagenet-1k"], probe="official", layers="best")
+    identity = cell.identity(registry)
+    assert (identity.protocol, identity.layers, identity.layers_in_key) == ("", "best", False)
+
+
+def test_the_key_spells_out_only_what_differs_from_the_defaults() -> None:
+    base = {"backbone": "b", "task": "t", "probe": "linear", "seed": 0, "layers": "all", "limit": None, "dtype": "fp32"}
+    plain = CellIdentity(**base, weights_key="", weights_name="", protocol="aim-v1", layers_in_key=False, config_hash="0" * 12)
+    assert plain.key == "b|t|linear|0"
+    spelt = CellIdentity(**{**base, "limit": 5, "dtype": "bf16"}, weights_key="random", weights_name="random", protocol="aim-v1+epochs=2",
+                         layers_in_key=True, config_hash="0" * 12)  # fmt: skip
+    assert spelt.key == "b@random|t|linear|0|limit=5|bf16|layers=all|protocol=aim-v1+epochs=2"
+
+
+def test_the_hash_reads_content_not_key_order() -> None:
+    assert content_hash({"a": 1, "b": [1, 2]}) == content_hash({"b": [1, 2], "a": 1}) != content_hash({"a": 2, "b": [1, 2]})
+    assert len(content_hash({})) == 12
+
+
+def test_reports_tell_setups_apart_by_the_identity_less_task_and_seed() -> None:
+    assert set(SETUP_COLUMNS) == set(IDENTITY_COLUMNS) - {"task", "seed"}
