@@ -119,4 +119,4 @@ class Fields:
         """Fail on keys this reader never asked for: they are almost always typos."""
         unknown = sorted(set(self.table) - self._read)
         if unknown:
-            raise self.error(unknown[0], "unknown field (check the spelling against the README)")
+            raise self.error(unknown[0], "unknown field (check the spelling against docs/cards.md)")

@@ -24,7 +24,7 @@ def pretrain(
     data: Annotated[
         str,
         typer.Option(
-            help="Image sources (folders, HF datasets on disk, .tar shards, hf:// or other URLs to stream), comma-separated, optionally weighted (README: Pre-training)."
+            help="Image sources (folders, HF datasets on disk, .tar shards, hf:// or other URLs to stream), comma-separated, optionally weighted (docs/pretraining.md)."
         ),
     ],
     steps: Annotated[
