@@ -219,11 +219,11 @@ def leaderboard(
     ranks = _ranks(rows, means)
     with_weights = any(r.weights for r in rows)
     table_rows, scores = [], []
-    for i, row in enumerate(rows):
-        mean = f"{100 * means[i]:+.1f}" if row.kind == DELTA and means[i] is not None else percent(means[i])
+    for i, (row, row_mean) in enumerate(zip(rows, means)):
+        mean = f"{100 * row_mean:+.1f}" if row.kind == DELTA and row_mean is not None else percent(row_mean)
         names = [row.backbone, *([row.weights] if with_weights else []), row.probe, row.layer]
         table_rows.append([*names, *(_format_cell(row, row.cells.get(t)) for t in tasks), mean, str(ranks[i]) if i in ranks else ""])
-        scores.append([*(None for _ in names), *((row.cells.get(t) or {}).get("score") for t in tasks), means[i], ranks.get(i)])
+        scores.append([*(None for _ in names), *((row.cells.get(t) or {}).get("score") for t in tasks), row_mean, ranks.get(i)])
     notes = ["test score % (top-1 unless the column names another metric); (Ln) = block n, avg:A-B = mean of blocks A..B;",
              "best and last layer sets as stored by each cell (best chosen on val); over several seeds: mean ± sample std;",
              "rank: by mean over complete rows, within one probe kind, layer choice and image limit"]  # fmt: skip
