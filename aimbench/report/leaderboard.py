@@ -184,14 +184,14 @@ def _format_cell(row: Row, cell: dict[str, Any] | None) -> str:
 
 def _ranks(rows: list[Row], means: list[float | None]) -> dict[int, int]:
     """Rank by mean, highest first, within each rank group; rows without a group or a mean are not ranked."""
-    groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
-    for i, row in enumerate(rows):
-        if row.rank_group is not None and means[i] is not None:
-            groups[row.rank_group].append(i)
+    groups: dict[tuple[Any, ...], list[tuple[int, float]]] = defaultdict(list)  # (row index, mean)
+    for i, (row, mean) in enumerate(zip(rows, means)):
+        if row.rank_group is not None and mean is not None:
+            groups[row.rank_group].append((i, mean))
     ranks = {}
     for members in groups.values():
-        ranked = sorted(members, key=lambda i: -means[i])  # type: ignore[operator]
-        ranks.update({i: position + 1 for position, i in enumerate(ranked)})
+        ranked = sorted(members, key=lambda member: -member[1])
+        ranks.update({i: position + 1 for position, (i, _) in enumerate(ranked)})
     return ranks
 
 
