@@ -1,7 +1,7 @@
 # Two entry points for a new user; both create .venv on first use.
 #   make demo   run the main job (layer-wise eval of two tiny backbones on digits), offline
 #   make test   run the test suite, offline, without the slow end-to-end cases (make test-e2e: only those)
-#   make lint   check formatting and lint (make format fixes what it can)
+#   make lint   check formatting, lint and types (make format fixes what it can)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -29,10 +29,11 @@ test-e2e: $(STAMP)
 test-all: $(STAMP)
 	$(OFFLINE) $(BIN)/python -m pytest
 
-# The formatter and linter configured in pyproject.toml ([tool.ruff]); CI fails on either.
+# The formatter, linter and type checker configured in pyproject.toml ([tool.ruff], [tool.mypy]); CI fails on any.
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format .

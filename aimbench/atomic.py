@@ -92,8 +92,11 @@ def sweep_once(folder: Path) -> None:
         sweep_stale_parts(folder)
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Call ``write`` with a binary handle on the temporary file, then move it to ``path``."""
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Call ``write`` with a binary handle on the temporary file, then move it to ``path``.
+
+    Whatever ``write`` returns is ignored, so a bare ``handle.write`` (which returns a byte count) fits.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     sweep_once(path.parent)
     temporary = part_path(path)  # per process: concurrent writers of one path never collide

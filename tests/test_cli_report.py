@@ -106,3 +106,13 @@ def test_a_record_broken_by_hand_is_one_line(results: Path, tmp_path: Path) -> N
     broken = copy / "runs" / "zz.json"
     broken.write_text(json.dumps({"schema_version": 2})[:-3])
     assert_one_line_error(run_cli("report", "--results", str(copy)), str(broken), "not valid JSON")
+
+
+def test_format_choices_follow_the_renderers_and_exporters() -> None:
+    """The CLI spells out its --format enums (so mypy sees their members); they must match what is rendered and exported."""
+    from aimbench.cli.report import ExportFormat, ReportFormat
+    from aimbench.report import FORMATS
+    from aimbench.report.views import EXPORT_FORMATS
+
+    assert tuple(f.value for f in ReportFormat) == FORMATS
+    assert tuple(f.value for f in ExportFormat) == EXPORT_FORMATS

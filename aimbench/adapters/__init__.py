@@ -12,6 +12,10 @@ from aimbench.cards.registry import Registry
 if TYPE_CHECKING:
     from aimbench.adapters.base import Backbone
 
+# A family's class, as build_backbone calls it: (spec, weights override or None, dtype). Not type[Backbone]:
+# the families take a weights override where the base class takes a built model.
+BackboneClass = Callable[[BackboneSpec, str | None, str], "Backbone"]
+
 
 def load_backbone(
     name: str,
@@ -30,19 +34,19 @@ def load_backbone(
     return build_backbone((registry or Registry.load(cards)).backbone(name), weights, dtype)
 
 
-def _timm() -> type[Backbone]:
+def _timm() -> BackboneClass:
     from aimbench.adapters.timm_family import TimmBackbone
 
     return TimmBackbone
 
 
-def _aim() -> type[Backbone]:
+def _aim() -> BackboneClass:
     from aimbench.adapters.aim_family import AimBackbone
 
     return AimBackbone
 
 
-def _open_clip() -> type[Backbone]:
+def _open_clip() -> BackboneClass:
     from aimbench.adapters.open_clip_family import OpenClipBackbone
 
     return OpenClipBackbone
@@ -50,7 +54,7 @@ def _open_clip() -> type[Backbone]:
 
 # A card's ``adapter`` -> its family's class, imported when first built (each imports its own library).
 # A new family: its module here, one line below, and its name in aimbench.cards.backbone_card.ADAPTERS.
-FAMILIES: dict[str, Callable[[], type[Backbone]]] = {"timm": _timm, "aim": _aim, "open_clip": _open_clip}
+FAMILIES: dict[str, Callable[[], BackboneClass]] = {"timm": _timm, "aim": _aim, "open_clip": _open_clip}
 
 
 def build_backbone(spec: BackboneSpec, weights: str | None = None, dtype: str = "fp32") -> Backbone:

@@ -56,6 +56,8 @@ def _build(spec: BackboneSpec, override: str | None, dtype: torch.dtype) -> tupl
 class AimBackbone(Backbone):
     """AIM v1 trunk; features are raw block outputs over patch tokens (AIM has no cls token)."""
 
+    model: AIM  # what _build returns
+
     def __init__(self, spec: BackboneSpec, weights: str | None = None, dtype: str = "fp32") -> None:
         _check_card(spec)
         model, info = _build(spec, weights, torch_dtype(dtype))

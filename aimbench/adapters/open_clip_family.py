@@ -237,6 +237,8 @@ def _build(spec: BackboneSpec, override: str | None, dtype: torch.dtype) -> tupl
 class OpenClipBackbone(Backbone):
     """An open_clip ViT tower; features are raw block outputs, the class token is the prefix."""
 
+    model: VisionTransformer  # check_against_card makes sure of it
+
     def __init__(self, spec: BackboneSpec, weights: str | None = None, dtype: str = "fp32") -> None:
         visual, info = _build(spec, weights, torch_dtype(dtype))
         check_against_card(spec, visual)

@@ -10,6 +10,8 @@ the model converts (original DINOv2, BEiT, ... releases), then loaded strictly.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
+from typing import Any, Protocol, cast
 
 import timm
 import torch
@@ -22,6 +24,22 @@ from aimbench.cards.backbone_card import BackboneSpec
 from aimbench.errors import CardError, UserError
 
 RANDOM_INIT_SEED = 0
+
+
+class TimmViT(Protocol):
+    """What aimbench reads of a timm vision transformer (ViT, EVA, BEiT, ...). ``timm.create_model``
+    types every model as a bare ``nn.Module``, whose other attributes a type checker reads as
+    ``Tensor | Module``; :func:`check_against_card` verifies this surface when a model is built."""
+
+    blocks: Sequence[Any]  # an nn.Sequential or nn.ModuleList of blocks, each with .attn.num_heads
+    embed_dim: int
+    pretrained_cfg: dict[str, Any]
+
+    def forward_intermediates(self, x: torch.Tensor, **options: Any) -> Any: ...
+
+
+def _as_vit(model: nn.Module) -> TimmViT:
+    return cast(TimmViT, model)
 
 
 def _create(spec: BackboneSpec, pretrained: bool) -> nn.Module:
@@ -64,7 +82,7 @@ def _create_with_weights(spec: BackboneSpec, override: str | None) -> tuple[nn.M
     model = _create(spec, pretrained=False)
     state, info, path = load_weights(spec, override)
     state = _timm_filter(model, state)
-    classifier = model.pretrained_cfg.get("classifier")
+    classifier = _as_vit(model).pretrained_cfg.get("classifier")
     if isinstance(classifier, str):  # the probe replaces any classifier; drop it from the file
         state = {k: v for k, v in state.items() if not k.startswith(classifier + ".")}
     load_strict(model, state, str(path))
@@ -75,10 +93,11 @@ def check_against_card(spec: BackboneSpec, model: nn.Module) -> None:
     """Fail if the built network is not the one the card describes (depth, width, tokens)."""
     if not hasattr(model, "forward_intermediates") or not hasattr(model, "blocks"):
         raise CardError(spec.card_path, f"variants.{spec.name}.arch", "not a transformer with forward_intermediates")
+    vit = _as_vit(model)
     actual = {
-        "depth": len(model.blocks),
-        "dim": model.embed_dim,
-        "heads": model.blocks[0].attn.num_heads,
+        "depth": len(vit.blocks),
+        "dim": vit.embed_dim,
+        "heads": vit.blocks[0].attn.num_heads,
         "cls_token": getattr(model, "cls_token", None) is not None,  # ViT and BEiT alike
         "registers": int(getattr(model, "num_reg_tokens", 0)),
     }
@@ -104,7 +123,7 @@ class TimmBackbone(Backbone):
         images = self.prepare(images)
         if not self.spec.prefix_layout:
             # timm returns malformed tuples when prefix tokens are requested from a model without any
-            outputs = self.model.forward_intermediates(images, **options)
+            outputs = _as_vit(self.model).forward_intermediates(images, **options)
             return [LayerTokens(block, tokens, None) for block, tokens in zip(blocks, outputs)]
-        outputs = self.model.forward_intermediates(images, return_prefix_tokens=True, **options)
+        outputs = _as_vit(self.model).forward_intermediates(images, return_prefix_tokens=True, **options)
         return [LayerTokens(block, patches, prefix) for block, (patches, prefix) in zip(blocks, outputs)]

@@ -62,6 +62,7 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise UserError(f"weights file '{path}' does not exist")
     require_weights_format(path)
+    state: object  # a pickled file may hold anything: checked below
     try:
         if path.suffix == ".safetensors":
             state = load_file(str(path))

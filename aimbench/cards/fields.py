@@ -6,6 +6,7 @@ reaches the rest of aimbench, so a typo in a card fails at load time, not deep i
 
 from __future__ import annotations
 
+import builtins
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ class Fields:
             raise self.error(key, f"expected one of {', '.join(choices)}, got {value!r}")
         return value
 
-    def int(self, key: str, default: Any = _MISSING, minimum: int | None = None) -> Any:
+    def int(self, key: builtins.str, default: Any = _MISSING, minimum: builtins.int | None = None) -> Any:
         value = self._get(key, default)
         if value is default and default is not _MISSING:
             return value
@@ -61,7 +62,7 @@ class Fields:
             raise self.error(key, f"expected an integer >= {minimum}, got {value}")
         return value
 
-    def float(self, key: str, default: Any = _MISSING) -> Any:
+    def float(self, key: builtins.str, default: Any = _MISSING) -> Any:
         value = self._get(key, default)
         if value is default and default is not _MISSING:
             return value
@@ -69,13 +70,13 @@ class Fields:
             raise self.error(key, f"expected a number, got {value!r}")
         return float(value)
 
-    def bool(self, key: str, default: Any = _MISSING) -> Any:
+    def bool(self, key: builtins.str, default: Any = _MISSING) -> Any:
         value = self._get(key, default)
         if not isinstance(value, bool):
             raise self.error(key, f"expected true or false, got {value!r}")
         return value
 
-    def floats(self, key: str, length: int, default: Any = _MISSING) -> Any:
+    def floats(self, key: builtins.str, length: builtins.int, default: Any = _MISSING) -> Any:
         value = self._get(key, default)
         if value is default and default is not _MISSING:
             return value
@@ -87,7 +88,7 @@ class Fields:
             raise self.error(key, f"expected a list of {length} numbers, got {value!r}")
         return tuple(float(v) for v in value)
 
-    def strs(self, key: str, default: Any = _MISSING) -> Any:
+    def strs(self, key: builtins.str, default: Any = _MISSING) -> Any:
         value = self._get(key, default)
         if value is default and default is not _MISSING:
             return value
@@ -95,7 +96,7 @@ class Fields:
             raise self.error(key, f"expected a list of strings, got {value!r}")
         return tuple(value)
 
-    def relative_path(self, key: str, default: Any = _MISSING) -> Any:
+    def relative_path(self, key: builtins.str, default: Any = _MISSING) -> Any:
         """A relative path that stays inside its root (the data root, a source's folder)."""
         value = self.str(key, default)
         if value is default and default is not _MISSING:
@@ -105,13 +106,13 @@ class Fields:
             raise self.error(key, problem)
         return value
 
-    def table_of(self, key: str, default: Any = _MISSING) -> Fields:
+    def table_of(self, key: builtins.str, default: Any = _MISSING) -> Fields:
         value = self._get(key, default)
         if not isinstance(value, dict):
             raise self.error(key, f"expected a table, got {value!r}")
         return Fields(value, self.path, self.name(key))
 
-    def raw(self, key: str, default: Any = _MISSING) -> Any:
+    def raw(self, key: builtins.str, default: Any = _MISSING) -> Any:
         """Return a value as parsed (for free-form data such as model keyword arguments)."""
         return self._get(key, default)
 

@@ -84,8 +84,8 @@ class Registry:
                     seen[spec.name] = path
                     backbones[spec.name] = spec
             for path in sorted((root / "tasks").glob("*.toml")):
-                spec = parse_task_card(read_toml(path), path)
-                tasks[spec.name] = spec
+                task = parse_task_card(read_toml(path), path)
+                tasks[task.name] = task
             for path in sorted((root / "tasks" / "suites").glob("*.toml")):
                 suite = parse_suite_card(read_toml(path), path)
                 suites[suite.name] = suite

@@ -30,7 +30,8 @@ def features(
             "--input", "-i", help="An image, folder or .txt list, like IMAGES (repeatable: -i a.jpg -i b.jpg).", show_default=False
         ),
     ] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="The .safetensors file to write.")] = ...,
+    *,  # output is required and has no default: keyword-only, so it can follow the options that have one
+    output: Annotated[Path, typer.Option("--output", "-o", help="The .safetensors file to write.")],
     layers: Annotated[str, typer.Option(help="all | last | block indices like 0,5,-1.")] = "all",
     weights: Annotated[Optional[str], typer.Option(help=WEIGHTS_HELP)] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward.")] = 32,

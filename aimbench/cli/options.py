@@ -151,8 +151,9 @@ def cluster_options(*, leave_out: tuple[str, ...] = ()) -> Callable[[Callable[..
             values = {name: kwargs.pop(name) for name in chosen}
             return command(*args, cluster=ClusterChoice(values.pop("cluster"), values), **kwargs)
 
-        run.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
-        run.__annotations__ = {p.name: p.annotation for p in run.__signature__.parameters.values()}  # type: ignore[attr-defined]
+        combined = signature.replace(parameters=[*own, *added])
+        run.__signature__ = combined  # type: ignore[attr-defined]  # inspect reads it; typeshed's functions do not declare it
+        run.__annotations__ = {p.name: p.annotation for p in combined.parameters.values()}
         return run
 
     return decorate

@@ -91,6 +91,9 @@ def pretrain(
         typer.echo(warning, err=True)
     launched = launcher.pretrain(request)
     if not launcher.local:
+        from aimbench.launch.slurm.launcher import SlurmLauncher  # imported already: cluster.launcher built one
+
+        assert isinstance(launcher, SlurmLauncher)  # the only launcher that is not local
         console.print(f"submitted {preset} pre-training as Slurm job {launched.job_ids[0]} ({nodes} node(s) x {launcher.tasks_per_node} "
                       f"task(s)); state: {launched.state_file}; watch: aimbench jobs --results {out}", soft_wrap=True)  # fmt: skip
     elif launched.paths:  # the main rank (the others return nothing to say)

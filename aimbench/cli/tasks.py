@@ -8,8 +8,9 @@ script (or CI) can gate an evaluation on them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -20,6 +21,9 @@ from aimbench.cli.options import CardsOption, DataRootOption, make_console
 from aimbench.errors import UserError
 from aimbench.identity import DEFAULT_PROTOCOL
 from aimbench.report.render import to_rich
+
+if TYPE_CHECKING:
+    from rich.status import Status
 
 tasks_app = typer.Typer(help="Prepare and check the benchmark datasets (tasks/*.toml).", no_args_is_help=True)
 
@@ -36,6 +40,10 @@ def _root(data_root: Path | None) -> Path:
     from aimbench.data import default_data_root
 
     return data_root or default_data_root()
+
+
+def _show_progress(status: Status, task: str, message: str) -> None:
+    status.update(f"{task}: {message}")
 
 
 @tasks_app.command("prepare")
@@ -56,7 +64,7 @@ def prepare(names: NamesArgument, data_root: DataRootOption = None, cards: Cards
     outcomes = []
     for task in _resolve(names, cards):
         with console.status(f"{task.name}…") as status:
-            outcomes.append(prepare_task(task, root, lambda message, s=status, n=task.name: s.update(f"{n}: {message}")))
+            outcomes.append(prepare_task(task, root, partial(_show_progress, status, task.name)))
     console.print(to_rich(prepare_table(outcomes)))
     if any(o.status not in (READY, PREPARED) for o in outcomes):
         raise typer.Exit(1)

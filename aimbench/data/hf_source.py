@@ -10,6 +10,7 @@ nothing here reaches the network.
 from __future__ import annotations
 
 import io
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +73,13 @@ def _hf_splits(dataset_dict, image_column: str, label_column: str, where: str) -
         if isinstance(images.features[image_column], datasets.Image):  # undecoded: the pixel limit is checked first
             images = images.cast_column(image_column, datasets.Image(decode=False))
         labels = np.asarray(dataset[label_column], dtype=np.int64)
-        splits[name] = LabelledImages(lambda i, d=images: _decode(d[i][image_column]), labels, np.arange(len(labels)))
+        splits[name] = LabelledImages(partial(_decode_row, images, image_column), labels, np.arange(len(labels)))
     return splits
+
+
+def _decode_row(images: Any, column: str, index: int) -> Image.Image:
+    """Row ``index`` of a ``datasets.Dataset`` with an (undecoded) image column, decoded."""
+    return _decode(images[index][column])
 
 
 def _decode(cell: Any) -> Image.Image:

@@ -97,6 +97,6 @@ def init_weights(model: nn.Module) -> None:
 
 def build_model(config: PretrainConfig) -> AimPretrainModel:
     torch.manual_seed(config.seed)  # every rank builds identical weights
-    model = AimPretrainModel(AIM(replace(PRESETS[config.preset], ln_eps=config.ln_eps)), config.head)
+    model = AimPretrainModel(AIM(replace(PRESETS[config.preset], ln_eps=config.ln_eps)), config.resolved_head)
     init_weights(model)
     return model

@@ -120,6 +120,12 @@ class PretrainConfig:
                 f"{self.base_batch}) for --batch-size {self.batch_size}, too small to learn much; the official recipe keeps "
                 f"{self.base_lr:g} at any batch (--lr-scaling none, the default), or set the peak with --lr")  # fmt: skip
 
+    @property
+    def resolved_head(self) -> HeadConfig:
+        """``head`` once ``__post_init__`` has filled in the preset's: never None."""
+        assert self.head is not None
+        return self.head
+
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "effective_lr": self.effective_lr}
 
@@ -140,7 +146,8 @@ def is_decayed(name: str) -> bool:
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
             (decay if is_decayed(name) else no_decay).append(parameter)

@@ -15,6 +15,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
@@ -56,7 +57,7 @@ class BlockCache:
             if self._take(lock):
                 try:
                     table = pa.table({"bytes": pa.array(fetch(), type=pa.large_binary())}, schema=SCHEMA)
-                    atomic_write(path, lambda handle, table=table: _write_ipc(handle, table))
+                    atomic_write(path, partial(_write_ipc, table=table))
                 finally:
                     lock.unlink(missing_ok=True)
                 self._evict()

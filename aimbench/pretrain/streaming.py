@@ -86,7 +86,11 @@ def pin(location: str) -> str:
 
     try:
         resolved = HfFileSystem().resolve_path(location)
+        if not isinstance(resolved, HfFileSystemResolvedRepositoryPath):  # hf://buckets/...: nothing to pin
+            raise ValueError("a bucket has no revisions; only dataset and model repositories can be pinned")
         sha = HfApi().repo_info(resolved.repo_id, repo_type=resolved.repo_type, revision=resolved.revision).sha
+        if sha is None:
+            raise ValueError("the hub named no commit for this revision")
     except Exception as exc:  # offline mode, no network, unknown repo or revision: all one line
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"--data {location}: cannot resolve it on the Hugging Face hub ({reason}); {HOW_OFFLINE}") from None

@@ -58,7 +58,7 @@ def model_flops_per_image(config: PretrainConfig) -> float:
     """Forward + backward matmul FLOPs per image (6 x params x tokens, plus attention scores)."""
     trunk = PRESETS[config.preset]
     tokens = (config.image_size // trunk.patch_size) ** 2
-    head = config.head
+    head = config.resolved_head
     matmul_params = trunk.depth * 12 * trunk.width**2 + head.blocks * 2 * head.mlp_ratio * head.width**2
     attention = trunk.depth * 2 * tokens * trunk.width  # QK^T and AV, per token
     return 6.0 * tokens * (matmul_params + attention)
@@ -153,7 +153,7 @@ def train(
     state = _resume_state(files, identity, world, plan) if resume and files.checkpoint.exists() else None
     model = build_model(config).to(device)
     bf16 = device.type == "cuda" and config.dtype == "bf16"
-    wrapped = parallelize(model, plan, device, bf16)
+    wrapped: Callable[..., Any] = parallelize(model, plan, device, bf16)  # then perhaps compiled: a callable, not a Module
     optimizer, scheduler = build_optimizer(model, config)  # after sharding: AdamW steps the local shards
     start = 0
     if state is not None:

@@ -108,10 +108,10 @@ def layer_curves(con: duckdb.DuckDBPyConnection, filters: Filters = Filters()) -
     names = [d[0] for d in cursor.description]
     for values in cursor.fetchall():
         row = dict(zip(names, values))
-        curve = curves.get((Setup.of(row), row["task"]))
-        if curve is not None:
-            curve.best = Choice(tuple(row["best_sets"]), tuple(tuple(b) for b in row["best_blocks"]), row["best_test"])
-            curve.last = Choice(tuple(row["last_sets"]), tuple(tuple(b) for b in row["last_blocks"]), row["last_test"])
+        chosen = curves.get((Setup.of(row), row["task"]))
+        if chosen is not None:
+            chosen.best = Choice(tuple(row["best_sets"]), tuple(tuple(b) for b in row["best_blocks"]), row["best_test"])
+            chosen.last = Choice(tuple(row["last_sets"]), tuple(tuple(b) for b in row["last_blocks"]), row["last_test"])
     order = {task: i for i, task in enumerate(filters.order({c.task for c in curves.values()}))}
     return sorted(curves.values(), key=lambda c: (order[c.task], c.probe, c.backbone, c.label))
 

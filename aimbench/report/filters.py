@@ -30,7 +30,8 @@ class Filters:
 
     def where(self) -> tuple[str, dict[str, Any]]:
         """A SQL condition over a relation with backbone/task/probe/created_at columns, and its parameters."""
-        parts, params = ["true"], {}
+        parts = ["true"]
+        params: dict[str, Any] = {}
         for column, patterns in (("backbone", self.backbones), ("task", self.tasks), ("probe", self.probes)):
             if patterns:
                 names = [f"{column}{i}" for i in range(len(patterns))]

@@ -184,14 +184,14 @@ def _format_cell(row: Row, cell: dict[str, Any] | None) -> str:
 
 def _ranks(rows: list[Row], means: list[float | None]) -> dict[int, int]:
     """Rank by mean, highest first, within each rank group; rows without a group or a mean are not ranked."""
-    groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
-    for i, row in enumerate(rows):
-        if row.rank_group is not None and means[i] is not None:
-            groups[row.rank_group].append(i)
+    groups: dict[tuple[Any, ...], list[tuple[int, float]]] = defaultdict(list)  # (row index, mean)
+    for i, (row, mean) in enumerate(zip(rows, means)):
+        if row.rank_group is not None and mean is not None:
+            groups[row.rank_group].append((i, mean))
     ranks = {}
     for members in groups.values():
-        ranked = sorted(members, key=lambda i: -means[i])  # type: ignore[operator]
-        ranks.update({i: position + 1 for position, i in enumerate(ranked)})
+        ranked = sorted(members, key=lambda member: -member[1])
+        ranks.update({i: position + 1 for position, (i, _) in enumerate(ranked)})
     return ranks
 
 
@@ -219,11 +219,11 @@ def leaderboard(
     ranks = _ranks(rows, means)
     with_weights = any(r.weights for r in rows)
     table_rows, scores = [], []
-    for i, row in enumerate(rows):
-        mean = f"{100 * means[i]:+.1f}" if row.kind == DELTA and means[i] is not None else percent(means[i])
+    for i, (row, row_mean) in enumerate(zip(rows, means)):
+        mean = f"{100 * row_mean:+.1f}" if row.kind == DELTA and row_mean is not None else percent(row_mean)
         names = [row.backbone, *([row.weights] if with_weights else []), row.probe, row.layer]
         table_rows.append([*names, *(_format_cell(row, row.cells.get(t)) for t in tasks), mean, str(ranks[i]) if i in ranks else ""])
-        scores.append([*(None for _ in names), *((row.cells.get(t) or {}).get("score") for t in tasks), means[i], ranks.get(i)])
+        scores.append([*(None for _ in names), *((row.cells.get(t) or {}).get("score") for t in tasks), row_mean, ranks.get(i)])
     notes = ["test score % (top-1 unless the column names another metric); (Ln) = block n, avg:A-B = mean of blocks A..B;",
              "best and last layer sets as stored by each cell (best chosen on val); over several seeds: mean ± sample std;",
              "rank: by mean over complete rows, within one probe kind, layer choice and image limit"]  # fmt: skip

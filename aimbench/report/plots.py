@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import re
 from collections import defaultdict
+from operator import methodcaller
 from pathlib import Path
 
 from aimbench.atomic import atomic_write
@@ -71,6 +72,6 @@ def write_plots(curves: list[Curve], folder: Path, fmt: str = "png") -> list[Pat
     for (task, probe), members in grouped(curves).items():
         path = folder / f"{file_stem(task, probe)}.{fmt}"
         data = render(members, fmt)
-        atomic_write(path, lambda handle, data=data: handle.write(data))
+        atomic_write(path, methodcaller("write", data))  # handle.write(data)
         written.append(path)
     return written

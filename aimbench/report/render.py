@@ -67,7 +67,7 @@ def _best_per_column(table: Table) -> set[tuple[int, int]]:
     for j, column in enumerate(table.columns):
         if column == "rank":
             continue
-        candidates = [(row[j], i) for i, row in enumerate(table.scores) if row[j] is not None and table.kinds[i] != "delta"]
+        candidates = [(score, i) for i, row in enumerate(table.scores) if (score := row[j]) is not None and table.kinds[i] != "delta"]
         if candidates:
             top = max(value for value, _ in candidates)
             best |= {(i, j) for value, i in candidates if value == top}

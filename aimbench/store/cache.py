@@ -32,7 +32,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import IO
 
 import duckdb
 
@@ -89,7 +89,7 @@ def list_records(folder: Path) -> Listing:
     return Listing(names, mtimes, sizes)
 
 
-def _scratch_stream(folder: Path) -> TextIO:
+def _scratch_stream(folder: Path) -> IO[str]:
     """A text file for the records being parsed: hidden, ``.part``, inside the results folder's cache
     folder (never the system's shared /tmp, which may be small or another user's to read), so an
     interrupted report's leftover is swept like any other writer's. A read-only results folder

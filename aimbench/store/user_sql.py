@@ -65,7 +65,9 @@ def check_read_only(query: str) -> None:
 def lock_session(session: Session) -> None:
     """Point the views at a private copy of the cache (or rows in memory), then cut off every file."""
     con, allowed = session.con, []
-    if con.execute("SELECT current_setting('lock_configuration')").fetchone()[0]:
+    locked = con.execute("SELECT current_setting('lock_configuration')").fetchone()
+    assert locked is not None  # a bare SELECT yields exactly one row
+    if locked[0]:
         return  # locked already (a second query of the session)
     if session.pinned is not None:
         private = part_path(session.pinned.parent / "records-sql.parquet", uuid.uuid4().hex[:8]).absolute()

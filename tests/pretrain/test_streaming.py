@@ -207,3 +207,16 @@ def test_a_hub_url_is_pinned_to_the_commit_its_revision_names_now(monkeypatch: p
     assert streaming.pin("hf://datasets/o/n@v2/data") == "hf://datasets/o/n@" + "c0ffee" * 6 + "beef/data"
     assert asked == [("o/n", "dataset", "v2")]
     assert streaming.pin("s3://bucket/laion") == "s3://bucket/laion"  # other URLs have no revision to pin
+
+
+def test_a_hub_bucket_url_is_refused_in_one_line_since_it_has_no_revision_to_pin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``hf://buckets/...`` resolves to a bucket path (no repo_id, no revision), not a repository path."""
+    from types import SimpleNamespace
+
+    from huggingface_hub.hf_file_system import HfFileSystem
+
+    monkeypatch.setattr(HfFileSystem, "resolve_path", lambda self, path: SimpleNamespace(root="buckets/o/b", path="data"))
+    with pytest.raises(UserError) as info:
+        streaming.pin("hf://buckets/o/b/data")
+    message = str(info.value)
+    assert "cannot resolve it on the Hugging Face hub" in message and "bucket" in message and "\n" not in message
