@@ -82,8 +82,11 @@ def pretrain(
     for option, value in (("--nodes", nodes), ("--tasks-per-node", tasks_per_node)):
         if value is not None:
             at_least(option, value, 1)
-    request = PretrainRequest(preset, data, steps, batch_size, lr, lr_scaling, out, resume, dtype, image_size, save_every, seed, workers,
-                              device, compile, parallel, activation_checkpointing)  # fmt: skip
+    request = PretrainRequest(
+        preset, data, steps=steps, batch_size=batch_size, lr=lr, lr_scaling=lr_scaling, out=out, resume=resume, dtype=dtype,
+        image_size=image_size, save_every=save_every, seed=seed, workers=workers, device=device, compile=compile, parallel=parallel,
+        activation_checkpointing=activation_checkpointing,
+    )  # fmt: skip
     console = make_console()
     launcher = cluster.launcher(RichDisplay(console), nodes=nodes, tasks_per_node=tasks_per_node)
     warning = request.config().lr_warning()  # an unknown preset fails here, before anything is submitted or built

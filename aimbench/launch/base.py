@@ -38,7 +38,7 @@ STOPPED = "STOPPED"  # a local cell with resume state and no record: interrupted
 FINISHED = (STOPPED, "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class JobRow:
     submission: str
     cell: str

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from aimbench.probes import (
     DEFAULT_PROTOCOL,
     OFFICIAL,
     REGISTRY,
+    LayerSet,
     ProbeConfig,
     default_config,
     parse_layer_sets,
@@ -118,6 +119,8 @@ class Cell:
     default_layers: bool = False  # ``layers`` is the card's default spec: the key leaves it out
     protocol: str = DEFAULT_PROTOCOL  # the protocol card probe_config was resolved from
     protocol_val_fraction: float | None = None  # released heads: the protocol card's (trained cells read their config's)
+    # ``layers`` parsed against the card once, by plan_cells (released heads: the head's window); derived, so not identity
+    layer_sets: tuple[LayerSet, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # without a config: the shipped protocol card's values (plan_cells also applies the task card's overrides)
@@ -125,6 +128,13 @@ class Cell:
             object.__setattr__(self, "probe_config", default_config(self.probe, self.protocol))
         if self.weights is not None and not self.weights_name:
             object.__setattr__(self, "weights_name", weights_name(self.weights))
+
+    @property
+    def planned_sets(self) -> tuple[LayerSet, ...]:
+        """``layer_sets``, which only :func:`plan_cells` fills in: a cell built another way has not been checked against its card."""
+        if not self.layer_sets:
+            raise ValueError(f"cell {self.backbone}|{self.task}|{self.probe} was not planned by plan_cells: its layer sets are unknown")
+        return self.layer_sets
 
     @property
     def val_fraction(self) -> float | None:
@@ -208,7 +218,7 @@ def plan_cells(
     cells = []
     for spec in specs:
         spec_layers = layers or default_layer_spec(spec.windows)
-        parse_layer_sets(spec_layers, spec.depth, spec.windows)  # fail now, not after loading data
+        sets = tuple(parse_layer_sets(spec_layers, spec.depth, spec.windows))  # fails now, not after loading data
         cells += [
             Cell(
                 spec.name,
@@ -223,7 +233,8 @@ def plan_cells(
                 weights_name=label,
                 default_layers=layers is None,
                 protocol=protocol,
-            )  # fmt: skip
+                layer_sets=sets,
+            )
             for task in task_specs
             for kind in kinds
             for seed in seeds
@@ -274,7 +285,8 @@ def _plan_official(
                 dtype=dtype,
                 weights_name=label,
                 protocol_val_fraction=val_fraction,
-            )  # fmt: skip
+                layer_sets=tuple(parse_layer_sets(head, spec.depth, spec.windows)),  # the head's window
+            )
             for head in names
             for task in task_specs
             for seed in seeds

@@ -62,8 +62,8 @@ class LocalLauncher(Launcher):
         state_dir = results / STATE_DIR
         stems = sorted({state.name.split(".")[0] for state in state_dir.glob("*.pt")})  # linear: <stem>.pt, attentive: <stem>.passN.pt
         return [
-            JobRow("local", stem, "", STOPPED, "", False, Path(), Path(),
-                   read_progress(state_dir / f"{stem}.progress.json") or "resumes when the same eval runs again")
+            JobRow(submission="local", cell=stem, job_id="", state=STOPPED, elapsed="", record=False, stdout=Path(), stderr=Path(),
+                   progress=read_progress(state_dir / f"{stem}.progress.json") or "resumes when the same eval runs again")
             for stem in stems
             if not finished(record_path(results, f"{stem}.json"))
         ]  # fmt: skip

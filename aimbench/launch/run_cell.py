@@ -46,7 +46,8 @@ def run_cell(planned: PlannedCell, options: RunOptions, stage: StageCallback = n
     if options.progress_file:
         stage = ProgressFile(progress_path(options.results_dir, identity.record_name), echo=PlainProgress())  # the file, and log lines
     job = ProbeJob(
-        backbone=backbone, task=task, splits=splits, config=cell.probe_config, layers=cell.layers, seed=cell.seed,
+        backbone=backbone, task=task, splits=splits, config=cell.probe_config, layers=cell.layers, layer_sets=cell.planned_sets,
+        seed=cell.seed,
         cache_dir=options.cache_dir, batch_size=options.batch_size, workers=options.workers, memory_gb=options.memory_gb,
         checkpoint_every=options.checkpoint_every, checkpoint_seconds=options.checkpoint_seconds, state_path=state_path,
         stage=stage, label=f"{cell.backbone} · {cell.task}",

@@ -13,7 +13,7 @@ from aimbench.cards.registry import Registry
 from aimbench.cards.task_card import SPLITS, TaskSpec
 from aimbench.launch.cells import Cell
 from aimbench.models.presets import PRESETS
-from aimbench.probes import PlanShape, parse_layer_sets
+from aimbench.probes import PlanShape
 
 _PATCH = re.compile(r"patch(\d+)|ViT-[A-Za-z]+-(\d+)")  # timm's vit_base_patch16_224, open_clip's ViT-L-14
 
@@ -43,7 +43,7 @@ def plan_shape(cell: Cell, registry: Registry, patches: int) -> PlanShape:
     """The cell's shape for its kind's hooks; ``patches``: patch tokens per image (cost and disk read them their own way)."""
     spec, task = registry.backbone(cell.backbone), registry.task(cell.task)
     return PlanShape(
-        layer_sets=parse_layer_sets(cell.layers, spec.depth, spec.windows),
+        layer_sets=cell.planned_sets,
         dim=spec.dim,
         attention_heads=spec.heads,
         patch_tokens=patches,

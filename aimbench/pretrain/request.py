@@ -4,7 +4,7 @@ Free of torch, so a bad option fails in a second."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +22,7 @@ class PretrainRequest:
 
     preset: str
     data: str  # image sources, comma-separated, optionally weighted (aimbench.pretrain.sources.parse_data)
+    _: KW_ONLY
     steps: int | None = None
     batch_size: int = 4096  # global: all ranks together
     lr: float | None = None

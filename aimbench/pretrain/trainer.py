@@ -36,7 +36,7 @@ from aimbench.pretrain.sources import DataSource, pinned
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StepMetrics:
     step: int
     loss: float
@@ -196,8 +196,10 @@ def train(
         now = time.perf_counter()
         images_per_s = config.batch_size / max(now - clock, 1e-9)
         clock = now
-        metrics = StepMetrics(step, loss.item(), lr, grad_norm.item(), images_per_s, images_per_s * tokens_per_image, int(skipped),
-                              images_per_s * flops_per_image / peak if peak else None)  # fmt: skip
+        metrics = StepMetrics(
+            step=step, loss=loss.item(), lr=lr, grad_norm=grad_norm.item(), images_per_s=images_per_s,
+            tokens_per_s=images_per_s * tokens_per_image, skipped_images=int(skipped), mfu=images_per_s * flops_per_image / peak if peak else None,
+        )  # fmt: skip
         history.append(metrics)
         on_step(metrics)
         done = step + 1

@@ -7,12 +7,13 @@ This module stays free of torch: planning and the CLI import it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aimbench.probes.config import ProbeConfig
+from aimbench.probes.features.layer_sets import LayerSet
 from aimbench.probes.timing import Timing
 
 if TYPE_CHECKING:
@@ -41,7 +42,8 @@ class ProbeJob:
     task: TaskSpec
     splits: TaskSplits
     config: ProbeConfig | None  # None: a released head (``layers`` names it)
-    layers: str  # the layer spec (``all,last``, ``avg:3-5``) or, for released heads, the head's name
+    layers: str  # the layer spec as asked (``all,last``, ``avg:3-5``) or, for released heads, the head's name
+    layer_sets: Sequence[LayerSet]  # ``layers`` parsed against the card when the cell was planned
     seed: int
     cache_dir: Path | None = None  # feature cache root (None: the default)
     batch_size: int = 64  # images per backbone forward

@@ -16,7 +16,7 @@ from typing import Any
 from aimbench.identity import DEFAULT_PROTOCOL, SETUP_COLUMNS
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Setup:
     backbone: str
     weights_key: str
@@ -30,7 +30,12 @@ class Setup:
     @classmethod
     def of(cls, row: dict[str, Any]) -> Setup:
         """The setup of a row that has the ``SETUP_COLUMNS`` and ``weights_name``."""
-        return cls(*(row[c] for c in SETUP_COLUMNS), weights_name=row.get("weights_name") or "")
+        columns = {c: row[c] for c in SETUP_COLUMNS}  # every field but the label, by name
+        return cls(
+            backbone=columns["backbone"], weights_key=columns["weights_key"], probe=columns["probe"], protocol=columns["protocol"],
+            layers_spec=columns["layers_spec"], image_limit=columns["image_limit"], dtype=columns["dtype"],
+            weights_name=row.get("weights_name") or "",
+        )  # fmt: skip
 
     @property
     def limited(self) -> bool:

@@ -104,8 +104,9 @@ def job_rows(results: Path) -> list[JobRow]:
         for cell in _cells(submission):
             state, elapsed, waiting = states.get(cell["job_id"], ("UNKNOWN", "", ""))
             record = record_path(results, cell["record"]).exists()
-            rows.append(JobRow(submission["submission"], cell["key"], cell["job_id"], state, elapsed, record, Path(cell["stdout"]),
-                               Path(cell["stderr"]), _progress(results, submission, cell, state, record, waiting)))  # fmt: skip
+            rows.append(JobRow(submission=submission["submission"], cell=cell["key"], job_id=cell["job_id"], state=state, elapsed=elapsed,
+                               record=record, stdout=Path(cell["stdout"]), stderr=Path(cell["stderr"]),
+                               progress=_progress(results, submission, cell, state, record, waiting)))  # fmt: skip
     return rows
 
 

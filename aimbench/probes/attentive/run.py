@@ -12,7 +12,7 @@ from aimbench.probes.attentive.memory import plan_passes
 from aimbench.probes.attentive.training import CachedTokens, train_attentive_probes
 from aimbench.probes.config import grid_points
 from aimbench.probes.features.cache import cached_tokens
-from aimbench.probes.features.layer_sets import blocks_needed, parse_layer_sets
+from aimbench.probes.features.layer_sets import blocks_needed
 from aimbench.probes.features.splits import absolute, cached_splits
 from aimbench.probes.job import ProbeJob, ProbeOutcome
 from aimbench.probes.results import summarise
@@ -30,7 +30,7 @@ def memory_budget(job: ProbeJob) -> int | None:
 
 def run_attentive(job: ProbeJob) -> ProbeOutcome:
     backbone, splits, config, task = job.backbone, job.splits, job.config_of(AttentiveProbeConfig), job.task
-    sets = parse_layer_sets(job.layers, backbone.depth, backbone.spec.windows)
+    sets = list(job.layer_sets)
     grid = len(grid_points(config))
     plan = plan_passes(sets, backbone.dim, backbone.patch_tokens(), task.num_classes, grid, config.batch_size,
                        memory_budget(job), config.micro_batch, backbone.heads)  # fmt: skip

@@ -10,7 +10,7 @@ from aimbench.cards.task_card import SPLITS
 from aimbench.data.images import LabelledImages
 from aimbench.probes.features.cache import Extraction, SplitKey, cached_pooled
 from aimbench.probes.features.extract import PooledFeatures, ProbeSource, feature_sources, probe_inputs
-from aimbench.probes.features.layer_sets import LayerSet, blocks_needed, parse_layer_sets
+from aimbench.probes.features.layer_sets import LayerSet, blocks_needed
 from aimbench.probes.job import ProbeJob
 from aimbench.probes.timing import Timing
 
@@ -76,7 +76,7 @@ def pooled_splits(job: ProbeJob, timing: Timing) -> tuple[list[LayerSet], dict[s
     """The job's layer sets, every split's pooled inputs to them (one backbone pass per split, ever:
     cached), the sources the heads read, and the cache's counts."""
     backbone = job.backbone
-    sets = parse_layer_sets(job.layers, backbone.depth, backbone.spec.windows)
+    sets = list(job.layer_sets)
     blocks = blocks_needed(sets)
     pooled, cache = cached_splits(job, "features", timing, lambda images, key, how: cached_pooled(backbone, images, blocks, key, how))
     features, sources = {}, []

@@ -9,7 +9,6 @@ from aimbench.adapters.weights import load_source
 from aimbench.errors import UserError
 from aimbench.probes.attentive.head import head_from_state_dict
 from aimbench.probes.attentive.training import head_predictions
-from aimbench.probes.features.layer_sets import parse_layer_sets
 from aimbench.probes.job import ProbeJob, ProbeOutcome
 from aimbench.probes.kinds import OFFICIAL
 from aimbench.probes.metrics import score_predictions, secondary_scores
@@ -26,7 +25,7 @@ def run_released(job: ProbeJob) -> ProbeOutcome:
         raise UserError(
             f"head '{head_name}' of {backbone.spec.name} has {head.linear.out_features} classes, task '{task.name}' has {task.num_classes}"
         )
-    [layer_set] = parse_layer_sets(head_name, backbone.depth, backbone.spec.windows)  # e.g. last=avg:18-23
+    [layer_set] = job.layer_sets  # the head's window, e.g. last=avg:18-23
     scores, extra, timing = {}, {}, Timing()
     for name in ("val", "test"):  # nothing is extracted apart or trained: each split's forwards and head are its evaluation
         images = getattr(splits, name)
