@@ -83,7 +83,11 @@ def eval_tokens(
         for start in range(0, len(images), batch_size):
             yield cached.set_tokens(range(start, min(start + batch_size, len(images))), sets, backbone.device)
         return
-    loader = DataLoader(TransformedImages(images, backbone.transform()), batch_size=batch_size, num_workers=workers)
+    loader: DataLoader[tuple[torch.Tensor, int]] = DataLoader(
+        TransformedImages(images, backbone.transform()),  # type: ignore[arg-type]  # not a Dataset subclass (torch-free)
+        batch_size=batch_size,
+        num_workers=workers,
+    )
     for batch, _ in loader:
         yield set_tokens(backbone, batch, sets)
 

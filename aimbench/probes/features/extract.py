@@ -68,13 +68,13 @@ def extract_pooled(
     on_batch: Callable[[int], None] | None = None,
 ) -> PooledFeatures:
     """Pool the tokens of ``layers`` for every image, in the order of :func:`feature_sources`."""
-    loader = DataLoader(
-        TransformedImages(images, backbone.transform()),
+    loader: DataLoader[tuple[torch.Tensor, int]] = DataLoader(
+        TransformedImages(images, backbone.transform()),  # type: ignore[arg-type]  # not a Dataset subclass (torch-free)
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
     )
-    chunks = []
+    chunks: list[torch.Tensor] = []
     for batch, _ in loader:
         chunks.append(pool_batch(backbone, batch, layers).cpu())
         if on_batch is not None:
@@ -93,7 +93,12 @@ def extract_tokens(
     on_batch: Callable[[int], None] | None = None,
 ) -> dict[int, torch.Tensor]:
     """Patch tokens (N, tokens, D) of every block in ``blocks``, one forward per batch."""
-    loader = DataLoader(TransformedImages(images, backbone.transform()), batch_size=batch_size, shuffle=False, num_workers=workers)
+    loader: DataLoader[tuple[torch.Tensor, int]] = DataLoader(
+        TransformedImages(images, backbone.transform()),  # type: ignore[arg-type]  # not a Dataset subclass (torch-free)
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+    )
     chunks: dict[int, list[torch.Tensor]] = {block: [] for block in blocks}
     with torch.inference_mode():
         for batch, _ in loader:
