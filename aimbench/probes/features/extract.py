@@ -54,7 +54,12 @@ def pool_batch(backbone: Backbone, images: torch.Tensor, layers: Sequence[int]) 
     with torch.inference_mode():
         for out in backbone.forward_layers(images, layers).values():
             for token in backbone.spec.probe_tokens:
-                pooled.append(out.patches.mean(dim=1) if token == PATCH_MEAN else out.prefix[:, 0])
+                if token == PATCH_MEAN:
+                    pooled.append(out.patches.mean(dim=1))
+                elif out.prefix is None:  # the card allows cls only where the family has one
+                    raise RuntimeError(f"backbone '{backbone.spec.name}' returned no prefix tokens to pool '{token}' from")
+                else:
+                    pooled.append(out.prefix[:, 0])
         stacked = torch.stack(pooled, dim=1).float()
     return stacked.clone()  # a normal tensor, usable outside inference mode
 

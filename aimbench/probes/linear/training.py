@@ -144,7 +144,7 @@ def _fit(
             step, done = step + 1, done + 1
             if step == batches:
                 epoch, step = epoch + 1, 0
-            if done in rungs:
+            if halving is not None and done in rungs:  # rungs is empty without halving
                 heads = halving.rung(heads, done / (config.epochs * batches))
             if checkpoint is not None and checkpoint.due(done):
                 stopped = [[*head, dataclasses.asdict(score)] for head, score in halving.stopped.items()] if halving is not None else []
@@ -201,6 +201,7 @@ def train_linear_probes(
             yield x_train[idx], y_train[idx]
 
     def online_batches(epoch: int, step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        assert online is not None  # online_batches is used only when online batches are given
         for x, y in online(epoch, step):
             yield (x.to(device) - mean) / std, y.to(device)
 
