@@ -134,7 +134,7 @@ def probe_inputs(
 def head_inputs(sources: Sequence[ProbeSource]) -> list[tuple[LayerSet, str, tuple[int, ...]]]:
     """The heads a probe trains per grid point, in grid order: (layer set, token kind, indices of
     the sources it reads): each pooling alone, then both concatenated where a set has both."""
-    heads = []
+    heads: list[tuple[LayerSet, str, tuple[int, ...]]] = []
     for layer_set in dict.fromkeys(src.layer_set for src in sources):
         index = {src.token: i for i, src in enumerate(sources) if src.layer_set == layer_set}
         heads += [(layer_set, token, (i,)) for token, i in index.items()]

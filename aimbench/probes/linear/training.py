@@ -67,15 +67,16 @@ def _predict(x: torch.Tensor, labels: torch.Tensor, heads: LinearHeads) -> tuple
     ``x``, in :meth:`LinearHeads.order`, from one pass of logits."""
     labels = labels.to(x.device)
     count, classes, rows = len(heads.order()), heads.shape[1], _rows(heads)
-    predictions, total = [], torch.zeros(count, dtype=torch.float64, device=x.device)
+    chunks: list[torch.Tensor] = []
+    total = torch.zeros(count, dtype=torch.float64, device=x.device)
     with torch.no_grad():
         for i in range(0, len(x), rows):
             logits = heads.logits(x[i : i + rows])  # (B, heads, C)
             y = labels[i : i + rows]
             losses = F.cross_entropy(logits.reshape(-1, classes), y.repeat_interleave(count), reduction="none")
             total += losses.reshape(len(y), count).sum(dim=0).double()
-            predictions.append(logits.argmax(-1))
-    predictions = torch.cat(predictions) if predictions else torch.empty(0, count, dtype=torch.int64, device=x.device)
+            chunks.append(logits.argmax(-1))
+    predictions = torch.cat(chunks) if chunks else torch.empty(0, count, dtype=torch.int64, device=x.device)
     return predictions, total / max(len(x), 1)
 
 
