@@ -74,14 +74,15 @@ class PlainProgress:
 
     def __call__(self, description: str, total: int) -> Callable[[int], None]:
         started = time.monotonic()
-        state = {"done": 0, "shown": started}
+        done, shown = 0, started
 
         def advance(units: int) -> None:
-            state["done"] += units
+            nonlocal done, shown
+            done += units
             now = time.monotonic()
-            if state["done"] >= total or now - state["shown"] >= self.interval:
-                self.write(progress_line(description, state["done"], total, now - started))
-                state["shown"] = now
+            if done >= total or now - shown >= self.interval:
+                self.write(progress_line(description, done, total, now - started))
+                shown = now
 
         return advance
 

@@ -24,7 +24,7 @@ import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aimbench.cards.backbone_card import BackboneSpec
 from aimbench.cards.registry import Registry
@@ -36,6 +36,8 @@ from aimbench.launch.shape import patch_tokens, plan_shape
 from aimbench.probes import probe_kind
 
 if TYPE_CHECKING:
+    import torch
+
     from aimbench.launch.base import EvalPlan
 
 CALIBRATION_REPS = 2  # timed forwards of the calibration block, after one warm-up
@@ -99,7 +101,8 @@ def _built_patch_size(spec: BackboneSpec) -> int | None:
 
             with torch.device("meta"):
                 model = timm.create_model(spec.arch, pretrained=False, **spec.model_args)
-            size = model.patch_embed.patch_size
+            embed: Any = model.patch_embed  # a family's own patch-embed class: timm types no patch_size on it
+            size = embed.patch_size
             return int(size[0] if isinstance(size, tuple) else size)
         if spec.adapter == "open_clip":
             import open_clip
@@ -217,7 +220,9 @@ def calibrated(device: str, batch_size: int) -> tuple[str, Throughput]:
     return device_description(chosen), measure
 
 
-def calibrate(dim: int, heads: int, tokens: int, dtype: str, device: object, batch: int = 1, reps: int = CALIBRATION_REPS) -> float:
+def calibrate(
+    dim: int, heads: int, tokens: int, dtype: str, device: torch.device | str, batch: int = 1, reps: int = CALIBRATION_REPS
+) -> float:
     """FLOP/s of one randomly initialised transformer block (AIM's, the card's width and heads) on
     ``batch`` images of ``tokens`` tokens: one warm-up forward, then the fastest of ``reps`` timed
     ones. One block is enough (a forward is ``depth`` of them) and cheap even at 7B width."""

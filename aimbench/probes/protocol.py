@@ -66,8 +66,9 @@ def resolve_config(
         )
     check_overrides(overrides or {})
     resolved = {name: (sourced.value, Provenance(sourced.source, PROTOCOL)) for name, sourced in protocol.sections[kind].items()}
-    for name, value in (task.protocol.get(kind, {}) if task is not None else {}).items():  # validated with the task card
-        resolved[name] = (value, Provenance(f"task card {task.name}: {name}", TASK))
+    if task is not None:
+        for name, value in task.protocol.get(kind, {}).items():  # validated with the task card
+            resolved[name] = (value, Provenance(f"task card {task.name}: {name}", TASK))
     for name, value in (overrides or {}).items():
         if name in FIELDS[kind]:
             resolved[name] = (_checked(kind, name, value), Provenance(f"explicit option {name}={value!r}", CLI))

@@ -48,6 +48,12 @@ class SetNorms(nn.Module):
         """(L, B, N, D) -> (L, B, N, D)."""
         return torch.stack([norm(x.transpose(1, 2)).transpose(1, 2) for norm, x in zip(self.norms, tokens)])
 
+    def norm(self, index: int) -> nn.BatchNorm1d:
+        """The BatchNorm of layer set ``index``."""
+        norm = self.norms[index]
+        assert isinstance(norm, nn.BatchNorm1d)  # every entry is one, by construction
+        return norm
+
 
 class AttentiveGrid(nn.Module):
     """The heads of all layer sets at one grid point: parameters stacked along a leading L axis."""
@@ -85,6 +91,8 @@ class AttentiveGrid(nn.Module):
     def head(self, index: int, norm: nn.BatchNorm1d) -> AttentivePoolingHead:
         """Head ``index`` as a standalone module (with its set's BatchNorm statistics)."""
         dim, classes = self.k.shape[-1], self.weight.shape[1]
+        if norm.running_mean is None or norm.running_var is None or norm.num_batches_tracked is None:
+            raise ValueError("a head needs its set's BatchNorm running statistics (track_running_stats=True)")
         head = AttentivePoolingHead(dim, classes, self.heads, linear_bias=True)
         state = {
             "bn.running_mean": norm.running_mean, "bn.running_var": norm.running_var,

@@ -34,11 +34,13 @@ def run_attentive(job: ProbeJob) -> ProbeOutcome:
     grid = len(grid_points(config))
     plan = plan_passes(sets, backbone.dim, backbone.patch_tokens(), task.num_classes, grid, config.batch_size,
                        memory_budget(job), config.micro_batch, backbone.heads)  # fmt: skip
-    cached, cache, timing = None, {}, Timing()
+    cached: tuple[CachedTokens, CachedTokens, CachedTokens] | None = None
+    cache, timing = {}, Timing()
     if config.data_mode == "cached":
         blocks = blocks_needed(sets)
         maps, totals = cached_splits(job, "token maps", timing, lambda images, key, how: cached_tokens(backbone, images, blocks, key, how))
-        cached, cache = tuple(CachedTokens(maps[name]) for name in SPLITS), {"feature_cache": totals}  # one backbone pass, ever
+        train_maps, val_maps, test_maps = (CachedTokens(maps[name]) for name in SPLITS)  # one backbone pass, ever
+        cached, cache = (train_maps, val_maps, test_maps), {"feature_cache": totals}
     steps = config.epochs * -(-len(splits.train) // config.batch_size)
     results = []
     for index, chunk in enumerate(plan.passes):

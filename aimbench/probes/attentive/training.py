@@ -83,7 +83,11 @@ def eval_tokens(
         for start in range(0, len(images), batch_size):
             yield cached.set_tokens(range(start, min(start + batch_size, len(images))), sets, backbone.device)
         return
-    loader = DataLoader(TransformedImages(images, backbone.transform()), batch_size=batch_size, num_workers=workers)
+    loader: DataLoader[tuple[torch.Tensor, int]] = DataLoader(
+        TransformedImages(images, backbone.transform()),  # type: ignore[arg-type]  # not a Dataset subclass (torch-free)
+        batch_size=batch_size,
+        num_workers=workers,
+    )
     for batch, _ in loader:
         yield set_tokens(backbone, batch, sets)
 
@@ -243,7 +247,7 @@ def evaluate(
         for (g, s), score in zip(order, val_scores)
     ]
     chosen = select_per_set(heads_out, trainer.sets)  # one head index per layer set, in set order
-    selected = [trainer.grids[order[i][0]].head(s, trainer.norms.norms[s]) for s, i in enumerate(chosen)]
+    selected = [trainer.grids[order[i][0]].head(s, trainer.norms.norm(s)) for s, i in enumerate(chosen)]
     test_pred = head_predictions(backbone, selected, trainer.sets, test, batch_size, workers, cached=test_cached)
     test_labels = torch.as_tensor(test.labels)
     test_scores = score_predictions(test_pred, test_labels, metric, num_classes)

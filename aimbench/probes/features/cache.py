@@ -28,7 +28,9 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -130,6 +132,10 @@ def _read_block(path: Path, shape: tuple[int, ...]) -> tuple[torch.Tensor | None
     return _restore(tensor, exponent), False
 
 
+def _write_bytes(handle: BinaryIO, data: bytes) -> None:
+    handle.write(data)
+
+
 def _cached_blocks(
     backbone: Backbone,
     blocks: Sequence[int],
@@ -143,8 +149,8 @@ def _cached_blocks(
     every block, extracting the missing ones in one backbone pass and caching them."""
     folder = (how.root or default_root()) / "features" / backbone.spec.name / _digest(key)
     read = {block: _read_block(folder / f"{kind}{block}.safetensors", shape) for block in blocks}
-    stored = {block: tensor for block, (tensor, _) in read.items()}
-    missing = [block for block, tensor in stored.items() if tensor is None]
+    stored = {block: tensor for block, (tensor, _) in read.items() if tensor is not None}
+    missing = [block for block in read if block not in stored]
     damaged = [block for block, (_, bad) in read.items() if bad]
     if damaged:
         print(
@@ -168,10 +174,11 @@ def _cached_blocks(
                 stored[block] = _restore(values, exponent)
                 metadata = {"block": str(block), "exponent": str(exponent), CHECKSUM_KEY: content_sha256(values)}
                 data = save({"features": values}, metadata=metadata)
-                atomic_write(folder / f"{kind}{block}.safetensors", lambda handle, data=data: handle.write(data))
+                atomic_write(folder / f"{kind}{block}.safetensors", partial(_write_bytes, data=data))
         except OSError as exc:
             raise UserError(f"cannot write the feature cache under {folder}: {exc.strerror or exc}; set AIMBENCH_CACHE") from None
-    return stored, {"cached_blocks": len(blocks) - len(missing), "extracted_blocks": len(missing), "damaged_blocks": len(damaged)}
+    counts = {"cached_blocks": len(blocks) - len(missing), "extracted_blocks": len(missing), "damaged_blocks": len(damaged)}
+    return {block: stored[block] for block in read}, counts  # in block order, cached or extracted
 
 
 def cached_pooled(

@@ -54,7 +54,12 @@ def pool_batch(backbone: Backbone, images: torch.Tensor, layers: Sequence[int]) 
     with torch.inference_mode():
         for out in backbone.forward_layers(images, layers).values():
             for token in backbone.spec.probe_tokens:
-                pooled.append(out.patches.mean(dim=1) if token == PATCH_MEAN else out.prefix[:, 0])
+                if token == PATCH_MEAN:
+                    pooled.append(out.patches.mean(dim=1))
+                elif out.prefix is None:  # the card allows cls only where the family has one
+                    raise RuntimeError(f"backbone '{backbone.spec.name}' returned no prefix tokens to pool '{token}' from")
+                else:
+                    pooled.append(out.prefix[:, 0])
         stacked = torch.stack(pooled, dim=1).float()
     return stacked.clone()  # a normal tensor, usable outside inference mode
 
@@ -68,13 +73,13 @@ def extract_pooled(
     on_batch: Callable[[int], None] | None = None,
 ) -> PooledFeatures:
     """Pool the tokens of ``layers`` for every image, in the order of :func:`feature_sources`."""
-    loader = DataLoader(
-        TransformedImages(images, backbone.transform()),
+    loader: DataLoader[tuple[torch.Tensor, int]] = DataLoader(
+        TransformedImages(images, backbone.transform()),  # type: ignore[arg-type]  # not a Dataset subclass (torch-free)
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
     )
-    chunks = []
+    chunks: list[torch.Tensor] = []
     for batch, _ in loader:
         chunks.append(pool_batch(backbone, batch, layers).cpu())
         if on_batch is not None:
@@ -93,7 +98,12 @@ def extract_tokens(
     on_batch: Callable[[int], None] | None = None,
 ) -> dict[int, torch.Tensor]:
     """Patch tokens (N, tokens, D) of every block in ``blocks``, one forward per batch."""
-    loader = DataLoader(TransformedImages(images, backbone.transform()), batch_size=batch_size, shuffle=False, num_workers=workers)
+    loader: DataLoader[tuple[torch.Tensor, int]] = DataLoader(
+        TransformedImages(images, backbone.transform()),  # type: ignore[arg-type]  # not a Dataset subclass (torch-free)
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+    )
     chunks: dict[int, list[torch.Tensor]] = {block: [] for block in blocks}
     with torch.inference_mode():
         for batch, _ in loader:
@@ -124,7 +134,7 @@ def probe_inputs(
 def head_inputs(sources: Sequence[ProbeSource]) -> list[tuple[LayerSet, str, tuple[int, ...]]]:
     """The heads a probe trains per grid point, in grid order: (layer set, token kind, indices of
     the sources it reads): each pooling alone, then both concatenated where a set has both."""
-    heads = []
+    heads: list[tuple[LayerSet, str, tuple[int, ...]]] = []
     for layer_set in dict.fromkeys(src.layer_set for src in sources):
         index = {src.token: i for i, src in enumerate(sources) if src.layer_set == layer_set}
         heads += [(layer_set, token, (i,)) for token, i in index.items()]

@@ -63,7 +63,8 @@ def cached_splits(
 ) -> tuple[dict[str, T], dict[str, int]]:
     """Each split's eval-crop features through the feature cache (``fetch``: pooled features or token
     maps), timed per split and shown as ``what``; and the cache's counts over the splits."""
-    found, totals = {}, {}
+    found: dict[str, T] = {}
+    totals: dict[str, int] = {}
     for name in SPLITS:
         images = getattr(job.splits, name)
         with timing.split(name) as count:
@@ -79,7 +80,8 @@ def pooled_splits(job: ProbeJob, timing: Timing) -> tuple[list[LayerSet], dict[s
     sets = list(job.layer_sets)
     blocks = blocks_needed(sets)
     pooled, cache = cached_splits(job, "features", timing, lambda images, key, how: cached_pooled(backbone, images, blocks, key, how))
-    features, sources = {}, []
+    features: dict[str, PooledFeatures] = {}
+    sources: list[ProbeSource] = []
     for name in SPLITS:
         features[name], sources = probe_inputs(pooled[name], feature_sources(backbone, blocks), sets)
     return sets, features, sources, cache

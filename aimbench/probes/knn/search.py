@@ -113,7 +113,7 @@ def knn_probes(
     for layer_set, chosen in zip(sets, select_per_set(heads, sets)):
         head, (_, _, reads) = heads[chosen], inputs[chosen // len(config.ks)]
         bank, queries = _joined(train, reads, device), _joined(test, reads, device)
-        predictions = knn_predict(bank, bank_labels, queries, (head.hparams["k"],), config.temperature, num_classes)
+        predictions = knn_predict(bank, bank_labels, queries, (int(head.hparams["k"]),), config.temperature, num_classes)
         test_score = float(score_predictions(predictions, test.labels, metric, num_classes)[0])
         extra = secondary_scores(predictions, test.labels, secondary, num_classes)[0]
         layers.append(LayerResult(layer_set.name, layer_set.blocks, head.token, head.hparams, head.val_score, test_score, extra))

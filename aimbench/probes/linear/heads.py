@@ -90,7 +90,7 @@ class LinearHeads:
         self.where = {head: (b, block.points.index(head[1]), block.columns.index(head[0]))
                       for b, block in enumerate(self.blocks) for head in block.heads()}  # fmt: skip
         named: list[dict[str, list[torch.Tensor]]] = [{"weight": [], "bias": []} for _ in grid_points(config)]
-        made: dict[torch.nn.Parameter, dict[str, torch.Tensor]] = {}
+        made: dict[torch.Tensor, dict[str, torch.Tensor]] = {}  # the optimizer's state is keyed by Tensor
         fused = device.type in ("cpu", "cuda")
         for block in self.blocks:
             for p, g in enumerate(block.points):

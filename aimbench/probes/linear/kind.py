@@ -36,7 +36,7 @@ class LinearKind(ProbeKind[LinearProbeConfig]):
     def head_flops(self, config: LinearProbeConfig, shape: PlanShape) -> float:
         points = len(config.learning_rates) * len(config.weight_decays)
         per_image = points * linear_head_flops(shape.pooled_width, shape.classes)
-        training = TRAIN_STEP * config.epochs * shape.sizes["train"]
+        training: float = TRAIN_STEP * config.epochs * shape.sizes["train"]
         if config.grid_search == "halving":  # the share of head-steps successive halving keeps training
             steps = config.epochs * -(-shape.sizes["train"] // config.batch_size)
             training *= active_share(steps, points * shape.sources_per_set)

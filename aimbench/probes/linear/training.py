@@ -67,15 +67,16 @@ def _predict(x: torch.Tensor, labels: torch.Tensor, heads: LinearHeads) -> tuple
     ``x``, in :meth:`LinearHeads.order`, from one pass of logits."""
     labels = labels.to(x.device)
     count, classes, rows = len(heads.order()), heads.shape[1], _rows(heads)
-    predictions, total = [], torch.zeros(count, dtype=torch.float64, device=x.device)
+    chunks: list[torch.Tensor] = []
+    total = torch.zeros(count, dtype=torch.float64, device=x.device)
     with torch.no_grad():
         for i in range(0, len(x), rows):
             logits = heads.logits(x[i : i + rows])  # (B, heads, C)
             y = labels[i : i + rows]
             losses = F.cross_entropy(logits.reshape(-1, classes), y.repeat_interleave(count), reduction="none")
             total += losses.reshape(len(y), count).sum(dim=0).double()
-            predictions.append(logits.argmax(-1))
-    predictions = torch.cat(predictions) if predictions else torch.empty(0, count, dtype=torch.int64, device=x.device)
+            chunks.append(logits.argmax(-1))
+    predictions = torch.cat(chunks) if chunks else torch.empty(0, count, dtype=torch.int64, device=x.device)
     return predictions, total / max(len(x), 1)
 
 
@@ -144,7 +145,7 @@ def _fit(
             step, done = step + 1, done + 1
             if step == batches:
                 epoch, step = epoch + 1, 0
-            if done in rungs:
+            if halving is not None and done in rungs:  # rungs is empty without halving
                 heads = halving.rung(heads, done / (config.epochs * batches))
             if checkpoint is not None and checkpoint.due(done):
                 stopped = [[*head, dataclasses.asdict(score)] for head, score in halving.stopped.items()] if halving is not None else []
@@ -201,6 +202,7 @@ def train_linear_probes(
             yield x_train[idx], y_train[idx]
 
     def online_batches(epoch: int, step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        assert online is not None  # online_batches is used only when online batches are given
         for x, y in online(epoch, step):
             yield (x.to(device) - mean) / std, y.to(device)
 
