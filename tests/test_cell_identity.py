@@ -3,6 +3,7 @@ before identity had its own module, so every existing record is still found and 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from aimbench.cards.registry import Registry
 from aimbench.identity import IDENTITY_COLUMNS, SETUP_COLUMNS, CellIdentity, content_hash
 from aimbench.launch.cells import plan_cells
+from aimbench.report.setups import Setup
 
 # (plan arguments, key, config hash) computed by aimbench at 24f9b8e, whose Cell hashed itself
 GOLDEN: list[tuple[dict[str, Any], str, str]] = [
@@ -66,3 +68,5 @@ def test_the_hash_reads_content_not_key_order() -> None:
 
 def test_reports_tell_setups_apart_by_the_identity_less_task_and_seed() -> None:
     assert set(SETUP_COLUMNS) == set(IDENTITY_COLUMNS) - {"task", "seed"}
+    compared = [f.name for f in dataclasses.fields(Setup) if f.compare]
+    assert compared == list(SETUP_COLUMNS)  # a setup is exactly these columns; weights_name is only its label

@@ -27,7 +27,7 @@ class HeadScore:
     stopped_at: float | None = None  # share of the schedule after which successive halving stopped it (None: trained to the end)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LayerResult:
     """The val-selected head of one layer set with its val and test scores; ``hparams`` is None
     for heads that were not trained or selected here (released heads)."""
@@ -39,6 +39,12 @@ class LayerResult:
     val_score: float
     test_score: float
     test_secondary: dict[str, float] = field(default_factory=dict)  # the task card's secondary metrics on test
+
+    @classmethod
+    def selected(cls, layer_set: LayerSet, head: HeadScore, test_score: float, test_secondary: dict[str, float]) -> LayerResult:
+        """The result of ``layer_set``: its val-selected ``head``, scored on test."""
+        return cls(layer_set=layer_set.name, blocks=layer_set.blocks, token=head.token, hparams=head.hparams, val_score=head.val_score,
+                   test_score=test_score, test_secondary=test_secondary)  # fmt: skip
 
     @property
     def layer(self) -> int:
@@ -55,8 +61,8 @@ class LayerResult:
     @classmethod
     def from_record(cls, entry: dict[str, Any]) -> LayerResult:
         """The inverse of :meth:`as_record` (one entry of a record's ``layers``)."""
-        return cls(entry["layer_set"], tuple(entry["blocks"]), entry["token"], entry["hparams"], entry["val_score"],
-                   entry["test_score"], entry.get("test_secondary") or {})  # fmt: skip
+        return cls(layer_set=entry["layer_set"], blocks=tuple(entry["blocks"]), token=entry["token"], hparams=entry["hparams"],
+                   val_score=entry["val_score"], test_score=entry["test_score"], test_secondary=entry.get("test_secondary") or {})  # fmt: skip
 
 
 @dataclass(frozen=True)

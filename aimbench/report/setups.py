@@ -29,12 +29,10 @@ class Setup:
 
     @classmethod
     def of(cls, row: dict[str, Any]) -> Setup:
-        """The setup of a row that has the ``SETUP_COLUMNS`` and ``weights_name``."""
-        columns = {c: row[c] for c in SETUP_COLUMNS}  # every field but the label, by name
+        """The setup of a row that has the ``SETUP_COLUMNS`` and ``weights_name`` (a test holds the fields to those columns)."""
         return cls(
-            backbone=columns["backbone"], weights_key=columns["weights_key"], probe=columns["probe"], protocol=columns["protocol"],
-            layers_spec=columns["layers_spec"], image_limit=columns["image_limit"], dtype=columns["dtype"],
-            weights_name=row.get("weights_name") or "",
+            backbone=row["backbone"], weights_key=row["weights_key"], probe=row["probe"], protocol=row["protocol"],
+            layers_spec=row["layers_spec"], image_limit=row["image_limit"], dtype=row["dtype"], weights_name=row.get("weights_name") or "",
         )  # fmt: skip
 
     @property

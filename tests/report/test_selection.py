@@ -22,7 +22,10 @@ TEST = [0.30, 0.50, 0.62, 0.60, 0.70, 0.75]
 
 
 def _tied_record() -> dict:
-    layers = [LayerResult(str(i), (i,), "cls", {"lr": 0.1}, v, t) for i, (v, t) in enumerate(zip(VAL, TEST))]
+    layers = [
+        LayerResult(layer_set=str(i), blocks=(i,), token="cls", hparams={"lr": 0.1}, val_score=v, test_score=t)
+        for i, (v, t) in enumerate(zip(VAL, TEST))
+    ]
     result = summarise([], layers)  # the probes' own rule, as run_cell stores it
     base = record("tie", "t1", 0, 0.0, 0.0, "2026-01-01T00:00:00+00:00")
     return {

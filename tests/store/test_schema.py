@@ -34,7 +34,15 @@ def test_the_record_built_from_typed_results_has_exactly_the_schemas_columns(tin
     """build_record is the one place a record's fields are written: checked here without running a probe."""
     registry = Registry.load([tiny_cards])
     spec, task = registry.backbone("micro-cls"), registry.task("digits")
-    layer = LayerResult("block 1", (1,), "cls", {"lr": 0.1, "weight_decay": 0.0}, 0.5, 0.4, {"top5": 0.9})
+    layer = LayerResult(
+        layer_set="block 1",
+        blocks=(1,),
+        token="cls",
+        hparams={"lr": 0.1, "weight_decay": 0.0},
+        val_score=0.5,
+        test_score=0.4,
+        test_secondary={"top5": 0.9},
+    )
     result = ProbeResult(heads=[HeadScore("block 1", "cls", {"lr": 0.1, "weight_decay": 0.0}, 0.5)], layers=[layer], best=layer, last=layer)
     identity = CellIdentity(
         backbone="micro-cls", task="digits", probe="linear", seed=0, layers="all", limit=None, dtype="fp32", weights_key="",

@@ -253,8 +253,7 @@ def evaluate(
     test_scores = score_predictions(test_pred, test_labels, metric, num_classes)
     extras = secondary_scores(test_pred, test_labels, secondary, num_classes)
     layers = [
-        LayerResult(s.name, s.blocks, "attentive", heads_out[i].hparams, heads_out[i].val_score, float(score), extra)
-        for s, i, score, extra in zip(trainer.sets, chosen, test_scores, extras)
+        LayerResult.selected(s, heads_out[i], float(score), extra) for s, i, score, extra in zip(trainer.sets, chosen, test_scores, extras)
     ]
     return summarise(heads_out, layers)
 
