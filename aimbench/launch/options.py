@@ -2,10 +2,14 @@
 
 Kept apart from :mod:`aimbench.launch.run_cell` so the CLI can build and validate the options
 without importing torch: a bad argument fails in a fraction of a second, before any model loads.
+The one reader of comma-separated option values, :func:`split_names`, lives here for the same
+reason: it is the torch-free bottom of the launch stage, which the CLI, the Python API and the
+planner can all import without a cycle.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,9 +17,23 @@ from aimbench.devices import parse_device
 from aimbench.errors import at_least, positive
 
 
-@dataclass(frozen=True)
+def split_names(values: str | Sequence[str]) -> tuple[str, ...]:
+    """``"a, b"`` or ``["a", "b"]`` as a tuple of non-empty, stripped names, order and repeats kept.
+
+    Every comma-separated option (backbones, tasks, probes, seeds) is read by this one function,
+    so ``"a,,b "`` means the same wherever a user writes it, on the command line or in Python.
+    """
+    items = values.split(",") if isinstance(values, str) else values
+    return tuple(item.strip() for item in items if item.strip())
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunOptions:
-    """How to run cells; none of this changes a cell's numbers, so none of it is in its identity."""
+    """How to run cells; none of this changes a cell's numbers, so none of it is in its identity.
+
+    Keyword-only: eleven fields of which several share a type (three paths, three numbers) are
+    too easy to pass in the wrong order.
+    """
 
     results_dir: Path = Path("results")
     data_root: Path | None = None

@@ -94,7 +94,9 @@ def test_miniature_copy_checks_loads_and_probes(name: str, tmp_path: Path, tiny_
         assert np.asarray(split.image(0)).shape[:2] == (8, 8)
 
     (cell,) = plan_cells(registry, ["micro-cls"], [name], "linear", [0], "last", None, None, {"epochs": 2})
-    record = read_record(run_cell(cell, RunOptions(tmp_path / "results", root, (tiny_cards,), device="cpu")))
+    record = read_record(
+        run_cell(cell, RunOptions(results_dir=tmp_path / "results", data_root=root, card_dirs=(tiny_cards,), device="cpu"))
+    )
     assert record["task"] == name and record["n_test"] == sizes["test"]
     assert record["dataset_source"] == report.source
     assert 0.0 <= record["best_test_score"] <= 1.0
