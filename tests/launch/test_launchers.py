@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,8 +40,8 @@ class Recorder(Display):
         self.events.append(f"{'skip' if outcome.skipped else 'done'} {done}/{total}")
 
 
-def _request(tmp_path: Path, tiny_cards: Path, **fields) -> EvalRequest:
-    where = {"results": tmp_path / "results", "cards": tiny_cards, "device": "cpu", "cache_dir": tmp_path / "cache"}
+def _request(tmp_path: Path, tiny_cards: Path, **fields: Any) -> EvalRequest:
+    where: dict[str, Any] = {"results": tmp_path / "results", "cards": tiny_cards, "device": "cpu", "cache_dir": tmp_path / "cache"}
     return EvalRequest.from_options("micro-cls", "digits", fields.pop("probes", "knn"), limit=40, **where, **fields)
 
 
