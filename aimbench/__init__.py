@@ -5,8 +5,8 @@ The public Python API is small and lives here (the CLI, ``aimbench``, drives eve
 - :func:`list_backbones` names the known backbone variants (the cards), optionally filtered;
 - :func:`load_backbone` builds one, frozen, behind the shared contract :class:`Backbone`;
 - :meth:`Backbone.forward_layers` returns the tokens of any blocks (``[-1, 0]``, ``"last"``,
-  ``"all"``) from one forward pass, as :class:`LayerTokens` keyed by block index, for a
-  preprocessed tensor or PIL images;
+  ``"all"``) from one forward pass, as :class:`LayerTokens` by block in the order asked (``out[-1]``
+  and ``out[depth - 1]`` alike), for a preprocessed tensor or PIL images;
 - :func:`evaluate` runs ``aimbench eval`` as a call and returns one :class:`CellResult` per cell
   (the record the CLI writes, and its probe result typed).
 

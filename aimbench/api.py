@@ -8,13 +8,11 @@ returns the stored records without running anything (``overwrite=True`` runs the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 from aimbench.identity import DEFAULT_PROTOCOL
 from aimbench.launch.base import CellResult, Display
 from aimbench.launch.local import LocalLauncher
-from aimbench.launch.options import RunOptions
-from aimbench.launch.request import EvalRequest
+from aimbench.launch.request import EvalRequest, PathLike, Seeds
 
 
 def evaluate(
@@ -22,8 +20,9 @@ def evaluate(
     tasks: str | Sequence[str],
     probe: str | Sequence[str] = "linear",
     *,
-    layers: str | None = None,
-    seeds: int | Sequence[int] = (0,),
+    layers: str | Sequence[int | str] | None = None,
+    seed: Seeds | None = None,
+    seeds: int | None = None,
     limit: int | None = None,
     weights: str | None = None,
     name: str | None = None,
@@ -34,29 +33,34 @@ def evaluate(
     grid_search: str | None = None,
     head_precision: str | None = None,
     overwrite: bool = False,
-    results: str | Path = "results",
-    data_root: str | Path | None = None,
-    cards: Sequence[str | Path] = (),
+    results: PathLike = "results",
+    data_root: PathLike | None = None,
+    cards: PathLike | Sequence[PathLike] = (),
     device: str = "auto",
     batch_size: int = 64,
     workers: int = 0,
-    cache_dir: str | Path | None = None,
+    cache_dir: PathLike | None = None,
     memory_gb: float | None = None,
     display: Display | None = None,
 ) -> list[CellResult]:
     """Probe every selected layer of ``backbones`` on ``tasks``; one :class:`CellResult` per cell, in plan order.
 
-    Arguments mean what the ``aimbench eval`` options of the same name mean (``layers`` None: each
-    card's default, every block plus its published windows; ``epochs``/``data_mode``/``grid_search``/``head_precision``
-    override the protocol card and are recorded as overrides). Records go to ``results/runs/`` as with the CLI.
+    Arguments mean what the ``aimbench eval`` options of the same name mean, read by the same
+    :meth:`EvalRequest.from_options`: ``backbones``, ``tasks`` and ``probe`` are comma-separated
+    strings or sequences of names; ``layers`` None is each card's default (every block plus its
+    published windows), else a ``--layers`` string or a sequence of its items (``[0, -1]``);
+    ``epochs``/``data_mode``/``grid_search``/``head_precision`` override the protocol card and are
+    recorded as overrides. Records go to ``results/runs/`` as with the CLI.
+
+    Seeds, as on the command line: ``seed`` names the seeds to run (``seed=3`` is seed 3 only,
+    ``seed=[0, 1]`` or ``seed="0,1"`` those two), ``seeds=N`` runs seeds 0..N-1 (``seeds=3`` is
+    0, 1 and 2); give one or the other; neither runs seed 0. Each seed is its own cell.
     """
-    options = RunOptions(
-        Path(results), None if data_root is None else Path(data_root), tuple(Path(c) for c in cards), device, batch_size, workers,
-        None if cache_dir is None else Path(cache_dir), memory_gb,
-    )  # fmt: skip
-    request = EvalRequest(
-        backbones, tasks, probe, seeds, layers, limit, weights, name, protocol, dtype, epochs, data_mode,
-        grid_search=grid_search, head_precision=head_precision, overwrite=overwrite, options=options,
+    request = EvalRequest.from_options(
+        backbones, tasks, probe, seed=seed, seeds=seeds, layers=layers, limit=limit, weights=weights, name=name,
+        protocol=protocol, dtype=dtype, epochs=epochs, data_mode=data_mode, grid_search=grid_search,
+        head_precision=head_precision, overwrite=overwrite, results=results, data_root=data_root, cards=cards,
+        device=device, batch_size=batch_size, workers=workers, cache_dir=cache_dir, memory_gb=memory_gb,
     )  # fmt: skip
     launcher = LocalLauncher(display)
     return launcher.submit(launcher.plan(request)).outcomes

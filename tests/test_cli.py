@@ -275,8 +275,10 @@ def test_seeds_repeat_cells_and_the_report_shows_their_spread(tmp_path: Path, ti
     assert sorted(json.loads(p.read_text())["seed"] for p in records(results)) == [0, 1]
     report = run_cli("report", "--results", str(results), "--format", "markdown")
     assert "±" in report.stdout and "mean ± sample std" in report.stdout
-    both = run_cli("eval", "-b", "micro-cls", "-t", "digits", "--seeds", "2", "--seed", "1", "--results", str(results))
-    assert_one_line_error(both, "give one or the other")
+    for seed in ("1", "0"):  # even the default seed, written out, is a second answer to "which seeds"
+        both = run_cli("eval", "-b", "micro-cls", "-t", "digits", "--seeds", "2", "--seed", seed, "--results", str(results))
+        assert_one_line_error(both, "give one or the other")
+    assert_one_line_error(run_cli("eval", "-b", "micro-cls", "-t", "digits", "--seeds", "0", "--results", str(results)), "positive count")
 
 
 def test_cached_attentive_probe_extracts_token_maps_once(tmp_path: Path, tiny_cards: Path) -> None:

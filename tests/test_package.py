@@ -49,5 +49,5 @@ def test_load_backbone_from_the_package_runs_forward_layers() -> None:
     backbone = aimbench.load_backbone("vit-tiny-cls", weights="random")
     assert isinstance(backbone, aimbench.Backbone)
     out = backbone.forward_layers(Image.new("RGB", (40, 30), "white"), [-1, 0])
-    assert list(out) == [0, backbone.depth - 1]
+    assert list(out) == [backbone.depth - 1, 0] and out[-1] is out[backbone.depth - 1]  # in the order asked, looked up as asked
     assert isinstance(out[0], aimbench.LayerTokens) and out[0].patches.shape == (1, 64, backbone.dim)

@@ -1,4 +1,5 @@
-"""Backbone families behind one contract (``base``); :func:`load_backbone` builds one by name."""
+"""Backbone families behind one contract (``base``); :func:`load_backbone` builds one by name, and
+``module_family.backbone_from_module`` wraps a model object that has no card."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ from typing import TYPE_CHECKING
 
 from aimbench.cards.backbone_card import BackboneSpec
 from aimbench.cards.registry import Registry
+from aimbench.errors import UserError
 
 if TYPE_CHECKING:
     from aimbench.adapters.base import Backbone
 
-# A family's class, as build_backbone calls it: (spec, weights override or None, dtype). Not type[Backbone]:
-# the families take a weights override where the base class takes a built model.
-BackboneClass = Callable[[BackboneSpec, str | None, str], "Backbone"]
+# A family's class as build_backbone calls it: (spec, weights override, dtype) -> a built backbone.
+FamilyClass = Callable[[BackboneSpec, "str | None", str], "Backbone"]
 
 
 def load_backbone(
@@ -34,19 +35,19 @@ def load_backbone(
     return build_backbone((registry or Registry.load(cards)).backbone(name), weights, dtype)
 
 
-def _timm() -> BackboneClass:
+def _timm() -> FamilyClass:
     from aimbench.adapters.timm_family import TimmBackbone
 
     return TimmBackbone
 
 
-def _aim() -> BackboneClass:
+def _aim() -> FamilyClass:
     from aimbench.adapters.aim_family import AimBackbone
 
     return AimBackbone
 
 
-def _open_clip() -> BackboneClass:
+def _open_clip() -> FamilyClass:
     from aimbench.adapters.open_clip_family import OpenClipBackbone
 
     return OpenClipBackbone
@@ -54,9 +55,12 @@ def _open_clip() -> BackboneClass:
 
 # A card's ``adapter`` -> its family's class, imported when first built (each imports its own library).
 # A new family: its module here, one line below, and its name in aimbench.cards.backbone_card.ADAPTERS.
-FAMILIES: dict[str, Callable[[], BackboneClass]] = {"timm": _timm, "aim": _aim, "open_clip": _open_clip}
+FAMILIES: dict[str, Callable[[], FamilyClass]] = {"timm": _timm, "aim": _aim, "open_clip": _open_clip}
 
 
 def build_backbone(spec: BackboneSpec, weights: str | None = None, dtype: str = "fp32") -> Backbone:
     """Build a variant from its (possibly programmatically edited) spec through its family adapter."""
+    if spec.adapter not in FAMILIES:  # a wrapped module's spec: the module itself holds the network
+        raise UserError(f"backbone '{spec.name}' ({spec.adapter}) cannot be built from its spec alone; "
+                        "wrap the module again with aimbench.adapters.module_family.backbone_from_module")  # fmt: skip
     return FAMILIES[spec.adapter]()(spec, weights, dtype)

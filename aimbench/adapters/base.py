@@ -5,15 +5,16 @@ of its weights, its depth/width/heads, where the weights came from (id and SHA-2
 provenance of each feature tensor (which block, raw residual stream or normed, which tokens).
 
 The user-facing call, :meth:`Backbone.forward_layers`, lives here once: it resolves block
-selections (negative indices, ``"last"``, ``"all"``) and PIL inputs for every family, and each
-family implements only :meth:`Backbone._forward_blocks` on a preprocessed tensor.
+selections (negative indices, ``"last"``, ``"all"``), checks tensors and preprocesses PIL inputs
+for every family, and each family implements only :meth:`Backbone._forward_blocks` on a
+preprocessed tensor of the card's size.
 """
 
 from __future__ import annotations
 
 import operator
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -33,7 +34,12 @@ Images = Union[torch.Tensor, Image.Image, Sequence[Image.Image]]
 BLOCK_NAMES = ("last", "all")
 
 
-@dataclass(frozen=True)
+def describe_tensor(tensor: torch.Tensor) -> str:
+    """``(2, 196, 384) float32 cpu``: what a reader needs of a tensor, never its values."""
+    return f"{tuple(tensor.shape)} {str(tensor.dtype).removeprefix('torch.')} {tensor.device}"
+
+
+@dataclass(frozen=True, repr=False)
 class LayerTokens:
     """One block's output for a batch, split into the tokens a probe reads.
 
@@ -51,6 +57,54 @@ class LayerTokens:
     layer: int
     patches: torch.Tensor
     prefix: torch.Tensor | None
+
+    def __repr__(self) -> str:
+        """Shapes, dtype and device, not values: a notebook cell showing ``forward_layers``' result
+        must stay readable (the dataclass default printed every token of every block)."""
+        prefix = None if self.prefix is None else tuple(self.prefix.shape)
+        return f"LayerTokens(layer={self.layer}, patches={describe_tensor(self.patches)}, prefix={prefix})"
+
+
+class BlockTokens(Mapping[int, LayerTokens]):
+    """What :meth:`Backbone.forward_layers` returns: each block's :class:`LayerTokens` once, in the
+    order asked, looked up by block however the caller named it.
+
+    Iteration, ``keys()``, ``len()`` and ``values()`` see each resolved block once (non-negative
+    indices, first mention wins: ``[4, -1, 0]`` on a 6-block model gives ``4, 5, 0``). Look-ups also
+    accept what resolved to a block, so ``out[-1]``, ``out["last"]`` and ``out[5]`` are the same
+    tokens there and ``-1 in out`` holds; a block that was not asked for is a ``KeyError``.
+    """
+
+    def __init__(self, tokens: Iterable[LayerTokens], depth: int) -> None:
+        self._tokens = {layer_tokens.layer: layer_tokens for layer_tokens in tokens}
+        self._depth = depth
+
+    def _block(self, key: object) -> int | None:
+        """The block ``key`` names (``-1`` and ``"last"`` resolved as :meth:`Backbone.resolve_blocks` does), or None."""
+        if key == "last":
+            return self._depth - 1
+        if isinstance(key, (bool, str)):
+            return None
+        try:
+            index = operator.index(key)  # type: ignore[arg-type]
+        except TypeError:
+            return None
+        return index + self._depth if -self._depth <= index < 0 else index
+
+    def __getitem__(self, key: int | str) -> LayerTokens:
+        block = self._block(key)
+        if block is None or block not in self._tokens:
+            raise KeyError(f"block {key!r} was not asked for; this result holds blocks {list(self._tokens)}")
+        return self._tokens[block]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._tokens)
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    def __repr__(self) -> str:
+        return "BlockTokens({" + ", ".join(f"{block}: {tokens!r}" for block, tokens in self._tokens.items()) + "})"
 
 
 @dataclass(frozen=True)
@@ -161,16 +215,20 @@ class Backbone(ABC):
         any iterable of those, in any order and with repeats; anything out of range is a
         :class:`~aimbench.errors.UserError` that names the valid range.
         """
+        return sorted(self._blocks_as_asked(layers))
+
+    def _blocks_as_asked(self, layers: Blocks) -> list[int]:
+        """:meth:`resolve_blocks` in the order asked (first mention wins), for :meth:`forward_layers`' result."""
         name, depth = self.spec.name, self.depth
         items = [layers] if isinstance(layers, (str, int)) or not isinstance(layers, Iterable) else list(layers)
         if not items:
             raise UserError(f"no blocks asked of {name}: give block indices, 'last' or 'all'")
-        blocks: set[int] = set()
+        blocks: dict[int, None] = {}  # ordered and unique
         for item in items:
             if isinstance(item, str):
                 if item not in BLOCK_NAMES:
                     raise UserError(f"unknown block name '{item}' for {name}: use 'last', 'all' or an index in 0..{depth - 1}")
-                blocks.update(range(depth) if item == "all" else [depth - 1])
+                blocks.update(dict.fromkeys(range(depth) if item == "all" else [depth - 1]))
                 continue
             try:
                 if isinstance(item, bool):
@@ -180,15 +238,22 @@ class Backbone(ABC):
                 raise UserError(f"block {item!r} for {name} is not an index: use an int, 'last' or 'all'") from None
             if not -depth <= index < depth:
                 raise UserError(f"block {index} out of range for {name} (depth {depth}: 0..{depth - 1} or -{depth}..-1)")
-            blocks.add(index % depth)
-        return sorted(blocks)
+            blocks.setdefault(index % depth)
+        return list(blocks)
 
     def image_batch(self, images: Images) -> torch.Tensor:
-        """``images`` as a (B, 3, H, W) float tensor: a tensor is taken as already preprocessed;
+        """``images`` as a (B, 3, S, S) float tensor, S the card's ``image_size``: a tensor is taken as
+        already preprocessed and checked here, once for every family, so a wrong size or raw uint8
+        pixels are one line saying what to pass instead, not an assertion deep inside the network;
         a PIL image or a list of them goes through :meth:`transform` and is stacked."""
         if isinstance(images, torch.Tensor):
-            if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
-                raise UserError(f"images must be a preprocessed float (B, 3, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
+            size = self.preprocess.image_size
+            if images.ndim != 4 or tuple(images.shape[1:]) != (3, size, size) or not images.is_floating_point():
+                raise UserError(
+                    f"images for {self.spec.name} must be a preprocessed float (B, 3, {size}, {size}) tensor (the card's "
+                    f"image_size), got a {str(images.dtype).removeprefix('torch.')} tensor of shape {tuple(images.shape)}; "
+                    "pass PIL images and the backbone preprocesses them, or prepare tensors with backbone.transform()"
+                )
             return images
         pictures = [images] if isinstance(images, Image.Image) else list(images)
         if not pictures or not all(isinstance(picture, Image.Image) for picture in pictures):
@@ -203,25 +268,31 @@ class Backbone(ABC):
         block outputs (the residual stream, no final norm), as the AIM protocol reads them."""
         return FeatureProvenance("block output (residual stream)", False, self.spec.prefix_layout)
 
-    def forward_layers(self, images: Images, layers: Blocks) -> dict[int, LayerTokens]:
+    def forward_layers(self, images: Images, layers: Blocks) -> BlockTokens:
         """Run the network once and return the tokens of the chosen blocks, keyed by block index.
 
-        ``images``: a float tensor (B, 3, H, W) already preprocessed (e.g. by :meth:`transform`
-        in a DataLoader), or a PIL image or list of PIL images, which are preprocessed here with
-        the card's transform, so that features always come from the inputs the weights expect.
+        ``images``: a float tensor (B, 3, S, S) already preprocessed (e.g. by :meth:`transform`
+        in a DataLoader; S is the card's ``image_size``), or a PIL image or list of PIL images,
+        which are preprocessed here with the card's transform, so that features always come from
+        the inputs the weights expect.
 
         ``layers``: a block index or several, in any order, repeats collapsed; negative indices
         count from the end (``-1`` is the last block); ``"last"`` and ``"all"`` name blocks too.
         Every block comes from the same single forward pass (it stops after the deepest one
         asked for), which is why a layer-wise sweep costs one pass, not one per layer.
 
-        Returns ``{block: LayerTokens}`` with non-negative keys in ascending order. Out-of-range
-        blocks, unknown names and unusable images raise :class:`~aimbench.errors.UserError`.
-        For example ``backbone.forward_layers(Image.open("cat.jpg"), [-1, 0])`` is
-        ``{0: ..., depth - 1: ...}``, each holding ``patches`` of shape (1, N, D).
+        Returns a :class:`BlockTokens` mapping: its keys are the non-negative block indices, each
+        once, in the order asked; a look-up also takes the index or name as asked. For example
+        ``out = backbone.forward_layers(Image.open("cat.jpg"), [-1, 0])`` iterates as
+        ``depth - 1, 0``, and ``out[-1]``, ``out["last"]`` and ``out[depth - 1]`` are the same
+        :class:`LayerTokens`, whose ``layer`` is ``depth - 1`` and ``patches`` of shape (1, N, D).
+        Out-of-range blocks, unknown names and unusable images raise
+        :class:`~aimbench.errors.UserError`.
         """
-        blocks = self.resolve_blocks(layers)
-        return {tokens.layer: tokens for tokens in self._forward_blocks(self.image_batch(images), blocks)}
+        asked = self._blocks_as_asked(layers)
+        batch = self.image_batch(images)
+        by_block = {tokens.layer: tokens for tokens in self._forward_blocks(batch, sorted(asked))}
+        return BlockTokens((by_block[block] for block in asked), self.depth)
 
     @abstractmethod
     def _forward_blocks(self, images: torch.Tensor, blocks: list[int]) -> list[LayerTokens]:

@@ -5,13 +5,16 @@ Weights come from the card's ``weights`` field (or an override):
 ``timm`` — the pretrained tag in ``arch`` from the Hugging Face cache or hub;
 a file path or ``hf:`` source — a state dict in timm's layout or any layout timm's filter for
 the model converts (original DINOv2, BEiT, ... releases), then loaded strictly.
+
+What this family knows of a built timm ViT — its shape (:func:`vit_architecture`) and how its
+block outputs are read (:func:`vit_block_tokens`) — is shared with ``module_family``, which wraps
+a timm model a user built themselves, so both read the same tokens the same way.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
-from typing import Any, Protocol, cast
+from typing import Any
 
 import timm
 import torch
@@ -24,22 +27,6 @@ from aimbench.cards.backbone_card import BackboneSpec
 from aimbench.errors import CardError, UserError
 
 RANDOM_INIT_SEED = 0
-
-
-class TimmViT(Protocol):
-    """What aimbench reads of a timm vision transformer (ViT, EVA, BEiT, ...). ``timm.create_model``
-    types every model as a bare ``nn.Module``, whose other attributes a type checker reads as
-    ``Tensor | Module``; :func:`check_against_card` verifies this surface when a model is built."""
-
-    blocks: Sequence[Any]  # an nn.Sequential or nn.ModuleList of blocks, each with .attn.num_heads
-    embed_dim: int
-    pretrained_cfg: dict[str, Any]
-
-    def forward_intermediates(self, x: torch.Tensor, **options: Any) -> Any: ...
-
-
-def _as_vit(model: nn.Module) -> TimmViT:
-    return cast(TimmViT, model)
 
 
 def _create(spec: BackboneSpec, pretrained: bool) -> nn.Module:
@@ -82,26 +69,62 @@ def _create_with_weights(spec: BackboneSpec, override: str | None) -> tuple[nn.M
     model = _create(spec, pretrained=False)
     state, info, path = load_weights(spec, override)
     state = _timm_filter(model, state)
-    classifier = _as_vit(model).pretrained_cfg.get("classifier")
+    classifier = getattr(model, "pretrained_cfg", {}).get("classifier")
     if isinstance(classifier, str):  # the probe replaces any classifier; drop it from the file
         state = {k: v for k, v in state.items() if not k.startswith(classifier + ".")}
     load_strict(model, state, str(path))
     return model, info
 
 
-def check_against_card(spec: BackboneSpec, model: nn.Module) -> None:
-    """Fail if the built network is not the one the card describes (depth, width, tokens)."""
-    if not hasattr(model, "forward_intermediates") or not hasattr(model, "blocks"):
-        raise CardError(spec.card_path, f"variants.{spec.name}.arch", "not a transformer with forward_intermediates")
-    vit = _as_vit(model)
-    actual = {
+def vit_missing(model: nn.Module) -> list[str]:
+    """What ``model`` lacks to be read as a timm ViT (``forward_intermediates`` over ``blocks`` of
+    attention with ``num_heads``, width ``embed_dim``); empty when it has it all."""
+    missing = [name for name in ("forward_intermediates", "blocks", "embed_dim") if not hasattr(model, name)]
+    if "blocks" not in missing:
+        blocks: Any = model.blocks
+        try:
+            first = blocks[0]
+        except (TypeError, IndexError, KeyError):  # not indexable, or no block at all
+            first = None
+        if not hasattr(getattr(first, "attn", None), "num_heads"):
+            missing.append("blocks[0].attn.num_heads")
+    return missing
+
+
+def vit_architecture(model: nn.Module) -> dict[str, Any]:
+    """What a card states of a timm ViT, read from the built model: depth, dim, heads, cls_token,
+    registers (``vit_missing(model)`` must be empty)."""
+    vit: Any = model  # timm's attributes, which nn.Module's typing does not know
+    return {
         "depth": len(vit.blocks),
-        "dim": vit.embed_dim,
-        "heads": vit.blocks[0].attn.num_heads,
+        "dim": int(vit.embed_dim),
+        "heads": int(vit.blocks[0].attn.num_heads),
         "cls_token": getattr(model, "cls_token", None) is not None,  # ViT and BEiT alike
         "registers": int(getattr(model, "num_reg_tokens", 0)),
     }
-    for field, value in actual.items():
+
+
+def vit_block_tokens(model: nn.Module, images: torch.Tensor, blocks: list[int], has_prefix: bool) -> list[LayerTokens]:
+    """Raw block outputs (``norm=False``, as the AIM protocol reads them) of a timm ViT, one forward
+    stopping after the deepest block; ``blocks`` sorted and unique, ``images`` already prepared."""
+    options = dict(indices=blocks, norm=False, output_fmt="NLC", intermediates_only=True, stop_early=True)
+    forward_intermediates: Any = model.forward_intermediates
+    if not has_prefix:
+        # timm returns malformed tuples when prefix tokens are requested from a model without any
+        outputs = forward_intermediates(images, **options)
+        return [LayerTokens(block, tokens, None) for block, tokens in zip(blocks, outputs)]
+    outputs = forward_intermediates(images, return_prefix_tokens=True, **options)
+    return [LayerTokens(block, patches, prefix) for block, (patches, prefix) in zip(blocks, outputs)]
+
+
+def check_against_card(spec: BackboneSpec, model: nn.Module) -> None:
+    """Fail if the built network is not the one the card describes (depth, width, tokens)."""
+    missing = vit_missing(model)
+    if missing:
+        raise CardError(
+            spec.card_path, f"variants.{spec.name}.arch", f"not a transformer with forward_intermediates (no {', '.join(missing)})"
+        )
+    for field, value in vit_architecture(model).items():
         if getattr(spec, field) != value:
             raise CardError(
                 spec.card_path,
@@ -119,11 +142,4 @@ class TimmBackbone(Backbone):
         super().__init__(spec, model, info, dtype)
 
     def _forward_blocks(self, images: torch.Tensor, blocks: list[int]) -> list[LayerTokens]:
-        options = dict(indices=blocks, norm=False, output_fmt="NLC", intermediates_only=True, stop_early=True)
-        images = self.prepare(images)
-        if not self.spec.prefix_layout:
-            # timm returns malformed tuples when prefix tokens are requested from a model without any
-            outputs = _as_vit(self.model).forward_intermediates(images, **options)
-            return [LayerTokens(block, tokens, None) for block, tokens in zip(blocks, outputs)]
-        outputs = _as_vit(self.model).forward_intermediates(images, return_prefix_tokens=True, **options)
-        return [LayerTokens(block, patches, prefix) for block, (patches, prefix) in zip(blocks, outputs)]
+        return vit_block_tokens(self.model, self.prepare(images), blocks, bool(self.spec.prefix_layout))

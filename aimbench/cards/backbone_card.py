@@ -28,10 +28,11 @@ NOT_FILES = ("random", "timm")  # weights values that name a way of building wei
 REMOTE_PREFIXES = ("hf:", "https://", "http://", "open_clip:")  # weights fetched (or built) by the adapters
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Preprocess:
     """Eval-time transform: resize to ``resize_size`` (the short side, or both sides with
-    ``resize_mode = "squash"``), then centre-crop ``image_size``."""
+    ``resize_mode = "squash"``), then centre-crop ``image_size``. Keyword-only: two sizes and two
+    triples side by side are easy to swap, and now cards and wrapped modules both build one."""
 
     image_size: int
     resize_size: int
@@ -53,9 +54,12 @@ class OfficialProbe:
     sha256: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BackboneSpec:
-    """One named variant of a backbone card."""
+    """One named variant of a backbone card (or of a wrapped module, ``adapters.module_family``).
+
+    Keyword-only: twenty fields, several of the same type (depth, dim, heads, registers), are
+    built both from cards and in memory, and a positional call would swap them silently."""
 
     name: str
     family: str

@@ -10,7 +10,6 @@ import typer
 from aimbench.cli.eval import run_request
 from aimbench.cli.options import Cluster, ClusterChoice, ResultsOption, make_console
 from aimbench.cli.report import report
-from aimbench.launch.options import RunOptions
 from aimbench.launch.request import EvalRequest
 
 
@@ -28,7 +27,6 @@ def demo(
 
     console = make_console()
     cards = demo_run.pretrain_demo_aim(results, console, overwrite, pretrain_steps)
-    options = RunOptions(results_dir=results, device="cpu", card_dirs=(cards,))
-    request = EvalRequest(demo_run.BACKBONES, (demo_run.TASK,), overwrite=overwrite, options=options)
+    request = EvalRequest.from_options(demo_run.BACKBONES, demo_run.TASK, overwrite=overwrite, results=results, cards=cards, device="cpu")
     run_request(request, ClusterChoice(Cluster.local, {}), console)
     report(results=results, backbone=",".join(demo_run.BACKBONES), task=demo_run.TASK)

@@ -11,28 +11,13 @@ from rich.console import Console
 from rich.table import Table
 
 from aimbench.cli.display import RichDisplay
-from aimbench.cli.options import CardsOption, ClusterChoice, DataRootOption, ResultsOption, cluster_options, make_console, split
-from aimbench.errors import UserError
+from aimbench.cli.options import CardsOption, ClusterChoice, DataRootOption, ResultsOption, cluster_options, make_console
 from aimbench.launch.base import EvalPlan
 from aimbench.launch.memory import MemoryNeed
-from aimbench.launch.options import RunOptions
 from aimbench.launch.request import EvalRequest
 from aimbench.probes import DEFAULT_PROTOCOL
 
 WEIGHTS_HELP = "Override the card's weights: random | timm | open_clip:TAG | PATH | hf:OWNER/REPO/FILE."
-
-
-def parse_seeds(seed: str, seeds: int | None) -> list[int]:
-    """``--seed 0,1,2`` or ``--seeds 3`` (0..2), not both."""
-    try:
-        chosen = [int(s) for s in split(seed)]
-    except ValueError:
-        raise UserError(f"bad --seed '{seed}': use integers like 0 or 0,1,2") from None
-    if seeds is None:
-        return chosen
-    if seeds < 1 or seed != "0":
-        raise UserError("--seeds N takes a positive count and replaces --seed; give one or the other")
-    return list(range(seeds))
 
 
 def run_request(request: EvalRequest, cluster: ClusterChoice, console: Console) -> None:
@@ -52,8 +37,10 @@ def run_request(request: EvalRequest, cluster: ClusterChoice, console: Console) 
             return
         launched = launcher.submit(plan)
         ids = sorted({job_id.split("_")[0] for job_id in launched.job_ids})
-        console.print(f"submitted {len(launched.job_ids)} cell(s) as Slurm job {', '.join(ids)}; state: {launched.state_file}; "
-                      f"logs: {launched.state_file.with_suffix('')}/", soft_wrap=True)  # fmt: skip
+        state = launched.state_file  # a remote launcher always writes one
+        logs = state.with_suffix("") if state is not None else None
+        console.print(f"submitted {len(launched.job_ids)} cell(s) as Slurm job {', '.join(ids)}; state: {state}; logs: {logs}/",
+                      soft_wrap=True)  # fmt: skip
         return
     console.print(f"[bold]{len(plan.cells)} cell(s)[/bold] → {request.options.results_dir / 'runs'}")
     try:
@@ -163,7 +150,7 @@ def evaluate(
     probe: Annotated[str, typer.Option(help="linear | knn | attentive (comma-separated; trained and selected here) | official (released heads, e.g. AIM's).")] = "linear",
     layers: Annotated[Optional[str], typer.Option(help="all | last | best | avg:A-B windows | block indices like 0,5,-1, comma-separated; for --probe official: head names (last, best). Default: every block plus the card's published windows (AIM: all,last,best).", show_default=False)] = None,
     limit: Annotated[Optional[int], typer.Option(help="Cap images per split (smoke runs; recorded).")] = None,
-    seed: Annotated[str, typer.Option(help="Seed(s), comma-separated; each is its own cell.")] = "0",
+    seed: Annotated[Optional[str], typer.Option(help="Seed(s), comma-separated; each is its own cell \\[default: 0].", show_default=False)] = None,
     seeds: Annotated[Optional[int], typer.Option(help="Repeat each cell with seeds 0..N-1 (reports show mean ± std).", show_default=False)] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
     dtype: Annotated[str, typer.Option(help="Backbone precision: fp32 | bf16 | fp16 (recorded; part of the cell).")] = "fp32",
@@ -204,9 +191,9 @@ def evaluate(
 
       aimbench eval -b aim-7b -t all --probe attentive --cluster slurm --gpus-per-node 1 --time 12:00:00 --dry-run
     """
-    options = RunOptions(results, data_root, tuple(cards or ()), device, batch_size, workers, memory_gb=memory_gb)
-    request = EvalRequest(
-        split(backbone), split(tasks), split(probe), parse_seeds(seed, seeds), layers, limit, weights, name, protocol, dtype,
-        epochs, data_mode, grid_search=grid_search, head_precision=head_precision, overwrite=overwrite, options=options,
+    request = EvalRequest.from_options(
+        backbone, tasks, probe, seed=seed, seeds=seeds, layers=layers, limit=limit, weights=weights, name=name, protocol=protocol,
+        dtype=dtype, epochs=epochs, data_mode=data_mode, grid_search=grid_search, head_precision=head_precision, overwrite=overwrite,
+        results=results, data_root=data_root, cards=cards, device=device, batch_size=batch_size, workers=workers, memory_gb=memory_gb,
     )  # fmt: skip
     run_request(request, cluster, make_console())

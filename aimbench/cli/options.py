@@ -46,11 +46,6 @@ def make_console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, width=None if stream.isatty() else 200)
 
 
-def split(values: str) -> list[str]:
-    """A comma-separated option as a list of non-empty items."""
-    return [v.strip() for v in values.split(",") if v.strip()]
-
-
 class Cluster(str, Enum):
     local = "local"
     slurm = "slurm"

@@ -22,6 +22,7 @@ from aimbench.dtypes import DTYPES
 from aimbench.errors import UserError
 from aimbench.hashing import file_sha256
 from aimbench.identity import CellIdentity, content_hash
+from aimbench.names import split_names
 from aimbench.paths import PRETRAIN_TRUNK
 from aimbench.probes import (
     DEFAULT_PROTOCOL,
@@ -177,7 +178,7 @@ class Cell:
 
 def parse_probes(spec: str | Sequence[str]) -> list[str]:
     """``linear,knn`` or a list of kinds: validated, duplicates dropped, order kept."""
-    kinds = [k.strip() for k in (spec.split(",") if isinstance(spec, str) else spec) if k.strip()]
+    kinds = list(split_names(spec))
     for kind in kinds:
         if kind not in REGISTRY:
             raise UserError(f"unknown probe '{kind}'; available: {', '.join(REGISTRY)}")
@@ -269,7 +270,7 @@ def _plan_official(
     for spec in specs:
         if not spec.official_probes:
             raise UserError(f"backbone '{spec.name}' has no released probe heads (its card lists no official_probes)")
-        names = list(spec.official_probes) if layers == "all" else [n.strip() for n in layers.split(",")]
+        names = list(spec.official_probes) if layers == "all" else list(split_names(layers))
         for head in names:
             if head not in spec.official_probes:
                 raise UserError(f"backbone '{spec.name}' has no released head '{head}'; it has: {', '.join(spec.official_probes)}")

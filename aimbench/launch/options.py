@@ -2,6 +2,9 @@
 
 Kept apart from :mod:`aimbench.launch.run_cell` so the CLI can build and validate the options
 without importing torch: a bad argument fails in a fraction of a second, before any model loads.
+The one reader of comma-separated option values, :func:`split_names`, lives here for the same
+reason: it is the torch-free bottom of the launch stage, which the CLI, the Python API and the
+planner can all import without a cycle.
 """
 
 from __future__ import annotations
@@ -13,9 +16,13 @@ from aimbench.devices import parse_device
 from aimbench.errors import at_least, positive
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunOptions:
-    """How to run cells; none of this changes a cell's numbers, so none of it is in its identity."""
+    """How to run cells; none of this changes a cell's numbers, so none of it is in its identity.
+
+    Keyword-only: eleven fields of which several share a type (three paths, three numbers) are
+    too easy to pass in the wrong order.
+    """
 
     results_dir: Path = Path("results")
     data_root: Path | None = None

@@ -1,11 +1,19 @@
 """One evaluation as a user asks for it, from the command line or from Python: built and checked once,
-then handed to a launcher (``aimbench.launch.base.Launcher``), which plans and runs it."""
+then handed to a launcher (``aimbench.launch.base.Launcher``), which plans and runs it.
+
+:meth:`EvalRequest.from_options` is the one place user-level arguments become a request: the CLI
+(``aimbench eval``) and the Python API (``aimbench.evaluate``) both call it, so a comma-separated
+list, a seed count or a results path means the same whichever way it is given (as
+lm-evaluation-harness builds its evaluator config once, ``from_cli``).
+"""
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Union
 
 from aimbench.cards.protocol_card import DATA_MODES, GRID_SEARCHES, HEAD_PRECISIONS
 from aimbench.cards.registry import Registry
@@ -13,21 +21,59 @@ from aimbench.errors import UserError
 from aimbench.identity import DEFAULT_PROTOCOL
 from aimbench.launch.cells import Cell, plan_cells
 from aimbench.launch.options import RunOptions
+from aimbench.names import split_names
+
+# What a user may pass as seeds and paths: ``seed=3``, ``seed=[0, 1]``, ``seed="0,1"``; ``"results"`` or a Path.
+Seeds = Union[int, str, Sequence[int]]
+PathLike = Union[str, Path]
 
 
-def names(values: str | Sequence[str]) -> tuple[str, ...]:
-    """``"a,b"`` or ``["a", "b"]`` as a tuple of non-empty names, order kept."""
-    items = values.split(",") if isinstance(values, str) else values
-    return tuple(item.strip() for item in items if item.strip())
+def parse_seeds(seed: Seeds | None, seeds: int | None) -> tuple[int, ...]:
+    """The seeds a request runs: ``seed`` names them (``3``, ``[0, 1]``, ``"0,1,2"``), ``seeds=N`` is
+    0..N-1; not both. Neither is seed 0. Each seed is its own cell, so a count and a list must never
+    be confused: ``seeds=3`` runs three cells, ``seed=3`` one."""
+    if seeds is not None:
+        if seed is not None:
+            raise UserError("--seed names seeds (e.g. 0,1,2) and --seeds N is seeds 0..N-1: give one or the other")
+        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+            raise UserError(f"--seeds N takes a positive count (seeds 0..N-1), got {seeds!r}; name seeds themselves with --seed 0,1,2")
+        return tuple(range(seeds))
+    if seed is None:
+        return (0,)
+    items: Sequence[object] = split_names(seed) if isinstance(seed, str) else list(seed) if isinstance(seed, Sequence) else [seed]
+    chosen = []
+    for item in items:
+        try:
+            if isinstance(item, bool):
+                raise TypeError
+            chosen.append(int(item) if isinstance(item, str) else operator.index(item))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise UserError(f"bad --seed {seed!r}: use integers like 0 or 0,1,2") from None
+    return tuple(chosen)
 
 
-@dataclass(frozen=True)
+def _layer_spec(layers: str | Sequence[int | str] | None) -> str | None:
+    """``--layers`` as the planner reads it: a string as given (it is part of a cell's identity, so
+    never rewritten), a sequence such as ``[0, -1, "avg:3-5"]`` joined with commas."""
+    if layers is None or isinstance(layers, str):
+        return layers
+    return ",".join(str(item) for item in layers)
+
+
+def _path(value: PathLike | None) -> Path | None:
+    return None if value is None else Path(value)
+
+
+@dataclass(frozen=True, kw_only=True)
 class EvalRequest:
     """Backbones x tasks x probe kinds x seeds under one recipe; each combination is a cell with its own record.
 
     ``layers`` None is each card's default (every block plus its published windows); ``epochs``,
     ``data_mode``, ``grid_search`` and ``head_precision`` override the protocol card's fields and are recorded as overrides; ``overwrite``
     re-runs cells whose record exists. ``options`` say how to run, never what is measured.
+
+    Keyword-only, and holding parsed values only (tuples of names and of seeds): user input goes
+    through :meth:`from_options`, which parses it once.
     """
 
     backbones: tuple[str, ...]
@@ -48,9 +94,13 @@ class EvalRequest:
     options: RunOptions = field(default_factory=RunOptions)
 
     def __post_init__(self) -> None:
-        for attribute in ("backbones", "tasks", "probes"):
-            object.__setattr__(self, attribute, names(getattr(self, attribute)))
-        object.__setattr__(self, "seeds", (self.seeds,) if isinstance(self.seeds, int) else tuple(self.seeds))
+        for attribute in ("backbones", "tasks", "probes", "seeds"):
+            value = getattr(self, attribute)
+            if isinstance(value, (str, int)):  # "a,b" would become ("a", ",", "b"): a caller's bug, not user input
+                raise TypeError(
+                    f"EvalRequest.{attribute} takes a tuple, got {value!r}; build requests from user input with EvalRequest.from_options"
+                )
+            object.__setattr__(self, attribute, tuple(value))
         if self.layers is not None and not self.layers.strip():
             raise UserError("--layers names no layer set; leave it out for the card's default")
         if self.epochs is not None and self.epochs < 1:
@@ -61,6 +111,75 @@ class EvalRequest:
             raise UserError(f"unknown grid search '{self.grid_search}'; one of {', '.join(GRID_SEARCHES)}")
         if self.head_precision is not None and self.head_precision not in HEAD_PRECISIONS:
             raise UserError(f"unknown head precision '{self.head_precision}'; one of {', '.join(HEAD_PRECISIONS)}")
+
+    @classmethod
+    def from_options(
+        cls,
+        backbones: str | Sequence[str],
+        tasks: str | Sequence[str],
+        probe: str | Sequence[str] = "linear",
+        *,
+        seed: Seeds | None = None,
+        seeds: int | None = None,
+        layers: str | Sequence[int | str] | None = None,
+        limit: int | None = None,
+        weights: str | None = None,
+        name: str | None = None,
+        protocol: str = DEFAULT_PROTOCOL,
+        dtype: str = "fp32",
+        epochs: int | None = None,
+        data_mode: str | None = None,
+        grid_search: str | None = None,
+        head_precision: str | None = None,
+        overwrite: bool = False,
+        results: PathLike = "results",
+        data_root: PathLike | None = None,
+        cards: PathLike | Sequence[PathLike] | None = (),
+        device: str = "auto",
+        batch_size: int = 64,
+        workers: int = 0,
+        cache_dir: PathLike | None = None,
+        memory_gb: float | None = None,
+    ) -> EvalRequest:
+        """A request from the arguments of ``aimbench eval`` / ``aimbench.evaluate``, each with the
+        meaning of the CLI option of the same name, parsed here and nowhere else.
+
+        ``backbones``, ``tasks`` and ``probe``: comma-separated strings or sequences of names.
+        ``seed``: the seeds themselves (an int, a sequence of ints, or ``"0,1,2"``); ``seeds``: a
+        count N, seeds 0..N-1; not both, neither is seed 0. ``layers``: a ``--layers`` string or a
+        sequence of its items (``[0, -1, "avg:3-5"]``). Paths may be ``str`` or ``Path``; ``cards``
+        one folder or several. Bad values raise :class:`~aimbench.errors.UserError` here, before
+        anything is planned or loaded.
+        """
+        folders = () if cards is None else (cards,) if isinstance(cards, (str, Path)) else tuple(cards)
+        options = RunOptions(
+            results_dir=Path(results),
+            data_root=_path(data_root),
+            card_dirs=tuple(Path(folder) for folder in folders),
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
+            cache_dir=_path(cache_dir),
+            memory_gb=memory_gb,
+        )
+        return cls(
+            backbones=split_names(backbones),
+            tasks=split_names(tasks),
+            probes=split_names(probe),
+            seeds=parse_seeds(seed, seeds),
+            layers=_layer_spec(layers),
+            limit=limit,
+            weights=weights,
+            name=name,
+            protocol=protocol,
+            dtype=dtype,
+            epochs=epochs,
+            data_mode=data_mode,
+            grid_search=grid_search,
+            head_precision=head_precision,
+            overwrite=overwrite,
+            options=options,
+        )
 
     @property
     def overrides(self) -> Mapping[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from aimbench.cards.registry import Registry
 from aimbench.errors import UserError
+from aimbench.names import split_names
 
 _RELATIVE = re.compile(r"^(\d+)([dhm])$")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
@@ -48,7 +49,7 @@ class Filters:
 
 
 def _names(text: str | None) -> list[str]:
-    return [part.strip() for part in (text or "").split(",") if part.strip()]
+    return list(split_names(text or ""))
 
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:

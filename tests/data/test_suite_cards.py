@@ -96,7 +96,8 @@ def test_miniature_copy_checks_loads_and_probes(name: str, tmp_path: Path, tiny_
 
     (cell,) = plan_cells(registry, ["micro-cls"], [name], "linear", [0], layers="last", overrides={"epochs": 2})
     planned = PlannedCell(cell=cell, identity=cell.identity(registry), skip=False)
-    record = read_record(run_cell(planned, RunOptions(tmp_path / "results", root, (tiny_cards,), device="cpu")))
+    options = RunOptions(results_dir=tmp_path / "results", data_root=root, card_dirs=(tiny_cards,), device="cpu")
+    record = read_record(run_cell(planned, options))
     assert record["task"] == name and record["n_test"] == sizes["test"]
     assert record["dataset_source"] == report.source
     assert 0.0 <= record["best_test_score"] <= 1.0

@@ -180,7 +180,7 @@ def test_the_space_estimate_is_images_times_blocks_times_poolings_times_dim_in_f
     assert images_of({"train": 1000, "test": 300}, None) == 1300 and images_of({"train": 1000, "test": 300}, 500) == 800
     assert feature_bytes(spec, 10, pooled_blocks=3, token_blocks=0) == 10 * 3 * 2 * 32 * FEATURE_BYTES
     assert feature_bytes(spec, 10, pooled_blocks=0, token_blocks=1) == 10 * 16 * 32 * FEATURE_BYTES  # 16 px / patch 4 = 4 x 4 tokens
-    options = RunOptions(tmp_path / "results", cache_dir=tmp_path / "cache")
+    options = RunOptions(results_dir=tmp_path / "results", cache_dir=tmp_path / "cache")
     # linear and kNN share one cached copy of the features; each cell writes a record
     cells = [(cell, cell.identity(registry)) for cell in plan_cells(registry, ["micro-cls"], ["digits"], "linear,knn", limit=100)]
     images = images_of(registry.task("digits").expected_sizes, 100)

@@ -64,7 +64,7 @@ def test_sizes_come_from_the_task_card_and_a_protocol_carved_val_leaves_train(re
 
 
 def test_an_attentive_cell_costs_its_backbone_and_little_else(registry: Registry) -> None:
-    [cell] = EvalRequest(("aim-600m",), ("imagenet-1k",), ("attentive",)).cells(registry)
+    [cell] = EvalRequest(backbones=("aim-600m",), tasks=("imagenet-1k",), probes=("attentive",)).cells(registry)
     cost = cell_cost(cell, registry, fixed)
     epochs, train = cell.probe_config.epochs, cost.images["train"]
     assert cost.forwards == epochs * train + cost.images["val"] + cost.images["test"]  # online: augmented views every epoch
@@ -75,22 +75,24 @@ def test_an_attentive_cell_costs_its_backbone_and_little_else(registry: Registry
 
 
 def test_each_probe_kind_counts_its_forwards(registry: Registry) -> None:
-    request = EvalRequest(("vit-tiny-cls",), ("digits",), ("linear", "knn", "attentive"), epochs=3)
+    request = EvalRequest(backbones=("vit-tiny-cls",), tasks=("digits",), probes=("linear", "knn", "attentive"), epochs=3)
     linear, knn, attentive = (cell_cost(c, registry, fixed) for c in request.cells(registry))
     once = 1347 + 150 + 300
     assert knn.forwards == once and knn.cache_bytes > 0  # cached: one forward per image, ever
     assert linear.forwards == once  # aim-v1's linear probe trains on cached features
     assert attentive.forwards == 3 * 1347 + 150 + 300 and attentive.cache_bytes == 0
-    [online] = EvalRequest(("vit-tiny-cls",), ("digits",), ("linear",), epochs=3, data_mode="online").cells(registry)
+    [online] = EvalRequest(backbones=("vit-tiny-cls",), tasks=("digits",), probes=("linear",), epochs=3, data_mode="online").cells(registry)
     assert cell_cost(online, registry, fixed).forwards == once + 3 * 1347  # eval crops for the statistics, then augmented views
-    [official] = EvalRequest(("aim-600m",), ("imagenet-1k",), ("official",), layers="last").cells(registry)
+    [official] = EvalRequest(backbones=("aim-600m",), tasks=("imagenet-1k",), probes=("official",), layers="last").cells(registry)
     released = cell_cost(official, registry, fixed)
     assert released.forwards == 12_812 + 50_000 and released.backbone_flops == released.forwards * 24 * block_flops(256, 1536)
 
 
 def test_a_dry_run_plan_needs_no_data_and_its_totals_add_up(tmp_path: Path) -> None:
-    options = RunOptions(tmp_path / "results", data_root=tmp_path / "no-data")
-    request = EvalRequest(("aim-600m", "vit-tiny-cls"), ("imagenet-1k", "cifar10"), ("linear", "knn", "attentive"), options=options)
+    options = RunOptions(results_dir=tmp_path / "results", data_root=tmp_path / "no-data")
+    request = EvalRequest(
+        backbones=("aim-600m", "vit-tiny-cls"), tasks=("imagenet-1k", "cifar10"), probes=("linear", "knn", "attentive"), options=options
+    )
     with pytest.raises(UserError, match="has no local copy"):
         LocalLauncher().plan(request)  # a run needs the data
     plan = LocalLauncher().plan(request, dry_run=True)
@@ -116,7 +118,7 @@ def test_linear_heads_are_timed_at_their_own_precision(registry: Registry) -> No
     def by_dtype(shape: object, dtype: str) -> float:
         return {"fp32": TERA, "bf16": 4 * TERA}[dtype]
 
-    request = EvalRequest(("aim-600m",), ("imagenet-1k",), ("linear",))
+    request = EvalRequest(backbones=("aim-600m",), tasks=("imagenet-1k",), probes=("linear",))
     [fp32] = request.cells(registry)  # the default
     [bf16] = dataclasses.replace(request, head_precision="bf16").cells(registry)
     for cell, rate in ((bf16, 4 * TERA), (fp32, TERA)):
@@ -129,8 +131,8 @@ def test_calibration_times_one_block_and_reports_a_throughput() -> None:
 
 
 def test_successive_halving_costs_the_share_of_head_steps_it_keeps(registry: Registry) -> None:
-    [halved] = EvalRequest(("aim-600m",), ("imagenet-1k",), ("linear",), grid_search="halving").cells(registry)
-    [full] = EvalRequest(("aim-600m",), ("imagenet-1k",), ("linear",)).cells(registry)
+    [halved] = EvalRequest(backbones=("aim-600m",), tasks=("imagenet-1k",), probes=("linear",), grid_search="halving").cells(registry)
+    [full] = EvalRequest(backbones=("aim-600m",), tasks=("imagenet-1k",), probes=("linear",)).cells(registry)
     halved_cost, full_cost = cell_cost(halved, registry, fixed), cell_cost(full, registry, fixed)
     assert halved_cost.backbone_flops == full_cost.backbone_flops  # the same features
     assert 0.15 < halved_cost.head_flops / full_cost.head_flops < 0.3  # AIM: 18 heads per layer set, about a fifth kept

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,13 +40,13 @@ class Recorder(Display):
         self.events.append(f"{'skip' if outcome.skipped else 'done'} {done}/{total}")
 
 
-def _request(tmp_path: Path, tiny_cards: Path, **fields) -> EvalRequest:
-    options = RunOptions(tmp_path / "results", card_dirs=(tiny_cards,), device="cpu", cache_dir=tmp_path / "cache")
-    return EvalRequest("micro-cls", "digits", fields.pop("probes", "knn"), limit=40, options=options, **fields)
+def _request(tmp_path: Path, tiny_cards: Path, **fields: Any) -> EvalRequest:
+    where: dict[str, Any] = {"results": tmp_path / "results", "cards": tiny_cards, "device": "cpu", "cache_dir": tmp_path / "cache"}
+    return EvalRequest.from_options("micro-cls", "digits", fields.pop("probes", "knn"), limit=40, **where, **fields)
 
 
 def test_a_request_is_checked_once_as_it_is_built(tmp_path: Path, tiny_cards: Path) -> None:
-    request = _request(tmp_path, tiny_cards, probes="knn, linear", seeds=3, epochs=2)
+    request = _request(tmp_path, tiny_cards, probes="knn, linear", seed=3, epochs=2)
     assert (request.backbones, request.probes, request.seeds, dict(request.overrides)) == (
         ("micro-cls",),
         ("knn", "linear"),
@@ -91,7 +92,7 @@ def test_local_status_lists_a_stopped_cell_and_cancel_says_how_to_stop_one(tmp_p
 
 
 def test_the_slurm_launcher_plans_like_the_local_one_and_groups_cells_by_resources(tmp_path: Path, tiny_cards: Path) -> None:
-    request = _request(tmp_path, tiny_cards, probes="knn,linear", seeds=(0, 1))
+    request = _request(tmp_path, tiny_cards, probes="knn,linear", seed=(0, 1))
     launcher = SlurmLauncher(SlurmSettings(cpus_per_task=1))
     plan = launcher.plan(request)
     local = LocalLauncher().plan(request)

@@ -20,7 +20,7 @@ from aimbench.store.schema import RECORD_COLUMNS
 def test_records_of_every_probe_kind_have_exactly_the_schemas_columns(tmp_path: Path, tiny_cards: Path) -> None:
     registry = Registry.load([tiny_cards])
     cells = plan_cells(registry, ["micro-cls"], ["digits"], "linear,knn,attentive", limit=48, overrides={"epochs": 1})
-    options = RunOptions(tmp_path / "results", card_dirs=(tiny_cards,), device="cpu", cache_dir=tmp_path / "cache")
+    options = RunOptions(results_dir=tmp_path / "results", card_dirs=(tiny_cards,), device="cpu", cache_dir=tmp_path / "cache")
     seen: set[str] = set()
     for cell in cells:
         planned = PlannedCell(cell=cell, identity=cell.identity(registry), skip=False)
