@@ -7,19 +7,30 @@ returns the stored records without running anything (``overwrite=True`` runs the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
+from aimbench.cards.backbone_card import Preprocess
+from aimbench.errors import UserError
 from aimbench.identity import DEFAULT_PROTOCOL
 from aimbench.launch.base import CellResult, Display
 from aimbench.launch.local import LocalLauncher
 from aimbench.launch.request import EvalRequest, PathLike, Seeds
+from aimbench.names import split_names
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from aimbench.adapters.base import Backbone
 
 
 def evaluate(
-    backbones: str | Sequence[str],
-    tasks: str | Sequence[str],
+    backbones: str | Sequence[str] | None = None,
+    tasks: str | Sequence[str] = (),
     probe: str | Sequence[str] = "linear",
     *,
+    model: nn.Module | None = None,
+    transform: Preprocess | Mapping[str, Any] | None = None,
     layers: str | Sequence[int | str] | None = None,
     seed: Seeds | None = None,
     seeds: int | None = None,
@@ -55,12 +66,41 @@ def evaluate(
     Seeds, as on the command line: ``seed`` names the seeds to run (``seed=3`` is seed 3 only,
     ``seed=[0, 1]`` or ``seed="0,1"`` those two), ``seeds=N`` runs seeds 0..N-1 (``seeds=3`` is
     0, 1 and 2); give one or the other; neither runs seed 0. Each seed is its own cell.
+
+    An in-memory model instead of a card: ``model`` is a timm ViT-like module or any module with
+    ``forward_blocks`` (``aimbench.adapters.module_family.BlockTokensModule``), ``transform`` its
+    eval preprocessing (a ``Preprocess`` or a mapping of its fields: ``image_size``, ``mean``,
+    ``std``, ...; a timm model fills in what it knows), and ``backbones`` the one name records and
+    reports call it (default: its class name). Its weights are identified by the SHA-256 of its state
+    dict, so the same weights are found and skipped the second time; it is cast to ``dtype`` in place.
     """
+    modules: tuple[Backbone, ...] = ()
+    if model is not None:
+        wrapped = _wrap(model, backbones, transform, weights, dtype)
+        backbones, modules = wrapped.spec.name, (wrapped,)
+    elif transform is not None:
+        raise UserError("transform= is the preprocessing of an in-memory model=; a card's backbone has its own")
+    if backbones is None:
+        raise UserError("name the backbones to evaluate (card names), or pass an in-memory model=")
     request = EvalRequest.from_options(
-        backbones, tasks, probe, seed=seed, seeds=seeds, layers=layers, limit=limit, weights=weights, name=name,
+        backbones, tasks, probe, modules=modules, seed=seed, seeds=seeds, layers=layers, limit=limit, weights=weights, name=name,
         protocol=protocol, dtype=dtype, epochs=epochs, data_mode=data_mode, grid_search=grid_search,
         head_precision=head_precision, overwrite=overwrite, results=results, data_root=data_root, cards=cards,
         device=device, batch_size=batch_size, workers=workers, cache_dir=cache_dir, memory_gb=memory_gb,
     )  # fmt: skip
     launcher = LocalLauncher(display)
     return launcher.submit(launcher.plan(request)).outcomes
+
+
+def _wrap(
+    model: nn.Module, name: str | Sequence[str] | None, transform: Preprocess | Mapping[str, Any] | None, weights: str | None, dtype: str
+) -> Backbone:
+    """``model`` as a backbone named ``name`` (one name; default: its class name, lower-cased)."""
+    from aimbench.adapters.module_family import backbone_from_module
+
+    if weights is not None:
+        raise UserError("weights= overrides a card's weights; an in-memory model= brings its own")
+    names = split_names(name) if name is not None else (type(model).__name__.lower(),)
+    if len(names) != 1:
+        raise UserError(f"an in-memory model= takes one name in backbones=, got {list(names)}")
+    return backbone_from_module(model, name=names[0], transform=transform, dtype=dtype)

@@ -122,3 +122,36 @@ def test_the_cli_and_the_api_build_the_same_request(monkeypatch: pytest.MonkeyPa
     assert from_api[0].seeds == (0, 1) and from_api[0].probes == ("knn", "linear")
     evaluate("micro-cls", "digits", seed=3)
     assert from_api[-1].seeds == (3,)
+
+
+def _tiny_timm(seed: int) -> Any:
+    import timm
+    import torch
+
+    torch.manual_seed(seed)
+    return timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=16, patch_size=4, embed_dim=32, depth=3,
+                             num_heads=2)  # fmt: skip
+
+
+def test_an_in_memory_model_is_evaluated_without_a_card_and_identified_by_its_weights(tmp_path: Path, tiny_cards: Path) -> None:
+    common: dict[str, Any] = {"tasks": "digits", "probe": "knn", "limit": 40, "cards": [tiny_cards], "device": "cpu",
+                              "cache_dir": tmp_path / "cache", "results": tmp_path / "api"}  # fmt: skip
+    transform = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}  # the rest from the timm model: 16 px
+    [cell] = evaluate(model=_tiny_timm(0), transform=transform, layers="all", **common)
+    assert cell.key == "visiontransformer|digits|knn|0|limit=40|layers=all" and not cell.skipped
+    record = cell.record
+    assert record["weights_id"] == "module:VisionTransformer" and len(record["weights_sha256"]) == 64
+    assert record["backbone_info"]["family"] == "module" and len(cell.layers) == 3 and 0 <= cell.best.test_score <= 1
+    [again] = evaluate(model=_tiny_timm(0), transform=transform, layers="all", **common)  # the same weights, another object
+    assert again.skipped and again.path == cell.path
+    [other] = evaluate(model=_tiny_timm(1), transform=transform, layers="all", **common)  # other weights: another cell
+    assert not other.skipped and other.path != cell.path and other.key == cell.key
+    assert other.record["weights_key"] == f"sha256:{other.record['weights_sha256']}" != record["weights_key"]  # two report rows
+    [named] = evaluate("mine", model=_tiny_timm(0), transform=transform, layers="last", **common)
+    assert named.key.startswith("mine|digits|knn|0")
+    with pytest.raises(UserError, match="brings its own"):
+        evaluate(model=_tiny_timm(0), weights="random", **common)
+    with pytest.raises(UserError, match="already a card's"):
+        evaluate("micro-cls", model=_tiny_timm(0), **common)
+    with pytest.raises(UserError, match="transform= is the preprocessing of an in-memory model"):
+        evaluate("micro-cls", transform=transform, **common)

@@ -296,7 +296,7 @@ def test_cached_attentive_probe_extracts_token_maps_once(tmp_path: Path, tiny_ca
     bad = run_cli(
         "eval", "-b", "micro-cls", "-t", "digits", "--data-mode", "offline", "--cards", str(tiny_cards), "--results", str(results)
     )
-    assert_one_line_error(bad, "unknown data mode 'offline'; one of online, cached")
+    assert_one_line_error(bad, "data_mode 'offline': expected one of online, cached")
 
 
 def test_online_linear_probe_through_the_cli(tmp_path: Path, tiny_cards: Path) -> None:

@@ -30,11 +30,11 @@ from torch import nn
 from aimbench.adapters.base import Backbone, LayerTokens, WeightsInfo, describe_tensor
 from aimbench.adapters.timm_family import vit_architecture, vit_block_tokens, vit_missing
 from aimbench.adapters.weights import state_dict_sha256
-from aimbench.cards.backbone_card import CLS, INTERPOLATIONS, PATCH_MEAN, RESIZE_MODES, BackboneSpec, Preprocess
+from aimbench.cards.backbone_card import CLS, IN_MEMORY, INTERPOLATIONS, PATCH_MEAN, RESIZE_MODES, BackboneSpec, Preprocess
 from aimbench.dtypes import DTYPES
 from aimbench.errors import UserError
 
-FAMILY = ADAPTER = "module"  # what records and reports call a backbone wrapped from a module
+FAMILY = ADAPTER = IN_MEMORY  # what records and reports call a backbone wrapped from a module
 PREPROCESS_FIELDS = ("image_size", "resize_size", "crop_pct", "interpolation", "mean", "std", "resize_mode")
 PROTOCOL_ATTRIBUTES = ("forward_blocks", "depth", "dim", "num_heads", "num_prefix_tokens")
 TIMM_CROP_MODES = {"center": "shortest", "squash": "squash"}  # timm's crop_mode -> Preprocess.resize_mode
@@ -293,6 +293,7 @@ def backbone_from_module(
         adapter=ADAPTER,
         arch=config_arch or f"{type(model).__module__}.{type(model).__qualname__}",
         weights=weights.id,
+        sha256=weights.sha256,  # the weights' content is what the spec describes: a cell's identity reads it from here
         depth=arch["depth"],
         dim=arch["dim"],
         heads=arch["heads"],

@@ -20,6 +20,9 @@ from aimbench.dtypes import DTYPES
 from aimbench.errors import CardError
 
 ADAPTERS = ("timm", "aim", "open_clip")
+# a backbone wrapped from a module in memory (aimbench.adapters.module_family): no card names it, and its
+# spec's sha256 is its weights' content, which is therefore part of its cells' identity
+IN_MEMORY = "module"
 PATCH_MEAN, CLS = "patch_mean", "cls"  # how a probe pools a layer's tokens
 CONCAT = f"{PATCH_MEAN}+{CLS}"  # a probe head reading both poolings, concatenated
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")

@@ -9,7 +9,9 @@ and the record keeps the card path either way.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ else:  # pragma: no cover - exercised only on Python 3.10
 
 CARDS_ENV = "AIMBENCH_CARDS"
 CARD_FOLDERS = ("backbones", "tasks", "protocols")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a backbone described in memory: it names record and cache files
 
 
 def builtin_cards_root() -> Path:
@@ -105,6 +108,19 @@ class Registry:
             for task in suite.tasks:
                 if task not in self.tasks:
                     raise CardError(suite.card_path, "tasks", str(unknown_name("task", task, self.tasks)))
+
+    def with_backbones(self, specs: Iterable[BackboneSpec]) -> Registry:
+        """This registry plus backbones described in memory (a wrapped module's spec); a name a card
+        already has is refused, so reports never mix the two."""
+        added = {spec.name: spec for spec in specs}
+        for name in added:
+            if not _NAME.fullmatch(name):
+                raise UserError(f"backbone name '{name}' must be letters, digits, '.', '_' or '-' (it names record files)")
+            if name in self.backbones:
+                raise UserError(
+                    f"backbone name '{name}' is already a card's ({self.backbones[name].card_path}); give the model another name"
+                )
+        return dataclasses.replace(self, backbones={**self.backbones, **added})
 
     def backbone(self, name: str) -> BackboneSpec:
         if name not in self.backbones:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from aimbench.adapters.weight_sources import HF_PREFIX, URL_PREFIXES, is_remote, local_weights_file, resolve_source
-from aimbench.cards.backbone_card import BackboneSpec
+from aimbench.cards.backbone_card import IN_MEMORY, BackboneSpec
 from aimbench.cards.registry import Registry
 from aimbench.cards.task_card import TaskSpec
 from aimbench.dtypes import DTYPES
@@ -142,6 +142,14 @@ class Cell:
         """Of train, carved for selection when the task has no official val split (the resolved recipe's)."""
         return self.probe_config.val_fraction if self.probe_config is not None else self.protocol_val_fraction
 
+    def weights_key(self, registry: Registry) -> str:
+        """The weights' identity: the override's (:func:`weights_key`), or for a backbone wrapped from
+        an in-memory module, its state dict's content, so other weights under one name never replace it."""
+        spec = registry.backbone(self.backbone)
+        if self.weights is None and spec.adapter == IN_MEMORY:
+            return f"sha256:{spec.sha256}"
+        return weights_key(self.weights)
+
     def content(self, registry: Registry) -> dict[str, Any]:
         """Everything that defines the cell's number, as its hash reads it."""
         return {
@@ -153,7 +161,7 @@ class Cell:
             "seed": self.seed,
             "layers": self.layers,
             "limit": self.limit,
-            "weights": weights_key(self.weights) or None,
+            "weights": self.weights_key(registry) or None,
             "dtype": self.dtype,
         }
 
@@ -168,7 +176,7 @@ class Cell:
             layers=self.layers,
             limit=self.limit,
             dtype=self.dtype,
-            weights_key=weights_key(self.weights),
+            weights_key=self.weights_key(registry),
             weights_name=self.weights_name,
             protocol=protocol_label(self.protocol, self.probe_config) if trains else "",  # released heads follow no protocol
             layers_in_key=trains and not self.default_layers,

@@ -32,12 +32,13 @@ class LocalLauncher(Launcher):
         from aimbench.launch.run_cell import run_cell  # imports torch: only when cells run
 
         options, outcomes = plan.request.options, []
+        loaded = {module.spec.name: module for module in plan.request.modules}
         for planned in plan.cells:
             if planned.skip:
                 outcome = CellResult(planned.identity, record_path(options.results_dir, planned.record), skipped=True)
             else:
                 with self.display.cell(planned.identity) as stage:
-                    outcome = CellResult(planned.identity, run_cell(planned, options, stage, plan.registry), skipped=False)
+                    outcome = CellResult(planned.identity, run_cell(planned, options, stage, plan.registry, loaded), skipped=False)
             outcomes.append(outcome)
             self.display.cell_done(outcome, len(outcomes), len(plan.cells))
         return Launched(outcomes=outcomes)

@@ -13,15 +13,18 @@ import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
-from aimbench.cards.protocol_card import DATA_MODES, GRID_SEARCHES, HEAD_PRECISIONS
 from aimbench.cards.registry import Registry
 from aimbench.errors import UserError
 from aimbench.identity import DEFAULT_PROTOCOL
 from aimbench.launch.cells import Cell, plan_cells
 from aimbench.launch.options import RunOptions
 from aimbench.names import split_names
+from aimbench.probes import check_overrides
+
+if TYPE_CHECKING:
+    from aimbench.adapters.base import Backbone
 
 # What a user may pass as seeds and paths: ``seed=3``, ``seed=[0, 1]``, ``seed="0,1"``; ``"results"`` or a Path.
 Seeds = Union[int, str, Sequence[int]]
@@ -92,6 +95,8 @@ class EvalRequest:
     head_precision: str | None = None  # linear probes: "bf16" (bf16 products, fp32 weights) | "fp32"
     overwrite: bool = False
     options: RunOptions = field(default_factory=RunOptions)
+    # backbones built in this process from a user's module (aimbench.evaluate(model=...)), named in ``backbones``
+    modules: tuple[Backbone, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for attribute in ("backbones", "tasks", "probes", "seeds"):
@@ -103,14 +108,7 @@ class EvalRequest:
             object.__setattr__(self, attribute, tuple(value))
         if self.layers is not None and not self.layers.strip():
             raise UserError("--layers names no layer set; leave it out for the card's default")
-        if self.epochs is not None and self.epochs < 1:
-            raise UserError(f"--epochs must be at least 1, got {self.epochs}")
-        if self.data_mode is not None and self.data_mode not in DATA_MODES:
-            raise UserError(f"unknown data mode '{self.data_mode}'; one of {', '.join(DATA_MODES)}")
-        if self.grid_search is not None and self.grid_search not in GRID_SEARCHES:
-            raise UserError(f"unknown grid search '{self.grid_search}'; one of {', '.join(GRID_SEARCHES)}")
-        if self.head_precision is not None and self.head_precision not in HEAD_PRECISIONS:
-            raise UserError(f"unknown head precision '{self.head_precision}'; one of {', '.join(HEAD_PRECISIONS)}")
+        check_overrides(self.overrides)  # by the protocol card's own field rules, whichever probes are named
 
     @classmethod
     def from_options(
@@ -140,6 +138,7 @@ class EvalRequest:
         workers: int = 0,
         cache_dir: PathLike | None = None,
         memory_gb: float | None = None,
+        modules: Sequence[Backbone] = (),
     ) -> EvalRequest:
         """A request from the arguments of ``aimbench eval`` / ``aimbench.evaluate``, each with the
         meaning of the CLI option of the same name, parsed here and nowhere else.
@@ -148,8 +147,9 @@ class EvalRequest:
         ``seed``: the seeds themselves (an int, a sequence of ints, or ``"0,1,2"``); ``seeds``: a
         count N, seeds 0..N-1; not both, neither is seed 0. ``layers``: a ``--layers`` string or a
         sequence of its items (``[0, -1, "avg:3-5"]``). Paths may be ``str`` or ``Path``; ``cards``
-        one folder or several. Bad values raise :class:`~aimbench.errors.UserError` here, before
-        anything is planned or loaded.
+        one folder or several. ``modules``: backbones wrapped from in-memory modules, each named in
+        ``backbones`` by its spec's name. Bad values raise :class:`~aimbench.errors.UserError` here,
+        before anything is planned or loaded.
         """
         folders = () if cards is None else (cards,) if isinstance(cards, (str, Path)) else tuple(cards)
         options = RunOptions(
@@ -179,6 +179,7 @@ class EvalRequest:
             head_precision=head_precision,
             overwrite=overwrite,
             options=options,
+            modules=tuple(modules),
         )
 
     @property
@@ -193,7 +194,9 @@ class EvalRequest:
         return {name: value for name, value in chosen.items() if value is not None}
 
     def registry(self) -> Registry:
-        return Registry.load(self.options.card_dirs)
+        """The cards, plus the specs of the request's in-memory modules."""
+        registry = Registry.load(self.options.card_dirs)
+        return registry.with_backbones(module.spec for module in self.modules) if self.modules else registry
 
     def cells(self, registry: Registry) -> list[Cell]:
         """Every cell of the request, each name and option validated; nothing is loaded."""

@@ -11,6 +11,7 @@ behind and is simply run again on resume. What the cell is comes from the plan
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,13 +27,18 @@ from aimbench.provenance import environment, resolve_device
 from aimbench.store.records import CellRun, DataUsed, build_record, record_path, write_record_atomic
 
 if TYPE_CHECKING:
+    from aimbench.adapters.base import Backbone
     from aimbench.launch.base import PlannedCell
 
 
-def run_cell(planned: PlannedCell, options: RunOptions, stage: StageCallback = no_progress, registry: Registry | None = None) -> Path:
+def run_cell(
+    planned: PlannedCell, options: RunOptions, stage: StageCallback = no_progress, registry: Registry | None = None,
+    loaded: Mapping[str, Backbone] | None = None,
+) -> Path:  # fmt: skip
     """Evaluate ``planned`` and return the path of its record; ``registry``: the cards it was planned
-    from (a job on another machine loads them from ``options.card_dirs``). With
-    ``options.progress_file`` its stages go to its progress file instead of ``stage``."""
+    from (a job on another machine loads them from ``options.card_dirs``); ``loaded``: backbones
+    already built in this process, by name (in-memory modules). With ``options.progress_file`` its
+    stages go to its progress file instead of ``stage``."""
     started = time.perf_counter()
     cell, identity = planned.cell, planned.identity
     registry = registry or Registry.load(options.card_dirs)
@@ -40,7 +46,8 @@ def run_cell(planned: PlannedCell, options: RunOptions, stage: StageCallback = n
     splits = load_task(task, options.data_root, cell.limit, cell.val_fraction)
     device = resolve_device(options.device)
     torch.manual_seed(cell.seed)
-    backbone = load_backbone(cell.backbone, weights=cell.weights, registry=registry, dtype=cell.dtype).to(device)
+    built = (loaded or {}).get(cell.backbone)
+    backbone = (built or load_backbone(cell.backbone, weights=cell.weights, registry=registry, dtype=cell.dtype)).to(device)
     load_s = time.perf_counter() - started  # cards, the task's data and the backbone
     state_path = options.results_dir / STATE_DIR / f"{identity.stem}.pt"
     if options.progress_file:

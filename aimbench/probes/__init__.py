@@ -14,7 +14,7 @@ from aimbench.probes.job import ProbeJob, ProbeOutcome, StageCallback, no_progre
 from aimbench.probes.kinds import OFFICIAL, REGISTRY, CacheNeed, PlanShape, ProbeKind, kind_name, probe_kind, run_probe
 from aimbench.probes.knn.config import KnnProbeConfig
 from aimbench.probes.linear.config import LinearProbeConfig
-from aimbench.probes.protocol import DEFAULT_PROTOCOL, default_config, protocol_label, protocol_record, resolve_config
+from aimbench.probes.protocol import DEFAULT_PROTOCOL, check_overrides, default_config, protocol_label, protocol_record, resolve_config
 from aimbench.probes.results import LayerResult, ProbeResult
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "StageCallback",
     "TrainedProbeConfig",
     "blocks_needed",
+    "check_overrides",
     "default_config",
     "kind_name",
     "no_progress",

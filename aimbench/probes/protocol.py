@@ -38,13 +38,18 @@ def _checked(kind: str, name: str, value: Any) -> Any:
 
 
 def check_overrides(overrides: Mapping[str, Any]) -> None:
-    """Explicit overrides name fields of some trained probe (each value is checked per probe when resolved)."""
+    """Explicit overrides name fields of some trained probe, with values the protocol card format
+    accepts (checked by the card's own field rules, whichever probes a request names)."""
     known = sorted({field for kind in PROTOCOL_KINDS for field in FIELDS[kind]})
-    for name in overrides:
+    for name, value in overrides.items():
         if name not in known:
             close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
             hint = f"did you mean: {', '.join(close)}?" if close else f"fields: {', '.join(known)}"
             raise UserError(f"unknown protocol field '{name}'; {hint}")
+        try:
+            FIELDS[next(kind for kind in PROTOCOL_KINDS if name in FIELDS[kind])][name](value)
+        except ValueError as exc:
+            raise UserError(f"{name} {value!r}: {exc}") from None
 
 
 def _val_fraction(protocol: ProtocolSpec, task: TaskSpec | None) -> tuple[float | None, Provenance]:

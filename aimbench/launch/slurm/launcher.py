@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import submitit
 
 from aimbench.cards.registry import Registry
+from aimbench.errors import UserError
 from aimbench.launch.base import EvalPlan, JobRow, Launched, Launcher, PlannedCell
 from aimbench.launch.cells import Cell
 from aimbench.launch.memory import MemoryNeed
@@ -81,6 +82,8 @@ class SlurmLauncher(Launcher):
 
     def submit(self, plan: EvalPlan) -> Launched:
         """Submit each array of ``plan`` (all or none); fails at once, in one line, when Slurm cannot take them."""
+        if plan.request.modules:
+            raise UserError("an in-memory model runs in this process only (aimbench.evaluate); give Slurm a backbone card")
         options = absolute_options(plan.request.options)
         job = CellJob(options)
         groups = arrays(plan)
