@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from aimbench.cards.task_card import SPLITS
 from aimbench.cli.display import RichDisplay
 from aimbench.cli.options import CardsOption, ClusterChoice, DataRootOption, ResultsOption, cluster_options, make_console
 from aimbench.launch.base import EvalPlan
@@ -110,27 +111,28 @@ def print_cost(plan: EvalPlan, console: Console, here: bool = True) -> None:
         else f"of compute at the speed of this machine's {cost.device}, which the cluster's nodes may not share (arrays run cells side by side)"
     )
     table = Table(title=f"cost of {len(cost.to_run)} cell(s) to run, {len(cost.cells) - len(cost.to_run)} skipped (record exists)")
-    columns = ("train", "val", "test", "forwards", "backbone\nFLOPs", "heads\nFLOPs", "est. time", "device\nmemory", "feature\ncache")
+    columns = (*SPLITS, "forwards", "backbone\nFLOPs", "heads\nFLOPs", "est. time", "device\nmemory", "heads'\nmemory", "feature\ncache")
     table.add_column("cell", overflow="fold", min_width=min(24, max(len(cell.key) for cell in cost.cells)))
     for column in columns:
         table.add_column(column, justify="right", no_wrap=True)
     for cell in cost.cells:
-        images = [f"{cell.images[name]:,}" for name in ("train", "val", "test")]
+        images = [f"{cell.images[name]:,}" for name in SPLITS]
         if cell.skip:
-            table.add_row(cell.key, *images, "skip", "", "", "", "", "")
+            table.add_row(cell.key, *images, "skip", "", "", "", "", "", "")
             continue
         table.add_row(cell.key, *images, f"{cell.forwards:,}", _flops(cell.backbone_flops), _flops(cell.head_flops),
-                      _duration(cell.seconds), _memory(cell.memory), byte_size(cell.cache_bytes))  # fmt: skip
-    split_totals = [f"{sum(c.images[name] for c in cost.to_run):,}" for name in ("train", "val", "test")]
-    peak = cost.peak_memory
+                      _duration(cell.seconds), _memory(cell.memory), byte_size(cell.head_memory_bytes), byte_size(cell.cache_bytes))  # fmt: skip
+    split_totals = [f"{sum(c.images[name] for c in cost.to_run):,}" for name in SPLITS]
+    peak, heads = cost.peak_memory, max((c.head_memory_bytes for c in cost.to_run), default=0)
     table.add_section()
     table.add_row("total", *split_totals, f"{cost.total('forwards'):,.0f}", _flops(cost.total("backbone_flops")),
                   _flops(cost.total("head_flops")), _duration(cost.total("seconds")), f"max {peak.gb:g} GB" if peak else "",
-                  byte_size(cost.cache_bytes))  # fmt: skip
+                  f"max {byte_size(heads)}", byte_size(cost.cache_bytes))  # fmt: skip
     console.print(table)
     console.print(f"total: {len(cost.to_run)} cell(s), {cost.images:,} images, {cost.total('forwards'):,.0f} backbone forwards, "
                   f"{_flops(cost.total('flops'))}, est. {_duration(cost.total('seconds'))} {where}; "
-                  f"device memory up to {peak.describe() if peak else '0 GB'} per cell; feature cache {byte_size(cost.cache_bytes)}",
+                  f"device memory up to {peak.describe() if peak else '0 GB'} per cell for the backbone and {byte_size(heads)} for its heads "
+                  f"(the run splits attentive heads into passes when they do not fit); feature cache {byte_size(cost.cache_bytes)}",
                   soft_wrap=True)  # fmt: skip
     measured = ", ".join(f"{shape} {rate / 1e9:.3g} GFLOP/s" for shape, rate in cost.flops_per_second.items())
     console.print("sizes from the task cards; FLOPs from the backbone cards (24·N·D² + 4·N²·D per block and image of N tokens of "

@@ -73,6 +73,11 @@ class PlanShape:
         return len(self.probe_tokens) + both
 
     @property
+    def widest_input(self) -> int:
+        """The widest pooled input one head reads: a concatenation of two poolings where both exist."""
+        return self.dim * (2 if PATCH_MEAN in self.probe_tokens and CLS in self.probe_tokens else 1)
+
+    @property
     def pooled_width(self) -> int:
         """Every pooled head input's width, summed over layer sets (a concatenation is two widths)."""
         both = PATCH_MEAN in self.probe_tokens and CLS in self.probe_tokens

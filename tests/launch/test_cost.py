@@ -145,3 +145,22 @@ def test_the_disk_estimate_counts_aim_token_maps_like_the_cost_plan(registry: Re
     for name in ("aim-600m", "aim-7b", "aim-tiny"):
         spec = registry.backbone(name)
         assert patch_tokens(spec) == patch_count(spec) > 0, name  # AIM's patch size is its preset's, not in the arch name
+
+
+def test_each_kind_says_what_its_heads_hold_on_the_device(registry: Registry) -> None:
+    from aimbench.probes.attentive.memory import bytes_per_layer_set
+
+    attentive, linear, knn = (
+        cell_cost(c, registry, fixed) for c in EvalRequest.from_options("aim-600m", "imagenet-1k", "attentive,linear,knn").cells(registry)
+    )
+    config, sets = registry.protocol("aim-v1"), 26  # AIM-600M: 24 blocks + the last and best windows
+    points = len(config.sections["attentive"]["learning_rates"].value) * len(config.sections["attentive"]["weight_decays"].value)
+    batch = config.sections["attentive"]["batch_size"].value
+    assert attentive.head_memory_bytes == sets * bytes_per_layer_set(1536, 256, 1000, points, batch, 64, 12)
+    linear_points = len(config.sections["linear"]["learning_rates"].value) * len(config.sections["linear"]["weight_decays"].value)
+    assert linear.head_memory_bytes == 4 * 4 * (
+        linear_points * sets * 1536 * 1000 + linear_points * sets * 1000
+    )  # fp32 weight, grad, 2 moments
+    assert knn.head_memory_bytes == 4 * 1536 * (1_268_355 + 50_000)  # one input's train bank and the larger query split
+    [official] = EvalRequest.from_options("aim-600m", "imagenet-1k", "official", layers="last").cells(registry)
+    assert cell_cost(official, registry, fixed).head_memory_bytes == 4 * (2 * 1536**2 + 1536 + 1000 * 1536 + 1000)

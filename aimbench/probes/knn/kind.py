@@ -27,7 +27,8 @@ class KnnKind(ProbeKind[KnnProbeConfig]):
         return 2 * shape.pooled_width * shape.sizes["train"] * shape.evaluated  # each val and test image against every train image
 
     def head_memory_bytes(self, config: KnnProbeConfig, shape: PlanShape) -> int:
-        return FLOAT * shape.pooled_width * shape.sizes["train"]  # the train features searched, on the device
+        # one head input at a time: the train features searched and the val or test queries, on the device
+        return FLOAT * shape.widest_input * (shape.sizes["train"] + max(shape.sizes["val"], shape.sizes["test"]))
 
     def cache_blocks(self, config: KnnProbeConfig, shape: PlanShape) -> CacheNeed:
         return CacheNeed(pooled=frozenset(shape.blocks))
