@@ -25,6 +25,7 @@ FLOORS: list[set[str]] = [
         "safetensors_bytes",
         "provenance",
         "identity",
+        "names",
     },
     {"cards"},
     {"models", "data"},

@@ -37,19 +37,31 @@ def _checked(kind: str, name: str, value: Any) -> Any:
         raise UserError(f"override {name}={value!r} for the {kind} probe: {exc}") from None
 
 
-def check_overrides(overrides: Mapping[str, Any]) -> None:
-    """Explicit overrides name fields of some trained probe, with values the protocol card format
-    accepts (checked by the card's own field rules, whichever probes a request names)."""
+def _check_names(overrides: Mapping[str, Any]) -> None:
+    """Explicit overrides name fields of some trained probe; a misspelt one gets its close matches."""
     known = sorted({field for kind in PROTOCOL_KINDS for field in FIELDS[kind]})
-    for name, value in overrides.items():
+    for name in overrides:
         if name not in known:
             close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
             hint = f"did you mean: {', '.join(close)}?" if close else f"fields: {', '.join(known)}"
             raise UserError(f"unknown protocol field '{name}'; {hint}")
-        try:
-            FIELDS[next(kind for kind in PROTOCOL_KINDS if name in FIELDS[kind])][name](value)
-        except ValueError as exc:
-            raise UserError(f"{name} {value!r}: {exc}") from None
+
+
+def check_overrides(overrides: Mapping[str, Any]) -> None:
+    """Explicit overrides as a request states them, before it names its probes' configs: known
+    fields, each with a value some probe kind's field accepts (by the protocol card's own rules;
+    :func:`resolve_config` then checks it against each kind it applies to)."""
+    _check_names(overrides)
+    for name, value in overrides.items():
+        problems = []
+        for kind in (kind for kind in PROTOCOL_KINDS if name in FIELDS[kind]):
+            try:
+                FIELDS[kind][name](value)
+                break
+            except ValueError as exc:
+                problems.append(str(exc))
+        else:
+            raise UserError(f"{name} {value!r}: {problems[0]}")
 
 
 def _val_fraction(protocol: ProtocolSpec, task: TaskSpec | None) -> tuple[float | None, Provenance]:
@@ -69,7 +81,7 @@ def resolve_config(
         raise UserError(
             f"protocol '{protocol.name}' defines no {kind} probe (it defines {', '.join(protocol.kinds)}; {protocol.card_path})"
         )
-    check_overrides(overrides or {})
+    _check_names(overrides or {})
     resolved = {name: (sourced.value, Provenance(sourced.source, PROTOCOL)) for name, sourced in protocol.sections[kind].items()}
     if task is not None:
         for name, value in task.protocol.get(kind, {}).items():  # validated with the task card
