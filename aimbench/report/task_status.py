@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from aimbench.cards.task_card import SPLITS
 from aimbench.data.check import CheckReport
 from aimbench.data.prepare import PrepareOutcome
 from aimbench.report.listing import sizes_label
@@ -11,7 +12,7 @@ from aimbench.report.tables import Table
 def check_table(reports: list[CheckReport], expected: dict[str, dict[str, int]]) -> Table:
     rows = []
     for report in reports:
-        sizes = "/".join(str(report.sizes[k]) for k in ("train", "val", "test")) if report.sizes else "–"
+        sizes = "/".join(str(report.sizes[k]) for k in SPLITS) if report.sizes else "–"
         want = expected[report.task]
         duplicates = sum(report.duplicates.values())
         rows.append([
