@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -13,23 +14,30 @@ from rich.table import Table
 from aimbench.cards.task_card import SPLITS
 from aimbench.cli.display import RichDisplay
 from aimbench.cli.options import CardsOption, ClusterChoice, DataRootOption, ResultsOption, cluster_options, make_console
+from aimbench.errors import UserError
 from aimbench.launch.base import EvalPlan
+from aimbench.launch.cost import CellCost, SweepCost, plan_cost
 from aimbench.launch.memory import MemoryNeed
+from aimbench.launch.preflight import byte_size, estimate_bytes, space_shortfalls
 from aimbench.launch.request import EvalRequest
+from aimbench.launch.throughput import GPUS, Assumption
 from aimbench.probes import DEFAULT_PROTOCOL
 
 WEIGHTS_HELP = "Override the card's weights: random | timm | open_clip:TAG | PATH | hf:OWNER/REPO/FILE."
 
 
-def run_request(request: EvalRequest, cluster: ClusterChoice, console: Console) -> None:
-    """Plan ``request``; run it here (each cell's table as it finishes) or submit it, saying where it went."""
+def run_request(request: EvalRequest, cluster: ClusterChoice, console: Console, assume: Assumption | None = None) -> None:
+    """Plan ``request``; run it here (each cell's table as it finishes) or submit it, saying where it
+    went; a dry run prints its cost, on ``assume``'s device where given."""
+    if assume is not None and not cluster.dry_run:
+        raise UserError("--assume-gpu and --assume-tflops cost a plan for a device not here; give --dry-run too")
     display = RichDisplay(console)
     launcher = cluster.launcher(display)
     plan = launcher.plan(request, dry_run=cluster.dry_run)
     if not launcher.local:
         print_plan(plan, console)
     if cluster.dry_run:
-        print_cost(plan, console, here=launcher.local)
+        print_cost(plan, console, here=launcher.local, assume=assume)
         console.print("dry run: nothing run" if launcher.local else "dry run: nothing submitted")
         return
     if not launcher.local:
@@ -99,17 +107,20 @@ def _memory(need: MemoryNeed) -> str:
     return f"{need.gb:g} GB" if need.source == "card" else f"{need.gb:g} GB ({need.source})"
 
 
-def print_cost(plan: EvalPlan, console: Console, here: bool = True) -> None:
-    """Per cell: images per split, backbone forwards, FLOPs, estimated time and memory; then the sweep's totals."""
-    from aimbench.launch.cost import plan_cost
-    from aimbench.launch.preflight import byte_size, estimate_bytes, space_shortfalls
+def _heads(cell: CellCost) -> str:
+    shown = byte_size(cell.head_memory_bytes)
+    return f"{shown} x{cell.passes} passes" if cell.passes > 1 else shown
 
-    cost = plan_cost(plan)
-    where = (
-        f"on {cost.device}, one cell after another"
-        if here
-        else f"of compute at the speed of this machine's {cost.device}, which the cluster's nodes may not share (arrays run cells side by side)"
-    )
+
+def print_cost(plan: EvalPlan, console: Console, here: bool = True, assume: Assumption | None = None) -> None:
+    """Per cell: images per split, backbone forwards, FLOPs, estimated time and memory; then the sweep's totals."""
+    cost = plan_cost(plan, assume=assume)
+    if assume is not None:
+        where = f"on {cost.device}"
+    elif here:
+        where = f"on {cost.device}, one cell after another"
+    else:
+        where = f"of compute at the speed of this machine's {cost.device}, which the cluster's nodes may not share (arrays run cells side by side)"
     table = Table(title=f"cost of {len(cost.to_run)} cell(s) to run, {len(cost.cells) - len(cost.to_run)} skipped (record exists)")
     columns = (*SPLITS, "forwards", "backbone\nFLOPs", "heads\nFLOPs", "est. time", "device\nmemory", "heads'\nmemory", "feature\ncache")
     table.add_column("cell", overflow="fold", min_width=min(24, max(len(cell.key) for cell in cost.cells)))
@@ -121,28 +132,47 @@ def print_cost(plan: EvalPlan, console: Console, here: bool = True) -> None:
             table.add_row(cell.key, *images, "skip", "", "", "", "", "", "")
             continue
         table.add_row(cell.key, *images, f"{cell.forwards:,}", _flops(cell.backbone_flops), _flops(cell.head_flops),
-                      _duration(cell.seconds), _memory(cell.memory), byte_size(cell.head_memory_bytes), byte_size(cell.cache_bytes))  # fmt: skip
+                      _duration(cell.seconds), _memory(cell.memory), _heads(cell), byte_size(cell.cache_bytes))  # fmt: skip
     split_totals = [f"{sum(c.images[name] for c in cost.to_run):,}" for name in SPLITS]
-    peak, heads = cost.peak_memory, max((c.head_memory_bytes for c in cost.to_run), default=0)
+    peak, heads = cost.peak_memory, cost.peak_head_bytes
     table.add_section()
     table.add_row("total", *split_totals, f"{cost.total('forwards'):,.0f}", _flops(cost.total("backbone_flops")),
                   _flops(cost.total("head_flops")), _duration(cost.total("seconds")), f"max {peak.gb:g} GB" if peak else "",
                   f"max {byte_size(heads)}", byte_size(cost.cache_bytes))  # fmt: skip
     console.print(table)
+    gpu_hours = f" = {cost.total('seconds') / 3600:,.0f} GPU-hours" if assume is not None else ""
     console.print(f"total: {len(cost.to_run)} cell(s), {cost.images:,} images, {cost.total('forwards'):,.0f} backbone forwards, "
-                  f"{_flops(cost.total('flops'))}, est. {_duration(cost.total('seconds'))} {where}; "
+                  f"{_flops(cost.total('flops'))}, est. {_duration(cost.total('seconds'))}{gpu_hours} {where}; "
                   f"device memory up to {peak.describe() if peak else '0 GB'} per cell for the backbone and {byte_size(heads)} for its heads "
-                  f"(the run splits attentive heads into passes when they do not fit); feature cache {byte_size(cost.cache_bytes)}",
+                  f"(attentive heads that do not fit train in passes); feature cache {byte_size(cost.cache_bytes)}",
                   soft_wrap=True)  # fmt: skip
-    measured = ", ".join(f"{shape} {rate / 1e9:.3g} GFLOP/s" for shape, rate in cost.flops_per_second.items())
+    rates = ", ".join(f"{shape} {rate.describe()}" for shape, rate in cost.rates.items())
+    timed = f"time at {rates}" if assume is not None else f"time from one block of each width timed here ({rates}, median and spread)"
     console.print("sizes from the task cards; FLOPs from the backbone cards (24·N·D² + 4·N²·D per block and image of N tokens of "
-                  f"width D); time from one block of each width timed here ({measured}), compute only (no data loading); "
-                  "shared features counted once in the total", soft_wrap=True)  # fmt: skip
+                  f"width D); {timed}, compute only (no data loading); a feature-cache extraction cells share is counted once "
+                  "in the totals", soft_wrap=True)  # fmt: skip
+    if not here:
+        _warn_past_time_limit(plan, cost, console)
     registry, options = plan.registry, plan.request.options
     for shortfall in space_shortfalls(
         estimate_bytes([(p.cell, p.identity) for p in plan.cells], registry, options, plan.request.overwrite)
     ):
         console.print(f"note: not enough free space to run it: {shortfall}", soft_wrap=True)
+
+
+def _warn_past_time_limit(plan: EvalPlan, cost: SweepCost, console: Console) -> None:
+    """Cells estimated past their job's time limit: Slurm stops them there; each requeue resumes from its checkpoint."""
+    late = [
+        (cell, planned.resources["timeout_min"])
+        for cell, planned in zip(cost.cells, plan.cells)
+        if not cell.skip and planned.resources.get("timeout_min") and cell.seconds > 60 * planned.resources["timeout_min"]
+    ]
+    if late:
+        cell, limit = max(late, key=lambda pair: pair[0].seconds / pair[1])
+        console.print(f"note: {len(late)} cell(s) are estimated past their job's time limit (longest: {cell.key}, "
+                      f"{_duration(cell.seconds)} against --time {limit} min, about {math.ceil(cell.seconds / 60 / limit)} "
+                      "requeues); raise --time, or let Slurm requeue them: each resumes from its last checkpoint",
+                      soft_wrap=True)  # fmt: skip
 
 
 @cluster_options()
@@ -170,6 +200,9 @@ def evaluate(
     memory_gb: Annotated[Optional[float], typer.Option(help="Device memory for attentive heads, GiB (default: 90% of free GPU memory).", show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", "--rerun", help="Re-run cells whose record already exists.")] = False,
     cards: CardsOption = None,
+    assume_gpu: Annotated[Optional[str], typer.Option(help=f"With --dry-run: cost the plan on a GPU this machine lacks ({' | '.join(GPUS)}): its datasheet peak, memory and GPU-hours.", show_default=False)] = None,
+    assume_tflops: Annotated[Optional[float], typer.Option(help="With --dry-run: cost the plan at this peak TFLOP/s (any device; replaces --assume-gpu's peak).", show_default=False)] = None,
+    utilisation: Annotated[Optional[float], typer.Option(help="Share of the assumed peak reached (default 0.4).", show_default=False)] = None,
     *,
     cluster: ClusterChoice,
 ) -> None:  # fmt: skip
@@ -191,6 +224,8 @@ def evaluate(
 
       aimbench eval -b aim-600m,aim-7b -t all --probe attentive,linear --dry-run
 
+      aimbench eval -b aim-7b -t all --probe attentive --dry-run --assume-gpu h100
+
       aimbench eval -b aim-7b -t all --probe attentive --cluster slurm --gpus-per-node 1 --time 12:00:00 --dry-run
     """
     request = EvalRequest.from_options(
@@ -198,4 +233,4 @@ def evaluate(
         dtype=dtype, epochs=epochs, data_mode=data_mode, grid_search=grid_search, head_precision=head_precision, overwrite=overwrite,
         results=results, data_root=data_root, cards=cards, device=device, batch_size=batch_size, workers=workers, memory_gb=memory_gb,
     )  # fmt: skip
-    run_request(request, cluster, make_console())
+    run_request(request, cluster, make_console(), Assumption.of(assume_gpu, assume_tflops, utilisation))

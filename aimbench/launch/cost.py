@@ -21,9 +21,9 @@ of one backbone and task share their cache, so the sweep's total counts those on
 from __future__ import annotations
 
 import functools
-import time
+import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aimbench.cards.backbone_card import BackboneSpec
@@ -33,14 +33,11 @@ from aimbench.launch.cells import Cell
 from aimbench.launch.memory import MemoryNeed, memory_need
 from aimbench.launch.preflight import cache_bytes
 from aimbench.launch.shape import patch_tokens, plan_shape
-from aimbench.probes import probe_kind
+from aimbench.launch.throughput import Assumption, Rate, block_flops, calibrate
+from aimbench.probes import HEADS_SHARE, probe_kind
 
 if TYPE_CHECKING:
-    import torch
-
     from aimbench.launch.base import EvalPlan
-
-CALIBRATION_REPS = 2  # timed forwards of the calibration block, after one warm-up
 
 
 @dataclass(frozen=True)
@@ -56,18 +53,6 @@ class Geometry:
     @property
     def tokens(self) -> int:
         return self.patch_tokens + self.prefix_tokens
-
-
-def block_flops(tokens: int, dim: int) -> int:
-    """FLOPs of one pre-norm ViT block's forward (MLP ratio 4) on one image of N = ``tokens`` tokens
-    of width D = ``dim``, counting a multiply-add as 2 FLOPs::
-
-        24 N D^2 + 4 N^2 D
-
-    The matrix products with weights are 12 D^2 multiply-adds per token (qkv 3 D^2, output
-    projection D^2, MLP 4 D^2 + 4 D^2); attention adds N^2 D for the scores and N^2 D for the
-    weighted values. Norms, softmax and GELU (O(N D)) are left out."""
-    return 24 * tokens * dim**2 + 4 * tokens**2 * dim
 
 
 def forward_flops(geometry: Geometry, blocks: int) -> int:
@@ -128,8 +113,11 @@ class CellCost:
     head_flops: float
     seconds: float  # estimated on the calibrated device
     memory: MemoryNeed  # the backbone's device memory
-    head_memory_bytes: int  # the heads' device memory while they train (the kind's estimate)
+    head_memory_bytes: int  # the heads' device memory while they train, per pass (the kind's estimate)
     cache_bytes: int  # the feature cache's bytes for this cell's features
+    passes: int = 1  # attentive heads that do not fit the device train in passes, each a pass over the data
+    shared: tuple[Any, ...] | None = None  # the feature-cache group whose extraction other cells share (None: nothing cached)
+    shared_part: dict[str, float] = field(default_factory=dict)  # that extraction's forwards, backbone_flops and seconds
 
     @property
     def flops(self) -> float:
@@ -139,17 +127,28 @@ class CellCost:
 @dataclass(frozen=True)
 class SweepCost:
     cells: list[CellCost]  # in the plan's order
-    device: str  # where the time was calibrated
-    flops_per_second: dict[str, float]  # per backbone (and dtype): the calibrated throughput
+    device: str  # where the time was calibrated, or the device assumed
+    rates: dict[str, Rate]  # per block shape and dtype: the measured (or assumed) throughput
     cache_bytes: int  # the feature cache's bytes for the cells to run, shared features counted once
+    assumed: Assumption | None = None  # the device the plan was made for, when not measured here
 
     @property
     def to_run(self) -> list[CellCost]:
         return [cell for cell in self.cells if not cell.skip]
 
     def total(self, field: str) -> float:
-        """The sum of a cell field (``forwards``, ``backbone_flops``, ``head_flops``, ``flops``, ``seconds``) over the cells to run."""
-        return sum(getattr(cell, field) for cell in self.to_run)
+        """The sum of a cell field (``forwards``, ``backbone_flops``, ``head_flops``, ``flops``, ``seconds``)
+        over the cells to run, counting a feature-cache extraction that cells share once: each cell
+        is costed as if alone, but linear and kNN cells of one backbone and task fill one cache."""
+        total = sum(getattr(cell, field) for cell in self.to_run)
+        if field == "head_flops":
+            return total
+        part = "backbone_flops" if field == "flops" else field
+        shared: dict[tuple[Any, ...], list[float]] = {}
+        for cell in self.to_run:
+            if cell.shared is not None:
+                shared.setdefault(cell.shared, []).append(cell.shared_part[part])
+        return total - sum(sum(parts) - max(parts) for parts in shared.values())
 
     @property
     def images(self) -> int:
@@ -157,95 +156,96 @@ class SweepCost:
 
     @property
     def peak_memory(self) -> MemoryNeed | None:
-        """The largest device memory a cell needs: what the device must hold, as cells run one at a time."""
+        """The largest device memory a cell's backbone needs: what the device must hold, as cells run one at a time."""
         return max((cell.memory for cell in self.to_run), key=lambda need: need.gb, default=None)
+
+    @property
+    def peak_head_bytes(self) -> int:
+        """The largest device memory a cell's heads take in one pass."""
+        return max((cell.head_memory_bytes for cell in self.to_run), default=0)
 
 
 Throughput = Callable[[Geometry, str], float]  # (geometry, dtype) -> FLOP/s
+CALIBRATION_FLOPS = {False: 1e12, True: 2e9}  # per timed forward of the calibration block: on a GPU, on a CPU
 
 
 def cell_cost(
-    cell: Cell, registry: Registry, throughput: Throughput, *, key: str = "", skip: bool = False, shape: Geometry | None = None
-) -> CellCost:
+    cell: Cell, registry: Registry, throughput: Throughput, *, key: str = "", skip: bool = False, shape: Geometry | None = None,
+    device_gb: float | None = None,
+) -> CellCost:  # fmt: skip
     """The cost of one cell (``key``: its identity's, as the plan shows it); ``throughput`` gives
-    FLOP/s for a backbone's geometry and dtype (``shape``: its geometry, if known)."""
+    FLOP/s for a backbone's geometry and dtype (``shape``: its geometry, if known); ``device_gb``:
+    the device's memory, which decides how many passes heads that do not fit take (None: one)."""
     spec, kind, config = registry.backbone(cell.backbone), probe_kind(cell.probe), cell.probe_config
     shape = shape or geometry(spec)
     planned = plan_shape(cell, registry, shape.patch_tokens)
-    forwards = kind.forwards(config, planned)
-    backbone = float(forwards * forward_flops(shape, max(planned.blocks) + 1))
+    memory = memory_need(spec, cell.dtype)
+    budget = None if device_gb is None else int(HEADS_SHARE * (device_gb - memory.gb) * 1e9)  # what the run's budget would be
+    passes = kind.passes(config, planned, budget)
+    cached = kind.cache_blocks(config, planned)
+    once = sum(planned.sizes.values()) if cached.pooled or cached.tokens else 0  # the eval-crop pass that fills the cache
+    forwards = once + passes * (kind.forwards(config, planned) - once)  # each pass runs its online forwards again
+    per_forward = float(forward_flops(shape, max(planned.blocks) + 1))
+    backbone = forwards * per_forward
     heads = float(kind.head_flops(config, planned))
     seconds = backbone / throughput(shape, cell.dtype) + heads / throughput(shape, kind.head_dtype(config, cell.dtype))
-    features = cache_bytes([cell], registry, patches=lambda _: shape.patch_tokens)
+    group = (cell.backbone, cell.weights, cell.dtype, cell.task, cell.limit, "pooled" if cached.pooled else "tokens")
     return CellCost(
         key=key, skip=skip, images=dict(planned.sizes), forwards=forwards, backbone_flops=backbone, head_flops=heads, seconds=seconds,
-        memory=memory_need(spec, cell.dtype), head_memory_bytes=kind.head_memory_bytes(config, planned), cache_bytes=features,
+        memory=memory, head_memory_bytes=-(-kind.head_memory_bytes(config, planned) // passes),
+        cache_bytes=cache_bytes([cell], registry, patches=lambda _: shape.patch_tokens), passes=passes,
+        shared=group if once else None,
+        shared_part={"forwards": once, "backbone_flops": once * per_forward, "seconds": once * per_forward / throughput(shape, cell.dtype)},
     )  # fmt: skip
 
 
-def plan_cost(plan: EvalPlan, throughput: Throughput | None = None, device: str | None = None) -> SweepCost:
-    """Every cell of ``plan`` costed; the throughput is measured on ``device`` (default: the request's
-    ``--device`` where this machine has it, else the CPU) unless given."""
+def plan_cost(
+    plan: EvalPlan, throughput: Throughput | None = None, device: str | None = None, assume: Assumption | None = None
+) -> SweepCost:
+    """Every cell of ``plan`` costed. The rate is ``throughput`` where given, else the ``assume``d
+    device's, else measured on ``device`` (default: the request's ``--device`` where this machine has
+    it, else the CPU)."""
     registry = plan.registry
-    where = "given"
-    if throughput is None:
-        where, throughput = calibrated(device or plan.request.options.device, plan.request.options.batch_size)
-    measured: dict[str, float] = {}
+    rate: Callable[[Geometry, str], Rate]
+    if throughput is not None:
+        where, given = "given", throughput
+        rate = lambda shape, dtype: Rate(given(shape, dtype))  # noqa: E731 - the given rate, as a Rate
+    elif assume is not None:
+        where, rate = f"an assumed device: {assume.describe()}", lambda _, dtype: assume.rate(dtype)
+    else:
+        where, rate = calibrated(device or plan.request.options.device, plan.request.options.batch_size)
+    measured: dict[str, Rate] = {}
 
     def noted(shape: Geometry, dtype: str) -> float:
-        return measured.setdefault(f"{shape.dim}x{shape.tokens} {dtype}", throughput(shape, dtype))
+        return measured.setdefault(f"{shape.dim}x{shape.tokens} {dtype}", rate(shape, dtype)).flops_per_second
 
     shapes = {name: geometry(registry.backbone(name)) for name in dict.fromkeys(p.cell.backbone for p in plan.cells)}
-    cells = [cell_cost(p.cell, registry, noted, key=p.identity.key, skip=p.skip, shape=shapes[p.cell.backbone]) for p in plan.cells]
+    device_gb = assume.memory_gb if assume is not None else None
+    cells = [
+        cell_cost(p.cell, registry, noted, key=p.identity.key, skip=p.skip, shape=shapes[p.cell.backbone], device_gb=device_gb)
+        for p in plan.cells
+    ]
     total_cache = cache_bytes([p.cell for p in plan.to_run], registry, patches=lambda spec: shapes[spec.name].patch_tokens)
-    return SweepCost(cells, where, measured, total_cache)
+    return SweepCost(cells, where, measured, total_cache, assume)
 
 
-def calibrated(device: str, batch_size: int) -> tuple[str, Throughput]:
-    """(the device's description, a throughput measured once per width, tokens and dtype on it)."""
+def calibrated(device: str, batch_size: int) -> tuple[str, Callable[[Geometry, str], Rate]]:
+    """(the device's description, a rate measured once per width, tokens and dtype on it)."""
     import torch
 
     from aimbench.provenance import device_description, resolve_device
 
     try:
         chosen = resolve_device(device)
-    except UserError:  # a Slurm plan's device is the compute node's: this machine may not have it
+    except UserError:  # a Slurm plan's device, or a dry run's, may be one this machine lacks (--assume-gpu plans for it)
         chosen = torch.device("cpu")
-    batch = 1 if chosen.type == "cpu" else min(batch_size, 32)
+    target = CALIBRATION_FLOPS[chosen.type == "cpu"]
 
     @functools.cache
-    def measure(shape: Geometry, dtype: str) -> float:
+    def measure(shape: Geometry, dtype: str) -> Rate:
+        # images per timed forward: as many as make the forward a real workload (a tiny block at one image times the
+        # per-operation overhead of a busy machine, not its arithmetic), never more than the run's batch
+        batch = max(1, min(batch_size, math.ceil(target / block_flops(shape.tokens, shape.dim))))
         return calibrate(shape.dim, shape.heads, shape.tokens, dtype, chosen, batch)
 
     return device_description(chosen), measure
-
-
-def calibrate(
-    dim: int, heads: int, tokens: int, dtype: str, device: torch.device | str, batch: int = 1, reps: int = CALIBRATION_REPS
-) -> float:
-    """FLOP/s of one randomly initialised transformer block (AIM's, the card's width and heads) on
-    ``batch`` images of ``tokens`` tokens: one warm-up forward, then the fastest of ``reps`` timed
-    ones. One block is enough (a forward is ``depth`` of them) and cheap even at 7B width."""
-    import torch
-
-    from aimbench.dtypes import torch_dtype
-    from aimbench.models.aim import AimConfig, Block
-
-    with torch.device("meta"):
-        block = Block(AimConfig(width=dim, depth=1, heads=heads))
-    block = block.to_empty(device=device).to(torch_dtype(dtype)).eval()
-    with torch.no_grad():
-        for parameter in block.parameters():
-            parameter.normal_(0.0, 0.02)
-    x = torch.randn(batch, tokens, dim, device=device, dtype=torch_dtype(dtype))
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    times = []
-    with torch.inference_mode():
-        for rep in range(reps + 1):
-            sync()
-            start = time.perf_counter()
-            block(x)
-            sync()
-            if rep:  # the first is the warm-up
-                times.append(time.perf_counter() - start)
-    return batch * block_flops(tokens, dim) / max(min(times), 1e-9)

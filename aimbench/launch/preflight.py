@@ -148,11 +148,12 @@ def preflight_eval(
 ) -> None:
     """Every check of an ``eval`` plan that needs no data and no model; the device only for a local
     run (a Slurm job's device is the compute node's, which this machine cannot see). A dry run
-    writes nothing, so free space is not required (its cost plan shows what the run would need)."""
+    writes nothing and runs nothing, so neither free space nor the device is required (its cost
+    plan shows what the run would need)."""
     writable_folder(options.results_dir, "--results")
     if not dry_run:
         require_space(estimate_bytes(cells, registry, options, overwrite))
-    if local:
+    if local and not dry_run:  # a plan may be made where its device is not (--assume-gpu plans for it)
         require_device(options.device)
 
 

@@ -8,6 +8,7 @@ package's own business. Importing this package does not import torch.
 """
 
 from aimbench.probes.attentive.config import AttentiveProbeConfig
+from aimbench.probes.attentive.memory import HEADS_SHARE
 from aimbench.probes.config import ProbeConfig, TrainedProbeConfig
 from aimbench.probes.features.layer_sets import LayerSet, blocks_needed, parse_blocks, parse_layer_sets
 from aimbench.probes.job import ProbeJob, ProbeOutcome, StageCallback, no_progress
@@ -19,6 +20,7 @@ from aimbench.probes.results import LayerResult, ProbeResult
 
 __all__ = [
     "DEFAULT_PROTOCOL",
+    "HEADS_SHARE",
     "OFFICIAL",
     "REGISTRY",
     "AttentiveProbeConfig",

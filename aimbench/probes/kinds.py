@@ -119,6 +119,16 @@ class ProbeKind(ABC, Generic[C]):
     def head_memory_bytes(self, config: C, shape: PlanShape) -> int:
         """Device memory the heads take while they train: parameters, gradients, optimizer state, activations."""
 
+    def least_head_memory_bytes(self, config: C, shape: PlanShape) -> int:
+        """The least device memory the heads can train in: all of them at once (default), or for a
+        kind that splits them into passes, one pass's smallest part."""
+        return self.head_memory_bytes(config, shape)
+
+    def passes(self, config: C, shape: PlanShape, budget_bytes: int | None) -> int:
+        """Passes over the data the heads take when they may use ``budget_bytes`` of device memory
+        (None: no limit); a kind whose heads cannot be split takes one (default)."""
+        return 1
+
     def cache_blocks(self, config: C, shape: PlanShape) -> CacheNeed:
         """What the cell keeps in the feature cache (default: nothing)."""
         return CacheNeed()

@@ -13,8 +13,6 @@ from aimbench.cards.task_card import ValPolicy
 from aimbench.errors import UserError
 from aimbench.launch.cost import (
     Geometry,
-    block_flops,
-    calibrate,
     cell_cost,
     forward_flops,
     geometry,
@@ -24,6 +22,7 @@ from aimbench.launch.local import LocalLauncher
 from aimbench.launch.options import RunOptions
 from aimbench.launch.request import EvalRequest
 from aimbench.launch.shape import split_sizes
+from aimbench.launch.throughput import GPUS, MIN_REPS, Assumption, Rate, block_flops, calibrate, rate_of
 from aimbench.probes.attentive.kind import attentive_head_flops
 
 TERA = 1e12  # a made-up throughput, FLOP/s: no calibration in these tests
@@ -104,14 +103,21 @@ def test_a_dry_run_plan_needs_no_data_and_its_totals_add_up(tmp_path: Path) -> N
     assert cost.cells[1].images == {"train": 1_268_355, "val": 12_812, "test": 50_000}  # the card's sizes
     run = cost.cells[1:]
     assert cost.to_run == run
-    for field in ("forwards", "backbone_flops", "head_flops", "flops", "seconds"):
-        assert cost.total(field) == pytest.approx(sum(getattr(c, field) for c in run))
+    groups: dict[object, list[float]] = {}
+    for c in run:  # linear and kNN of one backbone and task share one extraction: the totals count it once
+        if c.shared is not None:
+            groups.setdefault(c.shared, []).append(c.shared_part["forwards"])
+    assert len(groups) == 4 and all(len(parts) == 2 or c.skip for parts in groups.values() for c in cost.cells[:1])
+    assert cost.total("forwards") == pytest.approx(sum(c.forwards for c in run) - sum(sum(p) - max(p) for p in groups.values()))
+    assert cost.total("head_flops") == pytest.approx(sum(c.head_flops for c in run))
+    for field in ("backbone_flops", "flops", "seconds"):
+        assert cost.total(field) < sum(getattr(c, field) for c in run)
     assert cost.images == sum(sum(c.images.values()) for c in run)
     assert cost.peak_memory.describe() == "5 GB fp32 (card)"
     # linear and kNN of one backbone and task share their cached features: the total counts them once
     shared = {tuple(c.key.split("|")[:2]): c.cache_bytes for c in run if c.cache_bytes}  # linear's and kNN's are the same
     assert cost.cache_bytes == sum(shared.values()) and cost.cache_bytes < sum(c.cache_bytes for c in run)
-    assert set(cost.flops_per_second) == {"1536x256 fp32", "96x65 fp32"}  # linear heads in fp32 too: the default
+    assert set(cost.rates) == {"1536x256 fp32", "96x65 fp32"}  # linear heads in fp32 too: the default
 
 
 def test_linear_heads_are_timed_at_their_own_precision(registry: Registry) -> None:
@@ -127,7 +133,53 @@ def test_linear_heads_are_timed_at_their_own_precision(registry: Registry) -> No
 
 
 def test_calibration_times_one_block_and_reports_a_throughput() -> None:
-    assert calibrate(32, 2, 17, "fp32", "cpu") > 0  # a micro block: milliseconds
+    rate = calibrate(32, 2, 17, "fp32", "cpu")  # a micro block: milliseconds
+    assert rate.flops_per_second > 0 and rate.spread >= 0
+
+
+def test_a_calibration_is_the_median_of_its_timings_and_says_their_spread() -> None:
+    # one busy moment (the 4.0 s run) moves neither the rate nor much the spread: the median and the interquartile range
+    rate = rate_of([1.0, 1.1, 0.9, 1.0, 4.0, 1.0, 1.05], flops=2e9)
+    assert rate.flops_per_second == pytest.approx(2e9) and rate.spread == pytest.approx((1.1 - 0.95) / 2, abs=0.03)
+    assert MIN_REPS >= 5 and rate_of([2.0], 4e9) == Rate(2e9, 0.0)
+    assert Rate(2.5e13, 0.0).describe() == "25 TFLOP/s" and Rate(4.2e10, 0.08).describe() == "42 GFLOP/s ±8%"
+
+
+def test_a_plan_for_a_gpu_this_machine_lacks_uses_its_datasheet_peak_at_a_stated_utilisation(registry: Registry) -> None:
+    h100 = Assumption.of("H100", None, None)
+    assert h100 is not None and h100.gpu == GPUS["h100"] and h100.utilisation == 0.4
+    assert h100.rate("bf16").flops_per_second == pytest.approx(0.4 * 989e12) and h100.rate("fp32").flops_per_second == pytest.approx(
+        0.4 * 67e12
+    )
+    given = Assumption.of(None, 100.0, 0.5)
+    assert given is not None and given.rate("fp32").flops_per_second == pytest.approx(50e12) and given.memory_gb is None
+    assert Assumption.of(None, None, None) is None
+    for bad, message in ((("h1000", None, None), "unknown GPU 'h1000'; did you mean: h100"), ((None, 0.0, None), "positive"),
+                         (("a100", None, 1.5), r"--utilisation must be in \(0, 1\]"), ((None, None, 0.5), "scales an assumed device")):  # fmt: skip
+        with pytest.raises(UserError, match=message):
+            Assumption.of(*bad)
+    options = RunOptions(results_dir=Path("/nonexistent/results"), data_root=Path("/nonexistent/data"))
+    request = EvalRequest.from_options("aim-7b", "imagenet-1k", "attentive", results=options.results_dir, data_root=options.data_root)
+    plan = LocalLauncher().plan(request, dry_run=True)
+    cost = plan_cost(plan, assume=h100)
+    [cell] = cost.cells
+    assert cost.device.startswith("an assumed device") and cost.rates["4096x256 fp32"] == h100.rate("fp32")
+    assert cell.passes > 1 and cell.head_memory_bytes < 0.9 * 80e9  # 26 layer sets' heads do not fit beside the backbone: passes
+    epochs = plan.cells[0].cell.probe_config.epochs
+    assert cell.forwards == cell.passes * (epochs * 1_268_355 + 12_812 + 50_000)  # each pass: the augmented views, then val and test
+    on_cpu = plan_cost(plan, fixed).cells[0]
+    assert on_cpu.passes == 1 and on_cpu.forwards == cell.forwards // cell.passes  # no device limit: one pass
+
+
+def test_totals_count_a_feature_extraction_cells_share_once(registry: Registry) -> None:
+    options = {"results": "/nonexistent/results", "data_root": "/nonexistent/data"}
+    plan = LocalLauncher().plan(EvalRequest.from_options("aim-600m", "cifar10", "linear,knn", **options), dry_run=True)
+    cost = plan_cost(plan, fixed)
+    linear, knn = cost.cells
+    assert linear.forwards == knn.forwards == 60_000  # each alone: one pass over every split
+    assert cost.total("forwards") == 60_000 and cost.total("backbone_flops") == linear.backbone_flops  # together: one extraction
+    assert cost.total("head_flops") == linear.head_flops + knn.head_flops
+    assert cost.total("seconds") == pytest.approx(linear.seconds + knn.seconds - linear.backbone_flops / TERA)
 
 
 def test_successive_halving_costs_the_share_of_head_steps_it_keeps(registry: Registry) -> None:

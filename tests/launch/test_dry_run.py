@@ -36,5 +36,27 @@ def test_a_dry_run_here_costs_the_sweep_without_the_data(tmp_path: Path) -> None
 def test_a_dry_run_for_slurm_adds_the_arrays_and_submits_nothing(tmp_path: Path) -> None:
     # planning reads the settings only: no cluster needs to answer, and none is asked
     out = _dry_run(tmp_path, "--cluster", "slurm")
-    assert f"{CELLS} cell(s) to submit in 2 array(s), 0 skipped" in out  # aim-600m and aim-7b ask for different memory
-    assert "array 2, resources per cell:" in out and "dry run: nothing submitted" in out
+    # cells asking for other memory (backbone and heads, in whole GB) go in other arrays; equal asks share one
+    arrays = int(re.search(rf"{CELLS} cell\(s\) to submit in (\d+) array\(s\), 0 skipped", out).group(1))
+    asks = re.findall(r"array \d+, resources per cell: .*mem_gb=(\d+)", out)
+    assert 2 < arrays == len(asks) == len(set(asks)) < CELLS and "dry run: nothing submitted" in out
+
+
+def test_a_plan_for_an_h100_prints_gpu_hours_and_splits_heads_that_do_not_fit(tmp_path: Path) -> None:
+    env = {"AIMBENCH_DATA_ROOT": str(tmp_path / "no-data"), "XDG_CONFIG_HOME": str(tmp_path)}
+    plan = ("eval", "-b", "aim-7b", "-t", "all", "--probe", "attentive", "--results", str(tmp_path / "results"))
+    proc = run_cli(*plan, "--dry-run", "--assume-gpu", "h100", "--dtype", "bf16", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"est\. [\d.,]+ \w+ = [\d,]+ GPU-hours on an assumed device: the NVIDIA H100 SXM5 80GB's peak", proc.stdout)
+    assert "at 40% utilisation" in proc.stdout and "x7 passes" in proc.stdout  # 26 layer sets' heads beside a 17 GB backbone
+    refused = run_cli(*plan, "--assume-gpu", "h100", env=env)  # not a dry run: nothing to assume
+    assert refused.returncode == 2 and "give --dry-run too" in refused.stderr and refused.stderr.count("\n") == 1
+
+
+def test_a_slurm_plan_says_which_cells_outlast_their_time_limit(tmp_path: Path) -> None:
+    env = {"AIMBENCH_DATA_ROOT": str(tmp_path / "no-data"), "XDG_CONFIG_HOME": str(tmp_path)}
+    proc = run_cli("eval", "-b", "aim-600m", "-t", "imagenet-1k", "--probe", "linear", "--cluster", "slurm", "--time", "1:00:00",
+                   "--dry-run", "--assume-tflops", "100", "--results", str(tmp_path / "results"), env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"note: 1 cell\(s\) are estimated past their job's time limit \(longest: aim-600m\|imagenet-1k\|linear\|0, .* "
+                     r"against --time 60 min, about \d+ requeues\)", proc.stdout)  # fmt: skip

@@ -23,7 +23,7 @@ from aimbench.cards.registry import Registry
 from aimbench.errors import UserError
 from aimbench.launch.base import EvalPlan, JobRow, Launched, Launcher, PlannedCell
 from aimbench.launch.cells import Cell
-from aimbench.launch.memory import MemoryNeed
+from aimbench.launch.memory import MemoryNeed, cell_memory
 from aimbench.launch.options import RunOptions
 from aimbench.launch.preflight import preflight_pretrain
 from aimbench.launch.slurm import jobs
@@ -78,7 +78,8 @@ class SlurmLauncher(Launcher):
         self.tasks_per_node = tasks_per_node or max(1, settings.gpus)  # one task per GPU
 
     def resources(self, cell: Cell, registry: Registry) -> tuple[dict[str, Any], MemoryNeed | None]:
-        return cell_parameters(self.settings, registry.backbone(cell.backbone), cell.dtype)
+        need = cell_memory(cell, registry, gpu=self.settings.gpus > 0)
+        return cell_parameters(self.settings, need, cell.backbone), need
 
     def submit(self, plan: EvalPlan) -> Launched:
         """Submit each array of ``plan`` (all or none); fails at once, in one line, when Slurm cannot take them."""

@@ -1,10 +1,10 @@
-"""What one eval cell asks Slurm for: the user's settings, filled in from the backbone card's hint.
+"""What one eval cell asks Slurm for: the user's settings, filled in from the cell's memory need.
 
-A backbone card may say how much device memory an eval cell needs per dtype
-(``[variants.X.resources] memory_gb = { fp32 = 34, bf16 = 18 }``); a card without a hint gets an
-estimate from its depth and width (weights, plus a fifth for activations at the default batch,
-plus a GB for the runtime), labelled as such wherever it is shown. The need then picks defaults
-the user has not set:
+The need (``aimbench.launch.memory.cell_memory``) is the backbone's (a card may say how much
+device memory it needs per dtype, ``[variants.X.resources] memory_gb = { fp32 = 34, bf16 = 18 }``;
+a card without a hint gets an estimate from its depth and width, labelled as such wherever it is
+shown) plus the heads' (the probe kind's estimate: on a GPU the least one pass holds, on a CPU all
+of them). The need then picks defaults the user has not set:
 
 * GPU cells, where the settings list ``gpu_types`` (node feature -> GB per GPU) and no
   ``--constraint``: the constraint becomes every GPU kind that fits (``a100-80g|h100``), so a
@@ -20,32 +20,31 @@ Cells whose parameters come out equal share one job array.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from aimbench.cards.backbone_card import BackboneSpec
 from aimbench.errors import UserError
-from aimbench.launch.memory import MemoryNeed, memory_need
+from aimbench.launch.memory import MemoryNeed
 from aimbench.launch.slurm.settings import SlurmSettings
 
 HOST_RUNTIME_GB = 4.0
 
 
-def cell_parameters(settings: SlurmSettings, spec: BackboneSpec, dtype: str) -> tuple[dict[str, Any], MemoryNeed]:
-    """submitit parameters for one eval cell of ``spec`` in ``dtype``, and the need they were sized from."""
-    need = memory_need(spec, dtype)
+def cell_parameters(settings: SlurmSettings, need: MemoryNeed, name: str) -> dict[str, Any]:
+    """submitit parameters for one eval cell of backbone ``name`` that needs ``need`` (backbone and heads)."""
     parameters = settings.executor_parameters()
     if settings.gpus == 0:
         if settings.mem_gb is None:
-            parameters["mem_gb"] = need.gb + HOST_RUNTIME_GB
-        return parameters, need
+            parameters["mem_gb"] = math.ceil(need.total_gb + HOST_RUNTIME_GB)  # whole GB: cells of close needs share an array
+        return parameters
     if settings.constraint is None and settings.gpu_types:
-        fitting = sorted(name for name, gb in settings.gpu_types.items() if gb >= need.gb)
+        fitting = sorted(name for name, gb in settings.gpu_types.items() if gb >= need.total_gb)
         if not fitting:
             largest = max(settings.gpu_types.values())
-            raise UserError(f"{spec.name} needs {need.describe()} of GPU memory; the largest of gpu_types has {largest:g} GB: "
+            raise UserError(f"{name} needs {need.describe()} of GPU memory; the largest of gpu_types has {largest:g} GB: "
                             f"use a smaller --dtype, or add a bigger GPU kind to gpu_types")  # fmt: skip
         parameters["slurm_constraint"] = "|".join(fitting)
-    elif settings.gpu_memory_gb is not None and need.gb > settings.gpu_memory_gb:
-        raise UserError(f"{spec.name} needs {need.describe()} of GPU memory; the partition's GPUs have {settings.gpu_memory_gb:g} GB "
+    elif settings.gpu_memory_gb is not None and need.total_gb > settings.gpu_memory_gb:
+        raise UserError(f"{name} needs {need.describe()} of GPU memory; the partition's GPUs have {settings.gpu_memory_gb:g} GB "
                         f"(gpu_memory_gb): use a smaller --dtype, or another partition")  # fmt: skip
-    return parameters, need
+    return parameters

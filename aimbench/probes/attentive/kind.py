@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from aimbench.probes.attentive.config import AttentiveProbeConfig
-from aimbench.probes.attentive.memory import bytes_per_layer_set
+from aimbench.probes.attentive.memory import bytes_per_layer_set, plan_passes
 from aimbench.probes.kinds import CacheNeed, PlanShape, ProbeKind
 
 if TYPE_CHECKING:
@@ -47,6 +47,16 @@ class AttentiveKind(ProbeKind[AttentiveProbeConfig]):
         per_set = bytes_per_layer_set(shape.dim, shape.patch_tokens, shape.classes, points, config.batch_size, config.micro_batch,
                                       shape.attention_heads)  # fmt: skip
         return per_set * len(shape.layer_sets)  # all in one pass; the run splits them into passes when they do not fit
+
+    def least_head_memory_bytes(self, config: AttentiveProbeConfig, shape: PlanShape) -> int:
+        return self.head_memory_bytes(config, shape) // max(1, len(shape.layer_sets))  # one layer set's heads: a pass's least
+
+    def passes(self, config: AttentiveProbeConfig, shape: PlanShape, budget_bytes: int | None) -> int:
+        """As the run splits them (``plan_passes``, the same estimate): one layer set that does not fit is refused here."""
+        points = len(config.learning_rates) * len(config.weight_decays)
+        plan = plan_passes(shape.layer_sets, shape.dim, shape.patch_tokens, shape.classes, points, config.batch_size, budget_bytes,
+                           config.micro_batch, shape.attention_heads)  # fmt: skip
+        return len(plan.passes)
 
     def cache_blocks(self, config: AttentiveProbeConfig, shape: PlanShape) -> CacheNeed:
         return CacheNeed(tokens=frozenset(shape.blocks if config.data_mode == "cached" else ()))

@@ -21,6 +21,7 @@ from aimbench.errors import UserError
 from aimbench.probes.features.layer_sets import LayerSet
 
 FLOAT = 4  # bytes
+HEADS_SHARE = 0.9  # of the device memory left beside the backbone: what the heads may take (the rest: allocator, batches)
 
 
 @dataclass(frozen=True)

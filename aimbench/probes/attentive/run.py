@@ -8,7 +8,7 @@ import torch
 
 from aimbench.cards.task_card import SPLITS
 from aimbench.probes.attentive.config import AttentiveProbeConfig
-from aimbench.probes.attentive.memory import plan_passes
+from aimbench.probes.attentive.memory import HEADS_SHARE, plan_passes
 from aimbench.probes.attentive.training import CachedTokens, train_attentive_probes
 from aimbench.probes.config import grid_points
 from aimbench.probes.features.cache import cached_tokens
@@ -24,7 +24,7 @@ def memory_budget(job: ProbeJob) -> int | None:
     if job.memory_gb is not None:
         return int(job.memory_gb * 2**30)
     if job.backbone.device.type == "cuda":
-        return int(0.9 * torch.cuda.mem_get_info(job.backbone.device)[0])
+        return int(HEADS_SHARE * torch.cuda.mem_get_info(job.backbone.device)[0])
     return None
 
 
