@@ -114,14 +114,14 @@ def test_jobs_shows_a_failed_cell_with_its_error_and_cancels_a_pending_one(slurm
     [failed] = job_rows(results)
     assert "broken.safetensors" in error_tail(failed)  # the table's error column: the tail of the job's error names the file
     pending = run_cli(
-        *EVAL[:2], "micro-patches", *EVAL[3:-4], "--cpus-per-task", "64", "--cards", str(tiny_cards), "--results", str(results)
-    )  # fmt: skip  (more CPUs than the node has: it waits)
+        *EVAL[:2], "micro-patches", *EVAL[3:], "--sbatch", "begin=now+3600", "--cards", str(tiny_cards), "--results", str(results)
+    )  # fmt: skip  (it may start only in an hour: it waits)
     assert pending.returncode == 0, pending.stderr
     deadline = time.monotonic() + 30  # the controller gives its reason at its next scheduling pass
     while not (waiting := [row.progress for row in job_rows(results) if row.state == "PENDING" and row.progress]):
         assert time.monotonic() < deadline, job_rows(results)
         time.sleep(1)
-    assert waiting[0].startswith("waiting: ")  # e.g. "waiting: Resources": why it does not start
+    assert waiting[0] == "waiting: BeginTime"  # why it does not start
     cancelled = run_cli("jobs", "--results", str(results), "--cancel", "all")
     assert cancelled.returncode == 0 and "cancelled 1 job(s)" in cancelled.stdout
     assert "CANCELLED" in _wait_until_finished(results)

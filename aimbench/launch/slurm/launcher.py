@@ -27,6 +27,7 @@ from aimbench.launch.memory import MemoryNeed, cell_memory
 from aimbench.launch.options import RunOptions
 from aimbench.launch.preflight import preflight_pretrain
 from aimbench.launch.slurm import jobs
+from aimbench.launch.slurm.limits import check_limits
 from aimbench.launch.slurm.pretrain_job import submit_pretrain
 from aimbench.launch.slurm.resources import cell_parameters
 from aimbench.launch.slurm.settings import SlurmSettings
@@ -88,6 +89,7 @@ class SlurmLauncher(Launcher):
         options = absolute_options(plan.request.options)
         job = CellJob(options)
         groups = arrays(plan)
+        check_limits(self.settings, [parameters for parameters, _ in groups])  # a job Slurm would hold forever is refused here
         launches = [(parameters, lambda executor, cells=planned: executor.map_array(job, cells)) for parameters, planned in groups]
         submission_id, submitted = submit_quietly(options.results_dir, "aimbench-eval", "the job array", launches)
         placed = [planned for _, members in groups for planned in members]  # the jobs' order

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import submitit
 
+from aimbench.launch.slurm.limits import check_limits
 from aimbench.launch.slurm.settings import SlurmSettings
 from aimbench.launch.slurm.submission import record_submission, submit_quietly
 from aimbench.pretrain.request import PretrainRequest
@@ -42,6 +43,7 @@ def submit_pretrain(request: PretrainRequest, settings: SlurmSettings, nodes: in
     RunFiles.of(request.out).require_new_or_resumed(request.resume)  # before the queue, not when the job starts
     job = PretrainJob(request)
     parameters = settings.executor_parameters(nodes=nodes, tasks_per_node=tasks_per_node)
+    check_limits(settings, [parameters])  # a job Slurm would hold forever is refused before the queue
     submission_id, [submitted] = submit_quietly(request.out, f"aimbench-pretrain-{request.preset}", "the pre-training job",
                                                 [(parameters, lambda executor: [executor.submit(job)])])  # fmt: skip
     state = {"kind": "pretrain", "job_id": submitted.job_id, "out": str(request.out), "nodes": nodes, "tasks_per_node": tasks_per_node,
