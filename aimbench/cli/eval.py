@@ -54,14 +54,13 @@ def run_request(request: EvalRequest, cluster: ClusterChoice, console: Console, 
     console.print(f"[bold]{len(plan.cells)} cell(s)[/bold] → {request.options.results_dir / 'runs'}")
     try:
         launcher.submit(plan)
-    except KeyboardInterrupt:
-        unfinished = display.running.key if display.running else "the running cell"
-        print(
-            f"interrupted: no record written for {unfinished}; finished cells are kept, and a linear or "
-            "attentive probe resumes from its last checkpoint when the same command runs again",
-            file=sys.stderr,
-        )
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as stopped:
+        from aimbench.launch.resume import resume_note
+
+        running = display.running
+        what = resume_note(request.options.results_dir, running.stem, running.probe) if running else "finished cells are kept"
+        print(f"interrupted: no record written for {running.key if running else 'the running cell'}; {what}", file=sys.stderr)
+        raise typer.Exit(128 + getattr(stopped, "signum", 2)) from None  # 130 for Ctrl-C, 143 for SIGTERM
 
 
 def print_plan(plan: EvalPlan, console: Console) -> None:

@@ -32,8 +32,8 @@ class RunOptions:
     workers: int = 0
     cache_dir: Path | None = None  # feature cache root; default $AIMBENCH_CACHE or ~/.cache/aimbench
     memory_gb: float | None = None  # attentive heads' device memory budget; default: 90 % of free GPU memory
-    checkpoint_every: int = 200  # optimizer steps between resumable training checkpoints
-    checkpoint_seconds: float = 300.0  # and at least this long between two (the first is never held back)
+    checkpoint_every: int = 200  # a resumable probe training state every this many optimizer steps
+    checkpoint_seconds: float = 300.0  # or once this long has passed since the previous one, so at most ~5 min of training is lost
     progress_file: bool = False  # report stages to <results>/state/<record stem>.progress.json (for 'aimbench jobs')
 
     def __post_init__(self) -> None:
@@ -42,5 +42,6 @@ class RunOptions:
         at_least("--batch-size", self.batch_size, 1)
         at_least("--workers", self.workers, 0)
         at_least("the checkpoint interval", self.checkpoint_every, 1)
+        at_least("the checkpoint seconds", self.checkpoint_seconds, 0)
         if self.memory_gb is not None:
             positive("--memory-gb", self.memory_gb)

@@ -15,6 +15,8 @@ import pickle
 import sys
 import time
 import zipfile
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ import torch
 
 from aimbench.atomic import atomic_write
 from aimbench.checksum import seal, unseal
+from aimbench.probes.interrupt import Interrupted, stop_at_safe_point, stop_requested
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
@@ -51,31 +54,67 @@ def load_state(path: Path | None, identity: str) -> dict[str, Any] | None:
 
 @dataclass(frozen=True)
 class Checkpointing:
-    """Where a training run keeps its resumable state, whose run it is, and how often it saves:
-    every ``every`` optimizer steps, wherever that falls (a resumed run continues mid-epoch, on the
-    same batches). Not at each epoch's end: with small splits an epoch is a step or two, and
-    saving every head's state that often costs more than training them. How often is not part of a
-    cell's identity: it never changes the numbers."""
+    """Where a training run keeps its resumable state, whose run it is, and when it saves.
+
+    A state is written after an optimizer step when EITHER the step count is a multiple of
+    ``every`` OR ``seconds`` of training have passed since the previous save (or since training
+    started): a cell of 100 slow steps still leaves a state every few minutes, and a stop at the
+    next step (a signal, see :mod:`aimbench.probes.interrupt`) always saves. Not at each epoch's
+    end: with small splits an epoch is a step or two.
+
+    The bound: a state can be gigabytes at ImageNet shape, so a save is held back while the time
+    since the previous one is under ``min_seconds`` or under ``(1 - share) / share`` times what
+    writing the previous one took, so writes take at most ``share`` (default a tenth) of training
+    time however slow the disk; the first save is never held back, nor a save before a stop. So a
+    state is at most ``max(seconds, 9 x its write time)`` of training old. How often is not part of
+    a cell's identity: saving never changes the numbers (a resumed run sees the same batches and
+    the same random state). ``clock`` is injectable so tests never depend on wall-clock time.
+    """
 
     path: Path
     identity: str
     every: int = 200
-    min_seconds: float = 0.0  # and at least this long after the previous save (a large grid's state is gigabytes)
-    _saved_at: list[float] = field(default_factory=list, repr=False, compare=False)
+    seconds: float = 0.0  # also save once this long has passed since the previous save (0: steps only)
+    min_seconds: float = 0.0  # and never two saves closer than this (the first is never held back)
+    share: float = 1.0  # most of the training time writes may take (1: no limit)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
+    _times: dict[str, float] = field(default_factory=dict, repr=False, compare=False)  # "start", "saved", "write"
 
     def load(self) -> dict[str, Any] | None:
         """The saved state of this run, if any; says so on stderr, so a log shows where a requeued job resumed."""
+        self._times.setdefault("start", self.clock())
         state = load_state(self.path, self.identity)
         if state is not None:
             print(f"resuming {self.path.name} at epoch {state.get('epoch')}, step {state.get('step')}", file=sys.stderr, flush=True)
         return state
 
     def save(self, state: dict[str, Any]) -> None:
+        began = self.clock()
         save_state(self.path, {**state, "identity": self.identity})
-        self._saved_at[:] = [time.monotonic()]
+        ended = self.clock()
+        self._times.update(saved=ended, write=ended - began)
 
     def due(self, steps_done: int) -> bool:
-        """At every ``every``-th step, unless the previous save is younger than ``min_seconds`` (the first always saves)."""
-        if steps_done % self.every:
+        """At every ``every``-th step, or once ``seconds`` have passed since the previous save, unless
+        that save is too recent (``min_seconds``, ``share``); the first save is never held back."""
+        now = self.clock()
+        since = now - self._times.get("saved", self._times.setdefault("start", now))
+        if steps_done % self.every and not (self.seconds > 0 and since >= self.seconds):
             return False
-        return not self._saved_at or time.monotonic() - self._saved_at[0] >= self.min_seconds
+        if "saved" not in self._times:
+            return True
+        floor = max(self.min_seconds, self._times["write"] * (1 - self.share) / self.share)
+        return since >= floor
+
+    def after_step(self, steps_done: int, total: int, state: Callable[[], dict[str, Any]]) -> None:
+        """Called after each optimizer step: save ``state()`` when :meth:`due`; when a signal asked
+        training to stop, save (never held back) and raise :class:`~aimbench.probes.interrupt.Interrupted`."""
+        stop = stop_requested()
+        if stop is not None or self.due(steps_done):
+            self.save({**state(), "done": steps_done, "total": total})
+        if stop is not None:
+            raise Interrupted(*stop)
+
+    def training(self) -> AbstractContextManager[None]:
+        """Wrap a training loop: signals stop it at the end of a step, with its state saved."""
+        return stop_at_safe_point()

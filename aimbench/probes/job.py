@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from aimbench.probes.checkpoint import Checkpointing
     from aimbench.probes.results import ProbeResult
 
+WRITE_SHARE = 0.1  # most of a probe's training time its state writes may take
+
 # (stage description, total units) -> advance(units)
 StageCallback = Callable[[str, int], Callable[[int], None]]
 
@@ -49,8 +51,8 @@ class ProbeJob:
     batch_size: int = 64  # images per backbone forward
     workers: int = 0
     memory_gb: float | None = None  # attentive heads' device memory budget (None: 90 % of free GPU memory)
-    checkpoint_every: int = 200  # optimizer steps between resumable training checkpoints
-    checkpoint_seconds: float = 0.0  # and at least this long between two of them
+    checkpoint_every: int = 200  # a resumable training state every this many optimizer steps
+    checkpoint_seconds: float = 300.0  # or once this long has passed since the previous one (0: steps only)
     state_path: Path | None = None  # this cell's resumable training state (None: no resume)
     stage: StageCallback = no_progress
     label: str = ""  # what progress descriptions start with (``backbone · task``)
@@ -62,10 +64,12 @@ class ProbeJob:
         return self.config
 
     def checkpointing(self, path: Path, identity: str) -> Checkpointing:
-        """Where and how often a training run of this job saves its resumable state."""
+        """Where and how often a training run of this job saves its resumable state: every
+        ``checkpoint_every`` steps or ``checkpoint_seconds``, whichever comes first, writes taking at
+        most a tenth of the training time (a state can be gigabytes)."""
         from aimbench.probes.checkpoint import Checkpointing
 
-        return Checkpointing(path, identity, self.checkpoint_every, self.checkpoint_seconds)
+        return Checkpointing(path, identity, self.checkpoint_every, seconds=self.checkpoint_seconds, share=WRITE_SHARE)
 
     def progress(self, what: str, total: int) -> Callable[[int], None]:
         return self.stage(f"{self.label} · {what}" if self.label else what, total)

@@ -42,9 +42,17 @@ class CellJob(submitit.helpers.Checkpointable):
         self.options = replace(options, progress_file=True)
 
     def __call__(self, planned: PlannedCell) -> str:
+        """Pre-emption (submitit's USR2) or SIGTERM while heads train stops them at the end of the
+        step with their state saved; then submitit's own handler for that signal runs (checkpoint
+        and requeue for USR2), and the requeued job resumes from that state."""
         from aimbench.launch.run_cell import run_cell  # on the compute node
+        from aimbench.probes.interrupt import Interrupted
 
-        return str(run_cell(planned, self.options))
+        try:
+            return str(run_cell(planned, self.options))
+        except Interrupted as stopped:
+            stopped.forward()  # USR2: requeues and exits; SIGTERM: submitit only logs it, and the job ends here
+            raise
 
 
 def absolute_options(options: RunOptions) -> RunOptions:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -207,27 +208,29 @@ def fit(
         views = AugmentedViews(train, transform, seed)
     done = trainer.epoch * batches_per_epoch + trainer.step
     trainer.norms.train()
-    while trainer.epoch < config.epochs:
-        batches = epoch_batches(len(train), config.batch_size, seed, trainer.epoch)[trainer.step :]
-        if cached is not None:
-            steps = ((cached.set_tokens(idx, trainer.sets, backbone.device), torch.as_tensor(train.labels[idx])) for idx in batches)
-        else:
-            views.epoch = trainer.epoch
-            loader = DataLoader(views, batch_sampler=batches, num_workers=workers)
-            steps = ((set_tokens(backbone, images, trainer.sets), labels) for images, labels in loader)
-        for tokens, labels in steps:
-            trainer.train_step(tokens, labels.to(backbone.device))
-            scheduler.step()
-            trainer.step += 1
-            done += 1
-            if trainer.step == batches_per_epoch:
-                trainer.epoch, trainer.step = trainer.epoch + 1, 0
-            if checkpoint is not None and checkpoint.due(done):
-                checkpoint.save(trainer.state(scheduler))
-            if on_step is not None:
-                on_step(done)
-        if not batches:  # an empty train split: nothing to learn
-            trainer.epoch += 1
+    total = config.epochs * batches_per_epoch
+    with checkpoint.training() if checkpoint is not None else nullcontext():
+        while trainer.epoch < config.epochs:
+            batches = epoch_batches(len(train), config.batch_size, seed, trainer.epoch)[trainer.step :]
+            if cached is not None:
+                steps = ((cached.set_tokens(idx, trainer.sets, backbone.device), torch.as_tensor(train.labels[idx])) for idx in batches)
+            else:
+                views.epoch = trainer.epoch
+                loader = DataLoader(views, batch_sampler=batches, num_workers=workers)
+                steps = ((set_tokens(backbone, images, trainer.sets), labels) for images, labels in loader)
+            for tokens, labels in steps:
+                trainer.train_step(tokens, labels.to(backbone.device))
+                scheduler.step()
+                trainer.step += 1
+                done += 1
+                if trainer.step == batches_per_epoch:
+                    trainer.epoch, trainer.step = trainer.epoch + 1, 0
+                if checkpoint is not None:  # saves when due, and before a requested stop
+                    checkpoint.after_step(done, total, lambda: trainer.state(scheduler))
+                if on_step is not None:
+                    on_step(done)
+            if not batches:  # an empty train split: nothing to learn
+                trainer.epoch += 1
     trainer.norms.eval()
 
 

@@ -26,7 +26,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -115,6 +117,12 @@ class _Halving:
         return heads.keep({order[index] for index in kept})
 
 
+def _state(heads: LinearHeads, epoch: int, step: int, halving: _Halving | None) -> dict:
+    """What a resumed run needs: heads still training, optimizer and schedule, data position, heads stopped so far."""
+    stopped = [[*head, dataclasses.asdict(score)] for head, score in halving.stopped.items()] if halving is not None else []
+    return {**heads.state(), "epoch": epoch, "step": step, "stopped": stopped}
+
+
 def _fit(
     batches_of: Batches,
     n: int,
@@ -137,23 +145,23 @@ def _fit(
         if halving is not None:
             halving.stopped.update({(j, g): HeadScore(**head) for j, g, head in saved.get("stopped", [])})
     done = epoch * batches + step
-    while epoch < config.epochs:
-        # batches_of draws an order that depends only on (seed, epoch): with zero init every head
-        # trains exactly as it would alone, and a resumed run sees the same batches
-        for x, y in batches_of(epoch, step):
-            heads.step(x, y)
-            step, done = step + 1, done + 1
-            if step == batches:
-                epoch, step = epoch + 1, 0
-            if halving is not None and done in rungs:  # rungs is empty without halving
-                heads = halving.rung(heads, done / (config.epochs * batches))
-            if checkpoint is not None and checkpoint.due(done):
-                stopped = [[*head, dataclasses.asdict(score)] for head, score in halving.stopped.items()] if halving is not None else []
-                checkpoint.save({**heads.state(), "epoch": epoch, "step": step, "stopped": stopped})
-        if n == 0:
-            epoch += 1
-        if on_epoch is not None:
-            on_epoch(epoch)
+    with checkpoint.training() if checkpoint is not None else nullcontext():
+        while epoch < config.epochs:
+            # batches_of draws an order that depends only on (seed, epoch): with zero init every head
+            # trains exactly as it would alone, and a resumed run sees the same batches
+            for x, y in batches_of(epoch, step):
+                heads.step(x, y)
+                step, done = step + 1, done + 1
+                if step == batches:
+                    epoch, step = epoch + 1, 0
+                if halving is not None and done in rungs:  # rungs is empty without halving
+                    heads = halving.rung(heads, done / (config.epochs * batches))
+                if checkpoint is not None:  # saves when due, and before a requested stop
+                    checkpoint.after_step(done, config.epochs * batches, partial(_state, heads, epoch, step, halving))
+            if n == 0:
+                epoch += 1
+            if on_epoch is not None:
+                on_epoch(epoch)
     return heads
 
 
