@@ -11,6 +11,7 @@ from aimbench.probes.attentive.config import AttentiveProbeConfig
 from aimbench.probes.attentive.memory import HEADS_SHARE
 from aimbench.probes.config import ProbeConfig, TrainedProbeConfig
 from aimbench.probes.features.layer_sets import LayerSet, blocks_needed, parse_blocks, parse_layer_sets
+from aimbench.probes.interrupt import Interrupted
 from aimbench.probes.job import ProbeJob, ProbeOutcome, StageCallback, no_progress
 from aimbench.probes.kinds import OFFICIAL, REGISTRY, CacheNeed, PlanShape, ProbeKind, kind_name, probe_kind, run_probe
 from aimbench.probes.knn.config import KnnProbeConfig
@@ -25,6 +26,7 @@ __all__ = [
     "REGISTRY",
     "AttentiveProbeConfig",
     "CacheNeed",
+    "Interrupted",
     "KnnProbeConfig",
     "LayerResult",
     "LayerSet",

@@ -71,9 +71,6 @@ def _pass_on(signum: int, frame: FrameType | None, previous: Handler) -> None:
 def stop_at_safe_point() -> Iterator[None]:
     """Defer SIGINT, SIGTERM and the pre-emption signal to the end of the current optimizer step
     while the block runs (main thread only); the previous handlers are restored afterwards."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     previous: dict[int, Handler] = {}
 
     def deferred(signum: int, frame: FrameType | None) -> None:
@@ -83,7 +80,10 @@ def stop_at_safe_point() -> Iterator[None]:
         request_stop(signum, previous.get(signum))
 
     _requested.clear()
-    for signum in watched_signals():
+    # handlers can only be installed from the main thread; elsewhere signals keep their usual effect, and only a
+    # request_stop made in this process (a test's callback, another thread) stops training at a safe point
+    main = threading.current_thread() is threading.main_thread()
+    for signum in watched_signals() if main else ():
         if signal.getsignal(signum) == signal.SIG_IGN:  # a shell's background job ignores SIGINT: keep it so
             continue
         previous[signum] = signal.signal(signum, deferred)

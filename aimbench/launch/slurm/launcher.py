@@ -46,7 +46,7 @@ class CellJob(submitit.helpers.Checkpointable):
         step with their state saved; then submitit's own handler for that signal runs (checkpoint
         and requeue for USR2), and the requeued job resumes from that state."""
         from aimbench.launch.run_cell import run_cell  # on the compute node
-        from aimbench.probes.interrupt import Interrupted
+        from aimbench.probes import Interrupted
 
         try:
             return str(run_cell(planned, self.options))
