@@ -107,7 +107,8 @@ def _stop_if_held(rows: list[JobRow]) -> None:
     from aimbench.launch.slurm.held import held_line, pending_reason, permanent
 
     for row in rows:
-        why = permanent(pending_reason(row)) if pending_reason(row) else None
+        reason = pending_reason(row)
+        why = permanent(reason) if reason else None
         if why is not None:
             raise HeldJob(held_line(row, why))
 

@@ -12,8 +12,8 @@ the cell's probe kind says how many backbone forwards of one image it takes, wha
 in FLOPs, the precision they compute in, the device memory they take and what it caches
 (``aimbench.probes.ProbeKind``'s planning hooks); this module adds the backbone's FLOPs
 (forwards x blocks x :func:`block_flops`), the time (FLOPs / the block's measured FLOP/s in each
-precision: compute only, no decoding, augmentation, data loading or I/O; attentive heads split into
-several passes when they do not fit the device are counted as one pass), the backbone's memory
+precision: compute only, no decoding, augmentation, data loading or I/O; attentive heads that do
+not fit the device memory a plan assumes run their online forwards once per pass), the backbone's memory
 (``aimbench.launch.memory``) and the feature cache's bytes (``aimbench.launch.preflight``); cells
 of one backbone and task share their cache, so the sweep's total counts those once.
 """
@@ -130,7 +130,6 @@ class SweepCost:
     device: str  # where the time was calibrated, or the device assumed
     rates: dict[str, Rate]  # per block shape and dtype: the measured (or assumed) throughput
     cache_bytes: int  # the feature cache's bytes for the cells to run, shared features counted once
-    assumed: Assumption | None = None  # the device the plan was made for, when not measured here
 
     @property
     def to_run(self) -> list[CellCost]:
@@ -188,14 +187,15 @@ def cell_cost(
     per_forward = float(forward_flops(shape, max(planned.blocks) + 1))
     backbone = forwards * per_forward
     heads = float(kind.head_flops(config, planned))
-    seconds = backbone / throughput(shape, cell.dtype) + heads / throughput(shape, kind.head_dtype(config, cell.dtype))
+    backbone_rate = throughput(shape, cell.dtype)
+    seconds = backbone / backbone_rate + heads / throughput(shape, kind.head_dtype(config, cell.dtype))
     group = (cell.backbone, cell.weights, cell.dtype, cell.task, cell.limit, "pooled" if cached.pooled else "tokens")
     return CellCost(
         key=key, skip=skip, images=dict(planned.sizes), forwards=forwards, backbone_flops=backbone, head_flops=heads, seconds=seconds,
         memory=memory, head_memory_bytes=-(-kind.head_memory_bytes(config, planned) // passes),
         cache_bytes=cache_bytes([cell], registry, patches=lambda _: shape.patch_tokens), passes=passes,
         shared=group if once else None,
-        shared_part={"forwards": once, "backbone_flops": once * per_forward, "seconds": once * per_forward / throughput(shape, cell.dtype)},
+        shared_part={"forwards": once, "backbone_flops": once * per_forward, "seconds": once * per_forward / backbone_rate},
     )  # fmt: skip
 
 
@@ -226,7 +226,7 @@ def plan_cost(
         for p in plan.cells
     ]
     total_cache = cache_bytes([p.cell for p in plan.to_run], registry, patches=lambda spec: shapes[spec.name].patch_tokens)
-    return SweepCost(cells, where, measured, total_cache, assume)
+    return SweepCost(cells, where, measured, total_cache)
 
 
 def calibrated(device: str, batch_size: int) -> tuple[str, Callable[[Geometry, str], Rate]]:

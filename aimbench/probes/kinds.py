@@ -67,21 +67,24 @@ class PlanShape:
         return blocks_needed(self.layer_sets)
 
     @property
+    def concatenated(self) -> bool:
+        """Whether heads also read patch mean and cls concatenated (where both are pooled, as ``head_inputs`` pairs them)."""
+        return PATCH_MEAN in self.probe_tokens and CLS in self.probe_tokens
+
+    @property
     def sources_per_set(self) -> int:
-        """Pooled inputs a layer set's heads read: each token kind, and patch mean with cls concatenated when both exist."""
-        both = PATCH_MEAN in self.probe_tokens and CLS in self.probe_tokens
-        return len(self.probe_tokens) + both
+        """Pooled inputs a layer set's heads read: each token kind, and the concatenation where there is one."""
+        return len(self.probe_tokens) + self.concatenated
 
     @property
     def widest_input(self) -> int:
-        """The widest pooled input one head reads: a concatenation of two poolings where both exist."""
-        return self.dim * (2 if PATCH_MEAN in self.probe_tokens and CLS in self.probe_tokens else 1)
+        """The widest pooled input one head reads: a concatenation is two widths."""
+        return self.dim * (2 if self.concatenated else 1)
 
     @property
     def pooled_width(self) -> int:
         """Every pooled head input's width, summed over layer sets (a concatenation is two widths)."""
-        both = PATCH_MEAN in self.probe_tokens and CLS in self.probe_tokens
-        return len(self.layer_sets) * self.dim * (len(self.probe_tokens) + 2 * both)
+        return len(self.layer_sets) * self.dim * (len(self.probe_tokens) + 2 * self.concatenated)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ import getpass
 import re
 
 from aimbench.launch.base import JobRow
-from aimbench.launch.slurm.jobs import _run
+from aimbench.launch.slurm.jobs import run_slurm
 
 WAITING = "waiting: "  # how jobs.job_rows writes a pending job's reason in its progress
 
@@ -60,13 +60,13 @@ def pending_reason(row: JobRow) -> str:
 
 
 def _nodes_down(nodes: str) -> bool:
-    listed = _run(["sinfo", "--noheader", "--Node", "--nodes", nodes, "--format", "%N|%T"])
+    listed = run_slurm(["sinfo", "--noheader", "--Node", "--nodes", nodes, "--format", "%N|%T"])
     states = [line.split("|")[-1].strip().lower() for line in (listed or "").splitlines() if line.strip()]
     return bool(states) and all(state.startswith(DOWN) for state in states)
 
 
 def _user_has_running_jobs() -> bool:
-    running = _run(["squeue", "--noheader", "--user", getpass.getuser(), "--states", "RUNNING,COMPLETING", "--format", "%i"])
+    running = run_slurm(["squeue", "--noheader", "--user", getpass.getuser(), "--states", "RUNNING,COMPLETING", "--format", "%i"])
     return running is None or bool(running.strip())  # unknown counts as running: never stop on a guess
 
 

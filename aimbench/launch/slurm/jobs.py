@@ -33,9 +33,10 @@ def submissions(results: Path) -> list[dict]:
     return found
 
 
-def _run(command: list[str]) -> str | None:
+def run_slurm(command: list[str], timeout_s: float = 60) -> str | None:
+    """A Slurm command's output, or None when it is missing, fails or does not answer in ``timeout_s``."""
     try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -56,11 +57,11 @@ def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str, str]]:
         return {}
     arrays = sorted({job_id.split("_")[0] for job_id in job_ids})
     states: dict[str, tuple[str, str, str]] = {}
-    accounting = _run(["sacct", "-X", "-n", "-P", "-o", "JobID,State,Elapsed", "-j", ",".join(arrays)])
+    accounting = run_slurm(["sacct", "-X", "-n", "-P", "-o", "JobID,State,Elapsed", "-j", ",".join(arrays)])
     for line in (accounting or "").splitlines():
         job_id, state, elapsed = (line.split("|") + ["", "", ""])[:3]
         states[job_id] = (state.split()[0] if state else "UNKNOWN", elapsed, "")  # "CANCELLED by 0" -> CANCELLED
-    queue = _run(["squeue", "-h", "-r", "-o", "%i|%T|%M|%r", "-j", ",".join(arrays)])
+    queue = run_slurm(["squeue", "-h", "-r", "-o", "%i|%T|%M|%r", "-j", ",".join(arrays)])
     for line in (queue or "").splitlines():  # the controller's live state wins: accounting lags it by seconds
         job_id, state, elapsed, reason = (line.split("|") + ["", "", "", ""])[:4]
         states[job_id] = (state, as_sacct_elapsed(elapsed), reason if state == "PENDING" and reason not in ("", "None") else "")
@@ -131,6 +132,6 @@ def cancel(results: Path, which: str) -> list[str]:
     if which != "all" and not chosen:
         raise UserError(f"no unfinished job '{which}' among the submissions in {results / JOBS_DIR}")
     ids = [row.job_id for row in chosen]
-    if ids and _run(["scancel", *ids]) is None:
+    if ids and run_slurm(["scancel", *ids]) is None:
         raise UserError(f"scancel {' '.join(ids)} failed; is the Slurm controller reachable?")
     return ids

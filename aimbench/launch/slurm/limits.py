@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import math
 import re
-import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aimbench.errors import UserError
+from aimbench.launch.slurm.jobs import run_slurm
 from aimbench.launch.slurm.settings import SlurmSettings
 
 TIMEOUT_S = 30  # a controller that does not answer makes scontrol retry for about 10 s
@@ -63,13 +63,6 @@ class Partition:
         return None if value is None or value.upper() == "ALL" else frozenset(value.split(","))
 
 
-def _run(command: list[str]) -> str | None:
-    try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def slurm_minutes(text: str) -> int | None:
     """Slurm's time forms (``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH[:MM[:SS]]``) in whole minutes, rounded up; None: no limit."""
     if text.strip().upper() in UNLIMITED:
@@ -95,8 +88,10 @@ def _gpus(gres: str) -> int:
 
 def read_partitions() -> tuple[dict[str, Partition], str | None] | None:
     """Every partition with its nodes, and the default partition's name; None when Slurm does not answer."""
-    shown = _run(["scontrol", "--all", "--oneliner", "show", "partition"])
-    listed = _run(["sinfo", "--all", "--Node", "--noheader", "--format", "%R|%N|%c|%m|%G|%f"]) if shown is not None else None
+    shown = run_slurm(["scontrol", "--all", "--oneliner", "show", "partition"], TIMEOUT_S)
+    listed = (
+        run_slurm(["sinfo", "--all", "--Node", "--noheader", "--format", "%R|%N|%c|%m|%G|%f"], TIMEOUT_S) if shown is not None else None
+    )
     if shown is None or listed is None:
         return None
     nodes: dict[str, list[Node]] = {}
