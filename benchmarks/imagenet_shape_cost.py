@@ -1,24 +1,27 @@
 """What probing every layer with the whole grid costs at ImageNet shape, next to one head on one block.
 
 The shapes of AIM-600M on ImageNet-1k: 1000 classes, width 1536, 24 blocks plus the card's two
-published windows (26 layer sets), patch-mean features (AIM has no cls token), the aim-v1
-protocol's grids (linear: 6 lr x 3 wd, 100 epochs; attentive: 5 lr x 1 wd, 100 epochs, online).
-Measured side by side in one run, on this machine:
+published windows (26 layer sets), patch-mean features (AIM has no cls token), the grids of the
+linear protocol (``--protocol``, default: the linear default, dinov2-linear: 13 lrs, 12,500 steps of
+1,024 views, SGD; aim-v1: 6 lr x 3 wd, 100 epochs, AdamW) and of the attentive default (aim-v1:
+5 lr x 1 wd, 100 epochs, online). Measured side by side in one run, on this machine:
 
 1. the backbone forward per image: the real architecture of ``--backbone`` (random init, the
    card's resolution), all blocks read, under inference mode;
-2. cached linear heads on synthetic features of those shapes, per training image and epoch in
-   steady state (what a run pays once is printed beside it): (a) one head (last block, one lr
-   and wd), (b) every layer set x the full grid, (c) every layer set x the grid with successive
-   halving (opt-in); each at bf16 (``head_precision``: bf16 products over fp32 weights, opt-in)
-   and at fp32 (the protocols' default);
+2. linear heads on synthetic features of those shapes, per training view in steady state (what a
+   run pays once is printed beside it): (a) one head (last block, one lr and wd), (b) every layer
+   set x the full grid, (c) every layer set x the grid with successive halving (opt-in); each at
+   bf16 (``head_precision``: bf16 products over fp32 weights, opt-in) and at fp32 (the protocols'
+   default);
 3. attentive heads, one optimizer step on synthetic token maps (N = 256 tokens): (a) one head,
    (b) every layer set x the grid.
 
 Ratios are per image over the whole protocol, extraction included: cached linear
-``(forward + epochs x heads) / (forward + epochs x one head)`` (the forward runs once per image,
-the heads every epoch); online attentive ``(forward + heads) / (forward + one head)`` (both run
-every step). Target: <= 1.3.
+``(forward + views x heads) / (forward + views x one head)`` (the forward runs once per image, the
+heads on every training view: epochs of them, or the fixed steps' batches at ImageNet's size);
+online linear and attentive ``(forward + heads) / (forward + one head)`` per view (both run every
+step). Target: <= 1.3. The row of the protocol's own path (its grid search and head precision) is
+marked, and its ratio printed last.
 
     python benchmarks/imagenet_shape_cost.py                  # CPU: about ten minutes
     python benchmarks/imagenet_shape_cost.py --device cuda    # absolute images/s on a GPU
@@ -35,16 +38,19 @@ import torch
 import torch.nn.functional as F
 
 from aimbench.adapters import load_backbone
-from aimbench.cards.backbone_card import PATCH_MEAN, BackboneSpec
+from aimbench.cards.backbone_card import PATCH_MEAN, BackboneSpec, column_kinds
 from aimbench.cards.registry import Registry
+from aimbench.identity import DEFAULT_PROTOCOL
 from aimbench.probes.attentive.grid import AttentiveGrid, SetNorms
 from aimbench.probes.features.extract import PooledFeatures, ProbeSource
 from aimbench.probes.features.layer_sets import parse_layer_sets
+from aimbench.probes.linear.config import LinearProbeConfig
 from aimbench.probes.linear.heads import LinearHeads
 from aimbench.probes.linear.training import train_linear_probes
 from aimbench.probes.protocol import default_config
 
 CLASSES = 1000
+IMAGENET_TRAIN = 1_268_355  # ImageNet-1k's train split less aim-v1's 1% val, as its task card carves it
 VAL_SHARE, TEST_SHARE = 12_812 / 1_268_355, 50_000 / 1_268_355  # of train: aim-v1's 1% val of ImageNet's train, and its val as test
 
 
@@ -66,7 +72,7 @@ def forward_seconds_per_image(name: str, device: torch.device, batch: int, repea
 
 
 def linear_seconds_per_image_epoch(
-    sources: list[ProbeSource], dim: int, images: int, epochs: int, grid: dict, device: torch.device
+    sources: list[ProbeSource], dim: int, images: int, epochs: int, protocol: str, grid: dict, device: torch.device
 ) -> tuple[float, float]:
     """(steady, once): seconds per training image and epoch of the heads' training steps in steady
     state, and the seconds a run pays once. Every ``LinearHeads.step`` is timed; the first step of
@@ -97,7 +103,8 @@ def linear_seconds_per_image_epoch(
 
     LinearHeads.step = timed  # type: ignore[method-assign]
     try:
-        train_linear_probes(*splits, sources, CLASSES, default_config("linear", epochs=epochs, **grid), seed=0, device=device)
+        config = default_config("linear", protocol, epochs=epochs, epoch_length=0, **grid)  # passes over the synthetic images
+        train_linear_probes(*splits, sources, CLASSES, config, seed=0, device=device)
     finally:
         LinearHeads.step = step  # type: ignore[method-assign]
     steady = once = 0.0
@@ -154,6 +161,7 @@ def main() -> None:
     parser.add_argument("--attentive-batch", type=int, default=0, help="micro-batch of the attentive heads [default: the protocol's]")
     parser.add_argument("--probes", default="linear,attentive", help="which probe kinds to time")
     parser.add_argument("--head-precisions", default="bf16,fp32", help="linear heads' training precisions to time")
+    parser.add_argument("--protocol", default=DEFAULT_PROTOCOL, help="the linear recipe timed (dinov2-linear: DINOv2's)")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -176,13 +184,21 @@ def main() -> None:
 def linear_table(
     spec: BackboneSpec, sources: list[ProbeSource], last: list[ProbeSource], forward: float, args: argparse.Namespace, device: torch.device
 ) -> None:
-    linear = default_config("linear")
+    linear = default_config("linear", args.protocol)
+    assert isinstance(linear, LinearProbeConfig)
     one_point = {"learning_rates": linear.learning_rates[:1], "weight_decays": linear.weight_decays[:1], "grid_search": "full"}
-    heads_per_set = len(spec.probe_tokens) * len(linear.learning_rates) * len(linear.weight_decays)
-    print(f"\ncached linear, {linear.epochs} epochs (steady-state steps timed over {args.epochs} on {args.images} images), "
-          f"{heads_per_set} heads per layer set;")  # fmt: skip
-    print(f"each ratio against one head at the same precision (the protocols' default: {linear.head_precision}, full grid):")
+    kinds = column_kinds(spec.probe_tokens, linear.token_kinds)
+    heads_per_set = len(kinds) * len(linear.learning_rates) * len(linear.weight_decays)
+    # images the heads train on per training image over the protocol: its epochs, or its fixed steps' batches at ImageNet's size
+    seen = linear.training_images(IMAGENET_TRAIN) / IMAGENET_TRAIN
+    online = linear.data_mode == "online"
+    print(f"\n{linear.data_mode} linear under {args.protocol} ({linear.optimizer}, {seen:.1f} training views per image), "
+          f"{heads_per_set} heads per layer set ({', '.join(kinds)}); steady-state steps timed over {args.epochs} passes of {args.images} images;")  # fmt: skip
+    print("each ratio against one head at the same precision, per image over the protocol, "
+          + ("the backbone run for every view (online)" if online else "the backbone run once per image (cached)"))  # fmt: skip
     print(f"  {'':44s} {'heads s/image':>14s} {'ratio':>7s}")
+    default = (linear.grid_search, linear.head_precision)
+    ratios = {}
     for precision in args.head_precisions.split(","):
         timed = {
             f"one head, {precision}": one_point,
@@ -192,11 +208,24 @@ def linear_table(
         base = None
         for name, grid in timed.items():
             steady, once = linear_seconds_per_image_epoch(
-                last if base is None else sources, spec.dim, args.images, args.epochs, {**grid, "head_precision": precision}, device
+                last if base is None else sources,
+                spec.dim,
+                args.images,
+                args.epochs,
+                args.protocol,
+                {**grid, "head_precision": precision},
+                device,
             )
-            heads = linear.epochs * steady
-            base = forward + heads if base is None else base
-            print(f"  {name:44s} {heads:14.3f} {(forward + heads) / base:7.2f}   (once: {once:.1f} s)")
+            heads = seen * steady
+            total = (seen * forward if online else forward) + heads
+            base = total if base is None else base
+            path = (grid["grid_search"], precision) if grid is not one_point else None
+            ratios[path] = total / base
+            print(f"  {name:44s} {heads:14.3f} {ratios[path]:7.2f}   (once: {once:.1f} s){'   <- default' if path == default else ''}")
+    if default in ratios:
+        print(
+            f"default linear path ({args.protocol}: grid search {default[0]}, head precision {default[1]}): {ratios[default]:.2f} x one head"
+        )
 
 
 def attentive_table(spec: BackboneSpec, sets: int, forward: float, args: argparse.Namespace, device: torch.device) -> None:

@@ -11,6 +11,7 @@ the requested precision (``.pth`` files are memory-mapped), so even a 7B is held
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from aimbench.adapters.base import Backbone, LayerTokens, WeightsInfo
 from aimbench.adapters.weights import file_metadata, load_strict, load_weights, state_dict_sha256
@@ -62,6 +63,9 @@ class AimBackbone(Backbone):
         _check_card(spec)
         model, info = _build(spec, weights, torch_dtype(dtype))
         super().__init__(spec, model, info, dtype)
+
+    def final_norm(self) -> nn.Module:
+        return self.model.trunk.post_trunk_norm
 
     def _forward_blocks(self, images: torch.Tensor, blocks: list[int]) -> list[LayerTokens]:
         outputs = self.model.forward_layers(self.prepare(images), blocks)

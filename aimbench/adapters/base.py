@@ -294,6 +294,11 @@ class Backbone(ABC):
         by_block = {tokens.layer: tokens for tokens in self._forward_blocks(batch, sorted(asked))}
         return BlockTokens((by_block[block] for block in asked), self.depth)
 
+    def final_norm(self) -> nn.Module:
+        """The norm the network applies after its last block, which DINOv2's linear protocol applies to
+        every block it reads (``block_norm = "final"``); families that have one say which it is."""
+        raise UserError(f"backbone '{self.spec.name}' names no final norm; block_norm 'final' needs one (use 'raw')")
+
     @abstractmethod
     def _forward_blocks(self, images: torch.Tensor, blocks: list[int]) -> list[LayerTokens]:
         """A family's forward: preprocessed images (B, 3, H, W) and ``blocks`` sorted, unique and

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from aimbench.adapters.base import Backbone, LayerTokens, WeightsInfo, describe_tensor
-from aimbench.adapters.timm_family import vit_architecture, vit_block_tokens, vit_missing
+from aimbench.adapters.timm_family import vit_architecture, vit_block_tokens, vit_final_norm, vit_missing
 from aimbench.adapters.weights import state_dict_sha256
 from aimbench.cards.backbone_card import CLS, IN_MEMORY, INTERPOLATIONS, PATCH_MEAN, RESIZE_MODES, BackboneSpec, Preprocess
 from aimbench.dtypes import DTYPES
@@ -72,6 +72,9 @@ class ModuleBackbone(Backbone):
         self.timm_vit = timm_vit
         parameter = next(model.parameters(), None)
         self.device = parameter.device if parameter is not None else torch.device("cpu")  # left where the user put it
+
+    def final_norm(self) -> nn.Module:
+        return vit_final_norm(self.model) if self.timm_vit else super().final_norm()
 
     def _forward_blocks(self, images: torch.Tensor, blocks: list[int]) -> list[LayerTokens]:
         images = self.prepare(images)

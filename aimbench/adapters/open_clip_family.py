@@ -244,6 +244,9 @@ class OpenClipBackbone(Backbone):
         check_against_card(spec, visual)
         super().__init__(spec, visual, info, dtype)
 
+    def final_norm(self) -> nn.Module:
+        return self.model.ln_post
+
     def _forward_blocks(self, images: torch.Tensor, blocks: list[int]) -> list[LayerTokens]:
         outputs = self.model.forward_intermediates(
             self.prepare(images),

@@ -117,6 +117,15 @@ def vit_block_tokens(model: nn.Module, images: torch.Tensor, blocks: list[int], 
     return [LayerTokens(block, patches, prefix) for block, (patches, prefix) in zip(blocks, outputs)]
 
 
+def vit_final_norm(model: nn.Module) -> nn.Module:
+    """A timm ViT's norm after its last block (``model.norm``, what ``forward_intermediates(norm=True)``
+    applies to every intermediate); a model that pools first and normalises after (``fc_norm``) has none."""
+    norm = getattr(model, "norm", None)
+    if not isinstance(norm, nn.Module) or isinstance(norm, nn.Identity):
+        raise UserError(f"{type(model).__name__} has no norm after its last block (model.norm); block_norm 'final' needs one (use 'raw')")
+    return norm
+
+
 def check_against_card(spec: BackboneSpec, model: nn.Module) -> None:
     """Fail if the built network is not the one the card describes (depth, width, tokens)."""
     missing = vit_missing(model)
@@ -140,6 +149,9 @@ class TimmBackbone(Backbone):
         model, info = _create_with_weights(spec, weights)
         check_against_card(spec, model)
         super().__init__(spec, model, info, dtype)
+
+    def final_norm(self) -> nn.Module:
+        return vit_final_norm(self.model)
 
     def _forward_blocks(self, images: torch.Tensor, blocks: list[int]) -> list[LayerTokens]:
         return vit_block_tokens(self.model, self.prepare(images), blocks, bool(self.spec.prefix_layout))

@@ -10,6 +10,7 @@ card's directory.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,21 @@ ADAPTERS = ("timm", "aim", "open_clip")
 IN_MEMORY = "module"
 PATCH_MEAN, CLS = "patch_mean", "cls"  # how a probe pools a layer's tokens
 CONCAT = f"{PATCH_MEAN}+{CLS}"  # a probe head reading both poolings, concatenated
+TOKEN_KINDS = (PATCH_MEAN, CLS, CONCAT)  # what a probe head may read of a layer set
+
+
+def column_kinds(pooled: Sequence[str], wanted: Sequence[str] | None = None) -> list[str]:
+    """The token kinds a layer set's heads read: every pooling alone (in ``pooled`` order), then
+    their concatenation where both are pooled, narrowed to ``wanted`` (a protocol's ``token_kinds``;
+    None: all). A backbone lacking every wanted kind (DINOv2's cls-based recipe on AIM, which has no
+    cls token) is read by its first pooling (the patch mean): a protocol names what it prefers, not what must exist."""
+    available = [kind for kind in pooled if kind in (PATCH_MEAN, CLS)] + ([CONCAT] if PATCH_MEAN in pooled and CLS in pooled else [])
+    if wanted is None:
+        return available
+    kept = [kind for kind in available if kind in wanted]
+    return kept or available[:1]
+
+
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 RESIZE_MODES = ("shortest", "squash")  # short side to resize_size, or both sides (aspect not kept)
 NOT_FILES = ("random", "timm")  # weights values that name a way of building weights

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aimbench.cards.backbone_card import TOKEN_KINDS
 from aimbench.cards.fields import Fields
 from aimbench.errors import CardError
 
@@ -30,6 +31,9 @@ DATA_MODES = ("online", "cached")  # augmented views through the backbone each s
 AUGMENTATIONS = ("rrc_flip", "strong", "none")
 GRID_SEARCHES = ("halving", "full")  # linear heads: successive halving on val (aimbench.probes.linear.halving), or every head to the end
 HEAD_PRECISIONS = ("bf16", "fp32")  # linear heads' training products: bf16 over fp32 weights, or fp32 throughout
+OPTIMIZERS = ("adamw", "sgd")  # linear heads: AdamW (aim-v1), or SGD with momentum (DINOv2's linear protocol)
+FEATURE_NORMS = ("batchnorm", "none")  # linear heads' inputs: standardised with train statistics, or as extracted
+BLOCK_NORMS = ("raw", "final")  # pooled block outputs as the blocks give them, or through the backbone's final norm first (DINOv2)
 # parameter names a probe's no_weight_decay may list (Apple's head.* names for the attentive head)
 PARAMETERS = {
     "attentive": ("cls_token", "k.weight", "v.weight", "linear.weight", "linear.bias"),
@@ -122,7 +126,18 @@ def _trained(kind: str) -> dict[str, Check]:
 
 FIELDS: dict[str, dict[str, Check]] = {
     "attentive": _trained("attentive"),
-    "linear": {**_trained("linear"), "grid_search": _choice(GRID_SEARCHES), "head_precision": _choice(HEAD_PRECISIONS)},
+    "linear": {
+        **_trained("linear"),
+        "grid_search": _choice(GRID_SEARCHES),
+        "head_precision": _choice(HEAD_PRECISIONS),
+        "optimizer": _choice(OPTIMIZERS),
+        "momentum": _between(0.0, 1.0, False, True),  # SGD's; AdamW has its own moments
+        "init_std": _between(0.0, float("inf"), False, True),  # heads' weights from N(0, std^2), biases 0; 0: all zeros
+        "feature_norm": _choice(FEATURE_NORMS),
+        "block_norm": _choice(BLOCK_NORMS),
+        "token_kinds": _list_of(_choice(TOKEN_KINDS)),  # what each layer set's heads read (aimbench.cards.backbone_card.column_kinds)
+        "epoch_length": _integer(0),  # optimizer steps per epoch; 0: one pass over the train split
+    },
     "knn": {"ks": _list_of(_integer(1)), "temperature": _between(0.0, float("inf"), True, True)},
     SPLITS: {"val_fraction": _between(0.0, 1.0, True, True)},  # for tasks whose card gives neither split nor fraction
 }

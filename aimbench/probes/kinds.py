@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from aimbench.cards.backbone_card import CLS, PATCH_MEAN
+from aimbench.cards.backbone_card import CONCAT, column_kinds
 from aimbench.errors import unknown_name
 from aimbench.probes.config import ProbeConfig
 from aimbench.probes.features.layer_sets import LayerSet, blocks_needed
@@ -66,25 +66,28 @@ class PlanShape:
     def blocks(self) -> list[int]:
         return blocks_needed(self.layer_sets)
 
+    def columns(self, kinds: Sequence[str] | None = None) -> list[str]:
+        """The token kinds each layer set's heads read (``kinds``: a protocol's ``token_kinds``), as ``head_inputs`` pairs them."""
+        return column_kinds(self.probe_tokens, kinds)
+
     @property
     def concatenated(self) -> bool:
-        """Whether heads also read patch mean and cls concatenated (where both are pooled, as ``head_inputs`` pairs them)."""
-        return PATCH_MEAN in self.probe_tokens and CLS in self.probe_tokens
+        """Whether heads also read patch mean and cls concatenated (where both are pooled)."""
+        return CONCAT in self.columns()
 
     @property
     def sources_per_set(self) -> int:
         """Pooled inputs a layer set's heads read: each token kind, and the concatenation where there is one."""
-        return len(self.probe_tokens) + self.concatenated
+        return len(self.columns())
 
     @property
     def widest_input(self) -> int:
         """The widest pooled input one head reads: a concatenation is two widths."""
         return self.dim * (2 if self.concatenated else 1)
 
-    @property
-    def pooled_width(self) -> int:
+    def pooled_width(self, kinds: Sequence[str] | None = None) -> int:
         """Every pooled head input's width, summed over layer sets (a concatenation is two widths)."""
-        return len(self.layer_sets) * self.dim * (len(self.probe_tokens) + 2 * self.concatenated)
+        return len(self.layer_sets) * self.dim * sum(2 if kind == CONCAT else 1 for kind in self.columns(kinds))
 
 
 @dataclass(frozen=True)

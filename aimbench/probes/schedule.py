@@ -10,6 +10,7 @@ generator state."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 
@@ -18,19 +19,24 @@ import torch
 from aimbench.probes.config import TrainedProbeConfig, grid_points, scaled_lr
 
 
-def grid_optimizer(
-    config: TrainedProbeConfig, heads: Sequence[Mapping[str, Sequence[torch.Tensor]]], fused: bool = False
-) -> torch.optim.AdamW:
-    """AdamW with one pair of parameter groups per grid point: ``heads[i]`` maps the parameter
-    names of grid point i to its tensors; those named in ``config.no_weight_decay`` form the group
-    without weight decay. Each group's lr is scaled from the config's base batch. ``fused``: torch's
-    one-kernel AdamW (CPU and CUDA), the same update in a single pass over each tensor."""
+def grid_param_groups(config: TrainedProbeConfig, heads: Sequence[Mapping[str, Sequence[torch.Tensor]]]) -> list[dict]:
+    """One pair of parameter groups per grid point: ``heads[i]`` maps the parameter names of grid
+    point i to its tensors; those named in ``config.no_weight_decay`` form the group without weight
+    decay. Each group's lr is scaled from the config's base batch."""
     groups = []
     for named, (lr, wd) in zip(heads, grid_points(config), strict=True):
         for decayed in (True, False):
             params = [t for name, tensors in named.items() if (name not in config.no_weight_decay) == decayed for t in tensors]
             groups.append({"params": params, "lr": scaled_lr(lr, config), "weight_decay": wd if decayed else 0.0})
-    return torch.optim.AdamW(groups, fused=fused or None)
+    return groups
+
+
+def grid_optimizer(
+    config: TrainedProbeConfig, heads: Sequence[Mapping[str, Sequence[torch.Tensor]]], fused: bool = False
+) -> torch.optim.AdamW:
+    """AdamW over :func:`grid_param_groups`. ``fused``: torch's one-kernel AdamW (CPU and CUDA),
+    the same update in a single pass over each tensor."""
+    return torch.optim.AdamW(grid_param_groups(config, heads), fused=fused or None)
 
 
 def clip_per_head(tensors: Sequence[torch.Tensor], max_norm: float) -> None:
@@ -71,3 +77,10 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     order = epoch_order(n, seed, epoch).tolist()
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def head_seed(seed: int, layer_set: str, lr: float, weight_decay: float) -> int:
+    """The init seed of one head: a function of its identity only (``layer_set`` may name its token
+    kind too), never of the grid around it, so a head trained in a grid equals the same head alone."""
+    digest = hashlib.sha256(f"{seed}|{layer_set}|{lr!r}|{weight_decay!r}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % (2**63)

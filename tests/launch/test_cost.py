@@ -216,3 +216,17 @@ def test_each_kind_says_what_its_heads_hold_on_the_device(registry: Registry) ->
     assert knn.head_memory_bytes == 4 * 1536 * (1_268_355 + 50_000)  # one input's train bank and the larger query split
     [official] = EvalRequest.from_options("aim-600m", "imagenet-1k", "official", layers="last").cells(registry)
     assert cell_cost(official, registry, fixed).head_memory_bytes == 4 * (2 * 1536**2 + 1536 + 1000 * 1536 + 1000)
+
+
+def test_dinov2_linear_costs_its_fixed_steps_of_views_and_its_token_kinds(registry: Registry) -> None:
+    """12,500 steps of 1,024 augmented views whatever the task's size, each through the backbone
+    (online), heads on DINOv2's token kinds: for a cls-less AIM, the patch mean alone."""
+    from aimbench.launch.shape import plan_shape
+    from aimbench.probes.linear.kind import linear_head_flops
+
+    [cell] = EvalRequest(backbones=("aim-600m",), tasks=("dtd",), probes=("linear",), protocol="dinov2-linear").cells(registry)
+    cost, shape = cell_cost(cell, registry, fixed), plan_shape(cell, registry, patches=256)
+    views = 10 * 1250 * 1024
+    assert cost.forwards == sum(shape.sizes.values()) + views
+    per_image = 13 * linear_head_flops(len(shape.layer_sets) * shape.dim, shape.classes)  # one column per set: patch_mean
+    assert cost.head_flops == round(per_image * (2 * views + shape.evaluated))

@@ -16,19 +16,12 @@ linear, not quadratic, in the width, so the grid's heads cost little next to the
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from aimbench.probes.attentive.head import AttentivePoolingHead
-
-
-def head_seed(seed: int, layer_set: str, lr: float, weight_decay: float) -> int:
-    """The init seed of one head: a function of its identity only, never of the grid around it."""
-    digest = hashlib.sha256(f"{seed}|{layer_set}|{lr!r}|{weight_decay!r}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") % (2**63)
 
 
 def standalone_head(seed: int, dim: int, classes: int, heads: int) -> AttentivePoolingHead:

@@ -9,7 +9,7 @@ Determinism and resume: the data order of an epoch depends only on (seed, epoch)
 augmentation of an image only on (seed, epoch, position), so a run restarted from a checkpoint
 (heads, optimizer, schedule, BatchNorm statistics, epoch and step) sees exactly the batches an
 uninterrupted run would, and ends with the same numbers on CPU. Heads start from an init that
-depends only on their own identity (:func:`~aimbench.probes.attentive.grid.head_seed`), so a
+depends only on their own identity (:func:`~aimbench.probes.schedule.head_seed`), so a
 head trained in the grid equals the same head trained alone.
 
 Precision: heads train under bf16 autocast on GPU (memory and speed), but val and test are both
@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 from aimbench.adapters.base import Backbone
 from aimbench.data.images import LabelledImages, TransformedImages
 from aimbench.probes.attentive.config import AttentiveProbeConfig
-from aimbench.probes.attentive.grid import AttentiveGrid, SetNorms, head_seed
+from aimbench.probes.attentive.grid import AttentiveGrid, SetNorms
 from aimbench.probes.attentive.head import AttentivePoolingHead
 from aimbench.probes.checkpoint import Checkpointing
 from aimbench.probes.config import grid_points
@@ -41,7 +41,7 @@ from aimbench.probes.features.layer_sets import LayerSet, blocks_needed
 from aimbench.probes.features.views import AugmentedViews, train_transform
 from aimbench.probes.metrics import score_predictions, secondary_scores
 from aimbench.probes.results import HeadScore, LayerResult, ProbeResult, select_per_set, summarise
-from aimbench.probes.schedule import clip_per_head, epoch_batches, grid_optimizer, warmup_cosine_schedule
+from aimbench.probes.schedule import clip_per_head, epoch_batches, grid_optimizer, head_seed, warmup_cosine_schedule
 
 TRAIN_AUTOCAST = ("cuda",)  # device types whose head training runs under bf16 autocast; scoring never does
 

@@ -182,19 +182,27 @@ def _cached_blocks(
 
 
 def cached_pooled(
-    backbone: Backbone, images: LabelledImages, blocks: Sequence[int], split: SplitKey, how: Extraction = Extraction()
+    backbone: Backbone,
+    images: LabelledImages,
+    blocks: Sequence[int],
+    split: SplitKey,
+    how: Extraction = Extraction(),
+    block_norm: str = "raw",
 ) -> tuple[PooledFeatures, dict[str, int]]:
-    """Pooled features of ``blocks`` (layout of ``feature_sources``) and how many blocks were
-    read from the cache, extracted, and extracted because their cached copy was damaged; missing
-    blocks come from one backbone pass."""
+    """Pooled features of ``blocks`` (layout of ``feature_sources``; ``block_norm`` as
+    :func:`~aimbench.probes.features.extract.pool_batch` takes it) and how many blocks were read
+    from the cache, extracted, and extracted because their cached copy was damaged; missing blocks
+    come from one backbone pass."""
     poolings, n, dim = len(backbone.spec.probe_tokens), len(images), backbone.dim
 
     def extract(missing: list[int]) -> dict[int, torch.Tensor]:
-        pooled = extract_pooled(backbone, images, missing, how.batch_size, how.workers, how.on_batch).features
+        pooled = extract_pooled(backbone, images, missing, how.batch_size, how.workers, how.on_batch, block_norm).features
         per_block = pooled.view(n, len(missing), poolings, dim)
         return {block: per_block[:, i] for i, block in enumerate(missing)}
 
     key = cache_key(backbone, images, split)
+    if block_norm != "raw":  # raw features keep the key they always had, so existing caches stay valid
+        key["block_norm"] = block_norm
     stored, stats = _cached_blocks(backbone, blocks, key, "block", (n, poolings, dim), extract, how)
     features = torch.stack([stored[block].float() for block in blocks], dim=1).reshape(n, len(blocks) * poolings, dim)
     return PooledFeatures(features, torch.as_tensor(images.labels, dtype=torch.int64)), stats

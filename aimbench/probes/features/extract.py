@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from aimbench.adapters.base import Backbone
-from aimbench.cards.backbone_card import CLS, CONCAT, PATCH_MEAN
+from aimbench.cards.backbone_card import CLS, CONCAT, PATCH_MEAN, column_kinds
 from aimbench.data.images import LabelledImages, TransformedImages
 from aimbench.probes.features.layer_sets import LayerSet
 
@@ -48,18 +48,23 @@ def feature_sources(backbone: Backbone, layers: Sequence[int]) -> list[FeatureSo
     return [FeatureSource(layer, token) for layer in layers for token in backbone.spec.probe_tokens]
 
 
-def pool_batch(backbone: Backbone, images: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
-    """One forward: (B, len(layers) x poolings, D) float32, in the order of :func:`feature_sources`."""
+def pool_batch(backbone: Backbone, images: torch.Tensor, layers: Sequence[int], block_norm: str = "raw") -> torch.Tensor:
+    """One forward: (B, len(layers) x poolings, D) float32, in the order of :func:`feature_sources`;
+    ``block_norm = "final"``: every token through the backbone's final norm before pooling (DINOv2)."""
     pooled = []
+    norm = backbone.final_norm() if block_norm == "final" else None
     with torch.inference_mode():
         for out in backbone.forward_layers(images, layers).values():
+            patches, prefix = (
+                (out.patches, out.prefix) if norm is None else (norm(out.patches), None if out.prefix is None else norm(out.prefix))
+            )
             for token in backbone.spec.probe_tokens:
                 if token == PATCH_MEAN:
-                    pooled.append(out.patches.mean(dim=1))
-                elif out.prefix is None:  # the card allows cls only where the family has one
+                    pooled.append(patches.mean(dim=1))
+                elif prefix is None:  # the card allows cls only where the family has one
                     raise RuntimeError(f"backbone '{backbone.spec.name}' returned no prefix tokens to pool '{token}' from")
                 else:
-                    pooled.append(out.prefix[:, 0])
+                    pooled.append(prefix[:, 0])
         stacked = torch.stack(pooled, dim=1).float()
     return stacked.clone()  # a normal tensor, usable outside inference mode
 
@@ -71,6 +76,7 @@ def extract_pooled(
     batch_size: int = 64,
     workers: int = 0,
     on_batch: Callable[[int], None] | None = None,
+    block_norm: str = "raw",
 ) -> PooledFeatures:
     """Pool the tokens of ``layers`` for every image, in the order of :func:`feature_sources`."""
     loader: DataLoader[tuple[torch.Tensor, int]] = DataLoader(
@@ -81,7 +87,7 @@ def extract_pooled(
     )
     chunks: list[torch.Tensor] = []
     for batch, _ in loader:
-        chunks.append(pool_batch(backbone, batch, layers).cpu())
+        chunks.append(pool_batch(backbone, batch, layers, block_norm).cpu())
         if on_batch is not None:
             on_batch(len(batch))
     width = len(feature_sources(backbone, layers))
@@ -131,13 +137,13 @@ def probe_inputs(
     return PooledFeatures(features, pooled.labels), inputs
 
 
-def head_inputs(sources: Sequence[ProbeSource]) -> list[tuple[LayerSet, str, tuple[int, ...]]]:
+def head_inputs(sources: Sequence[ProbeSource], kinds: Sequence[str] | None = None) -> list[tuple[LayerSet, str, tuple[int, ...]]]:
     """The heads a probe trains per grid point, in grid order: (layer set, token kind, indices of
-    the sources it reads): each pooling alone, then both concatenated where a set has both."""
+    the sources it reads): each pooling alone, then both concatenated where a set has both, narrowed
+    to ``kinds`` (a protocol's ``token_kinds``) as :func:`~aimbench.cards.backbone_card.column_kinds` says."""
     heads: list[tuple[LayerSet, str, tuple[int, ...]]] = []
     for layer_set in dict.fromkeys(src.layer_set for src in sources):
         index = {src.token: i for i, src in enumerate(sources) if src.layer_set == layer_set}
-        heads += [(layer_set, token, (i,)) for token, i in index.items()]
-        if PATCH_MEAN in index and CLS in index:
-            heads.append((layer_set, CONCAT, (index[PATCH_MEAN], index[CLS])))
+        for kind in column_kinds(list(index), kinds):
+            heads.append((layer_set, kind, (index[PATCH_MEAN], index[CLS]) if kind == CONCAT else (index[kind],)))
     return heads

@@ -73,13 +73,17 @@ def cached_splits(
     return found, totals
 
 
-def pooled_splits(job: ProbeJob, timing: Timing) -> tuple[list[LayerSet], dict[str, PooledFeatures], list[ProbeSource], dict[str, int]]:
+def pooled_splits(
+    job: ProbeJob, timing: Timing, block_norm: str = "raw"
+) -> tuple[list[LayerSet], dict[str, PooledFeatures], list[ProbeSource], dict[str, int]]:
     """The job's layer sets, every split's pooled inputs to them (one backbone pass per split, ever:
-    cached), the sources the heads read, and the cache's counts."""
+    cached; ``block_norm`` as ``pool_batch`` takes it), the sources the heads read, and the cache's counts."""
     backbone = job.backbone
     sets = list(job.layer_sets)
     blocks = blocks_needed(sets)
-    pooled, cache = cached_splits(job, "features", timing, lambda images, key, how: cached_pooled(backbone, images, blocks, key, how))
+    pooled, cache = cached_splits(
+        job, "features", timing, lambda images, key, how: cached_pooled(backbone, images, blocks, key, how, block_norm)
+    )
     features: dict[str, PooledFeatures] = {}
     sources: list[ProbeSource] = []
     for name in SPLITS:

@@ -74,6 +74,7 @@ def online_probe_inputs(
     seed: int,
     batch_size: int,
     workers: int = 0,
+    block_norm: str = "raw",
 ) -> Callable[[int, int], Iterator[tuple[torch.Tensor, torch.Tensor]]]:
     """Training batches of pooled layer-set inputs (B, sources, D) from augmented views, one
     backbone forward per batch: ``batches(epoch, first_step)`` yields (inputs, labels) in the
@@ -86,7 +87,7 @@ def online_probe_inputs(
         views.epoch = epoch
         order = epoch_batches(len(train), batch_size, seed, epoch)[first_step:]
         for images, labels in DataLoader(views, batch_sampler=order, num_workers=workers):
-            pooled = PooledFeatures(pool_batch(backbone, images, blocks), labels)
+            pooled = PooledFeatures(pool_batch(backbone, images, blocks, block_norm), labels)
             yield probe_inputs(pooled, sources, sets)[0].features, labels
 
     return batches

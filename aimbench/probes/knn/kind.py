@@ -24,7 +24,7 @@ class KnnKind(ProbeKind[KnnProbeConfig]):
         return sum(shape.sizes.values())  # every split's eval crops, once
 
     def head_flops(self, config: KnnProbeConfig, shape: PlanShape) -> float:
-        return 2 * shape.pooled_width * shape.sizes["train"] * shape.evaluated  # each val and test image against every train image
+        return 2 * shape.pooled_width() * shape.sizes["train"] * shape.evaluated  # each val and test image against every train image
 
     def head_memory_bytes(self, config: KnnProbeConfig, shape: PlanShape) -> int:
         # one head input at a time: the train features searched and the val or test queries, on the device

@@ -33,7 +33,24 @@ import torch
 
 from aimbench.probes.config import grid_points
 from aimbench.probes.linear.config import LinearProbeConfig
-from aimbench.probes.schedule import clip_grads_per_head, grid_optimizer, warmup_cosine_schedule
+from aimbench.probes.schedule import clip_grads_per_head, grid_param_groups, warmup_cosine_schedule
+
+
+def _optimizer_state(moments: Sequence[torch.Tensor], config: LinearProbeConfig, step_device: torch.device) -> dict[str, torch.Tensor]:
+    """A parameter's optimizer state made in advance from views of its block's moments: AdamW's step
+    and moments, or SGD's momentum buffer (zeros: SGD's first step then takes the gradient, as it
+    does when it makes the buffer itself)."""
+    if config.optimizer == "adamw":
+        return {"step": torch.zeros((), dtype=torch.float32, device=step_device), "exp_avg": moments[0], "exp_avg_sq": moments[1]}
+    return {"momentum_buffer": moments[0]} if moments else {}
+
+
+def _grid_optimizer(config: LinearProbeConfig, named: Sequence[Mapping[str, Sequence[torch.Tensor]]], fused: bool) -> torch.optim.Optimizer:
+    """The recipe's optimizer over the grid's parameter groups; fused (one kernel per tensor list) on CPU and CUDA."""
+    groups = grid_param_groups(config, named)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, fused=fused or None)
+    return torch.optim.SGD(groups, momentum=config.momentum, fused=fused or None)
 
 
 @dataclass
@@ -47,15 +64,15 @@ class _Block:
     bias: torch.Tensor  # (points, columns, C)
     weight_grad: torch.Tensor
     bias_grad: torch.Tensor
-    moments: tuple[torch.Tensor, ...]  # AdamW's exp_avg and exp_avg_sq of weight, then of bias
+    moments: tuple[torch.Tensor, ...]  # the optimizer's per-parameter state of weight, then of bias (``config.optimizer_states`` of each)
 
     @classmethod
     def zeros(cls, columns: list[int], reads: list[tuple[int, ...]], points: list[int], dim: int, classes: int,
-              device: torch.device) -> _Block:  # fmt: skip
+              states: int, device: torch.device) -> _Block:  # fmt: skip
         shape = (len(points), len(columns), len(reads[0]) * dim, classes)
         weight, bias = torch.zeros(shape, device=device), torch.zeros(shape[:2] + (classes,), device=device)
         index = torch.tensor(reads, dtype=torch.long, device=device)
-        moments = tuple(torch.zeros_like(t) for t in (weight, weight, bias, bias))
+        moments = tuple(torch.zeros_like(t) for t in [weight] * states + [bias] * states)
         return cls(columns, index, points, weight, bias, torch.zeros_like(weight), torch.zeros_like(bias), moments)
 
     def heads(self) -> list[tuple[int, int]]:
@@ -76,34 +93,43 @@ class LinearHeads:
     """Every still-training head, its optimizer and schedule; :meth:`keep` drops stopped heads."""
 
     def __init__(self, config: LinearProbeConfig, reads: Sequence[tuple[int, ...]], active: Mapping[int, Sequence[int]],
-                 shape: tuple[int, int], batches: int, device: torch.device) -> None:  # fmt: skip
-        """``reads[j]``: the sources column j reads; ``active``: column -> its grid points still training."""
-        self.config, self.reads, self.shape, self.batches, self.device = config, list(reads), shape, batches, device
+                 shape: tuple[int, int], steps: int, device: torch.device, init_seeds: Sequence[int] | None = None) -> None:  # fmt: skip
+        """``reads[j]``: the sources column j reads; ``active``: column -> its grid points still
+        training; ``steps``: the optimizer steps of the whole schedule; ``init_seeds``: one per head
+        in grid order (column, then grid point), the seed of its N(0, init_std^2) weights (None: zeros,
+        as heads about to be restored from a state are)."""
+        self.config, self.reads, self.shape, self.steps, self.device = config, list(reads), shape, steps, device
         self.dtype = torch.bfloat16 if config.head_precision == "bf16" else torch.float32
+        states = config.optimizer_states
         groups: dict[tuple[int, tuple[int, ...]], list[int]] = {}
         for j in sorted(active):
             if active[j]:
                 groups.setdefault((len(self.reads[j]), tuple(sorted(active[j]))), []).append(j)
-        self.blocks = [_Block.zeros(cols, [self.reads[j] for j in cols], list(points), *shape, device)
+        self.blocks = [_Block.zeros(cols, [self.reads[j] for j in cols], list(points), *shape, states, device)
                        for (_, points), cols in groups.items()]  # fmt: skip
         # each head's (block, point, column): where its weights sit
         self.where = {head: (b, block.points.index(head[1]), block.columns.index(head[0]))
                       for b, block in enumerate(self.blocks) for head in block.heads()}  # fmt: skip
-        named: list[dict[str, list[torch.Tensor]]] = [{"weight": [], "bias": []} for _ in grid_points(config)]
+        points = grid_points(config)
+        if init_seeds is not None and config.init_std > 0:
+            for (j, g), (b, p, c) in self.where.items():
+                generator = torch.Generator().manual_seed(init_seeds[j * len(points) + g])
+                weight = self.blocks[b].weight[p, c]
+                weight.copy_(torch.randn(weight.shape, generator=generator).mul_(config.init_std))
+        named: list[dict[str, list[torch.Tensor]]] = [{"weight": [], "bias": []} for _ in points]
         made: dict[torch.Tensor, dict[str, torch.Tensor]] = {}  # the optimizer's state is keyed by Tensor
         fused = device.type in ("cpu", "cuda")
         for block in self.blocks:
             for p, g in enumerate(block.points):
-                for name, tensor, grad, moments in (("weight", block.weight, block.weight_grad, block.moments[:2]),
-                                                    ("bias", block.bias, block.bias_grad, block.moments[2:])):  # fmt: skip
+                for name, tensor, grad, moments in (("weight", block.weight, block.weight_grad, block.moments[:states]),
+                                                    ("bias", block.bias, block.bias_grad, block.moments[states:])):  # fmt: skip
                     param = torch.nn.Parameter(tensor[p])
                     param.grad = grad[p]
                     named[g][name].append(param)
-                    step = torch.zeros((), dtype=torch.float32, device=device if fused else "cpu")
-                    made[param] = {"step": step, "exp_avg": moments[0][p], "exp_avg_sq": moments[1][p]}
-        self.optimizer = grid_optimizer(config, named, fused=fused)
-        self.optimizer.state.update(made)  # AdamW finds its state made, as views of the blocks' moments
-        self.schedule = warmup_cosine_schedule(self.optimizer, config.epochs, batches, config.warmup_fraction)
+                    made[param] = _optimizer_state([m[p] for m in moments], config, device if fused else torch.device("cpu"))
+        self.optimizer = _grid_optimizer(config, named, fused)
+        self.optimizer.state.update(made)  # the optimizer finds its state made, as views of the blocks' moments
+        self.schedule = warmup_cosine_schedule(self.optimizer, 1, steps, config.warmup_fraction)
         self._buffers: dict[str, torch.Tensor] = {}
 
     def order(self) -> list[tuple[int, int]]:
@@ -186,8 +212,9 @@ class LinearHeads:
         return out
 
     def _progress(self) -> dict[str, Any]:
-        """Where training stands, the same for every head: AdamW's step count, the groups' learning rates, the schedule."""
-        step = float(next(iter(self.optimizer.state.values()))["step"]) if self.optimizer.state else 0.0
+        """Where training stands, the same for every head: AdamW's step count (SGD keeps none), the groups' learning rates, the schedule."""
+        state: dict[str, Any] = next(iter(self.optimizer.state.values()), {})
+        step = float(state["step"]) if "step" in state else 0.0
         lrs = [group["lr"] for group in self.optimizer.param_groups]
         return {"adamw_step": step, "lrs": lrs, "schedule": self.schedule.state_dict()}
 
@@ -203,16 +230,17 @@ class LinearHeads:
                 for mine, saved in zip(tensors, heads[head], strict=True):
                     mine.copy_(saved)
             for state in self.optimizer.state.values():
-                state["step"].fill_(progress["adamw_step"])
+                if "step" in state:
+                    state["step"].fill_(progress["adamw_step"])
         for group, lr in zip(self.optimizer.param_groups, progress["lrs"], strict=True):
             group["lr"] = lr
         self.schedule.load_state_dict(dict(progress["schedule"]))
 
     @classmethod
-    def from_state(cls, config: LinearProbeConfig, reads: Sequence[tuple[int, ...]], shape: tuple[int, int], batches: int,
+    def from_state(cls, config: LinearProbeConfig, reads: Sequence[tuple[int, ...]], shape: tuple[int, int], steps: int,
                    device: torch.device, state: Mapping[str, Any]) -> LinearHeads:  # fmt: skip
         """The heads as :meth:`state` saved them."""
-        heads = cls(config, reads, {int(j): points for j, points in state["active"].items()}, shape, batches, device)
+        heads = cls(config, reads, {int(j): points for j, points in state["active"].items()}, shape, steps, device)
         heads._restore({(j, g): tensors for j, g, *tensors in state["heads"]}, state)
         return heads
 
@@ -228,6 +256,6 @@ class LinearHeads:
         for block in self.blocks:
             block.weight_grad = block.bias_grad = empty
         survivors = LinearHeads(self.config, self.reads, {j: [g for g in points if (j, g) in kept] for j, points in self.active().items()},
-                                self.shape, self.batches, self.device)  # fmt: skip
+                                self.shape, self.steps, self.device)  # fmt: skip
         survivors._restore({head: tensors for head, tensors in self._per_head().items() if head in kept}, self._progress())
         return survivors

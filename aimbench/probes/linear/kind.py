@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from aimbench.probes.job import ProbeJob, ProbeOutcome
 
 TRAIN_STEP = 2  # FLOPs of a training step over a forward's: the forward and the weight gradient (the features are frozen)
-STATES = 4  # fp32 tensors per parameter while training: the weight, its gradient and two AdamW moments
+TENSORS = 2  # fp32 tensors per parameter besides the optimizer's state: the weight and its gradient
 
 
 def linear_head_flops(inputs: int, classes: int) -> int:
@@ -31,22 +31,22 @@ class LinearKind(ProbeKind[LinearProbeConfig]):
 
     def forwards(self, config: LinearProbeConfig, shape: PlanShape) -> int:
         once = sum(shape.sizes.values())  # eval crops of every split, once (cached)
-        return once + config.epochs * shape.sizes["train"] if config.data_mode == "online" else once
+        return once + config.training_images(shape.sizes["train"]) if config.data_mode == "online" else once
 
     def head_flops(self, config: LinearProbeConfig, shape: PlanShape) -> float:
         points = len(config.learning_rates) * len(config.weight_decays)
-        per_image = points * linear_head_flops(shape.pooled_width, shape.classes)
-        training: float = TRAIN_STEP * config.epochs * shape.sizes["train"]
+        per_image = points * linear_head_flops(shape.pooled_width(config.token_kinds), shape.classes)
+        training: float = TRAIN_STEP * config.training_images(shape.sizes["train"])
         if config.grid_search == "halving":  # the share of head-steps successive halving keeps training
-            steps = config.epochs * -(-shape.sizes["train"] // config.batch_size)
-            training *= active_share(steps, points * shape.sources_per_set)
+            heads_per_set = points * len(shape.columns(config.token_kinds))
+            training *= active_share(config.total_steps(shape.sizes["train"]), heads_per_set)
         return round(per_image * (training + shape.evaluated))
 
     def head_memory_bytes(self, config: LinearProbeConfig, shape: PlanShape) -> int:
         points = len(config.learning_rates) * len(config.weight_decays)
-        heads = points * len(shape.layer_sets) * shape.sources_per_set
-        parameters = points * shape.pooled_width * shape.classes + heads * shape.classes  # weights and biases
-        return STATES * FLOAT * parameters
+        heads = points * len(shape.layer_sets) * len(shape.columns(config.token_kinds))
+        parameters = points * shape.pooled_width(config.token_kinds) * shape.classes + heads * shape.classes  # weights and biases
+        return (TENSORS + config.optimizer_states) * FLOAT * parameters
 
     def cache_blocks(self, config: LinearProbeConfig, shape: PlanShape) -> CacheNeed:
         return CacheNeed(pooled=frozenset(shape.blocks))  # online probes too: eval-crop features give stats, val and test

@@ -15,12 +15,12 @@ from aimbench.probes.timing import Timing
 def run_linear(job: ProbeJob) -> ProbeOutcome:
     backbone, task, config = job.backbone, job.task, job.config_of(LinearProbeConfig)
     timing = Timing()
-    sets, features, sources, cache = pooled_splits(job, timing)
+    sets, features, sources, cache = pooled_splits(job, timing, config.block_norm)
     online = None
     if config.data_mode == "online":  # train on augmented views; eval-crop features give stats, val and test
         online = online_probe_inputs(backbone, job.splits.train, sets, config.augmentation, config.min_crop_scale,
-                                     job.seed, config.batch_size, job.workers)  # fmt: skip
-    reach = absolute(job.progress("linear heads", config.epochs))
+                                     job.seed, config.batch_size, job.workers, config.block_norm)  # fmt: skip
+    reach = absolute(job.progress("linear heads", config.epochs))  # epochs of the recipe: its epoch_length steps, or a pass
     checkpoint = job.checkpointing(job.state_path, job.state_path.stem) if job.state_path else None
     # on_epoch(n): n epochs done, its last call ends training; forwards run for online views only
     with timing.heads_then_evaluation(reach) as on_epoch, timing.forwards(backbone):

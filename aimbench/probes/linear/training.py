@@ -47,7 +47,7 @@ from aimbench.probes.results import (
     select_per_set,
     summarise,
 )
-from aimbench.probes.schedule import epoch_order
+from aimbench.probes.schedule import epoch_order, head_seed
 
 CHUNK = 4096  # evaluation batch
 
@@ -132,36 +132,39 @@ def _fit(
     on_epoch: Callable[[int], None] | None,
     halving: _Halving | None,
 ) -> LinearHeads:
-    """Train every head (halving the grid at its rungs) and return those trained to the end;
-    resumable from ``checkpoint`` (heads still training, optimizer, schedule, data position, heads
-    stopped so far)."""
-    batches = heads.batches
-    rungs = rung_steps(config.epochs * batches) if halving is not None else []
-    epoch, step = 0, 0
+    """Train every head for the recipe's steps (halving the grid at its rungs) and return those
+    trained to the end; resumable from ``checkpoint`` (heads still training, optimizer, schedule,
+    data position, heads stopped so far). Data comes in passes over the train split, each in an
+    order of its own; an epoch is the card's ``epoch_length`` steps, or one pass."""
+    per_pass, per_epoch, total = math.ceil(n / config.batch_size), config.steps_per_epoch(n), config.total_steps(n)
+    rungs = rung_steps(total) if halving is not None else []
+    data_pass, step = 0, 0  # the data position: the pass over the train split, the batch within it
     saved = checkpoint.load() if checkpoint is not None else None
     if saved is not None:
-        heads = LinearHeads.from_state(config, heads.reads, heads.shape, batches, heads.device, saved)
-        epoch, step = saved["epoch"], saved["step"]
+        heads = LinearHeads.from_state(config, heads.reads, heads.shape, total, heads.device, saved)
+        data_pass, step = saved["epoch"], saved["step"]
         if halving is not None:
             halving.stopped.update({(j, g): HeadScore(**head) for j, g, head in saved.get("stopped", [])})
-    done = epoch * batches + step
+    done = data_pass * per_pass + step
     with checkpoint.training() if checkpoint is not None else nullcontext():
-        while epoch < config.epochs:
-            # batches_of draws an order that depends only on (seed, epoch): with zero init every head
-            # trains exactly as it would alone, and a resumed run sees the same batches
-            for x, y in batches_of(epoch, step):
+        while done < total:
+            # batches_of draws an order that depends only on (seed, pass): with per-head init every
+            # head trains exactly as it would alone, and a resumed run sees the same batches
+            for x, y in batches_of(data_pass, step):
                 heads.step(x, y)
                 step, done = step + 1, done + 1
-                if step == batches:
-                    epoch, step = epoch + 1, 0
+                if step == per_pass:
+                    data_pass, step = data_pass + 1, 0
                 if halving is not None and done in rungs:  # rungs is empty without halving
-                    heads = halving.rung(heads, done / (config.epochs * batches))
+                    heads = halving.rung(heads, done / total)
                 if checkpoint is not None:  # saves when due, and before a requested stop
-                    checkpoint.after_step(done, config.epochs * batches, partial(_state, heads, epoch, step, halving))
-            if n == 0:
-                epoch += 1
-            if on_epoch is not None:
-                on_epoch(epoch)
+                    checkpoint.after_step(done, total, partial(_state, heads, data_pass, step, halving))
+                if on_epoch is not None and done % per_epoch == 0:
+                    on_epoch(done // per_epoch)
+                if done == total:
+                    break
+    if total == 0 and on_epoch is not None:  # an empty train split: nothing to learn, training is over
+        on_epoch(config.epochs)
     return heads
 
 
@@ -184,17 +187,21 @@ def train_linear_probes(
     (``online`` yields raw (x, y) training batches of augmented views for (epoch, first step))
     they only provide the standardisation statistics, so training and evaluation share one."""
     device = torch.device(device)
-    mean, std = (t.to(device) for t in _statistics(train.features))
+    if config.feature_norm == "batchnorm":
+        mean, std = (t.to(device) for t in _statistics(train.features))
+    else:  # the features as extracted, as DINOv2's linear heads read them
+        mean, std = torch.zeros((), device=device), torch.ones((), device=device)
     x_train, x_val, x_test = ((t - mean) / std for t in (train.features.to(device), val.features.to(device), test.features.to(device)))
     y_train = train.labels.to(device)
     n, s, d = x_train.shape
-    columns = head_inputs(sources)
-    assert [c[2][0] for c in columns if len(c[2]) == 1] == list(range(s)), "every source is read by exactly one single head"
+    columns = head_inputs(sources, config.token_kinds)
+    assert all(0 <= i < s for c in columns for i in c[2]), "every head reads sources that exist"
 
     points = grid_points(config)
     reads = [c[2] for c in columns]
     heads = LinearHeads(config, reads, {j: list(range(len(points))) for j in range(len(columns))}, (d, num_classes),
-                        math.ceil(n / config.batch_size), device)  # fmt: skip
+                        config.total_steps(n), device, init_seeds=[head_seed(seed, f"{columns[j][0].name}/{columns[j][1]}", *points[g])
+                        for j in range(len(columns)) for g in range(len(points))])  # fmt: skip
 
     def describe(j: int, g: int, val_score: float) -> HeadScore:
         return HeadScore(columns[j][0].name, columns[j][1], {"lr": points[g][0], "weight_decay": points[g][1]}, val_score)

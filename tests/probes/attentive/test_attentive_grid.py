@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from aimbench.probes.attentive.grid import AttentiveGrid, SetNorms, head_seed, standalone_head
+from aimbench.probes.attentive.grid import AttentiveGrid, SetNorms, standalone_head
+from aimbench.probes.schedule import head_seed
 
 DIM, HEADS, CLASSES = 16, 2, 5
 

@@ -162,3 +162,32 @@ def test_progress_says_cached_when_no_block_is_extracted(backbone: Backbone, tmp
     events.clear()
     cached_pooled(backbone, images, [1, 2], split, how)
     assert [kind for kind, _ in events] == ["batch", "batch", "batch"]  # one block missing: extracted, not "cached"
+
+
+def test_final_norm_features_pool_normed_tokens_and_are_cached_apart_from_raw_ones(backbone: Backbone, tmp_path: Path) -> None:
+    """DINOv2's block_norm "final": every token of a block through the network's final norm, then
+    pooled; raw features keep the key they always had, so an existing cache stays valid."""
+    images = _images()
+    split, how = SplitKey("train", "builtin:test", "rev1"), Extraction(tmp_path, batch_size=3)
+    raw, _ = cached_pooled(backbone, images, [1], split, how)
+    normed, stats = cached_pooled(backbone, images, [1], split, how, block_norm="final")
+    assert stats["extracted_blocks"] == 1  # not the raw block from the cache
+    batch = torch.stack([backbone.transform()(images.image(i)) for i in range(len(images))])
+    with torch.no_grad():
+        out = backbone.forward_layers(batch, [1])[1]
+        norm = backbone.model.norm  # timm's norm after the last block
+        expected = torch.stack([norm(out.patches).mean(dim=1), norm(out.prefix)[:, 0]], dim=1)
+    assert torch.allclose(normed.features, expected.half().float(), atol=1e-6)
+    assert not torch.allclose(normed.features, raw.features)
+    folders = sorted(p.parent.name for p in (tmp_path / "features").rglob("key.json"))
+    assert len(folders) == 2 and cache_key(backbone, images, split).get("block_norm") is None
+
+
+def test_a_network_without_a_final_norm_says_so_in_one_line(backbone: Backbone) -> None:
+    from torch import nn
+
+    from aimbench.errors import UserError
+
+    backbone.model.norm = nn.Identity()  # as timm's models that pool first and normalise after (fc_norm)
+    with pytest.raises(UserError, match="no norm after its last block"):
+        backbone.final_norm()

@@ -51,7 +51,7 @@ def _alone(
 def test_every_head_trains_as_autograd_and_adamw_train_it_alone(clip: float | None) -> None:
     config = dataclasses.replace(CONFIG, grad_clip=clip)
     batches = _data(steps=6)
-    heads = LinearHeads(config, READS, {j: [0, 1, 2, 3] for j in range(len(READS))}, (DIM, CLASSES), 2, torch.device("cpu"))
+    heads = LinearHeads(config, READS, {j: [0, 1, 2, 3] for j in range(len(READS))}, (DIM, CLASSES), 6, torch.device("cpu"))
     for x, y in batches:
         heads.step(x, y)
     points = [(lr, wd) for lr in config.learning_rates for wd in config.weight_decays]
@@ -63,7 +63,7 @@ def test_bf16_products_stay_close_to_fp32() -> None:
     batches = _data(steps=6)
     trained = {}
     for precision in ("fp32", "bf16"):
-        heads = LinearHeads(dataclasses.replace(CONFIG, head_precision=precision), READS, {0: [0, 1], 3: [2]}, (DIM, CLASSES), 2,
+        heads = LinearHeads(dataclasses.replace(CONFIG, head_precision=precision), READS, {0: [0, 1], 3: [2]}, (DIM, CLASSES), 6,
                             torch.device("cpu"))  # fmt: skip
         for x, y in batches:
             heads.step(x, y)
@@ -75,10 +75,10 @@ def test_bf16_products_stay_close_to_fp32() -> None:
 
 def test_kept_heads_continue_as_in_the_whole_grid_and_the_state_round_trips(tmp_path: Path) -> None:
     batches = _data(steps=6)
-    whole = LinearHeads(CONFIG, READS, {j: [0, 1, 2, 3] for j in range(len(READS))}, (DIM, CLASSES), 2, torch.device("cpu"))
+    whole = LinearHeads(CONFIG, READS, {j: [0, 1, 2, 3] for j in range(len(READS))}, (DIM, CLASSES), 6, torch.device("cpu"))
     for x, y in batches:
         whole.step(x, y)
-    halved = LinearHeads(CONFIG, READS, {j: [0, 1, 2, 3] for j in range(len(READS))}, (DIM, CLASSES), 2, torch.device("cpu"))
+    halved = LinearHeads(CONFIG, READS, {j: [0, 1, 2, 3] for j in range(len(READS))}, (DIM, CLASSES), 6, torch.device("cpu"))
     for x, y in batches[:2]:
         halved.step(x, y)
     kept = {(0, 1), (1, 3), (3, 0), (3, 2)}
@@ -86,7 +86,7 @@ def test_kept_heads_continue_as_in_the_whole_grid_and_the_state_round_trips(tmp_
     assert set(halved.order()) == kept and halved.active() == {0: [1], 1: [3], 3: [0, 2]}
     torch.save(halved.state(), tmp_path / "state.pt")
     halved = LinearHeads.from_state(
-        CONFIG, READS, (DIM, CLASSES), 2, torch.device("cpu"), torch.load(tmp_path / "state.pt", weights_only=True)
+        CONFIG, READS, (DIM, CLASSES), 6, torch.device("cpu"), torch.load(tmp_path / "state.pt", weights_only=True)
     )
     for x, y in batches[2:]:
         halved.step(x, y)
