@@ -16,7 +16,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from aimbench.models.aim import AIM, PRESETS
+from aimbench.models.aim import AIM, PRESETS, Attention
 from aimbench.pretrain.head import HeadConfig, PixelHead
 from aimbench.pretrain.recipe import PretrainConfig
 
@@ -79,20 +79,29 @@ class AimPretrainModel(nn.Module):
 
 
 def init_weights(model: nn.Module) -> None:
-    """l3m's AIM v1 init: Xavier-uniform linear and patch-embedding weights, zero linear biases, unit norms.
+    """l3m's AIM v1 init, parameter for parameter (checked by ``tests/pretrain/test_official_init.py``).
 
-    The patch embedding's bias keeps PyTorch's default (uniform) init, as in l3m, whose
-    ``ViTPreprocessor`` re-initialises only the convolution's weight."""
-    for module in model.modules():
-        if isinstance(module, nn.Linear):
-            nn.init.xavier_uniform_(module.weight)
-            if module.bias is not None:
+    Linear weights Xavier-uniform, biases zero. l3m's q, k and v are three D x D projections, each
+    Xavier-uniform on its own fan, so the fused (3D, D) ``qkv`` is initialised as three blocks: Xavier
+    on the whole matrix would start them with 1/sqrt(2) of l3m's spread. The patch embedding's weight
+    is Xavier-uniform as a linear map of the flattened patch (MAE, l3m's ``ViTPreprocessor``); its
+    bias keeps PyTorch's default (uniform, bound 1/sqrt(fan_in)), which l3m does not override.
+    LayerNorms one and zero. l3m's ``SimpleDecoder`` first draws its output layer from a depth-scaled
+    truncated normal, then re-initialises every linear layer of the head Xavier-uniform, so that
+    layer ends Xavier-uniform too. The sin-cos position tables are computed, not parameters."""
+    fused = {module.qkv for module in model.modules() if isinstance(module, Attention)}
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Linear):
+                for block in module.weight.chunk(3 if module in fused else 1):
+                    nn.init.xavier_uniform_(block)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Conv2d):
+                nn.init.xavier_uniform_(module.weight.view(module.weight.shape[0], -1))
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Conv2d):  # as a linear map of the flattened patch (MAE, l3m)
-            nn.init.xavier_uniform_(module.weight.view(module.weight.shape[0], -1))
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
 
 
 def build_model(config: PretrainConfig) -> AimPretrainModel:

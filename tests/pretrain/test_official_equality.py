@@ -4,7 +4,9 @@
 wrote their weights, inputs and outputs under ``tests/fixtures/official/`` (provenance.json says
 which repository, commit and file each came from). Here aimbench's counterparts get the same
 weights (names mapped below where l3m's differ) and inputs, and must give the same outputs to 1e-5
-(max absolute difference); random choices are compared as distributions, within 5 standard errors.
+(max absolute difference; the gradients of the whole model to 1e-6, learning rates to 1e-12); random
+choices are compared as distributions, within 5 standard errors. The init and every eps:
+``test_official_init.py``.
 The ``*_pairs`` functions return (aimbench, official) per quantity, so the measured differences can
 also be printed: ``python -c "from tests.pretrain.test_official_equality import report; report()"``.
 """
@@ -104,6 +106,18 @@ def pretrain_pairs() -> Pairs:
     return pairs
 
 
+def backward_pairs() -> Pairs:
+    """The gradient of the pretrain fixture's loss for every parameter (trunk under the dense prefix-causal
+    mask, head, loss), against l3m's through its dense mask builder; q, k, v gradients stacked as qkv's."""
+    model, given = pretrain_model(), fixture("pretrain", "in.")
+    loss = model(given["images"], prefix_lengths(given["mask"]))
+    loss.backward()
+    official = from_l3m(fixture("backward", "grad."))
+    assert official.keys() == {name for name, _ in model.named_parameters()}
+    pairs = {f"gradient of {name}": (parameter.grad, official[name]) for name, parameter in model.named_parameters()}
+    return pairs | {"loss": (loss.detach(), fixture("backward", "out.")["loss"])}
+
+
 def head_pairs() -> Pairs:
     state = fixture("head", "state.")
     head = PixelHead(
@@ -182,13 +196,15 @@ def aim_v1_pairs() -> Pairs:
     return pairs
 
 
-ALL_PAIRS = {"pretrain": pretrain_pairs, "head": head_pairs, "loss": loss_pairs, "mask": mask_pairs, "augment": augment_pairs,
-             "schedule": schedule_pairs, "aim_v1": aim_v1_pairs}  # fmt: skip
+ALL_PAIRS = {"pretrain": pretrain_pairs, "backward": backward_pairs, "head": head_pairs, "loss": loss_pairs, "mask": mask_pairs,
+             "augment": augment_pairs, "schedule": schedule_pairs, "aim_v1": aim_v1_pairs}  # fmt: skip
+# learning rates are ~1e-3: compared far tighter; gradients (~1e-2 and below) tighter than activations
+ATOL = {"schedule": 1e-12, "backward": 1e-6}
 
 
 @pytest.mark.parametrize("name", list(ALL_PAIRS))
 def test_aimbench_computes_what_the_official_code_computes(name: str) -> None:
-    atol = 1e-12 if name == "schedule" else 1e-5  # learning rates are ~1e-3: compare them far tighter
+    atol = ATOL.get(name, 1e-5)
     for what, (ours, official) in ALL_PAIRS[name]().items():
         assert ours.shape == official.shape, what
         torch.testing.assert_close(ours, official.to(ours.dtype), atol=atol, rtol=0, msg=lambda m, w=what: f"{name}, {w}: {m}")
