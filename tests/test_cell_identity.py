@@ -11,6 +11,8 @@ import pytest
 from aimbench.cards.registry import Registry
 from aimbench.identity import IDENTITY_COLUMNS, SETUP_COLUMNS, CellIdentity, content_hash
 from aimbench.launch.cells import plan_cells
+from aimbench.probes.attentive.config import AttentiveProbeConfig
+from aimbench.probes.protocol import default_config
 from aimbench.report.setups import Setup
 
 # (plan arguments, key, config hash) computed by aimbench at 24f9b8e, whose Cell hashed itself
@@ -70,3 +72,18 @@ def test_reports_tell_setups_apart_by_the_identity_less_task_and_seed() -> None:
     assert set(SETUP_COLUMNS) == set(IDENTITY_COLUMNS) - {"task", "seed"}
     compared = [f.name for f in dataclasses.fields(Setup) if f.compare]
     assert compared == list(SETUP_COLUMNS)  # a setup is exactly these columns; weights_name is only its label
+
+
+def test_attentive_fields_added_later_enter_the_hash_only_where_they_change_training() -> None:
+    """AdamW's betas, min_lr and the view recipe came after attentive records existed: at the values
+    those records trained with, the identity leaves them out (the golden attentive hash above
+    holds); any other value is in it."""
+    base = default_config("attentive")
+    assert not set(AttentiveProbeConfig.ADDED_FIELDS) & set(base.as_dict())
+    other = {"betas": (0.9, 0.95), "min_lr": 1e-6, "crop_ratio": (0.5, 2.0), "interpolation": "bicubic", "flip_prob": 0.0,
+             "rand_augment": "timm:rand-m9", "color_jitter": 0.4, "random_erasing": 0.0}  # fmt: skip
+    assert set(other) == set(AttentiveProbeConfig.ADDED_FIELDS)
+    for name, value in other.items():
+        changed = default_config("attentive", **{name: value}).as_dict()
+        assert changed[name] == (list(value) if isinstance(value, tuple) else value)
+        assert content_hash(changed) != content_hash(base.as_dict()), name

@@ -91,6 +91,48 @@ def test_aim_v1_follows_the_paper() -> None:
         ("temperature = { value = 0.07,", 'temperature = { value = 0.07, note = "x",', "knn.temperature.note", "unknown field"),
         ('name = "aim-v1"', 'name = "aim-v2"', "name", "must match the file name"),
         ("val_fraction = { value = 0.1,", "val_fraction = { value = 1.0,", "splits.val_fraction", "(0, 1)"),
+        ("betas = { value = [0.9, 0.999],", "betas = { value = [0.9],", "attentive.betas", "list of two numbers"),
+        ("crop_ratio = { value = [0.75, 1.3333333333333333],", "crop_ratio = { value = [1.5, 0.5],", "attentive.crop_ratio", "[low, high]"),
+        ('interpolation = { value = "backbone",', 'interpolation = { value = "lanczos",', "attentive.interpolation", "expected one of"),
+        ("flip_prob = { value = 0.5,", "flip_prob = { value = 1.5,", "attentive.flip_prob", "[0, 1]"),
+        ("color_jitter = { value = false,", "color_jitter = { value = 0,", "attentive.color_jitter", "positive jitter strength or false"),
+        (
+            'rand_augment = { value = "torchvision:rand-m9-n2",',
+            'rand_augment = { value = "torchvision:rand-m9-mstd0.5",',
+            "attentive.rand_augment",
+            "RandAugment policy",
+        ),  # torchvision's RandAugment has no magnitude noise
+        (
+            'rand_augment = { value = "torchvision:rand-m9-n2",',
+            'rand_augment = { value = "timm:rand-m9.5",',
+            "attentive.rand_augment",
+            "RandAugment policy",
+        ),  # a whole magnitude
+        (
+            'rand_augment = { value = "torchvision:rand-m9-n2",',
+            'rand_augment = { value = "rand-m9-n2",',
+            "attentive.rand_augment",
+            "RandAugment policy",
+        ),  # which library's
+        (
+            "[linear]\n",
+            '[attentive.tasks.digits]\nepoch = { value = 5, source = "x" }\n\n[linear]\n',
+            "attentive.tasks.digits.epoch",
+            "unknown field",
+        ),
+        (
+            "[linear]\n",
+            '[attentive.tasks.digits]\nepochs = { value = 0, source = "x" }\n\n[linear]\n',
+            "attentive.tasks.digits.epochs",
+            "integer >= 1",
+        ),
+        (
+            "[linear]\n",
+            "[attentive.tasks.digits]\nepochs = { value = 5 }\n\n[linear]\n",
+            "attentive.tasks.digits.epochs.source",
+            "is required",
+        ),
+        ("[knn]\n", '[splits.tasks.digits]\nval_fraction = { value = 0.2, source = "x" }\n\n[knn]\n', "splits.tasks", "unknown field"),
     ],
 )
 def test_malformed_protocol_card_names_file_and_field(tmp_path: Path, replace: str, by: str, field: str, problem: str) -> None:
