@@ -77,7 +77,7 @@ def test_reports_tell_setups_apart_by_the_identity_less_task_and_seed() -> None:
 def test_attentive_fields_added_later_enter_the_hash_only_where_they_change_training() -> None:
     """AdamW's betas, min_lr and the view recipe came after attentive records existed: at the values
     those records trained with, the identity leaves them out (the golden attentive hash above
-    holds); any other value is in it."""
+    holds); any other value is in it, so an aim-v2 cell is never taken for an aim-v1 one."""
     base = default_config("attentive")
     assert not set(AttentiveProbeConfig.ADDED_FIELDS) & set(base.as_dict())
     other = {"betas": (0.9, 0.95), "min_lr": 1e-6, "crop_ratio": (0.5, 2.0), "interpolation": "bicubic", "flip_prob": 0.0,
@@ -87,3 +87,9 @@ def test_attentive_fields_added_later_enter_the_hash_only_where_they_change_trai
         changed = default_config("attentive", **{name: value}).as_dict()
         assert changed[name] == (list(value) if isinstance(value, tuple) else value)
         assert content_hash(changed) != content_hash(base.as_dict()), name
+    registry = Registry.load()
+    v1, v2 = (
+        plan_cells(registry, ["aim-600m"], ["digits"], probe="attentive", protocol=name)[0].identity(registry)
+        for name in ("aim-v1", "aim-v2")
+    )
+    assert v2.key == "aim-600m|digits|attentive|0|protocol=aim-v2" and v1.config_hash != v2.config_hash

@@ -29,16 +29,19 @@ def assert_card_error(root: Path, kind: str, name: str, text: str, field: str, p
 
 def test_shipped_protocols_define_every_field_with_a_source() -> None:
     registry = Registry.load()
-    assert {"aim-v1", "aimbench-fast"} <= set(registry.protocols)
+    assert {"aim-v1", "aimbench-fast", "aim-v2"} <= set(registry.protocols)
+    assert registry.protocol("aim-v2").kinds == ("attentive",)  # the AIMv2 paper reports attentive probes only
     for protocol in registry.protocols.values():
-        assert protocol.kinds == PROTOCOL_KINDS and protocol.description
+        assert protocol.description and (protocol.kinds == PROTOCOL_KINDS or protocol.name == "aim-v2")
+        per_task = [fields for tasks in protocol.task_sections.values() for fields in tasks.values()]
+        assert all(set(tasks) <= set(registry.tasks) for tasks in protocol.task_sections.values())  # no misspelt task
         for section, fields in protocol.sections.items():
             assert set(fields) == set(FIELDS[section])
-            for sourced in fields.values():
-                # a source names a file, a paper section, or says it is aimbench's own choice
-                assert sourced.source.startswith(
-                    (NOT_PUBLISHED, "unverified reading of the AIM paper", "ml-l3m", "facebookresearch/dino", "follows from")
-                ), sourced
+        for sourced in [s for fields in [*protocol.sections.values(), *per_task] for s in fields.values()]:
+            # a source names a file, a paper section, or says it is aimbench's own choice
+            assert sourced.source.startswith(
+                (NOT_PUBLISHED, "unverified reading of the AIM paper", "AIMv2 paper", "ml-l3m", "facebookresearch/dino", "follows from")
+            ), sourced
 
 
 def test_aim_v1_follows_the_paper() -> None:
@@ -152,8 +155,8 @@ def test_user_protocols_come_from_card_dirs_and_unknown_names_suggest_close_ones
     write_card(tmp_path, "protocols", "mine", AIM_V1.replace('name = "aim-v1"', 'name = "mine"'))
     registry = Registry.load([tmp_path])  # a card dir with only protocols/ is a card dir
     assert registry.protocol("mine").card_path == tmp_path / "protocols" / "mine.toml"
-    with pytest.raises(UserError, match=r"unknown protocol 'aim-v2'; did you mean: aim-v1"):
-        registry.protocol("aim-v2")
+    with pytest.raises(UserError, match=r"unknown protocol 'aim-v3'; did you mean: aim-v2, aim-v1"):
+        registry.protocol("aim-v3")
 
 
 @pytest.mark.parametrize(
