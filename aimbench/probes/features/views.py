@@ -11,9 +11,11 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import InterpolationMode, v2
 
@@ -38,7 +40,7 @@ def _rand_augment(policy: str, pre: Preprocess, interpolation: InterpolationMode
     if library == "torchvision":
         on_tensors = InterpolationMode.BILINEAR if interpolation is InterpolationMode.BICUBIC else interpolation
         return [v2.RandAugment(**{TORCHVISION_OPTIONS[k]: int(v) for k, v in options.items()}, interpolation=on_tensors)]
-    from timm.data.auto_augment import rand_augment_transform
+    from timm.data.auto_augment import posterize, rand_augment_transform
     from timm.data.transforms import str_to_pil_interp
 
     hparams = {
@@ -46,7 +48,20 @@ def _rand_augment(policy: str, pre: Preprocess, interpolation: InterpolationMode
         "img_mean": tuple(min(255, round(255 * x)) for x in pre.mean),
         "interpolation": str_to_pil_interp(interpolation.value),
     }
-    return [v2.ToPILImage(), rand_augment_transform(policy.partition(":")[2], hparams), v2.PILToTensor()]
+    augment = rand_augment_transform(policy.partition(":")[2], hparams)
+    for op in augment.ops:
+        if op.aug_fn is posterize:
+            op.aug_fn = _posterize_keeping_no_bit
+    return [v2.ToPILImage(), augment, v2.PILToTensor()]
+
+
+def _posterize_keeping_no_bit(image: Image.Image, bits_to_keep: int, **kwargs: Any) -> Image.Image:
+    """timm's posterize, where keeping 0 bits gives a black image as Pillow did before 13, which
+    raises instead: timm's increasing-severity posterize keeps 0 bits at magnitude 10, which a
+    policy with magnitude noise (rand-m9-mstd0.5-inc1) reaches."""
+    from timm.data.auto_augment import posterize
+
+    return image.point(lambda _: 0) if bits_to_keep <= 0 else posterize(image, bits_to_keep, **kwargs)
 
 
 def train_transform(pre: Preprocess, augmentation: str, min_scale: float, recipe: ViewRecipe = ViewRecipe()) -> v2.Compose:

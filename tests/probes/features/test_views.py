@@ -101,3 +101,14 @@ def test_timm_randaugment_replaces_colour_jitter_as_in_timm_and_is_seeded(digits
     light = AugmentedViews(digits_48.train, train_transform(pre, "rrc_flip", 0.08, replace(aim_v2, color_jitter=None)), seed=0)
     assert any(not torch.equal(first[i], light[i][0]) for i in range(8))  # RandAugment changed some views
     assert all(view.shape == (3, pre.image_size, pre.image_size) and view.dtype == torch.float32 for view in first)
+
+
+def test_timm_posterize_keeping_no_bit_is_black_as_before_pillow_13(digits_48: TaskSplits, micro_cls: Backbone) -> None:
+    """rand-m9-mstd0.5-inc1 draws magnitude 10 now and then, where timm's increasing posterize keeps
+    0 bits: Pillow 13 refuses that, older Pillow (what timm was written for) gave a black image."""
+    strong = train_transform(micro_cls.preprocess, "strong", 0.08, ViewRecipe(rand_augment="timm:rand-m9-mstd0.5-inc1"))
+    [augment] = [step for step in strong.transforms if isinstance(step, RandAugment)]
+    [op] = [op for op in augment.ops if op.name == "PosterizeIncreasing"]
+    op.prob, op.magnitude, op.magnitude_std = 1.0, 10, 0
+    image = digits_48.train.image(0).convert("RGB")
+    assert np.asarray(op(image)).max() == 0 and np.asarray(image).max() > 0
