@@ -11,14 +11,16 @@ import pytest
 from aimbench.cards.registry import Registry
 from aimbench.identity import IDENTITY_COLUMNS, SETUP_COLUMNS, CellIdentity, content_hash
 from aimbench.launch.cells import plan_cells
+from aimbench.probes.attentive.config import AttentiveProbeConfig
+from aimbench.probes.linear.config import LinearProbeConfig
+from aimbench.probes.protocol import default_config
 from aimbench.report.setups import Setup
 
-# (plan arguments, key, config hash) computed by aimbench at 24f9b8e, whose Cell hashed itself; the
-# linear ones since the linear recipe gained its optimizer, init, feature and block norms, token kinds
-# and epoch length (the fields DINOv2's recipe differs in): a record now states them, so linear
-# records written before are another recipe's and are not reused
+# (plan arguments, key, config hash) computed by aimbench at 24f9b8e, whose Cell hashed itself; fields
+# the recipes gained since (dinov2-linear's, aim-v2's) stay out of the hash at the values those
+# records trained with (ProbeConfig.ADDED_FIELDS)
 GOLDEN: list[tuple[dict[str, Any], str, str]] = [
-    ({"backbones": ["aim-600m"], "tasks": ["digits"]}, "aim-600m|digits|linear|0", "ef7a2fea15e7"),
+    ({"backbones": ["aim-600m"], "tasks": ["digits"]}, "aim-600m|digits|linear|0", "2c4e700b58d9"),
     (
         {"backbones": ["aim-600m"], "tasks": ["digits"], "probe": "attentive", "limit": 300, "dtype": "bf16", "layers": "last"},
         "aim-600m|digits|attentive|0|limit=300|bf16|layers=last",
@@ -28,7 +30,7 @@ GOLDEN: list[tuple[dict[str, Any], str, str]] = [
     (
         {"backbones": ["vit-tiny-cls"], "tasks": ["digits"], "overrides": {"epochs": 3}, "protocol": "aimbench-fast", "seeds": [2]},
         "vit-tiny-cls|digits|linear|2|protocol=aimbench-fast+epochs=3",
-        "f1d25ef4680d",
+        "a0e26bb0c5a5",
     ),
     (
         {"backbones": ["aim-600m"], "tasks": ["imagenet-1k"], "probe": "official", "layers": "last"},
@@ -73,3 +75,39 @@ def test_reports_tell_setups_apart_by_the_identity_less_task_and_seed() -> None:
     assert set(SETUP_COLUMNS) == set(IDENTITY_COLUMNS) - {"task", "seed"}
     compared = [f.name for f in dataclasses.fields(Setup) if f.compare]
     assert compared == list(SETUP_COLUMNS)  # a setup is exactly these columns; weights_name is only its label
+
+
+def test_attentive_fields_added_later_enter_the_hash_only_where_they_change_training() -> None:
+    """AdamW's betas, min_lr and the view recipe came after attentive records existed: at the values
+    those records trained with, the identity leaves them out (the golden attentive hash above
+    holds); any other value is in it, so an aim-v2 cell is never taken for an aim-v1 one."""
+    base = default_config("attentive")
+    assert not set(AttentiveProbeConfig.ADDED_FIELDS) & set(base.as_dict())
+    other = {"betas": (0.9, 0.95), "min_lr": 1e-6, "crop_ratio": (0.5, 2.0), "interpolation": "bicubic", "flip_prob": 0.0,
+             "rand_augment": "timm:rand-m9", "color_jitter": 0.4, "random_erasing": 0.0}  # fmt: skip
+    assert set(other) == set(AttentiveProbeConfig.ADDED_FIELDS)
+    for name, value in other.items():
+        changed = default_config("attentive", **{name: value}).as_dict()
+        assert changed[name] == (list(value) if isinstance(value, tuple) else value)
+        assert content_hash(changed) != content_hash(base.as_dict()), name
+    registry = Registry.load()
+    v1, v2 = (
+        plan_cells(registry, ["aim-600m"], ["digits"], probe="attentive", protocol=name)[0].identity(registry)
+        for name in ("aim-v1", "aim-v2")
+    )
+    assert v2.key == "aim-600m|digits|attentive|0|protocol=aim-v2" and v1.config_hash != v2.config_hash
+
+
+def test_linear_fields_added_with_dinov2_linear_enter_the_hash_only_away_from_aim_v1s_values() -> None:
+    base = default_config("linear", "aim-v1")
+    assert not {"momentum", "init_std", "block_norm", "token_kinds", "epoch_length"} & set(base.as_dict())
+    other = {"optimizer": "sgd", "momentum": 0.9, "init_std": 0.01, "feature_norm": "none", "block_norm": "final",
+             "token_kinds": ("cls",), "epoch_length": 10}  # fmt: skip
+    assert set(other) == set(LinearProbeConfig.ADDED_FIELDS)
+    for name, value in other.items():
+        assert content_hash(default_config("linear", "aim-v1", **{name: value}).as_dict()) != content_hash(base.as_dict()), name
+    registry = Registry.load()
+    aim, dino = (
+        plan_cells(registry, ["aim-600m"], ["digits"], protocol=name)[0].identity(registry) for name in ("aim-v1", "dinov2-linear")
+    )
+    assert dino.key == "aim-600m|digits|linear|0|protocol=dinov2-linear" and aim.config_hash != dino.config_hash

@@ -116,7 +116,10 @@ def test_report_formats_and_latest_wins_across_configurations(tmp_path: Path, ti
         (("eval", "-b", "vit-tiny-cls", "-t", "digits", "--weights", "/no/such.safetensors"), ("does not exist",)),
         (("eval", "-b", "dinov2-vits14", "-t", "digits"), ("not available offline", "--weights PATH")),
         (("eval", "-b", "vit-tiny-cls", "-t", "digits", "--dtype", "fp8"), ("unknown dtype 'fp8'",)),
-        (("eval", "-b", "vit-tiny-cls", "-t", "digits", "--protocol", "aim-v2"), ("unknown protocol 'aim-v2'", "did you mean: aim-v1")),
+        (
+            ("eval", "-b", "vit-tiny-cls", "-t", "digits", "--protocol", "aim-v3"),
+            ("unknown protocol 'aim-v3'", "did you mean: aim-v2, aim-v1"),
+        ),
         (("report",), ("no run records", "aimbench eval")),
     ],
 )

@@ -9,13 +9,20 @@ be checked, so a missing source is as much an error as a missing value. A sectio
 [linear], [knn]) may be left out (that protocol does not define that probe), but a section that is
 present lists every field: the card, not a code default, is the recipe.
 
+A recipe that differs between datasets (AIMv2's attentive probe: batch 1024 and 5 warmup epochs on
+ImageNet, batch 512 and none elsewhere) says so in the same card: ``[attentive.tasks.imagenet-1k]``
+lists the fields that differ for that task, each again ``{ value, source }``. Resolution reads them
+after the section's values and before the task card's own overrides
+(:func:`aimbench.probes.protocol.resolve_config`).
+
 The field rules live here once and serve both protocol cards and the ``[protocol.<kind>]``
 overrides of task cards, so an override is checked exactly like the card it overrides.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +41,13 @@ HEAD_PRECISIONS = ("bf16", "fp32")  # linear heads' training products: bf16 over
 OPTIMIZERS = ("adamw", "sgd")  # linear heads: AdamW (aim-v1), or SGD with momentum (DINOv2's linear protocol)
 FEATURE_NORMS = ("batchnorm", "none")  # linear heads' inputs: standardised with train statistics, or as extracted
 BLOCK_NORMS = ("raw", "final")  # pooled block outputs as the blocks give them, or through the backbone's final norm first (DINOv2)
+# the crop's resampling: the backbone card's [preprocess] interpolation, or one named
+INTERPOLATIONS = ("backbone", "bicubic", "bilinear", "nearest")
+# RandAugment as "<library>:<policy>", the policy in timm's grammar (rand-m9-mstd0.5-inc1): which
+# library's RandAugment runs, and the options of the grammar that library's transform takes
+RAND_AUGMENT_OPTIONS = {"torchvision": ("m", "n"), "timm": ("m", "n", "p", "mstd", "mmax", "inc")}
+FRACTIONAL_OPTIONS = ("p", "mstd")  # the others take whole numbers
+TASKS = "tasks"  # a section's per-task values: [<kind>.tasks.<task name>]
 # parameter names a probe's no_weight_decay may list (Apple's head.* names for the attentive head)
 PARAMETERS = {
     "attentive": ("cls_token", "k.weight", "v.weight", "linear.weight", "linear.bias"),
@@ -89,14 +103,58 @@ def _choice(choices: tuple[str, ...]) -> Check:
     return check
 
 
-def _clip(value: Any) -> float | None:
-    """A positive max norm, or ``false`` for no clipping (TOML has no null)."""
-    if value is False:
-        return None
-    number = _number(value)
-    if number <= 0:
-        raise ValueError(f"expected a positive max norm or false, got {value!r}")
-    return number
+def _positive_or_false(what: str) -> Check:
+    """A positive number, or ``false`` for none (TOML has no null)."""
+
+    def check(value: Any) -> float | None:
+        if value is False:
+            return None
+        number = _number(value)
+        if number <= 0:
+            raise ValueError(f"expected a positive {what} or false, got {value!r}")
+        return number
+
+    return check
+
+
+_clip = _positive_or_false("max norm")
+
+
+def _pair(item: Check, ordered: bool) -> Check:
+    """Two values (``ordered``: the first not above the second), as a tuple."""
+
+    def check(value: Any) -> tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise ValueError(f"expected a list of two numbers, got {value!r}")
+        pair = (item(value[0]), item(value[1]))
+        if ordered and pair[0] > pair[1]:
+            raise ValueError(f"expected [low, high], got {value!r}")
+        return pair
+
+    return check
+
+
+def rand_augment_policy(value: Any) -> tuple[str, dict[str, str]]:
+    """``"torchvision:rand-m9-n2"`` -> ("torchvision", {"m": "9", "n": "2"}); ValueError when the
+    library is unknown or the policy uses an option that library's RandAugment does not take."""
+    library, _, policy = value.partition(":") if isinstance(value, str) else ("", "", "")
+    known = RAND_AUGMENT_OPTIONS.get(library, ())
+    parts = policy.split("-")
+    options = [re.fullmatch(r"([a-z]+)(\d+(?:\.\d+)?)", part) for part in parts[1:]]
+    found = {
+        m.group(1): m.group(2)
+        for m in options
+        if m is not None and m.group(1) in known and ("." not in m.group(2) or m.group(1) in FRACTIONAL_OPTIONS)
+    }
+    if not known or parts[0] != "rand" or len(found) != len(options):
+        libraries = ", ".join(f"{name}:rand-<{'|'.join(keys)}><number>-..." for name, keys in RAND_AUGMENT_OPTIONS.items())
+        raise ValueError(f"expected a RandAugment policy {libraries}, got {value!r}")
+    return library, found
+
+
+def _rand_augment(value: Any) -> str:
+    rand_augment_policy(value)
+    return value
 
 
 def _names(kind: str) -> Check:
@@ -124,8 +182,20 @@ def _trained(kind: str) -> dict[str, Check]:
     }
 
 
+# the attentive probe's optimizer and training views beyond the shared fields (aimbench.probes.features.views)
+ATTENTIVE_EXTRA: dict[str, Check] = {
+    "betas": _pair(_between(0.0, 1.0, False, True), ordered=False),  # AdamW's
+    "min_lr": _between(0.0, float("inf"), False, True),  # where the cosine ends, absolute (not scaled with the batch)
+    "crop_ratio": _pair(_between(0.0, float("inf"), True, True), ordered=True),  # RandomResizedCrop's aspect ratio range
+    "interpolation": _choice(INTERPOLATIONS),  # the crop's
+    "flip_prob": _between(0.0, 1.0, False, False),  # horizontal flip
+    "rand_augment": _rand_augment,  # the strong views' RandAugment
+    "color_jitter": _positive_or_false("jitter strength"),  # brightness, contrast, saturation; off with RandAugment, as timm
+    "random_erasing": _between(0.0, 1.0, False, False),  # the strong views' random erasing probability
+}
+
 FIELDS: dict[str, dict[str, Check]] = {
-    "attentive": _trained("attentive"),
+    "attentive": {**_trained("attentive"), **ATTENTIVE_EXTRA},
     "linear": {
         **_trained("linear"),
         "grid_search": _choice(GRID_SEARCHES),
@@ -170,6 +240,8 @@ class ProtocolSpec:
     citation: str
     sections: Mapping[str, Mapping[str, Sourced]] = field(hash=False)  # kind (or "splits") -> field -> sourced value
     card_path: Path
+    # kind -> task name -> the fields whose value differs for that task ([<kind>.tasks.<task>])
+    task_sections: Mapping[str, Mapping[str, Mapping[str, Sourced]]] = field(default_factory=dict, hash=False)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -179,17 +251,34 @@ class ProtocolSpec:
     def val_fraction(self) -> Sourced:
         return self.sections[SPLITS]["val_fraction"]
 
+    def for_task(self, kind: str, task: str) -> Mapping[str, Sourced]:
+        """The fields of ``kind`` whose value this protocol gives differently for ``task`` (most tasks: none)."""
+        return self.task_sections.get(kind, {}).get(task, {})
 
-def _read_section(section: str, fields: Fields) -> dict[str, Sourced]:
+
+def _read_fields(section: str, fields: Fields, names: Iterable[str]) -> dict[str, Sourced]:
+    """The ``{ value, source }`` entries ``names`` of a table, each checked by the section's rules."""
     values = {}
-    for name in FIELDS[section]:
+    for name in names:
         if not isinstance(fields.table.get(name, {}), dict):
             raise fields.error(name, 'expected { value = ..., source = "..." }')
         entry = fields.table_of(name)
         values[name] = Sourced(check_field(section, name, entry.raw("value"), fields), entry.str("source"))
         entry.reject_unknown()
-    fields.reject_unknown()
     return values
+
+
+def _read_section(section: str, fields: Fields) -> tuple[dict[str, Sourced], dict[str, dict[str, Sourced]]]:
+    """A section's fields, every one required, and its per-task tables, each listing only the fields that differ."""
+    per_task = {}
+    if section != SPLITS and TASKS in fields.table:
+        tasks = fields.table_of(TASKS)
+        for task in tasks.table:
+            overrides = tasks.table_of(task)
+            per_task[task] = _read_fields(section, overrides, overrides.table)  # unknown names fail in check_field
+    values = _read_fields(section, fields, FIELDS[section])
+    fields.reject_unknown()
+    return values, per_task
 
 
 def parse_protocol_card(data: dict[str, Any], path: Path) -> ProtocolSpec:
@@ -198,13 +287,14 @@ def parse_protocol_card(data: dict[str, Any], path: Path) -> ProtocolSpec:
     name = top.str("name")
     description = top.str("description")
     citation = top.str("citation", default="")
-    sections = {SPLITS: _read_section(SPLITS, top.table_of(SPLITS))}
+    sections = {SPLITS: _read_section(SPLITS, top.table_of(SPLITS))[0]}
+    task_sections = {}
     for kind in PROTOCOL_KINDS:
         if kind in data:
-            sections[kind] = _read_section(kind, top.table_of(kind))
+            sections[kind], task_sections[kind] = _read_section(kind, top.table_of(kind))
     top.reject_unknown()
     if name != path.stem:
         raise CardError(path, "name", f"must match the file name '{path.stem}', got '{name}'")
     if len(sections) == 1:
         raise CardError(path, PROTOCOL_KINDS[0], f"a protocol defines at least one of [{'], ['.join(PROTOCOL_KINDS)}]")
-    return ProtocolSpec(name, description, citation, sections, path)
+    return ProtocolSpec(name, description, citation, sections, path, task_sections)

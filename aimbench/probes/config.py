@@ -66,10 +66,21 @@ class TrainedProbeConfig(ProbeConfig):
         if self.data_mode == "cached" and self.augmentation != "none":
             raise UserError(f"{self.kind} probe: cached features are eval crops, augmentation must be 'none', got '{self.augmentation}'")
 
+    # Fields a kind gained after its records existed, at the values that reproduce the training those
+    # records had: left out of as_dict (the identity) where they hold them, so those records keep
+    # their hashes. The protocol record (probe_config.protocol) still lists every field with its
+    # value and source.
+    ADDED_FIELDS: ClassVar[Mapping[str, Any]] = {}
+
     def as_dict(self) -> dict[str, Any]:
         """What every trained probe's record says about its grid, batch and optimisation."""
+        recipe = {
+            name: value
+            for name, value in super().as_dict().items()
+            if name not in self.ADDED_FIELDS or getattr(self, name) != self.ADDED_FIELDS[name]
+        }
         return {
-            **super().as_dict(),
+            **recipe,
             "effective_batch_size": self.batch_size,
             "scaled_learning_rates": [scaled_lr(lr, self) for lr in self.learning_rates],
             "optimizer": "adamw",

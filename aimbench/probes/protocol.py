@@ -1,7 +1,8 @@
 """From a protocol card to the typed config a probe trains with, for one task.
 
-Resolution order, each layer overriding the one before: the protocol card's values, then the task
-card's overrides (``[protocol.<kind>]`` tables, its ``augmentation``, its own val split or
+Resolution order, each layer overriding the one before: the protocol card's values, then the
+values the protocol card gives that task in particular (``[attentive.tasks.imagenet-1k]``, still
+the protocol's own recipe, so their origin is "protocol"), then the task card's overrides (``[protocol.<kind>]`` tables, its ``augmentation``, its own val split or
 fraction), then explicit options (``--epochs``, ``--data-mode``, or ``plan_cells(overrides=...)``).
 Every resolved value keeps its provenance (the card's source text, or which card or option set
 it), so a record says not only what a recipe was but where each number came from and which ones
@@ -17,7 +18,7 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
-from aimbench.cards.protocol_card import FIELDS, PROTOCOL_KINDS, ProtocolSpec, parse_protocol_card
+from aimbench.cards.protocol_card import FIELDS, PROTOCOL_KINDS, TASKS, ProtocolSpec, parse_protocol_card
 from aimbench.cards.registry import builtin_cards_root, read_toml
 from aimbench.cards.task_card import TaskSpec
 from aimbench.errors import UserError, unknown_name
@@ -84,6 +85,8 @@ def resolve_config(
     _check_names(overrides or {})
     resolved = {name: (sourced.value, Provenance(sourced.source, PROTOCOL)) for name, sourced in protocol.sections[kind].items()}
     if task is not None:
+        for name, sourced in protocol.for_task(kind, task.name).items():
+            resolved[name] = (sourced.value, Provenance(f"[{kind}.{TASKS}.{task.name}] {sourced.source}", PROTOCOL))
         for name, value in task.protocol.get(kind, {}).items():  # validated with the task card
             resolved[name] = (value, Provenance(f"task card {task.name}: {name}", TASK))
     for name, value in (overrides or {}).items():

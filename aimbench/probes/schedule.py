@@ -1,8 +1,9 @@
 """What every trained probe follows over time: its optimizer, learning-rate schedule, gradient
 clipping and data order.
 
-The schedule is linear warmup from 0, then cosine to 0, as a multiplier of each parameter group's
-own learning rate, so every (lr, wd) head follows the same shape at its own scale. Gradient
+The schedule is linear warmup from 0, then cosine to 0 (or to a minimum learning rate, the same
+for every head, as timm's ``lr_min``), as a multiplier of each parameter group's own learning rate,
+so every (lr, wd) head follows the same shape at its own scale. Gradient
 clipping is per head, so one head's large gradient never scales another's: a head in a grid trains
 as it would alone. The data order of an epoch is a permutation that depends only on (seed, epoch),
 so a resumed run draws exactly the batches an uninterrupted one would, without saving any
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
@@ -32,11 +33,15 @@ def grid_param_groups(config: TrainedProbeConfig, heads: Sequence[Mapping[str, S
 
 
 def grid_optimizer(
-    config: TrainedProbeConfig, heads: Sequence[Mapping[str, Sequence[torch.Tensor]]], fused: bool = False
+    config: TrainedProbeConfig,
+    heads: Sequence[Mapping[str, Sequence[torch.Tensor]]],
+    fused: bool = False,
+    betas: tuple[float, float] = (0.9, 0.999),
 ) -> torch.optim.AdamW:
-    """AdamW over :func:`grid_param_groups`. ``fused``: torch's one-kernel AdamW (CPU and CUDA),
-    the same update in a single pass over each tensor."""
-    return torch.optim.AdamW(grid_param_groups(config, heads), fused=fused or None)
+    """AdamW over :func:`grid_param_groups`. ``fused``: torch's one-kernel AdamW (CPU and CUDA), the
+    same update in a single pass over each tensor. ``betas``: AdamW's (torch's default unless a
+    recipe says otherwise)."""
+    return torch.optim.AdamW(grid_param_groups(config, heads), fused=fused or None, betas=betas)
 
 
 def clip_per_head(tensors: Sequence[torch.Tensor], max_norm: float) -> None:
@@ -56,18 +61,29 @@ def clip_grads_per_head(grads: Sequence[torch.Tensor], max_norm: float) -> None:
         grad.mul_(scale.view(-1, *[1] * (grad.dim() - 1)).to(grad.dtype))
 
 
-def warmup_cosine(step: int, warmup: int, total: int) -> float:
+def warmup_cosine(step: int, warmup: int, total: int, floor: float = 0.0) -> float:
+    """The multiplier of the peak lr at ``step``: linear from 0 over ``warmup`` steps, then cosine
+    from 1 down to ``floor`` at ``total``."""
     if step < warmup:
         return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
+    cosine = 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
+    return floor + (1 - floor) * cosine
 
 
 def warmup_cosine_schedule(
-    optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: int, warmup_fraction: float
+    optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: int, warmup_fraction: float, min_lr: float = 0.0
 ) -> torch.optim.lr_scheduler.LambdaLR:
+    """:func:`warmup_cosine` for every parameter group; the cosine of each ends at ``min_lr``,
+    an absolute learning rate the same for every group (so each group's multiplier ends at
+    min_lr / its own lr), as timm's ``lr_min``. With 0 every group ends at 0."""
     total = max(epochs * steps_per_epoch, 1)
     warmup = round(warmup_fraction * total)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total))
+
+    def multiplier(floor: float) -> Callable[[int], float]:
+        return lambda step: warmup_cosine(step, warmup, total, floor)
+
+    floors = [min_lr / group.get("initial_lr", group["lr"]) for group in optimizer.param_groups]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, [multiplier(floor) for floor in floors])
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:

@@ -30,17 +30,21 @@ def assert_card_error(root: Path, kind: str, name: str, text: str, field: str, p
 
 def test_shipped_protocols_define_every_field_with_a_source() -> None:
     registry = Registry.load()
-    assert {"aim-v1", "aimbench-fast"} <= set(registry.protocols)
+    assert {"aim-v1", "aimbench-fast", "aim-v2", "dinov2-linear"} <= set(registry.protocols)
     assert registry.protocol(DEFAULT_PROTOCOL).kinds == PROTOCOL_KINDS  # the default recipe covers every probe kind
+    assert registry.protocol("aim-v2").kinds == ("attentive",)  # the AIMv2 paper reports attentive probes only
+    assert registry.protocol("dinov2-linear").kinds == ("linear",)  # DINOv2's linear recipe
     for protocol in registry.protocols.values():
-        assert protocol.kinds and protocol.description  # others may define one kind (dinov2-linear)
+        assert protocol.kinds and protocol.description
+        per_task = [fields for tasks in protocol.task_sections.values() for fields in tasks.values()]
+        assert all(set(tasks) <= set(registry.tasks) for tasks in protocol.task_sections.values())  # no misspelt task
         for section, fields in protocol.sections.items():
             assert set(fields) == set(FIELDS[section])
-            for sourced in fields.values():
-                # a source names a file, a paper section, or says it is aimbench's own choice
-                assert sourced.source.startswith(
-                    (NOT_PUBLISHED, "unverified reading of the AIM paper", "ml-l3m", "facebookresearch/dino", "follows from")
-                ), sourced
+        for sourced in [s for fields in [*protocol.sections.values(), *per_task] for s in fields.values()]:
+            # a source names a file, a paper section, or says it is aimbench's own choice
+            assert sourced.source.startswith(
+                (NOT_PUBLISHED, "unverified reading of the AIM paper", "AIMv2 paper", "ml-l3m", "facebookresearch/dino", "follows from")
+            ), sourced
 
 
 def test_aim_v1_follows_the_paper() -> None:
@@ -93,6 +97,48 @@ def test_aim_v1_follows_the_paper() -> None:
         ("temperature = { value = 0.07,", 'temperature = { value = 0.07, note = "x",', "knn.temperature.note", "unknown field"),
         ('name = "aim-v1"', 'name = "aim-v2"', "name", "must match the file name"),
         ("val_fraction = { value = 0.1,", "val_fraction = { value = 1.0,", "splits.val_fraction", "(0, 1)"),
+        ("betas = { value = [0.9, 0.999],", "betas = { value = [0.9],", "attentive.betas", "list of two numbers"),
+        ("crop_ratio = { value = [0.75, 1.3333333333333333],", "crop_ratio = { value = [1.5, 0.5],", "attentive.crop_ratio", "[low, high]"),
+        ('interpolation = { value = "backbone",', 'interpolation = { value = "lanczos",', "attentive.interpolation", "expected one of"),
+        ("flip_prob = { value = 0.5,", "flip_prob = { value = 1.5,", "attentive.flip_prob", "[0, 1]"),
+        ("color_jitter = { value = false,", "color_jitter = { value = 0,", "attentive.color_jitter", "positive jitter strength or false"),
+        (
+            'rand_augment = { value = "torchvision:rand-m9-n2",',
+            'rand_augment = { value = "torchvision:rand-m9-mstd0.5",',
+            "attentive.rand_augment",
+            "RandAugment policy",
+        ),  # torchvision's RandAugment has no magnitude noise
+        (
+            'rand_augment = { value = "torchvision:rand-m9-n2",',
+            'rand_augment = { value = "timm:rand-m9.5",',
+            "attentive.rand_augment",
+            "RandAugment policy",
+        ),  # a whole magnitude
+        (
+            'rand_augment = { value = "torchvision:rand-m9-n2",',
+            'rand_augment = { value = "rand-m9-n2",',
+            "attentive.rand_augment",
+            "RandAugment policy",
+        ),  # which library's
+        (
+            "[linear]\n",
+            '[attentive.tasks.digits]\nepoch = { value = 5, source = "x" }\n\n[linear]\n',
+            "attentive.tasks.digits.epoch",
+            "unknown field",
+        ),
+        (
+            "[linear]\n",
+            '[attentive.tasks.digits]\nepochs = { value = 0, source = "x" }\n\n[linear]\n',
+            "attentive.tasks.digits.epochs",
+            "integer >= 1",
+        ),
+        (
+            "[linear]\n",
+            "[attentive.tasks.digits]\nepochs = { value = 5 }\n\n[linear]\n",
+            "attentive.tasks.digits.epochs.source",
+            "is required",
+        ),
+        ("[knn]\n", '[splits.tasks.digits]\nval_fraction = { value = 0.2, source = "x" }\n\n[knn]\n', "splits.tasks", "unknown field"),
     ],
 )
 def test_malformed_protocol_card_names_file_and_field(tmp_path: Path, replace: str, by: str, field: str, problem: str) -> None:
@@ -112,8 +158,8 @@ def test_user_protocols_come_from_card_dirs_and_unknown_names_suggest_close_ones
     write_card(tmp_path, "protocols", "mine", AIM_V1.replace('name = "aim-v1"', 'name = "mine"'))
     registry = Registry.load([tmp_path])  # a card dir with only protocols/ is a card dir
     assert registry.protocol("mine").card_path == tmp_path / "protocols" / "mine.toml"
-    with pytest.raises(UserError, match=r"unknown protocol 'aim-v2'; did you mean: aim-v1"):
-        registry.protocol("aim-v2")
+    with pytest.raises(UserError, match=r"unknown protocol 'aim-v3'; did you mean: aim-v2, aim-v1"):
+        registry.protocol("aim-v3")
 
 
 @pytest.mark.parametrize(

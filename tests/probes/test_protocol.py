@@ -14,6 +14,7 @@ from aimbench.cards.registry import Registry
 from aimbench.data import load_task
 from aimbench.errors import UserError
 from aimbench.probes import REGISTRY, probe_kind
+from aimbench.probes.config import Provenance
 from aimbench.probes.protocol import default_config, protocol_record, resolve_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,3 +102,30 @@ def test_a_task_without_val_is_carved_with_the_protocols_fraction(tmp_path: Path
     assert load_task(task, val_fraction=0.2).sizes() == {"train": 1197, "val": 300, "test": 300}
     with pytest.raises(UserError, match="takes its val fraction from the protocol"):
         load_task(task)
+
+
+def test_a_protocols_per_task_values_come_between_its_section_and_the_task_card(tmp_path: Path) -> None:
+    aim = (REPO / "protocols" / "aim-v1.toml").read_text().replace('name = "aim-v1"', 'name = "mine"')
+    per_task = (
+        '[attentive.tasks.digits]\nepochs = { value = 7, source = "a paper: 7" }\nbatch_size = { value = 64, source = "a paper: 64" }\n'
+    )
+    write_card(tmp_path, "protocols", "mine", aim.replace("\n[linear]\n", f"\n{per_task}\n[linear]\n", 1))
+    write_card(tmp_path, "tasks", "digits", DIGITS_CARD + "\n[protocol.attentive]\nbatch_size = 32\n")
+    registry = Registry.load([tmp_path])
+    mine = registry.protocol("mine")
+
+    config = resolve_config(mine, "attentive", registry.task("digits"))
+    assert (config.epochs, config.batch_size) == (7, 32)  # the protocol's value for digits, then the task card's own
+    assert config.sources["epochs"] == Provenance("[attentive.tasks.digits] a paper: 7", "protocol")
+    assert config.sources["batch_size"].origin == "task"
+    assert protocol_record("mine", config)["overridden"] == ["batch_size", "val_fraction"]  # a per-task value is the protocol's own
+    assert resolve_config(mine, "attentive", registry.task("digits"), {"epochs": 3}).epochs == 3  # explicit options still win
+    other = resolve_config(mine, "attentive", registry.task("fashion-mnist"))
+    assert (other.epochs, other.batch_size) == (100, 512)  # other tasks: the section's values
+    assert resolve_config(mine, "attentive").epochs == 100  # no task, no per-task values
+
+
+def test_min_lr_must_stay_below_every_scaled_learning_rate() -> None:
+    assert default_config("attentive", min_lr=1e-5).min_lr == 1e-5
+    with pytest.raises(UserError, match=r"min_lr 0.001 is not below the lowest scaled learning rate 0.0001"):
+        default_config("attentive", min_lr=1e-3)

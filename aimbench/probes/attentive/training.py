@@ -105,7 +105,7 @@ class AttentiveTrainer:
             for lr, wd in self.points
         ]
         self.norms = SetNorms(len(self.sets), dim).to(device)
-        self.optimizer = grid_optimizer(config, [grid.by_name() for grid in self.grids])
+        self.optimizer = grid_optimizer(config, [grid.by_name() for grid in self.grids], betas=config.betas)
         self.epoch, self.step = 0, 0  # the data position: next epoch, next batch within it
 
     def head_logits(self, normed: torch.Tensor, autocast: bool) -> torch.Tensor:
@@ -199,12 +199,12 @@ def fit(
     unless ``cached`` token maps of the train split are given."""
     config, seed, backbone = trainer.config, trainer.seed, trainer.backbone
     batches_per_epoch = math.ceil(len(train) / config.batch_size)
-    scheduler = warmup_cosine_schedule(trainer.optimizer, config.epochs, batches_per_epoch, config.warmup_fraction)
+    scheduler = warmup_cosine_schedule(trainer.optimizer, config.epochs, batches_per_epoch, config.warmup_fraction, config.min_lr)
     saved = checkpoint.load() if checkpoint is not None else None
     if saved is not None:
         trainer.restore(saved, scheduler)
     if cached is None:
-        transform = train_transform(backbone.preprocess, config.augmentation, config.min_crop_scale)
+        transform = train_transform(backbone.preprocess, config.augmentation, config.min_crop_scale, config.views)
         views = AugmentedViews(train, transform, seed)
     done = trainer.epoch * batches_per_epoch + trainer.step
     trainer.norms.train()

@@ -10,9 +10,11 @@ so both train through the same heads.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
+from aimbench.cards.backbone_card import CLS, CONCAT, PATCH_MEAN
 from aimbench.probes.config import TrainedProbeConfig
 
 
@@ -31,6 +33,11 @@ class LinearProbeConfig(TrainedProbeConfig):
     epoch_length: int  # optimizer steps per epoch; 0: one pass over the train split
 
     kind = "linear"
+    # added with dinov2-linear, at what earlier records trained with (aim-v1's recipe)
+    ADDED_FIELDS: ClassVar[Mapping[str, Any]] = {
+        "optimizer": "adamw", "momentum": 0.0, "init_std": 0.0, "feature_norm": "batchnorm", "block_norm": "raw",
+        "token_kinds": (PATCH_MEAN, CLS, CONCAT), "epoch_length": 0,
+    }  # fmt: skip
 
     def steps_per_epoch(self, train_size: int) -> int:
         """Optimizer steps an epoch makes: the card's epoch length, else a pass over the train split."""
@@ -49,6 +56,7 @@ class LinearProbeConfig(TrainedProbeConfig):
         return 2 if self.optimizer == "adamw" else int(self.momentum > 0)
 
     def as_dict(self) -> dict[str, Any]:
+        optimizer = "AdamW" if self.optimizer == "adamw" else "SGD"
         return {
             **super().as_dict(),
             "feature_norm": (
@@ -62,11 +70,11 @@ class LinearProbeConfig(TrainedProbeConfig):
             + ("" if self.block_norm == "raw" else ", each block's tokens through the backbone's final norm before pooling")
             + "; a window is the mean of its blocks",
             "optimizer": "adamw" if self.optimizer == "adamw" else f"sgd, momentum {self.momentum:g}",
-            "init": "zeros" if self.init_std == 0 else f"weights N(0, {self.init_std:g}^2) per head, biases zero",
+            **({"init": f"weights N(0, {self.init_std:g}^2) per head, biases zero"} if self.init_std else {}),
             "precision": (
-                "training products in bf16 (fp32 weights, fused optimizer state and softmax); every score in fp32"
+                f"training products in bf16 (fp32 weights, fused {optimizer} state and softmax); every score in fp32"
                 if self.head_precision == "bf16"
-                else "fp32 throughout (fused optimizer)"
+                else f"fp32 throughout (fused {optimizer})"
             ),
             "selection": "per layer set: best val score over token kind x lr x wd"
             + (
