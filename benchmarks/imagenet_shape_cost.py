@@ -198,12 +198,13 @@ def linear_table(
           + ("the backbone run for every view (online)" if online else "the backbone run once per image (cached)"))  # fmt: skip
     print(f"  {'':44s} {'heads s/image':>14s} {'ratio':>7s}")
     default = (linear.grid_search, linear.head_precision)
+    sets = len({source.layer_set for source in sources})
     ratios = {}
     for precision in args.head_precisions.split(","):
         timed = {
             f"one head, {precision}": one_point,
-            f"{len(sources)} heads x full grid, {precision}": {"grid_search": "full"},
-            f"{len(sources)} heads x halving, {precision}": {"grid_search": "halving"},
+            f"{sets} layer sets x full grid, {precision}": {"grid_search": "full"},
+            f"{sets} layer sets x halving, {precision}": {"grid_search": "halving"},
         }
         base = None
         for name, grid in timed.items():
