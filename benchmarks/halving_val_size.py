@@ -136,7 +136,7 @@ def record_full_grid(family: Family, seed: int, protocol: str, epochs: int) -> R
     finally:
         training._Halving.rung, training._fit = rung, fit  # type: ignore[method-assign, assignment]
     heads = final[0]
-    mean, std = family.train.features.mean(0, keepdim=True), family.train.features.std(0, keepdim=True).clamp_min(1e-6)
+    mean, std = training._statistics(family.train.features)  # as train_linear_probes standardises
     if config.feature_norm == "none":  # the features as extracted, as train_linear_probes reads them then
         mean, std = torch.zeros(()), torch.ones(())
     with torch.no_grad():

@@ -31,12 +31,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from aimbench.adapters.base import Backbone
-from aimbench.data.images import LabelledImages, TransformedImages
+from aimbench.data.images import LabelledImages
 from aimbench.probes.attentive.config import AttentiveProbeConfig
 from aimbench.probes.attentive.grid import AttentiveGrid, SetNorms
 from aimbench.probes.attentive.head import AttentivePoolingHead
 from aimbench.probes.checkpoint import Checkpointing
 from aimbench.probes.config import grid_points
+from aimbench.probes.features.extract import eval_batches
 from aimbench.probes.features.layer_sets import LayerSet, blocks_needed
 from aimbench.probes.features.views import AugmentedViews, train_transform
 from aimbench.probes.metrics import score_predictions, secondary_scores
@@ -84,11 +85,7 @@ def eval_tokens(
         for start in range(0, len(images), batch_size):
             yield cached.set_tokens(range(start, min(start + batch_size, len(images))), sets, backbone.device)
         return
-    loader: DataLoader[tuple[torch.Tensor, int]] = DataLoader(
-        TransformedImages(images, backbone.transform()),  # type: ignore[arg-type]  # not a Dataset subclass (torch-free)
-        batch_size=batch_size,
-        num_workers=workers,
-    )
+    loader = eval_batches(backbone, images, batch_size, workers)
     for batch, _ in loader:
         yield set_tokens(backbone, batch, sets)
 

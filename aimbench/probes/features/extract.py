@@ -69,6 +69,16 @@ def pool_batch(backbone: Backbone, images: torch.Tensor, layers: Sequence[int], 
     return stacked.clone()  # a normal tensor, usable outside inference mode
 
 
+def eval_batches(backbone: Backbone, images: LabelledImages, batch_size: int, workers: int) -> DataLoader[tuple[torch.Tensor, int]]:
+    """``images`` through the backbone's eval transform, in order, in batches: what every eval-crop pass reads."""
+    return DataLoader(
+        TransformedImages(images, backbone.transform()),  # type: ignore[arg-type]  # not a Dataset subclass (torch-free)
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+    )
+
+
 def extract_pooled(
     backbone: Backbone,
     images: LabelledImages,
@@ -79,12 +89,7 @@ def extract_pooled(
     block_norm: str = "raw",
 ) -> PooledFeatures:
     """Pool the tokens of ``layers`` for every image, in the order of :func:`feature_sources`."""
-    loader: DataLoader[tuple[torch.Tensor, int]] = DataLoader(
-        TransformedImages(images, backbone.transform()),  # type: ignore[arg-type]  # not a Dataset subclass (torch-free)
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-    )
+    loader = eval_batches(backbone, images, batch_size, workers)
     chunks: list[torch.Tensor] = []
     for batch, _ in loader:
         chunks.append(pool_batch(backbone, batch, layers, block_norm).cpu())
@@ -104,12 +109,7 @@ def extract_tokens(
     on_batch: Callable[[int], None] | None = None,
 ) -> dict[int, torch.Tensor]:
     """Patch tokens (N, tokens, D) of every block in ``blocks``, one forward per batch."""
-    loader: DataLoader[tuple[torch.Tensor, int]] = DataLoader(
-        TransformedImages(images, backbone.transform()),  # type: ignore[arg-type]  # not a Dataset subclass (torch-free)
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-    )
+    loader = eval_batches(backbone, images, batch_size, workers)
     chunks: dict[int, list[torch.Tensor]] = {block: [] for block in blocks}
     with torch.inference_mode():
         for batch, _ in loader:

@@ -40,15 +40,16 @@ class LinearProbeConfig(TrainedProbeConfig):
     }  # fmt: skip
 
     def steps_per_epoch(self, train_size: int) -> int:
-        """Optimizer steps an epoch makes: the card's epoch length, else a pass over the train split."""
-        return self.epoch_length or math.ceil(train_size / self.batch_size)
+        """Optimizer steps an epoch makes: the card's epoch length, else a pass over the train split
+        (none on an empty split: there is nothing to step on)."""
+        return (self.epoch_length or math.ceil(train_size / self.batch_size)) if train_size else 0
 
     def total_steps(self, train_size: int) -> int:
         return self.epochs * self.steps_per_epoch(train_size)
 
     def training_images(self, train_size: int) -> int:
         """Images the heads train on over the schedule: epochs passes, or every step's batch."""
-        return self.epochs * (train_size if self.epoch_length == 0 else self.epoch_length * self.batch_size)
+        return self.epochs * (train_size if self.epoch_length == 0 or train_size == 0 else self.epoch_length * self.batch_size)
 
     @property
     def optimizer_states(self) -> int:

@@ -33,7 +33,7 @@ import torch
 
 from aimbench.probes.config import grid_points
 from aimbench.probes.linear.config import LinearProbeConfig
-from aimbench.probes.schedule import clip_grads_per_head, grid_param_groups, warmup_cosine_schedule
+from aimbench.probes.schedule import clip_grads_per_head, grid_optimizer, grid_param_groups, warmup_cosine_schedule
 
 
 def _optimizer_state(moments: Sequence[torch.Tensor], config: LinearProbeConfig, step_device: torch.device) -> dict[str, torch.Tensor]:
@@ -47,10 +47,9 @@ def _optimizer_state(moments: Sequence[torch.Tensor], config: LinearProbeConfig,
 
 def _grid_optimizer(config: LinearProbeConfig, named: Sequence[Mapping[str, Sequence[torch.Tensor]]], fused: bool) -> torch.optim.Optimizer:
     """The recipe's optimizer over the grid's parameter groups; fused (one kernel per tensor list) on CPU and CUDA."""
-    groups = grid_param_groups(config, named)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, fused=fused or None)
-    return torch.optim.SGD(groups, momentum=config.momentum, fused=fused or None)
+        return grid_optimizer(config, named, fused)
+    return torch.optim.SGD(grid_param_groups(config, named), momentum=config.momentum, fused=fused or None)
 
 
 @dataclass
