@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 from aimbench.cards.backbone_card import Preprocess
 from aimbench.errors import UserError
-from aimbench.identity import DEFAULT_PROTOCOL
 from aimbench.launch.base import CellResult, Display
 from aimbench.launch.local import LocalLauncher
 from aimbench.launch.request import EvalRequest, PathLike, Seeds
@@ -37,7 +36,7 @@ def evaluate(
     limit: int | None = None,
     weights: str | None = None,
     name: str | None = None,
-    protocol: str = DEFAULT_PROTOCOL,
+    protocol: str | None = None,
     dtype: str = "fp32",
     epochs: int | None = None,
     data_mode: str | None = None,

@@ -10,8 +10,9 @@ it to the run, the store writes its columns into the record, and reports group b
 
 The readable key (:attr:`CellIdentity.key`) names the same things a person compares:
 ``backbone[@weights name]|task|probe|seed`` followed by ``|limit=N``, ``|bf16``,
-``|layers=SPEC``, ``|protocol=P`` where they differ from the defaults (a protocol with options
-that changed its fields reads ``aim-v1+epochs=5``). The hash of the full content names the record
+``|layers=SPEC``, ``|protocol=P`` where they differ from the defaults (the protocol's default is
+its probe kind's, :data:`DEFAULT_PROTOCOLS`; a protocol with options that changed its fields reads
+``aim-v1+epochs=5``). The hash of the full content names the record
 file, so finished cells are found without running anything and a changed card or option never
 reuses a stale result.
 """
@@ -24,7 +25,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-DEFAULT_PROTOCOL = "aim-v1"  # the AIM paper's protocol: what 'aimbench eval' uses unless told otherwise
+# What 'aimbench eval' trains each probe kind with unless --protocol names a card: the most completely
+# published recipe of each kind (docs/protocols.md says why). Attentive: the AIMv2 paper's Table A2,
+# by the AIM authors and for AIM-style backbones; linear: DINOv2's official linear.py, the field's
+# most used linear protocol; kNN: DINO's weighted kNN, which the aim-v1 card holds.
+DEFAULT_PROTOCOLS = {"attentive": "aim-v2", "linear": "dinov2-linear", "knn": "aim-v1"}
 HASH_CHARS = 12  # of the SHA-256 hex digest: the record file's suffix
 
 # What makes a number: two records that differ in any of these are two rows of every report.
@@ -37,6 +42,13 @@ def content_hash(content: Mapping[str, Any]) -> str:
     """The hash of everything that defines a cell (JSON with sorted keys; values JSON cannot hold as their text)."""
     blob = json.dumps(content, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:HASH_CHARS]
+
+
+def default_protocol(probe: str) -> str:
+    """The protocol card a probe (a kind, or a released head ``official:last``) is planned with when
+    none is named. Released heads train nothing: they read only the val fraction a task without an
+    official val split carves from train, and take aim-v1's, which their records were hashed with."""
+    return DEFAULT_PROTOCOLS.get(probe.partition(":")[0], "aim-v1")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,7 +74,7 @@ class CellIdentity:
         qualifiers = [f"limit={self.limit}"] if self.limit is not None else []
         qualifiers += [self.dtype] if self.dtype != "fp32" else []
         qualifiers += [f"layers={self.layers}"] if self.layers_in_key else []
-        qualifiers += [f"protocol={self.protocol}"] if self.protocol not in ("", DEFAULT_PROTOCOL) else []
+        qualifiers += [f"protocol={self.protocol}"] if self.protocol not in ("", default_protocol(self.probe)) else []
         return "|".join([backbone, self.task, self.probe, str(self.seed), *qualifiers])
 
     @property

@@ -3,8 +3,8 @@
 The shapes of AIM-600M on ImageNet-1k: 1000 classes, width 1536, 24 blocks plus the card's two
 published windows (26 layer sets), patch-mean features (AIM has no cls token), the grids of the
 linear protocol (``--protocol``, default: the linear default, dinov2-linear: 13 lrs, 12,500 steps of
-1,024 views, SGD; aim-v1: 6 lr x 3 wd, 100 epochs, AdamW) and of the attentive default (aim-v1:
-5 lr x 1 wd, 100 epochs, online). Measured side by side in one run, on this machine:
+1,024 views, SGD; aim-v1: 6 lr x 3 wd, 100 epochs, AdamW) and of the attentive default (aim-v2:
+7 lr x 2 wd, 100 epochs, online). Measured side by side in one run, on this machine:
 
 1. the backbone forward per image: the real architecture of ``--backbone`` (random init, the
    card's resolution), all blocks read, under inference mode;
@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from aimbench.adapters import load_backbone
 from aimbench.cards.backbone_card import PATCH_MEAN, BackboneSpec, column_kinds
 from aimbench.cards.registry import Registry
-from aimbench.identity import DEFAULT_PROTOCOL
+from aimbench.identity import DEFAULT_PROTOCOLS
 from aimbench.probes.attentive.grid import AttentiveGrid, SetNorms
 from aimbench.probes.features.extract import PooledFeatures, ProbeSource
 from aimbench.probes.features.layer_sets import parse_layer_sets
@@ -161,7 +161,7 @@ def main() -> None:
     parser.add_argument("--attentive-batch", type=int, default=0, help="micro-batch of the attentive heads [default: the protocol's]")
     parser.add_argument("--probes", default="linear,attentive", help="which probe kinds to time")
     parser.add_argument("--head-precisions", default="bf16,fp32", help="linear heads' training precisions to time")
-    parser.add_argument("--protocol", default=DEFAULT_PROTOCOL, help="the linear recipe timed (dinov2-linear: DINOv2's)")
+    parser.add_argument("--protocol", default=DEFAULT_PROTOCOLS["linear"], help="the linear recipe timed [default: the linear default]")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)

@@ -20,6 +20,8 @@ from aimbench.probes.linear.config import LinearProbeConfig
 from aimbench.probes.linear.training import train_linear_probes
 from aimbench.probes.protocol import default_config
 
+CACHED_LINEAR = "aim-v1"  # the cached linear recipe timed (the linear default, dinov2-linear, trains online)
+
 Key = tuple[str, str, float, float]
 
 
@@ -28,7 +30,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     args = parser.parse_args()
     task, splits, backbone = harness.load(args)
-    config = default_config("linear", epochs=args.epochs)
+    config = default_config("linear", CACHED_LINEAR, epochs=args.epochs)
     layers = list(range(backbone.depth))
 
     def run(blocks: list[int], probe_config: LinearProbeConfig) -> dict[Key, float]:
@@ -50,7 +52,7 @@ def main() -> None:
     for layer in layers:
         for lr in config.learning_rates:
             for wd in config.weight_decays:
-                single = default_config("linear", learning_rates=(lr,), weight_decays=(wd,), epochs=args.epochs)
+                single = default_config("linear", CACHED_LINEAR, learning_rates=(lr,), weight_decays=(wd,), epochs=args.epochs)
                 separate.update(run([layer], single))
     naive = time.perf_counter() - start
 

@@ -3,10 +3,10 @@
 Runs side by side in one process, on the same backbone and data:
 
 1. cached mode (linear): (a) one head (last block, patch mean, one lr and wd) vs (b) every block
-   with the default grid (token kinds x 6 lrs x 3 wds), each including its feature extraction
+   with aim-v1's grid (token kinds x 6 lrs x 3 wds), each including its feature extraction
    into a fresh cache;
 2. online mode (attentive): (a) one head (last block, one lr and wd) vs (b) every block with the
-   default grid (5 lrs x 1 wd);
+   default grid (aim-v2's 7 lrs x 2 wds);
 3. feature extraction through aimbench (all blocks, pooled) vs the bare model forward on the same
    preprocessed batches.
 
@@ -38,6 +38,8 @@ from aimbench.probes.features.layer_sets import blocks_needed, parse_layer_sets
 from aimbench.probes.linear.config import LinearProbeConfig
 from aimbench.probes.linear.training import train_linear_probes
 from aimbench.probes.protocol import default_config
+
+CACHED_LINEAR = "aim-v1"  # the cached linear recipe timed (the linear default, dinov2-linear, trains online)
 
 
 class ForwardCounter:
@@ -118,8 +120,8 @@ def main() -> None:
     print(f"backbone {args.backbone} ({backbone.depth} blocks), task {args.task}, limit {args.limit}: "
           f"train/val/test {n_train}/{len(splits.val)}/{len(splits.test)}, {torch.get_num_threads()} threads")  # fmt: skip
 
-    one = default_config("linear", learning_rates=(1e-2,), weight_decays=(1e-4,), epochs=args.linear_epochs)
-    grid = default_config("linear", epochs=args.linear_epochs)
+    one = default_config("linear", CACHED_LINEAR, learning_rates=(1e-2,), weight_decays=(1e-4,), epochs=args.linear_epochs)
+    grid = default_config("linear", CACHED_LINEAR, epochs=args.linear_epochs)
     counter.images = 0
     a = cached_linear(backbone, splits, task.num_classes, "last", one, one_head=True)
     b_start = counter.images

@@ -16,7 +16,7 @@ from conftest import run_cli, write_card
 
 REPO = Path(__file__).resolve().parents[1]
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-FAST = ("--epochs", "5", "--limit", "120")
+FAST = ("--epochs", "5", "--protocol", "aim-v1", "--limit", "120")
 
 
 def records(results: Path) -> list[Path]:
@@ -43,7 +43,11 @@ def test_ls_lists_cards_and_filters() -> None:
 def test_ls_protocols_lists_the_recipes() -> None:
     proc = run_cli("ls", "protocols")
     assert proc.returncode == 0, proc.stderr
-    assert "aim-v1 (default)" in proc.stdout and "aimbench-fast" in proc.stdout
+    assert "aimbench-fast" in proc.stdout
+    assert all(
+        f"{name} (default: {kind})" in proc.stdout
+        for kind, name in (("knn", "aim-v1"), ("attentive", "aim-v2"), ("linear", "dinov2-linear"))
+    )
     assert "attentive, linear, knn" in proc.stdout and "--protocol NAME" in proc.stdout
 
 
@@ -160,7 +164,7 @@ def test_ctrl_c_during_eval_leaves_no_record(tmp_path: Path, tiny_cards: Path) -
     script = Path(sys.executable).with_name("aimbench")
     proc = subprocess.Popen(
         [str(script), "eval", "-b", "micro-cls", "-t", "digits", "--cards", str(tiny_cards),
-         "--results", str(results), "--epochs", "1000000"],
+         "--results", str(results), "--epochs", "1000000", "--protocol", "aim-v1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
         # as in a terminal: a suite started in the background ('make test &') hands its children SIGINT ignored
@@ -206,7 +210,7 @@ def test_eval_on_real_fashion_mnist(tmp_path: Path, tiny_cards: Path) -> None:
     results = tmp_path / "results"
     proc = run_cli(
         "eval", "-b", "micro-patches", "-t", "fashion-mnist", "--cards", str(tiny_cards),
-        "--results", str(results), "--limit", "600", "--epochs", "20", "--data-root", str(tmp_path / "empty"),
+        "--results", str(results), "--limit", "600", "--epochs", "20", "--protocol", "aim-v1", "--data-root", str(tmp_path / "empty"),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     [path] = records(results)
@@ -240,14 +244,14 @@ def test_wheel_ships_the_cards(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "digits" in proc.stdout and "fashion-mnist" in proc.stdout
     protocols = subprocess.run([sys.executable, "-m", "aimbench", "ls", "protocols"], cwd=outside, env=env, capture_output=True, text=True)
-    assert protocols.returncode == 0 and "aim-v1 (default)" in protocols.stdout, protocols.stderr
+    assert protocols.returncode == 0 and "dinov2-linear (default: linear)" in protocols.stdout, protocols.stderr
 
 
 def test_eval_attentive_linear_and_knn_on_every_layer_set(tmp_path: Path, tiny_cards: Path) -> None:
     """The issue's acceptance command on a tiny backbone: per-layer results for three probe kinds."""
     results = tmp_path / "results"
     args = ("eval", "--backbone", "micro-cls", "--tasks", "digits", "--probe", "attentive,linear,knn",
-            "--layers", "all,avg:1-2", "--limit", "60", "--epochs", "2", "--cards", str(tiny_cards), "--results", str(results))  # fmt: skip
+            "--layers", "all,avg:1-2", "--limit", "60", "--epochs", "2", "--protocol", "aim-v1", "--cards", str(tiny_cards), "--results", str(results))  # fmt: skip
     proc = run_cli(*args, env={"AIMBENCH_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr
     assert "attentive heads: 4 layer sets in 1 pass(es)" in proc.stdout
@@ -273,7 +277,7 @@ def test_eval_attentive_linear_and_knn_on_every_layer_set(tmp_path: Path, tiny_c
 def test_seeds_repeat_cells_and_the_report_shows_their_spread(tmp_path: Path, tiny_cards: Path) -> None:
     results = tmp_path / "results"
     proc = run_cli("eval", "-b", "micro-cls", "-t", "digits", "--probe", "linear", "--seeds", "2", "--limit", "60",
-                   "--epochs", "3", "--cards", str(tiny_cards), "--results", str(results))  # fmt: skip
+                   "--epochs", "3", "--protocol", "aim-v1", "--cards", str(tiny_cards), "--results", str(results))  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert sorted(json.loads(p.read_text())["seed"] for p in records(results)) == [0, 1]
     report = run_cli("report", "--results", str(results), "--format", "markdown")
@@ -287,7 +291,7 @@ def test_seeds_repeat_cells_and_the_report_shows_their_spread(tmp_path: Path, ti
 def test_cached_attentive_probe_extracts_token_maps_once(tmp_path: Path, tiny_cards: Path) -> None:
     results, env = tmp_path / "results", {"AIMBENCH_CACHE": str(tmp_path / "cache")}
     args = ("eval", "-b", "micro-cls", "-t", "digits", "--probe", "attentive", "--data-mode", "cached", "--layers", "last,avg:0-1",
-            "--limit", "60", "--epochs", "2", "--cards", str(tiny_cards), "--results", str(results))  # fmt: skip
+            "--limit", "60", "--epochs", "2", "--protocol", "aim-v1", "--cards", str(tiny_cards), "--results", str(results))  # fmt: skip
     proc = run_cli(*args, env=env)
     assert proc.returncode == 0, proc.stderr
     [path] = records(results)
@@ -305,7 +309,7 @@ def test_cached_attentive_probe_extracts_token_maps_once(tmp_path: Path, tiny_ca
 def test_online_linear_probe_through_the_cli(tmp_path: Path, tiny_cards: Path) -> None:
     results = tmp_path / "results"
     proc = run_cli("eval", "-b", "micro-cls", "-t", "digits", "--probe", "linear", "--data-mode", "online", "--limit", "60",
-                   "--epochs", "2", "--cards", str(tiny_cards), "--results", str(results))  # fmt: skip
+                   "--epochs", "2", "--protocol", "aim-v1", "--cards", str(tiny_cards), "--results", str(results))  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     [path] = records(results)
     config = json.loads(path.read_text())["probe_config"]
@@ -338,5 +342,38 @@ def test_protocol_task_overrides_and_options_resolve_into_the_record_and_report(
     assert "protocol aimbench-fast as resolved for this cell" in report.stdout
     assert "task card digits: weight_decays" in report.stdout
 
-    assert run_cli(*args).returncode == 0  # another protocol is another cell configuration: a new record
+    assert run_cli(*args, "--protocol", "aim-v1").returncode == 0  # another protocol is another cell configuration: a new record
     assert len(records(results)) == 2
+
+
+def test_without_protocol_a_linear_probe_trains_with_dinov2s_recipe(tmp_path: Path, tiny_cards: Path) -> None:
+    """The linear default is dinov2-linear: SGD heads without weight decay on DINOv2's token kinds,
+    online views, each block through the final norm; its key does not name it, aim-v1's does. The
+    task card shortens its fixed epochs (1,250 steps of 1,024 views) to a test's size."""
+    results = tmp_path / "results"
+    digits = (REPO / "tasks" / "digits.toml").read_text() + "\n[protocol.linear]\nepoch_length = 3\nbatch_size = 32\n"
+    write_card(tiny_cards, "tasks", "digits", digits)
+    args = ("eval", "-b", "micro-cls", "-t", "digits", "--layers", "last", "--cards", str(tiny_cards), "--results", str(results),
+            "--limit", "60")  # fmt: skip
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert "micro-cls|digits|linear|0|limit=60|layers=last done" in proc.stdout
+    [record] = [json.loads(path.read_text()) for path in records(results)]
+    assert record["protocol"] == "dinov2-linear"
+    config = record["probe_config"]
+    fields = {name: field["value"] for name, field in config["protocol"]["fields"].items()}
+    assert [fields[f] for f in ("optimizer", "momentum", "feature_norm", "block_norm", "data_mode")] == [
+        "sgd",
+        0.9,
+        "none",
+        "final",
+        "online",
+    ]
+    assert {h["token"] for h in record["heads"]} == {"cls", "patch_mean+cls"} and {
+        h["hparams"]["weight_decay"] for h in record["heads"]
+    } == {0.0}
+    assert len(record["heads"]) == 2 * 13  # DINOv2's two token kinds x its 13 learning rates
+    assert config["protocol"]["fields"]["epoch_length"] == {"value": 3, "source": "task card digits: epoch_length", "from": "task"}
+    assert run_cli(*args, "--protocol", "aim-v1").returncode == 0
+    keys = sorted(json.loads(path.read_text())["cell_key"] for path in records(results))
+    assert keys == ["micro-cls|digits|linear|0|limit=60|layers=last", "micro-cls|digits|linear|0|limit=60|layers=last|protocol=aim-v1"]

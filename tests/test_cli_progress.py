@@ -13,7 +13,7 @@ def test_piped_eval_prints_plain_progress_and_report_cell_the_time(tmp_path: Pat
     results = tmp_path / "results"
     env = {"AIMBENCH_PROGRESS_SECONDS": "0", "AIMBENCH_CACHE": str(tmp_path / "cache")}
     args = ("eval", "-b", "micro-cls", "-t", "digits", "--probe", "linear,attentive", "--data-mode", "cached", "--limit", "48",
-            "--epochs", "1", "--cards", str(tiny_cards), "--results", str(results), "--overwrite")  # fmt: skip
+            "--epochs", "1", "--protocol", "aim-v1", "--cards", str(tiny_cards), "--results", str(results), "--overwrite")  # fmt: skip
     first = run_cli(*args, env=env)
     assert first.returncode == 0, first.stderr
     lines = first.stdout.splitlines()

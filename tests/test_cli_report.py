@@ -20,7 +20,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cards = root / "cards"
     write_card(cards, "backbones", "testfam", TINY_BACKBONE_CARD)
     tasks = "digits,fashion-mnist" if FASHION.is_dir() else "digits"
-    common = ("--cards", str(cards), "--results", str(root / "results"), "--limit", "120", "--epochs", "5")
+    common = ("--cards", str(cards), "--results", str(root / "results"), "--limit", "120", "--epochs", "5", "--protocol", "aim-v1")
     first = run_cli("eval", "-b", "micro-cls,micro-patches", "-t", tasks, "--probe", "linear", *common)
     assert first.returncode == 0, first.stderr
     second = run_cli("eval", "-b", "micro-cls", "-t", "digits", "--probe", "linear", "--seed", "1", *common)

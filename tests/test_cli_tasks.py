@@ -38,7 +38,22 @@ def test_check_a_miniature_copy_is_ready_and_eval_runs_on_it(tmp_path: Path, tin
     assert "1 of 1 tasks ready" in proc.stdout and f"list:{tmp_path / 'data' / 'dtd'}" in proc.stdout
     listing = run_cli("ls", "tasks", "dtd", *common)
     assert "ready (list)" in listing.stdout
-    proc = run_cli("eval", "-b", "micro-cls", "-t", "dtd", "--layers", "last", "--epochs", "1", "--results", str(tmp_path / "r"), *common)
+    proc = run_cli(
+        "eval",
+        "-b",
+        "micro-cls",
+        "-t",
+        "dtd",
+        "--layers",
+        "last",
+        "--epochs",
+        "1",
+        "--protocol",
+        "aim-v1",
+        "--results",
+        str(tmp_path / "r"),
+        *common,
+    )
     assert proc.returncode == 0, proc.stderr
     assert len(list((tmp_path / "r" / "runs").glob("*.json"))) == 1
 

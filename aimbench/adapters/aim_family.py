@@ -64,7 +64,7 @@ class AimBackbone(Backbone):
         model, info = _build(spec, weights, torch_dtype(dtype))
         super().__init__(spec, model, info, dtype)
 
-    def final_norm(self) -> nn.Module:
+    def final_norm(self) -> nn.Module | None:
         return self.model.trunk.post_trunk_norm
 
     def _forward_blocks(self, images: torch.Tensor, blocks: list[int]) -> list[LayerTokens]:

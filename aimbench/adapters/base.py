@@ -294,10 +294,13 @@ class Backbone(ABC):
         by_block = {tokens.layer: tokens for tokens in self._forward_blocks(batch, sorted(asked))}
         return BlockTokens((by_block[block] for block in asked), self.depth)
 
-    def final_norm(self) -> nn.Module:
+    def final_norm(self) -> nn.Module | None:
         """The norm the network applies after its last block, which DINOv2's linear protocol applies to
-        every block it reads (``block_norm = "final"``); families that have one say which it is."""
-        raise UserError(f"backbone '{self.spec.name}' names no final norm; block_norm 'final' needs one (use 'raw')")
+        every block it reads (``block_norm = "final"``); families that have one say which it is. None:
+        the network has none (it pools first and normalises after, as timm's ``fc_norm`` models do, or
+        a module names none), and its blocks are read raw, as timm's ``forward_intermediates(norm=True)``
+        reads such a model."""
+        return None
 
     @abstractmethod
     def _forward_blocks(self, images: torch.Tensor, blocks: list[int]) -> list[LayerTokens]:

@@ -73,7 +73,7 @@ class ModuleBackbone(Backbone):
         parameter = next(model.parameters(), None)
         self.device = parameter.device if parameter is not None else torch.device("cpu")  # left where the user put it
 
-    def final_norm(self) -> nn.Module:
+    def final_norm(self) -> nn.Module | None:
         return vit_final_norm(self.model) if self.timm_vit else super().final_norm()
 
     def _forward_blocks(self, images: torch.Tensor, blocks: list[int]) -> list[LayerTokens]:

@@ -244,7 +244,7 @@ class OpenClipBackbone(Backbone):
         check_against_card(spec, visual)
         super().__init__(spec, visual, info, dtype)
 
-    def final_norm(self) -> nn.Module:
+    def final_norm(self) -> nn.Module | None:
         return self.model.ln_post
 
     def _forward_blocks(self, images: torch.Tensor, blocks: list[int]) -> list[LayerTokens]:

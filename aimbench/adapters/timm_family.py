@@ -117,13 +117,12 @@ def vit_block_tokens(model: nn.Module, images: torch.Tensor, blocks: list[int], 
     return [LayerTokens(block, patches, prefix) for block, (patches, prefix) in zip(blocks, outputs)]
 
 
-def vit_final_norm(model: nn.Module) -> nn.Module:
+def vit_final_norm(model: nn.Module) -> nn.Module | None:
     """A timm ViT's norm after its last block (``model.norm``, what ``forward_intermediates(norm=True)``
-    applies to every intermediate); a model that pools first and normalises after (``fc_norm``) has none."""
+    applies to every intermediate); None for a model that pools first and normalises after (``fc_norm``),
+    whose intermediates timm returns raw."""
     norm = getattr(model, "norm", None)
-    if not isinstance(norm, nn.Module) or isinstance(norm, nn.Identity):
-        raise UserError(f"{type(model).__name__} has no norm after its last block (model.norm); block_norm 'final' needs one (use 'raw')")
-    return norm
+    return None if not isinstance(norm, nn.Module) or isinstance(norm, nn.Identity) else norm
 
 
 def check_against_card(spec: BackboneSpec, model: nn.Module) -> None:
@@ -150,7 +149,7 @@ class TimmBackbone(Backbone):
         check_against_card(spec, model)
         super().__init__(spec, model, info, dtype)
 
-    def final_norm(self) -> nn.Module:
+    def final_norm(self) -> nn.Module | None:
         return vit_final_norm(self.model)
 
     def _forward_blocks(self, images: torch.Tensor, blocks: list[int]) -> list[LayerTokens]:

@@ -27,6 +27,8 @@ def demo(
 
     console = make_console()
     cards = demo_run.pretrain_demo_aim(results, console, overwrite, pretrain_steps)
-    request = EvalRequest.from_options(demo_run.BACKBONES, demo_run.TASK, overwrite=overwrite, results=results, cards=cards, device="cpu")
+    request = EvalRequest.from_options(
+        demo_run.BACKBONES, demo_run.TASK, protocol=demo_run.PROTOCOL, overwrite=overwrite, results=results, cards=cards, device="cpu"
+    )
     run_request(request, ClusterChoice(Cluster.local, {}), console)
     report(results=results, backbone=",".join(demo_run.BACKBONES), task=demo_run.TASK)

@@ -15,14 +15,15 @@ from aimbench.cards.task_card import SPLITS
 from aimbench.cli.display import RichDisplay
 from aimbench.cli.options import CardsOption, ClusterChoice, DataRootOption, ResultsOption, cluster_options, make_console
 from aimbench.errors import UserError
+from aimbench.identity import DEFAULT_PROTOCOLS
 from aimbench.launch.base import EvalPlan
 from aimbench.launch.cost import CellCost, SweepCost, plan_cost
 from aimbench.launch.memory import MemoryNeed
 from aimbench.launch.preflight import byte_size, estimate_bytes, space_shortfalls
 from aimbench.launch.request import EvalRequest
 from aimbench.launch.throughput import GPUS, Assumption
-from aimbench.probes import DEFAULT_PROTOCOL
 
+DEFAULT_PROTOCOL_HELP = ", ".join(f"{kind} {name}" for kind, name in DEFAULT_PROTOCOLS.items())
 WEIGHTS_HELP = "Override the card's weights: random | timm | open_clip:TAG | PATH | hf:OWNER/REPO/FILE."
 
 
@@ -189,7 +190,7 @@ def evaluate(
     data_root: DataRootOption = None,
     weights: Annotated[Optional[str], typer.Option(help=WEIGHTS_HELP)] = None,
     name: Annotated[Optional[str], typer.Option("--name", "--tag", help="What reports call the --weights override (default: the run folder's or file's name).", show_default=False)] = None,
-    protocol: Annotated[str, typer.Option(help="The probe recipe: a protocol card (aimbench ls protocols); tasks and the options below may override its fields.")] = DEFAULT_PROTOCOL,
+    protocol: Annotated[Optional[str], typer.Option(help="The probe recipe: a protocol card (aimbench ls protocols); tasks and the options below may override its fields. Default: each probe's published recipe, " + DEFAULT_PROTOCOL_HELP + ".", show_default=False)] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs of linear and attentive probes (default: the protocol's).", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option(help="Images per backbone forward.")] = 64,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,

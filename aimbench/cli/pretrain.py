@@ -75,7 +75,7 @@ def pretrain(
 
       torchrun --nproc-per-node 8 -m aimbench pretrain aim-600m --data 'hf://datasets/OWNER/NAME=0.8,/data/imagenet/train=0.2'
 
-      aimbench eval --backbone aim-tiny --weights runs/tiny --tasks smoke
+      aimbench eval --backbone aim-tiny --weights runs/tiny --tasks smoke --protocol aim-v1
 
       aimbench pretrain aim-7b --data ... --cluster slurm --nodes 8 --gpus-per-node 8 --time 2-00:00:00
     """

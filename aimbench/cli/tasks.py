@@ -19,7 +19,7 @@ from aimbench.cards.registry import Registry
 from aimbench.cards.task_card import TaskSpec
 from aimbench.cli.options import CardsOption, DataRootOption, make_console
 from aimbench.errors import UserError
-from aimbench.identity import DEFAULT_PROTOCOL
+from aimbench.identity import DEFAULT_PROTOCOLS
 from aimbench.report.render import to_rich
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ def check(
     root = _root(data_root)
     registry = Registry.load(cards or ())
     tasks = registry.expand_tasks(names)
-    val_fraction = registry.protocol(DEFAULT_PROTOCOL).val_fraction.value  # for cards that leave it to the protocol
+    val_fraction = registry.protocol(DEFAULT_PROTOCOLS["linear"]).val_fraction.value  # for cards that leave it to the protocol
     reports = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:

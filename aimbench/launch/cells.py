@@ -21,11 +21,10 @@ from aimbench.cards.task_card import TaskSpec
 from aimbench.dtypes import DTYPES
 from aimbench.errors import UserError
 from aimbench.hashing import file_sha256
-from aimbench.identity import CellIdentity, content_hash
+from aimbench.identity import CellIdentity, content_hash, default_protocol
 from aimbench.names import split_names
 from aimbench.paths import PRETRAIN_TRUNK
 from aimbench.probes import (
-    DEFAULT_PROTOCOL,
     OFFICIAL,
     REGISTRY,
     LayerSet,
@@ -118,12 +117,14 @@ class Cell:
     dtype: str = "fp32"  # the backbone's precision: it changes the numbers, so it is identity
     weights_name: str = ""  # what reports call a weights override (derived from it unless --name)
     default_layers: bool = False  # ``layers`` is the card's default spec: the key leaves it out
-    protocol: str = DEFAULT_PROTOCOL  # the protocol card probe_config was resolved from
+    protocol: str = ""  # the protocol card probe_config was resolved from ("": the probe's default card, filled in here)
     protocol_val_fraction: float | None = None  # released heads: the protocol card's (trained cells read their config's)
     # ``layers`` parsed against the card once, by plan_cells (released heads: the head's window); derived, so not identity
     layer_sets: tuple[LayerSet, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        if not self.protocol:
+            object.__setattr__(self, "protocol", default_protocol(self.probe))
         # without a config: the shipped protocol card's values (plan_cells also applies the task card's overrides)
         if self.probe_config is None and probe_kind(self.probe).trains:
             object.__setattr__(self, "probe_config", default_config(self.probe, self.protocol))
@@ -206,24 +207,26 @@ def plan_cells(
     weights: str | None = None,
     overrides: Mapping[str, object] | None = None,
     dtype: str = "fp32",
-    protocol: str = DEFAULT_PROTOCOL,
+    protocol: str | None = None,
     name: str | None = None,
 ) -> list[Cell]:
     """Expand the matrix (backbone x task x probe kind x seed), validating every name and option
     before anything runs. ``layers`` None is each card's default (``default_layer_spec``). Each
-    trained cell's config is ``protocol`` resolved for its task, with explicit ``overrides``
-    (protocol field -> value, e.g. ``{"epochs": 5}``) applied last; ``name`` names a weights override."""
+    trained cell's config is ``protocol`` (None: each kind's default card, ``DEFAULT_PROTOCOLS``)
+    resolved for its task, with explicit ``overrides`` (protocol field -> value, e.g.
+    ``{"epochs": 5}``) applied last; ``name`` names a weights override."""
     if dtype not in DTYPES:
         raise UserError(f"unknown dtype '{dtype}'; one of {', '.join(DTYPES)}")
-    recipe = registry.protocol(protocol)
     kinds = parse_probes(probe)
+    recipes = {kind: registry.protocol(protocol or default_protocol(kind)) for kind in kinds}
     if OFFICIAL in kinds:
         if len(kinds) > 1:
             raise UserError("--probe official evaluates released heads and takes --layers as head names; run it on its own")
-        return _plan_official(registry, backbones, tasks, seeds, layers or "all", limit, weights, dtype, name, recipe.val_fraction.value)
+        val_fraction = recipes[OFFICIAL].val_fraction.value
+        return _plan_official(registry, backbones, tasks, seeds, layers or "all", limit, weights, dtype, name, val_fraction)
     specs, task_specs = _resolve(registry, backbones, tasks, seeds, weights, limit)
     label = weights_name(weights, name)
-    configs = {(task.name, kind): resolve_config(recipe, kind, task, overrides) for task in task_specs for kind in kinds}
+    configs = {(task.name, kind): resolve_config(recipes[kind], kind, task, overrides) for task in task_specs for kind in kinds}
     cells = []
     for spec in specs:
         spec_layers = layers or default_layer_spec(spec.windows)
@@ -241,7 +244,7 @@ def plan_cells(
                 dtype=dtype,
                 weights_name=label,
                 default_layers=layers is None,
-                protocol=protocol,
+                protocol=recipes[kind].name,
                 layer_sets=sets,
             )
             for task in task_specs

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Union
 
 from aimbench.cards.registry import Registry
 from aimbench.errors import UserError
-from aimbench.identity import DEFAULT_PROTOCOL
 from aimbench.launch.cells import Cell, plan_cells
 from aimbench.launch.options import RunOptions
 from aimbench.names import split_names
@@ -87,7 +86,7 @@ class EvalRequest:
     limit: int | None = None
     weights: str | None = None
     name: str | None = None
-    protocol: str = DEFAULT_PROTOCOL
+    protocol: str | None = None  # None: each probe kind's default card (aimbench.identity.DEFAULT_PROTOCOLS)
     dtype: str = "fp32"
     epochs: int | None = None
     data_mode: str | None = None
@@ -123,7 +122,7 @@ class EvalRequest:
         limit: int | None = None,
         weights: str | None = None,
         name: str | None = None,
-        protocol: str = DEFAULT_PROTOCOL,
+        protocol: str | None = None,
         dtype: str = "fp32",
         epochs: int | None = None,
         data_mode: str | None = None,

@@ -16,11 +16,19 @@ from aimbench.probes.job import ProbeJob, ProbeOutcome, StageCallback, no_progre
 from aimbench.probes.kinds import OFFICIAL, REGISTRY, CacheNeed, PlanShape, ProbeKind, kind_name, probe_kind, run_probe
 from aimbench.probes.knn.config import KnnProbeConfig
 from aimbench.probes.linear.config import LinearProbeConfig
-from aimbench.probes.protocol import DEFAULT_PROTOCOL, check_overrides, default_config, protocol_label, protocol_record, resolve_config
+from aimbench.probes.protocol import (
+    DEFAULT_PROTOCOLS,
+    check_overrides,
+    default_config,
+    default_protocol,
+    protocol_label,
+    protocol_record,
+    resolve_config,
+)
 from aimbench.probes.results import LayerResult, ProbeResult
 
 __all__ = [
-    "DEFAULT_PROTOCOL",
+    "DEFAULT_PROTOCOLS",
     "HEADS_SHARE",
     "OFFICIAL",
     "REGISTRY",
@@ -42,6 +50,7 @@ __all__ = [
     "blocks_needed",
     "check_overrides",
     "default_config",
+    "default_protocol",
     "kind_name",
     "no_progress",
     "parse_blocks",

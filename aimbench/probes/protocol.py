@@ -22,11 +22,11 @@ from aimbench.cards.protocol_card import FIELDS, PROTOCOL_KINDS, TASKS, Protocol
 from aimbench.cards.registry import builtin_cards_root, read_toml
 from aimbench.cards.task_card import TaskSpec
 from aimbench.errors import UserError, unknown_name
-from aimbench.identity import DEFAULT_PROTOCOL
+from aimbench.identity import DEFAULT_PROTOCOLS, default_protocol
 from aimbench.probes.config import ProbeConfig, Provenance, values
 from aimbench.probes.kinds import probe_kind
 
-__all__ = ["DEFAULT_PROTOCOL", "default_config", "protocol_label", "protocol_record", "resolve_config"]
+__all__ = ["DEFAULT_PROTOCOLS", "default_config", "default_protocol", "protocol_label", "protocol_record", "resolve_config"]
 
 PROTOCOL, TASK, CLI = "protocol", "task", "cli"  # where a resolved value comes from
 
@@ -111,10 +111,11 @@ def builtin_protocol(name: str) -> ProtocolSpec:
     return parse_protocol_card(read_toml(path), path)
 
 
-def default_config(kind: str, protocol: str = DEFAULT_PROTOCOL, **overrides: Any) -> ProbeConfig:
-    """A shipped protocol's config for ``kind`` with no task: what a cell built without a config
-    trains with, and a short way to write a variant (``default_config("linear", epochs=3)``)."""
-    return resolve_config(builtin_protocol(protocol), kind, None, overrides)
+def default_config(kind: str, protocol: str | None = None, **overrides: Any) -> ProbeConfig:
+    """A shipped protocol's config for ``kind`` with no task (``protocol`` None: the kind's default
+    card): what a cell built without a config trains with, and a short way to write a variant
+    (``default_config("linear", "aim-v1", epochs=3)``)."""
+    return resolve_config(builtin_protocol(protocol or default_protocol(kind)), kind, None, overrides)
 
 
 def protocol_record(name: str, config: ProbeConfig) -> dict[str, Any]:

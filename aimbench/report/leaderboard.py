@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 
@@ -61,6 +61,12 @@ ORDER BY min(min(position)) OVER (PARTITION BY model), layer <> 'last', min(posi
 """
 
 MEASURED, PAPER, DELTA = "measured", "paper", "delta"
+
+
+class SetupLabel(Protocol):
+    """How rows name a setup: its probe and what sets it apart (``name_protocol``: always its protocol)."""
+
+    def __call__(self, setup: Setup, name_protocol: bool = False) -> str: ...
 
 
 @dataclass
@@ -113,15 +119,17 @@ def _card_windows(cells: dict[str, dict[str, Any]]) -> CardWindows:
     return CardWindows(depth, windows)
 
 
-def _measured_rows(summaries: list[dict[str, Any]]) -> tuple[dict[Setup, dict[str, dict[str, Any]]], list[Row], Callable[[Setup], str]]:
+def _measured_rows(
+    summaries: list[dict[str, Any]],
+) -> tuple[dict[Setup, dict[str, dict[str, Any]]], list[Row], SetupLabel]:
     """The rows of each setup, and how rows name a setup (its probe and what sets it apart)."""
     by_setup: dict[Setup, dict[str, dict[str, Any]]] = defaultdict(dict)
     for s in summaries:
         by_setup[Setup.of(s)][s["task"]] = s
     varying = varying_columns(list(by_setup))
 
-    def label(setup: Setup) -> str:
-        return setup.probe_label(varying[(setup.backbone, setup.weights_key)])
+    def label(setup: Setup, name_protocol: bool = False) -> str:
+        return setup.probe_label(varying[(setup.backbone, setup.weights_key)], name_protocol)
 
     rows = []
     for setup, cells in by_setup.items():
@@ -134,8 +142,9 @@ def _measured_rows(summaries: list[dict[str, Any]]) -> tuple[dict[Setup, dict[st
     return by_setup, rows, label
 
 
-def _comparison_rows(comparisons: list[Comparison], label: Callable[[Setup], str]) -> dict[str, list[Row]]:
-    """Per backbone: the measured score on each paper window (once per setup and window), then the Δ rows."""
+def _comparison_rows(comparisons: list[Comparison], label: SetupLabel) -> dict[str, list[Row]]:
+    """Per backbone: the measured score on each paper window (once per setup and window), then the Δ
+    rows, which always name the protocol the measured side was trained under."""
     windows, deltas, seen = defaultdict(list), defaultdict(list), set()
     for c in comparisons:
         setup, paper = c.setup, c.paper
@@ -144,7 +153,7 @@ def _comparison_rows(comparisons: list[Comparison], label: Callable[[Setup], str
             seen.add((setup, c.window))
             windows[setup.backbone].append(Row(MEASURED, setup.backbone, setup.weights_name, label(setup), layer,
                                                {t: {"score": v} for t, v in c.measured.items()}))  # fmt: skip
-        deltas[setup.backbone].append(Row(DELTA, setup.backbone, setup.weights_name, f"Δ {label(setup)} vs {paper.model}", layer,
+        deltas[setup.backbone].append(Row(DELTA, setup.backbone, setup.weights_name, f"Δ {label(setup, True)} vs {paper.model}", layer,
                                           {t: {"score": v} for t, v in c.deltas().items()}))  # fmt: skip
     return {b: windows[b] + deltas[b] for b in windows}
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from aimbench.cards.registry import Registry
 from aimbench.cards.task_card import SourceSpec, TaskSpec
-from aimbench.identity import DEFAULT_PROTOCOL
+from aimbench.identity import DEFAULT_PROTOCOLS
 from aimbench.report.tables import Table
 
 
@@ -87,10 +87,15 @@ def task_listing(registry: Registry, pattern: str | None = None, data_root: Path
     return Table(f"{len(rows)} tasks", columns + (["data"] if data_root is not None else []), rows, notes)
 
 
+def _default_for(protocol: str) -> str:
+    kinds = [kind for kind, name in DEFAULT_PROTOCOLS.items() if name == protocol]
+    return f" (default: {', '.join(kinds)})" if kinds else ""
+
+
 def protocol_listing(registry: Registry, pattern: str | None = None) -> Table:
-    """The protocols (probe recipes) with the probes each defines; the default is marked."""
+    """The protocols (probe recipes) with the probes each defines; each probe kind's default is marked."""
     rows = [
-        [spec.name + (" (default)" if spec.name == DEFAULT_PROTOCOL else ""), ", ".join(spec.kinds), spec.description, str(spec.card_path)]
+        [spec.name + _default_for(spec.name), ", ".join(spec.kinds), spec.description, str(spec.card_path)]
         for spec in sorted(registry.protocols.values(), key=lambda s: s.name)
         if _matches(spec.name, pattern)
     ]

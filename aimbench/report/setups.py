@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aimbench.identity import DEFAULT_PROTOCOL, SETUP_COLUMNS
+from aimbench.identity import SETUP_COLUMNS, default_protocol
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,17 +39,19 @@ class Setup:
     def limited(self) -> bool:
         return self.image_limit is not None
 
-    def qualifiers(self, varying: Iterable[str] = ()) -> list[str]:
-        """What sets this setup apart: a limit, a non-fp32 dtype and a non-default protocol always;
-        the layer spec where it varies between rows of the same backbone and probe."""
+    def qualifiers(self, varying: Iterable[str] = (), name_protocol: bool = False) -> list[str]:
+        """What sets this setup apart: a limit, a non-fp32 dtype and a protocol other than the probe
+        kind's default always (any protocol with ``name_protocol``, as Δ-vs-paper rows name what they
+        were measured under); the layer spec where it varies between rows of the same backbone and probe."""
         out = [f"limit {self.image_limit}"] if self.limited else []
         out += [self.dtype] if self.dtype not in (None, "fp32") else []
-        out += [f"protocol {self.protocol}"] if self.protocol not in (DEFAULT_PROTOCOL, "") else []
+        named = name_protocol or self.protocol != default_protocol(self.probe)
+        out += [f"protocol {self.protocol}"] if self.protocol and named else []
         out += [f"layers {self.layers_spec}"] if "layers_spec" in varying and self.layers_spec else []
         return out
 
-    def probe_label(self, varying: Iterable[str] = ()) -> str:
-        return " · ".join([self.probe, *self.qualifiers(varying)])
+    def probe_label(self, varying: Iterable[str] = (), name_protocol: bool = False) -> str:
+        return " · ".join([self.probe, *self.qualifiers(varying, name_protocol)])
 
 
 def varying_columns(setups: Sequence[Setup]) -> dict[tuple[str, str], set[str]]:

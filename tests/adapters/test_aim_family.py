@@ -140,7 +140,7 @@ def test_hub_weights_resolve_from_the_cache_offline_and_are_checksummed(tmp_path
     results = tmp_path / "results"
     proc = run_cli(
         "eval", "-b", "aim-micro-x", "-t", "digits", "--cards", str(cards), "--results", str(results),
-        "--limit", "40", "--epochs", "2", env={"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"},
+        "--limit", "40", "--epochs", "2", "--protocol", "aim-v1", env={"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"},
     )  # fmt: skip
     if checksum_ok:
         assert proc.returncode == 0, proc.stderr

@@ -255,7 +255,7 @@ def test_eval_through_the_cli_writes_one_record(tmp_path: Path) -> None:
     cards, results = tmp_path / "cards", tmp_path / "results"
     clip_card(cards)
     proc = run_cli(
-        "eval", "-b", NAME, "-t", "digits", "--cards", str(cards), "--results", str(results), "--limit", "40", "--epochs", "2"
+        "eval", "-b", NAME, "-t", "digits", "--cards", str(cards), "--results", str(results), "--limit", "40", "--epochs", "2", "--protocol", "aim-v1"
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "initialized randomly" not in proc.stderr  # open_clip's build chatter is not passed on

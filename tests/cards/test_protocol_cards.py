@@ -11,7 +11,7 @@ from conftest import write_card
 from aimbench.cards.protocol_card import FIELDS, PROTOCOL_KINDS
 from aimbench.cards.registry import Registry
 from aimbench.errors import CardError, UserError
-from aimbench.identity import DEFAULT_PROTOCOL
+from aimbench.identity import DEFAULT_PROTOCOLS
 
 REPO = Path(__file__).resolve().parents[2]
 AIM_V1 = (REPO / "protocols" / "aim-v1.toml").read_text()
@@ -31,7 +31,10 @@ def assert_card_error(root: Path, kind: str, name: str, text: str, field: str, p
 def test_shipped_protocols_define_every_field_with_a_source() -> None:
     registry = Registry.load()
     assert {"aim-v1", "aimbench-fast", "aim-v2", "dinov2-linear"} <= set(registry.protocols)
-    assert registry.protocol(DEFAULT_PROTOCOL).kinds == PROTOCOL_KINDS  # the default recipe covers every probe kind
+    assert set(DEFAULT_PROTOCOLS) == set(PROTOCOL_KINDS)  # every trained kind has a default recipe ...
+    assert all(kind in registry.protocol(name).kinds for kind, name in DEFAULT_PROTOCOLS.items())  # ... that defines it
+    assert DEFAULT_PROTOCOLS == {"attentive": "aim-v2", "linear": "dinov2-linear", "knn": "aim-v1"}  # docs/protocols.md says why
+    assert registry.protocol("aim-v1").kinds == PROTOCOL_KINDS  # the AIM paper's card covers every probe kind
     assert registry.protocol("aim-v2").kinds == ("attentive",)  # the AIMv2 paper reports attentive probes only
     assert registry.protocol("dinov2-linear").kinds == ("linear",)  # DINOv2's linear recipe
     for protocol in registry.protocols.values():

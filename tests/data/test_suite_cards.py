@@ -94,7 +94,7 @@ def test_miniature_copy_checks_loads_and_probes(name: str, tmp_path: Path, tiny_
         assert sorted(set(split.labels.tolist())) == list(range(classes))
         assert np.asarray(split.image(0)).shape[:2] == (8, 8)
 
-    (cell,) = plan_cells(registry, ["micro-cls"], [name], "linear", [0], layers="last", overrides={"epochs": 2})
+    (cell,) = plan_cells(registry, ["micro-cls"], [name], "linear", [0], layers="last", overrides={"epochs": 2}, protocol="aim-v1")
     planned = PlannedCell(cell=cell, identity=cell.identity(registry), skip=False)
     options = RunOptions(results_dir=tmp_path / "results", data_root=root, card_dirs=(tiny_cards,), device="cpu")
     record = read_record(run_cell(planned, options))

@@ -14,7 +14,7 @@ from test_cli import assert_one_line_error, records
 def _eval(tiny_cards: Path, results: Path, cache: Path, *extra: str):  # type: ignore[no-untyped-def]
     return run_cli(
         "eval", "-b", "micro-cls", "-t", "digits", "--cards", str(tiny_cards), "--results", str(results),
-        "--limit", "120", "--epochs", "3", *extra, env={"AIMBENCH_CACHE": str(cache)},
+        "--limit", "120", "--epochs", "3", "--protocol", "aim-v1", *extra, env={"AIMBENCH_CACHE": str(cache)},
     )  # fmt: skip
 
 

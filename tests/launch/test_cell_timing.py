@@ -24,7 +24,7 @@ LIMIT = 48  # images per split
 
 def run_cells(tmp_path: Path, cards: Path, backbone: str, probes: str, **overrides: Any) -> dict[str, dict[str, Any]]:
     registry = Registry.load([cards])
-    cells = plan_cells(registry, [backbone], ["digits"], probes, limit=LIMIT, overrides=overrides)
+    cells = plan_cells(registry, [backbone], ["digits"], probes, limit=LIMIT, overrides=overrides, protocol="aim-v1")
     options = RunOptions(results_dir=tmp_path / "results", card_dirs=(cards,), device="cpu", cache_dir=tmp_path / "cache")
     planned = [PlannedCell(cell=cell, identity=cell.identity(registry), skip=False) for cell in cells]
     return {p.cell.probe: json.loads(run_cell(p, options, registry=registry).read_text(encoding="utf-8")) for p in planned}

@@ -41,7 +41,12 @@ def test_probe_kinds_expand_with_their_own_configs(tiny_cards: Path) -> None:
     registry = Registry.load([tiny_cards])
     cells = plan_cells(registry, ["micro-cls"], ["digits"], probe="linear, knn,linear", layers="all,avg:1-2", overrides={"epochs": 3})
     assert [(c.probe, c.probe_config) for c in cells] == [("linear", default_config("linear", epochs=3)), ("knn", default_config("knn"))]
-    assert all(c.layers == "all,avg:1-2" and c.protocol == "aim-v1" for c in cells)
+    assert all(c.layers == "all,avg:1-2" for c in cells)
+    assert [c.protocol for c in cells] == ["dinov2-linear", "aim-v1"]  # each kind's default card
+    fast = plan_cells(registry, ["micro-cls"], ["digits"], probe="linear,knn", protocol="aimbench-fast")
+    assert [(c.protocol, c.probe_config) for c in fast] == [
+        ("aimbench-fast", default_config(k, "aimbench-fast")) for k in ("linear", "knn")
+    ]
     assert Cell("micro-cls", "digits", "knn", 0).probe_config == default_config("knn")
     with pytest.raises(UserError, match="run it on its own"):
         plan_cells(registry, ["micro-cls"], ["digits"], probe="official,linear")
@@ -56,9 +61,10 @@ def test_config_hash_covers_everything_that_changes_the_number(tmp_path: Path, t
         Cell("micro-cls", "digits", "linear", 0, limit=100),
         Cell("micro-cls", "digits", "linear", 0, weights="random"),
         Cell("micro-cls", "digits", "linear", 0, probe_config=default_config("linear", epochs=3)),
-        Cell("micro-cls", "digits", "linear", 0, probe_config=default_config("linear", weight_decays=(0.0,))),
+        Cell("micro-cls", "digits", "linear", 0, probe_config=default_config("linear", weight_decays=(0.0, 1e-4))),
         Cell("micro-cls", "digits", "linear", 0, probe_config=default_config("linear", grad_clip=1.0)),
         Cell("micro-cls", "digits", "linear", 0, protocol="aimbench-fast"),
+        Cell("micro-cls", "digits", "linear", 0, protocol="aim-v1"),
         Cell("micro-cls", "digits", "knn", 0),
         Cell("micro-cls", "digits", "knn", 0, probe_config=default_config("knn", temperature=0.1)),
     ]

@@ -63,7 +63,7 @@ def test_sizes_come_from_the_task_card_and_a_protocol_carved_val_leaves_train(re
 
 
 def test_an_attentive_cell_costs_its_backbone_and_little_else(registry: Registry) -> None:
-    [cell] = EvalRequest(backbones=("aim-600m",), tasks=("imagenet-1k",), probes=("attentive",)).cells(registry)
+    [cell] = EvalRequest(backbones=("aim-600m",), tasks=("imagenet-1k",), probes=("attentive",), protocol="aim-v1").cells(registry)
     cost = cell_cost(cell, registry, fixed)
     epochs, train = cell.probe_config.epochs, cost.images["train"]
     assert cost.forwards == epochs * train + cost.images["val"] + cost.images["test"]  # online: augmented views every epoch
@@ -74,14 +74,21 @@ def test_an_attentive_cell_costs_its_backbone_and_little_else(registry: Registry
 
 
 def test_each_probe_kind_counts_its_forwards(registry: Registry) -> None:
-    request = EvalRequest(backbones=("vit-tiny-cls",), tasks=("digits",), probes=("linear", "knn", "attentive"), epochs=3)
+    request = EvalRequest(
+        backbones=("vit-tiny-cls",), tasks=("digits",), probes=("linear", "knn", "attentive"), epochs=3, protocol="aim-v1"
+    )
     linear, knn, attentive = (cell_cost(c, registry, fixed) for c in request.cells(registry))
     once = 1347 + 150 + 300
     assert knn.forwards == once and knn.cache_bytes > 0  # cached: one forward per image, ever
     assert linear.forwards == once  # aim-v1's linear probe trains on cached features
     assert attentive.forwards == 3 * 1347 + 150 + 300 and attentive.cache_bytes == 0
-    [online] = EvalRequest(backbones=("vit-tiny-cls",), tasks=("digits",), probes=("linear",), epochs=3, data_mode="online").cells(registry)
+    online_request = EvalRequest(
+        backbones=("vit-tiny-cls",), tasks=("digits",), probes=("linear",), epochs=3, data_mode="online", protocol="aim-v1"
+    )
+    [online] = online_request.cells(registry)
     assert cell_cost(online, registry, fixed).forwards == once + 3 * 1347  # eval crops for the statistics, then augmented views
+    [dinov2] = EvalRequest(backbones=("vit-tiny-cls",), tasks=("digits",), probes=("linear",), epochs=3).cells(registry)  # the default
+    assert cell_cost(dinov2, registry, fixed).forwards == once + 3 * 1250 * 1024  # fixed epochs of 1,250 steps of 1,024 views
     [official] = EvalRequest(backbones=("aim-600m",), tasks=("imagenet-1k",), probes=("official",), layers="last").cells(registry)
     released = cell_cost(official, registry, fixed)
     assert released.forwards == 12_812 + 50_000 and released.backbone_flops == released.forwards * 24 * block_flops(256, 1536)
@@ -173,7 +180,7 @@ def test_a_plan_for_a_gpu_this_machine_lacks_uses_its_datasheet_peak_at_a_stated
 
 def test_totals_count_a_feature_extraction_cells_share_once(registry: Registry) -> None:
     options = {"results": "/nonexistent/results", "data_root": "/nonexistent/data"}
-    plan = LocalLauncher().plan(EvalRequest.from_options("aim-600m", "cifar10", "linear,knn", **options), dry_run=True)
+    plan = LocalLauncher().plan(EvalRequest.from_options("aim-600m", "cifar10", "linear,knn", protocol="aim-v1", **options), dry_run=True)
     cost = plan_cost(plan, fixed)
     linear, knn = cost.cells
     assert linear.forwards == knn.forwards == 60_000  # each alone: one pass over every split
@@ -183,8 +190,8 @@ def test_totals_count_a_feature_extraction_cells_share_once(registry: Registry) 
 
 
 def test_successive_halving_costs_the_share_of_head_steps_it_keeps(registry: Registry) -> None:
-    [halved] = EvalRequest(backbones=("aim-600m",), tasks=("imagenet-1k",), probes=("linear",), grid_search="halving").cells(registry)
-    [full] = EvalRequest(backbones=("aim-600m",), tasks=("imagenet-1k",), probes=("linear",)).cells(registry)
+    aim = {"backbones": ("aim-600m",), "tasks": ("imagenet-1k",), "probes": ("linear",), "protocol": "aim-v1"}
+    [halved], [full] = EvalRequest(**aim, grid_search="halving").cells(registry), EvalRequest(**aim).cells(registry)
     halved_cost, full_cost = cell_cost(halved, registry, fixed), cell_cost(full, registry, fixed)
     assert halved_cost.backbone_flops == full_cost.backbone_flops  # the same features
     assert 0.15 < halved_cost.head_flops / full_cost.head_flops < 0.3  # AIM: 18 heads per layer set, about a fifth kept
@@ -203,7 +210,8 @@ def test_each_kind_says_what_its_heads_hold_on_the_device(registry: Registry) ->
     from aimbench.probes.attentive.memory import bytes_per_layer_set
 
     attentive, linear, knn = (
-        cell_cost(c, registry, fixed) for c in EvalRequest.from_options("aim-600m", "imagenet-1k", "attentive,linear,knn").cells(registry)
+        cell_cost(c, registry, fixed)
+        for c in EvalRequest.from_options("aim-600m", "imagenet-1k", "attentive,linear,knn", protocol="aim-v1").cells(registry)
     )
     config, sets = registry.protocol("aim-v1"), 26  # AIM-600M: 24 blocks + the last and best windows
     points = len(config.sections["attentive"]["learning_rates"].value) * len(config.sections["attentive"]["weight_decays"].value)

@@ -48,7 +48,7 @@ def test_a_plan_for_an_h100_prints_gpu_hours_and_splits_heads_that_do_not_fit(tm
     proc = run_cli(*plan, "--dry-run", "--assume-gpu", "h100", "--dtype", "bf16", env=env)
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"est\. [\d.,]+ \w+ = [\d,]+ GPU-hours on an assumed device: the NVIDIA H100 SXM5 80GB's peak", proc.stdout)
-    assert "at 40% utilisation" in proc.stdout and "x7 passes" in proc.stdout  # 26 layer sets' heads beside a 17 GB backbone
+    assert "at 40% utilisation" in proc.stdout and "x12 passes" in proc.stdout  # aim-v2: 26 layer sets x 14 heads beside a 17 GB backbone
     refused = run_cli(*plan, "--assume-gpu", "h100", env=env)  # not a dry run: nothing to assume
     assert refused.returncode == 2 and "give --dry-run too" in refused.stderr and refused.stderr.count("\n") == 1
 

@@ -106,14 +106,18 @@ def test_the_slurm_launcher_plans_like_the_local_one_and_groups_cells_by_resourc
 def test_head_precision_is_a_recorded_protocol_override(tmp_path: Path, tiny_cards: Path) -> None:
     request = _request(tmp_path, tiny_cards, probes="linear", head_precision="bf16")
     [linear] = request.cells(request.registry())
-    assert linear.probe_config.head_precision == "bf16" and linear.identity(request.registry()).protocol == "aim-v1+head_precision=bf16"
+    assert (
+        linear.probe_config.head_precision == "bf16" and linear.identity(request.registry()).protocol == "dinov2-linear+head_precision=bf16"
+    )
     assert default_config("linear").head_precision == "fp32"  # the shipped protocols' default: the numbers linear probes always had
 
 
 def test_grid_search_is_a_recorded_protocol_override_of_linear_probes_only(tmp_path: Path, tiny_cards: Path) -> None:
     request = _request(tmp_path, tiny_cards, probes="linear,knn", grid_search="halving")
     linear, knn = request.cells(request.registry())
-    assert linear.probe_config.grid_search == "halving" and linear.identity(request.registry()).protocol == "aim-v1+grid_search=halving"
+    assert (
+        linear.probe_config.grid_search == "halving" and linear.identity(request.registry()).protocol == "dinov2-linear+grid_search=halving"
+    )
     assert knn.identity(request.registry()).protocol == "aim-v1"
     [default] = _request(tmp_path, tiny_cards, probes="linear").cells(request.registry())
     assert (

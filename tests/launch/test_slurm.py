@@ -38,7 +38,7 @@ def slurm() -> None:
         pytest.skip("no Slurm cluster answers here (start one: sudo bash .ci/start-slurm.sh)")
 
 
-EVAL = ("eval", "-b", "micro-cls,micro-patches", "-t", "digits", "--limit", "60", "--epochs", "2", "--cluster", "slurm",
+EVAL = ("eval", "-b", "micro-cls,micro-patches", "-t", "digits", "--limit", "60", "--epochs", "2", "--protocol", "aim-v1", "--cluster", "slurm",
         "--cpus-per-task", "1", "--time", "10")  # fmt: skip
 
 
@@ -136,7 +136,21 @@ def test_a_preempted_cell_requeues_resumes_and_ends_with_the_uninterrupted_numbe
     from aimbench.launch.slurm.jobs import job_rows
 
     results = tmp_path / "results"
-    long_cell = ("eval", "-b", "micro-cls", "-t", "digits", "--limit", "600", "--epochs", "400", "--cards", str(tiny_cards))
+    long_cell = (
+        "eval",
+        "-b",
+        "micro-cls",
+        "-t",
+        "digits",
+        "--limit",
+        "600",
+        "--epochs",
+        "400",
+        "--protocol",
+        "aim-v1",
+        "--cards",
+        str(tiny_cards),
+    )
     proc = run_cli(*long_cell, "--results", str(results), "--cluster", "slurm", "--cpus-per-task", "1")
     assert proc.returncode == 0, proc.stderr
     [state_file] = (results / "jobs").glob("*.json")

@@ -190,7 +190,7 @@ def test_a_request_beyond_the_node_is_refused_and_one_that_fits_runs(tmp_path: P
             pytest.fail("CI must run a Slurm cluster (.ci/run starts one with .ci/start-slurm.sh)")
         pytest.skip("no Slurm cluster answers here (start one: sudo bash .ci/start-slurm.sh)")
     results = tmp_path / "results"
-    cell = ("eval", "-b", "micro-cls", "-t", "digits", "--limit", "60", "--epochs", "2", "--cluster", "slurm", "--time", "10",
+    cell = ("eval", "-b", "micro-cls", "-t", "digits", "--limit", "60", "--epochs", "2", "--protocol", "aim-v1", "--cluster", "slurm", "--time", "10",
             "--cards", str(tiny_cards), "--results", str(results))  # fmt: skip
     refused = run_cli(*cell, "--cpus-per-task", str(cpus + 2))
     assert refused.returncode == 2 and not (results / "jobs").exists()

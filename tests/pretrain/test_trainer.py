@@ -128,7 +128,7 @@ def test_cli_pretrains_then_eval_reads_the_run_directory(images: Path, tmp_path:
     again = run_cli("pretrain", "aim-tiny", "--data", str(images), "--steps", "6", "--batch-size", "8", "--out", str(run))
     assert again.returncode == 2 and again.stderr.startswith("error: ") and "--resume" in again.stderr
     results = tmp_path / "results"
-    evaluated = run_cli("eval", "-b", "aim-tiny", "--weights", str(run), "-t", "digits", "--limit", "60", "--epochs", "2",
+    evaluated = run_cli("eval", "-b", "aim-tiny", "--weights", str(run), "-t", "digits", "--limit", "60", "--epochs", "2", "--protocol", "aim-v1",
                         "--results", str(results))  # fmt: skip
     assert evaluated.returncode == 0, evaluated.stderr
     [record] = [json.loads(p.read_text()) for p in (results / "runs").glob("*.json")]

@@ -31,13 +31,14 @@ def test_the_typed_configs_hold_exactly_the_cards_fields() -> None:
         assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(config) if f.name in FIELDS[kind]), kind
 
 
-def test_the_card_is_the_default() -> None:
-    aim = Registry.load().protocol("aim-v1")
-    config = default_config("attentive")
-    for name, sourced in aim.sections["attentive"].items():
+@pytest.mark.parametrize(("kind", "card"), [("attentive", "aim-v2"), ("linear", "dinov2-linear"), ("knn", "aim-v1")])
+def test_each_kinds_default_card_is_its_default_config(kind: str, card: str) -> None:
+    protocol = Registry.load().protocol(card)
+    config = default_config(kind)
+    for name, sourced in protocol.sections[kind].items():
         assert getattr(config, name) == sourced.value
         assert config.sources[name].source == sourced.source and config.sources[name].origin == "protocol"
-    assert config.val_fraction == aim.val_fraction.value
+    assert config.val_fraction == protocol.val_fraction.value
 
 
 def test_task_card_overrides_the_protocol_and_options_override_both(tmp_path: Path) -> None:
@@ -69,8 +70,9 @@ def test_task_card_overrides_the_protocol_and_options_override_both(tmp_path: Pa
 def test_cached_data_is_never_augmented() -> None:
     config = default_config("attentive", data_mode="cached")
     assert config.augmentation == "none" and config.sources["augmentation"].origin == "cli"
-    assert default_config("linear").augmentation == "none"  # aim-v1's linear probe reads cached features
-    assert default_config("linear", data_mode="online").augmentation == "rrc_flip"
+    assert default_config("linear", "aim-v1").augmentation == "none"  # aim-v1's linear probe reads cached features
+    assert default_config("linear", "aim-v1", data_mode="online").augmentation == "rrc_flip"
+    assert default_config("linear", data_mode="cached").augmentation == "none"  # dinov2-linear's online views, cached
 
 
 def test_bad_overrides_and_missing_probes_are_user_errors(tmp_path: Path) -> None:
@@ -126,6 +128,6 @@ def test_a_protocols_per_task_values_come_between_its_section_and_the_task_card(
 
 
 def test_min_lr_must_stay_below_every_scaled_learning_rate() -> None:
-    assert default_config("attentive", min_lr=1e-5).min_lr == 1e-5
+    assert default_config("attentive", "aim-v1", min_lr=1e-5).min_lr == 1e-5
     with pytest.raises(UserError, match=r"min_lr 0.001 is not below the lowest scaled learning rate 0.0001"):
-        default_config("attentive", min_lr=1e-3)
+        default_config("attentive", "aim-v1", min_lr=1e-3)

@@ -31,7 +31,7 @@ def test_clip_per_head_clips_each_head_as_clip_grad_norm_would_alone() -> None:
 
 
 def test_grid_optimizer_keeps_the_named_parameters_out_of_decay() -> None:
-    config = default_config("linear", learning_rates=(0.1,), weight_decays=(0.5,), no_weight_decay=("bias",), batch_size=512)
+    config = default_config("linear", "aim-v1", learning_rates=(0.1,), weight_decays=(0.5,), no_weight_decay=("bias",), batch_size=512)
     weight, bias = torch.zeros(2, requires_grad=True), torch.zeros(2, requires_grad=True)
     decayed, kept = grid_optimizer(config, [{"weight": [weight], "bias": [bias]}]).param_groups
     assert (decayed["params"], decayed["weight_decay"], kept["params"], kept["weight_decay"]) == ([weight], 0.5, [bias], 0.0)

@@ -87,7 +87,7 @@ def test_version_2_records_are_read_beside_version_3(results: Path) -> None:
     summaries = {(s["backbone"], s["protocol"]): s for s in cell_summaries(connect(results))}
     old = summaries[("vit-a", "legacy")]
     assert old["weights_key"] == "" and old["weights_name"] == "" and old["best_test_score"] == pytest.approx(0.60)
-    assert summaries[("vit", "aim-v1")]["best_test_score"] == pytest.approx(0.50)
+    assert summaries[("vit", "dinov2-linear")]["best_test_score"] == pytest.approx(0.50)
     table, _ = leaderboard_view(connect(results), Filters(backbones=("vit-a",)))
     assert table.rows[0][1] == "linear · protocol legacy"  # its probe defaults predate protocol cards: said, not hidden
 

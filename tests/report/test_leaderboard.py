@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from aimbench.identity import default_protocol
 from aimbench.report import cell_summaries, leaderboard, to_csv, to_markdown, to_rich
 from aimbench.report.filters import Filters
 from aimbench.report.leaderboard import published_rows
@@ -34,7 +35,7 @@ def record(
     return {
         "schema_version": 3, "record_id": f"{backbone}{task}{seed}{created}{weights}{limit}", "created_at": created,
         "cell_key": f"{backbone}|{task}|{probe}|{seed}", "backbone": backbone, "task": task, "probe": probe,
-        "seed": seed, "image_limit": limit, "metric": "top1", "protocol": "aim-v1", "layers_spec": layers_spec, "dtype": "fp32",
+        "seed": seed, "image_limit": limit, "metric": "top1", "protocol": default_protocol(probe), "layers_spec": layers_spec, "dtype": "fp32",
         "weights_key": f"sha256:{weights}" if weights else "", "weights_name": weights,
         "backbone_info": {"depth": 3, "windows": {"last": [0, 1, 2]}},
         "best_layer_set": "1", "best_layer": 1, "best_blocks": [1], "last_blocks": [1, 2], "best_val_score": best, "best_test_score": best,
@@ -148,8 +149,8 @@ def test_a_delta_only_compares_the_same_probe_kind_window_and_full_split(attenti
         # the measured score on exactly the paper's window, then Δ: never block 2 alone against a 3-block mean
         ("a", "attentive", "avg:0-2 (paper: last layer)", "66.0", "41.0"),
         ("a", "attentive", "avg:0-1 (paper: layer 3)", "55.0", "–"),
-        ("a", "Δ attentive vs M-1", "avg:0-2 (paper: last layer)", "+6.0", "-4.0"),
-        ("a", "Δ attentive vs M-1", "avg:0-1 (paper: layer 3)", "+5.0", "–"),
+        ("a", "Δ attentive · protocol aim-v2 vs M-1", "avg:0-2 (paper: last layer)", "+6.0", "-4.0"),
+        ("a", "Δ attentive · protocol aim-v2 vs M-1", "avg:0-1 (paper: layer 3)", "+5.0", "–"),
         ("b", "attentive", "best layer", "30.0 (L1)", "–"),
         ("b", "attentive", "last layer", "20.0 (L2)", "–"),
         ("", "Other [paper]", "last layer", "70.0", "–"),
@@ -163,7 +164,7 @@ def test_a_delta_only_compares_the_same_probe_kind_window_and_full_split(attenti
     means = {(r[0], r[1], r[2]): (r[-2], r[-1]) for r in table.rows}
     assert means[("a", "attentive", "last layer")] == ("52.5", "1")
     assert means[("a", "M-1 [paper]", "last layer")] == ("52.5", "2")  # ties rank in table order
-    assert means[("a", "Δ attentive vs M-1", "avg:0-2 (paper: last layer)")] == ("+1.0", "")  # Δ rows are never ranked
+    assert means[("a", "Δ attentive · protocol aim-v2 vs M-1", "avg:0-2 (paper: last layer)")] == ("+1.0", "")  # Δ rows are never ranked
     assert means[("a", "attentive", "avg:0-2 (paper: last layer)")] == ("53.5", "")  # window rows are not ranked either
     assert table.scores is not None and table.scores[6][3] == pytest.approx(0.60)
 

@@ -21,7 +21,22 @@ def test_a_delta_row_for_the_papers_window_and_a_note_for_a_single_block(tmp_pat
     write_card(cards, "backbones", "winfam", WINDOWED)
     (cards / "published").mkdir()
     (cards / "published" / "ours.csv").write_text(PUBLISHED, encoding="utf-8")
-    common = ["-b", "micro-win", "-t", "digits", "--probe", "attentive", "--epochs", "1", "--cards", str(cards), "--results", str(results)]
+    common = [
+        "-b",
+        "micro-win",
+        "-t",
+        "digits",
+        "--probe",
+        "attentive",
+        "--epochs",
+        "1",
+        "--protocol",
+        "aim-v1",
+        "--cards",
+        str(cards),
+        "--results",
+        str(results),
+    ]
     for extra in ([], ["--layers", "2"]):
         done = run_cli("eval", *common, *extra)
         assert done.returncode == 0, done.stderr

@@ -19,7 +19,7 @@ from aimbench.store.schema import RECORD_COLUMNS
 
 def test_records_of_every_probe_kind_have_exactly_the_schemas_columns(tmp_path: Path, tiny_cards: Path) -> None:
     registry = Registry.load([tiny_cards])
-    cells = plan_cells(registry, ["micro-cls"], ["digits"], "linear,knn,attentive", limit=48, overrides={"epochs": 1})
+    cells = plan_cells(registry, ["micro-cls"], ["digits"], "linear,knn,attentive", limit=48, overrides={"epochs": 1}, protocol="aim-v1")
     options = RunOptions(results_dir=tmp_path / "results", card_dirs=(tiny_cards,), device="cpu", cache_dir=tmp_path / "cache")
     seen: set[str] = set()
     for cell in cells:
@@ -46,7 +46,7 @@ def test_the_record_built_from_typed_results_has_exactly_the_schemas_columns(tin
     result = ProbeResult(heads=[HeadScore("block 1", "cls", {"lr": 0.1, "weight_decay": 0.0}, 0.5)], layers=[layer], best=layer, last=layer)
     identity = CellIdentity(
         backbone="micro-cls", task="digits", probe="linear", seed=0, layers="all", limit=None, dtype="fp32", weights_key="",
-        weights_name="", protocol="aim-v1", layers_in_key=False, config_hash="f" * 12,
+        weights_name="", protocol="dinov2-linear", layers_in_key=False, config_hash="f" * 12,
     )  # fmt: skip
     data = DataUsed("sklearn:digits", "1", task.split_policy(0.1), {"train": 10, "val": 2, "test": 5})
     run = CellRun(

@@ -48,11 +48,17 @@ def feature_sources(backbone: Backbone, layers: Sequence[int]) -> list[FeatureSo
     return [FeatureSource(layer, token) for layer in layers for token in backbone.spec.probe_tokens]
 
 
+def read_block_norm(backbone: Backbone, block_norm: str) -> str:
+    """``block_norm`` as ``backbone`` can apply it: "final" on a network with no norm after its last
+    block (:meth:`Backbone.final_norm` None) reads the raw blocks, and shares raw features' cache."""
+    return "raw" if block_norm == "final" and backbone.final_norm() is None else block_norm
+
+
 def pool_batch(backbone: Backbone, images: torch.Tensor, layers: Sequence[int], block_norm: str = "raw") -> torch.Tensor:
     """One forward: (B, len(layers) x poolings, D) float32, in the order of :func:`feature_sources`;
     ``block_norm = "final"``: every token through the backbone's final norm before pooling (DINOv2)."""
     pooled = []
-    norm = backbone.final_norm() if block_norm == "final" else None
+    norm = backbone.final_norm() if block_norm == "final" else None  # None: raw (or a network without one)
     with torch.inference_mode():
         for out in backbone.forward_layers(images, layers).values():
             patches, prefix = (

@@ -183,11 +183,18 @@ def test_final_norm_features_pool_normed_tokens_and_are_cached_apart_from_raw_on
     assert len(folders) == 2 and cache_key(backbone, images, split).get("block_norm") is None
 
 
-def test_a_network_without_a_final_norm_says_so_in_one_line(backbone: Backbone) -> None:
+def test_a_network_without_a_final_norm_reads_raw_blocks_from_the_raw_cache(backbone: Backbone, tmp_path: Path) -> None:
+    """As timm's forward_intermediates(norm=True) reads a model whose norm is Identity (it pools
+    first and normalises after, fc_norm): block_norm "final" is then the raw blocks, and the raw
+    features already cached serve it."""
     from torch import nn
 
-    from aimbench.errors import UserError
+    from aimbench.probes.features.extract import read_block_norm
 
-    backbone.model.norm = nn.Identity()  # as timm's models that pool first and normalise after (fc_norm)
-    with pytest.raises(UserError, match="no norm after its last block"):
-        backbone.final_norm()
+    assert read_block_norm(backbone, "final") == "final" and read_block_norm(backbone, "raw") == "raw"
+    backbone.model.norm = nn.Identity()
+    assert backbone.final_norm() is None and read_block_norm(backbone, "final") == "raw"
+    images, split, how = _images(), SplitKey("train", "builtin:test", "rev1"), Extraction(tmp_path, batch_size=3)
+    raw, _ = cached_pooled(backbone, images, [1], split, how)
+    again, stats = cached_pooled(backbone, images, [1], split, how, block_norm=read_block_norm(backbone, "final"))
+    assert stats["extracted_blocks"] == 0 and torch.equal(again.features, raw.features)

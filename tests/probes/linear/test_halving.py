@@ -54,7 +54,13 @@ def test_halving_picks_the_full_grids_best_in_most_cases_and_stays_close_on_val(
     (measured: 24 of 40), never more than 5 val points worse (measured: 4.2), 1 point on average
     (measured: 0.8)."""
     config = default_config(
-        "linear", learning_rates=(1e-3, 1e-2, 1e-1, 3e-1), weight_decays=(0.0, 1e-2), epochs=16, batch_size=64, grid_search="halving"
+        "linear",
+        "aim-v1",
+        learning_rates=(1e-3, 1e-2, 1e-1, 3e-1),
+        weight_decays=(0.0, 1e-2),
+        epochs=16,
+        batch_size=64,
+        grid_search="halving",
     )
     margins = []
     for seed in range(10):

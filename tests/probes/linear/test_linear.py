@@ -28,7 +28,7 @@ from aimbench.probes.schedule import warmup_cosine
 N_CLASSES = 3
 DIM = 8
 LAYERS = 3
-FAST = default_config("linear", learning_rates=(1e-2, 1e-1), weight_decays=(1e-4,), epochs=20, batch_size=64)
+FAST = default_config("linear", "aim-v1", learning_rates=(1e-2, 1e-1), weight_decays=(1e-4,), epochs=20, batch_size=64)
 
 
 def src(layer: int, token: str = PATCH_MEAN) -> ProbeSource:
@@ -82,7 +82,7 @@ def test_each_layer_keeps_its_best_val_head() -> None:
     sources = [src(layer, token) for layer in range(2) for token in (PATCH_MEAN, CLS)]
     # layer 0: cls informative, patch mean not; layer 1: patch mean informative
     train, val, test = _three_splits({1: 1.5, 2: 1.0}, n_sources=4)
-    config = default_config("linear", learning_rates=(1e-3, 3e-2, 3e-1), weight_decays=(0.0,), epochs=15, batch_size=64)
+    config = default_config("linear", "aim-v1", learning_rates=(1e-3, 3e-2, 3e-1), weight_decays=(0.0,), epochs=15, batch_size=64)
     result = train_linear_probes(train, val, test, sources, N_CLASSES, config, seed=1)
 
     tokens = (PATCH_MEAN, CLS, CONCAT)
@@ -111,7 +111,7 @@ def test_ties_go_to_the_first_candidate_in_grid_order() -> None:
     sources = [src(layer, token) for layer in range(3) for token in (PATCH_MEAN, CLS)]
     generator = torch.Generator().manual_seed(0)
     splits = [PooledFeatures(torch.zeros(90, len(sources), DIM), torch.randint(0, N_CLASSES, (90,), generator=generator)) for _ in range(3)]
-    config = default_config("linear", learning_rates=(1e-2, 1e-1), epochs=2, batch_size=32, grid_search="full")
+    config = default_config("linear", "aim-v1", learning_rates=(1e-2, 1e-1), epochs=2, batch_size=32, grid_search="full")
     result = train_linear_probes(*splits, sources, N_CLASSES, config, seed=0)
     assert len({h.val_score for h in result.heads}) == 1  # a genuine tie everywhere
     assert [(r.token, r.hparams) for r in result.layers] == [(PATCH_MEAN, {"lr": 1e-2, "weight_decay": 0.0})] * 3
@@ -185,7 +185,7 @@ def _selection(result: ProbeResult) -> list[tuple]:
 def test_test_labels_change_only_test_scores(corruption: str) -> None:
     sources = [src(layer, token) for layer in range(LAYERS) for token in (PATCH_MEAN, CLS)]
     train, val, test = _three_splits({0: 0.4, 3: 1.0, 4: 1.5}, n_sources=len(sources), seed=3)
-    config = default_config("linear", learning_rates=(1e-3, 1e-2, 1e-1), epochs=10, batch_size=64)
+    config = default_config("linear", "aim-v1", learning_rates=(1e-3, 1e-2, 1e-1), epochs=10, batch_size=64)
     clean = train_linear_probes(train, val, test, sources, N_CLASSES, config, seed=5)
 
     labels = test.labels
@@ -234,7 +234,7 @@ def _scores(result: ProbeResult) -> dict[tuple[str, str, float, float], float]:
 def test_every_head_of_the_grid_matches_training_it_alone(batch_size: int) -> None:
     train, val, test = _three_splits({1: 1.0, 2: 0.3})
     grid = default_config(
-        "linear", learning_rates=(1e-2, 3e-1), weight_decays=(0.0, 1e-1), epochs=20, batch_size=batch_size, grid_search="full"
+        "linear", "aim-v1", learning_rates=(1e-2, 3e-1), weight_decays=(0.0, 1e-1), epochs=20, batch_size=batch_size, grid_search="full"
     )
     together = _scores(train_linear_probes(train, val, test, SOURCES, N_CLASSES, grid, seed=0))
     alone: dict[tuple[str, str, float, float], float] = {}
@@ -282,7 +282,7 @@ def test_global_rng_does_not_affect_training() -> None:
 def test_on_epoch_reports_every_epoch() -> None:
     train, val, test = _three_splits({1: 1.0}, n=60)
     seen: list[int] = []
-    config = default_config("linear", learning_rates=(1e-2,), epochs=4, batch_size=16)
+    config = default_config("linear", "aim-v1", learning_rates=(1e-2,), epochs=4, batch_size=16)
     train_linear_probes(train, val, test, SOURCES, N_CLASSES, config, seed=0, on_epoch=seen.append)
     assert seen == [1, 2, 3, 4]
 
@@ -294,7 +294,7 @@ def test_concatenated_head_equals_a_head_on_the_concatenated_features() -> None:
     """patch_mean+cls is two weight blocks whose logits add: exactly a linear head on [pm; cls]."""
     sources = [src(0, PATCH_MEAN), src(0, CLS)]
     train, val, test = _three_splits({0: 0.7, 1: 0.7}, n_sources=2, seed=4)
-    config = default_config("linear", learning_rates=(3e-2,), weight_decays=(1e-2,), epochs=8, batch_size=64)
+    config = default_config("linear", "aim-v1", learning_rates=(3e-2,), weight_decays=(1e-2,), epochs=8, batch_size=64)
     together = train_linear_probes(train, val, test, sources, N_CLASSES, config, seed=2)
     concat_head = next(h for h in together.heads if h.token == CONCAT)
 
@@ -308,7 +308,7 @@ def test_concatenated_head_equals_a_head_on_the_concatenated_features() -> None:
 
 def test_weight_decay_changes_the_heads() -> None:
     train, val, test = _three_splits({1: 0.8})
-    config = default_config("linear", learning_rates=(3e-1,), weight_decays=(0.0, 10.0), epochs=20, batch_size=64)
+    config = default_config("linear", "aim-v1", learning_rates=(3e-1,), weight_decays=(0.0, 10.0), epochs=20, batch_size=64)
     result = train_linear_probes(train, val, test, SOURCES, N_CLASSES, config, seed=0)
     scores = {h.hparams["weight_decay"]: h.val_score for h in result.heads if h.layer_set == "1"}
     assert scores[0.0] > scores[10.0]  # a huge decay shrinks the informative head towards chance
@@ -336,7 +336,9 @@ def test_agrees_with_scikit_learn_logistic_regression() -> None:
     from sklearn.preprocessing import StandardScaler
 
     train, val, test = _three_splits({0: 0.9}, n=400, n_sources=1, seed=6)
-    config = default_config("linear", learning_rates=(1e-1,), weight_decays=(0.0,), epochs=150, batch_size=400, warmup_fraction=0.0)
+    config = default_config(
+        "linear", "aim-v1", learning_rates=(1e-1,), weight_decays=(0.0,), epochs=150, batch_size=400, warmup_fraction=0.0
+    )
     ours = train_linear_probes(train, val, test, [src(0)], N_CLASSES, config, seed=0)
 
     scaler = StandardScaler().fit(train.features[:, 0].numpy())
@@ -363,7 +365,9 @@ class _KilledAfterSaving(Checkpointing):
 
 def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     train, val, test = _three_splits({1: 1.0}, n=100)
-    config = default_config("linear", learning_rates=(1e-2, 1e-1), weight_decays=(0.0, 1e-2), epochs=3, batch_size=32)  # 4 steps per epoch
+    config = default_config(
+        "linear", "aim-v1", learning_rates=(1e-2, 1e-1), weight_decays=(0.0, 1e-2), epochs=3, batch_size=32
+    )  # 4 steps per epoch
     whole = train_linear_probes(train, val, test, SOURCES, N_CLASSES, config, seed=3)
     state = tmp_path / "linear.pt"
     with pytest.raises(KeyboardInterrupt):
@@ -385,7 +389,9 @@ def test_online_linear_probe_trains_on_views_resumes_and_ignores_test_labels(mic
         for s in (splits.train, splits.val, splits.test)
     ]
     (train, sources), (val, _), (test, _) = cached
-    config = default_config("linear", learning_rates=(1e-2, 1e-1), weight_decays=(0.0,), epochs=2, batch_size=16, data_mode="online")
+    config = default_config(
+        "linear", "aim-v1", learning_rates=(1e-2, 1e-1), weight_decays=(0.0,), epochs=2, batch_size=16, data_mode="online"
+    )
     online = online_probe_inputs(backbone, splits.train, sets, "rrc_flip", 0.08, seed=0, batch_size=16)
 
     calls = count_forwards(backbone)
@@ -427,6 +433,7 @@ def test_parameters_named_in_no_weight_decay_are_never_decayed() -> None:
     train, val, test = _three_splits({1: 0.8})
     config = default_config(
         "linear",
+        "aim-v1",
         learning_rates=(3e-1,),
         weight_decays=(0.0, 10.0),
         epochs=20,
@@ -497,7 +504,13 @@ def test_bf16_heads_select_and_score_as_fp32_heads() -> None:
 def test_halving_survivors_end_exactly_as_in_the_full_grid_and_stopped_heads_say_where() -> None:
     train, val, test = _three_splits({1: 1.0, 2: 0.3})
     grid = default_config(
-        "linear", learning_rates=(1e-3, 1e-2, 1e-1, 3e-1), weight_decays=(0.0, 1e-1), epochs=16, batch_size=64, grid_search="halving"
+        "linear",
+        "aim-v1",
+        learning_rates=(1e-3, 1e-2, 1e-1, 3e-1),
+        weight_decays=(0.0, 1e-1),
+        epochs=16,
+        batch_size=64,
+        grid_search="halving",
     )
     full = train_linear_probes(train, val, test, SOURCES, N_CLASSES, dataclasses.replace(grid, grid_search="full"), seed=0)
     halved = train_linear_probes(train, val, test, SOURCES, N_CLASSES, grid, seed=0)
@@ -516,7 +529,7 @@ def test_halving_survivors_end_exactly_as_in_the_full_grid_and_stopped_heads_say
 def test_halving_resumes_mid_run_with_the_heads_it_had_kept(tmp_path: Path) -> None:
     train, val, test = _three_splits({1: 1.0}, n=100)
     config = default_config(
-        "linear", learning_rates=(1e-2, 1e-1), weight_decays=(0.0, 1e-2), epochs=8, batch_size=32, grid_search="halving"
+        "linear", "aim-v1", learning_rates=(1e-2, 1e-1), weight_decays=(0.0, 1e-2), epochs=8, batch_size=32, grid_search="halving"
     )  # 4 steps/epoch
     whole = train_linear_probes(train, val, test, SOURCES, N_CLASSES, config, seed=3)
     state = tmp_path / "linear.pt"

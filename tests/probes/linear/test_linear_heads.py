@@ -17,7 +17,7 @@ from aimbench.probes.schedule import warmup_cosine_schedule
 DIM, CLASSES, SOURCES = 6, 5, 3
 READS = [(0,), (1,), (2,), (0, 2)]  # three single-source columns and one concatenated pair
 CONFIG = default_config(
-    "linear", learning_rates=(1e-2, 1e-1), weight_decays=(0.0, 1e-1), epochs=3, batch_size=16, head_precision="fp32"
+    "linear", "aim-v1", learning_rates=(1e-2, 1e-1), weight_decays=(0.0, 1e-1), epochs=3, batch_size=16, head_precision="fp32"
 )  # no clipping: the protocol's
 
 
