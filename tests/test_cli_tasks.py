@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from conftest import REPO, run_cli, write_card
@@ -10,6 +11,18 @@ from test_cli import assert_one_line_error
 from aimbench.cards.registry import Registry
 
 AIM15 = Registry.load().suites()["aim15"]
+
+
+def assert_task_failed(proc: subprocess.CompletedProcess, *fragments: str, task: str = "evil") -> None:
+    """``tasks prepare`` ended with ``task`` failed: exit 1, its row in the table, and its reason as one
+    ``error: <task>: ...`` line on stderr holding every fragment; no traceback."""
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    rows = [[cell.strip() for cell in line.split("│")[1:3]] for line in proc.stdout.splitlines() if line.startswith("│")]
+    assert [task, "failed"] in rows, proc.stdout
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith(f"error: {task}: ")]
+    for fragment in fragments:
+        assert fragment in line, line
 
 
 def test_check_all_on_an_empty_data_root_reports_every_task_missing(tmp_path: Path) -> None:
