@@ -230,7 +230,7 @@ def _transfer(download: Download, part: Path, retry: Retry, meter: ByteMeter, sa
             with part.open("ab" if offset else "wb") as handle:
                 while True:
                     try:
-                        chunk = response.read(CHUNK)
+                        chunk = response.read1(CHUNK)  # what has arrived: a cut or a stall loses no byte received
                     except (OSError, http.client.HTTPException) as exc:
                         raise _Transient(_reason(exc)) from None
                     if not chunk:
