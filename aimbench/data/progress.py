@@ -76,7 +76,7 @@ class PlainMeter:
         self.name, self.total, self.done, self.received = name, total, done, 0
         self.started = self.last = self.clock()
         resumed = f", resuming at {human_bytes(done)}" if done else ""
-        self.write(f"{name}: {human_bytes(total) if total is not None else 'size unknown'}{resumed}")
+        self.write(f"{name}: {human_bytes(total) if total is not None else 'size unknown'} to download{resumed}")
 
     def advance(self, amount: int) -> None:
         self.done += amount

@@ -232,7 +232,7 @@ def test_plain_progress_lines_come_at_most_every_period() -> None:
         meter.advance(10_000_000)
     meter.finish()
     assert lines == [
-        "big.tar: 100.0 MB, resuming at 20.0 MB",
+        "big.tar: 100.0 MB to download, resuming at 20.0 MB",
         "big.tar: 50.0 MB of 100.0 MB (50%), 1.0 MB/s, 50 s left",
         "big.tar: 80.0 MB of 100.0 MB (80%), 1.0 MB/s, 20 s left",
         "big.tar: 100.0 MB of 100.0 MB (100%), 1.0 MB/s, 0 s left",
