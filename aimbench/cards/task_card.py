@@ -3,7 +3,7 @@
 A task card says where the images come from (sources tried in order: a built-in loader, IDX
 files, an image folder, list files, a WILDS release, COCO-style JSON annotations, or a Hugging
 Face dataset pinned to a revision), how each source is fetched (archives with their published
-checksums, or the manual step for gated data), how train/val/test are formed, how many images
+checksums, or their exact sizes where none is published, or the manual step for gated data), how train/val/test are formed, how many images
 each split must have, the class count and the metric. The val split is
 either an official split or a stratified fraction of train carved with a fixed seed, so that it
 is identical for every run seed and never overlaps test; a card that gives neither takes the
@@ -43,15 +43,18 @@ AUGMENTED = ("linear", "attentive")  # the probes a task's ``augmentation`` appl
 
 @dataclass(frozen=True)
 class Download:
-    """A file ``aimbench tasks prepare`` fetches into the source's folder, checked against its
-    published checksum; archives (.tar, .tar.gz, .tgz, .zip) are unpacked with ``strip`` leading
-    path components removed, other files are kept as they are."""
+    """A file ``aimbench tasks prepare`` fetches into the source's folder, verified against what its
+    publisher states: an MD5 or SHA-256, or, where no checksum is published (the WILDS archives),
+    the exact size in bytes. A card names at least one of them, so that a truncated or replaced
+    file is never taken for the right one. Archives (.tar, .tar.gz, .tgz, .zip) are unpacked with
+    ``strip`` leading path components removed, other files are kept as they are."""
 
     url: str
     file: str  # local name; its suffix decides whether it is unpacked
     md5: str | None
     sha256: str | None
     strip: int
+    size: int | None = None  # bytes
 
 
 @dataclass(frozen=True)
@@ -172,9 +175,12 @@ def _read_download(fields: Fields) -> Download:
         checksums[key] = value
     default_file = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
     download = Download(url, fields.str("file", default=default_file), checksums["md5"], checksums["sha256"],
-                        fields.int("strip", default=0, minimum=0))  # fmt: skip
+                        fields.int("strip", default=0, minimum=0), fields.int("size", default=None, minimum=1))  # fmt: skip
     if "/" in download.file or download.file in ("", ".", ".."):
         raise fields.error("file", f"expected a plain file name, got {download.file!r}")
+    if download.md5 is None and download.sha256 is None and download.size is None:
+        raise fields.error("md5", "give the file's published md5 or sha256, or its exact size in bytes ('size') where no checksum "
+                                  "is published: without one a truncated or replaced download cannot be told from the right file")  # fmt: skip
     fields.reject_unknown()
     return download
 

@@ -2,15 +2,15 @@
 
 Thin like the main CLI: the work is in :mod:`aimbench.data.prepare` and :mod:`aimbench.data.check`.
 Both commands exit 1 when a requested task is not ready afterwards, after printing the table, so a
-script (or CI) can gate an evaluation on them.
+script (or CI) can gate an evaluation on them; ``prepare`` stopped by Ctrl-C prints the table and
+exits 130.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -21,9 +21,6 @@ from aimbench.cli.options import CardsOption, DataRootOption, make_console
 from aimbench.errors import UserError
 from aimbench.identity import DEFAULT_PROTOCOLS
 from aimbench.report.render import to_rich
-
-if TYPE_CHECKING:
-    from rich.status import Status
 
 tasks_app = typer.Typer(help="Prepare and check the benchmark datasets (tasks/*.toml).", no_args_is_help=True)
 
@@ -42,13 +39,12 @@ def _root(data_root: Path | None) -> Path:
     return data_root or default_data_root()
 
 
-def _show_progress(status: Status, task: str, message: str) -> None:
-    status.update(f"{task}: {message}")
-
-
 @tasks_app.command("prepare")
 def prepare(names: NamesArgument, data_root: DataRootOption = None, cards: CardsOption = None) -> None:
-    """Fetch what can be fetched (archives with checksums, HF snapshots) into the card layouts.
+    """Fetch what can be fetched (verified, resumable downloads; HF snapshots) into the card layouts.
+
+    A failing task is one row of the summary (and one 'error:' line on stderr) and the others go on;
+    Ctrl-C keeps partial downloads, which the same command resumes.
 
     [bold]Examples[/bold]
 
@@ -56,16 +52,24 @@ def prepare(names: NamesArgument, data_root: DataRootOption = None, cards: Cards
 
       aimbench tasks prepare all
     """
-    from aimbench.data.prepare import PREPARED, READY, prepare_task
+    from aimbench.data.prepare import FAILED, PREPARED, READY, prepare_tasks
+    from aimbench.data.progress import meter_for
     from aimbench.report.task_status import prepare_table
 
     console = make_console()
-    root = _root(data_root)
-    outcomes = []
-    for task in _resolve(names, cards):
-        with console.status(f"{task.name}…") as status:
-            outcomes.append(prepare_task(task, root, partial(_show_progress, status, task.name)))
+    tasks = _resolve(names, cards)
+
+    def say(task: str, message: str) -> None:
+        console.print(f"{task}: {message}", markup=False, highlight=False)
+
+    outcomes, interrupted = prepare_tasks(tasks, _root(data_root), say, meter=meter_for(console))
     console.print(to_rich(prepare_table(outcomes)))
+    errors = make_console(stderr=True)
+    for outcome in outcomes:  # whole, one line each: a table cell wraps, a log is searched by line
+        if outcome.status == FAILED:
+            errors.print(f"error: {outcome.task}: {outcome.detail}", markup=False, highlight=False, soft_wrap=True)
+    if interrupted:
+        raise typer.Exit(130)
     if any(o.status not in (READY, PREPARED) for o in outcomes):
         raise typer.Exit(1)
 

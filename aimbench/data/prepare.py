@@ -1,42 +1,49 @@
 """``aimbench tasks prepare``: fetch what can be fetched and unpack it into the card's layout.
 
 For each task the first present source wins. Otherwise the card's sources are tried in order:
-archives and list files are downloaded (their published MD5/SHA-256 checked while streaming),
-unpacked into a hidden staging folder and moved into place only when complete, so an interrupted
-prepare leaves nothing that ``locate`` would mistake for data. Nothing is written outside the data
-root: the card's folder must resolve inside it (links included) and no archive member may land
-outside the staging folder; either stops ``prepare`` with one line. Hugging Face sources are
-snapshotted into ``<data-root>/hf/<id>`` at the card's revision. Gated datasets (ImageNet,
-iNaturalist) end with the card's manual step. Offline (``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE``)
+archives and list files are downloaded into ``<data-root>/.downloads`` by
+:mod:`aimbench.data.download` (resumable, retried, verified against the card's checksum or exact
+size before use), unpacked into a hidden staging folder and moved into place only when complete,
+so an interrupted prepare leaves nothing that ``locate`` would mistake for data, only ``.part``
+downloads that the next run resumes. Free space is checked before each source against the sizes
+the card states (a download, and as much again to unpack it), and before each file against the
+size its server announces. Nothing is written outside the data root: the card's folder must
+resolve inside it (links included) and no archive member may land outside the staging folder;
+either fails the task with one line instead of falling back to its next source. Hugging Face
+sources are snapshotted into ``<data-root>/hf/<id>`` at the card's revision. Gated datasets
+(ImageNet) end with the card's manual step. Offline (``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE``)
 nothing is fetched and the outcome says so.
+
+:func:`prepare_tasks` prepares a list the way ``tasks prepare all`` needs: one task's failure is
+its row of the summary and the others go on; Ctrl-C ends the list with the rows so far.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import functools
 import os
 import shutil
 import tarfile
-import urllib.error
-import urllib.request
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from aimbench.atomic import atomic_write
-from aimbench.cards.task_card import Download, SourceSpec, TaskSpec
+from aimbench.cards.task_card import SourceSpec, TaskSpec
 from aimbench.confine import resolves_inside
+from aimbench.data.download import Retry, fetch, part_of, require_free_space
 from aimbench.data.hf_source import snapshot_dir
+from aimbench.data.progress import ByteMeter
 from aimbench.data.sources import TaskNotReady, locate_source
 from aimbench.errors import UserError
 
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 DOWNLOADS_DIR = ".downloads"
-CHUNK = 1 << 20
+CHUNK = 1 << 20  # unzip copy buffer
 
 READY, PREPARED, MANUAL, OFFLINE, FAILED = "ready", "prepared", "manual step needed", "offline", "failed"
+INTERRUPTED, NOT_STARTED = "interrupted", "not started"
 
 
 @dataclass(frozen=True)
@@ -48,45 +55,6 @@ class PrepareOutcome:
 
 def is_offline() -> bool:
     return any(os.environ.get(name, "").lower() in ("1", "true", "yes", "on") for name in OFFLINE_VARIABLES)
-
-
-def _download(download: Download, folder: Path, progress: Callable[[str], None]) -> Path:
-    """Stream ``download`` into ``folder``, checking its published checksums; reuse a verified copy."""
-    target = folder / download.file
-    if target.is_file() and _checksum_problem(download, target) is None:
-        return target
-    progress(f"downloading {download.url}")
-    hashes = {name: hashlib.new(name, usedforsecurity=False) for name in ("md5", "sha256")}
-
-    def write(handle) -> None:
-        with urllib.request.urlopen(download.url, timeout=60) as response:  # noqa: S310 - http(s) only, checked by the card parser
-            while chunk := response.read(CHUNK):
-                handle.write(chunk)
-                for hasher in hashes.values():
-                    hasher.update(chunk)
-        for name, expected in (("md5", download.md5), ("sha256", download.sha256)):
-            if expected is not None and hashes[name].hexdigest() != expected:
-                raise UserError(f"{download.url}: {name} is {hashes[name].hexdigest()}, the card publishes {expected}")
-
-    try:
-        atomic_write(target, write)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
-        raise UserError(f"cannot download {download.url}: {reason}") from None
-    return target
-
-
-def _checksum_problem(download: Download, path: Path) -> str | None:
-    for name, expected in (("md5", download.md5), ("sha256", download.sha256)):
-        if expected is None:
-            continue
-        hasher = hashlib.new(name, usedforsecurity=False)
-        with path.open("rb") as handle:
-            while chunk := handle.read(CHUNK):
-                hasher.update(chunk)
-        if hasher.hexdigest() != expected:
-            return f"{path}: {name} is {hasher.hexdigest()}, the card publishes {expected}"
-    return None
 
 
 class EscapesDataRoot(UserError):
@@ -163,14 +131,41 @@ def _write_target(source: SourceSpec, data_root: Path) -> Path:
     return target
 
 
-def _fetch_downloads(source: SourceSpec, data_root: Path, progress: Callable[[str], None]) -> None:
+def _space_needed(source: SourceSpec, downloads: Path) -> int:
+    """Bytes the card's stated sizes call for: what is left to download, and each file's size again
+    for its unpacked copy (image archives hardly compress). Downloads without a stated size are
+    checked when their server announces one."""
+    needed = 0
+    for download in source.downloads:
+        if download.size is None:
+            continue
+        final, part = downloads / download.file, part_of(downloads / download.file)
+        held = download.size if final.is_file() else part.stat().st_size if part.is_file() else 0
+        needed += max(download.size - held, 0) + download.size
+    return needed
+
+
+def _unpacked_size(archive: Path) -> int:
+    """What unpacking ``archive`` writes: exact for a zip (its directory lists every size), at least
+    the archive's own size otherwise (a tar's sizes are known only by reading it through)."""
+    if archive.name.lower().endswith(".zip"):
+        with contextlib.suppress(zipfile.BadZipFile, OSError), zipfile.ZipFile(archive) as zipped:
+            return sum(info.file_size for info in zipped.infolist())
+    return archive.stat().st_size
+
+
+def _fetch_downloads(source: SourceSpec, data_root: Path, progress: Callable[[str], None], retry: Retry, meter: ByteMeter | None) -> None:
     final = _write_target(source, data_root)
+    downloads = data_root / DOWNLOADS_DIR
+    require_free_space(data_root, _space_needed(source, downloads), f"'{source.options['dir']}' (its download and unpacked copy)")
     staging = data_root / f".{source.options['dir'].replace('/', '_')}.part"
     staging.unlink() if staging.is_symlink() else shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
         for download in source.downloads:
-            fetched = _download(download, data_root / DOWNLOADS_DIR, progress)
+            progress(f"fetching {download.url}")
+            fetched = fetch(download, downloads, retry, meter, progress)
+            require_free_space(staging, _unpacked_size(fetched), f"unpacking {fetched.name}")
             progress(f"unpacking {fetched.name}")
             _unpack(fetched, staging, download.strip)
         final.mkdir(parents=True, exist_ok=True)
@@ -181,14 +176,14 @@ def _fetch_downloads(source: SourceSpec, data_root: Path, progress: Callable[[st
             elif target.exists():
                 shutil.rmtree(target)
             os.replace(entry, target)
-    finally:
+    finally:  # also on Ctrl-C: the staging folder goes, the downloads' .part files stay for the next run
         shutil.rmtree(staging, ignore_errors=True)
         with contextlib.suppress(OSError):  # a failed first download leaves no empty folder behind
-            (data_root / DOWNLOADS_DIR).rmdir()
+            downloads.rmdir()
     for download in source.downloads:  # unpacked and in place: the archives are no longer needed
-        (data_root / DOWNLOADS_DIR / download.file).unlink(missing_ok=True)
+        (downloads / download.file).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
-        (data_root / DOWNLOADS_DIR).rmdir()
+        downloads.rmdir()
 
 
 def _fetch_hf(source: SourceSpec, data_root: Path, progress: Callable[[str], None]) -> None:
@@ -209,8 +204,18 @@ def _fetch_hf(source: SourceSpec, data_root: Path, progress: Callable[[str], Non
         raise UserError(f"cannot download {source.options['id']}: {reason}") from None
 
 
-def prepare_task(task: TaskSpec, data_root: Path, progress: Callable[[str], None] = lambda _: None) -> PrepareOutcome:
-    """Make ``task`` ready if this machine can; the outcome says what happened or what is left to do."""
+def prepare_task(
+    task: TaskSpec,
+    data_root: Path,
+    progress: Callable[[str], None] = lambda _: None,
+    retry: Retry = Retry(),
+    meter: ByteMeter | None = None,
+) -> PrepareOutcome:
+    """Make ``task`` ready if this machine can; the outcome says what happened or what is left to do.
+
+    A source that fails (its download, its space, its archive) falls back to the next one; an
+    :class:`EscapesDataRoot` is raised, since no other source makes that card or archive safe.
+    """
     try:
         return PrepareOutcome(task.name, READY, locate_source(task, data_root).where)
     except TaskNotReady as exc:
@@ -225,10 +230,43 @@ def prepare_task(task: TaskSpec, data_root: Path, progress: Callable[[str], None
     errors = []
     for source in fetchable:
         try:
-            (_fetch_hf if source.kind == "hf" else _fetch_downloads)(source, data_root, progress)
+            if source.kind == "hf":
+                _fetch_hf(source, data_root, progress)
+            else:
+                _fetch_downloads(source, data_root, progress, retry, meter)
             return PrepareOutcome(task.name, PREPARED, locate_source(task, data_root).where)
         except EscapesDataRoot:
             raise
         except UserError as exc:
             errors.append(str(exc))
+        except OSError as exc:  # creating or moving folders under the data root: permissions, a read-only mount
+            errors.append(f"cannot write under {data_root}: {exc}")
     return PrepareOutcome(task.name, FAILED, "; ".join(errors + manual))
+
+
+def prepare_tasks(
+    tasks: list[TaskSpec],
+    data_root: Path,
+    progress: Callable[[str, str], None] = lambda _task, _message: None,
+    retry: Retry = Retry(),
+    meter: ByteMeter | None = None,
+) -> tuple[list[PrepareOutcome], bool]:
+    """Prepare each task in turn; return an outcome per task and whether Ctrl-C stopped the list.
+
+    A task that fails, however (its downloads, the disk, an unsafe archive), is its own failed
+    outcome and the next task goes on: a network error on the 8th of 15 tasks must not cost the
+    other seven. Ctrl-C marks the task in progress interrupted (its partial downloads stay, to be
+    resumed by the same command) and the rest not started; the caller still prints the table.
+    """
+    outcomes: list[PrepareOutcome] = []
+    for index, task in enumerate(tasks):
+        try:
+            outcomes.append(prepare_task(task, data_root, functools.partial(progress, task.name), retry, meter))
+        except KeyboardInterrupt:
+            resume = f"stopped; partial downloads are kept in {data_root / DOWNLOADS_DIR}: run the same command again to resume"
+            outcomes.append(PrepareOutcome(task.name, INTERRUPTED, resume))
+            outcomes += [PrepareOutcome(t.name, NOT_STARTED, "not started (interrupted)") for t in tasks[index + 1 :]]
+            return outcomes, True
+        except UserError as exc:  # EscapesDataRoot: this card or archive is not to be trusted, the next task may be
+            outcomes.append(PrepareOutcome(task.name, FAILED, str(exc)))
+    return outcomes, False

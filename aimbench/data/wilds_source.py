@@ -1,15 +1,22 @@
 """The WILDS releases (iWildCam 2.0, Camelyon17 1.0, RxRx1 1.0, fMoW 1.1) as their archives unpack.
 
 Each release is a metadata CSV plus image folders; the split of every row follows the WILDS
-package's ``official`` split scheme, re-implemented here so that no WILDS install is needed:
+package's ``official`` split scheme (checked against wilds 2.0.0's dataset classes),
+re-implemented here so that no WILDS install is needed:
 
 - iwildcam: the ``split`` column (train, val, test, id_val, id_test); images under ``train/``.
 - camelyon17: hospital (``center``) 1 is ``val`` and 2 is ``test`` (out-of-distribution);
   the other hospitals' rows are ``train`` (split 0) or ``id_val`` (split 1). No ID test exists.
 - rxrx1: the ``dataset`` column; training-experiment rows of site 2 are ``id_test``.
-- fmow: rows from 2016 on are OOD ``test``/``val`` by their ``split``, 2013-2015 OOD ``val``
-  only; earlier rows are ``train``/``id_val``/``id_test``; ``seq`` rows are sequestered. Images
-  are named by row number, labels index WILDS' fixed list of 62 categories.
+- fmow (``time_after_2016``): rows from 2016 on whose ``split`` is test are the OOD ``test``;
+  rows from 2013-2015 whose ``split`` is val are the OOD ``val``; rows before 2013 are
+  ``train``/``id_val``/``id_test`` by their ``split``; every other row (other splits in the OOD
+  years, ``seq``) is in no split. Images are named by row number, labels index WILDS' fixed list
+  of 62 categories.
+
+The shipped cards use only the in-distribution splits (and camelyon17 and rxrx1 carve val from
+train where WILDS has no id_val or id_test: see their cards); the OOD splits are read the WILDS
+way for cards that want them.
 """
 
 from __future__ import annotations
@@ -72,7 +79,7 @@ def _fmow(index: int, row: Row) -> tuple[str | None, str, int]:
     if split == "seq":
         chosen = None
     elif year >= FMOW_TEST_YEAR:
-        chosen = split if split in ("val", "test") else None
+        chosen = "test" if split == "test" else None  # WILDS' OOD val stops before the test years
     elif year >= FMOW_VAL_YEAR:
         chosen = "val" if split == "val" else None
     else:

@@ -187,6 +187,9 @@ DTD_CARD = (REPO / "tasks" / "dtd.toml").read_text()
     [
         ('md5 = "fff73e5086ae6bdbea199a49dfb8a4c1"', 'md5 = "fff73e50"', "sources[0].downloads[0].md5", "32 lower-case hex digits"),
         ('url = "https://www.robots', 'url = "ftp://www.robots', "sources[0].downloads[0].url", "an http(s) URL"),
+        ('md5 = "fff73e5086ae6bdbea199a49dfb8a4c1"', "size = 0", "sources[0].downloads[0].size", "an integer >= 1"),
+        ('md5 = "fff73e5086ae6bdbea199a49dfb8a4c1"', 'size = "1 GB"', "sources[0].downloads[0].size", "expected an integer"),
+        ('md5 = "fff73e5086ae6bdbea199a49dfb8a4c1", ', "", "sources[0].downloads[0].md5", "or its exact size in bytes ('size')"),
         ('kind = "list"', 'kind = "wilds"\ndataset = "imagenet"', "sources[0].dataset", "one of iwildcam"),
         ('metric = "top1"', 'metric = "top1"\nsecondary_metrics = ["auroc"]', "secondary_metrics", "'auroc'"),
         ('image = "images/{0}"', 'image = "images/{0}"\nlabel_field = "1"', "sources[0].label_field", "expected an integer"),

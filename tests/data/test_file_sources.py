@@ -48,9 +48,9 @@ def test_fmow_skips_sequestered_rows_and_names_images_by_row_number(tmp_path: Pa
     source = wilds_source("fmow")
     write_wilds(source, tmp_path, {"train": 1}, 2, np.random.default_rng(0))
     loaded = READERS["wilds"].load(source, tmp_path)
-    assert list(loaded.splits) == ["train"]  # the 'seq' row and the 2017 train row are in no split
+    assert list(loaded.splits) == ["train"]  # the 'seq' row, the 2017 train row and the 2016 val row are in no split
     folder = tmp_path / "fmow_release" / "images"
-    assert sorted(p.name for p in folder.iterdir()) == ["rgb_img_2.png", "rgb_img_3.png"]  # rows 0, 1 are left out
+    assert sorted(p.name for p in folder.iterdir()) == ["rgb_img_3.png", "rgb_img_4.png"]  # rows 0-2 are left out
     assert loaded.splits["train"].labels.tolist() == [FMOW_CATEGORIES.index("airport"), FMOW_CATEGORIES.index("airport_hangar")]
 
 

@@ -2,7 +2,9 @@
 
 The archives are built by the test in the official layouts (DTD's tarball with its top folder,
 Pets' two archives without one, a zip with a plain list file beside it), served by
-``http.server`` on 127.0.0.1 and fetched through the task card's ``downloads``.
+``http.server`` on 127.0.0.1 and fetched through the task card's ``downloads``. A list of tasks
+isolates a failing one, Ctrl-C leaves no layout, and free space is checked first. The transfer
+itself (cuts, retries, resumes) is tested in ``test_download.py``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import shutil
 import tarfile
 import threading
 import zipfile
@@ -24,7 +27,18 @@ from miniature import save_image
 from aimbench.cards.registry import Registry
 from aimbench.cards.task_card import TaskSpec
 from aimbench.data import load_task
-from aimbench.data.prepare import FAILED, MANUAL, OFFLINE, PREPARED, READY, EscapesDataRoot, prepare_task
+from aimbench.data.prepare import (
+    FAILED,
+    INTERRUPTED,
+    MANUAL,
+    NOT_STARTED,
+    OFFLINE,
+    PREPARED,
+    READY,
+    EscapesDataRoot,
+    prepare_task,
+    prepare_tasks,
+)
 
 
 @pytest.fixture
@@ -233,3 +247,69 @@ def test_gated_sources_print_the_manual_step(tmp_path: Path) -> None:
     task = load(tmp_path, "tiny-dtd", card)
     outcome = prepare_task(task, tmp_path / "data")
     assert outcome.status == MANUAL and outcome.detail == "ask the lab for a copy"
+
+
+def three_tasks(tmp_path: Path, base: str, www: Path, broken: str = "b") -> list[TaskSpec]:
+    """Cards a, b and c: DTD-like archives unpacking into folders a, b and c; ``broken``'s URL is a 404."""
+    dtd_like_tarball(www / "dtd-r1.0.1.tar.gz")
+    tasks = []
+    for name in ("a", "b", "c"):
+        url = f"{base}/{'missing' if name == broken else 'dtd-r1.0.1'}.tar.gz"
+        text = dtd_card(url, md5(www / "dtd-r1.0.1.tar.gz")).replace('"tiny-dtd"', f'"{name}"').replace('dir = "dtd"', f'dir = "{name}"')
+        tasks.append(load(tmp_path, name, text))
+    return tasks
+
+
+def test_a_failing_task_is_its_own_row_and_the_others_go_on(tmp_path: Path, served, online) -> None:
+    www, base = served
+    outcomes, interrupted = prepare_tasks(three_tasks(tmp_path, base, www), tmp_path / "data")
+    assert not interrupted and [o.status for o in outcomes] == [PREPARED, FAILED, PREPARED]
+    assert f"cannot download {base}/missing.tar.gz: HTTP 404" in outcomes[1].detail
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["a", "c"]
+
+
+def test_an_unsafe_archive_fails_its_task_only(tmp_path: Path, served, online) -> None:
+    www, base = served
+    tasks = three_tasks(tmp_path, base, www, broken="")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zipped:
+        zipped.writestr("../../escaped.txt", "gotcha")
+    (www / "evil.zip").write_bytes(buffer.getvalue())
+    evil = load(
+        tmp_path,
+        "evil",
+        dtd_card(f"{base}/evil.zip", md5(www / "evil.zip")).replace('"tiny-dtd"', '"evil"').replace("strip = 1", "strip = 0"),
+    )
+    outcomes, _ = prepare_tasks([tasks[0], evil, tasks[2]], tmp_path / "data")
+    assert [o.status for o in outcomes] == [PREPARED, FAILED, PREPARED] and "unsafe path" in outcomes[1].detail
+
+
+def test_ctrl_c_keeps_the_download_leaves_no_layout_and_the_next_run_finishes(tmp_path: Path, served, online) -> None:
+    www, base = served
+    tasks = three_tasks(tmp_path, base, www, broken="")
+    root = tmp_path / "data"
+
+    def interrupt(task: str, message: str) -> None:
+        if task == "a" and message.startswith("unpacking"):
+            raise KeyboardInterrupt
+
+    outcomes, interrupted = prepare_tasks(tasks, root, interrupt)
+    assert interrupted and [o.status for o in outcomes] == [INTERRUPTED, NOT_STARTED, NOT_STARTED]
+    assert "run the same command again to resume" in outcomes[0].detail
+    assert sorted(p.name for p in root.iterdir()) == [".downloads"]  # no staging folder, no half layout
+    assert [p.name for p in (root / ".downloads").iterdir()] == ["dtd-r1.0.1.tar.gz"]
+    outcomes, _ = prepare_tasks(tasks, root)
+    assert [o.status for o in outcomes] == [PREPARED, PREPARED, PREPARED]
+
+
+def test_too_little_free_space_fails_before_downloading(tmp_path: Path, served, online, monkeypatch: pytest.MonkeyPatch) -> None:
+    www, base = served
+    dtd_like_tarball(www / "dtd-r1.0.1.tar.gz")
+    size = (www / "dtd-r1.0.1.tar.gz").stat().st_size
+    text = dtd_card(f"{base}/dtd-r1.0.1.tar.gz", md5(www / "dtd-r1.0.1.tar.gz")).replace("strip = 1", f"strip = 1, size = {size}")
+    task = load(tmp_path, "tiny-dtd", text)
+    monkeypatch.setattr("aimbench.data.download.shutil.disk_usage", lambda _: shutil._ntuple_diskusage(10**12, 10**12 - size, size))
+    outcome = prepare_task(task, tmp_path / "data")
+    assert outcome.status == FAILED and f"'dtd' (its download and unpacked copy) needs {2 * size / 1000:.1f} kB free" in outcome.detail
+    assert "free space there or choose another --data-root" in outcome.detail
+    assert not (tmp_path / "data").exists() or list((tmp_path / "data").iterdir()) == []

@@ -56,10 +56,12 @@ def _rows_fmow(split: str, label: int, k: int, index: int) -> tuple[dict[str, st
 
 
 def _fmow_left_out(index: int) -> list[dict[str, str]]:
-    """A sequestered row and a training row from an OOD year: both rows, neither image, is used."""
+    """Rows in no split: a sequestered one, a training one from an OOD year and a val one from a test
+    year (WILDS' OOD val is 2013-2015 only); none of their images exists."""
     return [
         {"split": "seq", "img_filename": "s.jpg", "timestamp": "2011-01-01T00:00:00Z", "country_code": "FRA", "category": "zoo"},
         {"split": "train", "img_filename": "t.jpg", "timestamp": "2017-01-01T00:00:00Z", "country_code": "FRA", "category": "zoo"},
+        {"split": "val", "img_filename": "v.jpg", "timestamp": "2016-03-01T00:00:00Z", "country_code": "FRA", "category": "zoo"},
     ]
 
 

@@ -26,6 +26,7 @@ import pytest
 from conftest import TINY_BACKBONE_CARD, run_cli, write_card
 from PIL import Image
 from test_cli import assert_one_line_error
+from test_cli_tasks import assert_task_failed
 
 from aimbench.atomic import STALE_PART_AGE_S, atomic_write, sweep_stale_parts
 from aimbench.cards.registry import Registry
@@ -111,7 +112,7 @@ def test_prepare_never_writes_through_a_link_leading_out_of_the_data_root(tmp_pa
     data.mkdir()
     (data / "linked").symlink_to(victim)
     proc = run_cli("tasks", "prepare", "evil", "--cards", str(tmp_path / "cards"), "--data-root", str(data), env=ONLINE)
-    assert_one_line_error(proc, "outside the data root")
+    assert_task_failed(proc, "outside the data root")
     assert_untouched(victim)
     assert sorted(p.name for p in data.iterdir()) == ["linked"]
 
@@ -203,7 +204,7 @@ def test_an_archive_member_escaping_the_staging_folder_stops_prepare(tmp_path: P
     data = tmp_path / "data"
     before = files_under(tmp_path) - files_under(data)
     proc = run_cli("tasks", "prepare", "evil", "--cards", str(tmp_path / "cards"), "--data-root", str(data), env=ONLINE)
-    assert_one_line_error(proc, "unsafe", archive)
+    assert_task_failed(proc, "unsafe", archive)
     assert_untouched(victim)
     assert files_under(tmp_path) - files_under(data) - {data} == before  # nothing new outside the data root
     assert not (data / "evil").exists() and not any(p.name.endswith(".part") for p in files_under(data))
