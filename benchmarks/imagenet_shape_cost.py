@@ -160,7 +160,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8, help="linear: epochs timed (steady state, scaled to the protocol's)")
     parser.add_argument("--forward-batch", type=int, default=2)
     parser.add_argument("--attentive-batch", type=int, default=0, help="micro-batch of the attentive heads [default: the protocol's]")
-    parser.add_argument("--attentive-sets", type=int, default=0, help="attentive: time this many layer sets' heads and scale [default: all]")
+    parser.add_argument(
+        "--attentive-sets", type=int, default=0, help="attentive: time this many layer sets' heads and scale [default: all]"
+    )
     parser.add_argument("--probes", default="linear,attentive", help="which probe kinds to time")
     parser.add_argument("--head-precisions", default="bf16,fp32", help="linear heads' training precisions to time")
     parser.add_argument("--protocol", default=DEFAULT_PROTOCOLS["linear"], help="the linear recipe timed [default: the linear default]")
