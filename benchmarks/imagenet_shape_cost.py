@@ -112,7 +112,7 @@ def linear_seconds_per_image_epoch(
     for durations in steps:
         typical = statistics.median(durations[1:]) if len(durations) > 1 else durations[0]
         steady += typical + sum(durations[1:])
-        once += durations[0] - typical
+        once += max(durations[0] - typical, 0.0)  # a first step faster than the median paid nothing extra
     return steady / (images * epochs), once
 
 
