@@ -52,8 +52,8 @@ def prepare(names: NamesArgument, data_root: DataRootOption = None, cards: Cards
 
       aimbench tasks prepare all
     """
+    from aimbench.cli.download_bar import meter_for
     from aimbench.data.prepare import FAILED, PREPARED, READY, prepare_tasks
-    from aimbench.data.progress import meter_for
     from aimbench.report.task_status import prepare_table
 
     console = make_console()

@@ -1,9 +1,9 @@
-"""Byte progress of a download: a live bar in a terminal, plain periodic lines in a log.
+"""Byte progress of a download: what the downloader calls, and plain periodic lines for a log.
 
 A full ``tasks prepare all`` streams ~260 GB, single files for hours (iNaturalist's 120 GB); a user
 at a terminal wants bytes, rate and time left, and a Slurm or CI log wants the same as a line every
 so often, not a bar redrawn thousands of times. Both speak :class:`ByteMeter`, which the downloader
-calls; the clock of :class:`PlainMeter` is injectable so that its lines are tested without waiting.
+calls (the terminal's bar is the CLI's, ``aimbench.cli.download_bar``); the clock of :class:`PlainMeter` is injectable so that its lines are tested without waiting.
 """
 
 from __future__ import annotations
@@ -11,9 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from typing import Protocol
-
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 PLAIN_EVERY_S = 30.0  # a log line every 30 s: a 120 GB file at 10 MB/s writes ~400 lines, each still news
 
@@ -97,32 +94,3 @@ class PlainMeter:
 
     def finish(self) -> None:
         self.write(self.line(self.clock()))
-
-
-class RichMeter:
-    """A bar per transfer with bytes, rate and time left, for a terminal; gone when it ends."""
-
-    def __init__(self, console: Console) -> None:
-        columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
-        self.progress = Progress(*columns, console=console, transient=True)
-        self.task: TaskID | None = None
-
-    def start(self, name: str, total: int | None, done: int) -> None:
-        self.finish()
-        self.progress.start()
-        self.task = self.progress.add_task(name, total=total, completed=done)
-
-    def advance(self, amount: int) -> None:
-        if self.task is not None:
-            self.progress.advance(self.task, amount)
-
-    def finish(self) -> None:
-        if self.task is not None:
-            self.progress.remove_task(self.task)
-            self.task = None
-        self.progress.stop()
-
-
-def meter_for(console: Console) -> ByteMeter:
-    """A live bar on a terminal, periodic lines otherwise (Slurm logs, CI)."""
-    return RichMeter(console) if console.is_terminal else PlainMeter(lambda line: console.print(line, markup=False, highlight=False))
