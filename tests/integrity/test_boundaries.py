@@ -1,0 +1,69 @@
+"""Every failure at a boundary is one line naming the file: a catalogue of damaged inputs.
+
+Each case runs the real ``aimbench`` command on input that some library below aimbench (PIL, the
+file system, json, torch) cannot take, and must end in one ``error: ...`` line naming the file
+(exit 2, no traceback) with nothing half-written. Faults the operating system would cause only
+mid-run (a folder turning read-only) are injected into the CLI's own process at ``os.replace``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_cli, write_card
+from PIL import Image
+from test_cli import assert_one_line_error
+from test_confinement import files_under, task_card
+
+EVAL = ("eval", "-b", "micro-cls", "--protocol", "aim-v1", "--epochs", "2", "--limit", "60", "--device", "cpu")
+
+
+def run_patched(patch: str, *args: str, tmp: Path) -> subprocess.CompletedProcess:
+    """The CLI with ``patch`` (Python) run first in its own process: a fault the OS raises mid-run."""
+    code = f"import sys; {patch}; from aimbench.cli import main; sys.argv = ['aimbench', *sys.argv[1:]]; main()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "TMPDIR": str(tmp)})  # fmt: skip
+
+
+@pytest.fixture
+def folder_task(tmp_path: Path, tiny_cards: Path) -> Path:
+    """A two-class image-folder task ``folder`` under ``tmp_path/data``: 8 train and 2 test images per class."""
+    write_card(tiny_cards, "tasks", "folder", task_card('kind = "imagefolder"\ndir = "folder"', name="folder", sizes=(8, 8, 4)))
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 8), ("test", 2)):
+        for name in ("a", "b"):
+            folder = tmp_path / "data" / "folder" / split / name
+            folder.mkdir(parents=True)
+            for k in range(count):
+                Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(folder / f"{k}.png")
+    return tmp_path / "data" / "folder"
+
+
+def eval_folder(tmp_path: Path, cards: Path) -> subprocess.CompletedProcess:
+    return run_cli(*EVAL, "-t", "folder", "--cards", str(cards), "--data-root", str(tmp_path / "data"),
+                   "--results", str(tmp_path / "results"))  # fmt: skip
+
+
+# ---- writes the file system refuses mid-run ----
+
+
+@pytest.mark.parametrize("code", ["EACCES", "EPERM", "EROFS"])
+def test_a_results_folder_turning_unwritable_keeps_the_finished_record_where_the_message_says(
+    tmp_path: Path, tiny_cards: Path, code: str
+) -> None:
+    refuse = ("import errno, os; real = os.replace\n"
+              "def replace(src, dst, *a, **k):\n"
+              f"    if '/runs/' in str(dst): raise OSError(errno.{code}, os.strerror(errno.{code}), str(dst))\n"
+              "    return real(src, dst, *a, **k)\n"
+              "os.replace = replace")  # fmt: skip
+    results = tmp_path / "results"
+    proc = run_patched(f"exec({refuse!r})", *EVAL, "-t", "digits", "--cards", str(tiny_cards), "--results", str(results), tmp=tmp_path)
+    assert_one_line_error(proc, f"cannot write {results / 'runs'}", "the finished result is kept in")
+    kept = Path(proc.stderr.split("kept in ")[1].split(": move it")[0])
+    assert kept.parent == tmp_path / "aimbench-rescued" and kept.read_text().startswith('{\n "schema_version"')
+    assert not [p for p in files_under(results) if p.suffix in (".json", ".part")]
