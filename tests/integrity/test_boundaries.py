@@ -67,3 +67,42 @@ def test_a_results_folder_turning_unwritable_keeps_the_finished_record_where_the
     kept = Path(proc.stderr.split("kept in ")[1].split(": move it")[0])
     assert kept.parent == tmp_path / "aimbench-rescued" and kept.read_text().startswith('{\n "schema_version"')
     assert not [p for p in files_under(results) if p.suffix in (".json", ".part")]
+
+
+# ---- images PIL cannot take ----
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:100])
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [lambda p: p.write_bytes(b""), _truncate, lambda p: p.write_text("hello, I am text\n")],
+    ids=["zero-byte", "truncated", "text-as-png"],
+)
+def test_a_damaged_image_in_eval_is_one_line_naming_it(tmp_path: Path, tiny_cards: Path, folder_task: Path, damage) -> None:
+    bad = folder_task / "train" / "a" / "1.png"
+    damage(bad)
+    proc = eval_folder(tmp_path, tiny_cards)
+    assert_one_line_error(proc, f"cannot decode image {bad}", "replace or remove it")
+    assert not (tmp_path / "results" / "runs").exists() or not list((tmp_path / "results" / "runs").iterdir())
+
+
+def test_a_200_megapixel_png_given_to_features_is_refused_before_decoding(tmp_path: Path, tiny_cards: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("L", (20_000, 10_000)).save(images / "huge.png", optimize=True)  # a small file declaring 200 Mpx
+    out = tmp_path / "f.safetensors"
+    proc = run_cli("features", "micro-cls", "-i", str(images), "-o", str(out), "--cards", str(tiny_cards))
+    assert_one_line_error(proc, str(images / "huge.png"), "200000000 pixels")
+    assert not out.exists()
+
+
+def test_a_binary_list_given_to_features_is_one_line_naming_it(tmp_path: Path, tiny_cards: Path) -> None:
+    listing = tmp_path / "images.txt"
+    listing.write_bytes(bytes(range(256)) * 4)
+    out = tmp_path / "f.safetensors"
+    proc = run_cli("features", "micro-cls", "-i", str(listing), "-o", str(out), "--cards", str(tiny_cards))
+    assert_one_line_error(proc, str(listing))
+    assert not out.exists()
