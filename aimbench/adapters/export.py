@@ -20,6 +20,7 @@ from aimbench.atomic import atomic_write
 from aimbench.data.source_base import open_image, read_text_lines
 from aimbench.errors import UserError
 from aimbench.safetensors_bytes import save_deterministic
+from aimbench.special_files import require_regular
 from aimbench.version import __version__
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -31,10 +32,11 @@ def list_images(inputs: Sequence[Path]) -> list[Path]:
     for item in inputs:
         if item.is_dir():
             found += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif item.suffix.lower() == ".txt" and item.is_file():
+        elif item.suffix.lower() == ".txt" and item.exists():
             lines = read_text_lines(item)  # a binary file under a .txt name is one error naming it
             found += [(item.parent / line) if not Path(line).is_absolute() else Path(line) for line in lines]
-        elif item.is_file():
+        elif item.exists():
+            require_regular(item, "image or list")  # a FIFO is neither, and reading it would block
             found.append(item)
         else:
             raise UserError(f"input '{item}' does not exist")

@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from aimbench.cards.task_card import SourceSpec
 from aimbench.data.images import LabelledImages, open_limited
 from aimbench.errors import UserError
+from aimbench.special_files import require_regular
 
 
 class SourceUnavailable(Exception):
@@ -70,6 +71,8 @@ def open_image(source: str | Path | IO[bytes]) -> Image.Image:
     so a file PIL cannot decode (empty, truncated, text under an image name) stops it with one
     line naming the file; ``tasks check`` counts such files instead of stopping.
     """
+    if isinstance(source, (str, Path)):
+        require_regular(Path(source), "image")
     try:
         with open_limited(source) as image:
             image.load()
@@ -98,6 +101,7 @@ def require_files(folder: Path, names: Sequence[str], how: str) -> None:
 
 def read_text_lines(path: Path) -> list[str]:
     """Non-empty, non-comment lines of a listing file, or a one-line error if it is unreadable."""
+    require_regular(path, "list file")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -106,3 +106,51 @@ def test_a_binary_list_given_to_features_is_one_line_naming_it(tmp_path: Path, t
     proc = run_cli("features", "micro-cls", "-i", str(listing), "-o", str(out), "--cards", str(tiny_cards))
     assert_one_line_error(proc, str(listing))
     assert not out.exists()
+
+
+# ---- folders: hidden entries, links that loop, special files ----
+
+
+def test_a_hidden_folder_is_not_a_class(tmp_path: Path, tiny_cards: Path, folder_task: Path) -> None:
+    stray = folder_task / "train" / ".ipynb_checkpoints"
+    stray.mkdir()
+    (stray / "0-checkpoint.png").write_bytes((folder_task / "train" / "a" / "0.png").read_bytes())
+    proc = eval_folder(tmp_path, tiny_cards)
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((tmp_path / "results" / "runs").glob("*.json"))) == 1
+
+
+@pytest.mark.parametrize("where", ["train/a/loop.png", "train/loop"])
+def test_a_link_that_loops_in_the_data_is_one_line_naming_it(tmp_path: Path, tiny_cards: Path, folder_task: Path, where: str) -> None:
+    link = folder_task / where
+    link.symlink_to(link.name)  # points at itself
+    assert_one_line_error(eval_folder(tmp_path, tiny_cards), str(link), "remove or fix it")
+    assert not (tmp_path / "results" / "runs").exists()
+
+
+def test_a_fifo_among_the_images_is_refused_without_hanging(tmp_path: Path, tiny_cards: Path, folder_task: Path) -> None:
+    os.mkfifo(folder_task / "test" / "b" / "pipe.png")
+    assert_one_line_error(eval_folder(tmp_path, tiny_cards), str(folder_task / "test" / "b" / "pipe.png"), "a FIFO")
+
+
+def test_a_list_file_that_is_a_fifo_is_refused_without_hanging(tmp_path: Path, tiny_cards: Path, folder_task: Path) -> None:
+    listing = 'kind = "list"\ndir = "folder"\nlists = { train = "train.txt", test = "test.txt" }\nimage = "{0}"\nlabel_field = 1'
+    write_card(tiny_cards, "tasks", "listed", task_card(listing, name="listed", sizes=(8, 8, 4)))
+    (folder_task / "train.txt").write_text("".join(f"train/a/{k}.png 1\n" for k in range(8)))
+    os.mkfifo(folder_task / "test.txt")
+    proc = run_cli(*EVAL, "-t", "listed", "--cards", str(tiny_cards), "--data-root", str(tmp_path / "data"),
+                   "--results", str(tmp_path / "results"), timeout=120)  # fmt: skip
+    assert_one_line_error(proc, str(folder_task / "test.txt"), "a FIFO")
+
+
+@pytest.mark.parametrize("name", ["features.txt", "image.png"])
+def test_a_fifo_given_to_features_is_refused_without_hanging(tmp_path: Path, tiny_cards: Path, name: str) -> None:
+    os.mkfifo(tmp_path / name)
+    proc = run_cli("features", "micro-cls", "-i", str(tmp_path / name), "-o", str(tmp_path / "f.safetensors"),
+                   "--cards", str(tiny_cards), timeout=120)  # fmt: skip
+    assert_one_line_error(proc, str(tmp_path / name), "a FIFO")
+
+
+def test_a_card_that_is_a_fifo_is_refused_without_hanging(tmp_path: Path, tiny_cards: Path) -> None:
+    os.mkfifo(tiny_cards / "backbones" / "pipe.toml")
+    assert_one_line_error(run_cli("ls", "backbones", "--cards", str(tiny_cards), timeout=120), str(tiny_cards / "backbones" / "pipe.toml"))
