@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli, write_card
+from conftest import TINY_BACKBONE_CARD, run_cli, write_card
 from PIL import Image
 from test_cli import assert_one_line_error
 from test_confinement import files_under, task_card
@@ -154,3 +154,72 @@ def test_a_fifo_given_to_features_is_refused_without_hanging(tmp_path: Path, tin
 def test_a_card_that_is_a_fifo_is_refused_without_hanging(tmp_path: Path, tiny_cards: Path) -> None:
     os.mkfifo(tiny_cards / "backbones" / "pipe.toml")
     assert_one_line_error(run_cli("ls", "backbones", "--cards", str(tiny_cards), timeout=120), str(tiny_cards / "backbones" / "pipe.toml"))
+
+
+# ---- records and submission files ----
+
+
+@pytest.fixture(scope="module")
+def one_record(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A results folder holding one real record of micro-cls on digits."""
+
+    root = tmp_path_factory.mktemp("one-record")
+    cards = root / "cards"
+    write_card(cards, "backbones", "testfam", TINY_BACKBONE_CARD)
+    proc = run_cli(*EVAL, "-t", "digits", "--cards", str(cards), "--results", str(root / "results"))
+    assert proc.returncode == 0, proc.stderr
+    return root / "results"
+
+
+def _results_copy(one_record: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(one_record / "runs", tmp_path / "results" / "runs")).parent
+
+
+def test_a_record_without_backbone_is_left_out_of_reports_with_a_warning_naming_it(one_record: Path, tmp_path: Path) -> None:
+    from aimbench.store.records import read_record, record_text
+
+    results = _results_copy(one_record, tmp_path)
+    (good,) = (results / "runs").glob("*.json")
+    record = read_record(good)
+    del record["backbone"]
+    bad = results / "runs" / "zz-no-backbone.json"
+    bad.write_text(record_text(record))
+    proc = run_cli("report", "--results", str(results), "--format", "csv")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.splitlines() == [f"warning: run record {bad} lacks one of record_id, created_at, cell_key, backbone, task, "
+                                        "probe, seed, metric; left out: delete it, or re-run its cell"]  # fmt: skip
+    assert "micro-cls" in proc.stdout
+
+
+def test_a_record_link_that_loops_is_one_line_naming_it(one_record: Path, tmp_path: Path) -> None:
+    results = _results_copy(one_record, tmp_path)
+    (results / "runs" / "loop.json").symlink_to("loop.json")
+    assert_one_line_error(run_cli("report", "--results", str(results)), str(results / "runs" / "loop.json"), "remove or fix it")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [bytes(range(256)), b"[1, 2, 3]\n", b'{"submission": "x", "cells": [{"key": "a"}]}\n', b'{"submission": "x", "kind": "pretrain"}'],
+    ids=["random-bytes", "a-list", "cells-without-fields", "pretrain-without-fields"],
+)
+def test_a_damaged_submission_file_is_one_line_naming_it(tmp_path: Path, content: bytes) -> None:
+    jobs = tmp_path / "results" / "jobs"
+    jobs.mkdir(parents=True)
+    (jobs / "20260101-000000.json").write_bytes(content)
+    assert_one_line_error(run_cli("jobs", "--results", str(tmp_path / "results")), str(jobs / "20260101-000000.json"), "delete it")
+
+
+# ---- numbers beyond what their type holds ----
+
+
+@pytest.mark.parametrize("seed", ["99999999999999999999999", "2147483648", "-1"])
+def test_a_seed_beyond_the_record_range_is_refused_before_any_work(tmp_path: Path, tiny_cards: Path, seed: str) -> None:
+    proc = run_cli(*EVAL, "-t", "digits", "--cards", str(tiny_cards), "--results", str(tmp_path / "results"), "--seed", seed)
+    assert_one_line_error(proc, f"bad --seed {seed}", "from 0 to 2147483647")
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_since_before_the_year_one_is_one_line(one_record: Path) -> None:
+    assert_one_line_error(run_cli("report", "--results", str(one_record), "--since", "9999999999d"), "--since '9999999999d'")
