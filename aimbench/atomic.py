@@ -4,8 +4,11 @@ Everything aimbench writes that a later run trusts (records, cached features, tr
 exported features) goes through :func:`atomic_write`: the content is written to a hidden
 ``.<name>.<pid>.part`` file next to the target (never matched by the readers' patterns), fsynced, and
 renamed over the target in one step. An interrupted write leaves at most the ``.part`` file,
-which is removed when the interruption is an exception; a full disk is one user error, with the
-previous file intact.
+which is removed when the interruption is an exception; a full disk, and a folder that became
+unwritable (permissions changed, a file system remounted read-only mid-run), are one
+:class:`NotWritable` user error each, with the previous file intact. A caller holding something
+expensive to recompute (a finished cell's record) catches it and keeps its bytes with
+:func:`rescue`, in a folder the message names, rather than lose them.
 
 A writer killed outright (``kill -9``, the OOM killer, a node lost) cannot remove its ``.part``
 file, and a partial checkpoint of a large model is many gigabytes. So the first write into a
@@ -21,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +37,17 @@ PART_SUFFIX = ".part"
 # checkpoint streams continuously), short enough that a killed run's leftovers go on the next day's run.
 STALE_PART_AGE_S = 3600.0
 _swept: set[Path] = set()  # folders this process has swept already: one scan per folder and process
+_FULL = (errno.ENOSPC, errno.EDQUOT)  # the user's to fix by freeing space
+_DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)  # the user's to fix by making the folder writable
+RESCUE_DIR = "aimbench-rescued"  # under the system's temporary folder: where unwritable results are kept
+
+
+class NotWritable(UserError):
+    """A write refused by the file system (full, read-only, no permission); ``path`` is the target."""
+
+    def __init__(self, path: Path, message: str) -> None:
+        self.path = path
+        super().__init__(message)
 
 
 def part_path(path: Path, tag: str = "") -> Path:
@@ -97,21 +112,40 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
 
     Whatever ``write`` returns is ignored, so a bare ``handle.write`` (which returns a byte count) fits.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sweep_once(path.parent)
     temporary = part_path(path)  # per process: concurrent writers of one path never collide
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sweep_once(path.parent)
         with temporary.open("wb") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # the user's to fix, and the previous file is untouched
-            kept = "the previous version is kept" if path.exists() else "nothing was written"
-            raise UserError(f"no space left on the device while writing {path} ({kept}); free space there and run again") from None
+        with contextlib.suppress(OSError):  # a read-only folder may refuse even the clean-up
+            temporary.unlink(missing_ok=True)
+        if exc.errno in _FULL + _DENIED:  # the user's to fix, and the previous file is untouched
+            raise _refusal(path, exc) from None
         raise
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def _refusal(path: Path, exc: OSError) -> NotWritable:
+    kept = "the previous version is kept" if path.exists() else "nothing was written"
+    if exc.errno in _FULL:
+        return NotWritable(path, f"no space left on the device while writing {path} ({kept}); free space there and run again")
+    reason = (exc.strerror or str(exc)).lower()
+    return NotWritable(path, f"cannot write {path}: {reason} ({kept}); make {path.parent} writable and run again")
+
+
+def rescue(refused: NotWritable, data: bytes) -> UserError:
+    """Keep ``data``, which could not be written to ``refused.path``, under the system's temporary
+    folder; the returned error says where, and how to put it in place."""
+    kept = Path(tempfile.gettempdir()) / RESCUE_DIR / refused.path.name
+    try:
+        atomic_write(kept, lambda handle: handle.write(data))
+    except NotWritable:
+        return refused  # nowhere to keep it either: the first refusal says what to fix
+    return UserError(f"{refused}; the finished result is kept in {kept}: move it to {refused.path.parent}")

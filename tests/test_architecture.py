@@ -26,6 +26,7 @@ FLOORS: list[set[str]] = [
         "provenance",
         "identity",
         "names",
+        "special_files",
     },
     {"cards"},
     {"models", "data"},

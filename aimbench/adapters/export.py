@@ -14,42 +14,35 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from aimbench.adapters.base import Backbone, Blocks
 from aimbench.atomic import atomic_write
+from aimbench.data.source_base import open_image, read_text_lines
 from aimbench.errors import UserError
 from aimbench.safetensors_bytes import save_deterministic
+from aimbench.special_files import require_regular
 from aimbench.version import __version__
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
 def list_images(inputs: Sequence[Path]) -> list[Path]:
-    """Images from folders (recursively, sorted), ``.txt`` lists (one path per line) or files."""
+    """Images from folders (recursively, sorted), ``.txt`` lists (one path per line; ``#`` starts a comment) or files."""
     found: list[Path] = []
     for item in inputs:
         if item.is_dir():
             found += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif item.suffix.lower() == ".txt" and item.is_file():
-            lines = [line.strip() for line in item.read_text().splitlines() if line.strip()]
+        elif item.suffix.lower() == ".txt" and item.exists():
+            lines = read_text_lines(item)  # a binary file under a .txt name is one error naming it
             found += [(item.parent / line) if not Path(line).is_absolute() else Path(line) for line in lines]
-        elif item.is_file():
+        elif item.exists():
+            require_regular(item, "image or list")  # a FIFO is neither, and reading it would block
             found.append(item)
         else:
             raise UserError(f"input '{item}' does not exist")
     if not found:
         raise UserError(f"no images found in {', '.join(map(str, inputs))}")
     return found
-
-
-def _load(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UserError(f"cannot read image '{path}': {exc}") from None
 
 
 def export_features(
@@ -68,7 +61,7 @@ def export_features(
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
-            batch = torch.stack([transform(_load(path)) for path in chunk])
+            batch = torch.stack([transform(open_image(path)) for path in chunk])
             for layer, out in backbone.forward_layers(batch, layers).items():
                 patches[layer].append(out.patches.float().cpu())
                 if out.prefix is not None:

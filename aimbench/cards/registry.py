@@ -22,6 +22,7 @@ from aimbench.cards.protocol_card import ProtocolSpec, parse_protocol_card
 from aimbench.cards.suite_card import SuiteSpec, parse_suite_card
 from aimbench.cards.task_card import TaskSpec, parse_task_card
 from aimbench.errors import CardError, UserError, unknown_name
+from aimbench.special_files import require_regular
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -54,6 +55,7 @@ def card_roots(extra: Iterable[Path] = ()) -> list[Path]:
 
 
 def read_toml(path: Path) -> dict:
+    require_regular(path, "card")
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)

@@ -14,6 +14,7 @@ from typing import Any
 from aimbench.cards.task_card import SourceSpec
 from aimbench.data.source_base import LoadedSource, SourceReader, file_images, listing_digest, require_files
 from aimbench.errors import UserError
+from aimbench.special_files import require_regular
 
 
 def _folder(spec: SourceSpec, data_root: Path) -> Path:
@@ -23,6 +24,7 @@ def _folder(spec: SourceSpec, data_root: Path) -> Path:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    require_regular(path, "annotation file")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from aimbench.cards.task_card import SourceSpec
 from aimbench.data.images import LabelledImages, open_limited
 from aimbench.errors import UserError
+from aimbench.special_files import require_regular
 
 
 class SourceUnavailable(Exception):
@@ -64,10 +65,23 @@ def listing_digest(paths: Sequence[Path], labels: Sequence[int], root: Path) -> 
 
 
 def open_image(source: str | Path | IO[bytes]) -> Image.Image:
-    """Decode one image fully (so no file handle stays open), under the pixel limit."""
-    with open_limited(source) as image:
-        image.load()
-        return image
+    """Decode one image fully (so no file handle stays open), under the pixel limit.
+
+    An evaluation never skips an image (the score would be on another test set than the card's),
+    so a file PIL cannot decode (empty, truncated, text under an image name) stops it with one
+    line naming the file; ``tasks check`` counts such files instead of stopping.
+    """
+    if isinstance(source, (str, Path)):
+        require_regular(Path(source), "image")
+    try:
+        with open_limited(source) as image:
+            image.load()
+            return image
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # what PIL's decoders raise on damaged data
+        where = source if isinstance(source, (str, Path)) else getattr(source, "name", "an embedded image")
+        reason = "not a format PIL reads: empty, or not an image" if isinstance(exc, UnidentifiedImageError) else str(exc)
+        raise UserError(f"cannot decode image {where} ({reason}); replace or remove it ('aimbench tasks check' lists "
+                        "every unreadable image)") from None  # fmt: skip
 
 
 def file_images(paths: Sequence[Path], labels: Sequence[int]) -> LabelledImages:
@@ -87,6 +101,7 @@ def require_files(folder: Path, names: Sequence[str], how: str) -> None:
 
 def read_text_lines(path: Path) -> list[str]:
     """Non-empty, non-comment lines of a listing file, or a one-line error if it is unreadable."""
+    require_regular(path, "list file")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

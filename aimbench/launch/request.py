@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 # What a user may pass as seeds and paths: ``seed=3``, ``seed=[0, 1]``, ``seed="0,1"``; ``"results"`` or a Path.
 Seeds = Union[int, str, Sequence[int]]
 PathLike = Union[str, Path]
+# The largest seed: the record's seed column is a 32-bit INTEGER, and numpy's generators take no negative seed.
+MAX_SEED = 2**31 - 1
 
 
 def parse_seeds(seed: Seeds | None, seeds: int | None) -> tuple[int, ...]:
@@ -51,6 +53,8 @@ def parse_seeds(seed: Seeds | None, seeds: int | None) -> tuple[int, ...]:
             chosen.append(int(item) if isinstance(item, str) else operator.index(item))  # type: ignore[arg-type]
         except (TypeError, ValueError):
             raise UserError(f"bad --seed {seed!r}: use integers like 0 or 0,1,2") from None
+        if not 0 <= chosen[-1] <= MAX_SEED:
+            raise UserError(f"bad --seed {chosen[-1]}: seeds are integers from 0 to {MAX_SEED}")
     return tuple(chosen)
 
 

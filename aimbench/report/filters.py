@@ -57,7 +57,10 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     now = now or datetime.now(timezone.utc)
     relative = _RELATIVE.match(text.strip())
     if relative:
-        moment = now - timedelta(**{_UNITS[relative.group(2)]: int(relative.group(1))})
+        try:
+            moment = now - timedelta(**{_UNITS[relative.group(2)]: int(relative.group(1))})
+        except OverflowError:  # more days than a date can go back (year 1)
+            raise UserError(f"--since '{text}' reaches back before the year 1; give a smaller age or a date") from None
     else:
         try:
             moment = datetime.fromisoformat(text.strip())

@@ -81,11 +81,17 @@ def list_records(folder: Path) -> Listing:
     names, mtimes, sizes = [], [], []
     with os.scandir(folder) as entries:
         for entry in entries:
-            if entry.name.endswith(".json") and not entry.name.startswith(".") and entry.is_file():
+            if not entry.name.endswith(".json") or entry.name.startswith("."):
+                continue
+            try:
+                if not entry.is_file():
+                    continue
                 stat = entry.stat()
-                names.append(entry.name)
-                mtimes.append(stat.st_mtime_ns)
-                sizes.append(stat.st_size)
+            except OSError as exc:  # a link that loops (ELOOP), an unreadable entry
+                raise UserError(f"run record {entry.path}: {exc.strerror or exc}; remove or fix it") from None
+            names.append(entry.name)
+            mtimes.append(stat.st_mtime_ns)
+            sizes.append(stat.st_size)
     return Listing(names, mtimes, sizes)
 
 

@@ -6,6 +6,7 @@ Jobs only ever write their own record file and reports only ever write the Parqu
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,15 @@ import duckdb
 from aimbench.errors import UserError
 from aimbench.store.cache import list_records, refresh
 from aimbench.store.records import runs_dir
-from aimbench.store.schema import LATEST_SQL, LAYER_METRICS_SQL, PUBLISHED_COLUMNS, READABLE_VERSIONS, RUNS_SQL
+from aimbench.store.schema import (
+    INCOMPLETE_SQL,
+    LATEST_SQL,
+    LAYER_METRICS_SQL,
+    PUBLISHED_COLUMNS,
+    READABLE_VERSIONS,
+    REQUIRED_COLUMNS,
+    RUNS_SQL,
+)
 
 PUBLISHED_DIR = "published"
 
@@ -53,6 +62,7 @@ def open_session(results_dir: Path, published: Path | None = None, extra_publish
     con = duckdb.connect(":memory:")
     outcome = refresh(con, results_dir, listing)
     con.execute(f"CREATE VIEW all_records AS SELECT * FROM {outcome.relation}")
+    _warn_incomplete(con, folder)
     con.execute(RUNS_SQL)  # created_at in UTC without a zone: Python reads a zoned timestamp only with pytz installed
     con.execute(LATEST_SQL)
     con.execute(LAYER_METRICS_SQL)
@@ -61,6 +71,13 @@ def open_session(results_dir: Path, published: Path | None = None, extra_publish
         f"SELECT count(*) FROM all_records WHERE schema_version NOT IN {READABLE_VERSIONS} OR schema_version IS NULL"
     ).fetchall()[0][0]
     return Session(con, records=len(listing.names), parsed=outcome.parsed, other_versions=other, pinned=outcome.pinned)
+
+
+def _warn_incomplete(con: duckdb.DuckDBPyConnection, folder: Path) -> None:
+    """Name each record that ``runs`` leaves out for lacking a field every report needs."""
+    for (name,) in con.execute(f"SELECT file FROM all_records WHERE {INCOMPLETE_SQL} ORDER BY file").fetchall():
+        print(f"warning: run record {folder / name} lacks one of {', '.join(REQUIRED_COLUMNS)}; left out: delete it, or re-run its cell",
+              file=sys.stderr, flush=True)  # fmt: skip
 
 
 def _create_published(con: duckdb.DuckDBPyConnection, folders: Sequence[Path]) -> None:

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aimbench.atomic import atomic_write
+from aimbench.atomic import NotWritable, atomic_write, rescue
 from aimbench.errors import UserError
 from aimbench.store.schema import SCHEMA_VERSION
 
@@ -175,9 +175,15 @@ def finished(path: Path) -> bool:
 
 
 def write_record_atomic(path: Path, record: dict[str, Any]) -> None:
-    """Write ``record`` so that ``path`` either does not exist or holds the whole record, sealed by its checksum."""
-    text = record_text(record)
-    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+    """Write ``record`` so that ``path`` either does not exist or holds the whole record, sealed by its checksum.
+
+    A record is a finished cell (minutes to hours of work): where its folder refuses the write,
+    the record is kept elsewhere and the error names the place, instead of being thrown away."""
+    data = record_text(record).encode("utf-8")
+    try:
+        atomic_write(path, lambda handle: handle.write(data))
+    except NotWritable as refused:
+        raise rescue(refused, data) from None
 
 
 def record_file_text(path: Path) -> str:

@@ -112,6 +112,11 @@ RECORD_COLUMNS: dict[str, str] = {
     "wall_time_s": "DOUBLE",
 }
 
+# What every report needs of a record: one lacking any (a hand edit, a foreign JSON file in runs/)
+# is left out of ``runs`` with a warning (store.db), as a record failing its checksum is.
+REQUIRED_COLUMNS = ("record_id", "created_at", "cell_key", "backbone", "task", "probe", "seed", "metric")
+INCOMPLETE_SQL = " OR ".join(f'"{name}" IS NULL' for name in REQUIRED_COLUMNS)
+
 PUBLISHED_COLUMNS: dict[str, str] = {
     "source": "VARCHAR",
     "reference": "VARCHAR",
@@ -136,7 +141,7 @@ CREATE VIEW runs AS SELECT * REPLACE (
     coalesce(weights_name, CASE WHEN starts_with(weights_id, 'file:')
                                 THEN regexp_replace(weights_id[6:], '\\.[A-Za-z]+$', '') ELSE '' END) AS weights_name,
     CASE WHEN schema_version = 2 THEN '{LEGACY_PROTOCOL}' ELSE coalesce(protocol, '') END AS protocol
-) FROM all_records WHERE schema_version IN {READABLE_VERSIONS}
+) FROM all_records WHERE schema_version IN {READABLE_VERSIONS} AND NOT ({INCOMPLETE_SQL})
 """
 
 LATEST_SQL = f"""

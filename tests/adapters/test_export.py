@@ -84,7 +84,7 @@ def test_cli_features_and_its_errors(tmp_path: Path, tiny_cards: Path) -> None:
     bad = run_cli(
         "features", "micro-patches", "-i", str(tmp_path / "imgs"), "-o", str(tmp_path / "g.safetensors"), "--cards", str(tiny_cards)
     )
-    assert bad.returncode == 2 and "cannot read image" in bad.stderr and "broken.png" in bad.stderr
+    assert bad.returncode == 2 and "cannot decode image" in bad.stderr and "broken.png" in bad.stderr
     assert not (tmp_path / "g.safetensors").exists() and not list(tmp_path.glob(".g.safetensors.*part"))
     wrong = run_cli("features", "micro-patches", "-i", str(tmp_path / "imgs"), "-o", str(tmp_path / "g.pt"), "--cards", str(tiny_cards))
     assert wrong.returncode == 2 and "must end in .safetensors" in wrong.stderr

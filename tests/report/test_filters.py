@@ -61,3 +61,8 @@ def test_since_takes_dates_times_and_ages() -> None:
 
 def test_since_filters_on_the_record_time(registry: Registry) -> None:
     assert matching(Filters(since=datetime(2026, 11, 20))) == ["aim-7b", "dinov2-vitg14"]
+
+
+def test_an_age_reaching_before_the_year_one_is_one_error() -> None:
+    with pytest.raises(UserError, match="--since '9999999999d' reaches back before the year 1"):
+        parse_since("9999999999d")

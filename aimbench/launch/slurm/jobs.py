@@ -21,16 +21,39 @@ from aimbench.launch.cell_progress import progress_path, read_progress
 from aimbench.launch.slurm.submission import JOBS_DIR
 from aimbench.store.records import record_path
 
+_CELL_FIELDS = ("key", "record", "job_id", "stdout", "stderr")
+_PRETRAIN_FIELDS = ("out", "job_id", "stdout", "stderr")
+
 
 def submissions(results: Path) -> list[dict]:
+    """Every submission file, read and checked for the shape the launcher writes: a damaged or
+    foreign one is one error naming it, never a KeyError deep in the listing."""
     folder = results / JOBS_DIR
     found = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
-            found.append(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError) as exc:
+            submission = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise UserError(f"submission file {path} cannot be read ({exc}); delete it if it is not needed") from None
+        if not _well_formed(submission):
+            raise UserError(f"submission file {path} is not one aimbench wrote (fields missing or of the wrong type); "
+                            "delete it if it is not needed")  # fmt: skip
+        found.append(submission)
     return found
+
+
+def _has_strings(item: object, fields: tuple[str, ...]) -> bool:
+    return isinstance(item, dict) and all(isinstance(item.get(field), str) for field in fields)
+
+
+def _well_formed(submission: object) -> bool:
+    """An object naming its submission, with either a pre-training run's fields or a list of cells."""
+    if not isinstance(submission, dict) or not _has_strings(submission, ("submission",)):
+        return False
+    if submission.get("kind") == "pretrain":
+        return _has_strings(submission, _PRETRAIN_FIELDS)
+    cells = submission.get("cells")
+    return isinstance(cells, list) and all(_has_strings(cell, _CELL_FIELDS) for cell in cells)
 
 
 def run_slurm(command: list[str], timeout_s: float = 60) -> str | None:
