@@ -79,6 +79,35 @@ def unavailable(device: DeviceName, cuda_count: int | None) -> str | None:
     return None
 
 
+def _cuda_total_memory(index: int) -> int | None:
+    """Bytes of CUDA device ``index`` as the driver reports them; None where the driver cannot tell."""
+    for library in _CUDA_LIBRARIES:
+        try:
+            driver = ctypes.CDLL(library)
+        except OSError:
+            continue
+        handle, total = ctypes.c_int(0), ctypes.c_size_t(0)
+        if driver.cuInit(0) != 0 or driver.cuDeviceGet(ctypes.byref(handle), index) != 0:
+            return None
+        return total.value if driver.cuDeviceTotalMem_v2(ctypes.byref(total), handle) == 0 else None
+    return None
+
+
+def device_memory_bytes(device: DeviceName) -> int | None:
+    """All the memory of the device a run will use: a CUDA GPU's (``auto`` is one where the driver
+    sees one), else this machine's RAM; None where neither the driver nor the OS can tell (ROCm,
+    Apple's unified memory)."""
+    if device.kind == "mps":
+        return None
+    count = cuda_device_count() if device.kind in ("cuda", "auto") else 0
+    if device.kind == "cuda" or (device.kind == "auto" and count):
+        return _cuda_total_memory(device.index or 0) if count else None
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows)
+        return None
+
+
 def require_device(name: str) -> DeviceName:
     """Parse ``name`` and check that this machine has it; ``auto`` and ``cpu`` always do."""
     device = parse_device(name)

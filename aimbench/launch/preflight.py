@@ -24,7 +24,7 @@ from pathlib import Path
 
 from aimbench.cards.backbone_card import BackboneSpec
 from aimbench.cards.registry import Registry
-from aimbench.devices import require_device
+from aimbench.devices import cuda_device_count, device_memory_bytes, parse_device, require_device
 from aimbench.errors import UserError
 from aimbench.identity import CellIdentity
 from aimbench.launch.cells import Cell
@@ -155,6 +155,32 @@ def preflight_eval(
         require_space(estimate_bytes(cells, registry, options, overwrite))
     if local and not dry_run:  # a plan may be made where its device is not (--assume-gpu plans for it)
         require_device(options.device)
+        require_memory(cells, registry, options, overwrite)
+
+
+def require_memory(cells: list[tuple[Cell, CellIdentity]], registry: Registry, options: RunOptions, overwrite: bool) -> None:
+    """Refuse now a cell whose heads cannot fit the device, by the estimate its plan prints
+    (:func:`aimbench.launch.memory.cell_memory`), rather than on one huge allocation after its
+    features are extracted (100,000 classes, a 200,000-point grid). The budget is ``--memory-gb``,
+    else the device's memory (a GPU's, or this machine's RAM); heads that train in passes
+    (attentive, on a GPU or under ``--memory-gb``) are held to their smallest pass."""
+    from aimbench.launch.memory import cell_memory
+
+    device = parse_device(options.device)
+    budget = options.memory_gb * 2**30 if options.memory_gb is not None else device_memory_bytes(device)
+    if budget is None:
+        return
+    splits = options.memory_gb is not None or device.kind == "cuda" or (device.kind == "auto" and bool(cuda_device_count()))
+    for cell, identity in cells:
+        if not overwrite and record_path(options.results_dir, identity.record_name).exists():
+            continue
+        need = cell_memory(cell, registry, splits)
+        if need.heads_gb * 1e9 > budget:
+            where = "--memory-gb" if options.memory_gb is not None else f"the {device} device's memory"
+            raise UserError(
+                f"{identity.key}: its heads need about {need.heads_gb:g} GB, more than {where} ({budget / 1e9:.3g} GB); "
+                "use a protocol with a smaller grid, fewer layer sets (--layers) or a device with more memory"
+            )
 
 
 def preflight_pretrain(request: PretrainRequest, local: bool) -> None:

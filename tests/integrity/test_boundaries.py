@@ -223,3 +223,14 @@ def test_a_seed_beyond_the_record_range_is_refused_before_any_work(tmp_path: Pat
 
 def test_a_since_before_the_year_one_is_one_line(one_record: Path) -> None:
     assert_one_line_error(run_cli("report", "--results", str(one_record), "--since", "9999999999d"), "--since '9999999999d'")
+
+
+@pytest.mark.parametrize("probe", ["linear", "attentive"])
+def test_heads_beyond_the_memory_budget_are_refused_before_any_work(tmp_path: Path, tiny_cards: Path, probe: str) -> None:
+    """The plan's own estimate refuses a cell whose heads cannot fit (here a budget far below even a
+    micro backbone's grid) before any feature is extracted, instead of one huge allocation later."""
+    results = tmp_path / "results"
+    proc = run_cli(*EVAL, "-t", "digits", "--probe", probe, "--memory-gb", "0.01", "--cards", str(tiny_cards), "--results", str(results),
+                   env={"AIMBENCH_CACHE": str(tmp_path / "cache")})  # fmt: skip
+    assert_one_line_error(proc, "its heads need about", "more than --memory-gb (0.0107 GB)", "smaller grid")
+    assert not (tmp_path / "cache").exists() and not list(results.rglob("*.json"))
