@@ -197,7 +197,7 @@ def evaluate(
     data_mode: Annotated[Optional[str], typer.Option(help="online (augmented views through the backbone each step) | cached (eval-crop features extracted once), for linear and attentive probes; default: the protocol's; kNN is always cached.", show_default=False)] = None,
     grid_search: Annotated[Optional[str], typer.Option(help="Linear probes: full (every head of the grid trained to the end) | halving (successive halving on val: about a fifth of the head-steps, numbers may differ); default: the protocol's (full).", show_default=False)] = None,
     head_precision: Annotated[Optional[str], typer.Option(help="Linear probes: bf16 (training products in bf16 over fp32 weights and optimizer; every score in fp32) | fp32; default: the protocol's (fp32).", show_default=False)] = None,
-    memory_gb: Annotated[Optional[float], typer.Option(help="Device memory for attentive heads, GiB (default: 90% of free GPU memory).", show_default=False)] = None,
+    memory_gb: Annotated[Optional[float], typer.Option(help="Device memory for the heads, GiB: attentive heads that do not fit train in passes; a cell whose heads exceed it (or the device's memory) is refused up front (default: 90% of free GPU memory).", show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", "--rerun", help="Re-run cells whose record already exists.")] = False,
     cards: CardsOption = None,
     assume_gpu: Annotated[Optional[str], typer.Option(help=f"With --dry-run: cost the plan on a GPU this machine lacks ({' | '.join(GPUS)}): its datasheet peak, memory and GPU-hours.", show_default=False)] = None,
