@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from aimbench.atomic import atomic_write
 from aimbench.errors import UserError
 from aimbench.store.schema import SCHEMA_VERSION
+from aimbench.store.scores import bad_scores
 
 if TYPE_CHECKING:
     from aimbench.cards.backbone_card import BackboneSpec
@@ -175,7 +176,11 @@ def finished(path: Path) -> bool:
 
 
 def write_record_atomic(path: Path, record: dict[str, Any]) -> None:
-    """Write ``record`` so that ``path`` either does not exist or holds the whole record, sealed by its checksum."""
+    """Write ``record`` so that ``path`` either does not exist or holds the whole record, sealed by its checksum;
+    a score that is no measurement (:func:`bad_scores`) is refused, so nothing is written."""
+    bad = bad_scores(record)
+    if bad:
+        raise UserError(f"refusing to record {path.name}: {', '.join(bad[:3])} is not a score in [0, 1]; nothing was recorded")
     text = record_text(record)
     atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 

@@ -1,0 +1,117 @@
+"""No number is recorded that is not a real measurement: a catalogue through the real CLI.
+
+Each case runs ``aimbench`` on a micro ViT and scikit-learn's digits with one input that would
+have produced a number that measures nothing (NaN weights, a NaN in a protocol card, features or
+heads that went non-finite, ...) and must end in exactly one ``error:`` line, exit code 2, no
+traceback, and no record (nor any half-written file) in the results folder.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, run_cli, write_card
+from safetensors.torch import save_file
+from test_cli import assert_one_line_error
+
+from aimbench.adapters import load_backbone
+from aimbench.cards.registry import Registry
+
+FAST = ("--protocol", "aim-v1", "--epochs", "2", "--limit", "60")
+
+
+def eval_cell(tmp_path: Path, cards: Path, *extra: str) -> list[str]:
+    """The arguments of one fast linear cell of micro-cls on digits."""
+    return ["eval", "-b", "micro-cls", "-t", "digits", "--cards", str(cards), "--results", str(tmp_path / "results"), *FAST, *extra]
+
+
+def assert_nothing_recorded(tmp_path: Path) -> None:
+    """No record, and no temporary or partial file, anywhere under the results folder."""
+    results = tmp_path / "results"
+    runs = list((results / "runs").glob("*")) if (results / "runs").exists() else []
+    assert not [p for p in runs if p.is_file()], runs
+    assert not [p for p in results.rglob("*") if p.is_file() and re.search(r"\.(part|tmp)", p.name)]
+
+
+def micro_state(cards: Path) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in load_backbone("micro-cls", registry=Registry.load([cards])).model.state_dict().items()}
+
+
+def protocol_card(cards: Path, name: str, section: str, field: str, value: str) -> None:
+    """A copy of aim-v1 named ``name`` whose ``[section] field`` is ``value`` (TOML)."""
+    lines, current = [], ""
+    for line in (REPO / "protocols" / "aim-v1.toml").read_text().splitlines():
+        if line.startswith("["):
+            current = line.strip("[]")
+        if line.startswith("name = "):
+            line = f'name = "{name}"'
+        elif current == section and line.startswith(f"{field} = "):
+            line = f'{field} = {{ value = {value}, source = "a test" }}'
+        lines.append(line)
+    write_card(cards, "protocols", name, "\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(("fmt", "bad"), [("safetensors", float("nan")), ("pt", float("inf"))], ids=["nan-safetensors", "inf-pt"])
+def test_non_finite_weights_file_refused_naming_the_tensor(tmp_path: Path, tiny_cards: Path, fmt: str, bad: float) -> None:
+    state = micro_state(tiny_cards)
+    state["blocks.1.mlp.fc1.weight"][3, 5] = bad
+    path = tmp_path / f"bad.{fmt}"
+    save_file(state, str(path)) if fmt == "safetensors" else torch.save(state, path)
+    proc = run_cli(*eval_cell(tmp_path, tiny_cards, "--weights", str(path)))
+    assert_one_line_error(proc, str(path), "tensor 'blocks.1.mlp.fc1.weight' holds NaN or inf")
+    assert_nothing_recorded(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("section", "field", "value"),
+    [
+        ("linear", "learning_rates", "[nan]"),
+        ("linear", "weight_decays", "[0.0, nan]"),
+        ("linear", "warmup_fraction", "nan"),
+        ("knn", "temperature", "nan"),
+        ("splits", "val_fraction", "nan"),
+        ("linear", "learning_rates", "[inf]"),
+    ],
+    ids=["lr-nan", "wd-nan", "warmup-nan", "temperature-nan", "val-fraction-nan", "lr-inf"],
+)
+def test_protocol_card_with_a_non_finite_field_refused_at_load(
+    tmp_path: Path, tiny_cards: Path, section: str, field: str, value: str
+) -> None:
+    protocol_card(tiny_cards, "broken", section, field, value)
+    proc = run_cli(*eval_cell(tmp_path, tiny_cards, "--protocol", "broken"))
+    assert_one_line_error(proc, "broken.toml", f"{section}.{field}", "expected a finite number")
+    assert_nothing_recorded(tmp_path)
+
+
+def test_backbone_card_with_a_nan_mean_refused_at_load(tmp_path: Path, tiny_cards: Path) -> None:
+    card = tiny_cards / "backbones" / "testfam.toml"
+    card.write_text(card.read_text().replace("mean = [0.5, 0.5, 0.5]", "mean = [0.5, nan, 0.5]"))
+    proc = run_cli(*eval_cell(tmp_path, tiny_cards))
+    assert_one_line_error(proc, "testfam.toml", "mean", "numbers (finite)")
+    assert_nothing_recorded(tmp_path)
+
+
+def test_eval_option_inf_refused(tmp_path: Path, tiny_cards: Path) -> None:
+    proc = run_cli(*eval_cell(tmp_path, tiny_cards, "--memory-gb", "inf"))
+    assert_one_line_error(proc, "--memory-gb must be a positive number")
+
+
+def test_features_that_overflow_fail_the_cell_naming_the_layer_set(tmp_path: Path, tiny_cards: Path) -> None:
+    state = micro_state(tiny_cards)
+    state["blocks.2.attn.proj.bias"][:] = 3e38  # finite weights whose block-2 output (their sum) overflows to inf
+    state["blocks.2.mlp.fc2.bias"][:] = 3e38
+    path = tmp_path / "huge.safetensors"
+    save_file(state, str(path))
+    proc = run_cli(*eval_cell(tmp_path, tiny_cards, "--weights", str(path)))
+    assert_one_line_error(proc, "the train features of layer set 2 (patch_mean)", "hold NaN or inf", "nothing was recorded")
+    assert_nothing_recorded(tmp_path)
+
+
+def test_a_diverging_head_fails_the_cell_naming_its_grid_point(tmp_path: Path, tiny_cards: Path) -> None:
+    protocol_card(tiny_cards, "diverging", "linear", "learning_rates", "[1e-3, 1e38]")
+    proc = run_cli(*eval_cell(tmp_path, tiny_cards, "--protocol", "diverging", "--layers", "last"))
+    assert_one_line_error(proc, "went non-finite in training", "lr=1e+38", "nothing was recorded")
+    assert_nothing_recorded(tmp_path)
