@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from aimbench.cards.task_card import TaskSpec
 from aimbench.data.images import ImageTooLarge, LabelledImages, max_image_pixels
+from aimbench.data.overlap import shared
 from aimbench.data.sources import TaskNotReady, load_source, locate_source
 from aimbench.data.splits import carve_splits
 from aimbench.errors import UserError
@@ -112,11 +112,10 @@ def check_task(
         if large:
             report.notes.append(f"{len(large)} {name} image(s) over the pixel limit of {limit:,} skipped undecoded, e.g. position "
                                 f"{large[0]} (AIMBENCH_MAX_IMAGE_PIXELS)")  # fmt: skip
-    for first, second in combinations(hashes, 2):
-        shared = (set(hashes[first]) & set(hashes[second])) - {UNREADABLE, TOO_LARGE}
-        report.duplicates[f"{first}&{second}"] = len(shared)
-        if shared:
-            report.notes.append(f"{len(shared)} identical image(s) in both {first} and {second}")
+    report.duplicates = shared(hashes, ignore=(UNREADABLE, TOO_LARGE))
+    for pair, count in report.duplicates.items():
+        if count:
+            report.notes.append(f"{count} identical image(s) in both {pair.replace('&', ' and ')}")
             report.status = WARNING if report.status == READY else report.status
     if report.unreadable or report.too_large:  # an evaluation would stop at the first of them
         report.status = BROKEN

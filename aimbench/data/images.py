@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,18 +72,21 @@ def open_limited(source: str | Path | IO[bytes], formats: tuple[str, ...] | None
 
 @dataclass(frozen=True)
 class LabelledImages:
-    """Images ``get_image(indices[i])`` with labels ``labels[i]``."""
+    """Images ``get_image(indices[i])`` with labels ``labels[i]``; ``identity(indices[i])``: what makes
+    two images the same one (a file's device and inode, an array's row), so splits that share
+    images are found without decoding them (None: the source cannot tell cheaply)."""
 
     get_image: Callable[[int], Image.Image]
     labels: np.ndarray
     indices: np.ndarray
+    identity: Callable[[int], Hashable] | None = None
 
     @classmethod
     def from_arrays(cls, images: np.ndarray, labels: np.ndarray) -> LabelledImages:
         """uint8 images shaped (N, H, W) or (N, H, W, 3)."""
         if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) != len(labels):
             raise ValueError(f"expected uint8 (N,H,W[,3]) images matching {len(labels)} labels, got {images.shape}")
-        return cls(lambda i: Image.fromarray(images[i]), labels.astype(np.int64), np.arange(len(labels)))
+        return cls(lambda i: Image.fromarray(images[i]), labels.astype(np.int64), np.arange(len(labels)), lambda i: (id(images), i))
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -91,7 +94,7 @@ class LabelledImages:
     def subset(self, positions: np.ndarray) -> LabelledImages:
         """The images at ``positions`` (positions within this view, not raw indices)."""
         positions = np.asarray(positions, dtype=np.int64)
-        return LabelledImages(self.get_image, self.labels[positions], self.indices[positions])
+        return LabelledImages(self.get_image, self.labels[positions], self.indices[positions], self.identity)
 
     def image(self, position: int) -> Image.Image:
         return self.get_image(int(self.indices[position]))

@@ -9,8 +9,10 @@ reads the layout's listings into :class:`LabelledImages` without decoding an ima
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -71,9 +73,21 @@ def open_image(source: str | Path | IO[bytes]) -> Image.Image:
 
 
 def file_images(paths: Sequence[Path], labels: Sequence[int]) -> LabelledImages:
-    """Images decoded from ``paths`` on demand."""
+    """Images decoded from ``paths`` on demand; a file is the same image wherever it is linked from
+    (its device and inode: a symlinked folder, a hard link, the same path listed twice)."""
     files = list(paths)
-    return LabelledImages(lambda i: open_image(files[i]), np.asarray(labels, dtype=np.int64), np.arange(len(files)))
+    return LabelledImages(
+        lambda i: open_image(files[i]), np.asarray(labels, dtype=np.int64), np.arange(len(files)), partial(file_identity, files)
+    )
+
+
+def file_identity(files: Sequence[Path], index: int) -> tuple[int, int] | Path:
+    """The (device, inode) of ``files[index]`` through any symlinks; the path itself when it cannot be read."""
+    try:
+        st = os.stat(files[index])
+    except OSError:
+        return files[index]
+    return st.st_dev, st.st_ino
 
 
 def require_files(folder: Path, names: Sequence[str], how: str) -> None:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import REPO, run_cli, write_card
+from PIL import Image
 from safetensors.torch import save_file
 from test_cli import assert_one_line_error
 
@@ -114,4 +116,89 @@ def test_a_diverging_head_fails_the_cell_naming_its_grid_point(tmp_path: Path, t
     protocol_card(tiny_cards, "diverging", "linear", "learning_rates", "[1e-3, 1e38]")
     proc = run_cli(*eval_cell(tmp_path, tiny_cards, "--protocol", "diverging", "--layers", "last"))
     assert_one_line_error(proc, "went non-finite in training", "lr=1e+38", "nothing was recorded")
+    assert_nothing_recorded(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# test never overlaps train
+
+
+def folder_task(cards: Path, name: str, sizes: tuple[int, int, int], splits: str = "") -> None:
+    """An imagefolder task card over ``<data root>/<name>`` (3 classes), val a quarter of train."""
+    splits = splits or 'train = "train"\ntest = "test"\nval = { fraction = 0.25, seed = 0 }'
+    write_card(
+        cards,
+        "tasks",
+        name,
+        f"""
+name = "{name}"
+version = 1
+description = "a test"
+num_classes = 3
+metric = "top1"
+license = "CC0-1.0"
+citation = "none"
+
+[[sources]]
+kind = "imagefolder"
+dir = "{name}"
+
+[splits]
+{splits}
+
+[expected_sizes]
+train = {sizes[0]}
+val = {sizes[1]}
+test = {sizes[2]}
+""",
+    )
+
+
+def write_digits_folder(root: Path, per_class: dict[str, int], mode: str = "L") -> None:
+    """scikit-learn digits 0, 1, 2 as PNGs under ``root/<split>/<class>/``: 8-bit (``L``) or 16-bit (``I;16``) copies of the same pixels."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    position = 0
+    for split, count in per_class.items():
+        for label in range(3):
+            rows = [i for i, y in enumerate(digits.target) if y == label][position : position + count]
+            for n, row in enumerate(rows):
+                pixels = (digits.images[row] * 255 / 16).round().astype(np.uint8)  # 0..16 -> 0..255
+                path = root / split / str(label) / f"{n:03d}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if mode == "L":
+                    Image.fromarray(pixels).save(path)
+                else:  # the same image at 16 bits: v * 257 spans 0..65535 exactly as v spans 0..255
+                    Image.fromarray(pixels.astype(np.uint16) * 257).save(path)
+        position += count
+
+
+def test_a_test_folder_symlinked_to_train_is_refused(tmp_path: Path, tiny_cards: Path) -> None:
+    data = tmp_path / "data"
+    write_digits_folder(data / "mirror", {"train": 8})
+    (data / "mirror" / "test").symlink_to(data / "mirror" / "train")
+    folder_task(tiny_cards, "mirror", (18, 6, 24))
+    proc = run_cli(*eval_cell(tmp_path, tiny_cards, "-t", "mirror", "--data-root", str(data)))
+    assert_one_line_error(proc, "task 'mirror': test shares 18 image(s) with train", "give test its own images")
+    assert_nothing_recorded(tmp_path)
+
+
+def test_val_and_test_named_as_train_are_refused(tmp_path: Path, tiny_cards: Path) -> None:
+    card = (REPO / "tasks" / "digits.toml").read_text()
+    card = card.replace('name = "digits"', 'name = "trainonly"').replace('test = "test"', 'test = "train"')
+    write_card(tiny_cards, "tasks", "trainonly", card)
+    proc = run_cli(*eval_cell(tmp_path, tiny_cards, "-t", "trainonly"))
+    assert_one_line_error(proc, "task 'trainonly': test shares", "with train")
+    assert_nothing_recorded(tmp_path)
+
+
+def test_a_class_too_small_to_stratify_is_one_line_naming_it(tmp_path: Path, tiny_cards: Path) -> None:
+    data = tmp_path / "data"
+    write_digits_folder(data / "lonely", {"train": 4, "test": 2})
+    for extra in sorted((data / "lonely" / "train" / "2").iterdir())[1:]:
+        extra.unlink()  # class 2 keeps one train image
+    folder_task(tiny_cards, "lonely", (7, 2, 6))
+    proc = run_cli(*eval_cell(tmp_path, tiny_cards, "-t", "lonely", "--data-root", str(data)))
+    assert_one_line_error(proc, "task 'lonely': class 2 has 1 train image", "needs at least 2 per class")
     assert_nothing_recorded(tmp_path)
