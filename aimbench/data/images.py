@@ -70,6 +70,41 @@ def open_limited(source: str | Path | IO[bytes], formats: tuple[str, ...] | None
         yield image
 
 
+BIT_DEPTH = "aimbench_bit_depth"  # image.info: the bits per sample an image had before it was brought to 8
+_DEPTHS = {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32, "F": 32}
+
+
+def bit_depth(image: Image.Image) -> int:
+    """Bits per sample of a decoded image as its file stored it (8 for every 8-bit mode)."""
+    return int(image.info.get(BIT_DEPTH, _DEPTHS.get(image.mode, 8)))
+
+
+def to_eight_bit(image: Image.Image) -> Image.Image:
+    """A 16-bit or 32-bit integer or float image scaled to the 8-bit range the transforms expect.
+
+    PIL's ``convert`` clips such images at 255 (99 % of a 0..65535 ramp becomes white). Scaling
+    instead: 16-bit files divide by 257 (a 16-bit copy of an 8-bit image, v * 257, gives v back
+    exactly); 32-bit images by the range their values span: [0, 1] (float), [0, 255], [0, 65535],
+    else their own minimum to maximum. Every other mode is returned as it is."""
+    if image.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return image
+    pixels = np.asarray(image, dtype=np.float64)
+    low, high = (float(pixels.min()), float(pixels.max())) if pixels.size else (0.0, 0.0)
+    if image.mode.startswith("I;16"):
+        scaled = pixels / 257
+    elif low >= 0 and high <= (1 if image.mode == "F" else 255):
+        scaled = pixels * (255 if image.mode == "F" else 1)
+    elif low >= 0 and high <= 255:
+        scaled = pixels
+    elif low >= 0 and high <= 65535:
+        scaled = pixels / 257
+    else:
+        scaled = (pixels - low) * (255 / (high - low)) if high > low and np.isfinite(high - low) else np.zeros_like(pixels)
+    eight = Image.fromarray(np.nan_to_num(scaled).round().clip(0, 255).astype(np.uint8))
+    eight.info[BIT_DEPTH] = _DEPTHS[image.mode]
+    return eight
+
+
 @dataclass(frozen=True)
 class LabelledImages:
     """Images ``get_image(indices[i])`` with labels ``labels[i]``; ``identity(indices[i])``: what makes

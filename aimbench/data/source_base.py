@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from aimbench.cards.task_card import SourceSpec
-from aimbench.data.images import LabelledImages, open_limited
+from aimbench.data.images import LabelledImages, open_limited, to_eight_bit
 from aimbench.errors import UserError
 
 
@@ -66,10 +66,10 @@ def listing_digest(paths: Sequence[Path], labels: Sequence[int], root: Path) -> 
 
 
 def open_image(source: str | Path | IO[bytes]) -> Image.Image:
-    """Decode one image fully (so no file handle stays open), under the pixel limit."""
+    """Decode one image fully (so no file handle stays open), under the pixel limit, in 8-bit range (:func:`to_eight_bit`)."""
     with open_limited(source) as image:
         image.load()
-        return image
+        return to_eight_bit(image)
 
 
 def file_images(paths: Sequence[Path], labels: Sequence[int]) -> LabelledImages:

@@ -8,6 +8,7 @@ traceback, and no record (nor any half-written file) in the results folder.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -202,3 +203,24 @@ def test_a_class_too_small_to_stratify_is_one_line_naming_it(tmp_path: Path, tin
     proc = run_cli(*eval_cell(tmp_path, tiny_cards, "-t", "lonely", "--data-root", str(data)))
     assert_one_line_error(proc, "task 'lonely': class 2 has 1 train image", "needs at least 2 per class")
     assert_nothing_recorded(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# pixels as they are
+
+
+def test_a_16_bit_png_copy_scores_exactly_as_its_8_bit_copy(tmp_path: Path, tiny_cards: Path) -> None:
+    data = tmp_path / "data"
+    scores = {}
+    for name, mode in (("eight", "L"), ("sixteen", "I;16")):
+        write_digits_folder(data / name, {"train": 12, "test": 6}, mode)
+        folder_task(tiny_cards, name, (27, 9, 18))
+        proc = run_cli(*eval_cell(tmp_path, tiny_cards, "-t", name, "--data-root", str(data)))
+        assert proc.returncode == 0, proc.stderr
+        [record] = [json.loads(p.read_text()) for p in (tmp_path / "results" / "runs").glob(f"*{name}*.json")]
+        scores[name] = [(layer["val_score"], layer["test_score"]) for layer in record["layers"]]
+    assert Image.open(next((data / "sixteen" / "train" / "0").iterdir())).mode == "I;16"
+    assert scores["sixteen"] == scores["eight"] and len(scores["eight"]) == 3
+    check = run_cli("tasks", "check", "sixteen", "--cards", str(tiny_cards), "--data-root", str(data))
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "54 16-bit image(s), scaled to 8 bits when read" in " ".join(check.stdout.split())
