@@ -224,3 +224,24 @@ def test_a_16_bit_png_copy_scores_exactly_as_its_8_bit_copy(tmp_path: Path, tiny
     check = run_cli("tasks", "check", "sixteen", "--cards", str(tiny_cards), "--data-root", str(data))
     assert check.returncode == 0, check.stdout + check.stderr
     assert "54 16-bit image(s), scaled to 8 bits when read" in " ".join(check.stdout.split())
+
+
+# ---------------------------------------------------------------------------------------------
+# identity by content, not by name
+
+
+def test_a_cached_block_replaced_by_another_block_is_never_read_as_it(tmp_path: Path, tiny_cards: Path) -> None:
+    env = {"AIMBENCH_CACHE": str(tmp_path / "cache")}
+    first = run_cli(*eval_cell(tmp_path, tiny_cards, "--layers", "0,1"), env=env)
+    assert first.returncode == 0, first.stderr
+    [record_file] = (tmp_path / "results" / "runs").glob("*.json")
+    before = json.loads(record_file.read_text())["layers"]
+    folders = {p.parent for p in (tmp_path / "cache").rglob("block0.safetensors")}
+    assert len(folders) == 3  # train, val, test
+    for folder in folders:  # a valid block-1 file where block 0 was
+        (folder / "block0.safetensors").write_bytes((folder / "block1.safetensors").read_bytes())
+    again = run_cli(*eval_cell(tmp_path, tiny_cards, "--layers", "0,1", "--overwrite"), env=env)
+    assert again.returncode == 0, again.stderr
+    assert "say they are another block, split or cache key" in again.stderr
+    after = json.loads(record_file.read_text())
+    assert after["layers"] == before and after["probe_config"]["feature_cache"]["damaged_blocks"] == 3
