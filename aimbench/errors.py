@@ -38,8 +38,9 @@ def unknown_name(kind: str, name: str, known: Iterable[str]) -> UserError:
 
 
 def at_least(option: str, value: int | float, minimum: int | float) -> None:
-    """Refuse a numeric option below its range (``--batch-size 0``) before it reaches a loop that divides by it."""
-    if not value >= minimum:  # also refuses NaN
+    """Refuse a numeric option below its range (``--batch-size 0``) before it reaches a loop that divides by it,
+    and NaN or inf, which no range holds."""
+    if not minimum <= value < float("inf"):  # also refuses NaN
         raise UserError(f"{option} must be at least {minimum}, got {value}")
 
 

@@ -78,7 +78,19 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"weights file '{path}' does not hold a state dict of tensors")
+    require_finite_weights(path, state)
     return state
+
+
+def require_finite_weights(path: Path, state: Mapping[str, torch.Tensor]) -> None:
+    """Refuse a file with NaN or inf in any floating tensor, naming it: such weights run without an
+    error and make every probe score chance, which a record would present as a measurement."""
+    for key in sorted(state):
+        tensor = state[key]
+        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
+            raise UserError(
+                f"weights file '{path}': tensor '{key}' holds NaN or inf; these weights measure nothing, use a finite checkpoint"
+            )
 
 
 def _verify_checksum(path: Path, state: dict[str, torch.Tensor]) -> None:

@@ -7,6 +7,7 @@ reaches the rest of aimbench, so a typo in a card fails at load time, not deep i
 from __future__ import annotations
 
 import builtins
+import math
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,11 @@ from aimbench.confine import escape_problem
 from aimbench.errors import CardError
 
 _MISSING = object()
+
+
+def is_finite_number(value: Any) -> bool:
+    """An int or float that is neither NaN nor inf (TOML writes both as ``nan`` and ``inf``): no card field means either."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 class Fields:
@@ -66,8 +72,8 @@ class Fields:
         value = self._get(key, default)
         if value is default and default is not _MISSING:
             return value
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.error(key, f"expected a number, got {value!r}")
+        if not is_finite_number(value):
+            raise self.error(key, f"expected a finite number, got {value!r}")
         return float(value)
 
     def bool(self, key: builtins.str, default: Any = _MISSING) -> Any:
@@ -80,12 +86,8 @@ class Fields:
         value = self._get(key, default)
         if value is default and default is not _MISSING:
             return value
-        if (
-            not isinstance(value, list)
-            or len(value) != length
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-        ):
-            raise self.error(key, f"expected a list of {length} numbers, got {value!r}")
+        if not isinstance(value, list) or len(value) != length or not all(is_finite_number(v) for v in value):
+            raise self.error(key, f"expected a list of {length} numbers (finite), got {value!r}")
         return tuple(float(v) for v in value)
 
     def strs(self, key: builtins.str, default: Any = _MISSING) -> Any:

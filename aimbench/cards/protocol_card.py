@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from aimbench.cards.backbone_card import TOKEN_KINDS
-from aimbench.cards.fields import Fields
+from aimbench.cards.fields import Fields, is_finite_number
 from aimbench.errors import CardError
 
 SPLITS = "splits"  # the section that holds val_fraction, shared by every kind
@@ -58,8 +58,9 @@ Check = Callable[[Any], Any]  # a raw TOML value -> the typed value, or ValueErr
 
 
 def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"expected a number, got {value!r}")
+    """A finite number: NaN passes every comparison a range check makes, so it is refused here, once."""
+    if not is_finite_number(value):
+        raise ValueError(f"expected a finite number, got {value!r}")
     return float(value)
 
 

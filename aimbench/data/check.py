@@ -12,14 +12,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from aimbench.cards.task_card import TaskSpec
-from aimbench.data.images import ImageTooLarge, LabelledImages, max_image_pixels
+from aimbench.data.images import ImageTooLarge, LabelledImages, bit_depth, max_image_pixels
+from aimbench.data.overlap import shared
 from aimbench.data.sources import TaskNotReady, load_source, locate_source
 from aimbench.data.splits import carve_splits
 from aimbench.errors import UserError
@@ -39,6 +39,7 @@ class CheckReport:
     unreadable: int = 0
     too_large: int = 0  # over the pixel limit: skipped undecoded, and counted like the unreadable ones
     duplicates: dict[str, int] = field(default_factory=dict)  # "train&test" -> images in both
+    bit_depths: dict[int, int] = field(default_factory=dict)  # bits per sample as stored -> images (16: scaled to 8 when read)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -47,7 +48,7 @@ class CheckReport:
 
 
 class _PixelHashes(Dataset):
-    """The hash of each image's decoded pixels, or ``UNREADABLE``, or ``TOO_LARGE``."""
+    """The hash of each image's decoded pixels, or ``UNREADABLE``, or ``TOO_LARGE``; and its bit depth as stored (0: unread)."""
 
     def __init__(self, images: LabelledImages) -> None:
         self.images = images
@@ -55,25 +56,28 @@ class _PixelHashes(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, position: int) -> bytes:
+    def __getitem__(self, position: int) -> tuple[bytes, int]:
         try:
             image = self.images.image(position)
             pixels = np.asarray(image)
         except ImageTooLarge:
-            return TOO_LARGE
+            return TOO_LARGE, 0
         except Exception:  # noqa: BLE001 - any decoder failure means "unreadable", which is what we count
-            return UNREADABLE
+            return UNREADABLE, 0
         header = f"{image.mode}:{pixels.shape}".encode()
-        return hashlib.blake2b(header + pixels.tobytes(), digest_size=16).digest()
+        return hashlib.blake2b(header + pixels.tobytes(), digest_size=16).digest(), bit_depth(image)
 
 
-def pixel_hashes(images: LabelledImages, workers: int, advance: Callable[[int], None]) -> list[bytes]:
+def pixel_hashes(images: LabelledImages, workers: int, advance: Callable[[int], None]) -> tuple[list[bytes], list[int]]:
+    """Each image's pixel hash and its bit depth as stored."""
     loader = DataLoader(_PixelHashes(images), batch_size=64, num_workers=workers, collate_fn=list)
     hashes: list[bytes] = []
+    depths: list[int] = []
     for batch in loader:
-        hashes += batch
+        hashes += [h for h, _ in batch]
+        depths += [d for _, d in batch]
         advance(len(batch))
-    return hashes
+    return hashes, depths
 
 
 def check_task(
@@ -102,7 +106,9 @@ def check_task(
         return report
     hashes = {}
     for name, images in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
-        hashes[name] = pixel_hashes(images, workers, stage(f"{task.name}: decoding {name}", len(images)))
+        hashes[name], depths = pixel_hashes(images, workers, stage(f"{task.name}: decoding {name}", len(images)))
+        for depth in filter(None, depths):
+            report.bit_depths[depth] = report.bit_depths.get(depth, 0) + 1
         bad = [i for i, h in enumerate(hashes[name]) if h == UNREADABLE]
         large = [i for i, h in enumerate(hashes[name]) if h == TOO_LARGE]
         report.unreadable += len(bad)
@@ -112,12 +118,14 @@ def check_task(
         if large:
             report.notes.append(f"{len(large)} {name} image(s) over the pixel limit of {limit:,} skipped undecoded, e.g. position "
                                 f"{large[0]} (AIMBENCH_MAX_IMAGE_PIXELS)")  # fmt: skip
-    for first, second in combinations(hashes, 2):
-        shared = (set(hashes[first]) & set(hashes[second])) - {UNREADABLE, TOO_LARGE}
-        report.duplicates[f"{first}&{second}"] = len(shared)
-        if shared:
-            report.notes.append(f"{len(shared)} identical image(s) in both {first} and {second}")
+    report.duplicates = shared(hashes, ignore=(UNREADABLE, TOO_LARGE))
+    for pair, count in report.duplicates.items():
+        if count:
+            report.notes.append(f"{count} identical image(s) in both {pair.replace('&', ' and ')}")
             report.status = WARNING if report.status == READY else report.status
+    deep = {depth: count for depth, count in sorted(report.bit_depths.items()) if depth > 8}
+    if deep:
+        report.notes.append(", ".join(f"{count} {depth}-bit" for depth, count in deep.items()) + " image(s), scaled to 8 bits when read")
     if report.unreadable or report.too_large:  # an evaluation would stop at the first of them
         report.status = BROKEN
     return report

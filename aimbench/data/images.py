@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,20 +70,58 @@ def open_limited(source: str | Path | IO[bytes], formats: tuple[str, ...] | None
         yield image
 
 
+BIT_DEPTH = "aimbench_bit_depth"  # image.info: the bits per sample an image had before it was brought to 8
+_DEPTHS = {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32, "F": 32}
+
+
+def bit_depth(image: Image.Image) -> int:
+    """Bits per sample of a decoded image as its file stored it (8 for every 8-bit mode)."""
+    return int(image.info.get(BIT_DEPTH, _DEPTHS.get(image.mode, 8)))
+
+
+def to_eight_bit(image: Image.Image) -> Image.Image:
+    """A 16-bit or 32-bit integer or float image scaled to the 8-bit range the transforms expect.
+
+    PIL's ``convert`` clips such images at 255 (99 % of a 0..65535 ramp becomes white). Scaling
+    instead: 16-bit files divide by 257 (a 16-bit copy of an 8-bit image, v * 257, gives v back
+    exactly); 32-bit images by the range their values span: [0, 1] (float), [0, 255], [0, 65535],
+    else their own minimum to maximum. Every other mode is returned as it is."""
+    if image.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return image
+    pixels = np.asarray(image, dtype=np.float64)
+    low, high = (float(pixels.min()), float(pixels.max())) if pixels.size else (0.0, 0.0)
+    if image.mode.startswith("I;16"):
+        scaled = pixels / 257
+    elif low >= 0 and high <= (1 if image.mode == "F" else 255):
+        scaled = pixels * (255 if image.mode == "F" else 1)
+    elif low >= 0 and high <= 255:
+        scaled = pixels
+    elif low >= 0 and high <= 65535:
+        scaled = pixels / 257
+    else:
+        scaled = (pixels - low) * (255 / (high - low)) if high > low and np.isfinite(high - low) else np.zeros_like(pixels)
+    eight = Image.fromarray(np.nan_to_num(scaled).round().clip(0, 255).astype(np.uint8))
+    eight.info[BIT_DEPTH] = _DEPTHS[image.mode]
+    return eight
+
+
 @dataclass(frozen=True)
 class LabelledImages:
-    """Images ``get_image(indices[i])`` with labels ``labels[i]``."""
+    """Images ``get_image(indices[i])`` with labels ``labels[i]``; ``identity(indices[i])``: what makes
+    two images the same one (a file's device and inode, an array's row), so splits that share
+    images are found without decoding them (None: the source cannot tell cheaply)."""
 
     get_image: Callable[[int], Image.Image]
     labels: np.ndarray
     indices: np.ndarray
+    identity: Callable[[int], Hashable] | None = None
 
     @classmethod
     def from_arrays(cls, images: np.ndarray, labels: np.ndarray) -> LabelledImages:
         """uint8 images shaped (N, H, W) or (N, H, W, 3)."""
         if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) != len(labels):
             raise ValueError(f"expected uint8 (N,H,W[,3]) images matching {len(labels)} labels, got {images.shape}")
-        return cls(lambda i: Image.fromarray(images[i]), labels.astype(np.int64), np.arange(len(labels)))
+        return cls(lambda i: Image.fromarray(images[i]), labels.astype(np.int64), np.arange(len(labels)), lambda i: (id(images), i))
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -91,7 +129,7 @@ class LabelledImages:
     def subset(self, positions: np.ndarray) -> LabelledImages:
         """The images at ``positions`` (positions within this view, not raw indices)."""
         positions = np.asarray(positions, dtype=np.int64)
-        return LabelledImages(self.get_image, self.labels[positions], self.indices[positions])
+        return LabelledImages(self.get_image, self.labels[positions], self.indices[positions], self.identity)
 
     def image(self, position: int) -> Image.Image:
         return self.get_image(int(self.indices[position]))

@@ -9,8 +9,10 @@ reads the layout's listings into :class:`LabelledImages` without decoding an ima
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -18,7 +20,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from aimbench.cards.task_card import SourceSpec
-from aimbench.data.images import LabelledImages, open_limited
+from aimbench.data.images import LabelledImages, open_limited, to_eight_bit
 from aimbench.errors import UserError
 from aimbench.special_files import require_regular
 
@@ -65,7 +67,8 @@ def listing_digest(paths: Sequence[Path], labels: Sequence[int], root: Path) -> 
 
 
 def open_image(source: str | Path | IO[bytes]) -> Image.Image:
-    """Decode one image fully (so no file handle stays open), under the pixel limit.
+    """Decode one image fully (so no file handle stays open), under the pixel limit, in 8-bit range
+    (:func:`to_eight_bit`: 16-bit and float images are scaled, never clipped).
 
     An evaluation never skips an image (the score would be on another test set than the card's),
     so a file PIL cannot decode (empty, truncated, text under an image name) stops it with one
@@ -76,7 +79,7 @@ def open_image(source: str | Path | IO[bytes]) -> Image.Image:
     try:
         with open_limited(source) as image:
             image.load()
-            return image
+            return to_eight_bit(image)
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # what PIL's decoders raise on damaged data
         where = source if isinstance(source, (str, Path)) else getattr(source, "name", "an embedded image")
         reason = "not a format PIL reads: empty, or not an image" if isinstance(exc, UnidentifiedImageError) else str(exc)
@@ -85,9 +88,21 @@ def open_image(source: str | Path | IO[bytes]) -> Image.Image:
 
 
 def file_images(paths: Sequence[Path], labels: Sequence[int]) -> LabelledImages:
-    """Images decoded from ``paths`` on demand."""
+    """Images decoded from ``paths`` on demand; a file is the same image wherever it is linked from
+    (its device and inode: a symlinked folder, a hard link, the same path listed twice)."""
     files = list(paths)
-    return LabelledImages(lambda i: open_image(files[i]), np.asarray(labels, dtype=np.int64), np.arange(len(files)))
+    return LabelledImages(
+        lambda i: open_image(files[i]), np.asarray(labels, dtype=np.int64), np.arange(len(files)), partial(file_identity, files)
+    )
+
+
+def file_identity(files: Sequence[Path], index: int) -> tuple[int, int] | Path:
+    """The (device, inode) of ``files[index]`` through any symlinks; the path itself when it cannot be read."""
+    try:
+        st = os.stat(files[index])
+    except OSError:
+        return files[index]
+    return st.st_dev, st.st_ino
 
 
 def require_files(folder: Path, names: Sequence[str], how: str) -> None:

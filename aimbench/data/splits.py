@@ -16,6 +16,7 @@ import numpy as np
 
 from aimbench.cards.task_card import TaskSpec
 from aimbench.data.images import LabelledImages
+from aimbench.data.overlap import require_disjoint_test
 from aimbench.data.source_base import LoadedSource
 from aimbench.errors import UserError
 
@@ -47,6 +48,23 @@ def _cap(images: LabelledImages, limit: int | None) -> LabelledImages:
     return images.subset(np.sort(rng.choice(len(images), size=limit, replace=False)))
 
 
+def _carve_val(task: TaskSpec, train: LabelledImages, fraction: float) -> tuple[LabelledImages, LabelledImages]:
+    """A stratified val of ``fraction`` of train, by the card's seed; a class too small to stratify is one error naming it."""
+    from sklearn.model_selection import train_test_split  # scipy with it: a second, only when splits are carved
+
+    classes, counts = np.unique(train.labels, return_counts=True)
+    smallest = int(np.argmin(counts)) if len(counts) else None
+    if smallest is not None and counts[smallest] < 2:
+        raise UserError(f"task '{task.name}': class {classes[smallest]} has {counts[smallest]} train image; carving a stratified val "
+                        f"(fraction {fraction:g}) needs at least 2 per class: add images to it or give the card a val split")  # fmt: skip
+    try:
+        train_pos, val_pos = train_test_split(np.arange(len(train)), test_size=fraction, random_state=task.val.seed, stratify=train.labels)
+    except ValueError as exc:  # too few images for a val holding every class once
+        raise UserError(f"task '{task.name}': cannot carve a stratified val of fraction {fraction:g} from {len(train)} train images "
+                        f"in {len(classes)} classes: {exc}") from None  # fmt: skip
+    return train.subset(np.sort(train_pos)), train.subset(np.sort(val_pos))
+
+
 def carve_splits(task: TaskSpec, loaded: LoadedSource, limit: int | None = None, val_fraction: float | None = None) -> TaskSplits:
     """The task's splits; ``val_fraction`` (the protocol's) carves val when the card gives neither split nor fraction."""
     train = _split(loaded, task.train_split, task)
@@ -59,15 +77,8 @@ def carve_splits(task: TaskSpec, loaded: LoadedSource, limit: int | None = None,
         fraction = val_fraction if by_protocol else task.val.fraction
         if fraction is None:
             raise UserError(f"task '{task.name}' takes its val fraction from the protocol, and none was given")
-        from sklearn.model_selection import train_test_split  # scipy with it: a second, only when splits are carved
-
-        train_pos, val_pos = train_test_split(
-            np.arange(len(train)),
-            test_size=fraction,
-            random_state=task.val.seed,
-            stratify=train.labels,
-        )
-        train, val = train.subset(np.sort(train_pos)), train.subset(np.sort(val_pos))
+        train, val = _carve_val(task, train, fraction)
+    require_disjoint_test(task.name, {"train": train, "val": val, "test": test})
     if not by_protocol:
         sizes = {"train": len(train), "val": len(val), "test": len(test)}
     if sizes != task.expected_sizes:

@@ -20,10 +20,22 @@ def check_table(reports: list[CheckReport], expected: dict[str, dict[str, int]])
             "–" if report.classes_in_train is None else str(report.classes_in_train),
             str(report.unreadable) if report.sizes else "–", str(report.too_large) if report.sizes else "–",
             str(duplicates) if report.duplicates else "–",
+            ",".join(map(str, sorted(report.bit_depths))) or "–",
         ])  # fmt: skip
     ready = sum(r.ok for r in reports)
     notes = [f"{r.task}: {note}" for r in reports for note in r.notes]
-    columns = ["task", "status", "source", "train/val/test", "expected", "classes", "unreadable", "too large", "cross-split dups"]
+    columns = [
+        "task",
+        "status",
+        "source",
+        "train/val/test",
+        "expected",
+        "classes",
+        "unreadable",
+        "too large",
+        "cross-split dups",
+        "bit depth",
+    ]
     return Table(f"{ready} of {len(reports)} tasks ready", columns, rows, notes)
 
 

@@ -40,6 +40,7 @@ from aimbench.atomic import PART_SUFFIX, part_path, sweep_once
 from aimbench.errors import UserError
 from aimbench.store.records import damaged_record_warning, record_file_text, record_intact
 from aimbench.store.schema import RECORD_COLUMNS
+from aimbench.store.scores import bad_score_warning, bad_scores
 
 CACHE_DIR = ".cache"
 PIN_SWEEP_S = 24 * 3600  # pins older than this were left by killed processes
@@ -123,6 +124,10 @@ def _parse_new(con: duckdb.DuckDBPyConnection, folder: Path, files: list[tuple[s
             if not record_intact(text) and _is_json(text):  # whole JSON, but not as written: never counted
                 print(damaged_record_warning(folder / name), file=sys.stderr, flush=True)
                 continue
+            bad = _bad_scores_of(text)
+            if bad:  # a number that is no measurement is never ranked
+                print(bad_score_warning(folder / name, bad), file=sys.stderr, flush=True)
+                continue
             # JSON strings cannot hold raw newlines, so removing them keeps a document intact
             flat = text.replace("\r", "").replace("\n", "")
             longest = max(longest, len(flat))
@@ -137,6 +142,15 @@ def _parse_new(con: duckdb.DuckDBPyConnection, folder: Path, files: list[tuple[s
         raise UserError(_locate_bad_record(folder, [name for name, _, _ in files], exc)) from None
     finally:
         os.unlink(stream.name)
+
+
+def _bad_scores_of(text: str) -> list[str]:
+    """The out-of-range scores of a record's text; none for text that is no JSON object (reported later, by file)."""
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return []
+    return bad_scores(record) if isinstance(record, dict) else []
 
 
 def _is_json(text: str) -> bool:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from aimbench.atomic import NotWritable, atomic_write, rescue
 from aimbench.errors import UserError
 from aimbench.store.schema import SCHEMA_VERSION
+from aimbench.store.scores import bad_scores
 
 if TYPE_CHECKING:
     from aimbench.cards.backbone_card import BackboneSpec
@@ -175,10 +176,14 @@ def finished(path: Path) -> bool:
 
 
 def write_record_atomic(path: Path, record: dict[str, Any]) -> None:
-    """Write ``record`` so that ``path`` either does not exist or holds the whole record, sealed by its checksum.
+    """Write ``record`` so that ``path`` either does not exist or holds the whole record, sealed by its checksum;
+    a score that is no measurement (:func:`bad_scores`) is refused, so nothing is written.
 
     A record is a finished cell (minutes to hours of work): where its folder refuses the write,
     the record is kept elsewhere and the error names the place, instead of being thrown away."""
+    bad = bad_scores(record)
+    if bad:
+        raise UserError(f"refusing to record {path.name}: {', '.join(bad[:3])} is not a score in [0, 1]; nothing was recorded")
     data = record_text(record).encode("utf-8")
     try:
         atomic_write(path, lambda handle: handle.write(data))

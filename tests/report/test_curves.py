@@ -15,7 +15,7 @@ from tests.store.test_db import layer, make_record, save
 
 @pytest.fixture
 def results(tmp_path: Path) -> Path:
-    window = {"layer_set": "avg:2-3", "blocks": [2, 3], "layer": 3, "token": "cls", "hparams": None, "val_score": 0.79, "test_score": 0.99}
+    window = {"layer_set": "avg:2-3", "blocks": [2, 3], "layer": 3, "token": "cls", "hparams": None, "val_score": 0.79, "test_score": 0.97}
     peaked = [window, layer(0, 0.40, 0.30), layer(1, 0.70, 0.60), layer(2, 0.90, 0.85), layer(3, 0.80, 0.75)]
     for seed, shift in ((0, 0.0), (1, 0.02)):
         shifted = [{**layer, "val_score": layer["val_score"] + shift, "test_score": layer["test_score"] + shift} for layer in peaked]

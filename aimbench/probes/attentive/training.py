@@ -40,6 +40,7 @@ from aimbench.probes.config import grid_points
 from aimbench.probes.features.extract import eval_batches
 from aimbench.probes.features.layer_sets import LayerSet, blocks_needed
 from aimbench.probes.features.views import AugmentedViews, train_transform
+from aimbench.probes.finite import finite_along, grid_point, require_finite_features, require_finite_heads
 from aimbench.probes.metrics import score_predictions, secondary_scores
 from aimbench.probes.results import HeadScore, LayerResult, ProbeResult, select_per_set, summarise
 from aimbench.probes.schedule import clip_per_head, epoch_batches, grid_optimizer, head_seed, warmup_cosine_schedule
@@ -105,6 +106,10 @@ class AttentiveTrainer:
         self.optimizer = grid_optimizer(config, [grid.by_name() for grid in self.grids], betas=config.betas)
         self.epoch, self.step = 0, 0  # the data position: next epoch, next batch within it
 
+    def hparams(self, point: int) -> dict[str, float]:
+        """Grid point ``point`` as records and messages name it."""
+        return {"lr": self.points[point][0], "weight_decay": self.points[point][1]}
+
     def head_logits(self, normed: torch.Tensor, autocast: bool) -> torch.Tensor:
         """Normalised (L, B, N, D) tokens -> (G, L, B, C) fp32 logits of every head."""
         with torch.autocast(normed.device.type, dtype=torch.bfloat16, enabled=autocast):
@@ -155,9 +160,16 @@ def _predict_all(
 ) -> torch.Tensor:
     """Eval-crop predictions of every head: (G, L, N)."""
     chunks = []
+    names = [s.name for s in trainer.sets]
     with torch.no_grad():
         for tokens in eval_tokens(trainer.backbone, images, trainer.sets, batch_size, workers, cached):
-            chunks.append(trainer.logits(tokens).argmax(-1).cpu())
+            require_finite_features(tokens, 0, [f"layer set {name}" for name in names], "val")
+            logits = trainer.logits(tokens)  # (G, L, B, C)
+            finite = finite_along(logits.flatten(0, 1), 0)  # grid point g, layer set s at g * L + s
+            require_finite_heads(
+                finite, lambda i: grid_point(names[i % len(names)], "attentive", trainer.hparams(i // len(names))), "val logits"
+            )
+            chunks.append(logits.argmax(-1).cpu())
     return torch.cat(chunks, dim=2) if chunks else torch.empty(len(trainer.grids), len(trainer.sets), 0, dtype=torch.int64)
 
 
@@ -170,6 +182,7 @@ def head_predictions(
     workers: int = 0,
     on_batch: Callable[[int], None] | None = None,
     cached: CachedTokens | None = None,
+    split: str = "test",
 ) -> torch.Tensor:
     """Eval-crop predictions (H, N) of standalone heads, head i reading layer set i; one backbone
     forward per batch (or the cache) serves them all. Selected and released heads are scored this way."""
@@ -177,7 +190,10 @@ def head_predictions(
     chunks = []
     with torch.no_grad():
         for tokens in eval_tokens(backbone, images, sets, batch_size, workers, cached):
-            chunks.append(torch.stack([head(tokens[i].to(head.cls_token.dtype)).argmax(-1).cpu() for i, head in enumerate(heads)]))
+            require_finite_features(tokens, 0, [f"layer set {s.name}" for s in sets], split)
+            logits = [head(tokens[i].to(head.cls_token.dtype)) for i, head in enumerate(heads)]
+            require_finite_heads([bool(torch.isfinite(x).all()) for x in logits], lambda i: f"layer set {sets[i].name}", f"{split} logits")
+            chunks.append(torch.stack([x.argmax(-1).cpu() for x in logits]))
             if on_batch is not None:
                 on_batch(tokens.shape[1])
     return torch.cat(chunks, dim=1) if chunks else torch.empty(len(heads), 0, dtype=torch.int64)
@@ -216,6 +232,7 @@ def fit(
                 loader = DataLoader(views, batch_sampler=batches, num_workers=workers)
                 steps = ((set_tokens(backbone, images, trainer.sets), labels) for images, labels in loader)
             for tokens, labels in steps:
+                require_finite_features(tokens, 0, [f"layer set {s.name}" for s in trainer.sets], "train")
                 trainer.train_step(tokens, labels.to(backbone.device))
                 scheduler.step()
                 trainer.step += 1
@@ -242,10 +259,7 @@ def evaluate(
     val_pred = _predict_all(trainer, val, batch_size, workers, val_cached)  # (G, L, N)
     order = [(g, s) for s in range(len(trainer.sets)) for g in range(len(trainer.points))]  # set, then lr x wd
     val_scores = score_predictions(torch.stack([val_pred[g, s] for g, s in order]), torch.as_tensor(val.labels), metric, num_classes)
-    heads_out = [
-        HeadScore(trainer.sets[s].name, "attentive", {"lr": trainer.points[g][0], "weight_decay": trainer.points[g][1]}, float(score))
-        for (g, s), score in zip(order, val_scores)
-    ]
+    heads_out = [HeadScore(trainer.sets[s].name, "attentive", trainer.hparams(g), float(score)) for (g, s), score in zip(order, val_scores)]
     chosen = select_per_set(heads_out, trainer.sets)  # one head index per layer set, in set order
     selected = [trainer.grids[order[i][0]].head(s, trainer.norms.norm(s)) for s, i in enumerate(chosen)]
     test_pred = head_predictions(backbone, selected, trainer.sets, test, batch_size, workers, cached=test_cached)

@@ -116,9 +116,16 @@ def _restore(values: torch.Tensor, exponent: int) -> torch.Tensor:
     return values if exponent == 0 else values.float() * 2.0**exponent
 
 
-def _read_block(path: Path, shape: tuple[int, ...]) -> tuple[torch.Tensor | None, bool]:
+def _identity(block: int, key: dict) -> dict[str, str]:
+    """What a block file says it is: its block, split and cache key, compared on every read, so a
+    valid file of another block, split or key put in its place (renamed, copied) is never read as this one."""
+    return {"block": str(block), "split": str(key["split"]), "key": _digest(key)}
+
+
+def _read_block(path: Path, shape: tuple[int, ...], identity: dict[str, str]) -> tuple[torch.Tensor | None, bool]:
     """A cached block and False, or None and whether a file was there but damaged (then the block
-    is extracted again): unreadable, of another shape, or failing its checksum."""
+    is extracted again): unreadable, of another shape, failing its checksum, or saying it is
+    another block, split or key than ``identity``."""
     if not path.is_file():
         return None, False
     try:
@@ -128,6 +135,8 @@ def _read_block(path: Path, shape: tuple[int, ...]) -> tuple[torch.Tensor | None
     except (SafetensorError, OSError, ValueError):
         return None, True
     if tuple(tensor.shape) != shape or metadata.get(CHECKSUM_KEY) != content_sha256(tensor):
+        return None, True
+    if any(metadata.get(name) != value for name, value in identity.items()):
         return None, True
     return _restore(tensor, exponent), False
 
@@ -148,14 +157,14 @@ def _cached_blocks(
     """Stored tensors of ``kind`` (``block`` pooled features, ``tokens`` patch-token maps) for
     every block, extracting the missing ones in one backbone pass and caching them."""
     folder = (how.root or default_root()) / "features" / backbone.spec.name / _digest(key)
-    read = {block: _read_block(folder / f"{kind}{block}.safetensors", shape) for block in blocks}
+    read = {block: _read_block(folder / f"{kind}{block}.safetensors", shape, _identity(block, key)) for block in blocks}
     stored = {block: tensor for block, (tensor, _) in read.items() if tensor is not None}
     missing = [block for block in read if block not in stored]
     damaged = [block for block, (_, bad) in read.items() if bad]
     if damaged:
         print(
-            f"warning: cached {kind} {', '.join(map(str, damaged))} under {folder} failed their checksum or could not be "
-            "read (damaged after they were written); extracting them again",
+            f"warning: cached {kind} {', '.join(map(str, damaged))} under {folder} failed their checksum, could not be "
+            "read, or say they are another block, split or cache key (damaged or replaced after they were written); extracting them again",
             file=sys.stderr,
             flush=True,
         )
@@ -172,7 +181,7 @@ def _cached_blocks(
             for block in missing:
                 values, exponent = _to_storage(extracted[block].contiguous())
                 stored[block] = _restore(values, exponent)
-                metadata = {"block": str(block), "exponent": str(exponent), CHECKSUM_KEY: content_sha256(values)}
+                metadata = {**_identity(block, key), "exponent": str(exponent), CHECKSUM_KEY: content_sha256(values)}
                 data = save({"features": values}, metadata=metadata)
                 atomic_write(folder / f"{kind}{block}.safetensors", partial(_write_bytes, data=data))
         except OSError as exc:

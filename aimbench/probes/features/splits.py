@@ -11,6 +11,7 @@ from aimbench.data.images import LabelledImages
 from aimbench.probes.features.cache import Extraction, SplitKey, cached_pooled
 from aimbench.probes.features.extract import PooledFeatures, ProbeSource, feature_sources, probe_inputs
 from aimbench.probes.features.layer_sets import LayerSet, blocks_needed
+from aimbench.probes.finite import require_finite_features
 from aimbench.probes.job import ProbeJob
 from aimbench.probes.timing import Timing
 
@@ -88,4 +89,5 @@ def pooled_splits(
     sources: list[ProbeSource] = []
     for name in SPLITS:
         features[name], sources = probe_inputs(pooled[name], feature_sources(backbone, blocks), sets)
+        require_finite_features(features[name].features, 1, [f"layer set {s.layer_set.name} ({s.token})" for s in sources], name)
     return sets, features, sources, cache

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from aimbench.probes.checkpoint import Checkpointing
 from aimbench.probes.config import grid_points
 from aimbench.probes.features.extract import PooledFeatures, ProbeSource, head_inputs
+from aimbench.probes.finite import finite_along, grid_point, require_finite_heads
 from aimbench.probes.linear.config import LinearProbeConfig
 from aimbench.probes.linear.halving import rung_steps, survivors
 from aimbench.probes.linear.heads import LinearHeads
@@ -64,16 +65,21 @@ def _rows(heads: LinearHeads) -> int:
     return max(1, min(CHUNK, 2**28 // max(len(heads.order()) * heads.shape[1], 1)))
 
 
-def _predict(x: torch.Tensor, labels: torch.Tensor, heads: LinearHeads) -> tuple[torch.Tensor, torch.Tensor]:
+def _predict(
+    x: torch.Tensor, labels: torch.Tensor, heads: LinearHeads, names: Callable[[tuple[int, int]], str]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Predicted labels (N, heads) and mean cross-entropy (heads,) of every still-training head on
-    ``x``, in :meth:`LinearHeads.order`, from one pass of logits."""
+    ``x``, in :meth:`LinearHeads.order`, from one pass of logits; a head whose logits are not
+    finite fails the cell (``names``: how the message names a head)."""
     labels = labels.to(x.device)
-    count, classes, rows = len(heads.order()), heads.shape[1], _rows(heads)
+    order = heads.order()
+    count, classes, rows = len(order), heads.shape[1], _rows(heads)
     chunks: list[torch.Tensor] = []
     total = torch.zeros(count, dtype=torch.float64, device=x.device)
     with torch.no_grad():
         for i in range(0, len(x), rows):
             logits = heads.logits(x[i : i + rows])  # (B, heads, C)
+            require_finite_heads(finite_along(logits, 1), lambda h: names(order[h]), "val logits")
             y = labels[i : i + rows]
             losses = F.cross_entropy(logits.reshape(-1, classes), y.repeat_interleave(count), reduction="none")
             total += losses.reshape(len(y), count).sum(dim=0).double()
@@ -82,10 +88,12 @@ def _predict(x: torch.Tensor, labels: torch.Tensor, heads: LinearHeads) -> tuple
     return predictions, total / max(len(x), 1)
 
 
-def _predict_head(x: torch.Tensor, heads: LinearHeads, head: tuple[int, int]) -> torch.Tensor:
+def _predict_head(x: torch.Tensor, heads: LinearHeads, head: tuple[int, int], name: str) -> torch.Tensor:
     """Predicted labels (N,) of ONE head (column, grid point): only selected heads ever see the test split."""
     with torch.no_grad():
-        return heads.head_logits(x, head).argmax(-1)
+        logits = heads.head_logits(x, head)
+    require_finite_heads([bool(torch.isfinite(logits).all())], lambda _: name, "test logits")
+    return logits.argmax(-1)
 
 
 Batches = Callable[[int, int], Iterator[tuple[torch.Tensor, torch.Tensor]]]  # (epoch, first step) -> (x, y) batches
@@ -98,6 +106,7 @@ class _Halving:
     x_val: torch.Tensor
     y_val: torch.Tensor
     describe: Callable[[int, int, float], HeadScore]  # (column, grid point), val score -> the head's score record
+    name: Callable[[tuple[int, int]], str]  # (column, grid point) -> how messages name the head
     metric: str
     num_classes: int
     stopped: dict[tuple[int, int], HeadScore]  # (column, grid point) -> its score where it stopped
@@ -106,7 +115,7 @@ class _Halving:
         """Keep each layer set's better half by val loss (continuous, unlike an early accuracy full of
         ties, and what the heads minimise); record the stopped ones with their val score."""
         order = heads.order()
-        predictions, losses = _predict(self.x_val, self.y_val, heads)
+        predictions, losses = _predict(self.x_val, self.y_val, heads, self.name)
         scores = score_predictions(predictions.T, self.y_val, self.metric, self.num_classes).tolist()
         sets: dict[str, list[int]] = {}
         for index in sorted(range(len(order)), key=order.__getitem__):  # grid order: set, token, lr x wd
@@ -206,9 +215,13 @@ def train_linear_probes(
     def describe(j: int, g: int, val_score: float) -> HeadScore:
         return HeadScore(columns[j][0].name, columns[j][1], {"lr": points[g][0], "weight_decay": points[g][1]}, val_score)
 
+    def name(head: tuple[int, int]) -> str:
+        score = describe(*head, 0.0)
+        return grid_point(score.layer_set, score.token, score.hparams)
+
     halving = None
     if config.grid_search == "halving":
-        halving = _Halving(x_val, val.labels, describe, metric, num_classes, {})
+        halving = _Halving(x_val, val.labels, describe, name, metric, num_classes, {})
 
     def cached_batches(epoch: int, step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = epoch_order(n, seed, epoch).to(device)
@@ -224,7 +237,10 @@ def train_linear_probes(
     heads = _fit(cached_batches if online is None else online_batches, n, heads, config, checkpoint, on_epoch, halving)
 
     order = heads.order()
-    val_scores = score_predictions(_predict(x_val, val.labels, heads)[0].T, val.labels, metric, num_classes).tolist()
+    require_finite_heads(
+        [all(bool(torch.isfinite(t).all()) for t in heads.head(head)) for head in order], lambda h: name(order[h]), "weights"
+    )
+    val_scores = score_predictions(_predict(x_val, val.labels, heads, name)[0].T, val.labels, metric, num_classes).tolist()
     final = {head: describe(*head, float(score)) for head, score in zip(order, val_scores)}
     stopped = halving.stopped if halving is not None else {}
     grid_order = [(j, g) for j in range(len(columns)) for g in range(len(points))]  # set, token, then lr x wd
@@ -232,7 +248,7 @@ def train_linear_probes(
     sets = list(dict.fromkeys(c[0] for c in columns))
     layers = []
     for layer_set, chosen in zip(sets, select_per_set(heads_out, sets)):
-        predictions = _predict_head(x_test, heads, grid_order[chosen])
+        predictions = _predict_head(x_test, heads, grid_order[chosen], name(grid_order[chosen]))
         test_score = score_predictions(predictions[None], test.labels, metric, num_classes)
         extra = secondary_scores(predictions[None], test.labels, secondary, num_classes)[0]
         head = heads_out[chosen]

@@ -31,7 +31,7 @@ def run_released(job: ProbeJob) -> ProbeOutcome:
         images = getattr(splits, name)
         advance = job.progress(f"released head {head_name} on {name}", len(images))
         with timing.evaluating(), timing.forwards(backbone):
-            predictions = head_predictions(backbone, [head], [layer_set], images, job.batch_size, job.workers, advance)
+            predictions = head_predictions(backbone, [head], [layer_set], images, job.batch_size, job.workers, advance, split=name)
         labels = torch.as_tensor(images.labels, dtype=torch.int64)
         scores[name] = float(score_predictions(predictions, labels, task.metric, task.num_classes)[0])
         if name == "test":  # secondary metrics are reported for test only; selection never reads them

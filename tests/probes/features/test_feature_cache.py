@@ -15,6 +15,7 @@ from safetensors.torch import save
 from aimbench.adapters import build_backbone, load_backbone
 from aimbench.adapters.base import Backbone
 from aimbench.cards.registry import Registry
+from aimbench.checksum import CHECKSUM_KEY, content_sha256
 from aimbench.data.images import LabelledImages
 from aimbench.probes.features.cache import Extraction, SplitKey, _read_block, _restore, _to_storage, cache_key, cached_pooled, cached_tokens
 from aimbench.probes.features.extract import extract_pooled, extract_tokens
@@ -147,7 +148,15 @@ def test_every_split_is_stored_in_fp16_precision_whatever_its_range(tmp_path: Pa
     # a block without a checksum (written by hand or by another tool) is never trusted
     foreign = tmp_path / "block0.safetensors"
     foreign.write_bytes(save({"features": small}, metadata={"block": "0", "exponent": "0"}))
-    assert _read_block(foreign, tuple(values.shape)) == (None, True)
+    identity = {"block": "0", "split": "val", "key": "k"}
+    assert _read_block(foreign, tuple(values.shape), identity) == (None, True)
+    # a valid block says which block, split and key it is: any other is never read in its place
+    checksum = content_sha256(small)
+    for says in ({**identity, "block": "1"}, {**identity, "split": "test"}, {**identity, "key": "other"}):
+        foreign.write_bytes(save({"features": small}, metadata={**says, "exponent": "0", CHECKSUM_KEY: checksum}))
+        assert _read_block(foreign, tuple(values.shape), identity) == (None, True)
+    foreign.write_bytes(save({"features": small}, metadata={**identity, "exponent": "0", CHECKSUM_KEY: checksum}))
+    assert torch.equal(_read_block(foreign, tuple(values.shape), identity)[0], small)
 
 
 def test_progress_says_cached_when_no_block_is_extracted(backbone: Backbone, tmp_path: Path) -> None:

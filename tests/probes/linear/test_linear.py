@@ -156,13 +156,13 @@ def test_test_is_scored_only_for_selected_heads(monkeypatch: pytest.MonkeyPatch,
     def split_of(x: torch.Tensor) -> str:
         return "test" if x.shape == test_x.shape and torch.allclose(x, test_x, atol=1e-5) else "val"
 
-    def spy_all(x, labels, heads):  # type: ignore[no-untyped-def]
+    def spy_all(x, labels, heads, names):  # type: ignore[no-untyped-def]
         calls.append((split_of(x), len(heads.order())))
-        return original_all(x, labels, heads)
+        return original_all(x, labels, heads, names)
 
-    def spy_one(x, heads, head):  # type: ignore[no-untyped-def]
+    def spy_one(x, heads, head, name):  # type: ignore[no-untyped-def]
         calls.append((split_of(x), 1))
-        return original_one(x, heads, head)
+        return original_one(x, heads, head, name)
 
     monkeypatch.setattr(linear, "_predict", spy_all)
     monkeypatch.setattr(linear, "_predict_head", spy_one)
