@@ -13,7 +13,9 @@ a timm model a user built themselves, so both read the same tokens the same way.
 
 from __future__ import annotations
 
+import fnmatch
 import sys
+from pathlib import Path
 from typing import Any
 
 import timm
@@ -43,12 +45,31 @@ def _create(spec: BackboneSpec, pretrained: bool) -> nn.Module:
         raise CardError(spec.card_path, f"variants.{spec.name}.model_args", str(exc)) from None
 
 
-def _timm_filter(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Apply the model module's own ``checkpoint_filter_fn``, as timm does for pretrained files:
-    it converts original release layouts (DINOv2, BEiT, ...) and resamples position embeddings
-    to the card's resolution. The file itself was already loaded without running pickled code."""
+def _timm_filter(
+    spec: BackboneSpec, model: nn.Module, state: dict[str, torch.Tensor], path: Path
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Apply the model module's own ``checkpoint_filter_fn``, as timm does for pretrained files: it
+    converts original release layouts (DINOv2, BEiT, ...) and can resample tensors to the card's
+    shapes. Resampling changes what the network computes, so it is allowed only for the tensors the
+    card lists in ``resample_keys``; returns the converted state and the tensors it resampled. The
+    file itself was already loaded without running pickled code."""
     convert = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
-    return convert(state, model) if convert is not None else state
+    if convert is None:
+        return state, []
+    try:
+        converted = convert(dict(state), model)
+    except (RuntimeError, ValueError, IndexError, KeyError, TypeError, AssertionError) as exc:
+        raise UserError(f"weights '{path}' are not in a layout {spec.arch} loads: timm's checkpoint filter failed "
+                        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no message'})") from None  # fmt: skip
+    reshaped = sorted(k for k in state if k in converted and converted[k].shape != state[k].shape)
+    refused = [k for k in reshaped if not any(fnmatch.fnmatchcase(k, pattern) for pattern in spec.resample_keys)]
+    if refused:
+        shown = ", ".join(f"{k} {tuple(state[k].shape)} -> {tuple(converted[k].shape)}" for k in refused[:5])
+        raise UserError(
+            f"weights '{path}' do not fit '{spec.name}' as they are: {len(refused)} tensor(s) would be resampled ({shown}); "
+            "resampling changes what the network computes, so it is done only for tensors the card lists in resample_keys"
+        )
+    return converted, reshaped
 
 
 def _create_with_weights(spec: BackboneSpec, override: str | None) -> tuple[nn.Module, WeightsInfo]:
@@ -68,7 +89,9 @@ def _create_with_weights(spec: BackboneSpec, override: str | None) -> tuple[nn.M
         return model, WeightsInfo(f"timm:{spec.arch}", state_dict_sha256(model.state_dict()))
     model = _create(spec, pretrained=False)
     state, info, path = load_weights(spec, override)
-    state = _timm_filter(model, state)
+    state, resampled = _timm_filter(spec, model, state, path)
+    if resampled:  # recorded with the weights' id, since the network is not quite the file's
+        info = WeightsInfo(f"{info.id} (resampled: {', '.join(resampled)})", info.sha256)
     classifier = getattr(model, "pretrained_cfg", {}).get("classifier")
     if isinstance(classifier, str):  # the probe replaces any classifier; drop it from the file
         state = {k: v for k, v in state.items() if not k.startswith(classifier + ".")}

@@ -99,6 +99,10 @@ class BackboneSpec:
     probe_tokens: tuple[str, ...] = (PATCH_MEAN,)  # token poolings probed, e.g. not an untrained cls
     official_probes: dict[str, OfficialProbe] = field(default_factory=dict)
     drop_keys: tuple[str, ...] = ()  # glob patterns of pre-training-only tensors in the weights file
+    # glob patterns of tensors a weights file may hold at another shape, which the family's filter
+    # resamples to the card's (DINOv2's 518-px position embeddings for a 224-px card); any other
+    # reshaped tensor fails the load, since resampling changes what the network computes
+    resample_keys: tuple[str, ...] = ()
     # resource hint: device memory (GB) an eval cell needs per dtype; launchers size jobs from it
     # (aimbench.launch.slurm.resources). It never changes a number, so it is not part of a cell's identity.
     memory_gb: dict[str, float] = field(default_factory=dict)
@@ -230,6 +234,7 @@ def parse_backbone_card(data: dict[str, Any], path: Path) -> list[BackboneSpec]:
             probe_tokens=v.strs("probe_tokens", default=None) or (),
             official_probes=_read_official_probes(v.table_of("official_probes", default={}), v.int("depth", minimum=1)),
             drop_keys=v.strs("drop_keys", default=None) or (),
+            resample_keys=v.strs("resample_keys", default=None) or (),
             memory_gb=_read_resources(v.table_of("resources", default={})),
             declared_windows=_read_windows(v.table_of("windows", default={}), v.int("depth", minimum=1)),
         )

@@ -98,6 +98,7 @@ def _card_content(spec: Any) -> dict[str, Any]:
     content = dataclasses.asdict(spec)
     content.pop("card_path")
     content.pop("memory_gb", None)  # a resource hint: it sizes jobs, never changes a number
+    content.pop("resample_keys", None)  # a permission: a load it allows records what it resampled in the weights' id
     return content
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -12,7 +13,7 @@ import torch
 from conftest import micro_card_header, write_card
 from safetensors.torch import save_file
 
-from aimbench.adapters import load_backbone
+from aimbench.adapters import build_backbone, load_backbone
 from aimbench.adapters.timm_family import RANDOM_INIT_SEED
 from aimbench.adapters.weights import load_state_dict_file, load_strict, state_dict_sha256, verify_checksum
 from aimbench.cards.registry import Registry
@@ -359,11 +360,34 @@ def test_loading_a_weights_file_leaves_the_global_rng_alone(registry: Registry, 
     assert torch.equal(torch.get_rng_state(), before)
 
 
-def test_timm_filter_resamples_position_embeddings_of_another_resolution(registry: Registry, tmp_path: Path) -> None:
-    """A file saved at 32 px (8x8 grid) loads into the card's 16 px model (4x4 grid)."""
+def test_timm_filter_resamples_position_embeddings_only_where_the_card_allows_it(registry: Registry, tmp_path: Path) -> None:
+    """A file saved at 32 px (8x8 grid) loads into the card's 16 px model (4x4 grid) only where the
+    card lists pos_embed in resample_keys, and the weights' id then says it was resampled."""
     source = _source_model(img_size=32)
     path = _save(source.state_dict(), tmp_path / "at32.safetensors")
     assert source.state_dict()["pos_embed"].shape[1] == 1 + 64
-    backbone = load_backbone("micro-cls", weights=str(path), registry=registry)
-    assert backbone.model.pos_embed.shape[1] == 1 + 16
+    with pytest.raises(
+        UserError, match=r"1 tensor\(s\) would be resampled \(pos_embed \(1, 65, 32\) -> \(1, 17, 32\)\); .* resample_keys$"
+    ):
+        load_backbone("micro-cls", weights=str(path), registry=registry)
+    spec = dataclasses.replace(registry.backbone("micro-cls"), resample_keys=("pos_embed",))
+    backbone = build_backbone(spec, weights=str(path))
+    assert backbone.model.pos_embed.shape[1] == 1 + 16 and backbone.weights.id == f"file:{path.name} (resampled: pos_embed)"
     assert torch.equal(backbone.model.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
+
+
+def test_a_patch_kernel_that_does_not_fit_the_card_fails_the_load_naming_it(registry: Registry, tmp_path: Path) -> None:
+    """timm's filter would resample an 8x8 patch kernel to the card's 4x4: another network, so refused."""
+    path = _save(_source_model(img_size=32, patch_size=8).state_dict(), tmp_path / "patch8.safetensors")  # 1 + 16 positions, as the card's
+    spec = dataclasses.replace(registry.backbone("micro-cls"), resample_keys=("pos_embed",))
+    with pytest.raises(UserError, match=r"would be resampled \(patch_embed\.proj\.weight \(32, 3, 8, 8\) -> \(32, 3, 4, 4\)\)"):
+        build_backbone(spec, weights=str(path))
+
+
+def test_a_one_dimensional_position_embedding_is_one_line_naming_the_file(registry: Registry, tmp_path: Path) -> None:
+    state = _source_model().state_dict()
+    path = _save({**state, "pos_embed": state["pos_embed"].flatten()}, tmp_path / "flat.safetensors")
+    with pytest.raises(UserError) as info:
+        load_backbone("micro-cls", weights=str(path), registry=registry)
+    message = str(info.value)
+    assert str(path) in message and "\n" not in message and ("pos_embed" in message or "not in a layout" in message)
