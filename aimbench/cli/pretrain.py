@@ -42,6 +42,12 @@ def pretrain(
     ] = "none",
     out: Annotated[Path, typer.Option(help="Run directory: checkpoint, metrics, trunk.safetensors, loss.png.")] = Path("runs/pretrain"),
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    allow_data_change: Annotated[
+        bool,
+        typer.Option(
+            help="With --resume: accept images that differ from the run's start (recorded in the run; the trunk then differs from an uninterrupted run's)."
+        ),
+    ] = False,
     dtype: Annotated[str, typer.Option(help="bf16 (autocast on GPU) | fp32.")] = "bf16",
     image_size: Annotated[
         int, typer.Option(help="Training resolution \\[default: the preset's: 224, 32 for aim-tiny, 16 for aim-micro].", show_default=False)
@@ -83,7 +89,7 @@ def pretrain(
         if value is not None:
             at_least(option, value, 1)
     request = PretrainRequest(
-        preset, data, steps=steps, batch_size=batch_size, lr=lr, lr_scaling=lr_scaling, out=out, resume=resume, dtype=dtype,
+        preset, data, steps=steps, batch_size=batch_size, lr=lr, lr_scaling=lr_scaling, out=out, resume=resume, allow_data_change=allow_data_change, dtype=dtype,
         image_size=image_size, save_every=save_every, seed=seed, workers=workers, device=device, compile=compile, parallel=parallel,
         activation_checkpointing=activation_checkpointing,
     )  # fmt: skip

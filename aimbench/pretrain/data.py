@@ -24,6 +24,7 @@ only a source with ``MAX_TRIES`` unreadable images in a row is an error.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -33,7 +34,7 @@ from aimbench.data.images import ImageTooLarge
 from aimbench.errors import UserError
 from aimbench.pretrain.augment import COLOR_JITTER_P, train_transform
 from aimbench.pretrain.keyed_order import mix, permute
-from aimbench.pretrain.sources import HOW, MAX_TRIES, READERS, DataSource, ImageSource, decode
+from aimbench.pretrain.sources import HOW, MAX_TRIES, READERS, DataSource, ImageSource, decode, listing
 from aimbench.pretrain.streaming import StreamedImages
 
 SHARE_SCALE = 1 << 32  # weights become integers so the slot interleave is exact integer arithmetic
@@ -71,6 +72,10 @@ class PretrainBatches(Dataset):
         if self._readers is None:
             self._readers = [READERS[source.kind](source.location) for source in self.sources]
         return self._readers
+
+    def listing(self) -> list[dict[str, Any] | None]:
+        """Per source, the images it holds as a resume compares them (:func:`~aimbench.pretrain.sources.listing`)."""
+        return [listing(reader) for reader in self.readers]
 
     def prepare(self) -> None:
         """Index every source and decode one of its images now, in this process.

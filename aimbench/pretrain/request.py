@@ -29,6 +29,7 @@ class PretrainRequest:
     lr_scaling: str = "none"
     out: Path = Path("runs/pretrain")
     resume: bool = False
+    allow_data_change: bool = False  # a resume may read other images than the run started with (recorded in the run)
     dtype: str = "bf16"
     image_size: int = 0
     save_every: int = 1000

@@ -41,4 +41,4 @@ def run_pretrain(
     (a requeued Slurm task does: its own checkpoint is there); returns this call's metrics and the model."""
     setup = setup or prepare_run(request)
     return train(setup.config, parse_data(request.data), request.out, setup.device, setup.world, resume=request.resume, workers=request.workers,
-                 use_compile=request.compile, on_step=on_step, plan=setup.plan)  # fmt: skip
+                 use_compile=request.compile, on_step=on_step, plan=setup.plan, allow_data_change=request.allow_data_change)  # fmt: skip

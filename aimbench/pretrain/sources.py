@@ -29,6 +29,7 @@ Labels are ignored everywhere.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import os
@@ -38,7 +39,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -264,6 +265,24 @@ class _TarImages:
         with open(self.shards[self.shard[index]], "rb") as handle:
             handle.seek(int(self.offset[index]))
             return handle.read(int(self.size[index]))
+
+
+def listing(reader: ImageSource) -> dict[str, Any] | None:
+    """What a resumed run compares to know it reads the same images: their count and a hash of their
+    names (a folder's files, the shards' members, a dataset's fingerprint). None for a stream, which
+    is pinned to its commit instead."""
+    digest = hashlib.sha256()
+    if isinstance(reader, _FolderImages):
+        digest.update(b"\n".join(reader.paths.tolist()))
+    elif isinstance(reader, _TarImages):
+        digest.update("\n".join(reader.shards).encode())
+        for column in (reader.shard, reader.offset, reader.size):
+            digest.update(column.tobytes())
+    elif isinstance(reader, _HFImages):
+        digest.update(str(getattr(reader.rows, "_fingerprint", "")).encode())
+    else:
+        return None
+    return {"images": len(reader), "names_sha256": digest.hexdigest()[:16]}
 
 
 READERS: dict[str, Callable[[str], ImageSource]] = {"folder": _FolderImages, "hf": _HFImages, "tar": _TarImages, "stream": StreamedImages}

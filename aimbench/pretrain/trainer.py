@@ -32,6 +32,9 @@ from aimbench.pretrain.parallel import Parallelism, choose, full_state, load_ful
 from aimbench.pretrain.recipe import PretrainConfig, build_optimizer
 from aimbench.pretrain.sources import DataSource, pinned
 
+DATA_LISTING = "data_listing"  # per source, its images' count and names' hash: what a resume must find again
+DATA_CHANGES = "data_changes_at_steps"  # the steps at which a resume took other images (--allow-data-change)
+
 # Dense bf16 peak of common training GPUs, for model-FLOPs utilisation (MFU) on CUDA only.
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
 
@@ -103,15 +106,22 @@ def run_identity(config: PretrainConfig, sources: list[DataSource], world: World
     return json.loads(json.dumps(identity))
 
 
-def _resume_state(files: RunFiles, wanted: dict[str, Any], world: World, plan: Parallelism) -> dict[str, Any]:
-    """The checkpoint to continue (checked against ``wanted``); under FSDP only rank 0 holds its tensors."""
+def _resume_state(files: RunFiles, wanted: dict[str, Any], world: World, plan: Parallelism, allow_data_change: bool) -> dict[str, Any]:
+    """The checkpoint to continue (checked against ``wanted``: the recipe, the data sources and the
+    images they list, the last unless ``allow_data_change``); under FSDP only rank 0 holds its tensors."""
     state = load_checkpoint(files.checkpoint, verify=world.is_main)  # rank 0 checks; a damaged file stops the job there
     saved = state["config"]
     if saved.get("stream_world_size", world.size) != world.size:
         raise UserError(f"this run streams its data and started on {saved['stream_world_size']} rank(s); it resumes exactly only "
                         f"on as many, not {world.size}")  # fmt: skip
-    # keys a checkpoint from an older aimbench lacks (e.g. "data") are not compared
-    changed = sorted(k for k in wanted if k in saved and saved[k] != wanted[k])
+    # keys a checkpoint from an older aimbench lacks (e.g. "data") are not compared; the history of data changes is no setting
+    changed = sorted(k for k in wanted if k in saved and saved[k] != wanted[k] and k != DATA_CHANGES)
+    if DATA_LISTING in changed and not allow_data_change:
+        raise UserError(
+            f"--resume on other images than the run started with ({_listing_change(saved[DATA_LISTING], wanted[DATA_LISTING])}); "
+            "the trunk would differ from an uninterrupted run: restore the data, or pass --allow-data-change (recorded in the run)"
+        )
+    changed = [k for k in changed if k != DATA_LISTING]
     if changed:
         hint = "; a hub dataset may have changed since: pin the run's revision (hf://datasets/OWNER/NAME@SHA)" if "data" in changed else ""
         raise UserError(
@@ -120,6 +130,14 @@ def _resume_state(files: RunFiles, wanted: dict[str, Any], world: World, plan: P
     if plan.sharded and not world.is_main:  # rank 0 broadcasts the tensors into the shards
         state["model"], state["optimizer"] = {}, {}
     return state
+
+
+def _counts(listed: list[dict[str, Any] | None]) -> str:
+    return "+".join(str(item["images"]) if item else "stream" for item in listed)
+
+
+def _listing_change(saved: list[dict[str, Any] | None], now: list[dict[str, Any] | None]) -> str:
+    return f"{_counts(saved)} image(s) then, {_counts(now)} now" if _counts(saved) != _counts(now) else "as many images, other names"
 
 
 def train(
@@ -134,6 +152,7 @@ def train(
     until: int | None = None,
     on_step: Callable[[StepMetrics], None] = lambda _: None,
     plan: Parallelism | None = None,
+    allow_data_change: bool = False,
 ) -> TrainOutcome:
     """Train to ``config.steps`` (continuing a checkpoint with ``resume``): this call's metrics and the model.
 
@@ -149,8 +168,16 @@ def train(
     files.require_new_or_resumed(resume)
     init_process_group(world, device)
     sources = from_rank_zero(lambda: pinned(sources), world)
-    identity = run_identity(config, sources, world)
-    state = _resume_state(files, identity, world, plan) if resume and files.checkpoint.exists() else None
+    per_rank = config.batch_size // world.size
+    data = PretrainBatches(sources, config.image_size, per_rank, config.seed, config.mean, config.std, world.rank, world.size,
+                           config.color_jitter)  # fmt: skip
+    identity = {**run_identity(config, sources, world), DATA_LISTING: data.listing()}
+    state = _resume_state(files, identity, world, plan, allow_data_change) if resume and files.checkpoint.exists() else None
+    if state is not None:  # the data changes a resume was allowed, by the step they came in at: recorded with the run
+        saved = state["config"]
+        moved = DATA_LISTING in saved and saved[DATA_LISTING] != identity[DATA_LISTING]
+        changes = [*saved.get(DATA_CHANGES, []), *([int(state["step"])] if moved else [])]
+        identity.update({DATA_CHANGES: changes} if changes else {})  # none: the run is as an uninterrupted one, byte for byte
     model = build_model(config).to(device)
     bf16 = device.type == "cuda" and config.dtype == "bf16"
     wrapped: Callable[..., Any] = parallelize(model, plan, device, bf16)  # then perhaps compiled: a callable, not a Module
@@ -168,9 +195,6 @@ def train(
         _trim_metrics(files.metrics, start)
     if use_compile:
         wrapped = torch.compile(wrapped)
-    per_rank = config.batch_size // world.size
-    data = PretrainBatches(sources, config.image_size, per_rank, config.seed, config.mean, config.std, world.rank, world.size,
-                           config.color_jitter)  # fmt: skip
     end = config.steps if until is None else min(until, config.steps)
     loader = batch_loader(data, start, max(end - start, 0), workers)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext()

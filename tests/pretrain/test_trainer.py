@@ -155,3 +155,23 @@ def test_torchrun_launches_two_fsdp_ranks_through_the_cli(images: Path, tmp_path
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "2 rank(s) (fsdp)" in proc.stdout and len(losses(tmp_path / "run")) == 3
+
+
+def test_a_resume_on_other_images_is_refused_unless_allowed_and_then_recorded(images: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for path in sorted(images.rglob("*.png"))[:12]:
+        (data / path.name).write_bytes(path.read_bytes())
+    train(config(steps=4, save_every=2), parse_data(str(data)), tmp_path / "run", CPU, until=2)
+    (data / "added.png").write_bytes(next(data.glob("*.png")).read_bytes())  # an image added between a kill and the resume
+    with pytest.raises(
+        UserError, match=r"--resume on other images than the run started with \(12 image\(s\) then, 13 now\); .* --allow-data-change"
+    ):
+        train(config(steps=4, save_every=2), parse_data(str(data)), tmp_path / "run", CPU, resume=True)
+    (data / "added.png").rename(data / "renamed.png")
+    (data / sorted(p.name for p in data.glob("*.png") if p.name != "renamed.png")[0]).unlink()
+    with pytest.raises(UserError, match=r"\(as many images, other names\)"):
+        train(config(steps=4, save_every=2), parse_data(str(data)), tmp_path / "run", CPU, resume=True)
+    train(config(steps=4, save_every=2), parse_data(str(data)), tmp_path / "run", CPU, resume=True, allow_data_change=True)
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert recorded["data_changes_at_steps"] == [2] and recorded["data_listing"][0]["images"] == 12
