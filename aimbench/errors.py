@@ -8,7 +8,10 @@ get a normal exception with the same message. Bugs stay ordinary exceptions with
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class UserError(Exception):
@@ -48,3 +51,15 @@ def positive(option: str, value: float) -> None:
     """Refuse a rate or size that must be a finite number above zero (``--lr -1``, ``--lr nan``, ``--lr inf``)."""
     if not 0 < value < float("inf"):
         raise UserError(f"{option} must be a positive number, got {value}")
+
+
+def one_line_worker_errors(batches: Iterable[T]) -> Iterator[T]:
+    """``batches`` (a DataLoader's), with a :class:`UserError` raised in a worker process coming out
+    as the worker's one line, not as torch's re-raise with the worker's traceback in its message."""
+    try:
+        yield from batches
+    except UserError as exc:
+        text = str(exc)
+        if text.startswith("Caught UserError"):  # "Caught UserError in DataLoader worker process 0.\nOriginal Traceback ..."
+            text = text.rstrip().rsplit("UserError: ", 1)[-1]
+        raise UserError(text) from None

@@ -31,7 +31,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from aimbench.data.images import ImageTooLarge
-from aimbench.errors import UserError
+from aimbench.errors import UserError, one_line_worker_errors
 from aimbench.pretrain.augment import COLOR_JITTER_P, train_transform
 from aimbench.pretrain.keyed_order import mix, permute
 from aimbench.pretrain.sources import HOW, MAX_TRIES, READERS, DataSource, ImageSource, decode, listing
@@ -153,16 +153,4 @@ def batch_loader(dataset: PretrainBatches, start_step: int, num_steps: int, work
     # its own generator: the loader's worker base seed would otherwise advance the global torch RNG
     loader = DataLoader(dataset, batch_size=None, sampler=range(start_step, start_step + num_steps), num_workers=workers,
                         persistent_workers=False, generator=torch.Generator().manual_seed(dataset.seed))  # fmt: skip
-    return _one_line_errors(loader)
-
-
-def _one_line_errors(loader: DataLoader) -> Iterator[tuple[torch.Tensor, int]]:
-    """A ``UserError`` raised in a worker comes out as the worker's one line, not as torch's re-raise
-    with the worker's traceback in its message."""
-    try:
-        yield from loader
-    except UserError as exc:
-        text = str(exc)
-        if text.startswith("Caught UserError"):  # "Caught UserError in DataLoader worker process 0.\nOriginal Traceback ..."
-            text = text.rstrip().rsplit("UserError: ", 1)[-1]
-        raise UserError(text) from None
+    return one_line_worker_errors(loader)

@@ -44,9 +44,9 @@ def folder_task(tmp_path: Path, tiny_cards: Path) -> Path:
     return tmp_path / "data" / "folder"
 
 
-def eval_folder(tmp_path: Path, cards: Path) -> subprocess.CompletedProcess:
+def eval_folder(tmp_path: Path, cards: Path, *extra: str) -> subprocess.CompletedProcess:
     return run_cli(*EVAL, "-t", "folder", "--cards", str(cards), "--data-root", str(tmp_path / "data"),
-                   "--results", str(tmp_path / "results"))  # fmt: skip
+                   "--results", str(tmp_path / "results"), *extra)  # fmt: skip
 
 
 # ---- writes the file system refuses mid-run ----
@@ -87,6 +87,12 @@ def test_a_damaged_image_in_eval_is_one_line_naming_it(tmp_path: Path, tiny_card
     proc = eval_folder(tmp_path, tiny_cards)
     assert_one_line_error(proc, f"cannot decode image {bad}", "replace or remove it")
     assert not (tmp_path / "results" / "runs").exists() or not list((tmp_path / "results" / "runs").iterdir())
+
+
+def test_a_damaged_image_decoded_in_a_worker_process_is_the_same_one_line(tmp_path: Path, tiny_cards: Path, folder_task: Path) -> None:
+    bad = folder_task / "test" / "b" / "0.png"
+    bad.write_bytes(b"")
+    assert_one_line_error(eval_folder(tmp_path, tiny_cards, "--workers", "1"), f"cannot decode image {bad}", "replace or remove it")
 
 
 def test_a_200_megapixel_png_given_to_features_is_refused_before_decoding(tmp_path: Path, tiny_cards: Path) -> None:

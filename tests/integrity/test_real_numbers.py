@@ -245,3 +245,31 @@ def test_a_cached_block_replaced_by_another_block_is_never_read_as_it(tmp_path: 
     assert "say they are another block, split or cache key" in again.stderr
     after = json.loads(record_file.read_text())
     assert after["layers"] == before and after["probe_config"]["feature_cache"]["damaged_blocks"] == 3
+
+
+def test_a_weights_file_that_needs_resampling_the_card_does_not_allow_is_refused(tmp_path: Path, tiny_cards: Path) -> None:
+    """timm's filter would silently resample an 8x8 patch kernel to the card's 4x4: another network."""
+    import timm
+
+    model = timm.create_model("vit_tiny_patch16_224", num_classes=0, img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=2)
+    path = tmp_path / "patch8.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    proc = run_cli(*eval_cell(tmp_path, tiny_cards, "--weights", str(path)))
+    assert_one_line_error(proc, "patch8.safetensors", "patch_embed.proj.weight (32, 3, 8, 8) -> (32, 3, 4, 4)", "resample_keys")
+    assert_nothing_recorded(tmp_path)
+
+
+def test_a_pretraining_resume_on_other_images_is_refused_unless_allowed(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(data / f"img_{i:02d}.png")
+    run = ("pretrain", "aim-micro", "--data", str(data), "--steps", "2", "--batch-size", "4", "--save-every", "2", "--workers", "0",
+           "--device", "cpu", "--out", str(tmp_path / "run"))  # fmt: skip
+    assert run_cli(*run).returncode == 0
+    (data / "added.png").write_bytes((data / "img_00.png").read_bytes())  # an image added between a kill and the resume
+    assert_one_line_error(run_cli(*run, "--resume"), "--resume on other images than the run started with (12 image(s) then, 13 now)",
+                          "--allow-data-change")  # fmt: skip
+    assert run_cli(*run, "--resume", "--allow-data-change").returncode == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data_changes_at_steps"] == [2]

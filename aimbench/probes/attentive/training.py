@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 
 from aimbench.adapters.base import Backbone
 from aimbench.data.images import LabelledImages
+from aimbench.errors import one_line_worker_errors
 from aimbench.probes.attentive.config import AttentiveProbeConfig
 from aimbench.probes.attentive.grid import AttentiveGrid, SetNorms
 from aimbench.probes.attentive.head import AttentivePoolingHead
@@ -229,7 +230,7 @@ def fit(
                 steps = ((cached.set_tokens(idx, trainer.sets, backbone.device), torch.as_tensor(train.labels[idx])) for idx in batches)
             else:
                 views.epoch = trainer.epoch
-                loader = DataLoader(views, batch_sampler=batches, num_workers=workers)
+                loader = one_line_worker_errors(DataLoader(views, batch_sampler=batches, num_workers=workers))
                 steps = ((set_tokens(backbone, images, trainer.sets), labels) for images, labels in loader)
             for tokens, labels in steps:
                 require_finite_features(tokens, 0, [f"layer set {s.name}" for s in trainer.sets], "train")

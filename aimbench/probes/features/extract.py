@@ -9,7 +9,7 @@ poolings (patch mean, cls token) are linear.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from aimbench.adapters.base import Backbone
 from aimbench.cards.backbone_card import CLS, CONCAT, PATCH_MEAN, column_kinds
 from aimbench.data.images import LabelledImages, TransformedImages
+from aimbench.errors import one_line_worker_errors
 from aimbench.probes.features.layer_sets import LayerSet
 
 
@@ -75,14 +76,16 @@ def pool_batch(backbone: Backbone, images: torch.Tensor, layers: Sequence[int], 
     return stacked.clone()  # a normal tensor, usable outside inference mode
 
 
-def eval_batches(backbone: Backbone, images: LabelledImages, batch_size: int, workers: int) -> DataLoader[tuple[torch.Tensor, int]]:
-    """``images`` through the backbone's eval transform, in order, in batches: what every eval-crop pass reads."""
-    return DataLoader(
+def eval_batches(backbone: Backbone, images: LabelledImages, batch_size: int, workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``images`` through the backbone's eval transform, in order, in batches: what every eval-crop
+    pass reads (an image that cannot be decoded is one line, from a worker process too)."""
+    loader: DataLoader[tuple[torch.Tensor, torch.Tensor]] = DataLoader(
         TransformedImages(images, backbone.transform()),  # type: ignore[arg-type]  # not a Dataset subclass (torch-free)
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
     )
+    return one_line_worker_errors(loader)
 
 
 def extract_pooled(

@@ -23,6 +23,7 @@ from aimbench.adapters.base import Backbone, build_eval_transform
 from aimbench.cards.backbone_card import Preprocess
 from aimbench.cards.protocol_card import rand_augment_policy
 from aimbench.data.images import LabelledImages
+from aimbench.errors import one_line_worker_errors
 from aimbench.probes.features.extract import PooledFeatures, feature_sources, pool_batch, probe_inputs
 from aimbench.probes.features.layer_sets import LayerSet, blocks_needed
 from aimbench.probes.features.view_recipe import ViewRecipe
@@ -151,7 +152,7 @@ def online_probe_inputs(
     def batches(epoch: int, first_step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         views.epoch = epoch
         order = epoch_batches(len(train), batch_size, seed, epoch)[first_step:]
-        for images, labels in DataLoader(views, batch_sampler=order, num_workers=workers):
+        for images, labels in one_line_worker_errors(DataLoader(views, batch_sampler=order, num_workers=workers)):
             pooled = PooledFeatures(pool_batch(backbone, images, blocks, block_norm), labels)
             yield probe_inputs(pooled, sources, sets)[0].features, labels
 
