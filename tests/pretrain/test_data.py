@@ -212,22 +212,3 @@ def test_a_source_of_only_unreadable_images_is_a_user_error(tmp_path: Path) -> N
         (tmp_path / "bad" / f"{i}.png").write_bytes(b"\x89PNG broken")
     with pytest.raises(UserError, match="images in a row are unreadable"):
         batch_loader(batches(parse_data(str(tmp_path / "bad")), 2), 0, 1, workers=0)
-
-
-class _BrokenSource(torch.utils.data.Dataset):
-    def __len__(self) -> int:
-        return 3
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        if index == 1:
-            raise UserError("--data /x: the source went away")
-        return torch.zeros(1)
-
-
-def test_a_user_error_in_a_loader_worker_comes_out_as_its_one_line() -> None:
-    from aimbench.pretrain.data import _one_line_errors
-
-    loader = torch.utils.data.DataLoader(_BrokenSource(), batch_size=None, num_workers=1)
-    with pytest.raises(UserError) as info:
-        list(_one_line_errors(loader))
-    assert str(info.value) == "--data /x: the source went away"
