@@ -112,8 +112,8 @@ class FlakyServer:
             self.send(handler, plan, payload[: plan.cut])
         elif step == CHUNKED_CUT:
             piece = payload[: plan.cut]
+            plan.sent += len(piece)  # counted first, as in send()
             handler.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")  # no final 0-size chunk
-            plan.sent += len(piece)
         elif step == STALL:
             self.send(handler, plan, payload[: plan.cut])
             handler.wfile.flush()
@@ -128,8 +128,10 @@ class FlakyServer:
 
     @staticmethod
     def send(handler: http.server.BaseHTTPRequestHandler, plan: Plan, data: bytes) -> None:
-        handler.wfile.write(data)
+        # counted before the write: the client can read the last byte and the test read the count
+        # before this thread returns from write (every count a test checks is of bytes written whole)
         plan.sent += len(data)
+        handler.wfile.write(data)
 
 
 @contextmanager
