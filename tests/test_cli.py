@@ -188,7 +188,7 @@ def test_demo_pretrains_an_aim_and_probes_it_beside_random_backbones(tmp_path: P
     assert proc.returncode == 0, proc.stderr
     assert "pre-training aim-tiny on 1347 digits train images: 6 steps of 64" in proc.stdout
     for backbone in ("vit-tiny-cls", "vit-tiny-reg", "aim-tiny", "aim-tiny-demo"):
-        assert f"{backbone}|digits|linear|0 done" in proc.stdout
+        assert f"{backbone}|digits|linear|0|protocol=aim-v1 done" in proc.stdout  # the demo names its cached recipe
         assert f"{backbone} on digits" in proc.stdout
     assert "aimbench leaderboard" in proc.stdout
     by_backbone = {json.loads(p.read_text())["backbone"]: json.loads(p.read_text()) for p in records(results)}
