@@ -47,18 +47,25 @@ def parse_device(name: str) -> DeviceName:
     raise UserError(f"unknown --device '{name}'; use {DEVICE_FORMS}")
 
 
-def cuda_device_count() -> int | None:
-    """CUDA devices the driver sees (0 without a driver); None where only torch can tell (ROCm)."""
+def _cuda_driver() -> ctypes.CDLL | None:
+    """The CUDA driver library (not yet initialised), or None where none is installed."""
     for library in _CUDA_LIBRARIES:
         try:
-            driver = ctypes.CDLL(library)
+            return ctypes.CDLL(library)
         except OSError:
             continue
-        count = ctypes.c_int(0)
-        if driver.cuInit(0) != 0 or driver.cuDeviceGetCount(ctypes.byref(count)) != 0:
-            return 0  # a driver without a usable GPU (e.g. CUDA_VISIBLE_DEVICES='')
-        return count.value
-    return None if os.path.exists(_ROCM_DEVICE) else 0
+    return None
+
+
+def cuda_device_count() -> int | None:
+    """CUDA devices the driver sees (0 without a driver); None where only torch can tell (ROCm)."""
+    driver = _cuda_driver()
+    if driver is None:
+        return None if os.path.exists(_ROCM_DEVICE) else 0
+    count = ctypes.c_int(0)
+    if driver.cuInit(0) != 0 or driver.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return 0  # a driver without a usable GPU (e.g. CUDA_VISIBLE_DEVICES='')
+    return count.value
 
 
 def mps_available() -> bool:
@@ -81,16 +88,11 @@ def unavailable(device: DeviceName, cuda_count: int | None) -> str | None:
 
 def _cuda_total_memory(index: int) -> int | None:
     """Bytes of CUDA device ``index`` as the driver reports them; None where the driver cannot tell."""
-    for library in _CUDA_LIBRARIES:
-        try:
-            driver = ctypes.CDLL(library)
-        except OSError:
-            continue
-        handle, total = ctypes.c_int(0), ctypes.c_size_t(0)
-        if driver.cuInit(0) != 0 or driver.cuDeviceGet(ctypes.byref(handle), index) != 0:
-            return None
-        return total.value if driver.cuDeviceTotalMem_v2(ctypes.byref(total), handle) == 0 else None
-    return None
+    driver = _cuda_driver()
+    handle, total = ctypes.c_int(0), ctypes.c_size_t(0)
+    if driver is None or driver.cuInit(0) != 0 or driver.cuDeviceGet(ctypes.byref(handle), index) != 0:
+        return None
+    return total.value if driver.cuDeviceTotalMem_v2(ctypes.byref(total), handle) == 0 else None
 
 
 def device_memory_bytes(device: DeviceName) -> int | None:
