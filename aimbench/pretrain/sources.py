@@ -170,6 +170,9 @@ class ImageSource(Protocol):
     def __len__(self) -> int: ...
     def name(self, index: int) -> str: ...
     def read(self, index: int) -> bytes: ...
+    def names_bytes(self) -> list[bytes] | None:
+        """What names its images, for :func:`listing` (None: pinned another way, as a stream's commit)."""
+        ...
 
 
 class _FolderImages:
@@ -185,6 +188,9 @@ class _FolderImages:
 
     def name(self, index: int) -> str:
         return os.path.join(self.root, os.fsdecode(self.paths[index]))
+
+    def names_bytes(self) -> list[bytes] | None:
+        return [b"\n".join(self.paths.tolist())]
 
     def read(self, index: int) -> bytes:
         with open(self.name(index), "rb") as handle:
@@ -224,6 +230,9 @@ class _HFImages:
     def name(self, index: int) -> str:
         return f"{self.location} row {index}"
 
+    def names_bytes(self) -> list[bytes] | None:
+        return [str(getattr(self.rows, "_fingerprint", "")).encode()]
+
     def read(self, index: int) -> bytes:
         cell = self.rows[int(index)][self.column]
         if cell["bytes"] is not None:
@@ -260,6 +269,9 @@ class _TarImages:
     def name(self, index: int) -> str:
         return f"{self.shards[self.shard[index]]} at byte {self.offset[index]}"
 
+    def names_bytes(self) -> list[bytes] | None:
+        return ["\n".join(self.shards).encode(), *(column.tobytes() for column in (self.shard, self.offset, self.size))]
+
     def read(self, index: int) -> bytes:
         # a fresh handle per read: a handle inherited across a worker fork would share its file position
         with open(self.shards[self.shard[index]], "rb") as handle:
@@ -271,17 +283,12 @@ def listing(reader: ImageSource) -> dict[str, Any] | None:
     """What a resumed run compares to know it reads the same images: their count and a hash of their
     names (a folder's files, the shards' members, a dataset's fingerprint). None for a stream, which
     is pinned to its commit instead."""
-    digest = hashlib.sha256()
-    if isinstance(reader, _FolderImages):
-        digest.update(b"\n".join(reader.paths.tolist()))
-    elif isinstance(reader, _TarImages):
-        digest.update("\n".join(reader.shards).encode())
-        for column in (reader.shard, reader.offset, reader.size):
-            digest.update(column.tobytes())
-    elif isinstance(reader, _HFImages):
-        digest.update(str(getattr(reader.rows, "_fingerprint", "")).encode())
-    else:
+    parts = reader.names_bytes()
+    if parts is None:
         return None
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
     return {"images": len(reader), "names_sha256": digest.hexdigest()[:16]}
 
 

@@ -200,6 +200,9 @@ class StreamedImages:
         block, row = self._locate(index)
         return f"{self.index.files[self.index.block_file[block]]} row group {self.index.block_group[block]} row {row}"
 
+    def names_bytes(self) -> list[bytes] | None:
+        return None  # a stream is pinned to its commit (aimbench.pretrain.sources.pinned)
+
     def _fetch(self, block: int) -> list[bytes | None]:
         """The block's image bytes; a failing read (network, storage) is retried, then stops the run:
         skipping its images would make the stream depend on the network's luck."""
