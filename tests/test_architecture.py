@@ -27,6 +27,7 @@ FLOORS: list[set[str]] = [
         "identity",
         "names",
         "special_files",
+        "distributed",
     },
     {"cards"},
     {"models", "data"},

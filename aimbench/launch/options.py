@@ -20,7 +20,7 @@ from aimbench.errors import at_least, positive
 class RunOptions:
     """How to run cells; none of this changes a cell's numbers, so none of it is in its identity.
 
-    Keyword-only: eleven fields of which several share a type (three paths, three numbers) are
+    Keyword-only: twelve fields of which several share a type (three paths, three numbers) are
     too easy to pass in the wrong order.
     """
 
@@ -35,12 +35,14 @@ class RunOptions:
     checkpoint_every: int = 200  # a resumable probe training state every this many optimizer steps
     checkpoint_seconds: float = 300.0  # or once this long has passed since the previous one, so at most ~5 min of training is lost
     progress_file: bool = False  # report stages to <results>/state/<record stem>.progress.json (for 'aimbench jobs')
+    ranks: int = 1  # processes that run ONE cell together (aimbench.probes.ownership): never changes a number
 
     def __post_init__(self) -> None:
         """Out-of-range values fail here, as the options are built, not as a DataLoader or a modulo deep in a cell."""
         parse_device(self.device)  # the spelling only: a Slurm submission's device is the compute node's
         at_least("--batch-size", self.batch_size, 1)
         at_least("--workers", self.workers, 0)
+        at_least("the ranks per cell", self.ranks, 1)
         at_least("the checkpoint interval", self.checkpoint_every, 1)
         at_least("the checkpoint seconds", self.checkpoint_seconds, 0)
         if self.memory_gb is not None:

@@ -32,7 +32,7 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
 from aimbench.errors import UserError
-from aimbench.pretrain.distributed import World
+from aimbench.distributed import World
 from aimbench.pretrain.objective import AimPretrainModel
 
 STRATEGIES = ("auto", "ddp", "fsdp")

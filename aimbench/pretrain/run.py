@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from aimbench.pretrain.distributed import World, rank_device, world_from_env
+from aimbench.distributed import World, rank_device, world_from_env
 from aimbench.pretrain.parallel import Parallelism, choose
 from aimbench.pretrain.recipe import PretrainConfig
 from aimbench.pretrain.request import PretrainRequest

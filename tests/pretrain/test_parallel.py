@@ -11,7 +11,7 @@ import torch
 
 from aimbench.adapters.weights import load_state_dict_file
 from aimbench.errors import UserError
-from aimbench.pretrain.distributed import World
+from aimbench.distributed import World
 from aimbench.pretrain.objective import build_model
 from aimbench.pretrain.parallel import Parallelism, choose
 from aimbench.pretrain.recipe import PretrainConfig

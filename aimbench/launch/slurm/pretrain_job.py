@@ -1,7 +1,7 @@
 """Pre-training on Slurm: one submitit job of N nodes x T tasks, one task per GPU, resumable on requeue.
 
 Every task runs :class:`PretrainJob`, which calls the same ``run_pretrain`` as a local run; rank and
-world come from the Slurm environment (``aimbench.pretrain.distributed.world_from_env``). The job is
+world come from the Slurm environment (``aimbench.distributed.world_from_env``). The job is
 a submitit ``Checkpointable``: on preemption or the time-limit signal it is requeued, and the
 restarted tasks continue from the run's ``checkpoint.pt`` (every ``--save-every`` steps), never
 from anything pickled with the callable.
