@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from aimbench.errors import UserError
 from aimbench.probes.features.layer_sets import LayerSet
+from aimbench.probes.ownership import most_sets_per_rank
 
 FLOAT = 4  # bytes
 HEADS_SHARE = 0.9  # of the device memory left beside the backbone: what the heads may take (the rest: allocator, batches)
@@ -51,9 +52,11 @@ def bytes_per_layer_set(
 
 def plan_passes(
     sets: Sequence[LayerSet], dim: int, tokens: int, classes: int, grid_points: int, batch: int, budget_bytes: int | None,
-    micro_batch: int | None = None, heads: int = 1,
+    micro_batch: int | None = None, heads: int = 1, world: int = 1,
 ) -> PassPlan:  # fmt: skip
-    """Consecutive chunks of ``sets`` whose heads fit ``budget_bytes`` (None: one pass)."""
+    """Consecutive chunks of ``sets`` whose heads fit ``budget_bytes`` (None: one pass) on each of
+    ``world`` ranks: a pass's sets are divided among the ranks (``ownership.set_bounds``), so a rank
+    holds at most ``most_sets_per_rank(len(chunk), world)`` sets' heads at once."""
     per_set = bytes_per_layer_set(dim, tokens, classes, grid_points, batch, micro_batch, heads)
     if budget_bytes is None or not sets:
         return PassPlan([list(sets)], per_set, budget_bytes)
@@ -63,6 +66,6 @@ def plan_passes(
             f"one layer set's attentive heads need {per_set / 2**30:.1f} GiB but the memory budget is "
             f"{budget_bytes / 2**30:.1f} GiB; lower the batch size, the micro-batch or the lr x wd grid"
         )
-    passes = math.ceil(len(sets) / fit)
+    passes = math.ceil(most_sets_per_rank(len(sets), world) / fit)
     size = math.ceil(len(sets) / passes)  # balanced chunks
     return PassPlan([list(sets[i : i + size]) for i in range(0, len(sets), size)], per_set, budget_bytes)
