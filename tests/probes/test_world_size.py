@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 from dataclasses import replace
 from pathlib import Path
@@ -76,3 +77,36 @@ def test_a_cell_on_two_ranks_gives_exactly_the_numbers_of_one(tmp_path: Path, ti
     alone, two, environment = _both_ways(tmp_path, tiny_cards, probe, **overrides)
     assert two == alone
     assert environment["world_size"] == 2
+
+
+def _stopping_rank(rank: int, port: int, planned: PlannedCell, options: RunOptions) -> None:
+    """A rank of two whose main rank asks training to stop at the second step of the heads (as a
+    signal to that rank alone would): both ranks must save and stop at the same step."""
+    from aimbench.probes.interrupt import request_stop
+
+    def stage(description: str, total: int) -> Any:
+        def advance(units: int) -> None:
+            if "heads" in description:
+                request_stop(signal.SIGTERM)
+
+        return advance
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
+    run_cell(planned, options, stage)
+
+
+def test_a_two_rank_cell_stopped_mid_training_resumes_to_the_numbers_of_one_rank(tmp_path: Path, tiny_cards: Path) -> None:
+    request = EvalRequest.from_options("micro-cls", "digits", "attentive", limit=48, layers="0,1,2,avg:1-2", cards=tiny_cards,
+                                       batch_size=16, protocol="aimbench-fast", epochs=3, data_mode="online")  # fmt: skip
+    planned = LocalLauncher().plan(request).cells[0]
+    alone = replace(request.options, results_dir=tmp_path / "alone", cache_dir=tmp_path / "cache")
+    two = replace(
+        request.options, results_dir=tmp_path / "two", cache_dir=tmp_path / "cache", checkpoint_every=1000, checkpoint_seconds=0.0
+    )
+    first = run_cell(planned, alone, registry=Registry.load([tiny_cards]))
+    torch.multiprocessing.spawn(_stopping_rank, args=(_free_port(), planned, two), nprocs=2, join=True)  # spawn swallows the stop
+    assert not (two.results_dir / "runs").exists() or not list((two.results_dir / "runs").glob("*.json")), "a stopped cell writes no record"
+    states = sorted(path.name for path in (two.results_dir / "state").glob("*.pt"))
+    assert states == [f"{planned.identity.stem}.rank{r}of2.pass0.pt" for r in (0, 1)]  # each rank saved its own heads
+    torch.multiprocessing.spawn(_rank, args=(_free_port(), planned, two), nprocs=2, join=True)
+    assert _numbers(two.results_dir / first.relative_to(alone.results_dir)) == _numbers(first)
