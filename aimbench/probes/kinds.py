@@ -4,7 +4,8 @@ A kind says everything the rest of aimbench needs of it: its config class (what 
 section resolves into; None for released heads, which train nothing), how it runs on a
 :class:`~aimbench.probes.job.ProbeJob`, and the planning hooks a cost plan and the disk check
 call before anything loads (backbone forwards per image, head FLOPs, the blocks it caches, the
-device memory its heads take). Planning code calls the hooks and never asks which kind it holds.
+device memory its heads take on one rank, and on several what a rank sends to the layer sets'
+owners, ``aimbench.probes.ownership``). Planning code calls the hooks and never asks which kind it holds.
 
 The kinds are registered by name as ``"module:attribute"`` strings (as lm-evaluation-harness
 registers its tasks) and imported on first use, so this table imports no kind and no kind imports
