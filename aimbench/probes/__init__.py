@@ -13,7 +13,7 @@ from aimbench.probes.config import ProbeConfig, TrainedProbeConfig
 from aimbench.probes.features.layer_sets import LayerSet, blocks_needed, parse_blocks, parse_layer_sets
 from aimbench.probes.interrupt import Interrupted
 from aimbench.probes.job import ProbeJob, ProbeOutcome, StageCallback, no_progress
-from aimbench.probes.kinds import OFFICIAL, REGISTRY, CacheNeed, PlanShape, ProbeKind, kind_name, probe_kind, run_probe
+from aimbench.probes.kinds import OFFICIAL, REGISTRY, CacheNeed, Exchange, PlanShape, ProbeKind, kind_name, probe_kind, run_probe
 from aimbench.probes.knn.config import KnnProbeConfig
 from aimbench.probes.linear.config import LinearProbeConfig
 from aimbench.probes.ownership import Shard, check_world, most_sets_per_rank, row_bounds, set_bounds
@@ -35,6 +35,7 @@ __all__ = [
     "REGISTRY",
     "AttentiveProbeConfig",
     "CacheNeed",
+    "Exchange",
     "Interrupted",
     "KnnProbeConfig",
     "LayerResult",

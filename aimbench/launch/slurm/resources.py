@@ -31,7 +31,9 @@ HOST_RUNTIME_GB = 4.0
 
 
 def cell_parameters(settings: SlurmSettings, need: MemoryNeed, name: str) -> dict[str, Any]:
-    """submitit parameters for one eval cell of backbone ``name`` that needs ``need`` (backbone and heads)."""
+    """submitit parameters for one eval cell of backbone ``name`` that needs ``need`` (backbone and
+    heads): one rank's need where the cell runs on several (``need.ranks``), since each GPU holds
+    one rank, so a cell whose heads fit only when divided among its ranks is not refused for their sum."""
     parameters = settings.executor_parameters()
     if settings.gpus == 0:
         if settings.mem_gb is None:
