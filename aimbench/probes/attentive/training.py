@@ -154,8 +154,7 @@ class AttentiveTrainer:
         normalises the whole batch first; the heads then run in micro-batches whose gradients add
         up to the full batch's, so memory follows ``micro_batch``, not ``batch_size``."""
         with torch.no_grad():
-            normed = self.norms(tokens)
-        del tokens
+            normed = self.norms.normalise_(tokens)  # in place: the batch's tokens are the heads' largest input
         batch, classes = normed.shape[1], self.grids[0].weight.shape[1]
         autocast = normed.device.type in TRAIN_AUTOCAST
         self.optimizer.zero_grad(set_to_none=True)
