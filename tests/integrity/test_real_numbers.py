@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -183,6 +184,43 @@ def test_a_test_folder_symlinked_to_train_is_refused(tmp_path: Path, tiny_cards:
     proc = run_cli(*eval_cell(tmp_path, tiny_cards, "-t", "mirror", "--data-root", str(data)))
     assert_one_line_error(proc, "task 'mirror': test shares 18 image(s) with train", "give test its own images")
     assert_nothing_recorded(tmp_path)
+
+
+def test_a_test_folder_copied_from_train_is_refused_naming_a_pair(tmp_path: Path, tiny_cards: Path) -> None:
+    """``cp -r train test``: other files (other inodes) holding the same bytes, found by hashing them."""
+    data = tmp_path / "data"
+    write_digits_folder(data / "copied", {"train": 8})
+    shutil.copytree(data / "copied" / "train", data / "copied" / "test")
+    folder_task(tiny_cards, "copied", (18, 6, 24))
+    proc = run_cli(*eval_cell(tmp_path, tiny_cards, "-t", "copied", "--data-root", str(data)))
+    test, train = data / "copied" / "test" / "0" / "000.png", data / "copied" / "train" / "0" / "000.png"
+    assert_one_line_error(proc, "task 'copied': 24 test image(s) hold the same bytes as train or val images", f"e.g. {test} and train {train}",
+                          "give test its own images", "shared_test_images")  # fmt: skip
+    assert_nothing_recorded(tmp_path)
+
+
+def test_copies_a_card_source_accepts_are_evaluated_and_recorded(tmp_path: Path, tiny_cards: Path) -> None:
+    """A benchmark published with a few byte-identical images in train and test: its card's source states how many."""
+    data = tmp_path / "data"
+    write_digits_folder(data / "dupes", {"train": 8, "test": 4})
+    for name in ("000.png", "001.png"):  # two test images of class 1 are copies of train images
+        shutil.copyfile(data / "dupes" / "train" / "1" / name, data / "dupes" / "test" / "1" / name)
+    folder_task(tiny_cards, "dupes", (18, 6, 12))
+    card = tiny_cards / "tasks" / "dupes.toml"
+    for accepted, refused in ((1, True), (2, False)):
+        card.write_text(
+            re.sub(r'dir = "dupes"\n(shared_test_images = \d\n)?', f'dir = "dupes"\nshared_test_images = {accepted}\n', card.read_text())
+        )
+        proc = run_cli(*eval_cell(tmp_path, tiny_cards, "-t", "dupes", "--data-root", str(data)))
+        if refused:
+            assert_one_line_error(
+                proc, "task 'dupes': 2 test image(s) hold the same bytes", "the card's source accepts 1 (shared_test_images)"
+            )
+            assert_nothing_recorded(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    [record] = [json.loads(p.read_text()) for p in (tmp_path / "results" / "runs").glob("*dupes*.json")]
+    accepted = "test images byte-identical to train or val accepted: up to 2 in its imagefolder copy"
+    assert record["split_policy"]["shared_test_images"] == accepted
 
 
 def test_val_and_test_named_as_train_are_refused(tmp_path: Path, tiny_cards: Path) -> None:
