@@ -103,6 +103,30 @@ def test_eval_option_inf_refused(tmp_path: Path, tiny_cards: Path) -> None:
     assert_one_line_error(proc, "--memory-gb must be a positive number")
 
 
+def test_task_card_with_a_nan_val_fraction_refused_at_load(tmp_path: Path, tiny_cards: Path) -> None:
+    card = (REPO / "tasks" / "digits.toml").read_text().replace('name = "digits"', 'name = "nanval"')
+    write_card(tiny_cards, "tasks", "nanval", card.replace("fraction = 0.1", "fraction = nan"))
+    assert_one_line_error(run_cli(*eval_cell(tmp_path, tiny_cards, "-t", "nanval")), "nanval.toml", "splits.val.fraction", "finite")
+    assert_nothing_recorded(tmp_path)
+
+
+@pytest.mark.parametrize("huge", ["classes", "grid"])
+def test_100000_classes_or_a_200000_point_grid_is_refused_before_any_work(tmp_path: Path, tiny_cards: Path, huge: str) -> None:
+    """Heads that cannot fit the memory budget, by the estimate the plan prints, not a huge allocation later."""
+    if huge == "classes":
+        card = (REPO / "tasks" / "digits.toml").read_text().replace('name = "digits"', 'name = "many"')
+        write_card(tiny_cards, "tasks", "many", card.replace("num_classes = 10", "num_classes = 100000"))
+        extra = ("-t", "many")
+    else:
+        protocol_card(tiny_cards, "huge", "linear", "learning_rates", repr(np.geomspace(1e-6, 1, 200_000).tolist()))
+        extra = ("--protocol", "huge")
+    proc = run_cli(*eval_cell(tmp_path, tiny_cards, *extra, "--memory-gb", "1", "--layers", "last"),
+                   env={"AIMBENCH_CACHE": str(tmp_path / "cache")})  # fmt: skip
+    assert_one_line_error(proc, "its heads need about", "more than --memory-gb (1.07 GB)")
+    assert_nothing_recorded(tmp_path)
+    assert not (tmp_path / "cache").exists()
+
+
 def test_features_that_overflow_fail_the_cell_naming_the_layer_set(tmp_path: Path, tiny_cards: Path) -> None:
     state = micro_state(tiny_cards)
     state["blocks.2.attn.proj.bias"][:] = 3e38  # finite weights whose block-2 output (their sum) overflows to inf
@@ -294,6 +318,15 @@ def test_a_weights_file_that_needs_resampling_the_card_does_not_allow_is_refused
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     proc = run_cli(*eval_cell(tmp_path, tiny_cards, "--weights", str(path)))
     assert_one_line_error(proc, "patch8.safetensors", "patch_embed.proj.weight (32, 3, 8, 8) -> (32, 3, 4, 4)", "resample_keys")
+    assert_nothing_recorded(tmp_path)
+
+
+def test_a_weights_file_the_checkpoint_filter_cannot_convert_is_one_line_naming_it(tmp_path: Path, tiny_cards: Path) -> None:
+    state = micro_state(tiny_cards)
+    state["pos_embed"] = state["pos_embed"].flatten().contiguous()  # 1-D: timm's filter cannot resample it
+    path = tmp_path / "flat.safetensors"
+    save_file(state, str(path))
+    assert_one_line_error(run_cli(*eval_cell(tmp_path, tiny_cards, "--weights", str(path))), str(path), "timm's checkpoint filter failed")
     assert_nothing_recorded(tmp_path)
 
 
