@@ -181,7 +181,8 @@ test = {sizes[2]}
 
 
 def write_digits_folder(root: Path, per_class: dict[str, int], mode: str = "L") -> None:
-    """scikit-learn digits 0, 1, 2 as PNGs under ``root/<split>/<class>/``: 8-bit (``L``) or 16-bit (``I;16``) copies of the same pixels."""
+    """scikit-learn digits 0, 1, 2 under ``root/<split>/<class>/``: copies of the same pixels as 8-bit
+    (``L``) or 16-bit (``I;16``) PNGs, or float TIFFs in [0, 1] (``F``)."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -191,10 +192,12 @@ def write_digits_folder(root: Path, per_class: dict[str, int], mode: str = "L") 
             rows = [i for i, y in enumerate(digits.target) if y == label][position : position + count]
             for n, row in enumerate(rows):
                 pixels = (digits.images[row] * 255 / 16).round().astype(np.uint8)  # 0..16 -> 0..255
-                path = root / split / str(label) / f"{n:03d}.png"
+                path = root / split / str(label) / f"{n:03d}.{'tif' if mode == 'F' else 'png'}"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 if mode == "L":
                     Image.fromarray(pixels).save(path)
+                elif mode == "F":  # v / 255 in [0, 1], which reading scales by 255
+                    Image.fromarray(pixels.astype(np.float32) / 255).save(path)
                 else:  # the same image at 16 bits: v * 257 spans 0..65535 exactly as v spans 0..255
                     Image.fromarray(pixels.astype(np.uint16) * 257).save(path)
         position += count
@@ -271,10 +274,10 @@ def test_a_class_too_small_to_stratify_is_one_line_naming_it(tmp_path: Path, tin
 # pixels as they are
 
 
-def test_a_16_bit_png_copy_scores_exactly_as_its_8_bit_copy(tmp_path: Path, tiny_cards: Path) -> None:
+def test_16_bit_png_and_float_tiff_copies_score_exactly_as_the_8_bit_copy(tmp_path: Path, tiny_cards: Path) -> None:
     data = tmp_path / "data"
     scores = {}
-    for name, mode in (("eight", "L"), ("sixteen", "I;16")):
+    for name, mode in (("eight", "L"), ("sixteen", "I;16"), ("float", "F")):
         write_digits_folder(data / name, {"train": 12, "test": 6}, mode)
         folder_task(tiny_cards, name, (27, 9, 18))
         proc = run_cli(*eval_cell(tmp_path, tiny_cards, "-t", name, "--data-root", str(data)))
@@ -282,7 +285,8 @@ def test_a_16_bit_png_copy_scores_exactly_as_its_8_bit_copy(tmp_path: Path, tiny
         [record] = [json.loads(p.read_text()) for p in (tmp_path / "results" / "runs").glob(f"*{name}*.json")]
         scores[name] = [(layer["val_score"], layer["test_score"]) for layer in record["layers"]]
     assert Image.open(next((data / "sixteen" / "train" / "0").iterdir())).mode == "I;16"
-    assert scores["sixteen"] == scores["eight"] and len(scores["eight"]) == 3
+    assert Image.open(next((data / "float" / "train" / "0").iterdir())).mode == "F"
+    assert scores["sixteen"] == scores["eight"] == scores["float"] and len(scores["eight"]) == 3
     check = run_cli("tasks", "check", "sixteen", "--cards", str(tiny_cards), "--data-root", str(data))
     assert check.returncode == 0, check.stdout + check.stderr
     assert "54 16-bit image(s), scaled to 8 bits when read" in " ".join(check.stdout.split())
