@@ -88,8 +88,10 @@ def _list_of(item: Check) -> Check:
         if not isinstance(value, (list, tuple)) or not value:
             raise ValueError(f"expected a non-empty list, got {value!r}")
         items = tuple(item(v) for v in value)
-        if len(set(items)) != len(items):
-            raise ValueError(f"lists a value more than once: {value!r}")
+        if len(set(items)) != len(items):  # name the value, not the list: a grid may hold 200,000 points
+            seen: set[Any] = set()
+            repeated = next(v for v in items if v in seen or seen.add(v))
+            raise ValueError(f"lists {repeated!r} more than once ({len(items):,} values)")
         return items
 
     return check
