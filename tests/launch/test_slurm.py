@@ -245,3 +245,33 @@ def test_a_preempted_pretraining_job_resumes_its_checkpoint_and_matches_a_straig
     losses = [[json.loads(line)["loss"] for line in (r / "metrics.jsonl").read_text().splitlines()] for r in (run, straight)]
     assert len(losses[0]) == 300 and losses[0] == losses[1]  # resumed bit for bit, no step lost or repeated
     assert (run / "trunk.safetensors").read_bytes() == (straight / "trunk.safetensors").read_bytes()
+
+
+def test_one_cell_runs_as_one_job_of_two_slurm_tasks_to_one_record(slurm: None, tmp_path: Path, tiny_cards: Path) -> None:
+    from aimbench.launch.slurm.jobs import job_rows
+
+    results = tmp_path / "results"
+    cell = (*EVAL[:2], "micro-cls", *EVAL[3:])
+    proc = run_cli(*cell, "--nodes", "1", "--tasks-per-node", "2", "--cards", str(tiny_cards), "--results", str(results),
+                   env={"OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "tasks_per_node=2, nodes=1" in proc.stdout and "submitted 1 cell(s)" in proc.stdout, proc.stdout
+    [state_file] = (results / "jobs").glob("*.json")
+    state = json.loads(state_file.read_text())
+    assert state["world"] == {"nodes": 1, "tasks_per_node": 2, "ranks": 2}
+    [submitted] = state["cells"]
+    assert submitted["resources"]["srun_args"] == ["--kill-on-bad-exit=1"]
+    table = _wait_until_finished(results, timeout=600)  # two ranks on one CPU each: minutes where the machine is busy
+    assert "COMPLETED" in table, (table, Path(submitted["stderr"]).read_text()[-3000:])
+    [row] = job_rows(results)  # one row for the cell, not one per task
+    assert row.record and row.cell == submitted["key"]
+    [record] = _records(results)
+    assert record.name == submitted["record"]
+    rank_one = Path(submitted["stdout"].replace("_0_log.out", "_1_log.out"))
+    assert "global_rank=1(2)" in rank_one.read_text()  # the second task ran the cell as rank 1 of 2
+    local = tmp_path / "local"  # the same cell on one rank here
+    assert run_cli(*cell[:-6], "--cards", str(tiny_cards), "--results", str(local)).returncode == 0
+    two, one = (json.loads(_records(r)[0].read_text()) for r in (results, local))
+    assert [x["test_score"] for x in two["layers"]] == [x["test_score"] for x in one["layers"]]
+    if "world_size" in two["environment"]:  # written by run_cell once the ranks run the cell together
+        assert two["environment"]["world_size"] == 2
