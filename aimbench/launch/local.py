@@ -36,7 +36,7 @@ class LocalLauncher(Launcher):
         """Run the plan's cells in order; the display hears of each as soon as its record is written.
 
         Each cell runs on ``options.ranks`` processes: this one, or (``--gpus N``) N processes started
-        here per cell (``aimbench.launch.ranks``). Under torchrun the world is given: every rank runs
+        here per cell (``aimbench.launch.spawn``). Under torchrun the world is given: every rank runs
         this with the same plan, rank 0's skip decisions bind them all, and only rank 0 shows anything."""
         from aimbench.distributed import world_from_env
         from aimbench.launch.run_cell import run_cell  # imports torch: only when cells run
@@ -57,7 +57,7 @@ class LocalLauncher(Launcher):
             else:
                 with display.cell(planned.identity) as stage:
                     if spawn:
-                        from aimbench.launch.ranks import run_ranks
+                        from aimbench.launch.spawn import run_ranks
 
                         path = run_ranks(run_cell, (planned, options), options.ranks, stage)
                     else:

@@ -14,7 +14,7 @@ import pytest
 from conftest import run_cli
 
 from aimbench.errors import UserError
-from aimbench.launch.ranks import free_port, run_ranks
+from aimbench.launch.spawn import free_port, run_ranks
 
 BASE = ("eval", "-b", "micro-cls", "-t", "digits", "--limit", "60", "--epochs", "2", "--protocol", "aim-v1")
 CELL = (*BASE, "--device", "cpu")
