@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aimbench.errors import UserError
 from aimbench.distributed import World, rank_device, world_from_env
+from aimbench.errors import UserError
 
 LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_JOB_ID",
                  "SLURM_JOB_NODELIST", "MASTER_ADDR", "MASTER_PORT")  # fmt: skip

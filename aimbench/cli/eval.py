@@ -127,44 +127,73 @@ def _heads(cell: CellCost) -> str:
     return f"{shown} x{cell.passes} passes" if cell.passes > 1 else shown
 
 
+def _volume(size: float) -> str:
+    """Bytes sent, past the terabytes a disk shows: 8.6 GB, 1.06 PB."""
+    return f"{_three_digits(size / 1e15)} PB" if size >= 1e15 else byte_size(size)
+
+
+def _rank_columns(cost: SweepCost) -> tuple[str, ...]:
+    """The columns a cell on several ranks adds: what one rank sends to the set owners per step, and holds."""
+    return ("sent per\nstep", "memory\nper rank") if cost.ranks.world > 1 else ()
+
+
+def _rank_note(cost: SweepCost) -> str:
+    """The summary's per-rank memory and communication, on several ranks."""
+    peak, sent = cost.peak_memory, max((cell.exchange.total_bytes for cell in cost.to_run), default=0)
+    comm = max((cell.comm_seconds for cell in cost.to_run), default=0.0)
+    return (f"per rank: device memory up to {byte_size(cost.peak_rank_bytes)} (the backbone, {peak.describe() if peak else '0 GB'}, "
+            f"and up to {byte_size(cost.peak_head_bytes)} of heads in one pass: attentive heads that do not fit train in passes), "
+            f"up to {byte_size(cost.peak_step_bytes)} sent per step to the layer sets' owners (up to {_volume(sent)} and "
+            f"{_duration(comm)} a cell)")  # fmt: skip
+
+
 def print_cost(plan: EvalPlan, console: Console, here: bool = True, assume: Assumption | None = None) -> None:
-    """Per cell: images per split, backbone forwards, FLOPs, estimated time and memory; then the sweep's totals."""
+    """Per cell: images per split, backbone forwards, FLOPs, estimated time and memory (one rank's, and
+    what it sends, where a cell runs on several); then the sweep's totals."""
     cost = plan_cost(plan, assume=assume)
+    ranks = cost.ranks
     if assume is not None:
         where = f"on {cost.device}"
     elif here:
         where = f"on {cost.device}, one cell after another"
     else:
         where = f"of compute at the speed of this machine's {cost.device}, which the cluster's nodes may not share (arrays run cells side by side)"
-    table = Table(title=f"cost of {len(cost.to_run)} cell(s) to run, {len(cost.cells) - len(cost.to_run)} skipped (record exists)")
-    columns = (*SPLITS, "forwards", "backbone\nFLOPs", "heads\nFLOPs", "est. time", "device\nmemory", "heads'\nmemory", "feature\ncache")
+    table = Table(title=f"cost of {len(cost.to_run)} cell(s) to run, {len(cost.cells) - len(cost.to_run)} skipped (record exists)"
+                  + (f", each on {ranks.describe()}" if ranks.world > 1 else ""))  # fmt: skip
+    time = f"est. time\non {ranks.world}" if ranks.world > 1 else "est. time"
+    columns = (*SPLITS, "forwards", "backbone\nFLOPs", "heads\nFLOPs", time, "device\nmemory", "heads'\nmemory", "feature\ncache",
+               *_rank_columns(cost))  # fmt: skip
     table.add_column("cell", overflow="fold", min_width=min(24, max(len(cell.key) for cell in cost.cells)))
     for column in columns:
         table.add_column(column, justify="right", no_wrap=True)
     for cell in cost.cells:
         images = [f"{cell.images[name]:,}" for name in SPLITS]
         if cell.skip:
-            table.add_row(cell.key, *images, "skip", "", "", "", "", "", "")
+            table.add_row(cell.key, *images, "skip", *[""] * (len(columns) - len(images) - 1))
             continue
+        per_rank = (byte_size(cell.exchange.step_bytes), byte_size(cell.rank_bytes)) if ranks.world > 1 else ()
         table.add_row(cell.key, *images, f"{cell.forwards:,}", _flops(cell.backbone_flops), _flops(cell.head_flops),
-                      _duration(cell.seconds), _memory(cell.memory), _heads(cell), byte_size(cell.cache_bytes))  # fmt: skip
+                      _duration(cell.seconds), _memory(cell.memory), _heads(cell), byte_size(cell.cache_bytes), *per_rank)  # fmt: skip
     split_totals = [f"{sum(c.images[name] for c in cost.to_run):,}" for name in SPLITS]
     peak, heads = cost.peak_memory, cost.peak_head_bytes
+    peaks = (f"max {byte_size(cost.peak_step_bytes)}", f"max {byte_size(cost.peak_rank_bytes)}") if ranks.world > 1 else ()
     table.add_section()
     table.add_row("total", *split_totals, f"{cost.total('forwards'):,.0f}", _flops(cost.total("backbone_flops")),
                   _flops(cost.total("head_flops")), _duration(cost.total("seconds")), f"max {peak.gb:g} GB" if peak else "",
-                  f"max {byte_size(heads)}", byte_size(cost.cache_bytes))  # fmt: skip
+                  f"max {byte_size(heads)}", byte_size(cost.cache_bytes), *peaks)  # fmt: skip
     console.print(table)
-    gpu_hours = f" = {cost.total('seconds') / 3600:,.0f} GPU-hours" if assume is not None else ""
+    on = f" on {ranks.describe()}" if ranks.world > 1 else ""
+    gpu_hours = f" = {cost.gpu_hours:,.0f} GPU-hours" if assume is not None or ranks.world > 1 else ""
+    memory = (_rank_note(cost) if ranks.world > 1 else f"device memory up to {peak.describe() if peak else '0 GB'} per cell for the "
+              f"backbone and {byte_size(heads)} for its heads (attentive heads that do not fit train in passes)")  # fmt: skip
     console.print(f"total: {len(cost.to_run)} cell(s), {cost.images:,} images, {cost.total('forwards'):,.0f} backbone forwards, "
-                  f"{_flops(cost.total('flops'))}, est. {_duration(cost.total('seconds'))}{gpu_hours} {where}; "
-                  f"device memory up to {peak.describe() if peak else '0 GB'} per cell for the backbone and {byte_size(heads)} for its heads "
-                  f"(attentive heads that do not fit train in passes); feature cache {byte_size(cost.cache_bytes)}",
-                  soft_wrap=True)  # fmt: skip
+                  f"{_flops(cost.total('flops'))}, est. {_duration(cost.total('seconds'))}{on}{gpu_hours} {where}; "
+                  f"{memory}; feature cache {byte_size(cost.cache_bytes)}", soft_wrap=True)  # fmt: skip
     rates = ", ".join(f"{shape} {rate.describe()}" for shape, rate in cost.rates.items())
     timed = f"time at {rates}" if assume is not None else f"time from one block of each width timed here ({rates}, median and spread)"
+    links = f"; sends at {ranks.link_description()}, after the compute (no overlap)" if ranks.world > 1 else ""
     console.print("sizes from the task cards; FLOPs from the backbone cards (24·N·D² + 4·N²·D per block and image of N tokens of "
-                  f"width D); {timed}, compute only (no data loading); a feature-cache extraction cells share is counted once "
+                  f"width D); {timed}, compute only (no data loading){links}; a feature-cache extraction cells share is counted once "
                   "in the totals", soft_wrap=True)  # fmt: skip
     if not here:
         _warn_past_time_limit(plan, cost, console)

@@ -16,6 +16,11 @@ precision: compute only, no decoding, augmentation, data loading or I/O; attenti
 not fit the device memory a plan assumes run their online forwards once per pass), the backbone's memory
 (``aimbench.launch.memory``) and the feature cache's bytes (``aimbench.launch.preflight``); cells
 of one backbone and task share their cache, so the sweep's total counts those once.
+
+A cell that runs on several ranks (``RunOptions.ranks``) is costed per rank (``aimbench.launch.ranks``):
+each rank's memory (the whole backbone, the heads of the layer sets it owns, its outgoing block
+outputs), the bytes it sends to the sets' owners, and the wall time of the world; GPU-hours are that
+time on every rank.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from aimbench.cards.backbone_card import BackboneSpec
@@ -32,9 +37,10 @@ from aimbench.errors import UserError
 from aimbench.launch.cells import Cell
 from aimbench.launch.memory import MemoryNeed, memory_need
 from aimbench.launch.preflight import cache_bytes
+from aimbench.launch.ranks import Ranks
 from aimbench.launch.shape import patch_tokens, plan_shape
 from aimbench.launch.throughput import Assumption, Rate, block_flops, calibrate
-from aimbench.probes import HEADS_SHARE, probe_kind
+from aimbench.probes import HEADS_SHARE, Exchange, probe_kind
 
 if TYPE_CHECKING:
     from aimbench.launch.base import EvalPlan
@@ -105,23 +111,38 @@ def geometry(spec: BackboneSpec) -> Geometry:
 
 @dataclass(frozen=True, kw_only=True)
 class CellCost:
+    """One cell's cost; on several ranks (``ranks``) its memory is one rank's and its time the world's wall time."""
+
     key: str
     skip: bool  # its record exists: nothing runs, and the totals leave it out
     images: dict[str, int]  # train, val, test
     forwards: int  # backbone forwards of one image
     backbone_flops: float
     head_flops: float
-    seconds: float  # estimated on the calibrated device
-    memory: MemoryNeed  # the backbone's device memory
-    head_memory_bytes: int  # the heads' device memory while they train, per pass (the kind's estimate)
+    seconds: float  # estimated on the calibrated device: wall time on all its ranks, compute and communication
+    memory: MemoryNeed  # the backbone's device memory (every rank holds the whole backbone)
+    head_memory_bytes: int  # the heads' device memory while they train, per pass, on the busiest rank (the kind's estimate)
     cache_bytes: int  # the feature cache's bytes for this cell's features
     passes: int = 1  # attentive heads that do not fit the device train in passes, each a pass over the data
     shared: tuple[Any, ...] | None = None  # the feature-cache group whose extraction other cells share (None: nothing cached)
     shared_part: dict[str, float] = field(default_factory=dict)  # that extraction's forwards, backbone_flops and seconds
+    ranks: Ranks = Ranks()  # the ranks that run it together
+    exchange: Exchange = Exchange()  # what one rank sends to the layer sets' owners (per step: in the largest pass)
+    comm_seconds: float = 0.0  # of ``seconds``: one rank sending ``exchange.total_bytes``
 
     @property
     def flops(self) -> float:
         return self.backbone_flops + self.head_flops
+
+    @property
+    def gpu_seconds(self) -> float:
+        """Device time held: the wall time on every rank."""
+        return self.seconds * self.ranks.world
+
+    @property
+    def rank_bytes(self) -> int:
+        """One rank's device memory: the whole backbone, its heads in one pass, its outgoing block outputs."""
+        return round(self.memory.gb * 1e9) + self.head_memory_bytes + self.exchange.buffer_bytes
 
 
 @dataclass(frozen=True)
@@ -130,6 +151,7 @@ class SweepCost:
     device: str  # where the time was calibrated, or the device assumed
     rates: dict[str, Rate]  # per block shape and dtype: the measured (or assumed) throughput
     cache_bytes: int  # the feature cache's bytes for the cells to run, shared features counted once
+    ranks: Ranks = Ranks()  # the ranks each cell runs on
 
     @property
     def to_run(self) -> list[CellCost]:
@@ -150,6 +172,11 @@ class SweepCost:
         return total - sum(sum(parts) - max(parts) for parts in shared.values())
 
     @property
+    def gpu_hours(self) -> float:
+        """Device hours held: the cells' wall time (shared extractions once) on every rank of each."""
+        return self.total("seconds") * self.ranks.world / 3600
+
+    @property
     def images(self) -> int:
         return sum(sum(cell.images.values()) for cell in self.to_run)
 
@@ -160,8 +187,18 @@ class SweepCost:
 
     @property
     def peak_head_bytes(self) -> int:
-        """The largest device memory a cell's heads take in one pass."""
+        """The largest device memory a cell's heads take in one pass (on its busiest rank)."""
         return max((cell.head_memory_bytes for cell in self.to_run), default=0)
+
+    @property
+    def peak_rank_bytes(self) -> int:
+        """The largest device memory one rank of a cell takes: backbone, heads in one pass and outgoing block outputs."""
+        return max((cell.rank_bytes for cell in self.to_run), default=0)
+
+    @property
+    def peak_step_bytes(self) -> int:
+        """The most bytes one rank sends to the set owners in an optimizer step, over the cells."""
+        return max((cell.exchange.step_bytes for cell in self.to_run), default=0)
 
 
 Throughput = Callable[[Geometry, str], float]  # (geometry, dtype) -> FLOP/s
@@ -170,32 +207,47 @@ CALIBRATION_FLOPS = {False: 1e12, True: 2e9}  # per timed forward of the calibra
 
 def cell_cost(
     cell: Cell, registry: Registry, throughput: Throughput, *, key: str = "", skip: bool = False, shape: Geometry | None = None,
-    device_gb: float | None = None,
+    device_gb: float | None = None, ranks: Ranks = Ranks(), chunk: int | None = None,
 ) -> CellCost:  # fmt: skip
     """The cost of one cell (``key``: its identity's, as the plan shows it); ``throughput`` gives
     FLOP/s for a backbone's geometry and dtype (``shape``: its geometry, if known); ``device_gb``:
-    the device's memory, which decides how many passes heads that do not fit take (None: one)."""
+    the device's memory, which decides how many passes heads that do not fit take (None: one);
+    ``ranks``: the ranks that run it together, forwarding chunks of ``chunk`` images (``--batch-size``).
+
+    On ``W`` ranks (``aimbench.launch.ranks``): every rank holds the backbone, so a rank's budget for
+    its heads is what the run's is, ``HEADS_SHARE x (device - backbone)``, and the passes are the
+    run's own ``plan_passes`` over the sets each rank owns; the time is the busiest rank's:
+    its share of the forwards, its owned sets' head FLOPs, and its sends to the set owners."""
     spec, kind, config = registry.backbone(cell.backbone), probe_kind(cell.probe), cell.probe_config
     shape = shape or geometry(spec)
     planned = plan_shape(cell, registry, shape.patch_tokens)
+    world = ranks.world
     memory = memory_need(spec, cell.dtype)
     budget = None if device_gb is None else int(HEADS_SHARE * (device_gb - memory.gb) * 1e9)  # what the run's budget would be
-    passes = kind.passes(config, planned, budget)
+    passes = kind.passes(config, planned, budget, world)
     cached = kind.cache_blocks(config, planned)
     once = sum(planned.sizes.values()) if cached.pooled or cached.tokens else 0  # the eval-crop pass that fills the cache
-    forwards = once + passes * (kind.forwards(config, planned) - once)  # each pass runs its online forwards again
+    online = passes * (kind.forwards(config, planned) - once)  # each pass runs its online forwards again
+    forwards = once + online
     per_forward = float(forward_flops(shape, max(planned.blocks) + 1))
     backbone = forwards * per_forward
     heads = float(kind.head_flops(config, planned))
     backbone_rate = throughput(shape, cell.dtype)
-    seconds = backbone / backbone_rate + heads / throughput(shape, kind.head_dtype(config, cell.dtype))
+    busiest = once / world + online * ranks.forward_share(getattr(config, "batch_size", None), chunk)  # forwards on the busiest rank
+    largest = replace(planned, layer_sets=list(planned.layer_sets[: -(-len(planned.layer_sets) // passes)]))  # a pass's most sets
+    step, whole = kind.exchange(config, largest, world), kind.exchange(config, planned, world)
+    exchange = replace(step, total_bytes=whole.total_bytes)  # a pass moves its own sets: all passes move every set once
+    comm = ranks.link_seconds(exchange.total_bytes)
+    head_seconds = heads * ranks.set_share(len(planned.layer_sets)) / throughput(shape, kind.head_dtype(config, cell.dtype))
+    seconds = busiest * per_forward / backbone_rate + head_seconds + comm
     group = (cell.backbone, cell.weights, cell.dtype, cell.task, cell.limit, "pooled" if cached.pooled else "tokens")
     return CellCost(
         key=key, skip=skip, images=dict(planned.sizes), forwards=forwards, backbone_flops=backbone, head_flops=heads, seconds=seconds,
-        memory=memory, head_memory_bytes=-(-kind.head_memory_bytes(config, planned) // passes),
+        memory=memory, head_memory_bytes=kind.head_memory_bytes(config, largest, world),
         cache_bytes=cache_bytes([cell], registry, patches=lambda _: shape.patch_tokens), passes=passes,
         shared=group if once else None,
-        shared_part={"forwards": once, "backbone_flops": once * per_forward, "seconds": once * per_forward / backbone_rate},
+        shared_part={"forwards": once, "backbone_flops": once * per_forward, "seconds": once / world * per_forward / backbone_rate},
+        ranks=ranks, exchange=exchange, comm_seconds=comm,
     )  # fmt: skip
 
 
@@ -221,12 +273,12 @@ def plan_cost(
 
     shapes = {name: geometry(registry.backbone(name)) for name in dict.fromkeys(p.cell.backbone for p in plan.cells)}
     device_gb = assume.memory_gb if assume is not None else None
-    cells = [
-        cell_cost(p.cell, registry, noted, key=p.identity.key, skip=p.skip, shape=shapes[p.cell.backbone], device_gb=device_gb)
-        for p in plan.cells
-    ]
+    options = plan.request.options
+    ranks = Ranks.of(options)
+    costed = functools.partial(cell_cost, registry=registry, throughput=noted, device_gb=device_gb, ranks=ranks, chunk=options.batch_size)
+    cells = [costed(p.cell, key=p.identity.key, skip=p.skip, shape=shapes[p.cell.backbone]) for p in plan.cells]
     total_cache = cache_bytes([p.cell for p in plan.to_run], registry, patches=lambda spec: shapes[spec.name].patch_tokens)
-    return SweepCost(cells, where, measured, total_cache)
+    return SweepCost(cells, where, measured, total_cache, ranks)
 
 
 def calibrated(device: str, batch_size: int) -> tuple[str, Callable[[Geometry, str], Rate]]:

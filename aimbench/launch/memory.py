@@ -1,8 +1,10 @@
-"""The device memory one eval cell needs: its backbone's (the card's hint per dtype, else an
-estimate from the network's size) and its heads' (the probe kind's estimate: all of them on a CPU,
-where nothing splits them; on a GPU the least a pass can hold, as attentive heads that do not fit
-train in passes). Cost plans show it; the Slurm backend sizes jobs from it
-(``aimbench.launch.slurm.resources``)."""
+"""The device memory one eval cell needs of each of its ranks: its backbone's (the card's hint per
+dtype, else an estimate from the network's size; every rank holds the whole backbone), its heads'
+(the probe kind's estimate for the layer sets the busiest rank owns: all of them on a CPU, where
+nothing splits them; on a GPU the least a pass can hold, as attentive heads that do not fit train in
+passes) and, on several ranks, the block outputs a rank holds while it sends them to the sets'
+owners. Cost plans show it; the Slurm backend sizes jobs from it
+(``aimbench.launch.slurm.resources``): a GPU must hold one rank's need, not the cell's."""
 
 from __future__ import annotations
 
@@ -23,15 +25,20 @@ class MemoryNeed:
     gb: float  # the backbone's
     dtype: str
     source: str  # of the backbone's: "card" or "estimate"
-    heads_gb: float = 0.0  # the heads' (the probe kind's estimate)
+    heads_gb: float = 0.0  # the heads' (the probe kind's estimate), on the busiest rank
+    exchange_gb: float = 0.0  # the block outputs a rank holds while it sends them to the layer sets' owners
+    ranks: int = 1  # the ranks that share the cell: every number here is one rank's
 
     @property
     def total_gb(self) -> float:
-        return round(self.gb + self.heads_gb, 1)
+        """One rank's: what one device must hold."""
+        return round(self.gb + self.heads_gb + self.exchange_gb, 1)
 
     def describe(self) -> str:
         heads = f" + {self.heads_gb:g} GB heads" if self.heads_gb else ""
-        return f"{self.gb:g} GB {self.dtype} ({self.source}){heads}"
+        exchange = f" + {self.exchange_gb:g} GB exchange" if self.exchange_gb else ""
+        per_rank = f" per rank of {self.ranks}" if self.ranks > 1 else ""
+        return f"{self.gb:g} GB {self.dtype} ({self.source}){heads}{exchange}{per_rank}"
 
 
 def memory_need(spec: BackboneSpec, dtype: str) -> MemoryNeed:
@@ -43,10 +50,17 @@ def memory_need(spec: BackboneSpec, dtype: str) -> MemoryNeed:
     return MemoryNeed(math.ceil(gb * 10) / 10, dtype, "estimate")
 
 
-def cell_memory(cell: Cell, registry: Registry, gpu: bool) -> MemoryNeed:
-    """What ``cell`` needs of a device: its backbone's memory, and its heads' (on a ``gpu`` the least
-    a pass holds, elsewhere all of them), rounded up to 0.1 GB."""
+def cell_memory(cell: Cell, registry: Registry, gpu: bool, world: int = 1) -> MemoryNeed:
+    """What ``cell`` needs of each of the ``world`` devices that run it: its backbone's memory, its
+    heads' on the busiest rank (on a ``gpu`` the least a pass holds, elsewhere all of them) and the
+    block outputs it holds to send (a pass of one layer set, on a ``gpu``), each rounded up to 0.1 GB."""
     spec = registry.backbone(cell.backbone)
-    kind, shape = probe_kind(cell.probe), plan_shape(cell, registry, patch_tokens(spec))
-    heads = kind.least_head_memory_bytes(cell.probe_config, shape) if gpu else kind.head_memory_bytes(cell.probe_config, shape)
-    return replace(memory_need(spec, cell.dtype), heads_gb=math.ceil(heads / 1e8) / 10)
+    kind, shape, config = probe_kind(cell.probe), plan_shape(cell, registry, patch_tokens(spec)), cell.probe_config
+    heads = kind.least_head_memory_bytes(config, shape, world) if gpu else kind.head_memory_bytes(config, shape, world)
+    sent = kind.exchange(config, replace(shape, layer_sets=list(shape.layer_sets[:1])) if gpu else shape, world).buffer_bytes
+    return replace(memory_need(spec, cell.dtype), heads_gb=_tenths(heads), exchange_gb=_tenths(sent), ranks=world)
+
+
+def _tenths(size: int) -> float:
+    """Bytes in GB, rounded up to 0.1 GB."""
+    return math.ceil(size / 1e8) / 10

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aimbench.devices import parse_device
-from aimbench.errors import at_least, positive
+from aimbench.errors import UserError, at_least, positive
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,6 +36,7 @@ class RunOptions:
     checkpoint_seconds: float = 300.0  # or once this long has passed since the previous one, so at most ~5 min of training is lost
     progress_file: bool = False  # report stages to <results>/state/<record stem>.progress.json (for 'aimbench jobs')
     ranks: int = 1  # processes that run ONE cell together (aimbench.probes.ownership): never changes a number
+    nodes: int = 1  # machines those ranks span (ranks / nodes on each): what the cost plan times their communication over
 
     def __post_init__(self) -> None:
         """Out-of-range values fail here, as the options are built, not as a DataLoader or a modulo deep in a cell."""
@@ -43,6 +44,9 @@ class RunOptions:
         at_least("--batch-size", self.batch_size, 1)
         at_least("--workers", self.workers, 0)
         at_least("the ranks per cell", self.ranks, 1)
+        at_least("--nodes", self.nodes, 1)
+        if self.ranks % self.nodes:
+            raise UserError(f"{self.ranks} ranks per cell do not divide evenly over {self.nodes} nodes")
         at_least("the checkpoint interval", self.checkpoint_every, 1)
         at_least("the checkpoint seconds", self.checkpoint_seconds, 0)
         if self.memory_gb is not None:

@@ -31,8 +31,8 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
-from aimbench.errors import UserError
 from aimbench.distributed import World
+from aimbench.errors import UserError
 from aimbench.pretrain.objective import AimPretrainModel
 
 STRATEGIES = ("auto", "ddp", "fsdp")

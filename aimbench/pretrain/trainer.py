@@ -21,11 +21,11 @@ from typing import Any
 import torch
 
 from aimbench.atomic import atomic_write
+from aimbench.distributed import World, all_finite, barrier, from_rank_zero, init_process_group
 from aimbench.errors import UserError
 from aimbench.models.aim import LN_EPS_METADATA, PRESETS
 from aimbench.pretrain.checkpoint import RunFiles, export_trunk, load_checkpoint, save_checkpoint
 from aimbench.pretrain.data import PretrainBatches, batch_loader
-from aimbench.distributed import World, all_finite, barrier, from_rank_zero, init_process_group
 from aimbench.pretrain.metrics_file import metrics_text, read_metrics
 from aimbench.pretrain.objective import AimPretrainModel, build_model, sample_prefix_lengths
 from aimbench.pretrain.parallel import Parallelism, choose, full_state, load_full_state, local_value, parallelize

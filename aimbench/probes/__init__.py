@@ -13,9 +13,10 @@ from aimbench.probes.config import ProbeConfig, TrainedProbeConfig
 from aimbench.probes.features.layer_sets import LayerSet, blocks_needed, parse_blocks, parse_layer_sets
 from aimbench.probes.interrupt import Interrupted
 from aimbench.probes.job import ProbeJob, ProbeOutcome, StageCallback, no_progress
-from aimbench.probes.kinds import OFFICIAL, REGISTRY, CacheNeed, PlanShape, ProbeKind, kind_name, probe_kind, run_probe
+from aimbench.probes.kinds import OFFICIAL, REGISTRY, CacheNeed, Exchange, PlanShape, ProbeKind, kind_name, probe_kind, run_probe
 from aimbench.probes.knn.config import KnnProbeConfig
 from aimbench.probes.linear.config import LinearProbeConfig
+from aimbench.probes.ownership import Shard, check_world, most_sets_per_rank, row_bounds, set_bounds
 from aimbench.probes.protocol import (
     DEFAULT_PROTOCOLS,
     check_overrides,
@@ -34,6 +35,7 @@ __all__ = [
     "REGISTRY",
     "AttentiveProbeConfig",
     "CacheNeed",
+    "Exchange",
     "Interrupted",
     "KnnProbeConfig",
     "LayerResult",
@@ -45,13 +47,16 @@ __all__ = [
     "ProbeKind",
     "ProbeOutcome",
     "ProbeResult",
+    "Shard",
     "StageCallback",
     "TrainedProbeConfig",
     "blocks_needed",
     "check_overrides",
+    "check_world",
     "default_config",
     "default_protocol",
     "kind_name",
+    "most_sets_per_rank",
     "no_progress",
     "parse_blocks",
     "parse_layer_sets",
@@ -59,5 +64,7 @@ __all__ = [
     "protocol_label",
     "protocol_record",
     "resolve_config",
+    "row_bounds",
     "run_probe",
+    "set_bounds",
 ]

@@ -12,6 +12,7 @@ ends with the numbers an uninterrupted run gives.
 from __future__ import annotations
 
 import pickle
+import signal
 import sys
 import time
 import zipfile
@@ -78,6 +79,8 @@ class Checkpointing:
     min_seconds: float = 0.0  # and never two saves closer than this (the first is never held back)
     share: float = 1.0  # most of the training time writes may take (1: no limit)
     clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
+    # with several ranks: (stop asked here, save due here) -> the same flags, true where true on any rank
+    agree: Callable[[list[bool]], list[bool]] | None = field(default=None, repr=False, compare=False)
     _times: dict[str, float] = field(default_factory=dict, repr=False, compare=False)  # "start", "saved", "write"
 
     def load(self) -> dict[str, Any] | None:
@@ -108,12 +111,16 @@ class Checkpointing:
 
     def after_step(self, steps_done: int, total: int, state: Callable[[], dict[str, Any]]) -> None:
         """Called after each optimizer step: save ``state()`` when :meth:`due`; when a signal asked
-        training to stop, save (never held back) and raise :class:`~aimbench.probes.interrupt.Interrupted`."""
+        training to stop, save (never held back) and raise :class:`~aimbench.probes.interrupt.Interrupted`.
+        With ``agree`` (several ranks), either happens on every rank when it is asked on one."""
         stop = stop_requested()
-        if stop is not None or self.due(steps_done):
+        stopping, due = stop is not None, self.due(steps_done)
+        if self.agree is not None:  # every rank saves at the same step and stops at the same step, so none waits for another
+            stopping, due = self.agree([stopping, due])
+        if stopping or due:
             self.save({**state(), "done": steps_done, "total": total})
-        if stop is not None:
-            raise Interrupted(*stop)
+        if stopping:
+            raise Interrupted(*stop) if stop is not None else Interrupted(signal.SIGTERM, None)  # another rank was signalled
 
     def training(self) -> AbstractContextManager[None]:
         """Wrap a training loop: signals stop it at the end of a step, with its state saved."""

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from aimbench.probes.config import ProbeConfig
 from aimbench.probes.features.layer_sets import LayerSet
+from aimbench.probes.ownership import Shard
 from aimbench.probes.timing import Timing
 
 if TYPE_CHECKING:
@@ -56,6 +57,13 @@ class ProbeJob:
     state_path: Path | None = None  # this cell's resumable training state (None: no resume)
     stage: StageCallback = no_progress
     label: str = ""  # what progress descriptions start with (``backbone · task``)
+    rank: int = 0  # this process's rank among the ``world`` that runs the cell together (aimbench.probes.ownership)
+    world: int = 1
+
+    @property
+    def shard(self) -> Shard:
+        """This rank's share of the cell: its layer sets, and its rows of every batch in chunks of ``batch_size``."""
+        return Shard(self.rank, self.world, self.batch_size)
 
     def config_of(self, kind: type[C]) -> C:
         """The job's config, as the kind that runs it expects it (a job planned for another kind is a bug)."""
@@ -68,8 +76,11 @@ class ProbeJob:
         ``checkpoint_every`` steps or ``checkpoint_seconds``, whichever comes first, writes taking at
         most a tenth of the training time (a state can be gigabytes)."""
         from aimbench.probes.checkpoint import Checkpointing
+        from aimbench.probes.sharding import any_rank
 
-        return Checkpointing(path, identity, self.checkpoint_every, seconds=self.checkpoint_seconds, share=WRITE_SHARE)
+        shard = self.shard
+        agree = None if shard.alone else (lambda flags: any_rank(flags, shard))
+        return Checkpointing(path, identity, self.checkpoint_every, seconds=self.checkpoint_seconds, share=WRITE_SHARE, agree=agree)
 
     def progress(self, what: str, total: int) -> Callable[[int], None]:
         return self.stage(f"{self.label} · {what}" if self.label else what, total)

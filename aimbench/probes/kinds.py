@@ -4,7 +4,8 @@ A kind says everything the rest of aimbench needs of it: its config class (what 
 section resolves into; None for released heads, which train nothing), how it runs on a
 :class:`~aimbench.probes.job.ProbeJob`, and the planning hooks a cost plan and the disk check
 call before anything loads (backbone forwards per image, head FLOPs, the blocks it caches, the
-device memory its heads take). Planning code calls the hooks and never asks which kind it holds.
+device memory its heads take on one rank, and on several what a rank sends to the layer sets'
+owners, ``aimbench.probes.ownership``). Planning code calls the hooks and never asks which kind it holds.
 
 The kinds are registered by name as ``"module:attribute"`` strings (as lm-evaluation-harness
 registers its tasks) and imported on first use, so this table imports no kind and no kind imports
@@ -19,14 +20,15 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from aimbench.cards.backbone_card import CONCAT, column_kinds
+from aimbench.cards.backbone_card import CLS, CONCAT, PATCH_MEAN, column_kinds
 from aimbench.errors import unknown_name
 from aimbench.probes.config import ProbeConfig
 from aimbench.probes.features.layer_sets import LayerSet, blocks_needed
+from aimbench.probes.ownership import most_sets_per_rank
 
 if TYPE_CHECKING:
     from aimbench.probes.job import ProbeJob, ProbeOutcome
@@ -89,6 +91,20 @@ class PlanShape:
         """Every pooled head input's width, summed over layer sets (a concatenation is two widths)."""
         return len(self.layer_sets) * self.dim * sum(2 if kind == CONCAT else 1 for kind in self.columns(kinds))
 
+    def pooled_values(self, kinds: Sequence[str] | None = None) -> int:
+        """Pooled values per image that leave the rank that forwarded it, over every layer set: one
+        vector per layer set and pooled token kind read (a concatenation is made by the owner from
+        the patch mean and the cls it receives, so it moves nothing of its own)."""
+        read = set(self.columns(kinds))
+        sent = (read - {CONCAT}) | ({PATCH_MEAN, CLS} if CONCAT in read else set())
+        return len(self.layer_sets) * len(sent) * self.dim
+
+    def owned(self, world: int) -> PlanShape:
+        """This shape narrowed to the layer sets the busiest of ``world`` ranks owns
+        (``ownership.most_sets_per_rank``): what sizes one rank's heads. Every layer set costs the
+        same in the kinds' estimates, so which ones it owns does not matter."""
+        return replace(self, layer_sets=list(self.layer_sets[: most_sets_per_rank(len(self.layer_sets), world)]))
+
 
 @dataclass(frozen=True)
 class CacheNeed:
@@ -96,6 +112,36 @@ class CacheNeed:
 
     pooled: frozenset[int] = frozenset()
     tokens: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """What one rank of a world sends of the block outputs to the ranks that own the layer sets
+    (``aimbench.probes.ownership``), float32, and the device memory its sending takes. All zero on
+    one rank, and for kinds that train nothing per step."""
+
+    step_bytes: int = 0  # per optimizer step (one global probe batch), while training
+    total_bytes: int = 0  # over the whole cell: every exchanged batch (training and scoring) and any features gathered once
+    buffer_bytes: int = 0  # device memory the exchange adds to the heads' estimate at its peak (the outgoing outputs, where not counted)
+
+
+def sent_bytes(per_image: int, images: int, world: int) -> int:
+    """Bytes one of ``world`` ranks sends when the outputs of ``images`` images (``per_image`` bytes
+    each, every layer set) go to the layer sets' owners.
+
+    Derivation: the rank forwarded ``images / world`` of the images (``ownership.row_bounds``), and
+    for each of them it keeps the layer sets it owns itself (``1 / world`` of them, as
+    ``set_bounds`` balances the sets) and sends the rest, so it sends
+    ``per_image x images / world x (world - 1) / world``: 0 on one rank, and close to
+    ``per_image x images / world`` on many. Rounded up."""
+    return -(-per_image * images * (world - 1) // world**2)
+
+
+def held_bytes(per_image: int, batch: int, world: int) -> int:
+    """Device memory the rank's outputs of one batch of ``batch`` images take (every layer set, its
+    ``ceil(batch / world)`` rows) while they are sent; none on one rank, where each set's heads read
+    the outputs in place (their inputs, in the heads' own estimate)."""
+    return 0 if world == 1 else per_image * -(-batch // world)
 
 
 class ProbeKind(ABC, Generic[C]):
@@ -122,18 +168,24 @@ class ProbeKind(ABC, Generic[C]):
         """FLOPs of the heads over the whole cell: training steps and scoring val and test."""
 
     @abstractmethod
-    def head_memory_bytes(self, config: C, shape: PlanShape) -> int:
-        """Device memory the heads take while they train: parameters, gradients, optimizer state, activations."""
+    def head_memory_bytes(self, config: C, shape: PlanShape, world: int = 1) -> int:
+        """Device memory the heads take while they train on the busiest of ``world`` ranks (all of
+        its heads at once): parameters, gradients, optimizer state, activations."""
 
-    def least_head_memory_bytes(self, config: C, shape: PlanShape) -> int:
-        """The least device memory the heads can train in: all of them at once (default), or for a
-        kind that splits them into passes, one pass's smallest part."""
-        return self.head_memory_bytes(config, shape)
+    def least_head_memory_bytes(self, config: C, shape: PlanShape, world: int = 1) -> int:
+        """The least device memory one of ``world`` ranks can train its heads in: all of them at
+        once (default), or for a kind that splits them into passes, one pass's smallest part."""
+        return self.head_memory_bytes(config, shape, world)
 
-    def passes(self, config: C, shape: PlanShape, budget_bytes: int | None) -> int:
-        """Passes over the data the heads take when they may use ``budget_bytes`` of device memory
-        (None: no limit); a kind whose heads cannot be split takes one (default)."""
+    def passes(self, config: C, shape: PlanShape, budget_bytes: int | None, world: int = 1) -> int:
+        """Passes over the data the heads take when each of ``world`` ranks may use ``budget_bytes``
+        of device memory (None: no limit); a kind whose heads cannot be split takes one (default)."""
         return 1
+
+    def exchange(self, config: C, shape: PlanShape, world: int) -> Exchange:
+        """What one of ``world`` ranks sends to the layer sets' owners (:class:`Exchange`); a kind
+        that moves nothing between ranks (default) sends nothing."""
+        return Exchange()
 
     def cache_blocks(self, config: C, shape: PlanShape) -> CacheNeed:
         """What the cell keeps in the feature cache (default: nothing)."""

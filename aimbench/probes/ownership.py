@@ -28,6 +28,18 @@ Torch-free: the cost plan imports it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aimbench.errors import UserError
+
+
+def check_world(sets: Sequence[object], world: int) -> None:
+    """Refuse a world with more ranks than the cell has layer sets: every rank owns at least one set."""
+    if world > len(sets):
+        raise UserError(f"this cell has {len(sets)} layer set(s) and each rank owns whole ones, so it runs on at most "
+                        f"{len(sets)} rank(s), not {world}: use fewer GPUs, or more layer sets (--layers)")  # fmt: skip
+
 
 def split_evenly(count: int, parts: int) -> list[int]:
     """Bounds ``b`` (length ``parts + 1``) of ``count`` items in ``parts`` contiguous runs whose sizes
@@ -59,3 +71,31 @@ def row_bounds(rows: int, chunk: int, world: int) -> list[int]:
 def most_sets_per_rank(sets: int, world: int) -> int:
     """The most layer sets any rank owns: what sizes a rank's heads."""
     return -(-sets // world)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's place in the world that runs one cell: ``rank`` of ``world`` (1: alone), and
+    the ``chunk`` of images every backbone forward takes (``--batch-size``)."""
+
+    rank: int = 0
+    world: int = 1
+    chunk: int = 64
+
+    @property
+    def alone(self) -> bool:
+        return self.world == 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def sets(self, count: int) -> range:
+        """The positions of the layer sets (of ``count``) whose heads this rank owns."""
+        bounds = set_bounds(count, self.world)
+        return range(bounds[self.rank], bounds[self.rank + 1])
+
+    def rows(self, count: int) -> range:
+        """The rows of a batch of ``count`` images this rank forwards."""
+        bounds = row_bounds(count, self.chunk, self.world)
+        return range(bounds[self.rank], bounds[self.rank + 1])

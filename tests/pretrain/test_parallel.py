@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from aimbench.adapters.weights import load_state_dict_file
-from aimbench.errors import UserError
 from aimbench.distributed import World
+from aimbench.errors import UserError
 from aimbench.pretrain.objective import build_model
 from aimbench.pretrain.parallel import Parallelism, choose
 from aimbench.pretrain.recipe import PretrainConfig

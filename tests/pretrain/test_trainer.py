@@ -17,8 +17,8 @@ from conftest import run_cli
 from PIL import Image
 
 from aimbench.adapters.weights import file_metadata, load_state_dict_file
-from aimbench.errors import UserError
 from aimbench.distributed import World
+from aimbench.errors import UserError
 from aimbench.pretrain.objective import AimPretrainModel
 from aimbench.pretrain.recipe import PretrainConfig
 from aimbench.pretrain.sources import parse_data

@@ -33,8 +33,10 @@ HOST_RUNTIME_GB = 4.0
 
 
 def cell_parameters(settings: SlurmSettings, need: MemoryNeed, name: str, nodes: int = 1, tasks_per_node: int = 1) -> dict[str, Any]:
-    """submitit parameters for one eval cell of backbone ``name`` that needs ``need`` (backbone and heads),
-    run by ``nodes`` x ``tasks_per_node`` tasks (one rank each; submitit runs the job's callable in every task)."""
+    """submitit parameters for one eval cell of backbone ``name`` that needs ``need`` (backbone and
+    heads), run by ``nodes`` x ``tasks_per_node`` tasks (one rank each; submitit runs the job's
+    callable in every task): one rank's need where the cell runs on several (``need.ranks``), since
+    each GPU holds one rank, so a cell whose heads fit only when divided among its ranks is not refused for their sum."""
     parameters = settings.executor_parameters(nodes=nodes, tasks_per_node=tasks_per_node)
     if nodes * tasks_per_node > 1:
         # a rank that dies leaves the others in a collective until the time limit: Slurm ends the whole step instead

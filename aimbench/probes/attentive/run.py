@@ -4,9 +4,12 @@ maps, checkpointed so a killed run resumes; selection on val only."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from aimbench.cards.task_card import SPLITS
+from aimbench.errors import UserError
 from aimbench.probes.attentive.config import AttentiveProbeConfig
 from aimbench.probes.attentive.memory import HEADS_SHARE, plan_passes
 from aimbench.probes.attentive.training import CachedTokens, train_attentive_probes
@@ -16,6 +19,7 @@ from aimbench.probes.features.layer_sets import blocks_needed
 from aimbench.probes.features.splits import absolute, cached_splits
 from aimbench.probes.job import ProbeJob, ProbeOutcome
 from aimbench.probes.results import summarise
+from aimbench.probes.sharding import merged_results
 from aimbench.probes.timing import Timing
 
 
@@ -30,10 +34,13 @@ def memory_budget(job: ProbeJob) -> int | None:
 
 def run_attentive(job: ProbeJob) -> ProbeOutcome:
     backbone, splits, config, task = job.backbone, job.splits, job.config_of(AttentiveProbeConfig), job.task
-    sets = list(job.layer_sets)
+    sets, shard = list(job.layer_sets), job.shard
     grid = len(grid_points(config))
     plan = plan_passes(sets, backbone.dim, backbone.patch_tokens(), task.num_classes, grid, config.batch_size,
-                       memory_budget(job), config.micro_batch, backbone.heads)  # fmt: skip
+                       memory_budget(job), config.micro_batch, backbone.heads, shard.world)  # fmt: skip
+    if not shard.alone and len(plan.passes) > 1:  # every rank owns sets in every pass (ownership): never a rank idle in a later one
+        raise UserError(f"the attentive heads need {len(plan.passes)} passes on {shard.world} ranks ({plan.describe()}); "
+                        "several ranks train them in one pass: use more GPUs, or one GPU, which trains in passes")  # fmt: skip
     cached: tuple[CachedTokens, CachedTokens, CachedTokens] | None = None
     cache, timing = {}, Timing()
     if config.data_mode == "cached":
@@ -54,9 +61,10 @@ def run_attentive(job: ProbeJob) -> ProbeOutcome:
             checkpoint = job.checkpointing(state, identity)
         # online: the augmented views' and val/test forwards run inside, and forward_s says how long they took
         with timing.heads_then_evaluation(reach) as on_step, timing.forwards(backbone):
-            results.append(train_attentive_probes(
+            train = partial(train_attentive_probes,
                 backbone, splits.train, splits.val, splits.test, chunk, task.num_classes, config, job.seed, task.metric,
-                task.secondary_metrics, checkpoint, job.batch_size, job.workers, on_step, cached,
-            ))  # fmt: skip
+                task.secondary_metrics, checkpoint, job.batch_size, job.workers, on_step, cached, shard,
+            )  # fmt: skip
+            results.append(merged_results(train, shard))
     merged = summarise([h for r in results for h in r.heads], [layer for r in results for layer in r.layers])
     return ProbeOutcome(merged, {**config.as_dict(), "passes": len(plan.passes), "memory_plan": plan.describe(), **cache}, timing)

@@ -28,11 +28,9 @@ from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from aimbench.adapters.base import Backbone
-from aimbench.data.images import LabelledImages
-from aimbench.errors import one_line_worker_errors
+from aimbench.data.images import LabelledImages, TransformedImages
 from aimbench.probes.attentive.config import AttentiveProbeConfig
 from aimbench.probes.attentive.grid import AttentiveGrid, SetNorms
 from aimbench.probes.attentive.head import AttentivePoolingHead
@@ -40,11 +38,14 @@ from aimbench.probes.checkpoint import Checkpointing
 from aimbench.probes.config import grid_points
 from aimbench.probes.features.extract import eval_batches
 from aimbench.probes.features.layer_sets import LayerSet, blocks_needed
+from aimbench.probes.features.rank_batches import consecutive, in_chunks, rank_loader
 from aimbench.probes.features.views import AugmentedViews, train_transform
 from aimbench.probes.finite import finite_along, grid_point, require_finite_features, require_finite_heads
 from aimbench.probes.metrics import score_predictions, secondary_scores
+from aimbench.probes.ownership import Shard
 from aimbench.probes.results import HeadScore, LayerResult, ProbeResult, select_per_set, summarise
 from aimbench.probes.schedule import clip_per_head, epoch_batches, grid_optimizer, head_seed, warmup_cosine_schedule
+from aimbench.probes.sharding import to_owners
 
 TRAIN_AUTOCAST = ("cuda",)  # device types whose head training runs under bf16 autocast; scoring never does
 
@@ -59,6 +60,18 @@ def set_tokens(backbone: Backbone, images: torch.Tensor, sets: Sequence[LayerSet
     with torch.inference_mode():
         tokens = _window_means({b: o.patches for b, o in backbone.forward_layers(images, blocks_needed(sets)).items()}, sets)
     return tokens.clone()  # a normal tensor, usable by autograd (inference tensors are not)
+
+
+def owned_tokens(backbone: Backbone, images: torch.Tensor | None, rows: int, sets: Sequence[LayerSet], shard: Shard) -> torch.Tensor:
+    """This rank's layer sets' tokens (L_own, rows, N, D) for a batch of ``rows`` images, of which
+    ``images`` are this rank's share: forwarded in chunks for every set of ``sets``, then exchanged
+    (``sharding.to_owners``); alone, every set's tokens of every image."""
+
+    def empty() -> torch.Tensor:
+        return torch.empty(len(sets), 0, backbone.patch_tokens(), backbone.dim, device=backbone.device)
+
+    local = in_chunks(lambda chunk: set_tokens(backbone, chunk, sets), images, shard.chunk, empty, dim=1)
+    return to_owners(local, shard, rows, set_dim=0, row_dim=1)
 
 
 class CachedTokens:
@@ -80,23 +93,38 @@ def eval_tokens(
     batch_size: int,
     workers: int,
     cached: CachedTokens | None = None,
+    shard: Shard = Shard(),
 ) -> Iterator[torch.Tensor]:
-    """Eval-crop layer-set tokens (L, B, N, D) of ``images`` in order, batch by batch: from the
-    cache when given, else one backbone forward per batch."""
+    """Eval-crop tokens (L, B, N, D) of this rank's layer sets of ``sets`` (alone: all of them) for
+    ``images`` in order, ``batch_size`` images at a time: from the cache when given, else one
+    backbone forward per batch. With several ranks, each forwards one batch of every ``world``
+    consecutive ones, and the heads still see the batches a rank alone gives them."""
     if cached is not None:
+        owned = [sets[i] for i in shard.sets(len(sets))]
         for start in range(0, len(images), batch_size):
-            yield cached.set_tokens(range(start, min(start + batch_size, len(images))), sets, backbone.device)
+            yield cached.set_tokens(range(start, min(start + batch_size, len(images))), owned, backbone.device)
         return
-    loader = eval_batches(backbone, images, batch_size, workers)
-    for batch, _ in loader:
-        yield set_tokens(backbone, batch, sets)
+    if shard.alone:
+        for batch, _ in eval_batches(backbone, images, batch_size, workers):
+            yield set_tokens(backbone, batch, sets)
+        return
+    dataset = TransformedImages(images, backbone.transform())
+    for batch, loaded in rank_loader(dataset, consecutive(len(images), batch_size * shard.world), shard, workers):  # type: ignore[arg-type]
+        tokens = owned_tokens(backbone, loaded, len(batch), sets, shard)
+        for start in range(0, len(batch), batch_size):
+            yield tokens[:, start : start + batch_size]
 
 
 class AttentiveTrainer:
     """The heads, optimizer and schedule of one attentive probe run, and its resumable state."""
 
-    def __init__(self, backbone: Backbone, sets: Sequence[LayerSet], num_classes: int, config: AttentiveProbeConfig, seed: int) -> None:
-        self.backbone, self.sets, self.config, self.seed = backbone, list(sets), config, seed
+    def __init__(
+        self, backbone: Backbone, sets: Sequence[LayerSet], num_classes: int, config: AttentiveProbeConfig, seed: int, shard: Shard = Shard()
+    ) -> None:  # fmt: skip
+        """Heads for this rank's sets of ``sets`` (alone: all of them); every set of ``sets`` is forwarded."""
+        self.backbone, self.config, self.seed, self.shard = backbone, config, seed, shard
+        self.forwarded = list(sets)
+        self.sets = [self.forwarded[i] for i in shard.sets(len(self.forwarded))]
         self.points = grid_points(config)
         device, dim = backbone.device, backbone.dim
         self.grids = [
@@ -163,7 +191,7 @@ def _predict_all(
     chunks = []
     names = [s.name for s in trainer.sets]
     with torch.no_grad():
-        for tokens in eval_tokens(trainer.backbone, images, trainer.sets, batch_size, workers, cached):
+        for tokens in eval_tokens(trainer.backbone, images, trainer.forwarded, batch_size, workers, cached, trainer.shard):
             require_finite_features(tokens, 0, [f"layer set {name}" for name in names], "val")
             logits = trainer.logits(tokens)  # (G, L, B, C)
             finite = finite_along(logits.flatten(0, 1), 0)  # grid point g, layer set s at g * L + s
@@ -184,16 +212,19 @@ def head_predictions(
     on_batch: Callable[[int], None] | None = None,
     cached: CachedTokens | None = None,
     split: str = "test",
+    shard: Shard = Shard(),
 ) -> torch.Tensor:
-    """Eval-crop predictions (H, N) of standalone heads, head i reading layer set i; one backbone
-    forward per batch (or the cache) serves them all. Selected and released heads are scored this way."""
+    """Eval-crop predictions (H, N) of standalone heads, head i reading this rank's layer set i of
+    ``sets`` (alone: set i); one backbone forward per batch (or the cache) serves them all. Selected
+    and released heads are scored this way."""
     heads = [head.to(backbone.device).eval() for head in heads]
+    owned = [sets[i] for i in shard.sets(len(sets))]
     chunks = []
     with torch.no_grad():
-        for tokens in eval_tokens(backbone, images, sets, batch_size, workers, cached):
-            require_finite_features(tokens, 0, [f"layer set {s.name}" for s in sets], split)
+        for tokens in eval_tokens(backbone, images, sets, batch_size, workers, cached, shard):
+            require_finite_features(tokens, 0, [f"layer set {s.name}" for s in owned], split)
             logits = [head(tokens[i].to(head.cls_token.dtype)) for i, head in enumerate(heads)]
-            require_finite_heads([bool(torch.isfinite(x).all()) for x in logits], lambda i: f"layer set {sets[i].name}", f"{split} logits")
+            require_finite_heads([bool(torch.isfinite(x).all()) for x in logits], lambda i: f"layer set {owned[i].name}", f"{split} logits")
             chunks.append(torch.stack([x.argmax(-1).cpu() for x in logits]))
             if on_batch is not None:
                 on_batch(tokens.shape[1])
@@ -228,10 +259,10 @@ def fit(
             batches = epoch_batches(len(train), config.batch_size, seed, trainer.epoch)[trainer.step :]
             if cached is not None:
                 steps = ((cached.set_tokens(idx, trainer.sets, backbone.device), torch.as_tensor(train.labels[idx])) for idx in batches)
-            else:
+            else:  # this rank's rows of each batch forwarded in chunks, its sets' tokens of every row received
                 views.epoch = trainer.epoch
-                loader = one_line_worker_errors(DataLoader(views, batch_sampler=batches, num_workers=workers))
-                steps = ((set_tokens(backbone, images, trainer.sets), labels) for images, labels in loader)
+                steps = ((owned_tokens(backbone, images, len(idx), trainer.forwarded, trainer.shard), torch.as_tensor(train.labels[idx]))
+                         for idx, images in rank_loader(views, batches, trainer.shard, workers))  # fmt: skip
             for tokens, labels in steps:
                 require_finite_features(tokens, 0, [f"layer set {s.name}" for s in trainer.sets], "train")
                 trainer.train_step(tokens, labels.to(backbone.device))
@@ -263,7 +294,7 @@ def evaluate(
     heads_out = [HeadScore(trainer.sets[s].name, "attentive", trainer.hparams(g), float(score)) for (g, s), score in zip(order, val_scores)]
     chosen = select_per_set(heads_out, trainer.sets)  # one head index per layer set, in set order
     selected = [trainer.grids[order[i][0]].head(s, trainer.norms.norm(s)) for s, i in enumerate(chosen)]
-    test_pred = head_predictions(backbone, selected, trainer.sets, test, batch_size, workers, cached=test_cached)
+    test_pred = head_predictions(backbone, selected, trainer.forwarded, test, batch_size, workers, cached=test_cached, shard=trainer.shard)
     test_labels = torch.as_tensor(test.labels)
     test_scores = score_predictions(test_pred, test_labels, metric, num_classes)
     extras = secondary_scores(test_pred, test_labels, secondary, num_classes)
@@ -289,9 +320,11 @@ def train_attentive_probes(
     workers: int = 0,
     on_step: Callable[[int], None] | None = None,
     cached: tuple[CachedTokens, CachedTokens, CachedTokens] | None = None,
+    shard: Shard = Shard(),
 ) -> ProbeResult:
     """The whole attentive probe: build the grid, :func:`fit` it (resumable), :func:`evaluate` it;
-    ``cached`` token maps of (train, val, test) replace the backbone (cached mode)."""
-    trainer = AttentiveTrainer(backbone, sets, num_classes, config, seed)
+    ``cached`` token maps of (train, val, test) replace the backbone (cached mode); with several
+    ranks, this rank's sets of ``sets`` (``shard``), every set forwarded."""
+    trainer = AttentiveTrainer(backbone, sets, num_classes, config, seed, shard)
     fit(trainer, train, checkpoint, workers, on_step, cached[0] if cached else None)
     return evaluate(trainer, val, test, metric, eval_batch_size, workers, cached[1:] if cached else None, secondary)

@@ -44,6 +44,8 @@ from aimbench.data.images import LabelledImages
 from aimbench.errors import UserError
 from aimbench.paths import cache_dir
 from aimbench.probes.features.extract import PooledFeatures, extract_pooled, extract_tokens
+from aimbench.probes.ownership import Shard
+from aimbench.probes.sharding import all_rows, barrier, from_main
 
 FORMAT_VERSION = 2  # bump when extraction, pooling or the file layout changes (2: blocks carry a checksum)
 FP16_MAX = float(torch.finfo(torch.float16).max)
@@ -75,6 +77,7 @@ class Extraction:
     workers: int = 0
     on_batch: Callable[[int], None] | None = None  # images extracted so far in this call, per batch
     on_cached: Callable[[], None] | None = None  # called instead when every block came from the cache
+    shard: Shard = Shard()  # with several ranks: each extracts its rows, the main rank writes the files
 
 
 def cache_key(backbone: Backbone, images: LabelledImages, split: SplitKey) -> dict:
@@ -145,23 +148,40 @@ def _write_bytes(handle: BinaryIO, data: bytes) -> None:
     handle.write(data)
 
 
+def _extracted(
+    images: LabelledImages, missing: list[int], extract: Callable[[LabelledImages, list[int]], dict[int, torch.Tensor]], shard: Shard
+) -> dict[int, torch.Tensor]:
+    """``missing`` blocks of every image: alone, one pass; with several ranks, each extracts its
+    rows (whole forward chunks, so the values are the single-rank ones) and all ranks get all rows."""
+    if shard.alone:
+        return extract(images, missing)
+    rows = shard.rows(len(images))
+    mine = extract(images.subset(np.arange(rows.start, rows.stop)), missing)
+    return {block: all_rows(mine[block], shard, len(images)) for block in missing}
+
+
 def _cached_blocks(
     backbone: Backbone,
+    images: LabelledImages,
     blocks: Sequence[int],
     key: dict,
     kind: str,
     shape: tuple[int, ...],
-    extract: Callable[[list[int]], dict[int, torch.Tensor]],
+    extract: Callable[[LabelledImages, list[int]], dict[int, torch.Tensor]],
     how: Extraction,
 ) -> tuple[dict[int, torch.Tensor], dict[str, int]]:
     """Stored tensors of ``kind`` (``block`` pooled features, ``tokens`` patch-token maps) for
-    every block, extracting the missing ones in one backbone pass and caching them."""
+    every block, extracting the missing ones in one backbone pass and caching them. With several
+    ranks the main rank's view of the cache decides what is missing, and only it writes."""
     folder = (how.root or default_root()) / "features" / backbone.spec.name / _digest(key)
     read = {block: _read_block(folder / f"{kind}{block}.safetensors", shape, _identity(block, key)) for block in blocks}
     stored = {block: tensor for block, (tensor, _) in read.items() if tensor is not None}
-    missing = [block for block in read if block not in stored]
-    damaged = [block for block, (_, bad) in read.items() if bad]
-    if damaged:
+    missing = from_main([block for block in read if block not in stored], how.shard)
+    damaged = from_main([block for block, (_, bad) in read.items() if bad], how.shard)
+    if any(block not in stored and block not in missing for block in read):  # the main rank read a file this one cannot
+        raise UserError(f"the feature cache under {folder} reads differently on this rank than on the main one: "
+                        "every rank of a cell needs the same cache (a shared folder; set AIMBENCH_CACHE)")  # fmt: skip
+    if damaged and how.shard.is_main:
         print(
             f"warning: cached {kind} {', '.join(map(str, damaged))} under {folder} failed their checksum, could not be "
             "read, or say they are another block, split or cache key (damaged or replaced after they were written); extracting them again",
@@ -171,23 +191,30 @@ def _cached_blocks(
     if not missing and how.on_cached is not None:
         how.on_cached()
     if missing:
-        extracted = extract(missing)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            key_file = folder / "key.json"
-            if not key_file.exists():
-                text = json.dumps(key, indent=1, sort_keys=True, default=str).encode()
-                atomic_write(key_file, lambda handle: handle.write(text))
-            for block in missing:
-                values, exponent = _to_storage(extracted[block].contiguous())
-                stored[block] = _restore(values, exponent)
-                metadata = {**_identity(block, key), "exponent": str(exponent), CHECKSUM_KEY: content_sha256(values)}
-                data = save({"features": values}, metadata=metadata)
-                atomic_write(folder / f"{kind}{block}.safetensors", partial(_write_bytes, data=data))
-        except OSError as exc:
-            raise UserError(f"cannot write the feature cache under {folder}: {exc.strerror or exc}; set AIMBENCH_CACHE") from None
+        extracted = _extracted(images, missing, extract, how.shard)
+        storage = {block: _to_storage(extracted[block].contiguous()) for block in missing}
+        stored.update({block: _restore(values, exponent) for block, (values, exponent) in storage.items()})
+        if how.shard.is_main:
+            _write_blocks(folder, key, kind, storage)
+        barrier(how.shard)  # the next cell's ranks read what the main rank wrote
     counts = {"cached_blocks": len(blocks) - len(missing), "extracted_blocks": len(missing), "damaged_blocks": len(damaged)}
     return {block: stored[block] for block in read}, counts  # in block order, cached or extracted
+
+
+def _write_blocks(folder: Path, key: dict, kind: str, storage: dict[int, tuple[torch.Tensor, int]]) -> None:
+    """Write each block's stored values and exponent, with its identity and checksum; the key file once."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        key_file = folder / "key.json"
+        if not key_file.exists():
+            text = json.dumps(key, indent=1, sort_keys=True, default=str).encode()
+            atomic_write(key_file, lambda handle: handle.write(text))
+        for block, (values, exponent) in storage.items():
+            metadata = {**_identity(block, key), "exponent": str(exponent), CHECKSUM_KEY: content_sha256(values)}
+            data = save({"features": values}, metadata=metadata)
+            atomic_write(folder / f"{kind}{block}.safetensors", partial(_write_bytes, data=data))
+    except OSError as exc:
+        raise UserError(f"cannot write the feature cache under {folder}: {exc.strerror or exc}; set AIMBENCH_CACHE") from None
 
 
 def cached_pooled(
@@ -204,15 +231,15 @@ def cached_pooled(
     come from one backbone pass."""
     poolings, n, dim = len(backbone.spec.probe_tokens), len(images), backbone.dim
 
-    def extract(missing: list[int]) -> dict[int, torch.Tensor]:
-        pooled = extract_pooled(backbone, images, missing, how.batch_size, how.workers, how.on_batch, block_norm).features
-        per_block = pooled.view(n, len(missing), poolings, dim)
+    def extract(part: LabelledImages, missing: list[int]) -> dict[int, torch.Tensor]:
+        pooled = extract_pooled(backbone, part, missing, how.batch_size, how.workers, how.on_batch, block_norm).features
+        per_block = pooled.view(len(part), len(missing), poolings, dim)
         return {block: per_block[:, i] for i, block in enumerate(missing)}
 
     key = cache_key(backbone, images, split)
     if block_norm != "raw":  # raw features keep the key they always had, so existing caches stay valid
         key["block_norm"] = block_norm
-    stored, stats = _cached_blocks(backbone, blocks, key, "block", (n, poolings, dim), extract, how)
+    stored, stats = _cached_blocks(backbone, images, blocks, key, "block", (n, poolings, dim), extract, how)
     features = torch.stack([stored[block].float() for block in blocks], dim=1).reshape(n, len(blocks) * poolings, dim)
     return PooledFeatures(features, torch.as_tensor(images.labels, dtype=torch.int64)), stats
 
@@ -224,7 +251,7 @@ def cached_tokens(
     attentive probes train on for every epoch without running the backbone again."""
     n, tokens, dim = len(images), backbone.patch_tokens(), backbone.dim
 
-    def extract(missing: list[int]) -> dict[int, torch.Tensor]:
-        return extract_tokens(backbone, images, missing, how.batch_size, how.workers, how.on_batch)
+    def extract(part: LabelledImages, missing: list[int]) -> dict[int, torch.Tensor]:
+        return extract_tokens(backbone, part, missing, how.batch_size, how.workers, how.on_batch)
 
-    return _cached_blocks(backbone, blocks, cache_key(backbone, images, split), "tokens", (n, tokens, dim), extract, how)
+    return _cached_blocks(backbone, images, blocks, cache_key(backbone, images, split), "tokens", (n, tokens, dim), extract, how)

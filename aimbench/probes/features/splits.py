@@ -52,7 +52,7 @@ def extraction(job: ProbeJob, what: str, images: int, count: Callable[[int], Non
         count(done)
         on_batch(done)
 
-    return Extraction(job.cache_dir, job.batch_size, job.workers, counted, on_cached)
+    return Extraction(job.cache_dir, job.batch_size, job.workers, counted, on_cached, job.shard)
 
 
 def split_key(job: ProbeJob, name: str) -> SplitKey:

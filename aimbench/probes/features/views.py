@@ -16,18 +16,20 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode, v2
 
 from aimbench.adapters.base import Backbone, build_eval_transform
 from aimbench.cards.backbone_card import Preprocess
 from aimbench.cards.protocol_card import rand_augment_policy
 from aimbench.data.images import LabelledImages
-from aimbench.errors import one_line_worker_errors
 from aimbench.probes.features.extract import PooledFeatures, feature_sources, pool_batch, probe_inputs
 from aimbench.probes.features.layer_sets import LayerSet, blocks_needed
+from aimbench.probes.features.rank_batches import in_chunks, rank_loader
 from aimbench.probes.features.view_recipe import ViewRecipe
+from aimbench.probes.ownership import Shard
 from aimbench.probes.schedule import epoch_batches
+from aimbench.probes.sharding import to_owners
 
 TORCHVISION_OPTIONS = {"m": "magnitude", "n": "num_ops"}  # a torchvision policy's options, as v2.RandAugment's arguments
 
@@ -141,19 +143,27 @@ def online_probe_inputs(
     batch_size: int,
     workers: int = 0,
     block_norm: str = "raw",
+    shard: Shard = Shard(),
 ) -> Callable[[int, int], Iterator[tuple[torch.Tensor, torch.Tensor]]]:
-    """Training batches of pooled layer-set inputs (B, sources, D) from augmented views, one
-    backbone forward per batch: ``batches(epoch, first_step)`` yields (inputs, labels) in the
-    epoch's seeded order, so online linear probes resume exactly like cached ones."""
+    """Training batches of pooled layer-set inputs (B, sources, D) from augmented views:
+    ``batches(epoch, first_step)`` yields (inputs, labels) in the epoch's seeded order, so online
+    linear probes resume exactly like cached ones. Each rank forwards its rows of a batch in chunks
+    of ``shard.chunk`` images and receives its own layer sets' inputs for the whole batch
+    (``sharding.to_owners``); alone, that is every input."""
     blocks = blocks_needed(sets)
     sources = feature_sources(backbone, blocks)
     views = AugmentedViews(train, train_transform(backbone.preprocess, augmentation, min_scale), seed)
+    per_set = len(backbone.spec.probe_tokens)
+
+    def pooled(images: torch.Tensor) -> torch.Tensor:
+        return probe_inputs(PooledFeatures(pool_batch(backbone, images, blocks, block_norm), torch.empty(0)), sources, sets)[0].features
 
     def batches(epoch: int, first_step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         views.epoch = epoch
         order = epoch_batches(len(train), batch_size, seed, epoch)[first_step:]
-        for images, labels in one_line_worker_errors(DataLoader(views, batch_sampler=order, num_workers=workers)):
-            pooled = PooledFeatures(pool_batch(backbone, images, blocks, block_norm), labels)
-            yield probe_inputs(pooled, sources, sets)[0].features, labels
+        for batch, images in rank_loader(views, order, shard, workers):
+            empty = lambda: torch.empty(0, len(sets) * per_set, backbone.dim, device=backbone.device)  # noqa: E731
+            inputs = in_chunks(pooled, images, shard.chunk, empty)
+            yield to_owners(inputs, shard, len(batch), set_dim=1, row_dim=0, per_set=per_set), torch.as_tensor(train.labels[batch])
 
     return batches

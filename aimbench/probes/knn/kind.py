@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from aimbench.probes.kinds import FLOAT, CacheNeed, PlanShape, ProbeKind
+from aimbench.probes.kinds import FLOAT, CacheNeed, Exchange, PlanShape, ProbeKind, sent_bytes
 from aimbench.probes.knn.config import KnnProbeConfig
 
 if TYPE_CHECKING:
@@ -26,9 +26,13 @@ class KnnKind(ProbeKind[KnnProbeConfig]):
     def head_flops(self, config: KnnProbeConfig, shape: PlanShape) -> float:
         return 2 * shape.pooled_width() * shape.sizes["train"] * shape.evaluated  # each val and test image against every train image
 
-    def head_memory_bytes(self, config: KnnProbeConfig, shape: PlanShape) -> int:
-        # one head input at a time: the train features searched and the val or test queries, on the device
+    def head_memory_bytes(self, config: KnnProbeConfig, shape: PlanShape, world: int = 1) -> int:
+        # one head input at a time: the train features searched and the val or test queries, on the device (as many on any rank)
         return FLOAT * shape.widest_input * (shape.sizes["train"] + max(shape.sizes["val"], shape.sizes["test"]))
+
+    def exchange(self, config: KnnProbeConfig, shape: PlanShape, world: int) -> Exchange:
+        """The cached pooled features of every split gathered once by the sets' owners (``sent_bytes``); no step moves anything."""
+        return Exchange(total_bytes=sent_bytes(FLOAT * shape.pooled_values(), sum(shape.sizes.values()), world))
 
     def cache_blocks(self, config: KnnProbeConfig, shape: PlanShape) -> CacheNeed:
         return CacheNeed(pooled=frozenset(shape.blocks))

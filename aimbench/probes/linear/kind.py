@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from aimbench.probes.kinds import FLOAT, CacheNeed, PlanShape, ProbeKind
+from aimbench.probes.kinds import FLOAT, CacheNeed, Exchange, PlanShape, ProbeKind, held_bytes, sent_bytes
 from aimbench.probes.linear.config import LinearProbeConfig
 from aimbench.probes.linear.halving import active_share
 
@@ -42,11 +42,24 @@ class LinearKind(ProbeKind[LinearProbeConfig]):
             training *= active_share(config.total_steps(shape.sizes["train"]), heads_per_set)
         return round(per_image * (training + shape.evaluated))
 
-    def head_memory_bytes(self, config: LinearProbeConfig, shape: PlanShape) -> int:
+    def head_memory_bytes(self, config: LinearProbeConfig, shape: PlanShape, world: int = 1) -> int:
+        """The heads of the layer sets the busiest rank owns: weights and biases with their gradients and optimizer states."""
+        shape = shape.owned(world)
         points = len(config.learning_rates) * len(config.weight_decays)
         heads = points * len(shape.layer_sets) * len(shape.columns(config.token_kinds))
         parameters = points * shape.pooled_width(config.token_kinds) * shape.classes + heads * shape.classes  # weights and biases
         return (TENSORS + config.optimizer_states) * FLOAT * parameters
+
+    def exchange(self, config: LinearProbeConfig, shape: PlanShape, world: int) -> Exchange:
+        """Each image's pooled vectors of every layer set and token kind read (``PlanShape.pooled_values``,
+        float32) go to the sets' owners (``sent_bytes``): the cached eval-crop features of every
+        split gathered once (statistics, val and test; cached probes train on them too), and online,
+        every training step's augmented views."""
+        per_image = FLOAT * shape.pooled_values(config.token_kinds)
+        online = config.data_mode == "online"
+        images = sum(shape.sizes.values()) + (config.training_images(shape.sizes["train"]) if online else 0)
+        step = sent_bytes(per_image, config.batch_size, world) if online else 0
+        return Exchange(step, sent_bytes(per_image, images, world), held_bytes(per_image, config.batch_size, world) if online else 0)
 
     def cache_blocks(self, config: LinearProbeConfig, shape: PlanShape) -> CacheNeed:
         return CacheNeed(pooled=frozenset(shape.blocks))  # online probes too: eval-crop features give stats, val and test

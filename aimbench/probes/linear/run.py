@@ -10,6 +10,7 @@ from aimbench.probes.features.views import online_probe_inputs
 from aimbench.probes.job import ProbeJob, ProbeOutcome
 from aimbench.probes.linear.config import LinearProbeConfig
 from aimbench.probes.linear.training import train_linear_probes
+from aimbench.probes.sharding import merged_results
 from aimbench.probes.timing import Timing
 
 
@@ -18,18 +19,20 @@ def run_linear(job: ProbeJob) -> ProbeOutcome:
     timing = Timing()
     block_norm = read_block_norm(backbone, config.block_norm)
     sets, features, sources, cache = pooled_splits(job, timing, block_norm)
+    shard = job.shard
+    owned = [sets[i] for i in shard.sets(len(sets))]  # this rank's heads (every set, alone)
     online = None
     if config.data_mode == "online":  # train on augmented views; eval-crop features give stats, val and test
         online = online_probe_inputs(backbone, job.splits.train, sets, config.augmentation, config.min_crop_scale,
-                                     job.seed, config.batch_size, job.workers, block_norm)  # fmt: skip
+                                     job.seed, config.batch_size, job.workers, block_norm, shard)  # fmt: skip
     reach = absolute(job.progress("linear heads", config.epochs))  # epochs of the recipe: its epoch_length steps, or a pass
     checkpoint = job.checkpointing(job.state_path, job.state_path.stem) if job.state_path else None
     # on_epoch(n): n epochs done, its last call ends training; forwards run for online views only
     with timing.heads_then_evaluation(reach) as on_epoch, timing.forwards(backbone):
-        result = train_linear_probes(
+        result = merged_results(lambda: train_linear_probes(
             features["train"], features["val"], features["test"], sources, task.num_classes,
             config, job.seed, task.metric, task.secondary_metrics, backbone.device, on_epoch=on_epoch,
-            checkpoint=checkpoint, online=online,
-        )  # fmt: skip
+            checkpoint=checkpoint, online=online, owned=None if shard.alone else owned,
+        ), shard)  # fmt: skip
     read = {} if block_norm == config.block_norm else {"block_norm_read": f"{block_norm}: the network has no norm after its last block"}
     return ProbeOutcome(result, {**config.as_dict(), "feature_cache": cache, **read}, timing)

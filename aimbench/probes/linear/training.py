@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from aimbench.probes.checkpoint import Checkpointing
 from aimbench.probes.config import grid_points
 from aimbench.probes.features.extract import PooledFeatures, ProbeSource, head_inputs
+from aimbench.probes.features.layer_sets import LayerSet
 from aimbench.probes.finite import finite_along, grid_point, require_finite_heads
 from aimbench.probes.linear.config import LinearProbeConfig
 from aimbench.probes.linear.halving import rung_steps, survivors
@@ -191,15 +192,24 @@ def train_linear_probes(
     on_epoch: Callable[[int], None] | None = None,
     checkpoint: Checkpointing | None = None,
     online: Batches | None = None,
+    owned: Sequence[LayerSet] | None = None,
 ) -> ProbeResult:
     """Train and select every head. ``train`` holds the eval-crop train features; in online mode
     (``online`` yields raw (x, y) training batches of augmented views for (epoch, first step))
-    they only provide the standardisation statistics, so training and evaluation share one."""
+    they only provide the standardisation statistics, so training and evaluation share one.
+
+    ``owned``: the layer sets whose heads this rank trains (None: all; never none, see
+    ``aimbench.probes.ownership``). The statistics come from every source, as alone, then only the
+    owned sources are kept, and ``online`` yields only those."""
     device = torch.device(device)
     if config.feature_norm == "batchnorm":
         mean, std = (t.to(device) for t in _statistics(train.features))
     else:  # the features as extracted, as DINOv2's linear heads read them
         mean, std = torch.zeros((), device=device), torch.ones((), device=device)
+    keep = [i for i, source in enumerate(sources) if owned is None or source.layer_set in owned]
+    if owned is not None:  # this rank's sources only: the statistics were taken over all of them, as alone
+        train, val, test = (PooledFeatures(split.features[:, keep], split.labels) for split in (train, val, test))
+        mean, std, sources = mean[:, keep] if mean.dim() else mean, std[:, keep] if std.dim() else std, [sources[i] for i in keep]
     x_train, x_val, x_test = ((t - mean) / std for t in (train.features.to(device), val.features.to(device), test.features.to(device)))
     y_train = train.labels.to(device)
     n, s, d = x_train.shape

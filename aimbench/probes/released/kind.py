@@ -27,7 +27,7 @@ class ReleasedKind(ProbeKind[None]):
     def head_flops(self, config: None, shape: PlanShape) -> float:
         return attentive_head_flops(shape.patch_tokens, shape.dim, shape.attention_heads, shape.classes) * shape.evaluated
 
-    def head_memory_bytes(self, config: None, shape: PlanShape) -> int:
+    def head_memory_bytes(self, config: None, shape: PlanShape, world: int = 1) -> int:
         return FLOAT * (2 * shape.dim**2 + shape.dim + shape.classes * shape.dim + shape.classes)  # one head's weights
 
 

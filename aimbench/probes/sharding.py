@@ -1,0 +1,134 @@
+"""The collectives one cell needs across its ranks, following :mod:`aimbench.probes.ownership`.
+
+Three movements, each a no-op for a rank alone, so single-rank code paths run unchanged:
+
+* :func:`to_owners`: every rank holds all layer sets for its rows of a batch, every owner needs its
+  sets for all rows. An all-to-all (NCCL's, or on gloo, which has none, one gather per
+  destination), with every piece padded to the largest so the collective sees equal shapes.
+* :func:`all_rows`: every rank holds its rows, every rank needs all of them (the feature cache's
+  extraction, sharded, then written once).
+* :func:`gathered` and :func:`any_rank`: Python objects (each rank's scores) and flags (stop, save)
+  seen by all, so every rank leaves a loop at the same step and the main rank writes the record.
+
+Padding and trimming follow from bounds every rank computes alike (``ownership``), so no sizes are
+exchanged, and the pieces are laid end to end in rank order: the global order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+
+from aimbench.errors import UserError
+from aimbench.probes.ownership import Shard, row_bounds, set_bounds
+from aimbench.probes.results import ProbeResult, summarise
+
+T = TypeVar("T")
+
+
+def _collective_device() -> torch.device:
+    """Where collectives take their tensors: NCCL this rank's GPU, gloo the CPU."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def _padded(piece: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """``piece`` in a zero tensor of ``shape`` (each dim at least the piece's), contiguous."""
+    out = piece.new_zeros(tuple(shape))
+    out[tuple(slice(0, size) for size in piece.shape)] = piece
+    return out
+
+
+def _exchange(pieces: list[torch.Tensor], shard: Shard) -> list[torch.Tensor]:
+    """All-to-all of equal-shaped contiguous ``pieces`` (piece d goes to rank d): what every rank sent us, by rank."""
+    received = [torch.empty_like(pieces[0]) for _ in range(shard.world)]
+    if dist.get_backend() == "nccl":
+        dist.all_to_all(received, pieces)
+        return received
+    for destination in range(shard.world):  # gloo has no all-to-all: each rank gathers its pieces in turn
+        dist.gather(pieces[destination], received if destination == shard.rank else None, dst=destination)
+    return received
+
+
+def to_owners(local: torch.Tensor, shard: Shard, rows: int, set_dim: int = 0, row_dim: int = 1, per_set: int = 1) -> torch.Tensor:
+    """This rank's rows of a batch of ``rows`` images, for every layer set (``local``: its
+    ``shard.rows(rows)`` along ``row_dim``, every set along ``set_dim``, ``per_set`` entries a set)
+    -> this rank's own sets for every row, rows in the batch's order."""
+    if shard.alone:
+        return local
+    total_sets = local.shape[set_dim] // per_set
+    sets = [bound * per_set for bound in set_bounds(total_sets, shard.world)]
+    row = row_bounds(rows, shard.chunk, shard.world)
+    widest_sets = max(b - a for a, b in zip(sets, sets[1:]))
+    widest_rows = max(b - a for a, b in zip(row, row[1:]))
+    shape = list(local.shape)
+    shape[set_dim], shape[row_dim] = widest_sets, widest_rows
+    moved = local.to(_collective_device())
+    pieces = [_padded(moved.narrow(set_dim, sets[d], sets[d + 1] - sets[d]), shape) for d in range(shard.world)]
+    received = _exchange(pieces, shard)
+    mine = sets[shard.rank + 1] - sets[shard.rank]
+    parts = [piece.narrow(set_dim, 0, mine).narrow(row_dim, 0, row[src + 1] - row[src]) for src, piece in enumerate(received)]
+    return torch.cat(parts, dim=row_dim).to(local.device)
+
+
+def all_rows(local: torch.Tensor, shard: Shard, rows: int, row_dim: int = 0) -> torch.Tensor:
+    """This rank's rows (``shard.rows(rows)`` along ``row_dim``) -> every row on every rank, in order."""
+    if shard.alone:
+        return local
+    row = row_bounds(rows, shard.chunk, shard.world)
+    shape = list(local.shape)
+    shape[row_dim] = max(b - a for a, b in zip(row, row[1:]))
+    moved = local.to(_collective_device())
+    received = [moved.new_empty(shape) for _ in range(shard.world)]
+    dist.all_gather(received, _padded(moved, shape))
+    rows_by_rank = [piece.narrow(row_dim, 0, row[src + 1] - row[src]) for src, piece in enumerate(received)]
+    return torch.cat(rows_by_rank, dim=row_dim).to(local.device)
+
+
+def gathered(value: T, shard: Shard) -> list[T]:
+    """Every rank's ``value``, in rank order, on every rank."""
+    if shard.alone:
+        return [value]
+    out: list[Any] = [None] * shard.world
+    dist.all_gather_object(out, value)
+    return out
+
+
+def any_rank(flags: Sequence[bool], shard: Shard) -> list[bool]:
+    """Each flag, true where it is true on any rank: one small all-reduce for all of them."""
+    if shard.alone:
+        return list(flags)
+    values = torch.tensor([float(flag) for flag in flags], device=_collective_device())
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return [bool(value) for value in values.tolist()]
+
+
+def from_main(value: T, shard: Shard) -> T:
+    """The main rank's ``value`` on every rank (a decision made once, e.g. which cache blocks are missing)."""
+    return value if shard.alone else gathered(value, shard)[0]
+
+
+def barrier(shard: Shard) -> None:
+    """Wait for every rank (after the main rank wrote what the others will read)."""
+    if not shard.alone:
+        dist.barrier()
+
+
+def merged_results(compute: Callable[[], ProbeResult], shard: Shard) -> ProbeResult:
+    """``compute()`` on every rank (its own layer sets' heads and scores), merged in rank order,
+    which is the sets' order: the result a rank alone gives. A :class:`UserError` on any rank (a
+    head gone non-finite) is raised on every rank, so none is left waiting for the others."""
+    if shard.alone:
+        return compute()
+    try:
+        mine: tuple[ProbeResult | None, str | None] = (compute(), None)
+    except UserError as exc:
+        mine = (None, str(exc))
+    everyone = gathered(mine, shard)
+    failed = [error for _, error in everyone if error is not None]
+    if failed:
+        raise UserError(failed[0])
+    results = [result for result, _ in everyone if result is not None]
+    return summarise([h for r in results for h in r.heads], [layer for r in results for layer in r.layers])

@@ -1,0 +1,112 @@
+"""One cell on two ranks (two gloo processes on CPU) gives exactly the numbers one rank gives.
+
+Each probe kind's cell is planned once, run alone and run as a world of two, and the two records
+compared: every head's val score, every layer set's selected head and test score. The numbers must
+be equal, not close: ranks own whole layer sets and forward fixed chunks of images
+(``aimbench.probes.ownership``), so no number may depend on the world size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch.multiprocessing
+
+from aimbench.cards.registry import Registry
+from aimbench.launch.base import PlannedCell
+from aimbench.launch.local import LocalLauncher
+from aimbench.launch.options import RunOptions
+from aimbench.launch.request import EvalRequest
+from aimbench.launch.run_cell import run_cell
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _rank(rank: int, port: int, planned: PlannedCell, options: RunOptions) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
+    run_cell(planned, options)
+
+
+def _numbers(path: Path) -> dict[str, Any]:
+    record = json.loads(path.read_text())
+    return {
+        "heads": [(h["layer_set"], h["token"], h["hparams"], h["val_score"]) for h in record["heads"]],
+        "layers": [(layer["layer_set"], layer["hparams"], layer["val_score"], layer["test_score"]) for layer in record["layers"]],
+    }
+
+
+def _both_ways(tmp_path: Path, cards: Path, probe: str, **overrides: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(alone, two ranks, the two-rank record's environment) of one planned cell."""
+    request = EvalRequest.from_options(
+        "micro-cls", "digits", probe, limit=48, layers="0,1,2,avg:1-2", cards=cards, batch_size=16, **overrides
+    )  # forwards of 16 images: each rank forwards some of every batch
+    planned = LocalLauncher().plan(request).cells[0]
+    alone = replace(request.options, results_dir=tmp_path / "alone", cache_dir=tmp_path / "cache-alone")
+    two = replace(request.options, results_dir=tmp_path / "two", cache_dir=tmp_path / "cache-two")
+    registry = Registry.load([cards])
+    first = run_cell(planned, alone, registry=registry)
+    torch.multiprocessing.spawn(_rank, args=(_free_port(), planned, two), nprocs=2, join=True)
+    second = two.results_dir / first.relative_to(alone.results_dir)
+    assert not list((two.results_dir / "state").glob("*.pt")), "the two ranks' resume states are cleared with the record"
+    return _numbers(first), _numbers(second), json.loads(second.read_text())["environment"]
+
+
+@pytest.mark.parametrize(
+    ("probe", "overrides"),
+    [
+        ("linear", {"protocol": "aim-v1", "epochs": 3}),  # cached features, AdamW grid
+        ("knn", {}),
+        ("linear", {"protocol": "aimbench-fast", "epochs": 1, "data_mode": "online"}),  # augmented views, exchanged per step
+        ("attentive", {"protocol": "aimbench-fast", "epochs": 2, "data_mode": "online"}),  # token maps exchanged per step
+        ("attentive", {"protocol": "aimbench-fast", "epochs": 2, "data_mode": "cached"}),
+    ],
+    ids=["linear-cached", "knn", "linear-online", "attentive-online", "attentive-cached"],
+)
+def test_a_cell_on_two_ranks_gives_exactly_the_numbers_of_one(tmp_path: Path, tiny_cards: Path, probe: str, overrides: dict) -> None:
+    alone, two, environment = _both_ways(tmp_path, tiny_cards, probe, **overrides)
+    assert two == alone
+    assert environment["world_size"] == 2
+
+
+def _stopping_rank(rank: int, port: int, planned: PlannedCell, options: RunOptions) -> None:
+    """A rank of two whose main rank asks training to stop at the second step of the heads (as a
+    signal to that rank alone would): both ranks must save and stop at the same step."""
+    from aimbench.probes.interrupt import request_stop
+
+    def stage(description: str, total: int) -> Any:
+        def advance(units: int) -> None:
+            if "heads" in description:
+                request_stop(signal.SIGTERM)
+
+        return advance
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
+    run_cell(planned, options, stage)
+
+
+def test_a_two_rank_cell_stopped_mid_training_resumes_to_the_numbers_of_one_rank(tmp_path: Path, tiny_cards: Path) -> None:
+    request = EvalRequest.from_options("micro-cls", "digits", "attentive", limit=48, layers="0,1,2,avg:1-2", cards=tiny_cards,
+                                       batch_size=16, protocol="aimbench-fast", epochs=3, data_mode="online")  # fmt: skip
+    planned = LocalLauncher().plan(request).cells[0]
+    alone = replace(request.options, results_dir=tmp_path / "alone", cache_dir=tmp_path / "cache")
+    two = replace(
+        request.options, results_dir=tmp_path / "two", cache_dir=tmp_path / "cache", checkpoint_every=1000, checkpoint_seconds=0.0
+    )
+    first = run_cell(planned, alone, registry=Registry.load([tiny_cards]))
+    torch.multiprocessing.spawn(_stopping_rank, args=(_free_port(), planned, two), nprocs=2, join=True)  # spawn swallows the stop
+    assert not (two.results_dir / "runs").exists() or not list((two.results_dir / "runs").glob("*.json")), "a stopped cell writes no record"
+    states = sorted(path.name for path in (two.results_dir / "state").glob("*.pt"))
+    assert states == [f"{planned.identity.stem}.rank{r}of2.pass0.pt" for r in (0, 1)]  # each rank saved its own heads
+    torch.multiprocessing.spawn(_rank, args=(_free_port(), planned, two), nprocs=2, join=True)
+    assert _numbers(two.results_dir / first.relative_to(alone.results_dir)) == _numbers(first)
