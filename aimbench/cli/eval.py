@@ -32,7 +32,7 @@ from aimbench.launch.memory import MemoryNeed
 from aimbench.launch.preflight import byte_size, estimate_bytes, space_shortfalls
 from aimbench.launch.request import EvalRequest
 from aimbench.launch.throughput import GPUS, Assumption
-from aimbench.launch.world import launched_world, local_ranks, slurm_ranks
+from aimbench.launch.world import launched_nodes, launched_world, local_ranks, slurm_ranks
 
 DEFAULT_PROTOCOL_HELP = ", ".join(f"{kind} {name}" for kind, name in DEFAULT_PROTOCOLS.items())
 WEIGHTS_HELP = "Override the card's weights: random | timm | open_clip:TAG | PATH | hf:OWNER/REPO/FILE."
@@ -290,7 +290,7 @@ def evaluate(
     if launcher.local:
         if nodes != 1 or tasks_per_node is not None:
             raise UserError("--nodes and --tasks-per-node shape Slurm jobs (--cluster slurm); here, --gpus N runs each cell on N processes")
-        ranks = local_ranks(gpus, device)
+        ranks, nodes = local_ranks(gpus, device), launched_nodes()
     else:
         from aimbench.launch.slurm.launcher import SlurmLauncher  # imported already: cluster.launcher built one
 
@@ -300,6 +300,6 @@ def evaluate(
         backbone, tasks, probe, seed=seed, seeds=seeds, layers=layers, limit=limit, weights=weights, name=name, protocol=protocol,
         dtype=dtype, epochs=epochs, data_mode=data_mode, grid_search=grid_search, head_precision=head_precision, overwrite=overwrite,
         results=results, data_root=data_root, cards=cards, device=device, batch_size=batch_size, workers=workers, memory_gb=memory_gb,
-        ranks=ranks,
+        ranks=ranks, nodes=nodes,
     )  # fmt: skip
     run_request(request, cluster, console, Assumption.of(assume_gpu, assume_tflops, utilisation), launcher, display)

@@ -36,6 +36,16 @@ def launched_size() -> int:
     return launched_world()[1]
 
 
+def launched_nodes() -> int:
+    """The machines a launched world spans: torchrun's WORLD_SIZE / LOCAL_WORLD_SIZE, Slurm's SLURM_JOB_NUM_NODES; else 1."""
+    env = os.environ
+    if "WORLD_SIZE" in env and env.get("LOCAL_WORLD_SIZE", "").isdigit() and int(env["LOCAL_WORLD_SIZE"]) > 0:
+        return max(1, int(env["WORLD_SIZE"]) // int(env["LOCAL_WORLD_SIZE"]))
+    if "SLURM_PROCID" in env and env.get("SLURM_JOB_NUM_NODES", "").isdigit():
+        return max(1, int(env["SLURM_JOB_NUM_NODES"]))
+    return 1
+
+
 def local_ranks(gpus: int | None, device: str) -> int:
     """Ranks per cell for a local run: the launched world's size, else ``--gpus`` (default 1)."""
     given = launched_size()

@@ -272,6 +272,5 @@ def test_one_cell_runs_as_one_job_of_two_slurm_tasks_to_one_record(slurm: None, 
     local = tmp_path / "local"  # the same cell on one rank here
     assert run_cli(*cell[:-6], "--cards", str(tiny_cards), "--results", str(local)).returncode == 0
     two, one = (json.loads(_records(r)[0].read_text()) for r in (results, local))
-    assert [x["test_score"] for x in two["layers"]] == [x["test_score"] for x in one["layers"]]
-    if "world_size" in two["environment"]:  # written by run_cell once the ranks run the cell together
-        assert two["environment"]["world_size"] == 2
+    assert two["environment"]["world_size"] == 2 and one["environment"]["world_size"] == 1
+    assert [(x["val_score"], x["test_score"]) for x in two["layers"]] == [(x["val_score"], x["test_score"]) for x in one["layers"]]

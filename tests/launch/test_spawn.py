@@ -25,6 +25,7 @@ def _records(results: Path) -> list[Path]:
     return sorted((results / "runs").glob("*.json")) if (results / "runs").is_dir() else []
 
 
+@pytest.mark.e2e  # three CLI runs, two of them spawning ranks: half a minute on a busy machine
 @pytest.mark.timeout(240)
 def test_two_cpu_ranks_run_one_cell_to_one_record(tmp_path: Path, tiny_cards: Path) -> None:
     results = tmp_path / "results"
@@ -32,7 +33,12 @@ def test_two_cpu_ranks_run_one_cell_to_one_record(tmp_path: Path, tiny_cards: Pa
     assert proc.returncode == 0, proc.stderr[-3000:]
     [record] = _records(results)
     assert "[1/1] micro-cls|digits|linear|0" in proc.stdout and "done" in proc.stdout
-    assert json.loads(record.read_text())["layers"]
+    two = json.loads(record.read_text())
+    assert two["environment"]["world_size"] == 2
+    single = tmp_path / "single"  # the same cell on one rank: the same numbers
+    assert run_cli(*CELL, "--cards", str(tiny_cards), "--results", str(single)).returncode == 0
+    one = json.loads(_records(single)[0].read_text())
+    assert [(x["val_score"], x["test_score"]) for x in two["layers"]] == [(x["val_score"], x["test_score"]) for x in one["layers"]]
     again = run_cli(*CELL, "--gpus", "2", "--cards", str(tiny_cards), "--results", str(results))
     assert again.returncode == 0 and "skipped: record exists" in again.stdout
 
@@ -124,4 +130,4 @@ def test_torchrun_runs_one_cell_on_two_ranks_and_rank_zero_alone_speaks(tmp_path
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("[1/1] micro-cls|digits|linear|0") == 1 and proc.stdout.count("1 cell(s)") == 1  # rank 0 only
     [record] = _records(results)
-    assert json.loads(record.read_text())["layers"]
+    assert json.loads(record.read_text())["environment"]["world_size"] == 2
