@@ -274,3 +274,50 @@ def test_one_cell_runs_as_one_job_of_two_slurm_tasks_to_one_record(slurm: None, 
     two, one = (json.loads(_records(r)[0].read_text()) for r in (results, local))
     assert two["environment"]["world_size"] == 2 and one["environment"]["world_size"] == 1
     assert [(x["val_score"], x["test_score"]) for x in two["layers"]] == [(x["val_score"], x["test_score"]) for x in one["layers"]]
+
+
+def test_a_preempted_two_rank_cell_requeues_once_and_resumes_to_the_one_rank_numbers(slurm: None, tmp_path: Path, tiny_cards: Path) -> None:
+    import submitit
+
+    results = tmp_path / "results"
+    long_cell = (
+        "eval",
+        "-b",
+        "micro-cls",
+        "-t",
+        "digits",
+        "--limit",
+        "600",
+        "--epochs",
+        "200",
+        "--protocol",
+        "aim-v1",
+        "--cards",
+        str(tiny_cards),
+    )
+    on_two = ("--cluster", "slurm", "--cpus-per-task", "1", "--nodes", "1", "--tasks-per-node", "2")
+    proc = run_cli(*long_cell, "--results", str(results), *on_two, env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    [state_file] = (results / "jobs").glob("*.json")
+    [cell] = json.loads(state_file.read_text())["cells"]
+    deadline = time.monotonic() + 300
+    while len(list((results / "state").glob("*.rank*of2.pt")) if (results / "state").is_dir() else []) < 2:  # both ranks checkpointed
+        assert time.monotonic() < deadline, Path(cell["stderr"]).read_text()[-2000:]
+        time.sleep(0.5)
+    submitit.SlurmJob(folder=state_file.with_suffix("") / "%j", job_id=cell["job_id"])._interrupt()  # SIGTERM + USR2 to every task
+    deadline = time.monotonic() + 900  # two ranks on one CPU each: many minutes where the machine is busy
+    while not _records(results):
+        assert time.monotonic() < deadline, Path(cell["stderr"]).read_text()[-2000:]
+        time.sleep(1)
+    rank_zero, rank_one = Path(cell["stdout"]).read_text(), Path(cell["stdout"].replace("_0_log.out", "_1_log.out")).read_text()
+    assert rank_zero.count(f"Requeued job {cell['job_id']}") == 1 and "Not checkpointing nor requeuing" in rank_one  # rank 0 alone requeues
+    assert rank_zero.count("Starting with JobEnvironment") == 2 and rank_one.count("Starting with JobEnvironment") == 2
+    assert "resuming" in Path(cell["stderr"]).read_text()  # from the states on disk, not from scratch
+    assert "COMPLETED" in _wait_until_finished(results)
+    local = tmp_path / "local"
+    assert run_cli(*long_cell, "--results", str(local), env={"OMP_NUM_THREADS": "1"}).returncode == 0
+    requeued, straight = (json.loads(_records(r)[0].read_text()) for r in (results, local))
+    assert requeued["environment"]["world_size"] == 2
+    assert [(x["val_score"], x["test_score"]) for x in requeued["layers"]] == [
+        (x["val_score"], x["test_score"]) for x in straight["layers"]
+    ]
