@@ -97,6 +97,7 @@ def test_each_rank_gets_its_world_and_rank_zero_answers() -> None:
         (("--gpus", "0"), "error: --gpus must be at least 1, got 0"),
         (("--gpus", "2", "--device", "cuda"), "error: --gpus 2, but 0 CUDA GPU(s) are visible here; --device cpu runs 2 CPU processes"),
         (("--gpus", "2", "--device", "cuda:1"), "error: --device cuda:1 names one GPU"),
+        (("--gpus", "2", "--device", "cpu", "--layers", "last"), "error: this cell has 1 layer set(s) and each rank owns whole ones"),
         (("--nodes", "2"), "error: --nodes and --tasks-per-node shape Slurm jobs (--cluster slurm)"),
         (("--nodes", "0", "--cluster", "slurm"), "error: --nodes must be at least 1, got 0"),
         (("--gpus", "2", "--cluster", "slurm"), "error: --gpus N is for local runs; on Slurm give --nodes M and --gpus-per-node N"),
