@@ -24,7 +24,7 @@ from aimbench.identity import CellIdentity
 from aimbench.launch.cells import Cell
 from aimbench.launch.preflight import preflight_eval
 from aimbench.launch.request import EvalRequest
-from aimbench.probes import LayerResult, ProbeResult, StageCallback, check_world, no_progress
+from aimbench.probes import LayerResult, ProbeResult, StageCallback, no_progress
 from aimbench.store.records import finished, read_record, record_path
 
 if TYPE_CHECKING:
@@ -173,8 +173,6 @@ class Launcher(ABC):
             require_ready(registry.expand_tasks(list(request.tasks)), request.options.data_root)
         cells = [(cell, cell.identity(registry)) for cell in request.cells(registry)]
         preflight_eval(cells, registry, request.options, request.overwrite, local=self.local, dry_run=dry_run)
-        for cell, _ in cells:  # here, not in W processes started (or queued) for a cell that cannot be divided among them
-            check_world(cell.planned_sets, request.options.ranks)
         planned = []
         for cell, identity in cells:
             skip = not request.overwrite and finished(record_path(request.options.results_dir, identity.record_name))

@@ -151,7 +151,7 @@ def preflight_eval(
     writes nothing and runs nothing, so neither free space nor the device is required (its cost
     plan shows what the run would need)."""
     writable_folder(options.results_dir, "--results")
-    for cell, _ in cells:  # every rank owns whole layer sets: a cell runs on at most as many ranks as it has sets
+    for cell, _ in cells:  # each rank owns whole layer sets: refused here, not in W processes started (or queued) for the cell
         check_world(cell.planned_sets, options.ranks)
     if not dry_run:
         require_space(estimate_bytes(cells, registry, options, overwrite))
