@@ -155,11 +155,11 @@ def build_record(run: CellRun) -> dict[str, Any]:
     }
 
 
-def _kept_predictions(run: CellRun) -> list[tuple[str, Any]] | None:
+def _kept_predictions(run: CellRun) -> list[tuple[str, np.ndarray]] | None:
     """(layer set, test predictions) of every layer set in record order; None unless all have them, for a test split of their length."""
-    if run.test is None or any(layer.test_predictions is None for layer in run.result.layers):
+    rows = [(layer.layer_set, layer.test_predictions) for layer in run.result.layers if layer.test_predictions is not None]
+    if run.test is None or len(rows) < len(run.result.layers):
         return None
-    rows = [(layer.layer_set, layer.test_predictions) for layer in run.result.layers]
     if all(len(row) == len(run.test) for _, row in rows):
         return rows
     print(f"warning: the test predictions of {run.identity.key} do not cover its {len(run.test)} test images; "
