@@ -22,6 +22,7 @@ overrides of task cards, so an override is checked exactly like the card it over
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,8 +90,8 @@ def _list_of(item: Check) -> Check:
             raise ValueError(f"expected a non-empty list, got {value!r}")
         items = tuple(item(v) for v in value)
         if len(set(items)) != len(items):  # name the value, not the list: a grid may hold 200,000 points
-            seen: set[Any] = set()
-            repeated = next(v for v in items if v in seen or seen.add(v))
+            counts = Counter(items)
+            repeated = next(v for v in items if counts[v] > 1)
             raise ValueError(f"lists {repeated!r} more than once ({len(items):,} values)")
         return items
 

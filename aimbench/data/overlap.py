@@ -122,7 +122,7 @@ def _refuse_shared_files(task: str, identities: Mapping[str, list[Hashable]]) ->
 def _by_rows(splits: Mapping[str, LabelledImages]) -> tuple[dict[str, list[Hashable]], Copies]:
     """Identities and byte copies of array sources' images, each row's bytes a dictionary key (all
     of Fashion-MNIST's 70,000 rows in a fifth of a second)."""
-    identities = {name: [(id(images.rows), int(i)) for i in images.indices] for name, images in splits.items()}
+    identities: dict[str, list[Hashable]] = {name: [(id(images.rows), int(i)) for i in images.indices] for name, images in splits.items()}
     held: dict[bytes, tuple[str, int]] = {}
     for name, images in splits.items():
         if name != "test" and images.rows is not None:

@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from multiprocessing.process import BaseProcess
 from types import FrameType
@@ -137,7 +137,7 @@ def _sigterm_interrupts() -> Iterator[None]:
 class _Watcher:
     """Relays rank 0's progress and notices the first rank that ends badly."""
 
-    def __init__(self, processes: list[BaseProcess], events: Any, stage: StageCallback) -> None:
+    def __init__(self, processes: Sequence[BaseProcess], events: Any, stage: StageCallback) -> None:
         self.processes, self.events, self.stage = processes, events, stage
         self.advances: dict[int, Callable[[int], None]] = {}
         self.errors: dict[int, str] = {}
@@ -186,7 +186,7 @@ def _exit_reason(code: int | None) -> str:
     return f"exit status {code}"
 
 
-def stop_all(processes: list[BaseProcess], grace_s: float, term_s: float = TERM_S) -> None:
+def stop_all(processes: Sequence[BaseProcess], grace_s: float, term_s: float = TERM_S) -> None:
     """Let running ranks end on their own for ``grace_s`` (a Ctrl-C reached them too), then SIGTERM
     (a rank saves its state at a safe point) and ``term_s`` more, then SIGKILL whatever is left."""
     for wait_s, stop in ((grace_s, BaseProcess.terminate), (term_s, BaseProcess.kill), (term_s, None)):

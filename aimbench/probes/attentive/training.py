@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -108,10 +109,10 @@ def eval_tokens(
         for batch, _ in eval_batches(backbone, images, batch_size, workers):
             yield set_tokens(backbone, batch, sets)
         return
-    dataset = TransformedImages(images, backbone.transform())
-    for batch, loaded in rank_loader(dataset, consecutive(len(images), batch_size * shard.world), shard, workers):  # type: ignore[arg-type]
-        tokens = owned_tokens(backbone, loaded, len(batch), sets, shard)
-        for start in range(0, len(batch), batch_size):
+    dataset: Any = TransformedImages(images, backbone.transform())  # a map-style dataset, not a Dataset subclass (torch-free)
+    for positions, loaded in rank_loader(dataset, consecutive(len(images), batch_size * shard.world), shard, workers):
+        tokens = owned_tokens(backbone, loaded, len(positions), sets, shard)
+        for start in range(0, len(positions), batch_size):
             yield tokens[:, start : start + batch_size]
 
 
