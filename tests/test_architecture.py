@@ -28,6 +28,7 @@ FLOORS: list[set[str]] = [
         "names",
         "special_files",
         "distributed",
+        "stats",
     },
     {"cards"},
     {"models", "data"},
