@@ -136,9 +136,10 @@ def report(
         return
     filters = build_filters(Registry.load(cards or ()), backbone, task, probe, suite, since)
     names = names or []
-    if view is not View.leaderboard and view is not View.layers and len(names) != (1 if view is View.cell else 2):
-        example = "'backbone|task|probe|seed' (or a unique prefix)" if view is View.cell else "A B (two backbones)"
-        raise UserError(f"'aimbench report {view.value}' takes {example}; got {len(names)} name(s)")
+    if view is View.cell and len(names) != 1:
+        raise UserError(f"name the cell: aimbench report cell 'backbone|task|probe|seed' (or a unique prefix); got {len(names)} names")
+    if view is View.compare and len(names) != 2:
+        raise UserError(f"name two backbones: aimbench report compare A B [-t TASKS]; got {len(names)} name(s)")
     if names and view in (View.leaderboard, View.layers):
         raise UserError(f"'aimbench report {view.value}' takes no names (got {' '.join(names)}); filter with --backbone, --task")
     if view is View.cell:
@@ -146,7 +147,7 @@ def report(
         _print(tables, rows, format.value)
         return
     if view is View.compare:
-        table, rows = compare_view(con, results, names[0], names[1], filters, layer.value)
+        table, rows = compare_view(con, results, names[0], names[1], filters, layer.value, interval.value)
         _print([table], rows, format.value)
         return
     board = None

@@ -23,14 +23,14 @@ from aimbench.report.curves import Curve
 FORMATS = ("png", "svg")
 
 
-def _figure(curves: list[Curve], relative: bool = False):  # -> matplotlib.figure.Figure (imported lazily: matplotlib is slow to import)
+def figure(curves: list[Curve], relative: bool = False):  # -> matplotlib.figure.Figure (imported lazily: matplotlib is slow to import)
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     first = curves[0]
-    figure = Figure(figsize=(6.4, 4.0), dpi=100, layout="constrained")
-    axes = figure.subplots()
+    fig = Figure(figsize=(6.4, 4.0), dpi=100, layout="constrained")
+    axes = fig.subplots()
     for curve in curves:
         x = curve.x(relative)
         test = [100 * v for v in curve.test]
@@ -52,7 +52,7 @@ def _figure(curves: list[Curve], relative: bool = False):  # -> matplotlib.figur
             Line2D([], [], color="gray", marker="o", markerfacecolor="none", linestyle="none", label="last"),
             Line2D([], [], color="gray", linewidth=3, alpha=0.6, label="a window")]  # fmt: skip
     axes.legend(handles=[*axes.get_legend_handles_labels()[0], *keys], fontsize="x-small")
-    return figure
+    return fig
 
 
 def _mark_choices(axes, curve: Curve, x: list[float], test: list[float], color: str, relative: bool) -> None:
@@ -87,7 +87,7 @@ def file_stem(task: str, probe: str) -> str:
 def render(curves: list[Curve], fmt: str = "png", relative: bool = False) -> bytes:
     """One figure as PNG or SVG bytes (curves of one task and probe)."""
     buffer = io.BytesIO()
-    _figure(curves, relative).savefig(buffer, format=fmt, metadata={"Software": None} if fmt == "png" else {"Date": None})
+    figure(curves, relative).savefig(buffer, format=fmt, metadata={"Software": None} if fmt == "png" else {"Date": None})
     return buffer.getvalue()
 
 

@@ -180,8 +180,8 @@ def test_leaderboard_rows_and_plots(loaded: Any) -> None:
     assert [r["backbone"]["text"] for r in rows] == [b for b in BACKBONES for _ in range(2)]  # "<&>" escaped, shown as text
     assert [r["layer"]["text"] for r in rows] == ["best layer", "last layer"] * len(BACKBONES)
     by_row = {(r["backbone"]["text"], r["layer"]["text"]): r for r in rows}
-    assert by_row[("vit-b", "best layer")]["t1"] == {"text": "60.0 (L2)", "sort": pytest.approx(0.60)}
-    assert by_row[("vit-b", "best layer")]["mean"] == {"text": "65.0", "sort": pytest.approx(0.65)}
+    assert by_row[("vit-b", "best layer")]["t1"] == {"text": "60.0 ±? (L2)", "sort": pytest.approx(0.60)}
+    assert by_row[("vit-b", "best layer")]["mean"] == {"text": "65.0 ±?", "sort": pytest.approx(0.65)}
     assert by_row[("vit-c <&>", "best layer")]["t2"] == {"text": "–", "sort": None}
     assert by_row[("vit-c <&>", "best layer")]["mean"] == {"text": "–", "sort": None}
     assert len(table_rows(loaded, "curves")) == len(SCORES)
@@ -230,3 +230,14 @@ def test_sorting_another_column_moves_the_marker(loaded: Any) -> None:
     assert sort_states(loaded, "leaderboard") == {"backbone": "descending"}
     assert [r["backbone"]["text"] for r in table_rows(loaded, "leaderboard")] == sorted(names, reverse=True)
     assert_no_console_errors(loaded)
+
+
+def test_the_heading_appears_once_and_a_score_shows_its_interval_on_hover(loaded: Any) -> None:
+    headings = loaded.execute_script(
+        "return Array.prototype.map.call(document.querySelectorAll('h1, h2'), function (h) { return h.textContent; })"
+    )
+    assert headings.count("aimbench leaderboard") == 1, headings
+    hovers = loaded.execute_script("""
+        return Array.prototype.map.call(document.querySelectorAll('table#leaderboard tbody td[title]'), function (td) { return td.title; });
+    """)  # fmt: skip
+    assert hovers and all(text.startswith("no interval") for text in hovers)  # these records predate per-example outputs
