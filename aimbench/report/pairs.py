@@ -27,9 +27,9 @@ import duckdb
 import numpy as np
 
 from aimbench.errors import UserError
-from aimbench.report.cell_bounds import Outputs, load_outputs
 from aimbench.report.filters import Filters
 from aimbench.report.intervals import Bounds, show
+from aimbench.report.outputs import Outputs, load_outputs
 from aimbench.report.tables import Table
 from aimbench.store.records import runs_dir
 
