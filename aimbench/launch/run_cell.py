@@ -25,7 +25,7 @@ from aimbench.launch.cell_progress import STATE_DIR, PlainProgress, ProgressFile
 from aimbench.launch.options import RunOptions
 from aimbench.probes import ProbeJob, StageCallback, check_world, no_progress, protocol_record, run_probe
 from aimbench.provenance import environment
-from aimbench.store.records import CellRun, DataUsed, build_record, record_path, write_record_atomic
+from aimbench.store.records import CellRun, DataUsed, record_path, write_cell_record
 
 if TYPE_CHECKING:
     from aimbench.adapters.base import Backbone
@@ -86,9 +86,9 @@ def run_cell(
         features=backbone.provenance.as_dict(), task=task,
         data=DataUsed(splits.source, splits.revision, task.split_policy(cell.val_fraction), splits.sizes()),
         result=outcome.result, probe_config=probe_config, environment={**environment(device), **parallel}, wall_time_s=total_s,
-        timing=outcome.timing.as_record(load_s, total_s),
+        timing=outcome.timing.as_record(load_s, total_s), test=splits.test,
     )  # fmt: skip
-    write_record_atomic(path, build_record(run))
+    write_cell_record(path, run)
     for state in state_path.parent.glob(f"{identity.stem}.*"):  # every rank's resume states, and the progress file
         state.unlink(missing_ok=True)
     barrier(world)

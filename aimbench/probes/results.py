@@ -13,6 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import torch
+
 from aimbench.probes.features.layer_sets import LayerSet
 
 
@@ -39,12 +42,24 @@ class LayerResult:
     val_score: float
     test_score: float
     test_secondary: dict[str, float] = field(default_factory=dict)  # the task card's secondary metrics on test
+    test_interval: tuple[float, float] | None = None  # 95 % interval on test_score, set by the store when the cell finishes
+    # the head's class for each test example, in test-split order: kept in a sidecar file, never in the record's JSON
+    test_predictions: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.test_predictions is not None:  # a (1, N) or (N,) tensor on any device, from any probe kind: one (N,) int64 array
+            values = self.test_predictions
+            array = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+            object.__setattr__(self, "test_predictions", array.reshape(-1).astype(np.int64, copy=False))
 
     @classmethod
-    def selected(cls, layer_set: LayerSet, head: HeadScore, test_score: float, test_secondary: dict[str, float]) -> LayerResult:
-        """The result of ``layer_set``: its val-selected ``head``, scored on test."""
+    def selected(
+        cls, layer_set: LayerSet, head: HeadScore, test_score: float, test_secondary: dict[str, float],
+        test_predictions: np.ndarray | torch.Tensor | None = None,
+    ) -> LayerResult:  # fmt: skip
+        """The result of ``layer_set``: its val-selected ``head``, scored on test, with what it predicted there."""
         return cls(layer_set=layer_set.name, blocks=layer_set.blocks, token=head.token, hparams=head.hparams, val_score=head.val_score,
-                   test_score=test_score, test_secondary=test_secondary)  # fmt: skip
+                   test_score=test_score, test_secondary=test_secondary, test_predictions=test_predictions)  # fmt: skip
 
     @property
     def layer(self) -> int:
@@ -52,17 +67,20 @@ class LayerResult:
         return self.blocks[-1]
 
     def as_record(self) -> dict[str, Any]:
+        interval = None if self.test_interval is None else {"low": self.test_interval[0], "high": self.test_interval[1]}
         return {
             "layer_set": self.layer_set, "blocks": list(self.blocks), "layer": self.layer, "token": self.token,
             "hparams": self.hparams, "val_score": self.val_score, "test_score": self.test_score,
-            "test_secondary": self.test_secondary,
+            "test_secondary": self.test_secondary, "test_interval": interval,
         }  # fmt: skip
 
     @classmethod
     def from_record(cls, entry: dict[str, Any]) -> LayerResult:
         """The inverse of :meth:`as_record` (one entry of a record's ``layers``)."""
+        interval = entry.get("test_interval")
         return cls(layer_set=entry["layer_set"], blocks=tuple(entry["blocks"]), token=entry["token"], hparams=entry["hparams"],
-                   val_score=entry["val_score"], test_score=entry["test_score"], test_secondary=entry.get("test_secondary") or {})  # fmt: skip
+                   val_score=entry["val_score"], test_score=entry["test_score"], test_secondary=entry.get("test_secondary") or {},
+                   test_interval=None if interval is None else (interval["low"], interval["high"]))  # fmt: skip
 
 
 @dataclass(frozen=True)

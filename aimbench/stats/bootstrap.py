@@ -30,6 +30,7 @@ from scipy import sparse
 
 METRICS = ("top1", "mean_per_class", "macro_f1")  # what aimbench.cards.task_card.METRICS names: scored here on resamples
 CHUNK_ELEMENTS = 1 << 23  # index draws per chunk (~8M: 32 MB of int32 indices), whatever N and R are
+BLAS_FROM = 1 << 24  # multiply-adds from which top-1 goes through BLAS (ImageNet's 26 layer sets do; simulations do not)
 ROW_BY_ROW = 8192  # from this many examples on, resamples are counted row by row (:func:`_counts`)
 
 
@@ -106,6 +107,8 @@ class Scorer:
         """Scores (rows, r) of every row on each of the ``counts`` (r, N) resamples, float64."""
         counts = np.asarray(counts, dtype=np.float32)
         if self.metric == "top1":
+            if self.rows * counts.size < BLAS_FROM:  # small: threaded BLAS spends ~100x the work starting its threads
+                return np.einsum("rn,kn->kr", counts, self.correct).astype(np.float64) / max(self.n, 1)
             return (counts @ self.correct.T).T.astype(np.float64) / max(self.n, 1)  # this way round BLAS reads both contiguously
         weights = np.ascontiguousarray(counts.T)  # (N, r)
         r = weights.shape[1]

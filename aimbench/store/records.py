@@ -12,6 +12,12 @@ last field: a record changed after it was written (a disk error, a hand edit) is
 The report leaves it out with a warning, and ``eval`` runs its cell again. It is checked on the
 text, without parsing the JSON, so reading 100k records stays cheap. Older records have none and
 are read as they are.
+
+From schema version 5 a cell's record is written by :func:`write_cell_record`: first the
+per-example test predictions of every layer set (``aimbench.store.predictions``, a sidecar file the
+record names with its hash), then the record, whose layer sets carry a 95 % bootstrap interval on
+their test score (``test_interval``; how: ``interval``; ``aimbench.stats.intervals``). Records of
+older versions have neither, and reports show their intervals as unavailable.
 """
 
 from __future__ import annotations
@@ -27,14 +33,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from aimbench.atomic import NotWritable, atomic_write, rescue
 from aimbench.errors import UserError
+from aimbench.stats.intervals import LEVEL, METHOD, RESAMPLES, SEED, layer_intervals
+from aimbench.store.predictions import FIELD, write_predictions
 from aimbench.store.schema import SCHEMA_VERSION
 from aimbench.store.scores import bad_scores
 
 if TYPE_CHECKING:
     from aimbench.cards.backbone_card import BackboneSpec
     from aimbench.cards.task_card import TaskSpec
+    from aimbench.data.images import LabelledImages
     from aimbench.identity import CellIdentity
     from aimbench.probes.results import ProbeResult
 
@@ -90,11 +101,13 @@ class CellRun:
     environment: dict[str, Any]
     wall_time_s: float
     timing: dict[str, Any] | None = None  # where the time went (probes.run.Timing.as_record)
+    test: LabelledImages | None = None  # the test split: its example ids and labels, for the predictions sidecar and the intervals
 
 
 def build_record(run: CellRun) -> dict[str, Any]:
     """The record of ``run``: the header, the cell, what was read, the selected heads per layer set, and the provenance."""
-    cell, spec, task, result = run.identity, run.backbone, run.task, run.result
+    cell, spec, task = run.identity, run.backbone, run.task
+    result, interval = _with_intervals(run)
     return {
         **new_record_header(cell.key, cell.config_hash),
         "backbone": cell.backbone,
@@ -118,6 +131,8 @@ def build_record(run: CellRun) -> dict[str, Any]:
         "secondary_metrics": list(task.secondary_metrics),
         **{f"{which}_{key}": value for which in ("best", "last") for key, value in getattr(result, which).as_record().items()},
         "layers": [layer.as_record() for layer in result.layers],
+        "interval": interval,
+        FIELD: None,  # the sidecar, named by write_cell_record once it is written
         "heads": [dataclasses.asdict(head) for head in result.heads],
         "probe_config": run.probe_config,
         "backbone_info": {
@@ -138,6 +153,43 @@ def build_record(run: CellRun) -> dict[str, Any]:
         "timing": run.timing,
         "wall_time_s": round(run.wall_time_s, 3),
     }
+
+
+def _kept_predictions(run: CellRun) -> list[tuple[str, Any]] | None:
+    """(layer set, test predictions) of every layer set in record order; None unless all have them, for a test split of their length."""
+    if run.test is None or any(layer.test_predictions is None for layer in run.result.layers):
+        return None
+    rows = [(layer.layer_set, layer.test_predictions) for layer in run.result.layers]
+    return rows if all(len(row) == len(run.test) for _, row in rows) else None
+
+
+def _with_intervals(run: CellRun) -> tuple[ProbeResult, dict[str, Any] | None]:
+    """The run's result with a 95 % interval on every layer set's test score (all on the same
+    bootstrap resamples), and the record's ``interval`` field saying how; unchanged, and None,
+    where the predictions were not kept."""
+    rows = _kept_predictions(run)
+    if rows is None or run.test is None or not len(run.test):
+        return run.result, None
+    found = layer_intervals(np.stack([row for _, row in rows]), run.test.labels, run.task.metric, run.task.num_classes)
+    by_name = {layer.layer_set: dataclasses.replace(layer, test_interval=(i.low, i.high)) for layer, i in zip(run.result.layers, found)}
+    result = dataclasses.replace(run.result, layers=list(by_name.values()), best=by_name[run.result.best.layer_set],
+                                 last=by_name[run.result.last.layer_set])  # fmt: skip
+    return result, {"method": METHOD, "level": LEVEL, "resamples": RESAMPLES, "seed": SEED}
+
+
+def write_cell_record(path: Path, run: CellRun) -> dict[str, Any]:
+    """Write the record of ``run`` at ``path`` and return it: first its per-example predictions
+    beside it (where the probe kept them), then the record naming them by hash, so a record never
+    points at a sidecar that is not complete. A record that would be refused writes neither."""
+    record = build_record(run)
+    rows = _kept_predictions(run)
+    if rows is not None and run.test is not None and not bad_scores(record):
+        try:
+            record[FIELD] = write_predictions(path, run.test.indices, run.test.labels, rows, run.task.num_classes)
+        except NotWritable as refused:  # the record says why below, and rescues itself: the sidecar is not worth a lost cell
+            print(f"warning: {refused}; the record is written without its per-example predictions", file=sys.stderr, flush=True)
+    write_record_atomic(path, record)
+    return record
 
 
 def record_text(record: dict[str, Any]) -> str:

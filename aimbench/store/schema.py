@@ -18,9 +18,11 @@ per command, built by ``aimbench.store.db.connect``):
 ``layer_metrics``
     ``latest`` unnested to one row per (cell, layer set): the identity columns, ``weights_name,
     cell_key, metric, created_at, layer_set, blocks, layer, token, hparams, val_score,
-    test_score, is_best, is_last``. ``is_best`` and ``is_last`` are the record's stored choices
-    (made once, when the cell finished): every view marks the same layer sets. The layer curve is
-    this view ordered by ``layer``.
+    test_score, is_best, is_last, test_low, test_high, n_test``. ``is_best`` and ``is_last`` are
+    the record's stored choices (made once, when the cell finished): every view marks the same
+    layer sets. ``test_low`` and ``test_high`` bound the 95 % bootstrap interval on ``test_score``
+    (null for records before version 5); ``n_test`` is the number of test examples. The layer
+    curve is this view ordered by ``layer``.
 ``published``
     numbers printed in papers (``results/published/*.csv``), one row per (model, layer, task):
     ``source, reference, model, arch, pretrain_data, backbone`` (the aimbench card it matches,
@@ -37,15 +39,18 @@ from __future__ import annotations
 
 from aimbench.identity import IDENTITY_COLUMNS
 
-SCHEMA_VERSION = 4
-# 2 lacks weights_key, weights_name and protocol: RUNS_SQL fills them in; 4 adds record_sha256 (store.records)
-READABLE_VERSIONS = (2, 3, 4)
+SCHEMA_VERSION = 5
+# 2 lacks weights_key, weights_name and protocol: RUNS_SQL fills them in; 4 adds record_sha256 (store.records);
+# 5 adds test intervals (layers[].test_interval, best_/last_test_interval, interval) and the predictions sidecar
+READABLE_VERSIONS = (2, 3, 4, 5)
 
 # A layer set's scores: one block or a window of blocks averaged (aimbench.probes.features.layer_sets).
 _LAYER = (
     "STRUCT(layer_set VARCHAR, blocks INTEGER[], layer INTEGER, token VARCHAR, hparams JSON, "
-    "val_score DOUBLE, test_score DOUBLE, test_secondary JSON)"
+    "val_score DOUBLE, test_score DOUBLE, test_secondary JSON, test_interval STRUCT(low DOUBLE, high DOUBLE))"
 )
+
+_INTERVAL = "STRUCT(low DOUBLE, high DOUBLE)"
 
 # Every field a version-2 record may carry, with the type DuckDB reads it as. Free-form
 # dictionaries are JSON so that records of different probes (lr/wd vs k) share one table.
@@ -92,9 +97,14 @@ RECORD_COLUMNS: dict[str, str] = {
             ("val_score", "DOUBLE"),
             ("test_score", "DOUBLE"),
             ("test_secondary", "JSON"),
+            ("test_interval", _INTERVAL),  # 95 % bootstrap interval on test_score, same units; from version 5
         )
     },
     "layers": f"{_LAYER}[]",  # per layer set, the head selected on val
+    # how the intervals were drawn (aimbench.stats.intervals): method (bootstrap-percentile), level (0.95), resamples, seed
+    "interval": "STRUCT(method VARCHAR, level DOUBLE, resamples INTEGER, seed BIGINT)",
+    # the per-example test predictions beside the record (store.predictions): file name, sha256 of its bytes, size
+    "predictions": "STRUCT(file VARCHAR, sha256 VARCHAR, bytes BIGINT)",
     "heads": "JSON",  # every trained head with its val score (never a test score); stopped_at: where successive halving stopped it
     # how
     "probe_config": "JSON",  # resolved recipe (grid, epochs, batch, ...) + "protocol": each field's value, source, origin
@@ -153,7 +163,8 @@ LAYER_METRICS_SQL = f"""
 CREATE VIEW layer_metrics AS
 SELECT {", ".join(IDENTITY_COLUMNS)}, weights_name, cell_key, metric, created_at,
        l.layer_set, l.blocks, l.layer, l.token, l.hparams, l.val_score, l.test_score,
-       l.layer_set = best_layer_set AS is_best, l.layer_set = last_layer_set AS is_last
+       l.layer_set = best_layer_set AS is_best, l.layer_set = last_layer_set AS is_last,
+       l.test_interval.low AS test_low, l.test_interval.high AS test_high, n_test
 FROM latest, unnest(layers) AS t(l)
 """
 

@@ -52,7 +52,7 @@ def test_paths_and_header() -> None:
     assert runs_dir(results) == results / "runs"
     assert record_path(results, "a__b.json") == results / "runs" / "a__b.json"
     header = new_record_header("bb|task|linear|3", "abc")
-    assert header["schema_version"] == SCHEMA_VERSION == 4
+    assert header["schema_version"] == SCHEMA_VERSION == 5
     assert header["cell_key"] == "bb|task|linear|3" and header["config_hash"] == "abc"
     assert uuid.UUID(hex=header["record_id"]).version == 4
     assert header["record_id"] != new_record_header("x", "y")["record_id"]

@@ -299,7 +299,8 @@ def evaluate(
     test_scores = score_predictions(test_pred, test_labels, metric, num_classes)
     extras = secondary_scores(test_pred, test_labels, secondary, num_classes)
     layers = [
-        LayerResult.selected(s, heads_out[i], float(score), extra) for s, i, score, extra in zip(trainer.sets, chosen, test_scores, extras)
+        LayerResult.selected(s, heads_out[i], float(score), extra, predicted)
+        for s, i, score, extra, predicted in zip(trainer.sets, chosen, test_scores, extras, test_pred)
     ]
     return summarise(heads_out, layers)
 

@@ -116,5 +116,5 @@ def knn_probes(
         predictions = knn_predict(bank, bank_labels, queries, (int(head.hparams["k"]),), config.temperature, num_classes)
         test_score = float(score_predictions(predictions, test.labels, metric, num_classes)[0])
         extra = secondary_scores(predictions, test.labels, secondary, num_classes)[0]
-        layers.append(LayerResult.selected(layer_set, head, test_score, extra))
+        layers.append(LayerResult.selected(layer_set, head, test_score, extra, predictions))
     return summarise(heads, layers)

@@ -262,5 +262,5 @@ def train_linear_probes(
         test_score = score_predictions(predictions[None], test.labels, metric, num_classes)
         extra = secondary_scores(predictions[None], test.labels, secondary, num_classes)[0]
         head = heads_out[chosen]
-        layers.append(LayerResult.selected(layer_set, head, float(test_score[0]), extra))
+        layers.append(LayerResult.selected(layer_set, head, float(test_score[0]), extra, predictions))
     return summarise(heads_out, layers)
