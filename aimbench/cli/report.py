@@ -83,7 +83,9 @@ def report(
     format: Annotated[
         ReportFormat, typer.Option("--format", "-f", help="table | markdown | csv (long form) | latex (booktabs).")
     ] = ReportFormat("table"),
-    backbone: Annotated[Optional[str], typer.Option(help="Backbones: names or patterns, comma-separated ('aim-*').")] = None,
+    backbone: Annotated[
+        Optional[str], typer.Option("--backbone", "-b", help="Backbones: names or patterns, comma-separated ('aim-*').")
+    ] = None,
     task: Annotated[
         Optional[str], typer.Option("--task", "-t", help="Tasks: names, patterns, suites or tag:NAME, comma-separated.")
     ] = None,

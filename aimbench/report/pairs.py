@@ -102,16 +102,12 @@ def _choose(rows_a: list[dict[str, Any]], rows_b: list[dict[str, Any]]) -> tuple
     return rows_a[0], rows_b[0]
 
 
-def _aligned(a: Outputs, b: Outputs, layer: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Each side's predictions at its stored ``layer`` choice, on the test examples both scored, in id order."""
-    (record_a, pred_a), (record_b, pred_b) = a, b
-    set_a, set_b = record_a[f"{layer}_layer_set"], record_b[f"{layer}_layer_set"]
-    if set_a not in pred_a.by_layer_set or set_b not in pred_b.by_layer_set:
-        return None
-    _, i, j = np.intersect1d(pred_a.example_ids, pred_b.example_ids, assume_unique=True, return_indices=True)
-    if len(i) == 0:
-        return None
-    return np.asarray(pred_a.by_layer_set[set_a])[i], np.asarray(pred_b.by_layer_set[set_b])[j], np.asarray(pred_a.labels)[i]
+def _aligned(a: Outputs, b: Outputs, layer: str) -> tuple[np.ndarray, ...]:
+    """Each side's predictions at its stored ``layer`` choice, on the same test examples in id order
+    (``aimbench.store.predictions.paired``: two different test sets are one error)."""
+    from aimbench.store.predictions import paired
+
+    return paired(a[1], b[1], a[0][f"{layer}_layer_set"], b[0][f"{layer}_layer_set"])
 
 
 def run_tests(results_dir: Path, pairs: list[Pair], layer: str) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, str, int]]:
@@ -123,11 +119,8 @@ def run_tests(results_dir: Path, pairs: list[Pair], layer: str) -> list[tuple[np
         loaded = [load_outputs(runs_dir(results_dir) / name) for name in pair.files]
         if loaded[0] is None or loaded[1] is None:
             continue
-        aligned = _aligned(loaded[0], loaded[1], layer)
-        if aligned is None:
-            continue
         record_a, record_b = loaded[0][0], loaded[1][0]
-        pred_a, pred_b, labels = aligned
+        pred_a, pred_b, labels = _aligned(loaded[0], loaded[1], layer)
         metric = record_a["metric"]
         num_classes = int((record_a.get("task_info") or {}).get("num_classes") or int(labels.max()) + 1)
         test = paired_bootstrap(pred_a, pred_b, labels, metric, num_classes)
@@ -153,6 +146,11 @@ def difference(value: float, low: float, high: float) -> str:
     return f"{100 * value:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
 
 
+def p_text(p: float) -> str:
+    """A p-value to 3 decimals; below 0.001 (the paired bootstrap's floor at 2,000 resamples) as ``<0.001``."""
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def verdict(p_holm: float, value: float, a: str, b: str) -> str:
     if p_holm >= ALPHA:
         return "not significant"
@@ -163,6 +161,8 @@ def compare_view(
     con: duckdb.DuckDBPyConnection, results_dir: Path, a: str, b: str, filters: Filters, layer: str = "best", style: str = "pm"
 ) -> tuple[Table, list[dict[str, Any]]]:
     """The table of ``aimbench report compare`` and its long form for CSV."""
+    from aimbench.stats.intervals import RESAMPLES, SEED  # scipy: imported only when a comparison runs
+
     check_backbones(con, (a, b))
     pairs, alone = pair_cells(con, a, b, filters)
     if not pairs:
@@ -181,7 +181,7 @@ def compare_view(
             continue
         t = o["test"]
         rows.append([pair.task, label, o["metric"], str(o["n"]), show(o["score_a"], o["bounds_a"], style), show(o["score_b"], o["bounds_b"], style),
-                     difference(t.difference, t.low, t.high), f"{o['p']:.3g} ({o['p_method']})", f"{o['p_holm']:.3g}",
+                     difference(t.difference, t.low, t.high), f"{p_text(o['p'])} ({o['p_method']})", p_text(o["p_holm"]),
                      verdict(o["p_holm"], t.difference, a, b)])  # fmt: skip
         long.append({"task": pair.task, "probe": pair.probe, "seed": pair.seed, "metric": o["metric"], "n_test": o["n"],
                      f"{a}_layer_set": o["sets"][0], f"{b}_layer_set": o["sets"][1], "score_a": o["score_a"], "score_b": o["score_b"],
@@ -192,11 +192,11 @@ def compare_view(
 
         t = suite_difference(suite)
         rows.append([f"suite mean ({len(suite)} tasks)", "", "", str(t.n), "", "", difference(t.difference, t.low, t.high),
-                     f"{t.p_value:.3g} (paired bootstrap)", "", verdict(t.p_value, t.difference, a, b)])  # fmt: skip
+                     f"{p_text(t.p_value)} (paired bootstrap)", "", verdict(t.p_value, t.difference, a, b)])  # fmt: skip
         long.append({"task": "suite mean", "n_test": t.n, "difference": t.difference, "low": t.low, "high": t.high,
                      "p_value": t.p_value, "p_method": "paired bootstrap", "note": f"{len(suite)} tasks"})  # fmt: skip
     notes = [f"A = {a}, B = {b}; each side's {layer} layer set as its cell stored it; scores % with their stored 95% intervals;",
-             "A − B in points on the same test examples (n), with its paired-bootstrap 95% percentile interval (2,000 resamples, seed 0);",
+             f"A − B in points on the same test examples (n), with its paired-bootstrap 95% percentile interval ({RESAMPLES:,} resamples, seed {SEED});",
              "p: exact McNemar for top-1, paired bootstrap otherwise; p Holm: adjusted by Holm's step-down over the "
              f"{len(tested)} task(s) tested (family-wise {ALPHA:.0%}); verdict at {ALPHA:.0%} on p Holm;",
              "suite mean: every task weighs the same, each task's examples resampled on its own (not Holm-adjusted: one question)"]  # fmt: skip

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +30,15 @@ from aimbench.store.records import runs_dir
 
 CACHE_FILE = "seed-intervals.json"
 
+# Cells of several seeds that all kept their outputs, one row each: nothing of the others reaches Python.
 SEEDS_SQL = """
-SELECT {setup}, task, file, seed, metric, best_layer_set, last_layer_set, {sidecar} AS sidecar
+SELECT {setup}, task, any_value(metric) AS metric,
+       list(struct_pack(file := file, sidecar := {sidecar}, best_layer_set := best_layer_set, last_layer_set := last_layer_set)
+            ORDER BY seed) AS members
 FROM latest
 WHERE {where}
-ORDER BY seed
+GROUP BY {setup}, task
+HAVING count(*) > 1 AND count({sidecar}) = count(*)
 """
 
 Key = tuple[Setup, str, str]  # setup, task, "best" | "last"
@@ -46,18 +49,16 @@ def seed_bounds(con: duckdb.DuckDBPyConnection, results_dir: Path, filters: Filt
     where, params = filters.where()
     cursor = con.execute(SEEDS_SQL.format(setup=setup_sql(), where=where, sidecar=sidecar_sql(con)), params)
     names = [d[0] for d in cursor.description]
-    seeds: dict[tuple[Setup, str], list[dict[str, Any]]] = defaultdict(list)
+    seeds: dict[tuple[Setup, str], list[dict[str, Any]]] = {}
     for values in cursor.fetchall():
         row = dict(zip(names, values))
         if (Setup.of(row), row["task"]) in cells:
-            seeds[(Setup.of(row), row["task"])].append(row)
+            seeds[(Setup.of(row), row["task"])] = [{**m, "metric": row["metric"]} for m in row["members"]]
     cache_path = results_dir / CACHE_DIR / CACHE_FILE
     cache = _read_cache(cache_path)
     out: dict[Key, Bounds] = {}
     missing: dict[str, tuple[Key, list[dict[str, Any]], str]] = {}
     for (setup, task), members in seeds.items():
-        if any(m["sidecar"] is None for m in members):
-            continue
         for which in ("best", "last"):
             key = _cache_key(members, which)
             if key in cache:
