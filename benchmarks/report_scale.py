@@ -18,7 +18,6 @@ Python start-up and imports. Usage: python benchmarks/report_scale.py [--records
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -30,6 +29,7 @@ from pathlib import Path
 import duckdb
 
 from aimbench.store.cache import list_records
+from aimbench.store.records import record_text
 from aimbench.store.schema import RECORD_COLUMNS, SCHEMA_VERSION
 
 PROBES = ("linear", "attentive", "knn", "official:last")
@@ -64,7 +64,7 @@ def write_records(runs: Path, start: int, count: int) -> None:
     for index in range(start, start + count):
         record = synthetic_record(index)
         name = f"{record['cell_key'].replace('|', '__').replace(':', '-')}__{record['config_hash']}.json"
-        (runs / name).write_text(json.dumps(record, indent=1), encoding="utf-8")
+        (runs / name).write_text(record_text(record), encoding="utf-8")  # sealed with its checksum, as the store writes it
 
 
 def timed_report(results: Path) -> float:

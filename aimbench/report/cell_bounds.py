@@ -18,16 +18,17 @@ from typing import Any
 import duckdb
 
 from aimbench.report.filters import Filters
-from aimbench.report.intervals import Bounds, interval_sql
+from aimbench.report.intervals import Bounds
 from aimbench.report.seed_intervals import seed_bounds
 from aimbench.report.setups import Setup, setup_sql
 
+# The record-level copies of the best and last layer sets' intervals: no unnest of every layer set.
 INTERVALS_SQL = """
-SELECT {setup}, task, count(*) FILTER (WHERE is_best) AS seeds,
-       any_value({low}) FILTER (WHERE is_best) AS best_low, any_value({high}) FILTER (WHERE is_best) AS best_high,
-       any_value({low}) FILTER (WHERE is_last) AS last_low, any_value({high}) FILTER (WHERE is_last) AS last_high
-FROM layer_metrics
-WHERE (is_best OR is_last) AND {where}
+SELECT {setup}, task, count(*) AS seeds,
+       any_value(best_test_interval.low) AS best_low, any_value(best_test_interval.high) AS best_high,
+       any_value(last_test_interval.low) AS last_low, any_value(last_test_interval.high) AS last_high
+FROM latest
+WHERE {where}
 GROUP BY {setup}, task
 """
 
@@ -54,10 +55,9 @@ def cell_bounds(con: duckdb.DuckDBPyConnection, results_dir: Path | None, filter
     """The interval of each (setup, task, best|last): stored for one seed, from the sidecars over several
     (only where ``results_dir`` is given and every seed has its outputs)."""
     where, params = filters.where()
-    low, high = interval_sql(con)
     bounds: dict[Key, Bounds] = {}
     several: set[tuple[Setup, str]] = set()
-    for row in _rows(con, INTERVALS_SQL.format(setup=setup_sql(), where=where, low=low, high=high), params):
+    for row in _rows(con, INTERVALS_SQL.format(setup=setup_sql(), where=where), params):
         setup, task = Setup.of(row), row["task"]
         if row["seeds"] > 1:
             several.add((setup, task))

@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 import duckdb
 
 from aimbench.report.filters import Filters
-from aimbench.report.intervals import Bounds, apart, interval_sql, show
+from aimbench.report.intervals import Bounds, apart, show
 from aimbench.report.setups import Setup, setup_sql
 from aimbench.report.tables import Table, set_label
 
 CURVES_SQL = """
 SELECT {setup}, task, any_value(weights_name) AS weights_name, any_value(metric) AS metric, layer,
        avg(val_score) AS val_score, avg(test_score) AS test_score, count(*) AS seeds,
-       CASE WHEN count(*) = 1 THEN any_value({low}) END AS test_low, CASE WHEN count(*) = 1 THEN any_value({high}) END AS test_high
+       CASE WHEN count(*) = 1 THEN any_value(test_low) END AS test_low, CASE WHEN count(*) = 1 THEN any_value(test_high) END AS test_high
 FROM layer_metrics
 WHERE len(blocks) = 1 AND {where}
 GROUP BY {setup}, task, layer
@@ -129,8 +129,7 @@ class Curve:
 
 def layer_curves(con: duckdb.DuckDBPyConnection, filters: Filters = Filters()) -> list[Curve]:
     where, params = filters.where()
-    low, high = interval_sql(con)
-    cursor = con.execute(CURVES_SQL.format(setup=setup_sql(), where=where, low=low, high=high), params)
+    cursor = con.execute(CURVES_SQL.format(setup=setup_sql(), where=where), params)
     names = [d[0] for d in cursor.description]
     curves: dict[tuple[Setup, str], Curve] = {}
     for values in cursor.fetchall():

@@ -1,7 +1,8 @@
 """How a score's 95 % interval is shown, and when two scores count as apart.
 
 Every measured score in a report carries the bootstrap interval its cell stored when it finished
-(``layers[i].test_interval``; the ``layer_metrics`` columns ``test_low``/``test_high``), so reports
+(``layers[i].test_interval``; the ``layer_metrics`` columns ``test_low``/``test_high``, NULL for
+records written before), so reports
 never resample and stay fast over 100k records. Shown as ``78.5 ±0.4``: the larger of the two
 halves, so an asymmetric interval (a score near 0 or 100 %) is never shown narrower than it is;
 ``--interval range`` shows both ends, ``78.5 (78.1–78.9)``, and ``--interval none`` the bare
@@ -20,14 +21,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import duckdb
-
 LEVEL = 0.95
 STYLES = ("pm", "range", "none")
 UNAVAILABLE = "?"
-
-# The interval columns of layer_metrics (store.schema); records written before them read as NULL.
-LOW_COLUMN, HIGH_COLUMN = "test_low", "test_high"
 
 
 @dataclass(frozen=True)
@@ -79,12 +75,3 @@ def mean_half(halves: Sequence[float]) -> float:
 def contains(bounds: Bounds | None, value: float) -> bool | None:
     """Whether ``value`` lies inside ``bounds`` (None: no interval to say)."""
     return None if bounds is None else bounds.low <= value <= bounds.high
-
-
-def interval_sql(con: duckdb.DuckDBPyConnection) -> tuple[str, str]:
-    """SQL for a layer set's interval ends in ``layer_metrics``: the stored columns, or NULL in a
-    store built before they existed (a schema without them reports every interval as unavailable)."""
-    columns = {row[0] for row in con.execute("DESCRIBE layer_metrics").fetchall()}
-    if LOW_COLUMN in columns and HIGH_COLUMN in columns:
-        return LOW_COLUMN, HIGH_COLUMN
-    return "NULL::DOUBLE", "NULL::DOUBLE"

@@ -25,7 +25,7 @@ import duckdb
 
 from aimbench.report.comparison import CardWindows, Comparison, LayerScore, Paper, compare
 from aimbench.report.filters import Filters
-from aimbench.report.intervals import Bounds, contains, hover, interval_sql, mean_half, show
+from aimbench.report.intervals import Bounds, contains, hover, mean_half, show
 from aimbench.report.ranks import RULE, Ranked, tied_ranks
 from aimbench.report.setups import Setup, setup_sql, varying_columns
 from aimbench.report.tables import Table, percent, set_label
@@ -50,7 +50,7 @@ ORDER BY backbone, weights_name, probe, protocol, layers_spec, image_limit NULLS
 
 LAYERS_SQL = """
 SELECT {setup}, task, layer_set, blocks, avg(test_score) AS test_score,
-       CASE WHEN count(*) = 1 THEN any_value({low}) END AS low, CASE WHEN count(*) = 1 THEN any_value({high}) END AS high
+       CASE WHEN count(*) = 1 THEN any_value(test_low) END AS low, CASE WHEN count(*) = 1 THEN any_value(test_high) END AS high
 FROM layer_metrics
 WHERE {where}
 GROUP BY {setup}, task, layer_set, blocks
@@ -98,8 +98,7 @@ def cell_summaries(con: duckdb.DuckDBPyConnection, filters: Filters = Filters())
 def layer_scores(con: duckdb.DuckDBPyConnection, filters: Filters = Filters()) -> dict[tuple[Setup, str], list[LayerScore]]:
     """Every layer set's test score per (setup, task), seeds averaged: what paper windows are looked up in."""
     where, params = filters.where()
-    low, high = interval_sql(con)
-    cursor = con.execute(LAYERS_SQL.format(setup=setup_sql(), where=where, low=low, high=high), params)
+    cursor = con.execute(LAYERS_SQL.format(setup=setup_sql(), where=where), params)
     names = [d[0] for d in cursor.description]
     scores: dict[tuple[Setup, str], list[LayerScore]] = defaultdict(list)
     for values in cursor.fetchall():
@@ -192,7 +191,7 @@ def _format_cell(row: Row, cell: dict[str, Any] | None, style: str) -> str:
     if cell is None or cell["score"] is None:
         return "–"
     if row.kind == DELTA:
-        inside = {True: " (in)", False: " (out)"}.get(cell.get("inside"), "") if style != "none" else ""
+        inside = "" if style == "none" or cell.get("inside") is None else " (in)" if cell["inside"] else " (out)"
         return f"{100 * cell['score']:+.1f}{inside}"
     if row.kind == PAPER:
         return percent(cell["score"])

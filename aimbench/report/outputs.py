@@ -2,8 +2,8 @@
 
 The stored intervals answer every question about one cell; the sidecars are read only to
 combine seeds (``aimbench.report.seed_intervals``) and to pair two backbones example by example
-(``aimbench.report.pairs``). Whether a record has one is asked of DuckDB first, so a report over
-records without sidecars opens no file for them.
+(``aimbench.report.pairs``). Whether a record has one is asked of DuckDB first (``predictions``,
+NULL for records written before), so a report over records without sidecars opens no file for them.
 """
 
 from __future__ import annotations
@@ -11,17 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
 from aimbench.store.records import read_record
 
 Outputs = tuple[dict[str, Any], Any]  # a record and its aimbench.store.predictions.Predictions
-
-
-def sidecar_sql(con: duckdb.DuckDBPyConnection) -> str:
-    """SQL for a ``latest`` row's sidecar checksum (NULL: none; a store from before sidecars has no column)."""
-    columns = {row[0] for row in con.execute("DESCRIBE latest").fetchall()}
-    return "json_extract_string(to_json(predictions), '$.sha256')" if "predictions" in columns else "NULL::VARCHAR"
 
 
 def load_outputs(path: Path) -> Outputs | None:

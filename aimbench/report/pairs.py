@@ -34,6 +34,9 @@ from aimbench.report.tables import Table
 from aimbench.store.records import runs_dir
 
 ALPHA = 0.05
+# The CSV form's columns: every row has all of them (a row without outputs or a suite row leaves some empty).
+LONG_COLUMNS = ("task", "probe", "seed", "metric", "n_test", "layer_set_a", "layer_set_b", "score_a", "score_b", "difference", "low", "high",
+                "p_value", "p_method", "p_holm", "note")  # fmt: skip
 NO_OUTPUTS = "no per-example outputs (re-run with this version)"
 
 CELLS_SQL = """
@@ -110,11 +113,17 @@ def _aligned(a: Outputs, b: Outputs, layer: str) -> tuple[np.ndarray, ...]:
     return paired(a[1], b[1], a[0][f"{layer}_layer_set"], b[0][f"{layer}_layer_set"])
 
 
-def run_tests(results_dir: Path, pairs: list[Pair], layer: str) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, str, int]]:
-    """Test every pair that has outputs on both sides (``Pair.outcome``); returns what the suite row resamples."""
+Suite = dict[
+    str, list[tuple[np.ndarray, np.ndarray, np.ndarray, str, int]]
+]  # probe kind -> each task's (pred_a, pred_b, labels, metric, classes)
+
+
+def run_tests(results_dir: Path, pairs: list[Pair], layer: str) -> Suite:
+    """Test every pair that has outputs on both sides (``Pair.outcome``); returns what the suite rows
+    resample, per probe kind (a task probed two ways is two measurements, never averaged together)."""
     from aimbench.stats.paired import mcnemar_exact, paired_bootstrap
 
-    suite = []
+    suite: Suite = defaultdict(list)
     for pair in pairs:
         loaded = [load_outputs(runs_dir(results_dir) / name) for name in pair.files]
         if loaded[0] is None or loaded[1] is None:
@@ -130,8 +139,8 @@ def run_tests(results_dir: Path, pairs: list[Pair], layer: str) -> list[tuple[np
                         "score_a": record_a[f"{layer}_test_score"], "score_b": record_b[f"{layer}_test_score"],
                         "bounds_a": _stored(record_a, layer), "bounds_b": _stored(record_b, layer),
                         "sets": (record_a[f"{layer}_layer_set"], record_b[f"{layer}_layer_set"])}  # fmt: skip
-        suite.append((pred_a, pred_b, labels, metric, num_classes))
-    return suite
+        suite[pair.probe].append((pred_a, pred_b, labels, metric, num_classes))
+    return dict(suite)
 
 
 def _stored(record: dict[str, Any], layer: str) -> Bounds | None:
@@ -184,17 +193,20 @@ def compare_view(
                      difference(t.difference, t.low, t.high), f"{p_text(o['p'])} ({o['p_method']})", p_text(o["p_holm"]),
                      verdict(o["p_holm"], t.difference, a, b)])  # fmt: skip
         long.append({"task": pair.task, "probe": pair.probe, "seed": pair.seed, "metric": o["metric"], "n_test": o["n"],
-                     f"{a}_layer_set": o["sets"][0], f"{b}_layer_set": o["sets"][1], "score_a": o["score_a"], "score_b": o["score_b"],
+                     "layer_set_a": o["sets"][0], "layer_set_b": o["sets"][1], "score_a": o["score_a"], "score_b": o["score_b"],
                      "difference": t.difference, "low": t.low, "high": t.high, "p_value": o["p"], "p_method": o["p_method"],
                      "p_holm": o["p_holm"], "note": ""})  # fmt: skip
-    if len(suite) > 1:
+    for probe, tasks in suite.items():
+        if len(tasks) < 2:
+            continue
         from aimbench.stats.paired import suite_difference
 
-        t = suite_difference(suite)
-        rows.append([f"suite mean ({len(suite)} tasks)", "", "", str(t.n), "", "", difference(t.difference, t.low, t.high),
-                     f"{p_text(t.p_value)} (paired bootstrap)", "", verdict(t.p_value, t.difference, a, b)])  # fmt: skip
-        long.append({"task": "suite mean", "n_test": t.n, "difference": t.difference, "low": t.low, "high": t.high,
-                     "p_value": t.p_value, "p_method": "paired bootstrap", "note": f"{len(suite)} tasks"})  # fmt: skip
+        t = suite_difference(tasks)
+        rows.append([f"suite mean ({len(tasks)} tasks)", probe if len(suite) > 1 else "", "", str(t.n), "", "",
+                     difference(t.difference, t.low, t.high), f"{p_text(t.p_value)} (paired bootstrap)", "",
+                     verdict(t.p_value, t.difference, a, b)])  # fmt: skip
+        long.append({"task": "suite mean", "probe": probe, "n_test": t.n, "difference": t.difference, "low": t.low, "high": t.high,
+                     "p_value": t.p_value, "p_method": "paired bootstrap", "note": f"{len(tasks)} tasks"})  # fmt: skip
     notes = [f"A = {a}, B = {b}; each side's {layer} layer set as its cell stored it; scores % with their stored 95% intervals;",
              f"A − B in points on the same test examples (n), with its paired-bootstrap 95% percentile interval ({RESAMPLES:,} resamples, seed {SEED});",
              "p: exact McNemar for top-1, paired bootstrap otherwise; p Holm: adjusted by Holm's step-down over the "
@@ -203,7 +215,7 @@ def compare_view(
     if alone:
         notes.append("not compared (one side only): " + ", ".join(alone))
     columns = ["task", "probe", "metric", "n", "A", "B", "A − B [95% CI]", "p", "p Holm", "verdict"]
-    return Table(f"{a} (A) vs {b} (B)", columns, rows, notes), long
+    return Table(f"{a} (A) vs {b} (B)", columns, rows, notes), [{"a": a, "b": b, **dict.fromkeys(LONG_COLUMNS), **row} for row in long]
 
 
 def _holm(p_values: list[float]) -> list[float]:

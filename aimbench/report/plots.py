@@ -16,6 +16,7 @@ import re
 from collections import defaultdict
 from operator import methodcaller
 from pathlib import Path
+from typing import Any
 
 from aimbench.atomic import atomic_write
 from aimbench.report.curves import Curve
@@ -55,7 +56,7 @@ def figure(curves: list[Curve], relative: bool = False):  # -> matplotlib.figure
     return fig
 
 
-def _mark_choices(axes, curve: Curve, x: list[float], test: list[float], color: str, relative: bool) -> None:
+def _mark_choices(axes, curve: Curve, x: list[float], test: list[float], color: Any, relative: bool) -> None:
     """The stored best (★) and last (○) choices: at the curve's point for a block, as a bar over a window."""
     position = dict(zip(curve.blocks, x))
 

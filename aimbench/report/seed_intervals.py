@@ -23,7 +23,7 @@ import numpy as np
 from aimbench.atomic import atomic_write
 from aimbench.report.filters import Filters
 from aimbench.report.intervals import Bounds
-from aimbench.report.outputs import Outputs, load_outputs, sidecar_sql
+from aimbench.report.outputs import Outputs, load_outputs
 from aimbench.report.setups import Setup, setup_sql
 from aimbench.store.cache import CACHE_DIR
 from aimbench.store.records import runs_dir
@@ -33,12 +33,12 @@ CACHE_FILE = "seed-intervals.json"
 # Cells of several seeds that all kept their outputs, one row each: nothing of the others reaches Python.
 SEEDS_SQL = """
 SELECT {setup}, task, any_value(metric) AS metric,
-       list(struct_pack(file := file, sidecar := {sidecar}, best_layer_set := best_layer_set, last_layer_set := last_layer_set)
+       list(struct_pack(file := file, sidecar := predictions.sha256, best_layer_set := best_layer_set, last_layer_set := last_layer_set)
             ORDER BY seed) AS members
 FROM latest
 WHERE {where}
 GROUP BY {setup}, task
-HAVING count(*) > 1 AND count({sidecar}) = count(*)
+HAVING count(*) > 1 AND count(predictions) = count(*)
 """
 
 Key = tuple[Setup, str, str]  # setup, task, "best" | "last"
@@ -47,7 +47,7 @@ Key = tuple[Setup, str, str]  # setup, task, "best" | "last"
 def seed_bounds(con: duckdb.DuckDBPyConnection, results_dir: Path, filters: Filters, cells: set[tuple[Setup, str]]) -> dict[Key, Bounds]:
     """Seed-combined intervals of the cells named, where every seed kept its outputs."""
     where, params = filters.where()
-    cursor = con.execute(SEEDS_SQL.format(setup=setup_sql(), where=where, sidecar=sidecar_sql(con)), params)
+    cursor = con.execute(SEEDS_SQL.format(setup=setup_sql(), where=where), params)
     names = [d[0] for d in cursor.description]
     seeds: dict[tuple[Setup, str], list[dict[str, Any]]] = {}
     for values in cursor.fetchall():
@@ -62,7 +62,7 @@ def seed_bounds(con: duckdb.DuckDBPyConnection, results_dir: Path, filters: Filt
         for which in ("best", "last"):
             key = _cache_key(members, which)
             if key in cache:
-                out[(setup, task, which)] = Bounds(*cache[key], seeds=len(members))
+                out[(setup, task, which)] = Bounds(cache[key][0], cache[key][1], seeds=len(members))
             else:
                 missing[key] = ((setup, task, which), members, which)
     if missing:

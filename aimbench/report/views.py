@@ -7,6 +7,7 @@ layer curves, one cell in detail, an ad-hoc SQL query, and the export of the sto
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,10 @@ def leaderboard_view(
             "no records match the filters; drop a filter, or see 'aimbench report --sql \"SELECT DISTINCT backbone, task, probe FROM runs\"'"
         )
     bounds = cell_bounds(con, results_dir, filters)
-    board = leaderboard(summaries, papers, shown, layer_scores(con, filters) if papers else None, bounds, grid_edges(con, filters), style)
+    # paper windows are looked up only for backbones a paper row is matched to: no unnest of every other record's layer sets
+    matched = tuple(sorted({p.backbone for p in papers if p.backbone}))
+    layers = layer_scores(con, replace(filters, backbones=matched)) if matched else None
+    board = leaderboard(summaries, papers, shown, layers, bounds, grid_edges(con, filters), style)
     return board, [_with_bounds(s, bounds) for s in summaries]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
 from pathlib import Path
 
 import duckdb
@@ -151,3 +152,20 @@ def test_layers_and_exports_carry_intervals_and_n_test(results: Path, tmp_path: 
     assert (tmp_path / "plots" / "layers_digits_linear.png").stat().st_size > 0
     detail = cli(results, "cell", "micro-patches|digits|linear|0")
     assert "bootstrap-percentile" in detail and "test intervals" in detail
+
+
+def test_the_interval_over_seeds_resamples_both_seeds_and_is_cached(results: Path, tmp_path: Path) -> None:
+    from aimbench.stats.intervals import score_interval
+
+    seeds = [_record(results, "micro-cls", "digits", seed) for seed in (0, 1)]
+    outputs = [read_predictions(record, path) for record, path in seeds]
+    assert all(o is not None for o in outputs)
+    stacked = np.stack([o.by_layer_set[record["best_layer_set"]] for o, (record, _) in zip(outputs, seeds)])  # type: ignore[union-attr]
+    expected = score_interval(stacked, outputs[0].labels, "top1", 10)  # type: ignore[union-attr]
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy)
+    for _ in range(2):  # the second report reads no sidecar: the interval comes from the cache
+        row = next(r for r in csv.DictReader(io.StringIO(cli(copy, "-t", "digits", "-f", "csv"))) if r["backbone"] == "micro-cls")
+        assert (float(row["best_test_low"]), float(row["best_test_high"])) == pytest.approx((expected.low, expected.high))
+        for sidecar in (copy / "runs").glob("*.predictions.safetensors"):
+            sidecar.unlink()
