@@ -96,7 +96,7 @@ def test_the_cli_and_the_api_build_the_same_request(monkeypatch: pytest.MonkeyPa
     import aimbench.cli.eval
 
     from_cli: list[EvalRequest] = []
-    monkeypatch.setattr(aimbench.cli.eval, "run_request", lambda request, cluster, console, assume: from_cli.append(request))
+    monkeypatch.setattr(aimbench.cli.eval, "run_request", lambda request, *_: from_cli.append(request))
     args = ["eval", "-b", "micro-cls, micro-patches", "-t", "digits", "--probe", "knn,linear", "--seeds", "2", "--layers", "0,-1",
             "--results", str(tmp_path), "--device", "cpu", "--epochs", "3", "--grid-search", "halving", "--rerun"]  # fmt: skip
     result = CliRunner().invoke(app, args)

@@ -22,6 +22,7 @@ overrides of task cards, so an override is checked exactly like the card it over
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,8 +89,10 @@ def _list_of(item: Check) -> Check:
         if not isinstance(value, (list, tuple)) or not value:
             raise ValueError(f"expected a non-empty list, got {value!r}")
         items = tuple(item(v) for v in value)
-        if len(set(items)) != len(items):
-            raise ValueError(f"lists a value more than once: {value!r}")
+        if len(set(items)) != len(items):  # name the value, not the list: a grid may hold 200,000 points
+            counts = Counter(items)
+            repeated = next(v for v in items if counts[v] > 1)
+            raise ValueError(f"lists {repeated!r} more than once ({len(items):,} values)")
         return items
 
     return check

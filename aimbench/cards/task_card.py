@@ -115,12 +115,16 @@ class TaskSpec:
 
     def split_policy(self, protocol_fraction: float | None = None) -> dict[str, Any]:
         """The split definition as recorded with every result."""
-        return {
-            "train": self.train_split,
-            "test": self.test_split,
-            "val": self.val.describe(protocol_fraction),
-        }
+        policy: dict[str, Any] = {"train": self.train_split, "test": self.test_split, "val": self.val.describe(protocol_fraction)}
+        accepted = [f"{s.options[SHARED_TEST]} in its {s.kind} copy" for s in self.sources if SHARED_TEST in s.options]
+        if accepted:  # only where a card accepts copies, so every other record keeps its fields
+            policy[SHARED_TEST] = "test images byte-identical to train or val accepted: up to " + ", ".join(accepted)
+        return policy
 
+
+# Any source: how many test images of this copy hold the same bytes as a train or val image, for a
+# benchmark published so (aimbench.data.overlap refuses more; more than none without it).
+SHARED_TEST = "shared_test_images"
 
 _SOURCE_FIELDS: dict[str, dict[str, tuple[str, bool]]] = {
     # kind -> field -> (type, required); "table" is a table of strings, "relative_path" a path that
@@ -226,6 +230,8 @@ def _read_option(fields: Fields, key: str, kind_of: str, required: bool) -> Any:
 def _read_source(fields: Fields) -> SourceSpec:
     kind = fields.str("kind", choices=SOURCE_KINDS)
     options = {key: _read_option(fields, key, kind_of, required) for key, (kind_of, required) in _SOURCE_FIELDS[kind].items()}
+    if SHARED_TEST in fields.table:  # an option only where given: a card without it keeps its cells' identity
+        options[SHARED_TEST] = fields.int(SHARED_TEST, minimum=1)
     if kind == "wilds" and options["dataset"] not in WILDS_DATASETS:
         raise fields.error("dataset", f"expected one of {', '.join(WILDS_DATASETS)}, got {options['dataset']!r}")
     names = fields.table_of("split_names", default={})

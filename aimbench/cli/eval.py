@@ -13,27 +13,42 @@ from rich.table import Table
 
 from aimbench.cards.task_card import SPLITS
 from aimbench.cli.display import RichDisplay
-from aimbench.cli.options import CardsOption, ClusterChoice, DataRootOption, ResultsOption, cluster_options, make_console
+from aimbench.cli.options import (
+    CardsOption,
+    ClusterChoice,
+    DataRootOption,
+    NodesOption,
+    ResultsOption,
+    TasksPerNodeOption,
+    check_job_shape,
+    cluster_options,
+    make_console,
+)
 from aimbench.errors import UserError
 from aimbench.identity import DEFAULT_PROTOCOLS
-from aimbench.launch.base import EvalPlan
+from aimbench.launch.base import EvalPlan, Launcher
 from aimbench.launch.cost import CellCost, SweepCost, plan_cost
 from aimbench.launch.memory import MemoryNeed
 from aimbench.launch.preflight import byte_size, estimate_bytes, space_shortfalls
 from aimbench.launch.request import EvalRequest
 from aimbench.launch.throughput import GPUS, Assumption
+from aimbench.launch.world import launched_nodes, launched_world, local_ranks, slurm_ranks
 
 DEFAULT_PROTOCOL_HELP = ", ".join(f"{kind} {name}" for kind, name in DEFAULT_PROTOCOLS.items())
 WEIGHTS_HELP = "Override the card's weights: random | timm | open_clip:TAG | PATH | hf:OWNER/REPO/FILE."
 
 
-def run_request(request: EvalRequest, cluster: ClusterChoice, console: Console, assume: Assumption | None = None) -> None:
+def run_request(
+    request: EvalRequest, cluster: ClusterChoice, console: Console, assume: Assumption | None = None, launcher: Launcher | None = None,
+    display: RichDisplay | None = None,
+) -> None:  # fmt: skip
     """Plan ``request``; run it here (each cell's table as it finishes) or submit it, saying where it
-    went; a dry run prints its cost, on ``assume``'s device where given."""
+    went; a dry run prints its cost, on ``assume``'s device where given. ``launcher`` (with the
+    ``display`` it shows on): one built already, else ``cluster``'s."""
     if assume is not None and not cluster.dry_run:
         raise UserError("--assume-gpu and --assume-tflops cost a plan for a device not here; give --dry-run too")
-    display = RichDisplay(console)
-    launcher = cluster.launcher(display)
+    display = display or RichDisplay(console)
+    launcher = launcher or cluster.launcher(display)
     plan = launcher.plan(request, dry_run=cluster.dry_run)
     if not launcher.local:
         print_plan(plan, console)
@@ -232,6 +247,9 @@ def evaluate(
     assume_gpu: Annotated[Optional[str], typer.Option(help=f"With --dry-run: cost the plan on a GPU this machine lacks ({' | '.join(GPUS)}): its datasheet peak, memory and GPU-hours.", show_default=False)] = None,
     assume_tflops: Annotated[Optional[float], typer.Option(help="With --dry-run: cost the plan at this peak TFLOP/s (any device; replaces --assume-gpu's peak).", show_default=False)] = None,
     utilisation: Annotated[Optional[float], typer.Option(help="Share of the assumed peak reached (default 0.4).", show_default=False)] = None,
+    gpus: Annotated[Optional[int], typer.Option(help="Local runs: ranks per cell, one process per GPU (data-parallel over one cell; GPUs 0..N-1); with --device cpu, N CPU processes on gloo. Under torchrun the world is given: leave it out. On Slurm: --nodes and --gpus-per-node.", show_default=False)] = None,
+    nodes: NodesOption = 1,
+    tasks_per_node: TasksPerNodeOption = None,
     *,
     cluster: ClusterChoice,
 ) -> None:  # fmt: skip
@@ -256,10 +274,32 @@ def evaluate(
       aimbench eval -b aim-7b -t all --probe attentive --dry-run --assume-gpu h100
 
       aimbench eval -b aim-7b -t all --probe attentive --cluster slurm --gpus-per-node 1 --time 12:00:00 --dry-run
+
+      aimbench eval -b aim-7b -t imagenet-1k --probe attentive --gpus 8 --device cuda
+
+      torchrun --nproc-per-node 8 -m aimbench eval -b aim-7b -t imagenet-1k --probe attentive --device cuda
+
+      aimbench eval -b aim-7b -t imagenet-1k --probe attentive --cluster slurm --nodes 2 --gpus-per-node 8
     """
+    check_job_shape(nodes, tasks_per_node)
+    rank, _ = launched_world()
+    console = make_console()
+    console.quiet = rank != 0  # under torchrun every rank runs this command; rank 0 speaks for the run (errors still come from each)
+    display = RichDisplay(console)
+    launcher = cluster.launcher(display, nodes=nodes, tasks_per_node=tasks_per_node)
+    if launcher.local:
+        if nodes != 1 or tasks_per_node is not None:
+            raise UserError("--nodes and --tasks-per-node shape Slurm jobs (--cluster slurm); here, --gpus N runs each cell on N processes")
+        ranks, nodes = local_ranks(gpus, device), launched_nodes()
+    else:
+        from aimbench.launch.slurm.launcher import SlurmLauncher  # imported already: cluster.launcher built one
+
+        assert isinstance(launcher, SlurmLauncher)  # the only launcher that is not local
+        ranks = slurm_ranks(gpus, launcher.nodes, launcher.tasks_per_node)
     request = EvalRequest.from_options(
         backbone, tasks, probe, seed=seed, seeds=seeds, layers=layers, limit=limit, weights=weights, name=name, protocol=protocol,
         dtype=dtype, epochs=epochs, data_mode=data_mode, grid_search=grid_search, head_precision=head_precision, overwrite=overwrite,
         results=results, data_root=data_root, cards=cards, device=device, batch_size=batch_size, workers=workers, memory_gb=memory_gb,
+        ranks=ranks, nodes=nodes,
     )  # fmt: skip
-    run_request(request, cluster, make_console(), Assumption.of(assume_gpu, assume_tflops, utilisation))
+    run_request(request, cluster, console, Assumption.of(assume_gpu, assume_tflops, utilisation), launcher, display)

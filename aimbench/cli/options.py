@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 
 from aimbench.cards.registry import CARDS_ENV
-from aimbench.errors import UserError
+from aimbench.errors import UserError, at_least
 
 if TYPE_CHECKING:
     from aimbench.launch.base import Display, Launcher
@@ -38,6 +38,18 @@ ResultsOption = Annotated[
 ]
 DataRootOption = Annotated[Optional[Path], typer.Option(envvar="AIMBENCH_DATA_ROOT", help="Where local dataset copies live.")]
 PANEL = "Slurm (--cluster slurm)"
+NodesOption = Annotated[int, typer.Option(help="Slurm nodes (per job).", rich_help_panel=PANEL)]
+TasksPerNodeOption = Annotated[
+    Optional[int],
+    typer.Option(help="Slurm tasks (ranks) per node \\[default: --gpus-per-node, at least 1].", rich_help_panel=PANEL, show_default=False),
+]
+
+
+def check_job_shape(nodes: int, tasks_per_node: int | None) -> None:
+    """``--nodes`` and ``--tasks-per-node`` in range, for every command that takes them."""
+    at_least("--nodes", nodes, 1)
+    if tasks_per_node is not None:
+        at_least("--tasks-per-node", tasks_per_node, 1)
 
 
 def make_console(stderr: bool = False) -> Console:
@@ -68,7 +80,15 @@ CLUSTER_OPTIONS: dict[str, tuple[Any, Any]] = {
     "account": (Annotated[Optional[str], _slurm("Account.")], None),
     "qos": (Annotated[Optional[str], _slurm("Quality of service.")], None),
     "time": (Annotated[Optional[str], _slurm("Time limit per job: minutes or [D-]HH:MM:SS \\[default: 240].", "--time")], None),
-    "gpus_per_node": (Annotated[Optional[int], _slurm("GPUs per job \\[default: 1 where the settings name GPU memory, else 0].")], None),
+    "gpus_per_node": (
+        Annotated[
+            Optional[int],
+            _slurm(
+                "GPUs per node, one rank (task) each: eval runs a cell on --nodes x this many \\[default: 1 with GPU memory set, else 0]."
+            ),
+        ],
+        None,
+    ),
     "cpus_per_task": (Annotated[Optional[int], _slurm("CPUs per task \\[default: 4].")], None),
     "mem_gb": (
         Annotated[

@@ -9,8 +9,7 @@ import typer
 from rich.console import Console
 
 from aimbench.cli.display import RichDisplay
-from aimbench.cli.options import PANEL, ClusterChoice, cluster_options, make_console
-from aimbench.errors import at_least
+from aimbench.cli.options import ClusterChoice, NodesOption, TasksPerNodeOption, check_job_shape, cluster_options, make_console
 from aimbench.launch.base import Launched
 from aimbench.models.presets import PRESETS
 from aimbench.pretrain.request import PretrainRequest
@@ -61,13 +60,8 @@ def pretrain(
     activation_checkpointing: Annotated[
         Optional[bool], typer.Option(help="Recompute block activations in the backward \\[default: on from aim-1b on].")
     ] = None,
-    nodes: Annotated[int, typer.Option(help="Slurm nodes.", rich_help_panel=PANEL)] = 1,
-    tasks_per_node: Annotated[
-        Optional[int],
-        typer.Option(
-            help="Slurm tasks (ranks) per node \\[default: --gpus-per-node, at least 1].", rich_help_panel=PANEL, show_default=False
-        ),
-    ] = None,
+    nodes: NodesOption = 1,
+    tasks_per_node: TasksPerNodeOption = None,
     *,
     cluster: ClusterChoice,
 ) -> None:
@@ -85,9 +79,7 @@ def pretrain(
 
       aimbench pretrain aim-7b --data ... --cluster slurm --nodes 8 --gpus-per-node 8 --time 2-00:00:00
     """
-    for option, value in (("--nodes", nodes), ("--tasks-per-node", tasks_per_node)):
-        if value is not None:
-            at_least(option, value, 1)
+    check_job_shape(nodes, tasks_per_node)
     request = PretrainRequest(
         preset, data, steps=steps, batch_size=batch_size, lr=lr, lr_scaling=lr_scaling, out=out, resume=resume, allow_data_change=allow_data_change, dtype=dtype,
         image_size=image_size, save_every=save_every, seed=seed, workers=workers, device=device, compile=compile, parallel=parallel,

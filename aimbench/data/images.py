@@ -106,22 +106,43 @@ def to_eight_bit(image: Image.Image) -> Image.Image:
 
 
 @dataclass(frozen=True)
+class Stored:
+    """Where one image file's bytes are kept, for finding test images that train or val also hold.
+
+    ``identity`` makes two images the same one (a file's device and inode through any link);
+    ``size`` is their length in bytes (-1: unknown, never compared: a file that
+    cannot be stat-ed, or is not a regular file, which reading could hang on), since only images
+    of one size can hold the same bytes; ``read`` returns the bytes as stored (never decoded),
+    ``cost`` is what reading them costs in bytes (a file adds the price of an open), ``name`` says
+    which image it is in a message."""
+
+    identity: Hashable
+    size: int
+    name: str
+    read: Callable[[], bytes]
+    cost: int
+
+
+@dataclass(frozen=True)
 class LabelledImages:
-    """Images ``get_image(indices[i])`` with labels ``labels[i]``; ``identity(indices[i])``: what makes
-    two images the same one (a file's device and inode, an array's row), so splits that share
-    images are found without decoding them (None: the source cannot tell cheaply)."""
+    """Images ``get_image(indices[i])`` with labels ``labels[i]``; so that splits sharing images are
+    found without decoding them, ``stored(indices[i])`` says where a file's bytes are kept
+    (:class:`Stored`), and ``rows`` is the array an array source's images are rows of (compared
+    all at once: one ``Stored`` per MNIST row would cost a second); neither: the source cannot tell
+    cheaply (Hugging Face rows)."""
 
     get_image: Callable[[int], Image.Image]
     labels: np.ndarray
     indices: np.ndarray
-    identity: Callable[[int], Hashable] | None = None
+    stored: Callable[[int], Stored] | None = None
+    rows: np.ndarray | None = None
 
     @classmethod
     def from_arrays(cls, images: np.ndarray, labels: np.ndarray) -> LabelledImages:
         """uint8 images shaped (N, H, W) or (N, H, W, 3)."""
         if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) != len(labels):
             raise ValueError(f"expected uint8 (N,H,W[,3]) images matching {len(labels)} labels, got {images.shape}")
-        return cls(lambda i: Image.fromarray(images[i]), labels.astype(np.int64), np.arange(len(labels)), lambda i: (id(images), i))
+        return cls(lambda i: Image.fromarray(images[i]), labels.astype(np.int64), np.arange(len(labels)), rows=images)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -129,7 +150,7 @@ class LabelledImages:
     def subset(self, positions: np.ndarray) -> LabelledImages:
         """The images at ``positions`` (positions within this view, not raw indices)."""
         positions = np.asarray(positions, dtype=np.int64)
-        return LabelledImages(self.get_image, self.labels[positions], self.indices[positions], self.identity)
+        return LabelledImages(self.get_image, self.labels[positions], self.indices[positions], self.stored, self.rows)
 
     def image(self, position: int) -> Image.Image:
         return self.get_image(int(self.indices[position]))

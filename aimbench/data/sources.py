@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from aimbench.cards.task_card import SourceSpec, TaskSpec
+from aimbench.cards.task_card import SHARED_TEST, SourceSpec, TaskSpec
 from aimbench.data.array_sources import BUILTIN, IDX
 from aimbench.data.folder_sources import IMAGEFOLDER, LIST
 from aimbench.data.hf_source import HF
@@ -72,4 +72,4 @@ def load_source(task: TaskSpec, data_root: Path) -> LoadedSource:
         raise TaskNotReady(f"task '{task.name}': " + ", ".join(ways_to_provide(task, located.spec, str(exc)))) from None
     card_name = {source: card for card, source in located.spec.split_names.items()}
     splits = {card_name.get(name, name): images for name, images in loaded.splits.items()}
-    return LoadedSource(splits, loaded.source, loaded.revision)
+    return LoadedSource(splits, loaded.source, loaded.revision, located.spec.options.get(SHARED_TEST, 0))

@@ -78,7 +78,7 @@ def carve_splits(task: TaskSpec, loaded: LoadedSource, limit: int | None = None,
         if fraction is None:
             raise UserError(f"task '{task.name}' takes its val fraction from the protocol, and none was given")
         train, val = _carve_val(task, train, fraction)
-    require_disjoint_test(task.name, {"train": train, "val": val, "test": test})
+    require_disjoint_test(task.name, {"train": train, "val": val, "test": test}, loaded.shared_test_images)
     if not by_protocol:
         sizes = {"train": len(train), "val": len(val), "test": len(test)}
     if sizes != task.expected_sizes:

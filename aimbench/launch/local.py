@@ -1,5 +1,6 @@
-"""The local launcher: cells run in this process, one after another; pre-training runs here too
-(one process, or one rank of a torchrun world).
+"""The local launcher: cells run here, one after another (each in this process, in ``--gpus N``
+processes started for it, or as one rank of a torchrun world); pre-training runs here too (one
+process, or one rank of a torchrun world).
 
 Resume works at the cell level: a cell whose record file already exists (same configuration
 hash) is skipped unless the request overwrites, so an interrupted matrix continues where it
@@ -9,8 +10,9 @@ The Slurm launcher runs the very same :func:`run_cell`.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from aimbench.errors import UserError
 from aimbench.launch.base import STOPPED, CellResult, Display, EvalPlan, JobRow, Launched, Launcher
@@ -18,6 +20,9 @@ from aimbench.launch.cell_progress import STATE_DIR, read_progress
 from aimbench.launch.preflight import preflight_pretrain
 from aimbench.pretrain.request import PretrainRequest
 from aimbench.store.records import finished, record_path
+
+if TYPE_CHECKING:
+    from aimbench.distributed import World
 
 
 class LocalLauncher(Launcher):
@@ -28,19 +33,38 @@ class LocalLauncher(Launcher):
         self.display = display or Display()
 
     def submit(self, plan: EvalPlan) -> Launched:
-        """Run the plan's cells in order; the display hears of each as soon as its record is written."""
+        """Run the plan's cells in order; the display hears of each as soon as its record is written.
+
+        Each cell runs on ``options.ranks`` processes: this one, or (``--gpus N``) N processes started
+        here per cell (``aimbench.launch.spawn``). Under torchrun the world is given: every rank runs
+        this with the same plan, rank 0's skip decisions bind them all, and only rank 0 shows anything."""
+        from aimbench.distributed import world_from_env
         from aimbench.launch.run_cell import run_cell  # imports torch: only when cells run
 
         options, outcomes = plan.request.options, []
+        world = world_from_env()
+        spawn = options.ranks > 1 and world.size == 1
+        if spawn and plan.request.modules:
+            raise UserError(f"an in-memory model cannot be sent to {options.ranks} processes: evaluate it on one rank "
+                            "(ranks=1), or give it a backbone card")  # fmt: skip
+        display = self.display if world.is_main else Display()
+        if world.size > 1:
+            plan = agreed_plan(plan, world)
         loaded = {module.spec.name: module for module in plan.request.modules}
         for planned in plan.cells:
             if planned.skip:
                 outcome = CellResult(planned.identity, record_path(options.results_dir, planned.record), skipped=True)
             else:
-                with self.display.cell(planned.identity) as stage:
-                    outcome = CellResult(planned.identity, run_cell(planned, options, stage, plan.registry, loaded), skipped=False)
+                with display.cell(planned.identity) as stage:
+                    if spawn:
+                        from aimbench.launch.spawn import run_ranks
+
+                        path = run_ranks(run_cell, (planned, options), options.ranks, stage)
+                    else:
+                        path = run_cell(planned, options, stage, plan.registry, loaded)
+                outcome = CellResult(planned.identity, path, skipped=False)
             outcomes.append(outcome)
-            self.display.cell_done(outcome, len(outcomes), len(plan.cells))
+            display.cell_done(outcome, len(outcomes), len(plan.cells))
         return Launched(outcomes=outcomes)
 
     def pretrain(self, request: PretrainRequest) -> Launched:
@@ -71,3 +95,14 @@ class LocalLauncher(Launcher):
 
     def cancel(self, results: Path, which: str) -> list[str]:
         raise UserError("local runs have no queue to cancel: stop one with Ctrl-C (it resumes when run again)")
+
+
+def agreed_plan(plan: EvalPlan, world: World) -> EvalPlan:
+    """``plan`` with rank 0's skip decisions: every rank planned alone, and a record that appeared
+    between two ranks' planning must not send one rank into a cell the others skip (it would wait in
+    a collective forever). Opens the process group (``run_cell`` finds it open)."""
+    from aimbench.distributed import from_rank_zero, init_process_group, rank_device
+
+    init_process_group(world, rank_device(plan.request.options.device, world))
+    skips = from_rank_zero(lambda: [planned.skip for planned in plan.cells], world)
+    return replace(plan, cells=[replace(planned, skip=skip) for planned, skip in zip(plan.cells, skips)])

@@ -33,7 +33,7 @@ from aimbench.launch.shape import patch_tokens, plan_shape
 from aimbench.paths import cache_dir
 from aimbench.pretrain.metrics_file import METRICS, read_metrics
 from aimbench.pretrain.request import PretrainRequest
-from aimbench.probes import probe_kind
+from aimbench.probes import check_world, probe_kind
 from aimbench.store.records import record_path
 
 RECORD_BYTES = 16 * 2**10  # lower bound of one record file (a 3-block micro ViT's is 30 KB; real backbones' are larger)
@@ -151,6 +151,8 @@ def preflight_eval(
     writes nothing and runs nothing, so neither free space nor the device is required (its cost
     plan shows what the run would need)."""
     writable_folder(options.results_dir, "--results")
+    for cell, _ in cells:  # each rank owns whole layer sets: refused here, not in W processes started (or queued) for the cell
+        check_world(cell.planned_sets, options.ranks)
     if not dry_run:
         require_space(estimate_bytes(cells, registry, options, overwrite))
     if local and not dry_run:  # a plan may be made where its device is not (--assume-gpu plans for it)

@@ -142,6 +142,7 @@ class EvalRequest:
         cache_dir: PathLike | None = None,
         memory_gb: float | None = None,
         ranks: int = 1,
+        nodes: int = 1,
         modules: Sequence[Backbone] = (),
     ) -> EvalRequest:
         """A request from the arguments of ``aimbench eval`` / ``aimbench.evaluate``, each with the
@@ -152,7 +153,7 @@ class EvalRequest:
         count N, seeds 0..N-1; not both, neither is seed 0. ``layers``: a ``--layers`` string or a
         sequence of its items (``[0, -1, "avg:3-5"]``). Paths may be ``str`` or ``Path``; ``cards``
         one folder or several. ``modules``: backbones wrapped from in-memory modules, each named in
-        ``backbones`` by its spec's name. ``ranks``: processes (GPUs) that run each cell together. Bad values raise :class:`~aimbench.errors.UserError` here,
+        ``backbones`` by its spec's name. ``ranks``: processes (GPUs) that run each cell together, over ``nodes`` machines. Bad values raise :class:`~aimbench.errors.UserError` here,
         before anything is planned or loaded.
         """
         folders = () if cards is None else (cards,) if isinstance(cards, (str, Path)) else tuple(cards)
@@ -166,6 +167,7 @@ class EvalRequest:
             cache_dir=_path(cache_dir),
             memory_gb=memory_gb,
             ranks=ranks,
+            nodes=nodes,
         )
         return cls(
             backbones=split_names(backbones),

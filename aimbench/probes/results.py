@@ -19,6 +19,12 @@ import torch
 from aimbench.probes.features.layer_sets import LayerSet
 
 
+def as_predictions(values: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Class predictions of one head, (N,) or (1, N), as a tensor on any device or an array: one (N,) int64 array on the CPU."""
+    array = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    return array.reshape(-1).astype(np.int64, copy=False)
+
+
 @dataclass(frozen=True)
 class HeadScore:
     """One head and its val score (test is never computed for unselected heads)."""
@@ -48,9 +54,7 @@ class LayerResult:
 
     def __post_init__(self) -> None:
         if self.test_predictions is not None:  # a (1, N) or (N,) tensor on any device, from any probe kind: one (N,) int64 array
-            values = self.test_predictions
-            array = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
-            object.__setattr__(self, "test_predictions", array.reshape(-1).astype(np.int64, copy=False))
+            object.__setattr__(self, "test_predictions", as_predictions(self.test_predictions))
 
     @classmethod
     def selected(
@@ -58,8 +62,9 @@ class LayerResult:
         test_predictions: np.ndarray | torch.Tensor | None = None,
     ) -> LayerResult:  # fmt: skip
         """The result of ``layer_set``: its val-selected ``head``, scored on test, with what it predicted there."""
+        predictions = None if test_predictions is None else as_predictions(test_predictions)
         return cls(layer_set=layer_set.name, blocks=layer_set.blocks, token=head.token, hparams=head.hparams, val_score=head.val_score,
-                   test_score=test_score, test_secondary=test_secondary, test_predictions=test_predictions)  # fmt: skip
+                   test_score=test_score, test_secondary=test_secondary, test_predictions=predictions)  # fmt: skip
 
     @property
     def layer(self) -> int:

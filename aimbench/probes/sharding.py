@@ -41,36 +41,51 @@ def _padded(piece: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     return out
 
 
-def _exchange(pieces: list[torch.Tensor], shard: Shard) -> list[torch.Tensor]:
-    """All-to-all of equal-shaped contiguous ``pieces`` (piece d goes to rank d): what every rank sent us, by rank."""
-    received = [torch.empty_like(pieces[0]) for _ in range(shard.world)]
+def _send_and_receive(pieces: list[torch.Tensor], into: list[torch.Tensor], shard: Shard) -> None:
+    """All-to-all: ``pieces[d]`` goes to rank d, and what rank s sends us lands in ``into[s]`` (all
+    contiguous). NCCL takes pieces of any size; gloo has no all-to-all, so each rank gathers its
+    pieces in turn, padded to the largest (gloo runs on CPUs, where the copies cost little)."""
     if dist.get_backend() == "nccl":
-        dist.all_to_all(received, pieces)
-        return received
-    for destination in range(shard.world):  # gloo has no all-to-all: each rank gathers its pieces in turn
-        dist.gather(pieces[destination], received if destination == shard.rank else None, dst=destination)
-    return received
+        dist.all_to_all(into, pieces)
+        return
+    largest = max(max(piece.numel() for piece in pieces), max(piece.numel() for piece in into))
+    flat = [torch.cat([piece.reshape(-1), piece.new_zeros(largest - piece.numel())]) for piece in pieces]
+    received = [flat[0].new_empty(largest) for _ in range(shard.world)]
+    for destination in range(shard.world):
+        dist.gather(flat[destination], received if destination == shard.rank else None, dst=destination)
+    for target, got in zip(into, received):
+        target.copy_(got[: target.numel()].view_as(target))
 
 
 def to_owners(local: torch.Tensor, shard: Shard, rows: int, set_dim: int = 0, row_dim: int = 1, per_set: int = 1) -> torch.Tensor:
     """This rank's rows of a batch of ``rows`` images, for every layer set (``local``: its
     ``shard.rows(rows)`` along ``row_dim``, every set along ``set_dim``, ``per_set`` entries a set)
-    -> this rank's own sets for every row, rows in the batch's order."""
+    -> this rank's own sets for every row, rows in the batch's order.
+
+    Memory: the result is allocated once and filled one set entry at a time (each rank sends its
+    rows of the entry to the entry's owner), so beside ``local`` only the result exists: what the
+    attentive heads' memory estimate counts (their tokens and one more copy of them)."""
     if shard.alone:
         return local
+    home, local = local.device, local.to(_collective_device())
     total_sets = local.shape[set_dim] // per_set
     sets = [bound * per_set for bound in set_bounds(total_sets, shard.world)]
     row = row_bounds(rows, shard.chunk, shard.world)
-    widest_sets = max(b - a for a, b in zip(sets, sets[1:]))
-    widest_rows = max(b - a for a, b in zip(row, row[1:]))
     shape = list(local.shape)
-    shape[set_dim], shape[row_dim] = widest_sets, widest_rows
-    moved = local.to(_collective_device())
-    pieces = [_padded(moved.narrow(set_dim, sets[d], sets[d + 1] - sets[d]), shape) for d in range(shard.world)]
-    received = _exchange(pieces, shard)
-    mine = sets[shard.rank + 1] - sets[shard.rank]
-    parts = [piece.narrow(set_dim, 0, mine).narrow(row_dim, 0, row[src + 1] - row[src]) for src, piece in enumerate(received)]
-    return torch.cat(parts, dim=row_dim).to(local.device)
+    shape[set_dim], shape[row_dim] = sets[shard.rank + 1] - sets[shard.rank], rows
+    out = local.new_empty(shape)
+    for entry in range(max(b - a for a, b in zip(sets, sets[1:]))):  # the entry-th set entry of every owner at once
+        pieces = [local.narrow(set_dim, sets[d] + entry, 1) if sets[d] + entry < sets[d + 1] else local.narrow(set_dim, 0, 0)
+                  for d in range(shard.world)]  # fmt: skip
+        mine = entry < shape[set_dim]
+        into = [out.narrow(set_dim, entry, 1).narrow(row_dim, row[s], row[s + 1] - row[s]) if mine
+                else out.narrow(set_dim, 0, 0) for s in range(shard.world)]  # fmt: skip
+        landing = [view if view.is_contiguous() else torch.empty_like(view) for view in into]
+        _send_and_receive([piece.contiguous() for piece in pieces], landing, shard)
+        for view, landed in zip(into, landing):
+            if landed is not view:
+                view.copy_(landed)
+    return out.to(home)
 
 
 def all_rows(local: torch.Tensor, shard: Shard, rows: int, row_dim: int = 0) -> torch.Tensor:

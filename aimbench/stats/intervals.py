@@ -27,7 +27,7 @@ import numpy as np
 from aimbench.stats.bootstrap import Scorer, as_rows, seed_weights
 
 METHOD = "bootstrap-percentile"
-RESAMPLES = 2000  # ~1 s for ImageNet's 50k test images x 26 layer sets in top-1 (see the README): small next to a cell
+RESAMPLES = 2000  # ~1.5 s for ImageNet's 50k test images x 26 layer sets in top-1 (benchmarks/bootstrap_cost.py): small next to a cell
 SEED = 0
 LEVEL = 0.95
 

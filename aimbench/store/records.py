@@ -155,12 +155,16 @@ def build_record(run: CellRun) -> dict[str, Any]:
     }
 
 
-def _kept_predictions(run: CellRun) -> list[tuple[str, Any]] | None:
+def _kept_predictions(run: CellRun) -> list[tuple[str, np.ndarray]] | None:
     """(layer set, test predictions) of every layer set in record order; None unless all have them, for a test split of their length."""
-    if run.test is None or any(layer.test_predictions is None for layer in run.result.layers):
+    rows = [(layer.layer_set, layer.test_predictions) for layer in run.result.layers if layer.test_predictions is not None]
+    if run.test is None or len(rows) < len(run.result.layers):
         return None
-    rows = [(layer.layer_set, layer.test_predictions) for layer in run.result.layers]
-    return rows if all(len(row) == len(run.test) for _, row in rows) else None
+    if all(len(row) == len(run.test) for _, row in rows):
+        return rows
+    print(f"warning: the test predictions of {run.identity.key} do not cover its {len(run.test)} test images; "
+          "its record keeps no per-example predictions and no intervals", file=sys.stderr, flush=True)  # fmt: skip
+    return None
 
 
 def _with_intervals(run: CellRun) -> tuple[ProbeResult, dict[str, Any] | None]:
@@ -182,7 +186,7 @@ def write_cell_record(path: Path, run: CellRun) -> dict[str, Any]:
     beside it (where the probe kept them), then the record naming them by hash, so a record never
     points at a sidecar that is not complete. A record that would be refused writes neither."""
     record = build_record(run)
-    rows = _kept_predictions(run)
+    rows = _kept_predictions(run) if record["interval"] is not None else None  # kept, for every layer set (build_record said so)
     if rows is not None and run.test is not None and not bad_scores(record):
         try:
             record[FIELD] = write_predictions(path, run.test.indices, run.test.labels, rows, run.task.num_classes)

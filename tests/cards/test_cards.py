@@ -193,6 +193,7 @@ DTD_CARD = (REPO / "tasks" / "dtd.toml").read_text()
         ('kind = "list"', 'kind = "wilds"\ndataset = "imagenet"', "sources[0].dataset", "one of iwildcam"),
         ('metric = "top1"', 'metric = "top1"\nsecondary_metrics = ["auroc"]', "secondary_metrics", "'auroc'"),
         ('image = "images/{0}"', 'image = "images/{0}"\nlabel_field = "1"', "sources[0].label_field", "expected an integer"),
+        ('image = "images/{0}"', 'image = "images/{0}"\nshared_test_images = 0', "sources[0].shared_test_images", "an integer >= 1"),
     ],
 )
 def test_bad_task_source_fields_name_file_and_field(tmp_path: Path, replace: str, by: str, field: str, problem: str) -> None:
@@ -209,3 +210,10 @@ def test_tags_select_tasks_in_suite_order() -> None:
     assert [t.name for t in registry.expand_tasks(["tag:satellite", "eurosat"])] == ["eurosat", "fmow"]
     with pytest.raises(UserError, match=r"unknown tag 'medicine'; known tags: .*medical"):
         registry.expand_tasks(["tag:medicine"])
+
+
+def test_a_source_accepting_test_copies_says_so_in_the_split_policy_and_only_then(tmp_path: Path) -> None:
+    write_card(tmp_path, "tasks", "dtd", DTD_CARD.replace('image = "images/{0}"', 'image = "images/{0}"\nshared_test_images = 3', 1))
+    policy = Registry.load([tmp_path]).task("dtd").split_policy()
+    assert policy["shared_test_images"] == "test images byte-identical to train or val accepted: up to 3 in its list copy"
+    assert "shared_test_images" not in Registry.load([]).task("dtd").split_policy()

@@ -9,6 +9,7 @@ mid-run (a folder turning read-only) are injected into the CLI's own process at 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,24 @@ def test_a_results_folder_turning_unwritable_keeps_the_finished_record_where_the
     kept = Path(proc.stderr.split("kept in ")[1].split(": move it")[0])
     assert kept.parent == tmp_path / "aimbench-rescued" and kept.read_text().startswith('{\n "schema_version"')
     assert not [p for p in files_under(results) if p.suffix in (".json", ".part")]
+
+
+def test_a_features_output_folder_turning_unwritable_is_one_line(tmp_path: Path, tiny_cards: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((16, 16, 3), i * 40, np.uint8)).save(images / f"{i}.png")
+    out = tmp_path / "out" / "f.safetensors"
+    refuse = ("import errno, os; real = os.replace\n"
+              "def replace(src, dst, *a, **k):\n"
+              "    if str(dst).endswith('f.safetensors'): raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(dst))\n"
+              "    return real(src, dst, *a, **k)\n"
+              "os.replace = replace")  # fmt: skip
+    proc = run_patched(
+        f"exec({refuse!r})", "features", "micro-cls", "-i", str(images), "-o", str(out), "--cards", str(tiny_cards), tmp=tmp_path
+    )
+    assert_one_line_error(proc, f"cannot write {out}", "nothing was written", f"make {out.parent} writable")
+    assert not [p for p in files_under(out.parent)]
 
 
 # ---- images PIL cannot take ----
@@ -149,6 +168,21 @@ def test_a_list_file_that_is_a_fifo_is_refused_without_hanging(tmp_path: Path, t
     assert_one_line_error(proc, str(folder_task / "test.txt"), "a FIFO")
 
 
+@pytest.mark.parametrize("kind", ["a socket", "a character device"])
+def test_a_socket_or_device_among_the_images_is_refused(
+    tmp_path: Path, tiny_cards: Path, folder_task: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    odd = folder_task / "test" / "b" / "odd.png"
+    if kind == "a socket":
+        monkeypatch.chdir(odd.parent)  # a relative name: a socket's path is limited to 108 bytes
+        with socket.socket(socket.AF_UNIX) as server:
+            server.bind(odd.name)
+    else:
+        odd.symlink_to("/dev/null")
+    assert_one_line_error(eval_folder(tmp_path, tiny_cards), str(odd), f"is {kind}", "remove it")
+    assert not (tmp_path / "results" / "runs").exists()
+
+
 @pytest.mark.parametrize("name", ["features.txt", "image.png"])
 def test_a_fifo_given_to_features_is_refused_without_hanging(tmp_path: Path, tiny_cards: Path, name: str) -> None:
     os.mkfifo(tmp_path / name)
@@ -197,6 +231,23 @@ def test_a_record_without_backbone_is_left_out_of_reports_with_a_warning_naming_
     assert proc.stderr.splitlines() == [f"warning: run record {bad} lacks one of record_id, created_at, cell_key, backbone, task, "
                                         "probe, seed, metric; left out: delete it, or re-run its cell"]  # fmt: skip
     assert "micro-cls" in proc.stdout
+
+
+def test_a_record_holding_a_score_outside_its_range_is_left_out_of_reports_with_a_warning(one_record: Path, tmp_path: Path) -> None:
+    from aimbench.store.records import read_record, record_text
+
+    results = _results_copy(one_record, tmp_path)
+    (good,) = (results / "runs").glob("*.json")
+    record = read_record(good)
+    record["best_test_score"] = 1.5  # written by another tool: sealed, but no measurement
+    bad = results / "runs" / "zz-out-of-range.json"
+    bad.write_text(record_text(record))
+    proc = run_cli("report", "--results", str(results), "--format", "csv")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"warning: run record {bad} holds a score outside [0, 1] or not a number (best_test_score); left out"
+    ]
+    assert "1.5" not in proc.stdout and "micro-cls" in proc.stdout
 
 
 def test_a_record_link_that_loops_is_one_line_naming_it(one_record: Path, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,30 @@ def test_eval_option_inf_refused(tmp_path: Path, tiny_cards: Path) -> None:
     assert_one_line_error(proc, "--memory-gb must be a positive number")
 
 
+def test_task_card_with_a_nan_val_fraction_refused_at_load(tmp_path: Path, tiny_cards: Path) -> None:
+    card = (REPO / "tasks" / "digits.toml").read_text().replace('name = "digits"', 'name = "nanval"')
+    write_card(tiny_cards, "tasks", "nanval", card.replace("fraction = 0.1", "fraction = nan"))
+    assert_one_line_error(run_cli(*eval_cell(tmp_path, tiny_cards, "-t", "nanval")), "nanval.toml", "splits.val.fraction", "finite")
+    assert_nothing_recorded(tmp_path)
+
+
+@pytest.mark.parametrize("huge", ["classes", "grid"])
+def test_100000_classes_or_a_200000_point_grid_is_refused_before_any_work(tmp_path: Path, tiny_cards: Path, huge: str) -> None:
+    """Heads that cannot fit the memory budget, by the estimate the plan prints, not a huge allocation later."""
+    if huge == "classes":
+        card = (REPO / "tasks" / "digits.toml").read_text().replace('name = "digits"', 'name = "many"')
+        write_card(tiny_cards, "tasks", "many", card.replace("num_classes = 10", "num_classes = 100000"))
+        extra = ("-t", "many")
+    else:
+        protocol_card(tiny_cards, "huge", "linear", "learning_rates", repr(np.geomspace(1e-6, 1, 200_000).tolist()))
+        extra = ("--protocol", "huge")
+    proc = run_cli(*eval_cell(tmp_path, tiny_cards, *extra, "--memory-gb", "1", "--layers", "last"),
+                   env={"AIMBENCH_CACHE": str(tmp_path / "cache")})  # fmt: skip
+    assert_one_line_error(proc, "its heads need about", "more than --memory-gb (1.07 GB)")
+    assert_nothing_recorded(tmp_path)
+    assert not (tmp_path / "cache").exists()
+
+
 def test_features_that_overflow_fail_the_cell_naming_the_layer_set(tmp_path: Path, tiny_cards: Path) -> None:
     state = micro_state(tiny_cards)
     state["blocks.2.attn.proj.bias"][:] = 3e38  # finite weights whose block-2 output (their sum) overflows to inf
@@ -156,7 +181,8 @@ test = {sizes[2]}
 
 
 def write_digits_folder(root: Path, per_class: dict[str, int], mode: str = "L") -> None:
-    """scikit-learn digits 0, 1, 2 as PNGs under ``root/<split>/<class>/``: 8-bit (``L``) or 16-bit (``I;16``) copies of the same pixels."""
+    """scikit-learn digits 0, 1, 2 under ``root/<split>/<class>/``: copies of the same pixels as 8-bit
+    (``L``) or 16-bit (``I;16``) PNGs, or float TIFFs in [0, 1] (``F``)."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -166,10 +192,12 @@ def write_digits_folder(root: Path, per_class: dict[str, int], mode: str = "L") 
             rows = [i for i, y in enumerate(digits.target) if y == label][position : position + count]
             for n, row in enumerate(rows):
                 pixels = (digits.images[row] * 255 / 16).round().astype(np.uint8)  # 0..16 -> 0..255
-                path = root / split / str(label) / f"{n:03d}.png"
+                path = root / split / str(label) / f"{n:03d}.{'tif' if mode == 'F' else 'png'}"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 if mode == "L":
                     Image.fromarray(pixels).save(path)
+                elif mode == "F":  # v / 255 in [0, 1], which reading scales by 255
+                    Image.fromarray(pixels.astype(np.float32) / 255).save(path)
                 else:  # the same image at 16 bits: v * 257 spans 0..65535 exactly as v spans 0..255
                     Image.fromarray(pixels.astype(np.uint16) * 257).save(path)
         position += count
@@ -183,6 +211,43 @@ def test_a_test_folder_symlinked_to_train_is_refused(tmp_path: Path, tiny_cards:
     proc = run_cli(*eval_cell(tmp_path, tiny_cards, "-t", "mirror", "--data-root", str(data)))
     assert_one_line_error(proc, "task 'mirror': test shares 18 image(s) with train", "give test its own images")
     assert_nothing_recorded(tmp_path)
+
+
+def test_a_test_folder_copied_from_train_is_refused_naming_a_pair(tmp_path: Path, tiny_cards: Path) -> None:
+    """``cp -r train test``: other files (other inodes) holding the same bytes, found by hashing them."""
+    data = tmp_path / "data"
+    write_digits_folder(data / "copied", {"train": 8})
+    shutil.copytree(data / "copied" / "train", data / "copied" / "test")
+    folder_task(tiny_cards, "copied", (18, 6, 24))
+    proc = run_cli(*eval_cell(tmp_path, tiny_cards, "-t", "copied", "--data-root", str(data)))
+    test, train = data / "copied" / "test" / "0" / "000.png", data / "copied" / "train" / "0" / "000.png"
+    assert_one_line_error(proc, "task 'copied': 24 test image(s) hold the same bytes as train or val images", f"e.g. {test} and train {train}",
+                          "give test its own images", "shared_test_images")  # fmt: skip
+    assert_nothing_recorded(tmp_path)
+
+
+def test_copies_a_card_source_accepts_are_evaluated_and_recorded(tmp_path: Path, tiny_cards: Path) -> None:
+    """A benchmark published with a few byte-identical images in train and test: its card's source states how many."""
+    data = tmp_path / "data"
+    write_digits_folder(data / "dupes", {"train": 8, "test": 4})
+    for name in ("000.png", "001.png"):  # two test images of class 1 are copies of train images
+        shutil.copyfile(data / "dupes" / "train" / "1" / name, data / "dupes" / "test" / "1" / name)
+    folder_task(tiny_cards, "dupes", (18, 6, 12))
+    card = tiny_cards / "tasks" / "dupes.toml"
+    for accepted, refused in ((1, True), (2, False)):
+        card.write_text(
+            re.sub(r'dir = "dupes"\n(shared_test_images = \d\n)?', f'dir = "dupes"\nshared_test_images = {accepted}\n', card.read_text())
+        )
+        proc = run_cli(*eval_cell(tmp_path, tiny_cards, "-t", "dupes", "--data-root", str(data)))
+        if refused:
+            assert_one_line_error(
+                proc, "task 'dupes': 2 test image(s) hold the same bytes", "the card's source accepts 1 (shared_test_images)"
+            )
+            assert_nothing_recorded(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    [record] = [json.loads(p.read_text()) for p in (tmp_path / "results" / "runs").glob("*dupes*.json")]
+    accepted = "test images byte-identical to train or val accepted: up to 2 in its imagefolder copy"
+    assert record["split_policy"]["shared_test_images"] == accepted
 
 
 def test_val_and_test_named_as_train_are_refused(tmp_path: Path, tiny_cards: Path) -> None:
@@ -209,10 +274,10 @@ def test_a_class_too_small_to_stratify_is_one_line_naming_it(tmp_path: Path, tin
 # pixels as they are
 
 
-def test_a_16_bit_png_copy_scores_exactly_as_its_8_bit_copy(tmp_path: Path, tiny_cards: Path) -> None:
+def test_16_bit_png_and_float_tiff_copies_score_exactly_as_the_8_bit_copy(tmp_path: Path, tiny_cards: Path) -> None:
     data = tmp_path / "data"
     scores = {}
-    for name, mode in (("eight", "L"), ("sixteen", "I;16")):
+    for name, mode in (("eight", "L"), ("sixteen", "I;16"), ("float", "F")):
         write_digits_folder(data / name, {"train": 12, "test": 6}, mode)
         folder_task(tiny_cards, name, (27, 9, 18))
         proc = run_cli(*eval_cell(tmp_path, tiny_cards, "-t", name, "--data-root", str(data)))
@@ -220,7 +285,8 @@ def test_a_16_bit_png_copy_scores_exactly_as_its_8_bit_copy(tmp_path: Path, tiny
         [record] = [json.loads(p.read_text()) for p in (tmp_path / "results" / "runs").glob(f"*{name}*.json")]
         scores[name] = [(layer["val_score"], layer["test_score"]) for layer in record["layers"]]
     assert Image.open(next((data / "sixteen" / "train" / "0").iterdir())).mode == "I;16"
-    assert scores["sixteen"] == scores["eight"] and len(scores["eight"]) == 3
+    assert Image.open(next((data / "float" / "train" / "0").iterdir())).mode == "F"
+    assert scores["sixteen"] == scores["eight"] == scores["float"] and len(scores["eight"]) == 3
     check = run_cli("tasks", "check", "sixteen", "--cards", str(tiny_cards), "--data-root", str(data))
     assert check.returncode == 0, check.stdout + check.stderr
     assert "54 16-bit image(s), scaled to 8 bits when read" in " ".join(check.stdout.split())
@@ -256,6 +322,15 @@ def test_a_weights_file_that_needs_resampling_the_card_does_not_allow_is_refused
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     proc = run_cli(*eval_cell(tmp_path, tiny_cards, "--weights", str(path)))
     assert_one_line_error(proc, "patch8.safetensors", "patch_embed.proj.weight (32, 3, 8, 8) -> (32, 3, 4, 4)", "resample_keys")
+    assert_nothing_recorded(tmp_path)
+
+
+def test_a_weights_file_the_checkpoint_filter_cannot_convert_is_one_line_naming_it(tmp_path: Path, tiny_cards: Path) -> None:
+    state = micro_state(tiny_cards)
+    state["pos_embed"] = state["pos_embed"].flatten().contiguous()  # 1-D: timm's filter cannot resample it
+    path = tmp_path / "flat.safetensors"
+    save_file(state, str(path))
+    assert_one_line_error(run_cli(*eval_cell(tmp_path, tiny_cards, "--weights", str(path))), str(path), "timm's checkpoint filter failed")
     assert_nothing_recorded(tmp_path)
 
 

@@ -164,3 +164,9 @@ def test_ranks_must_divide_evenly_over_the_nodes() -> None:
         RunOptions(ranks=16, nodes=3)
     with pytest.raises(UserError, match="--nodes must be at least 1"):
         RunOptions(nodes=0)
+
+
+def test_a_plan_with_more_ranks_than_layer_sets_is_refused_in_one_line(tiny_cards: Path) -> None:
+    request = EvalRequest.from_options("micro-cls", "digits", "linear", layers="last,0", cards=tiny_cards, ranks=3)
+    with pytest.raises(UserError, match=r"has 2 layer set\(s\) and each rank owns whole ones, so it runs on at most 2 rank\(s\), not 3"):
+        LocalLauncher().plan(request, dry_run=True)

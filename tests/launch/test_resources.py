@@ -77,3 +77,14 @@ def test_the_plan_puts_cells_of_different_needs_in_separate_arrays_and_refuses_w
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
     assert "micro-cls needs 1.1 GB fp32 (estimate) + 0.1 GB heads of GPU memory; the partition's GPUs have 0.8 GB" in refused.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_a_cell_on_several_ranks_is_one_job_of_that_many_tasks_that_ends_whole_when_one_fails(tiny_cards: Path) -> None:
+    spec = Registry.load([tiny_cards]).backbone("micro-patches")
+    one = cell_parameters(SlurmSettings(), memory_need(spec, "fp32"), spec.name)
+    assert (one["nodes"], one["tasks_per_node"]) == (1, 1) and "srun_args" not in one
+    gpus = cell_parameters(SlurmSettings(gpus_per_node=8), memory_need(spec, "fp32"), spec.name, nodes=2, tasks_per_node=8)
+    assert (gpus["nodes"], gpus["tasks_per_node"], gpus["gpus_per_node"]) == (2, 8, 8)
+    assert gpus["srun_args"] == ["--kill-on-bad-exit=1"]  # a dead rank must not leave the others waiting in a collective
+    cpu = cell_parameters(SlurmSettings(), memory_need(spec, "fp32"), spec.name, tasks_per_node=2)
+    assert cpu["mem_gb"] == math.ceil((0.5 + HOST_RUNTIME_GB) * 2)  # per node: each task holds its own backbone

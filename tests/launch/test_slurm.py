@@ -245,3 +245,79 @@ def test_a_preempted_pretraining_job_resumes_its_checkpoint_and_matches_a_straig
     losses = [[json.loads(line)["loss"] for line in (r / "metrics.jsonl").read_text().splitlines()] for r in (run, straight)]
     assert len(losses[0]) == 300 and losses[0] == losses[1]  # resumed bit for bit, no step lost or repeated
     assert (run / "trunk.safetensors").read_bytes() == (straight / "trunk.safetensors").read_bytes()
+
+
+def test_one_cell_runs_as_one_job_of_two_slurm_tasks_to_one_record(slurm: None, tmp_path: Path, tiny_cards: Path) -> None:
+    from aimbench.launch.slurm.jobs import job_rows
+
+    results = tmp_path / "results"
+    cell = (*EVAL[:2], "micro-cls", *EVAL[3:])
+    proc = run_cli(*cell, "--nodes", "1", "--tasks-per-node", "2", "--cards", str(tiny_cards), "--results", str(results),
+                   env={"OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "tasks_per_node=2, nodes=1" in proc.stdout and "submitted 1 cell(s)" in proc.stdout, proc.stdout
+    [state_file] = (results / "jobs").glob("*.json")
+    state = json.loads(state_file.read_text())
+    assert state["world"] == {"nodes": 1, "tasks_per_node": 2, "ranks": 2}
+    [submitted] = state["cells"]
+    assert submitted["resources"]["srun_args"] == ["--kill-on-bad-exit=1"]
+    table = _wait_until_finished(results, timeout=600)  # two ranks on one CPU each: minutes where the machine is busy
+    assert "COMPLETED" in table, (table, Path(submitted["stderr"]).read_text()[-3000:])
+    [row] = job_rows(results)  # one row for the cell, not one per task
+    assert row.record and row.cell == submitted["key"]
+    [record] = _records(results)
+    assert record.name == submitted["record"]
+    rank_one = Path(submitted["stdout"].replace("_0_log.out", "_1_log.out"))
+    assert "global_rank=1(2)" in rank_one.read_text()  # the second task ran the cell as rank 1 of 2
+    local = tmp_path / "local"  # the same cell on one rank here
+    assert run_cli(*cell[:-6], "--cards", str(tiny_cards), "--results", str(local)).returncode == 0
+    two, one = (json.loads(_records(r)[0].read_text()) for r in (results, local))
+    assert two["environment"]["world_size"] == 2 and one["environment"]["world_size"] == 1
+    assert [(x["val_score"], x["test_score"]) for x in two["layers"]] == [(x["val_score"], x["test_score"]) for x in one["layers"]]
+
+
+def test_a_preempted_two_rank_cell_requeues_once_and_resumes_to_the_one_rank_numbers(slurm: None, tmp_path: Path, tiny_cards: Path) -> None:
+    import submitit
+
+    results = tmp_path / "results"
+    long_cell = (
+        "eval",
+        "-b",
+        "micro-cls",
+        "-t",
+        "digits",
+        "--limit",
+        "600",
+        "--epochs",
+        "200",
+        "--protocol",
+        "aim-v1",
+        "--cards",
+        str(tiny_cards),
+    )
+    on_two = ("--cluster", "slurm", "--cpus-per-task", "1", "--nodes", "1", "--tasks-per-node", "2")
+    proc = run_cli(*long_cell, "--results", str(results), *on_two, env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    [state_file] = (results / "jobs").glob("*.json")
+    [cell] = json.loads(state_file.read_text())["cells"]
+    deadline = time.monotonic() + 300
+    while len(list((results / "state").glob("*.rank*of2.pt")) if (results / "state").is_dir() else []) < 2:  # both ranks checkpointed
+        assert time.monotonic() < deadline, Path(cell["stderr"]).read_text()[-2000:]
+        time.sleep(0.5)
+    submitit.SlurmJob(folder=state_file.with_suffix("") / "%j", job_id=cell["job_id"])._interrupt()  # SIGTERM + USR2 to every task
+    deadline = time.monotonic() + 900  # two ranks on one CPU each: many minutes where the machine is busy
+    while not _records(results):
+        assert time.monotonic() < deadline, Path(cell["stderr"]).read_text()[-2000:]
+        time.sleep(1)
+    rank_zero, rank_one = Path(cell["stdout"]).read_text(), Path(cell["stdout"].replace("_0_log.out", "_1_log.out")).read_text()
+    assert rank_zero.count(f"Requeued job {cell['job_id']}") == 1 and "Not checkpointing nor requeuing" in rank_one  # rank 0 alone requeues
+    assert rank_zero.count("Starting with JobEnvironment") == 2 and rank_one.count("Starting with JobEnvironment") == 2
+    assert "resuming" in Path(cell["stderr"]).read_text()  # from the states on disk, not from scratch
+    assert "COMPLETED" in _wait_until_finished(results)
+    local = tmp_path / "local"
+    assert run_cli(*long_cell, "--results", str(local), env={"OMP_NUM_THREADS": "1"}).returncode == 0
+    requeued, straight = (json.loads(_records(r)[0].read_text()) for r in (results, local))
+    assert requeued["environment"]["world_size"] == 2
+    assert [(x["val_score"], x["test_score"]) for x in requeued["layers"]] == [
+        (x["val_score"], x["test_score"]) for x in straight["layers"]
+    ]

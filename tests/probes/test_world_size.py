@@ -43,6 +43,8 @@ def _numbers(path: Path) -> dict[str, Any]:
     return {
         "heads": [(h["layer_set"], h["token"], h["hparams"], h["val_score"]) for h in record["heads"]],
         "layers": [(layer["layer_set"], layer["hparams"], layer["val_score"], layer["test_score"]) for layer in record["layers"]],
+        # every test example's prediction travels back from the rank that owns its layer set: the same sidecar, the same intervals
+        "predictions": (record["predictions"]["sha256"], [layer["test_interval"] for layer in record["layers"]]),
     }
 
 

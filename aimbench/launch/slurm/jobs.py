@@ -138,14 +138,36 @@ EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b
 
 
 def error_tail(row: JobRow, lines: int = 3) -> str:
-    """What a failed cell died of: the last exception line of its stderr, else its last lines."""
+    """What a failed cell died of: the last exception line of its stderr, else its last lines. A cell
+    on several tasks logs one stderr per rank: where rank 0's names no exception (it was ended
+    because another rank failed), the first rank whose log does speaks, with its rank."""
     try:
         text = row.stderr.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return f"(no log at {row.stderr})"
     kept = [line.rstrip() for line in text.splitlines() if line.strip() and not line.startswith("submitit ")]
     exceptions = [line for line in kept if EXCEPTION_LINE.match(line)]
-    return exceptions[-1] if exceptions else "\n".join(kept[-lines:])
+    if exceptions:
+        return exceptions[-1]
+    for rank, log in _other_ranks_logs(row.stderr):
+        other = log.read_text(encoding="utf-8", errors="replace").splitlines()
+        raised = [line.rstrip() for line in other if EXCEPTION_LINE.match(line)]
+        if raised:
+            return f"rank {rank}: {raised[-1]}"
+    return "\n".join(kept[-lines:])
+
+
+def _other_ranks_logs(stderr: Path) -> list[tuple[int, Path]]:
+    """The stderr of a multi-task job's other tasks, beside rank 0's (submitit names them ``<job>_<task>_log.err``)."""
+    prefix, marker, _ = stderr.name.rpartition("_0_log.err")
+    if not marker:
+        return []
+    found = []
+    for log in stderr.parent.glob(f"{prefix}_*_log.err"):
+        task = log.name[len(prefix) + 1 : -len("_log.err")]
+        if task.isdigit() and int(task) > 0:
+            found.append((int(task), log))
+    return sorted(found)
 
 
 def cancel(results: Path, which: str) -> list[str]:

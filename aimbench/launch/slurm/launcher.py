@@ -1,5 +1,11 @@
 """The Slurm launcher: eval cells as job arrays and pre-training as one multi-node job, through submitit.
 
+A cell on several ranks is one job (array task) of ``nodes`` x ``tasks_per_node`` tasks; submitit
+runs :class:`CellJob` in every task, each a rank whose world comes from Slurm's environment, and
+rank 0 writes the record. On preemption submitit checkpoints and requeues from rank 0 only; the
+other ranks wait to be ended by that requeue (:func:`await_requeue`), and every task of the
+requeued job resumes from the state on disk.
+
 Planning is the shared one (``Launcher.plan``): cells whose record already exists are set aside,
 so re-running a sweep submits only what is missing. Each cell's resources come from the settings
 and its backbone card's memory hint (``resources``); cells asking for the same go in one array, so a
@@ -13,6 +19,7 @@ keys, record names, log paths), so a new shell can find it; a running cell keeps
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -34,6 +41,8 @@ from aimbench.launch.slurm.settings import SlurmSettings
 from aimbench.launch.slurm.submission import record_submission, submit_quietly
 from aimbench.pretrain.request import PretrainRequest
 
+REQUEUE_WAIT_S = 60.0
+
 
 class CellJob(submitit.helpers.Checkpointable):
     """The job-side callable: evaluate one cell (its progress in its progress file); returns its record's path (as text)."""
@@ -52,7 +61,19 @@ class CellJob(submitit.helpers.Checkpointable):
             return str(run_cell(planned, self.options))
         except Interrupted as stopped:
             stopped.forward()  # USR2: requeues and exits; SIGTERM: submitit only logs it, and the job ends here
+            if submitit.JobEnvironment().global_rank != 0:
+                await_requeue()
             raise
+
+
+def await_requeue(wait_s: float = REQUEUE_WAIT_S) -> None:
+    """On a rank other than 0 of a stopped multi-rank cell: wait for rank 0's requeue to end this task.
+
+    submitit requeues from global rank 0 only; were this task to end first with an error, Slurm
+    (``--kill-on-bad-exit``) could end the job before rank 0 has requeued it, and the cell would
+    be lost instead of resumed. Where no requeue comes (a plain SIGTERM), Slurm kills the task at
+    the end of its grace period anyway; ``wait_s`` bounds it otherwise."""
+    time.sleep(wait_s)
 
 
 def absolute_options(options: RunOptions) -> RunOptions:
@@ -88,7 +109,7 @@ class SlurmLauncher(Launcher):
 
     def resources(self, cell: Cell, registry: Registry) -> tuple[dict[str, Any], MemoryNeed | None]:
         need = cell_memory(cell, registry, gpu=self.settings.gpus > 0)
-        return cell_parameters(self.settings, need, cell.backbone), need
+        return cell_parameters(self.settings, need, cell.backbone, self.nodes, self.tasks_per_node), need
 
     def submit(self, plan: EvalPlan) -> Launched:
         """Submit each array of ``plan`` (all or none); fails at once, in one line, when Slurm cannot take them."""
@@ -106,7 +127,8 @@ class SlurmLauncher(Launcher):
              "resources": p.resources}
             for p, j in zip(placed, submitted)
         ]  # fmt: skip
-        state_file = record_submission(options.results_dir, submission_id, {"kind": "eval", "cells": cells})
+        world = {"nodes": self.nodes, "tasks_per_node": self.tasks_per_node, "ranks": self.nodes * self.tasks_per_node}  # per cell
+        state_file = record_submission(options.results_dir, submission_id, {"kind": "eval", "world": world, "cells": cells})
         return Launched(job_ids=[j.job_id for j in submitted], state_file=state_file)
 
     def pretrain(self, request: PretrainRequest) -> Launched:

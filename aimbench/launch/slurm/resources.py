@@ -15,7 +15,9 @@ of them). The need then picks defaults the user has not set:
   ``HOST_RUNTIME_GB`` for the interpreter, torch and the decoded images (asking too little gets a
   cell killed where memory is enforced; asking too much only queues it longer).
 
-Cells whose parameters come out equal share one job array.
+A cell on several ranks (``--nodes`` x ``--tasks-per-node``, one task per GPU by default) is one job of
+that many tasks; each task runs the cell's callable as one rank. Cells whose parameters come out
+equal share one job array.
 """
 
 from __future__ import annotations
@@ -30,14 +32,18 @@ from aimbench.launch.slurm.settings import SlurmSettings
 HOST_RUNTIME_GB = 4.0
 
 
-def cell_parameters(settings: SlurmSettings, need: MemoryNeed, name: str) -> dict[str, Any]:
+def cell_parameters(settings: SlurmSettings, need: MemoryNeed, name: str, nodes: int = 1, tasks_per_node: int = 1) -> dict[str, Any]:
     """submitit parameters for one eval cell of backbone ``name`` that needs ``need`` (backbone and
-    heads): one rank's need where the cell runs on several (``need.ranks``), since each GPU holds
-    one rank, so a cell whose heads fit only when divided among its ranks is not refused for their sum."""
-    parameters = settings.executor_parameters()
+    heads), run by ``nodes`` x ``tasks_per_node`` tasks (one rank each; submitit runs the job's
+    callable in every task): one rank's need where the cell runs on several (``need.ranks``), since
+    each GPU holds one rank, so a cell whose heads fit only when divided among its ranks is not refused for their sum."""
+    parameters = settings.executor_parameters(nodes=nodes, tasks_per_node=tasks_per_node)
+    if nodes * tasks_per_node > 1:
+        # a rank that dies leaves the others in a collective until the time limit: Slurm ends the whole step instead
+        parameters["srun_args"] = ["--kill-on-bad-exit=1"]
     if settings.gpus == 0:
-        if settings.mem_gb is None:
-            parameters["mem_gb"] = math.ceil(need.total_gb + HOST_RUNTIME_GB)  # whole GB: cells of close needs share an array
+        if settings.mem_gb is None:  # per node: every task there holds its own backbone (whole GB: close needs share an array)
+            parameters["mem_gb"] = math.ceil((need.total_gb + HOST_RUNTIME_GB) * tasks_per_node)
         return parameters
     if settings.constraint is None and settings.gpu_types:
         fitting = sorted(name for name, gb in settings.gpu_types.items() if gb >= need.total_gb)

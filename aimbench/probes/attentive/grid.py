@@ -41,6 +41,13 @@ class SetNorms(nn.Module):
         """(L, B, N, D) -> (L, B, N, D)."""
         return torch.stack([norm(x.transpose(1, 2)).transpose(1, 2) for norm, x in zip(self.norms, tokens)])
 
+    def normalise_(self, tokens: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward`, written over ``tokens`` one set at a time: a training batch's tokens are
+        the heads' largest input, and this keeps one copy of them (and one set's) instead of two."""
+        for norm, x in zip(self.norms, tokens):
+            x.copy_(norm(x.transpose(1, 2)).transpose(1, 2))
+        return tokens
+
     def norm(self, index: int) -> nn.BatchNorm1d:
         """The BatchNorm of layer set ``index``."""
         norm = self.norms[index]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from aimbench.errors import UserError
 from aimbench.probes.features.layer_sets import LayerSet
-from aimbench.probes.ownership import most_sets_per_rank
+from aimbench.probes.ownership import most_sets_per_rank, split_evenly
 
 FLOAT = 4  # bytes
 HEADS_SHARE = 0.9  # of the device memory left beside the backbone: what the heads may take (the rest: allocator, batches)
@@ -45,7 +45,9 @@ def bytes_per_layer_set(
     micro = min(batch, micro_batch or batch)
     params = grid_points * (2 * dim * dim + dim + classes * dim + classes)
     states = 4 * params  # weights, gradients, AdamW first and second moments
-    inputs = 2 * batch * tokens * dim  # the set's tokens and their normalised copy
+    # the set's tokens, and as many values again: alone, the normalisation of a set (written over its tokens); with
+    # several ranks, this rank's rows of every set, which it holds while the owners' tokens arrive (sharding.to_owners)
+    inputs = 2 * batch * tokens * dim
     activations = grid_points * 2 * micro * heads * (tokens + dim)  # attention and token mix, and their gradients
     return FLOAT * (states + inputs + activations)
 
@@ -67,5 +69,11 @@ def plan_passes(
             f"{budget_bytes / 2**30:.1f} GiB; lower the batch size, the micro-batch or the lr x wd grid"
         )
     passes = math.ceil(most_sets_per_rank(len(sets), world) / fit)
-    size = math.ceil(len(sets) / passes)  # balanced chunks
-    return PassPlan([list(sets[i : i + size]) for i in range(0, len(sets), size)], per_set, budget_bytes)
+    if world > 1 and passes > len(sets) // world:  # a pass of fewer sets than ranks would leave a rank without heads
+        raise UserError(
+            f"the attentive heads of {len(sets)} layer sets need {passes} passes on {world} ranks "
+            f"({per_set / 2**30:.1f} GiB a set, budget {budget_bytes / 2**30:.1f} GiB a rank), and every rank must own a set in every pass: "
+            f"use more GPUs (each holds {fit} set(s)), --dtype bf16, or one GPU, which trains them in passes"
+        )
+    bounds = split_evenly(len(sets), passes)  # balanced chunks
+    return PassPlan([list(sets[a:b]) for a, b in zip(bounds, bounds[1:])], per_set, budget_bytes)

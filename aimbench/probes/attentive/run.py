@@ -9,7 +9,6 @@ from functools import partial
 import torch
 
 from aimbench.cards.task_card import SPLITS
-from aimbench.errors import UserError
 from aimbench.probes.attentive.config import AttentiveProbeConfig
 from aimbench.probes.attentive.memory import HEADS_SHARE, plan_passes
 from aimbench.probes.attentive.training import CachedTokens, train_attentive_probes
@@ -38,9 +37,6 @@ def run_attentive(job: ProbeJob) -> ProbeOutcome:
     grid = len(grid_points(config))
     plan = plan_passes(sets, backbone.dim, backbone.patch_tokens(), task.num_classes, grid, config.batch_size,
                        memory_budget(job), config.micro_batch, backbone.heads, shard.world)  # fmt: skip
-    if not shard.alone and len(plan.passes) > 1:  # every rank owns sets in every pass (ownership): never a rank idle in a later one
-        raise UserError(f"the attentive heads need {len(plan.passes)} passes on {shard.world} ranks ({plan.describe()}); "
-                        "several ranks train them in one pass: use more GPUs, or one GPU, which trains in passes")  # fmt: skip
     cached: tuple[CachedTokens, CachedTokens, CachedTokens] | None = None
     cache, timing = {}, Timing()
     if config.data_mode == "cached":

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -108,10 +109,10 @@ def eval_tokens(
         for batch, _ in eval_batches(backbone, images, batch_size, workers):
             yield set_tokens(backbone, batch, sets)
         return
-    dataset = TransformedImages(images, backbone.transform())
-    for batch, loaded in rank_loader(dataset, consecutive(len(images), batch_size * shard.world), shard, workers):  # type: ignore[arg-type]
-        tokens = owned_tokens(backbone, loaded, len(batch), sets, shard)
-        for start in range(0, len(batch), batch_size):
+    dataset: Any = TransformedImages(images, backbone.transform())  # a map-style dataset, not a Dataset subclass (torch-free)
+    for positions, loaded in rank_loader(dataset, consecutive(len(images), batch_size * shard.world), shard, workers):
+        tokens = owned_tokens(backbone, loaded, len(positions), sets, shard)
+        for start in range(0, len(positions), batch_size):
             yield tokens[:, start : start + batch_size]
 
 
@@ -154,8 +155,7 @@ class AttentiveTrainer:
         normalises the whole batch first; the heads then run in micro-batches whose gradients add
         up to the full batch's, so memory follows ``micro_batch``, not ``batch_size``."""
         with torch.no_grad():
-            normed = self.norms(tokens)
-        del tokens
+            normed = self.norms.normalise_(tokens)  # in place: the batch's tokens are the heads' largest input
         batch, classes = normed.shape[1], self.grids[0].weight.shape[1]
         autocast = normed.device.type in TRAIN_AUTOCAST
         self.optimizer.zero_grad(set_to_none=True)

@@ -24,10 +24,10 @@ def rank_loader(
 ) -> Iterator[tuple[Sequence[int], torch.Tensor | None]]:
     """Each global batch of ``order`` (dataset positions) with this rank's rows of it loaded (None:
     it has none); one DataLoader for the whole order, so workers prefetch across batches."""
-    mine = []
+    mine: list[list[int]] = []
     for batch in order:
-        rows = shard.rows(len(batch))
-        mine.append(list(batch[rows.start : rows.stop]))
+        share = shard.rows(len(batch))
+        mine.append(list(batch[share.start : share.stop]))
     loaded = iter(one_line_worker_errors(DataLoader(dataset, batch_sampler=[rows for rows in mine if rows], num_workers=workers)))
     for batch, rows in zip(order, mine):
         yield batch, (next(loaded)[0] if rows else None)

@@ -12,7 +12,7 @@ from aimbench.probes.attentive.training import head_predictions
 from aimbench.probes.job import ProbeJob, ProbeOutcome
 from aimbench.probes.kinds import OFFICIAL
 from aimbench.probes.metrics import score_predictions, secondary_scores
-from aimbench.probes.results import LayerResult, ProbeResult
+from aimbench.probes.results import LayerResult, ProbeResult, as_predictions
 from aimbench.probes.timing import Timing
 
 
@@ -37,7 +37,7 @@ def run_released(job: ProbeJob) -> ProbeOutcome:
         if name == "test":  # secondary metrics are reported for test only; selection never reads them
             extra = secondary_scores(predictions, labels, task.secondary_metrics, task.num_classes)[0]
     result = LayerResult(layer_set=layer_set.name, blocks=official.layers, token="attentive", hparams=None, val_score=scores["val"],
-                         test_score=scores["test"], test_secondary=extra, test_predictions=predictions)  # fmt: skip
+                         test_score=scores["test"], test_secondary=extra, test_predictions=as_predictions(predictions))  # fmt: skip
     config = {
         "kind": OFFICIAL, "head": head_name, "head_weights_id": info.id, "head_sha256": info.sha256,
         "window": list(official.layers), "training": "none: the released head is evaluated as is", "selection": "none",

@@ -114,7 +114,10 @@ def test_cli_evaluates_released_heads_without_training(tmp_path: Path) -> None:
     assert last["probe_config"]["head_sha256"] == hashlib.sha256(files["last"].read_bytes()).hexdigest()
     assert last["probe_config"]["window"] == [1, 2] and last["heads"] == []
     assert last["layers"] == [{"layer_set": "last=avg:1-2", "blocks": [1, 2], "layer": 2, "token": "attentive", "hparams": None,
-                               "val_score": last["best_val_score"], "test_score": last["best_test_score"], "test_secondary": {}}]  # fmt: skip
+                               "val_score": last["best_val_score"], "test_score": last["best_test_score"], "test_secondary": {},
+                               "test_interval": last["best_test_interval"]}]  # fmt: skip
+    interval = last["best_test_interval"]  # released heads keep their test predictions too: an interval on their score
+    assert interval["low"] <= last["best_test_score"] <= interval["high"] and last["predictions"]["bytes"] > 0
     assert 0.0 <= last["best_test_score"] <= 1.0 and last["metric"] == "top1"
     report = run_cli("report", "--results", str(results), "--format", "markdown")
     assert "official:last" in report.stdout and "official:best" in report.stdout
