@@ -8,6 +8,7 @@ their per-example outputs (``aimbench.report.seed_intervals``, cached), and is l
 Grid edge: a selected learning rate at the smallest or largest value its grid tried, or a
 weight decay at the largest (or at the smallest, when that is above 0: 0 is a floor, not an
 edge), means the best head may lie outside the grid; the cell is marked so the grid gets widened.
+The grid is the recipe's (``probe_config``); ``report cell`` checks the heads a layer set trained.
 """
 
 from __future__ import annotations
@@ -20,44 +21,35 @@ import duckdb
 from aimbench.report.filters import Filters
 from aimbench.report.intervals import Bounds
 from aimbench.report.seed_intervals import seed_bounds
-from aimbench.report.setups import Setup, setup_sql
+from aimbench.report.setups import Setup
 
-# The record-level copies of the best and last layer sets' intervals: no unnest of every layer set.
-INTERVALS_SQL = """
-SELECT {setup}, task, count(*) AS seeds,
+# Added to the leaderboard's one aggregation over ``latest`` (each query on it re-ranks every record):
+# the record-level copies of the best and last layer sets' intervals (no unnest of every layer set),
+# and whether the best head's lr and wd sit at an end of the grid its recipe tried (probe_config: a
+# few numbers, where the heads list may hold thousands). The lr is looked up among the base and the
+# batch-scaled rates alike, each list checked at its own ends.
+_LR, _WD = "(best_hparams->>'lr')::DOUBLE", "(best_hparams->>'weight_decay')::DOUBLE"
+_BASE, _SCALED = "(probe_config->'learning_rates')::DOUBLE[]", "(probe_config->'scaled_learning_rates')::DOUBLE[]"
+_WDS = "(probe_config->'weight_decays')::DOUBLE[]"
+_ENDS = "(({value} = list_min({grid}) OR {value} = list_max({grid})) AND len(list_distinct({grid})) > 1)"
+SUMMARY_COLUMNS = f"""
        any_value(best_test_interval.low) AS best_low, any_value(best_test_interval.high) AS best_high,
-       any_value(last_test_interval.low) AS last_low, any_value(last_test_interval.high) AS last_high
-FROM latest
-WHERE {where}
-GROUP BY {setup}, task
-"""
-
-# Per record: which of the best head's lr and wd sit at the edge of the values its heads tried.
-_GRID = "json_extract(heads, '$[*].hparams.{name}')::DOUBLE[]"
-EDGES_SQL = f"""
-SELECT {{setup}}, task, bool_or(lr IN (list_min(lrs), list_max(lrs)) AND len(list_distinct(lrs)) > 1) AS lr_edge,
-       bool_or((wd = list_max(wds) OR (wd = list_min(wds) AND wd > 0)) AND len(list_distinct(wds)) > 1) AS wd_edge
-FROM (SELECT *, (best_hparams->>'lr')::DOUBLE AS lr, (best_hparams->>'weight_decay')::DOUBLE AS wd,
-             {_GRID.format(name="lr")} AS lrs, {_GRID.format(name="weight_decay")} AS wds FROM latest WHERE {{where}})
-GROUP BY {{setup}}, task
-"""
+       any_value(last_test_interval.low) AS last_low, any_value(last_test_interval.high) AS last_high,
+       bool_or(coalesce({_ENDS.format(value=_LR, grid=_BASE)} OR {_ENDS.format(value=_LR, grid=_SCALED)}, false)) AS lr_edge,
+       bool_or(coalesce(({_WD} = list_max({_WDS}) OR ({_WD} = list_min({_WDS}) AND {_WD} > 0)) AND len(list_distinct({_WDS})) > 1,
+                        false)) AS wd_edge"""
 
 Key = tuple[Setup, str, str]  # setup, task, "best" | "last"
 
 
-def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    cursor = con.execute(sql, params)
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, values)) for values in cursor.fetchall()]
-
-
-def cell_bounds(con: duckdb.DuckDBPyConnection, results_dir: Path | None, filters: Filters = Filters()) -> dict[Key, Bounds]:
-    """The interval of each (setup, task, best|last): stored for one seed, from the sidecars over several
-    (only where ``results_dir`` is given and every seed has its outputs)."""
-    where, params = filters.where()
+def cell_bounds(
+    summaries: list[dict[str, Any]], con: duckdb.DuckDBPyConnection, results_dir: Path | None, filters: Filters = Filters()
+) -> dict[Key, Bounds]:
+    """The interval of each (setup, task, best|last) of the leaderboard's ``summaries``: stored for one
+    seed, from the sidecars over several (only where ``results_dir`` is given and every seed has its outputs)."""
     bounds: dict[Key, Bounds] = {}
     several: set[tuple[Setup, str]] = set()
-    for row in _rows(con, INTERVALS_SQL.format(setup=setup_sql(), where=where), params):
+    for row in summaries:
         setup, task = Setup.of(row), row["task"]
         if row["seeds"] > 1:
             several.add((setup, task))
@@ -70,11 +62,10 @@ def cell_bounds(con: duckdb.DuckDBPyConnection, results_dir: Path | None, filter
     return bounds
 
 
-def grid_edges(con: duckdb.DuckDBPyConnection, filters: Filters = Filters()) -> dict[tuple[Setup, str], list[str]]:
+def grid_edges(summaries: list[dict[str, Any]]) -> dict[tuple[Setup, str], list[str]]:
     """Per (setup, task): ``["lr"]``, ``["wd"]``, both or none: where the best head's value sits at its grid's edge."""
-    where, params = filters.where()
     edges = {}
-    for row in _rows(con, EDGES_SQL.format(setup=setup_sql(), where=where), params):
+    for row in summaries:
         hit = [name for name in ("lr", "wd") if row[f"{name}_edge"]]
         if hit:
             edges[(Setup.of(row), row["task"])] = hit

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import duckdb
 
+from aimbench.report.cell_bounds import SUMMARY_COLUMNS
 from aimbench.report.comparison import CardWindows, Comparison, LayerScore, Paper, compare
 from aimbench.report.filters import Filters
 from aimbench.report.intervals import Bounds, contains, hover, mean_half, show
@@ -41,7 +42,7 @@ SELECT {setup}, task, any_value(weights_name) AS weights_name,
        stddev_samp(last_test_score) AS last_test_std,
        string_agg(DISTINCT last_layer_set, '/' ORDER BY last_layer_set) AS last_layer_set,
        max(CAST(json_extract(backbone_info, '$.depth') AS INTEGER)) AS depth,
-       any_value(json_extract(backbone_info, '$.windows')::VARCHAR) AS windows
+       any_value(json_extract(backbone_info, '$.windows')::VARCHAR) AS windows,{extra}
 FROM latest
 WHERE {where}
 GROUP BY {setup}, task
@@ -88,9 +89,10 @@ class Row:
 
 
 def cell_summaries(con: duckdb.DuckDBPyConnection, filters: Filters = Filters()) -> list[dict[str, Any]]:
-    """One row per (setup, task), seeds averaged: the long form of the leaderboard."""
+    """One row per (setup, task), seeds averaged: the long form of the leaderboard, with what
+    ``aimbench.report.cell_bounds`` reads (stored intervals, grid edges) in the same pass."""
     where, params = filters.where()
-    cursor = con.execute(SUMMARY_SQL.format(setup=setup_sql(), where=where), params)
+    cursor = con.execute(SUMMARY_SQL.format(setup=setup_sql(), where=where, extra=SUMMARY_COLUMNS), params)
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row)) for row in cursor.fetchall()]
 

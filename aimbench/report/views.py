@@ -44,18 +44,21 @@ def leaderboard_view(
         raise UserError(
             "no records match the filters; drop a filter, or see 'aimbench report --sql \"SELECT DISTINCT backbone, task, probe FROM runs\"'"
         )
-    bounds = cell_bounds(con, results_dir, filters)
+    bounds = cell_bounds(summaries, con, results_dir, filters)
     # paper windows are looked up only for backbones a paper row is matched to: no unnest of every other record's layer sets
     matched = tuple(sorted({p.backbone for p in papers if p.backbone}))
     layers = layer_scores(con, replace(filters, backbones=matched)) if matched else None
-    board = leaderboard(summaries, papers, shown, layers, bounds, grid_edges(con, filters), style)
+    board = leaderboard(summaries, papers, shown, layers, bounds, grid_edges(summaries), style)
     return board, [_with_bounds(s, bounds) for s in summaries]
 
 
 def _with_bounds(summary: dict[str, Any], bounds: dict[tuple[Setup, str, str], Bounds]) -> dict[str, Any]:
-    """A long-form row with its intervals' ends beside each score (empty where none), before n_test and the rest."""
+    """A long-form row with its intervals' ends beside each score (empty where none, seeds combined
+    where several), and the grid-edge flags; the raw per-record ends it was built from are dropped."""
     out: dict[str, Any] = {}
     for key, value in summary.items():
+        if key in ("best_low", "best_high", "last_low", "last_high"):
+            continue
         out[key] = value
         for which in ("best", "last"):
             if key == f"{which}_test_score":
