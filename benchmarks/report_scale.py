@@ -1,8 +1,9 @@
 """Time ``aimbench report`` over many records: the Parquet cache against reading every JSON file.
 
 Writes N synthetic records (default 100,000: 50 backbones x 15 tasks x 4 probes x 33 seeds,
-each with 24 per-block results and a small head list, ~6 KB, like a real record without its
-full grid) into a scratch results folder, then times, in one run:
+each with 24 per-block results and their stored 95 % intervals, and a small head list, ~6 KB,
+like a real record without its full grid; no prediction sidecars, so the 33 seeds of a cell
+show ``±?``: the report must not open a file to find that out) into a scratch results folder, then times, in one run:
 
   1. the first report (cold: every record parsed into the cache),
   2. a second report (warm: the cache is current; the issue's target is under 2 s here),
@@ -17,7 +18,6 @@ Python start-up and imports. Usage: python benchmarks/report_scale.py [--records
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -29,6 +29,7 @@ from pathlib import Path
 import duckdb
 
 from aimbench.store.cache import list_records
+from aimbench.store.records import record_text
 from aimbench.store.schema import RECORD_COLUMNS, SCHEMA_VERSION
 
 PROBES = ("linear", "attentive", "knn", "official:last")
@@ -40,7 +41,8 @@ def synthetic_record(index: int, backbones: int = 50, tasks: int = 15) -> dict:
     seed = index // (backbones * tasks * len(PROBES))
     layers = [
         {"layer_set": str(b), "blocks": [b], "layer": b, "token": "cls", "hparams": {"lr": 0.01, "weight_decay": 0.0},
-         "val_score": 0.5 + b / 100 + (index % 7) / 1000, "test_score": 0.48 + b / 100, "test_secondary": {}}
+         "val_score": 0.5 + b / 100 + (index % 7) / 1000, "test_score": 0.48 + b / 100, "test_secondary": {},
+         "test_interval": {"low": 0.46 + b / 100, "high": 0.50 + b / 100}}
         for b in range(24)
     ]  # fmt: skip
     best, last = layers[17], layers[-1]
@@ -52,6 +54,7 @@ def synthetic_record(index: int, backbones: int = 50, tasks: int = 15) -> dict:
         "metric": "top1", "secondary_metrics": [],
         **{f"best_{k}": v for k, v in best.items()}, **{f"last_{k}": v for k, v in last.items()},
         "layers": layers, "heads": [{"layer_set": "0", "token": "cls", "hparams": {"lr": 0.01}, "val_score": 0.5}] * 4,
+        "interval": {"method": "bootstrap-percentile", "level": 0.95, "resamples": 2000, "seed": 0},
         "probe_config": {"kind": probe, "epochs": 100}, "environment": {"aimbench_version": "bench"}, "wall_time_s": 1.0,
     }  # fmt: skip
 
@@ -61,7 +64,7 @@ def write_records(runs: Path, start: int, count: int) -> None:
     for index in range(start, start + count):
         record = synthetic_record(index)
         name = f"{record['cell_key'].replace('|', '__').replace(':', '-')}__{record['config_hash']}.json"
-        (runs / name).write_text(json.dumps(record, indent=1), encoding="utf-8")
+        (runs / name).write_text(record_text(record), encoding="utf-8")  # sealed with its checksum, as the store writes it
 
 
 def timed_report(results: Path) -> float:

@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 
 from aimbench.errors import UserError
+from aimbench.report.intervals import Bounds, show
 from aimbench.report.tables import Table, hparams_label, percent, set_label
 from aimbench.store.records import read_record, runs_dir
 
@@ -68,6 +69,7 @@ def provenance_table(record: dict[str, Any]) -> Table:
                                  f"scaled lr {_listed(probe.get('scaled_learning_rates'))}"),
         ("grid", f"lr {_listed(probe.get('learning_rates'))}; wd {_listed(probe.get('weight_decays'))}"),
         ("selection", str(probe.get("selection", "–"))),
+        ("test intervals", interval_line(record)),
         ("features", f"{features.get('source', '–')}; final norm {'applied' if features.get('norm_applied') else 'not applied'}; "
                      f"tokens {_listed(features.get('prefix_layout'))}; {probe.get('feature_norm', '')}".rstrip("; ")),
         ("backbone", f"{record['backbone']} = {backbone.get('arch', '–')} ({backbone.get('adapter', '–')}), depth {backbone.get('depth', '–')}, "
@@ -116,6 +118,35 @@ def timing_line(record: dict[str, Any]) -> str:
     return " · ".join(parts) + f" · total {_s(timing['total_s'])} on {device}"
 
 
+def interval_line(record: dict[str, Any]) -> str:
+    """How the record's intervals were drawn, and where its per-example outputs are."""
+    how, sidecar = record.get("interval"), record.get("predictions")
+    if not how:
+        return "none: recorded before aimbench kept per-example outputs (re-run the cell for intervals)"
+    outputs = f"; per-example outputs {sidecar['file']} ({sidecar['bytes']:,} bytes)" if sidecar else ""
+    return f"{how['level']:.0%} {how['method']} over {record['n_test']} test examples, {how['resamples']} resamples, seed {how['seed']}{outputs}"
+
+
+def at_edge(record: dict[str, Any], layer: dict[str, Any]) -> list[str]:
+    """The hyper-parameters of ``layer``'s selected head at the edge of the values its heads tried
+    (``aimbench.report.cell_bounds``: lr at either end, wd at the top or at a bottom above 0)."""
+    tried: dict[str, set[float]] = {}
+    for head in record.get("heads") or []:
+        if head.get("layer_set") == layer["layer_set"]:
+            for name, value in (head.get("hparams") or {}).items():
+                if isinstance(value, (int, float)):
+                    tried.setdefault(name, set()).add(float(value))
+    edges = []
+    for name, short in (("lr", "lr"), ("weight_decay", "wd")):
+        value, grid = (layer.get("hparams") or {}).get(name), tried.get(name, set())
+        if value is None or len(grid) < 2:
+            continue
+        low_edge = value == min(grid) and (name == "lr" or value > 0)
+        if value == max(grid) or low_edge:
+            edges.append(short)
+    return edges
+
+
 def _protocol_line(record: dict[str, Any]) -> str:
     protocol = (record.get("probe_config") or {}).get("protocol")
     if not protocol:
@@ -147,13 +178,16 @@ def layer_table(record: dict[str, Any]) -> Table:
     rows = []
     for layer in record["layers"]:
         marks = [m for m in ("best", "last") if record[f"{m}_layer_set"] == layer["layer_set"]]
+        edge = at_edge(record, layer)
+        interval = layer.get("test_interval")
+        bounds = Bounds(interval["low"], interval["high"]) if interval else None
         rows.append(
             [
                 set_label(layer["layer_set"]),
                 layer["token"],
-                hparams_label(layer["hparams"]),
+                hparams_label(layer["hparams"]) + ("^" if edge else ""),
                 percent(layer["val_score"]),
-                percent(layer["test_score"]),
+                show(layer["test_score"], bounds),
                 " ".join(marks),
             ]
         )
@@ -162,6 +196,11 @@ def layer_table(record: dict[str, Any]) -> Table:
         f"(train {record['n_train']} / val {record['n_val']} / test {record['n_test']})"
     )
     notes = [f"weights {record['weights_id']} sha256:{record['weights_sha256'][:12]}; {record['wall_time_s']:.1f} s"]
+    if any(r[2].endswith("^") for r in rows):
+        notes.append("^ the selected lr or wd is at the edge of the grid its heads tried: the best may lie outside it")
+    notes.append(
+        "test: ± the larger half of its 95% interval over test examples" if record.get("interval") else "test ±?: no interval recorded"
+    )
     plan = (record.get("probe_config") or {}).get("memory_plan")
     if plan:
         notes.append(f"attentive heads: {plan}")

@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from aimbench.report.intervals import Bounds
 from aimbench.report.setups import Setup
 
 COMPARABLE_PROBES = {"attentive": ("attentive", "official")}  # paper probe -> measured kinds ("official:last" is "official")
@@ -31,6 +32,8 @@ class LayerScore:
     layer_set: str
     blocks: tuple[int, ...]
     test_score: float
+    low: float | None = None  # its stored 95% interval (one seed only; None: several seeds, or none recorded)
+    high: float | None = None
 
 
 @dataclass
@@ -76,6 +79,7 @@ class Comparison:
     paper: Paper
     window: tuple[int, ...]
     measured: dict[str, float]  # task -> test score on the window
+    bounds: dict[str, Bounds] = field(default_factory=dict)  # task -> its interval, where stored
 
     @property
     def window_label(self) -> str:
@@ -106,13 +110,15 @@ def compare(
                 reasons["measured on a --limit subset, not the full test split"].append(f"{setup.backbone} {label(setup)}")
                 continue
             card = cards.get(setup, CardWindows())
-            measured, window = {}, None
+            measured, bounds, window = {}, {}, None
             for task in paper.cells:
                 scores = layers.get((setup, task), [])
                 window = paper.window(scores, card)
-                hit = next((s.test_score for s in scores if window is not None and s.blocks == window), None)
+                hit = next((s for s in scores if window is not None and s.blocks == window), None)
                 if hit is not None:
-                    measured[task] = hit
+                    measured[task] = hit.test_score
+                    if hit.low is not None and hit.high is not None:
+                        bounds[task] = Bounds(hit.low, hit.high)
             if not measured or window is None:
                 if kind != "official":  # a released head reads one window by construction
                     add = f"avg:{paper.blocks}" if paper.blocks else paper.layer
@@ -121,6 +127,6 @@ def compare(
                         f"{setup.backbone} {label(setup)} vs {paper.model} {paper.layer_label}{blocks}"
                     )
                 continue
-            comparisons.append(Comparison(setup, paper, window, measured))
+            comparisons.append(Comparison(setup, paper, window, measured, bounds))
     notes = [f"no Δ for {', '.join(dict.fromkeys(who))}: {why}" for why, who in reasons.items()]
     return comparisons, notes

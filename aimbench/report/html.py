@@ -18,6 +18,7 @@ from aimbench.report.plots import grouped, render
 from aimbench.report.tables import Table
 
 PAGE = "index.html"
+TITLE = "aimbench leaderboard"  # the page's heading: a table of that title gets no second one
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; }
@@ -58,7 +59,8 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
 """
 
 
-def _table_html(table: Table, table_id: str) -> str:
+def _table_html(table: Table, table_id: str, heading: bool = True) -> str:
+    """The table as sortable HTML; ``heading=False`` where the page's own heading already names it."""
     numeric = [j for j in range(len(table.columns)) if table.scores and any(row[j] is not None for row in table.scores)]
     head = "".join(f'<th class="{"num" if j in numeric else "text"}">{html.escape(c)}</th>' for j, c in enumerate(table.columns))
     body = []
@@ -68,17 +70,20 @@ def _table_html(table: Table, table_id: str) -> str:
         for j, text in enumerate(row):
             value = table.scores[i][j] if table.scores else None
             sort = "" if value is None else f' data-sort="{value!r}"'
-            cells.append(f'<td class="{"num" if j in numeric else "text"}"{sort}>{html.escape(text)}</td>')
+            hint = table.hints[i][j] if table.hints else None
+            title = "" if hint is None else f' title="{html.escape(hint)}"'
+            cells.append(f'<td class="{"num" if j in numeric else "text"}"{sort}{title}>{html.escape(text)}</td>')
         body.append(f'<tr class="{kind}">{"".join(cells)}</tr>')
     notes = "".join(f"<li>{html.escape(note)}</li>" for note in table.notes)
-    return (f'<h2>{html.escape(table.title)}</h2>\n<table id="{table_id}" class="sortable"><thead><tr>{head}</tr></thead>'
+    title = f"<h2>{html.escape(table.title)}</h2>\n" if heading else ""
+    return (f'{title}<table id="{table_id}" class="sortable"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table>\n<ul class="notes">{notes}</ul>')  # fmt: skip
 
 
-def _figures_html(curves: list[Curve]) -> str:
+def _figures_html(curves: list[Curve], relative: bool = False) -> str:
     figures = []
     for (task, probe), members in grouped(curves).items():
-        data = base64.b64encode(render(members, "png")).decode("ascii")
+        data = base64.b64encode(render(members, "png", relative)).decode("ascii")
         caption = html.escape(f"{task}, {probe} probe")
         figures.append(
             f'<figure><img alt="layer curve: {caption}" src="data:image/png;base64,{data}"><figcaption>{caption}</figcaption></figure>'
@@ -86,18 +91,18 @@ def _figures_html(curves: list[Curve]) -> str:
     return "\n".join(figures)
 
 
-def write_html(folder: Path, leaderboard: Table, curves_table: Table, curves: list[Curve], subtitle: str) -> Path:
+def write_html(folder: Path, leaderboard: Table, curves_table: Table, curves: list[Curve], subtitle: str, relative: bool = False) -> Path:
     """Write ``folder/index.html`` atomically and return its path."""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>aimbench leaderboard</title>
+<html lang="en"><head><meta charset="utf-8"><title>{TITLE}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{_STYLE}</style></head>
 <body>
-<h1>aimbench leaderboard</h1>
+<h1>{TITLE}</h1>
 <p class="notes">{html.escape(subtitle)}; generated {stamp}. Click a column header to sort.</p>
-{_table_html(leaderboard, "leaderboard")}
+{_table_html(leaderboard, "leaderboard", heading=leaderboard.title != TITLE)}
 {_table_html(curves_table, "curves") if curves_table.rows else ""}
-{_figures_html(curves)}
+{_figures_html(curves, relative)}
 <script>{_SCRIPT}</script>
 </body></html>
 """

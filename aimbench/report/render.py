@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,11 +53,23 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                  "±": r"$\pm$", "–": "--", "−": "$-$", "Δ": r"$\Delta$", "★": r"$\star$"}  # fmt: skip
+                  "±": r"$\pm$", "–": "--", "−": "$-$", "Δ": r"$\Delta$", "★": r"$\star$", "×": r"$\times$"}  # fmt: skip
 
 
 def latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+_INTERVAL = re.compile(r" ±(\d+\.\d+|\?)")
+
+
+def latex_cell(text: str) -> str:
+    """A cell escaped for LaTeX, an interval's ``78.5 ±0.4`` set as ``78.5\\,{\\scriptsize$\\pm$0.4}``."""
+    parts = _INTERVAL.split(text)  # text, half, text, half, ..., text
+    out = [latex_escape(parts[0])]
+    for half, rest in zip(parts[1::2], parts[2::2]):
+        out.append(rf"\,{{\scriptsize$\pm${latex_escape(half)}}}" + latex_escape(rest))
+    return "".join(out)
 
 
 def _best_per_column(table: Table) -> set[tuple[int, int]]:
@@ -86,7 +99,7 @@ def to_latex(table: Table) -> str:
         kind = table.kinds[i] if table.kinds else None
         if previous_kind == "delta" and kind == "measured":
             lines.append(r"\addlinespace")
-        cells = [rf"\textbf{{{latex_escape(c)}}}" if (i, j) in bold else latex_escape(c) for j, c in enumerate(row)]
+        cells = [rf"\textbf{{{latex_cell(c)}}}" if (i, j) in bold else latex_cell(c) for j, c in enumerate(row)]
         lines.append(" & ".join(cells) + r" \\")
         previous_kind = kind
     lines += [r"\bottomrule", r"\end{tabular}"] + [f"% {latex_escape(note)}" for note in table.notes]

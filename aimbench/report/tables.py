@@ -11,7 +11,8 @@ class Table:
 
     ``scores`` (optional) holds, per row and column, the raw number behind a cell or None, so
     that LaTeX can bold the best value per column and HTML can sort numerically; ``kinds``
-    (optional) tells measured, paper and Δ rows apart (Δ rows are never bold).
+    (optional) tells measured, paper and Δ rows apart (Δ rows are never bold); ``hints``
+    (optional) what the HTML page shows on hover, such as a score's interval in full.
     """
 
     title: str
@@ -20,6 +21,7 @@ class Table:
     notes: list[str] = field(default_factory=list)
     scores: list[list[float | None]] | None = None
     kinds: list[str] | None = None
+    hints: list[list[str | None]] | None = None  # per row and column: hover text (the HTML page's title attribute)
 
 
 def percent(value: float | None) -> str:

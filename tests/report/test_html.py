@@ -56,7 +56,10 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("html")
     results = root / "results"
     for i, ((backbone, task), (best, last)) in enumerate(SCORES.items()):
-        save(results, make_record(backbone, task, 0, "2026-01-01T00:00:00.000000+00:00", f"{i:032x}", layers(best, last)))
+        rows = layers(best, last)
+        if backbone == "vit-b":  # vit-b's records kept intervals (±2 points); the others predate them
+            rows = [{**row, "test_interval": {"low": row["test_score"] - 0.02, "high": row["test_score"] + 0.02}} for row in rows]
+        save(results, make_record(backbone, task, 0, "2026-01-01T00:00:00.000000+00:00", f"{i:032x}", rows))
     con = connect(results)
     board, _ = leaderboard_view(con, Filters(), paper=False)
     curves = layer_curves(con, Filters())
@@ -180,8 +183,9 @@ def test_leaderboard_rows_and_plots(loaded: Any) -> None:
     assert [r["backbone"]["text"] for r in rows] == [b for b in BACKBONES for _ in range(2)]  # "<&>" escaped, shown as text
     assert [r["layer"]["text"] for r in rows] == ["best layer", "last layer"] * len(BACKBONES)
     by_row = {(r["backbone"]["text"], r["layer"]["text"]): r for r in rows}
-    assert by_row[("vit-b", "best layer")]["t1"] == {"text": "60.0 (L2)", "sort": pytest.approx(0.60)}
-    assert by_row[("vit-b", "best layer")]["mean"] == {"text": "65.0", "sort": pytest.approx(0.65)}
+    assert by_row[("vit-b", "best layer")]["t1"] == {"text": "60.0 ±2.0 (L2)", "sort": pytest.approx(0.60)}
+    assert by_row[("vit-b", "best layer")]["mean"] == {"text": "65.0 ±1.4", "sort": pytest.approx(0.65)}
+    assert by_row[("vit-a", "best layer")]["t1"]["text"] == "9.0 ±? (L2)"
     assert by_row[("vit-c <&>", "best layer")]["t2"] == {"text": "–", "sort": None}
     assert by_row[("vit-c <&>", "best layer")]["mean"] == {"text": "–", "sort": None}
     assert len(table_rows(loaded, "curves")) == len(SCORES)
@@ -230,3 +234,15 @@ def test_sorting_another_column_moves_the_marker(loaded: Any) -> None:
     assert sort_states(loaded, "leaderboard") == {"backbone": "descending"}
     assert [r["backbone"]["text"] for r in table_rows(loaded, "leaderboard")] == sorted(names, reverse=True)
     assert_no_console_errors(loaded)
+
+
+def test_the_heading_appears_once_and_a_score_shows_its_interval_on_hover(loaded: Any) -> None:
+    headings = loaded.execute_script(
+        "return Array.prototype.map.call(document.querySelectorAll('h1, h2'), function (h) { return h.textContent; })"
+    )
+    assert headings.count("aimbench leaderboard") == 1, headings
+    hovers = loaded.execute_script("""
+        return Array.prototype.map.call(document.querySelectorAll('table#leaderboard tbody td[title]'), function (td) { return td.title; });
+    """)  # fmt: skip
+    assert "95% interval 58.00–62.00 (bootstrap over test examples)" in hovers  # vit-b on t1, in full
+    assert sum(text.startswith("no interval") for text in hovers) == 6  # vit-a and vit-c: records from before intervals

@@ -43,7 +43,7 @@ def _best_rows(table) -> dict[tuple[str, ...], list[str]]:
 
 def test_other_weights_and_limits_are_rows_of_their_own_in_every_format(results: Path, tmp_path: Path) -> None:
     con = connect(results)
-    table, summaries = leaderboard_view(con, Filters())
+    table, summaries = leaderboard_view(con, Filters(), style="none")
     assert table.columns == ["backbone", "weights", "probe", "layer", "fmnist", "mean", "rank"]
     assert _best_rows(table) == {
         ("aim-tiny", "", "knn"): ["90.0 (L1)", "90.0", "1"],

@@ -84,9 +84,10 @@ def test_leaderboard_pivots_marks_limits_and_means_only_complete_rows(results: P
     table = leaderboard(cell_summaries(connect(results)))
     assert table.columns == ["backbone", "probe", "layer", "t1", "t2", "mean", "rank"]
     rows = {(r[0], r[2]): r[3:] for r in table.rows}
-    assert rows[("a", "best layer")] == ["85.0±7.1 (L1)", "50.0 (L1)", "67.5", "1"]  # t1 has seeds 0.80 and 0.90
-    assert rows[("a", "last layer")] == ["65.0±7.1 (L2)", "40.0 (L2)", "52.5", "1"]
-    assert rows[("b", "best layer")] == ["30.0* (L1)", "–", "–", ""]  # incomplete: no mean, no rank
+    # t1 has seeds 0.80 and 0.90; records without per-example outputs have no interval: ±?, never guessed
+    assert rows[("a", "best layer")] == ["85.0 ±? ×2 (L1)", "50.0 ±? (L1)", "67.5 ±?", "1"]
+    assert rows[("a", "last layer")] == ["65.0 ±? ×2 (L2)", "40.0 ±? (L2)", "52.5 ±?", "1"]
+    assert rows[("b", "best layer")] == ["30.0 ±?* (L1)", "–", "–", ""]  # incomplete: no mean, no rank
     assert any("--limit" in note for note in table.notes)
 
 
@@ -94,7 +95,7 @@ def test_renderers(results: Path) -> None:
     summaries = cell_summaries(connect(results))
     markdown = to_markdown(leaderboard(summaries))
     assert "| backbone | probe | layer | t1 | t2 | mean | rank |" in markdown
-    assert "| a | linear | best layer | 85.0±7.1 (L1) | 50.0 (L1) | 67.5 | 1 |" in markdown
+    assert "| a | linear | best layer | 85.0 ±? ×2 (L1) | 50.0 ±? (L1) | 67.5 ±? | 1 |" in markdown
     parsed = list(csv.DictReader(io.StringIO(to_csv(summaries))))
     assert len(parsed) == 3 and float(parsed[0]["best_test_score"]) == pytest.approx(0.85)
     rich = to_rich(leaderboard(summaries))
@@ -134,7 +135,7 @@ def attentive(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_a_delta_only_compares_the_same_probe_kind_window_and_full_split(attentive: tuple[Path, Path]) -> None:
     results, published = attentive
-    table, _ = leaderboard_view(connect(results, published), Filters())
+    table, _ = leaderboard_view(connect(results, published), Filters(), style="none")
     lines = [(r[0], r[1], r[2], r[3], r[4]) for r in table.rows]
     assert lines == [
         ("a", "attentive", "best layer", "85.0 (L1)", "50.0 (L1)"),

@@ -41,18 +41,18 @@ def test_every_view_shows_the_stored_choice_on_val_ties(tmp_path: Path) -> None:
     write_record_atomic(tmp_path / "runs" / "tie.json", tied)
     con = connect(tmp_path)
 
-    board, _ = leaderboard_view(con, Filters())
+    board, _ = leaderboard_view(con, Filters(), style="none")
     assert [r[3] for r in board.rows if r[2] == "best layer"] == ["62.0 (L2)"]
 
     marks = {row[0]: row[-1] for row in layer_table(find_cell(con, tmp_path, "tie|t1")).rows}
     assert marks["L2"] == "best" and marks["L5"] == "last"
 
-    table, curves, points = layers_view(con, Filters())
-    assert table.rows[0][5] == "L2: 62.0" and table.rows[0][7] == "-13.0"
+    table, curves, points = layers_view(con, Filters(), style="none")
+    assert table.rows[0][5] == "L2: 62.0" and table.rows[0][8] == "-13.0"
     assert [p["block"] for p in points if p["best"]] == [2]
     assert curves[0].best is not None and curves[0].best.single_blocks() == [2]  # where the plot puts its star
 
-    page = write_html(tmp_path / "site", board, curves_table(layer_curves(con)), layer_curves(con), "t").read_text(encoding="utf-8")
+    page = write_html(tmp_path / "site", board, curves_table(layer_curves(con), "none"), layer_curves(con), "t").read_text(encoding="utf-8")
     assert "L2: 62.0" in page and "L5: 75.0" in page and "62.0 (L2)" in page
 
     best = con.execute("SELECT list(layer ORDER BY layer) FROM layer_metrics WHERE is_best").fetchall()[0][0]
