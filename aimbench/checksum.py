@@ -13,17 +13,17 @@ and does not depend on how a serializer lays the file out.
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Mapping
 from typing import Any
-
-import torch
 
 CHECKSUM_KEY = "aimbench_sha256"  # the key that holds the digest: in safetensors metadata or a saved dict
 
 
 def _update(digest: Any, value: Any) -> None:
     """Feed ``value`` into ``digest`` with its type and structure, so different shapes of data never collide."""
-    if isinstance(value, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor exists only once torch is imported: reports hash records without loading it
+    if torch is not None and isinstance(value, torch.Tensor):
         flat = value.detach().to("cpu").contiguous().reshape(-1)
         digest.update(f"T{value.dtype}{tuple(value.shape)};".encode())
         digest.update(flat.view(torch.uint8).numpy() if flat.numel() else b"")

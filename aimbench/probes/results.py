@@ -11,17 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from aimbench.probes.features.layer_sets import LayerSet
+
+if TYPE_CHECKING:  # records and reports import this module; torch is only needed where probes run
+    import torch
 
 
 def as_predictions(values: np.ndarray | torch.Tensor) -> np.ndarray:
     """Class predictions of one head, (N,) or (1, N), as a tensor on any device or an array: one (N,) int64 array on the CPU."""
-    array = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    array = values.detach().cpu().numpy() if hasattr(values, "detach") else np.asarray(values)
     return array.reshape(-1).astype(np.int64, copy=False)
 
 

@@ -28,14 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from safetensors import SafetensorError
 from safetensors.numpy import load
 
 from aimbench.atomic import atomic_write
 from aimbench.checksum import CHECKSUM_KEY, content_sha256
 from aimbench.errors import UserError
-from aimbench.safetensors_bytes import save_deterministic
 
 SUFFIX = ".predictions.safetensors"
 FIELD = "predictions"  # the record field that names the sidecar
@@ -67,6 +65,10 @@ def class_dtype(num_classes: int) -> np.dtype:
 
 def sidecar_bytes(example_ids: np.ndarray, labels: np.ndarray, rows: Sequence[tuple[str, np.ndarray]], num_classes: int) -> bytes:
     """The sidecar's content: ``rows`` (layer set name, (N,) predictions in the order of ``example_ids``), sorted by example id."""
+    import torch  # here, not at the top: reports read sidecars without it, and importing torch doubles a warm report's time
+
+    from aimbench.safetensors_bytes import save_deterministic
+
     order = np.argsort(np.asarray(example_ids), kind="stable")
     dtype = class_dtype(max(num_classes, int(np.max([np.max(labels, initial=0), *(np.max(r, initial=0) for _, r in rows)])) + 1))
     tensors = {
