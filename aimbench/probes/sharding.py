@@ -16,6 +16,7 @@ exchanged, and the pieces are laid end to end in rank order: the global order.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -41,14 +42,14 @@ def _padded(piece: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     return out
 
 
-def _send_and_receive(pieces: list[torch.Tensor], into: list[torch.Tensor], shard: Shard) -> None:
+def _send_and_receive(pieces: list[torch.Tensor], into: list[torch.Tensor], shard: Shard, largest: int) -> None:
     """All-to-all: ``pieces[d]`` goes to rank d, and what rank s sends us lands in ``into[s]`` (all
     contiguous). NCCL takes pieces of any size; gloo has no all-to-all, so each rank gathers its
-    pieces in turn, padded to the largest (gloo runs on CPUs, where the copies cost little)."""
+    pieces in turn, padded to ``largest`` values, the same on every rank (gloo's gather takes equal
+    sizes; gloo runs on CPUs, where the copies cost little)."""
     if dist.get_backend() == "nccl":
         dist.all_to_all(into, pieces)
         return
-    largest = max(max(piece.numel() for piece in pieces), max(piece.numel() for piece in into))
     flat = [torch.cat([piece.reshape(-1), piece.new_zeros(largest - piece.numel())]) for piece in pieces]
     received = [flat[0].new_empty(largest) for _ in range(shard.world)]
     for destination in range(shard.world):
@@ -74,6 +75,8 @@ def to_owners(local: torch.Tensor, shard: Shard, rows: int, set_dim: int = 0, ro
     shape = list(local.shape)
     shape[set_dim], shape[row_dim] = sets[shard.rank + 1] - sets[shard.rank], rows
     out = local.new_empty(shape)
+    per_row = math.prod(size for dim, size in enumerate(local.shape) if dim not in (set_dim, row_dim))
+    largest = max(b - a for a, b in zip(row, row[1:])) * per_row  # the largest piece any rank sends: one entry, the most rows
     for entry in range(max(b - a for a, b in zip(sets, sets[1:]))):  # the entry-th set entry of every owner at once
         pieces = [local.narrow(set_dim, sets[d] + entry, 1) if sets[d] + entry < sets[d + 1] else local.narrow(set_dim, 0, 0)
                   for d in range(shard.world)]  # fmt: skip
@@ -81,7 +84,7 @@ def to_owners(local: torch.Tensor, shard: Shard, rows: int, set_dim: int = 0, ro
         into = [out.narrow(set_dim, entry, 1).narrow(row_dim, row[s], row[s + 1] - row[s]) if mine
                 else out.narrow(set_dim, 0, 0) for s in range(shard.world)]  # fmt: skip
         landing = [view if view.is_contiguous() else torch.empty_like(view) for view in into]
-        _send_and_receive([piece.contiguous() for piece in pieces], landing, shard)
+        _send_and_receive([piece.contiguous() for piece in pieces], landing, shard, largest)
         for view, landed in zip(into, landing):
             if landed is not view:
                 view.copy_(landed)

@@ -33,6 +33,9 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+LAYERS = {"knn": "0,1,2,avg:1-2"}  # an even split too
+
+
 def _rank(rank: int, port: int, planned: PlannedCell, options: RunOptions) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
     run_cell(planned, options)
@@ -49,10 +52,12 @@ def _numbers(path: Path) -> dict[str, Any]:
 
 
 def _both_ways(tmp_path: Path, cards: Path, probe: str, **overrides: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """(alone, two ranks, the two-rank record's environment) of one planned cell."""
+    """(alone, two ranks, the two-rank record's environment) of one planned cell: 3 layer sets (one
+    rank owns two, the other one) and 36 train images in forwards of 16 (one rank forwards 32 of a
+    batch, the other 4): the exchange between unequal shares."""
     request = EvalRequest.from_options(
-        "micro-cls", "digits", probe, limit=48, layers="0,1,2,avg:1-2", cards=cards, batch_size=16, **overrides
-    )  # forwards of 16 images: each rank forwards some of every batch
+        "micro-cls", "digits", probe, limit=48, layers=LAYERS.get(probe, "0,1,2"), cards=cards, batch_size=16, **overrides
+    )
     planned = LocalLauncher().plan(request).cells[0]
     alone = replace(request.options, results_dir=tmp_path / "alone", cache_dir=tmp_path / "cache-alone")
     two = replace(request.options, results_dir=tmp_path / "two", cache_dir=tmp_path / "cache-two")
