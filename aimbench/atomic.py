@@ -27,6 +27,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -140,12 +141,22 @@ def _refusal(path: Path, exc: OSError) -> NotWritable:
     return NotWritable(path, f"cannot write {path}: {reason} ({kept}); make {path.parent} writable and run again")
 
 
-def rescue(refused: NotWritable, data: bytes) -> UserError:
+def _write_bytes(handle: BinaryIO, data: bytes) -> None:
+    handle.write(data)
+
+
+def rescue(refused: NotWritable, data: bytes, files: dict[str, bytes] | None = None) -> UserError:
     """Keep ``data``, which could not be written to ``refused.path``, under the system's temporary
-    folder; the returned error says where, and how to put it in place."""
-    kept = Path(tempfile.gettempdir()) / RESCUE_DIR / refused.path.name
+    folder; or, with ``files`` (name -> bytes: a record and its sidecar, which belong together),
+    those instead. The returned error says where, and how to put them in place."""
+    folder = Path(tempfile.gettempdir()) / RESCUE_DIR
+    kept = files or {refused.path.name: data}
     try:
-        atomic_write(kept, lambda handle: handle.write(data))
+        for name, content in kept.items():
+            atomic_write(folder / name, partial(_write_bytes, data=content))
     except NotWritable:
         return refused  # nowhere to keep it either: the first refusal says what to fix
-    return UserError(f"{refused}; the finished result is kept in {kept}: move it to {refused.path.parent}")
+    where = folder / refused.path.name if len(kept) == 1 else f"{folder} ({', '.join(kept)})"
+    return UserError(
+        f"{refused}; the finished result is kept in {where}: move {'it' if len(kept) == 1 else 'them'} to {refused.path.parent}"
+    )

@@ -84,13 +84,27 @@ def sidecar_bytes(example_ids: np.ndarray, labels: np.ndarray, rows: Sequence[tu
     return save_deterministic(tensors, metadata)
 
 
-def write_predictions(record_file: Path, example_ids: np.ndarray, labels: np.ndarray, rows: Sequence[tuple[str, np.ndarray]],
-                      num_classes: int) -> dict[str, Any]:  # fmt: skip
-    """Write the sidecar of ``record_file`` atomically and return the record's ``predictions`` field naming it."""
-    data = sidecar_bytes(example_ids, labels, rows, num_classes)
-    path = record_file.with_name(sidecar_name(record_file.name))
-    atomic_write(path, lambda handle: handle.write(data))
-    return {"file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+@dataclass(frozen=True)
+class Sidecar:
+    """A record's predictions file, made but not yet written: the record names it (``field``) before
+    it is written, so a folder that refuses it can have both kept elsewhere together."""
+
+    path: Path
+    data: bytes
+
+    @property
+    def field(self) -> dict[str, Any]:
+        """The record's ``predictions`` field naming this file by its hash."""
+        return {"file": self.path.name, "sha256": hashlib.sha256(self.data).hexdigest(), "bytes": len(self.data)}
+
+    def write(self) -> None:
+        atomic_write(self.path, lambda handle: handle.write(self.data))
+
+
+def predictions_sidecar(record_file: Path, example_ids: np.ndarray, labels: np.ndarray, rows: Sequence[tuple[str, np.ndarray]],
+                        num_classes: int) -> Sidecar:  # fmt: skip
+    """The sidecar of ``record_file``: ``rows`` (layer set name, predictions in the order of ``example_ids``)."""
+    return Sidecar(record_file.with_name(sidecar_name(record_file.name)), sidecar_bytes(example_ids, labels, rows, num_classes))
 
 
 def read_predictions(record: dict[str, Any], record_file: Path) -> Predictions | None:

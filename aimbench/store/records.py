@@ -38,7 +38,7 @@ import numpy as np
 from aimbench.atomic import NotWritable, atomic_write, rescue
 from aimbench.errors import UserError
 from aimbench.stats.intervals import LEVEL, METHOD, RESAMPLES, SEED, layer_intervals
-from aimbench.store.predictions import FIELD, write_predictions
+from aimbench.store.predictions import FIELD, predictions_sidecar
 from aimbench.store.schema import SCHEMA_VERSION
 from aimbench.store.scores import bad_scores
 
@@ -188,10 +188,13 @@ def write_cell_record(path: Path, run: CellRun) -> dict[str, Any]:
     record = build_record(run)
     rows = _kept_predictions(run) if record["interval"] is not None else None  # kept, for every layer set (build_record said so)
     if rows is not None and run.test is not None and not bad_scores(record):
+        sidecar = predictions_sidecar(path, run.test.indices, run.test.labels, rows, run.task.num_classes)
+        record[FIELD] = sidecar.field
         try:
-            record[FIELD] = write_predictions(path, run.test.indices, run.test.labels, rows, run.task.num_classes)
-        except NotWritable as refused:  # the record says why below, and rescues itself: the sidecar is not worth a lost cell
-            print(f"warning: {refused}; the record is written without its per-example predictions", file=sys.stderr, flush=True)
+            sidecar.write()
+        except NotWritable as refused:  # the folder refuses the cell's files: both are kept elsewhere, and the error says where
+            files = {path.name: record_text(record).encode("utf-8"), sidecar.path.name: sidecar.data}
+            raise rescue(refused, b"", files) from None
     write_record_atomic(path, record)
     return record
 

@@ -8,6 +8,8 @@ mid-run (a folder turning read-only) are injected into the CLI's own process at 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -64,10 +66,14 @@ def test_a_results_folder_turning_unwritable_keeps_the_finished_record_where_the
               "os.replace = replace")  # fmt: skip
     results = tmp_path / "results"
     proc = run_patched(f"exec({refuse!r})", *EVAL, "-t", "digits", "--cards", str(tiny_cards), "--results", str(results), tmp=tmp_path)
-    assert_one_line_error(proc, f"cannot write {results / 'runs'}", "the finished result is kept in")
-    kept = Path(proc.stderr.split("kept in ")[1].split(": move it")[0])
-    assert kept.parent == tmp_path / "aimbench-rescued" and kept.read_text().startswith('{\n "schema_version"')
-    assert not [p for p in files_under(results) if p.suffix in (".json", ".part")]
+    assert_one_line_error(proc, f"cannot write {results / 'runs'}", "the finished result is kept in", f"move them to {results / 'runs'}")
+    folder, names = proc.stderr.split("kept in ")[1].split(": move them")[0].rstrip(")").split(" (")
+    assert Path(folder) == tmp_path / "aimbench-rescued"
+    record_name, sidecar_name = names.split(", ")  # the record and its per-example predictions, kept together
+    record = json.loads((Path(folder) / record_name).read_text())
+    assert record["predictions"]["file"] == sidecar_name
+    assert hashlib.sha256((Path(folder) / sidecar_name).read_bytes()).hexdigest() == record["predictions"]["sha256"]
+    assert not [p for p in files_under(results) if p.suffix in (".json", ".part", ".safetensors")]
 
 
 def test_a_features_output_folder_turning_unwritable_is_one_line(tmp_path: Path, tiny_cards: Path) -> None:
