@@ -130,13 +130,9 @@ def test_jobs_shows_a_failed_cell_with_its_error_and_cancels_a_pending_one(slurm
     assert again.returncode == 2 and "no unfinished job '424242'" in again.stderr
 
 
-def test_a_preempted_cell_requeues_resumes_and_ends_with_the_uninterrupted_numbers(slurm: None, tmp_path: Path, tiny_cards: Path) -> None:
-    import submitit
-
-    from aimbench.launch.slurm.jobs import job_rows
-
-    results = tmp_path / "results"
-    long_cell = (
+def _long_cell(cards: Path, epochs: int) -> tuple[str, ...]:
+    """A linear cell long enough to be preempted mid-training (600 images, ``epochs`` epochs)."""
+    return (
         "eval",
         "-b",
         "micro-cls",
@@ -145,12 +141,21 @@ def test_a_preempted_cell_requeues_resumes_and_ends_with_the_uninterrupted_numbe
         "--limit",
         "600",
         "--epochs",
-        "400",
+        str(epochs),
         "--protocol",
         "aim-v1",
         "--cards",
-        str(tiny_cards),
+        str(cards),
     )
+
+
+def test_a_preempted_cell_requeues_resumes_and_ends_with_the_uninterrupted_numbers(slurm: None, tmp_path: Path, tiny_cards: Path) -> None:
+    import submitit
+
+    from aimbench.launch.slurm.jobs import job_rows
+
+    results = tmp_path / "results"
+    long_cell = _long_cell(tiny_cards, 400)
     proc = run_cli(*long_cell, "--results", str(results), "--cluster", "slurm", "--cpus-per-task", "1")
     assert proc.returncode == 0, proc.stderr
     [state_file] = (results / "jobs").glob("*.json")
@@ -280,21 +285,7 @@ def test_a_preempted_two_rank_cell_requeues_once_and_resumes_to_the_one_rank_num
     import submitit
 
     results = tmp_path / "results"
-    long_cell = (
-        "eval",
-        "-b",
-        "micro-cls",
-        "-t",
-        "digits",
-        "--limit",
-        "600",
-        "--epochs",
-        "200",
-        "--protocol",
-        "aim-v1",
-        "--cards",
-        str(tiny_cards),
-    )
+    long_cell = _long_cell(tiny_cards, 200)
     on_two = ("--cluster", "slurm", "--cpus-per-task", "1", "--nodes", "1", "--tasks-per-node", "2")
     proc = run_cli(*long_cell, "--results", str(results), *on_two, env={"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr
