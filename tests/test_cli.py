@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -274,14 +275,19 @@ def test_eval_attentive_linear_and_knn_on_every_layer_set(tmp_path: Path, tiny_c
     assert not list((results / "state").glob("*")) if (results / "state").exists() else True  # state dropped once recorded
 
 
-def test_seeds_repeat_cells_and_the_report_shows_their_spread(tmp_path: Path, tiny_cards: Path) -> None:
+def test_seeds_repeat_cells_and_the_report_shows_their_interval_over_seeds(tmp_path: Path, tiny_cards: Path) -> None:
     results = tmp_path / "results"
     proc = run_cli("eval", "-b", "micro-cls", "-t", "digits", "--probe", "linear", "--seeds", "2", "--limit", "60",
                    "--epochs", "3", "--protocol", "aim-v1", "--cards", str(tiny_cards), "--results", str(results))  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert sorted(json.loads(p.read_text())["seed"] for p in records(results)) == [0, 1]
     report = run_cli("report", "--results", str(results), "--format", "markdown")
-    assert "±" in report.stdout and "mean ± sample std" in report.stdout
+    rows = [line for line in report.stdout.splitlines() if line.startswith("| micro-cls")]
+    assert len(rows) == 2 and all(re.search(r"\d+\.\d ±\d+\.\d ×2\*", row) for row in rows), (
+        report.stdout
+    )  # mean of 2 seeds, with its interval
+    assert "×S = mean over S seeds (head init and data order vary, the split does not)" in report.stdout
+    assert "its interval resamples seeds and test examples together" in report.stdout
     for seed in ("1", "0"):  # even the default seed, written out, is a second answer to "which seeds"
         both = run_cli("eval", "-b", "micro-cls", "-t", "digits", "--seeds", "2", "--seed", seed, "--results", str(results))
         assert_one_line_error(both, "give one or the other")
