@@ -227,7 +227,7 @@ def evaluate(
     layers: Annotated[Optional[str], typer.Option(help="all | last | best | avg:A-B windows | block indices like 0,5,-1, comma-separated; for --probe official: head names (last, best). Default: every block plus the card's published windows (AIM: all,last,best).", show_default=False)] = None,
     limit: Annotated[Optional[int], typer.Option(help="Cap images per split (smoke runs; recorded).")] = None,
     seed: Annotated[Optional[str], typer.Option(help="Seed(s), comma-separated; each is its own cell \\[default: 0].", show_default=False)] = None,
-    seeds: Annotated[Optional[int], typer.Option(help="Repeat each cell with seeds 0..N-1: a seed varies the heads' init and data order only, never the split (reports show mean ± std, and an interval over examples and seeds).", show_default=False)] = None,
+    seeds: Annotated[Optional[int], typer.Option(help="Repeat each cell with seeds 0..N-1: a seed varies the heads' init and data order only, never the split (reports show the mean over seeds, ×S, with one interval over examples and seeds).", show_default=False)] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
     dtype: Annotated[str, typer.Option(help="Backbone precision: fp32 | bf16 | fp16 (recorded; part of the cell).")] = "fp32",
     results: ResultsOption = Path("results"),
