@@ -30,8 +30,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from aimbench.errors import UserError
+
+T = TypeVar("T")
 
 
 def check_world(sets: Sequence[object], world: int) -> None:
@@ -90,10 +93,10 @@ class Shard:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def sets(self, count: int) -> range:
-        """The positions of the layer sets (of ``count``) whose heads this rank owns."""
-        bounds = set_bounds(count, self.world)
-        return range(bounds[self.rank], bounds[self.rank + 1])
+    def owned(self, sets: Sequence[T]) -> list[T]:
+        """The layer sets of ``sets`` whose heads this rank owns (alone: all of them)."""
+        bounds = set_bounds(len(sets), self.world)
+        return list(sets[bounds[self.rank] : bounds[self.rank + 1]])
 
     def rows(self, count: int) -> range:
         """The rows of a batch of ``count`` images this rank forwards."""

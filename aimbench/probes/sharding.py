@@ -4,7 +4,7 @@ Three movements, each a no-op for a rank alone, so single-rank code paths run un
 
 * :func:`to_owners`: every rank holds all layer sets for its rows of a batch, every owner needs its
   sets for all rows. An all-to-all (NCCL's, or on gloo, which has none, one gather per
-  destination), with every piece padded to the largest so the collective sees equal shapes.
+  destination, with every piece padded to the largest so the gathers see equal sizes).
 * :func:`all_rows`: every rank holds its rows, every rank needs all of them (the feature cache's
   extraction, sharded, then written once).
 * :func:`gathered` and :func:`any_rank`: Python objects (each rank's scores) and flags (stop, save)
@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
+from aimbench.distributed import World, from_rank_zero
+from aimbench.distributed import barrier as world_barrier
 from aimbench.errors import UserError
 from aimbench.probes.ownership import Shard, row_bounds, set_bounds
 from aimbench.probes.results import ProbeResult, summarise
@@ -123,15 +125,18 @@ def any_rank(flags: Sequence[bool], shard: Shard) -> list[bool]:
     return [bool(value) for value in values.tolist()]
 
 
+def _world(shard: Shard) -> World:
+    return World(shard.rank, shard.world)
+
+
 def from_main(value: T, shard: Shard) -> T:
     """The main rank's ``value`` on every rank (a decision made once, e.g. which cache blocks are missing)."""
-    return value if shard.alone else gathered(value, shard)[0]
+    return from_rank_zero(lambda: value, _world(shard))
 
 
 def barrier(shard: Shard) -> None:
     """Wait for every rank (after the main rank wrote what the others will read)."""
-    if not shard.alone:
-        dist.barrier()
+    world_barrier(_world(shard))
 
 
 def merged_results(compute: Callable[[], ProbeResult], shard: Shard) -> ProbeResult:

@@ -101,9 +101,8 @@ def eval_tokens(
     backbone forward per batch. With several ranks, each forwards one batch of every ``world``
     consecutive ones, and the heads still see the batches a rank alone gives them."""
     if cached is not None:
-        owned = [sets[i] for i in shard.sets(len(sets))]
         for start in range(0, len(images), batch_size):
-            yield cached.set_tokens(range(start, min(start + batch_size, len(images))), owned, backbone.device)
+            yield cached.set_tokens(range(start, min(start + batch_size, len(images))), shard.owned(sets), backbone.device)
         return
     if shard.alone:
         for batch, _ in eval_batches(backbone, images, batch_size, workers):
@@ -125,7 +124,7 @@ class AttentiveTrainer:
         """Heads for this rank's sets of ``sets`` (alone: all of them); every set of ``sets`` is forwarded."""
         self.backbone, self.config, self.seed, self.shard = backbone, config, seed, shard
         self.forwarded = list(sets)
-        self.sets = [self.forwarded[i] for i in shard.sets(len(self.forwarded))]
+        self.sets = shard.owned(self.forwarded)
         self.points = grid_points(config)
         device, dim = backbone.device, backbone.dim
         self.grids = [
@@ -218,7 +217,7 @@ def head_predictions(
     ``sets`` (alone: set i); one backbone forward per batch (or the cache) serves them all. Selected
     and released heads are scored this way."""
     heads = [head.to(backbone.device).eval() for head in heads]
-    owned = [sets[i] for i in shard.sets(len(sets))]
+    owned = shard.owned(sets)
     chunks = []
     with torch.no_grad():
         for tokens in eval_tokens(backbone, images, sets, batch_size, workers, cached, shard):

@@ -158,11 +158,13 @@ def online_probe_inputs(
     def pooled(images: torch.Tensor) -> torch.Tensor:
         return probe_inputs(PooledFeatures(pool_batch(backbone, images, blocks, block_norm), torch.empty(0)), sources, sets)[0].features
 
+    def empty() -> torch.Tensor:  # a rank with no rows of a batch still takes part in its exchange
+        return torch.empty(0, len(sets) * per_set, backbone.dim, device=backbone.device)
+
     def batches(epoch: int, first_step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         views.epoch = epoch
         order = epoch_batches(len(train), batch_size, seed, epoch)[first_step:]
         for batch, images in rank_loader(views, order, shard, workers):
-            empty = lambda: torch.empty(0, len(sets) * per_set, backbone.dim, device=backbone.device)  # noqa: E731
             inputs = in_chunks(pooled, images, shard.chunk, empty)
             yield to_owners(inputs, shard, len(batch), set_dim=1, row_dim=0, per_set=per_set), torch.as_tensor(train.labels[batch])
 

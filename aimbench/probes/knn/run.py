@@ -18,7 +18,7 @@ def run_knn(job: ProbeJob) -> ProbeOutcome:
     sets, features, sources, cache = pooled_splits(job, timing)
     shard = job.shard
     if not shard.alone:  # this rank's layer sets only: each input's search is its own
-        owned = {sets[i] for i in shard.sets(len(sets))}
+        owned = set(shard.owned(sets))
         keep = [i for i, source in enumerate(sources) if source.layer_set in owned]
         features = {name: PooledFeatures(split.features[:, keep], split.labels) for name, split in features.items()}
         sources = [sources[i] for i in keep]

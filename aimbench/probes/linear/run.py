@@ -20,7 +20,6 @@ def run_linear(job: ProbeJob) -> ProbeOutcome:
     block_norm = read_block_norm(backbone, config.block_norm)
     sets, features, sources, cache = pooled_splits(job, timing, block_norm)
     shard = job.shard
-    owned = [sets[i] for i in shard.sets(len(sets))]  # this rank's heads (every set, alone)
     online = None
     if config.data_mode == "online":  # train on augmented views; eval-crop features give stats, val and test
         online = online_probe_inputs(backbone, job.splits.train, sets, config.augmentation, config.min_crop_scale,
@@ -32,7 +31,7 @@ def run_linear(job: ProbeJob) -> ProbeOutcome:
         result = merged_results(lambda: train_linear_probes(
             features["train"], features["val"], features["test"], sources, task.num_classes,
             config, job.seed, task.metric, task.secondary_metrics, backbone.device, on_epoch=on_epoch,
-            checkpoint=checkpoint, online=online, owned=None if shard.alone else owned,
+            checkpoint=checkpoint, online=online, owned=None if shard.alone else shard.owned(sets),
         ), shard)  # fmt: skip
     read = {} if block_norm == config.block_norm else {"block_norm_read": f"{block_norm}: the network has no norm after its last block"}
     return ProbeOutcome(result, {**config.as_dict(), "feature_cache": cache, **read}, timing)
