@@ -27,7 +27,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from functools import partial
+from operator import methodcaller
 from pathlib import Path
 from typing import BinaryIO
 
@@ -141,19 +141,15 @@ def _refusal(path: Path, exc: OSError) -> NotWritable:
     return NotWritable(path, f"cannot write {path}: {reason} ({kept}); make {path.parent} writable and run again")
 
 
-def _write_bytes(handle: BinaryIO, data: bytes) -> None:
-    handle.write(data)
-
-
-def rescue(refused: NotWritable, data: bytes, files: dict[str, bytes] | None = None) -> UserError:
+def rescue(refused: NotWritable, data: bytes, beside: dict[str, bytes] | None = None) -> UserError:
     """Keep ``data``, which could not be written to ``refused.path``, under the system's temporary
-    folder; or, with ``files`` (name -> bytes: a record and its sidecar, which belong together),
-    those instead. The returned error says where, and how to put them in place."""
+    folder, with the files that belong with it (``beside``, name -> bytes: a sidecar's record); the
+    returned error says where, and how to put them in place."""
     folder = Path(tempfile.gettempdir()) / RESCUE_DIR
-    kept = files or {refused.path.name: data}
+    kept = {refused.path.name: data, **(beside or {})}
     try:
         for name, content in kept.items():
-            atomic_write(folder / name, partial(_write_bytes, data=content))
+            atomic_write(folder / name, methodcaller("write", content))
     except NotWritable:
         return refused  # nowhere to keep it either: the first refusal says what to fix
     where = folder / refused.path.name if len(kept) == 1 else f"{folder} ({', '.join(kept)})"

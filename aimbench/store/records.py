@@ -193,8 +193,8 @@ def write_cell_record(path: Path, run: CellRun) -> dict[str, Any]:
         try:
             sidecar.write()
         except NotWritable as refused:  # the folder refuses the cell's files: both are kept elsewhere, and the error says where
-            files = {path.name: record_text(record).encode("utf-8"), sidecar.path.name: sidecar.data}
-            raise rescue(refused, b"", files) from None
+            kept_with = NotWritable(path, str(refused))  # the record first, its sidecar beside it
+            raise rescue(kept_with, record_text(record).encode("utf-8"), {sidecar.path.name: sidecar.data}) from None
     write_record_atomic(path, record)
     return record
 
