@@ -81,12 +81,20 @@ class Checkpointing:
     clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
     # with several ranks: (stop asked here, save due here) -> the same flags, true where true on any rank
     agree: Callable[[list[bool]], list[bool]] | None = field(default=None, repr=False, compare=False)
+    # with several ranks: this rank's resume position -> whether every rank's is the same
+    same_position: Callable[[int], bool] | None = field(default=None, repr=False, compare=False)
     _times: dict[str, float] = field(default_factory=dict, repr=False, compare=False)  # "start", "saved", "write"
 
     def load(self) -> dict[str, Any] | None:
         """The saved state of this run, if any; says so on stderr, so a log shows where a requeued job resumed."""
         self._times.setdefault("start", self.clock())
         state = load_state(self.path, self.identity)
+        if self.same_position is not None and not self.same_position(-1 if state is None else int(state.get("done", -1))):
+            # a rank killed mid-save (a second signal) keeps an older state than the others: resuming both would
+            # leave the ranks steps apart, each waiting for the other, so all of them train again from the start
+            print(f"warning: the ranks' training states ({self.path.name} and its siblings) are from different steps; "
+                  "training this probe again from the start", file=sys.stderr, flush=True)  # fmt: skip
+            state = None
         if state is not None:
             print(f"resuming {self.path.name} at epoch {state.get('epoch')}, step {state.get('step')}", file=sys.stderr, flush=True)
         return state

@@ -76,11 +76,14 @@ class ProbeJob:
         ``checkpoint_every`` steps or ``checkpoint_seconds``, whichever comes first, writes taking at
         most a tenth of the training time (a state can be gigabytes)."""
         from aimbench.probes.checkpoint import Checkpointing
-        from aimbench.probes.sharding import any_rank
+        from aimbench.probes.sharding import any_rank, same_on_every_rank
 
         shard = self.shard
-        agree = None if shard.alone else (lambda flags: any_rank(flags, shard))
-        return Checkpointing(path, identity, self.checkpoint_every, seconds=self.checkpoint_seconds, share=WRITE_SHARE, agree=agree)
+        return Checkpointing(
+            path, identity, self.checkpoint_every, seconds=self.checkpoint_seconds, share=WRITE_SHARE,
+            agree=None if shard.alone else (lambda flags: any_rank(flags, shard)),
+            same_position=None if shard.alone else (lambda done: same_on_every_rank(done, shard)),
+        )  # fmt: skip
 
     def progress(self, what: str, total: int) -> Callable[[int], None]:
         return self.stage(f"{self.label} · {what}" if self.label else what, total)

@@ -125,6 +125,15 @@ def any_rank(flags: Sequence[bool], shard: Shard) -> list[bool]:
     return [bool(value) for value in values.tolist()]
 
 
+def same_on_every_rank(value: int, shard: Shard) -> bool:
+    """Whether every rank holds the same ``value``: one all-reduce of (value, -value) under MAX gives the largest and the smallest."""
+    if shard.alone:
+        return True
+    values = torch.tensor([float(value), -float(value)], dtype=torch.float64, device=_collective_device())
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return bool(values[0] == -values[1])
+
+
 def _world(shard: Shard) -> World:
     return World(shard.rank, shard.world)
 

@@ -102,7 +102,13 @@ def _stopping_rank(rank: int, port: int, planned: PlannedCell, options: RunOptio
     run_cell(planned, options, stage)
 
 
-def test_a_two_rank_cell_stopped_mid_training_resumes_to_the_numbers_of_one_rank(tmp_path: Path, tiny_cards: Path) -> None:
+@pytest.mark.timeout(600)  # ranks resumed at different steps would wait for each other forever
+@pytest.mark.parametrize("one_state_lost", [False, True], ids=["both-states", "one-rank-killed-mid-save"])
+def test_a_two_rank_cell_stopped_mid_training_resumes_to_the_numbers_of_one_rank(
+    tmp_path: Path, tiny_cards: Path, one_state_lost: bool
+) -> None:
+    """Stopped, then run again: from both ranks' states; or, where one rank lost its last save (killed
+    while writing it, as a second signal does), from the start on every rank, never from two steps."""
     request = EvalRequest.from_options("micro-cls", "digits", "attentive", limit=48, layers="0,1,2,avg:1-2", cards=tiny_cards,
                                        batch_size=16, protocol="aimbench-fast", epochs=3, data_mode="online")  # fmt: skip
     planned = LocalLauncher().plan(request).cells[0]
@@ -115,5 +121,7 @@ def test_a_two_rank_cell_stopped_mid_training_resumes_to_the_numbers_of_one_rank
     assert not (two.results_dir / "runs").exists() or not list((two.results_dir / "runs").glob("*.json")), "a stopped cell writes no record"
     states = sorted(path.name for path in (two.results_dir / "state").glob("*.pt"))
     assert states == [f"{planned.identity.stem}.rank{r}of2.pass0.pt" for r in (0, 1)]  # each rank saved its own heads
+    if one_state_lost:
+        (two.results_dir / "state" / states[1]).unlink()
     torch.multiprocessing.spawn(_rank, args=(_free_port(), planned, two), nprocs=2, join=True)
     assert _numbers(two.results_dir / first.relative_to(alone.results_dir)) == _numbers(first)
