@@ -128,7 +128,7 @@ class Checkpointing:
         if stopping or due:
             self.save({**state(), "done": steps_done, "total": total})
         if stopping:
-            raise Interrupted(*stop) if stop is not None else Interrupted(signal.SIGTERM, None)  # another rank was signalled
+            raise Interrupted.requested() if stop is not None else Interrupted(signal.SIGTERM, None)  # another rank was signalled
 
     def training(self) -> AbstractContextManager[None]:
         """Wrap a training loop: signals stop it at the end of a step, with its state saved."""

@@ -4,7 +4,8 @@ A Ctrl-C (SIGINT), a SIGTERM or Slurm's pre-emption signal (submitit's ``$SUBMIT
 USR2 by default) that arrives while heads train would otherwise land mid-step and lose every step
 since the last checkpoint. While :func:`stop_at_safe_point` is active, the first such signal only
 raises a flag; :class:`~aimbench.probes.checkpoint.Checkpointing` checks it after each optimizer
-step, saves a resumable state and raises :class:`Interrupted`. A second signal does what the
+step, saves a resumable state and raises :class:`Interrupted` (signals of other kinds that arrive
+meanwhile wait with it, and are handed on after it). The same signal again does what the
 signal did before (a second Ctrl-C: KeyboardInterrupt at once), so a user is never held hostage by
 a slow save. Handlers can only be installed in the main thread: elsewhere (a training run in a
 worker thread) nothing changes and signals keep their usual effect.
@@ -34,17 +35,25 @@ class Interrupted(KeyboardInterrupt):
     that handles Ctrl-C handles it; ``previous`` is the handler the signal had before training, so a
     caller can hand the signal on (submitit's requeue, for the pre-emption signal)."""
 
-    def __init__(self, signum: int, previous: Handler) -> None:
+    def __init__(self, signum: int, previous: Handler, later: tuple[tuple[int, Handler], ...] = ()) -> None:
         super().__init__(signal.Signals(signum).name)
-        self.signum, self.previous = signum, previous
+        self.signum, self.previous, self.later = signum, previous, later
+
+    @classmethod
+    def requested(cls) -> Interrupted:
+        """The stop the signals received while deferring asked for: the first, and the other kinds after it."""
+        (signum, previous), *later = _requested
+        return cls(signum, previous, tuple(later))
 
     def forward(self) -> None:
-        """Run the handler the signal had before training (submitit: checkpoint, requeue, exit); no-op for defaults."""
-        if callable(self.previous) and self.previous is not signal.default_int_handler:
-            self.previous(self.signum, None)
+        """Run the handlers the signals had before training, in the order they came (submitit: SIGTERM
+        is logged, the pre-emption signal checkpoints, requeues and exits); no-op for defaults."""
+        for signum, previous in ((self.signum, self.previous), *self.later):
+            if callable(previous) and previous is not signal.default_int_handler:
+                previous(signum, None)
 
 
-_requested: list[tuple[int, Handler]] = []  # the first signal received while deferring, and its previous handler
+_requested: list[tuple[int, Handler]] = []  # each kind of signal received while deferring, in order, and its previous handler
 
 
 def stop_requested() -> tuple[int, Handler] | None:
@@ -54,7 +63,7 @@ def stop_requested() -> tuple[int, Handler] | None:
 
 def request_stop(signum: int, previous: Handler = None) -> None:
     """Ask the running training to stop at its next safe point, as a signal does (tests call it from a callback)."""
-    if not _requested:
+    if all(asked != signum for asked, _ in _requested):
         _requested.append((signum, previous))
 
 
@@ -74,9 +83,11 @@ def stop_at_safe_point() -> Iterator[None]:
     previous: dict[int, Handler] = {}
 
     def deferred(signum: int, frame: FrameType | None) -> None:
-        if _requested:  # the second signal: no more waiting
+        if any(asked == signum for asked, _ in _requested):  # the same signal again (a second Ctrl-C): no more waiting
             _pass_on(signum, frame, previous.get(signum))
             return
+        # another kind (a pre-emption sends SIGTERM, then USR2) waits too: acting on it now would cut the save
+        # the first one asked for (and, over several ranks, leave one rank's state a step behind the others')
         request_stop(signum, previous.get(signum))
 
     _requested.clear()
@@ -87,13 +98,13 @@ def stop_at_safe_point() -> Iterator[None]:
         if signal.getsignal(signum) == signal.SIG_IGN:  # a shell's background job ignores SIGINT: keep it so
             continue
         previous[signum] = signal.signal(signum, deferred)
-    pending = None
+    pending: list[tuple[int, Handler]] = []
     try:
         yield
-        pending = stop_requested()  # arrived after the last step's check: it still takes effect
+        pending = list(_requested)  # arrived after the last step's check: they still take effect
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler if handler is not None else signal.SIG_DFL)
         _requested.clear()
-    if pending is not None:
-        _pass_on(pending[0], None, pending[1])
+    for number, handler in pending:
+        _pass_on(number, None, handler)
