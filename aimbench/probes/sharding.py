@@ -60,31 +60,58 @@ def _send_and_receive(pieces: list[torch.Tensor], into: list[torch.Tensor], shar
         target.copy_(got[: target.numel()].view_as(target))
 
 
-def to_owners(local: torch.Tensor, shard: Shard, rows: int, set_dim: int = 0, row_dim: int = 1, per_set: int = 1) -> torch.Tensor:
+def _overlap(rows: range, window: range) -> range:
+    """The rows of ``rows`` in ``window``; empty ones start inside the window (where they land)."""
+    start = min(max(rows.start, window.start), window.stop)
+    return range(start, max(start, min(rows.stop, window.stop)))
+
+
+def _entries(local: torch.Tensor | Sequence[torch.Tensor], set_dim: int) -> list[torch.Tensor]:
+    """``local``'s set entries, each keeping a set axis of size one: a tensor's slices along
+    ``set_dim``, or a sequence of tensors, one an entry (``set_dim`` 0)."""
+    if isinstance(local, torch.Tensor):
+        return [local.narrow(set_dim, index, 1) for index in range(local.shape[set_dim])]
+    if set_dim != 0:
+        raise ValueError("a sequence of set entries stacks them along dim 0")
+    return [entry.unsqueeze(0) for entry in local]
+
+
+def to_owners(
+    local: torch.Tensor | Sequence[torch.Tensor], shard: Shard, rows: int, set_dim: int = 0, row_dim: int = 1, per_set: int = 1,
+    window: range | None = None,
+) -> torch.Tensor:  # fmt: skip
     """This rank's rows of a batch of ``rows`` images, for every layer set (``local``: its
-    ``shard.rows(rows)`` along ``row_dim``, every set along ``set_dim``, ``per_set`` entries a set)
-    -> this rank's own sets for every row, rows in the batch's order.
+    ``shard.rows(rows)`` along ``row_dim``, every set along ``set_dim``, ``per_set`` entries a set;
+    or one tensor an entry, without the set axis) -> this rank's own sets for every row of
+    ``window`` (default: the whole batch), in order.
 
     Memory: the result is allocated once and filled one set entry at a time (each rank sends its
-    rows of the entry to the entry's owner), so beside ``local`` only the result exists: what the
-    attentive heads' memory estimate counts (their tokens and one more copy of them)."""
+    rows of the window of the entry to the entry's owner), so beside ``local`` only the result
+    exists; the attentive heads take a batch one micro-batch window at a time, so their owners
+    never hold a whole batch of their sets' tokens."""
+    window = range(rows) if window is None else window
     if shard.alone:
-        return local
-    home, local = local.device, local.to(_collective_device())
-    total_sets = local.shape[set_dim] // per_set
-    sets = [bound * per_set for bound in set_bounds(total_sets, shard.world)]
+        if isinstance(local, torch.Tensor):
+            return local.narrow(row_dim, window.start, len(window))
+        return torch.cat([entry.narrow(row_dim, window.start, len(window)) for entry in _entries(local, set_dim)], dim=set_dim)
+    entries = _entries(local, set_dim)
+    home = entries[0].device
+    entries = [entry.to(_collective_device()) for entry in entries]
+    sets = [bound * per_set for bound in set_bounds(len(entries) // per_set, shard.world)]
     row = row_bounds(rows, shard.chunk, shard.world)
-    shape = list(local.shape)
-    shape[set_dim], shape[row_dim] = sets[shard.rank + 1] - sets[shard.rank], rows
-    out = local.new_empty(shape)
-    per_row = math.prod(size for dim, size in enumerate(local.shape) if dim not in (set_dim, row_dim))
-    largest = max(b - a for a, b in zip(row, row[1:])) * per_row  # the largest piece any rank sends: one entry, the most rows
+    sent = [_overlap(range(row[s], row[s + 1]), window) for s in range(shard.world)]  # each rank's rows of the window
+    shape = list(entries[0].shape)
+    shape[set_dim], shape[row_dim] = sets[shard.rank + 1] - sets[shard.rank], len(window)
+    out = entries[0].new_empty(shape)
+    per_row = math.prod(size for dim, size in enumerate(shape) if dim not in (set_dim, row_dim))
+    largest = max(len(r) for r in sent) * per_row  # the largest piece any rank sends: one entry, the most rows
+    mine = sent[shard.rank]
+    nothing = entries[0].narrow(set_dim, 0, 0)
     for entry in range(max(b - a for a, b in zip(sets, sets[1:]))):  # the entry-th set entry of every owner at once
-        pieces = [local.narrow(set_dim, sets[d] + entry, 1) if sets[d] + entry < sets[d + 1] else local.narrow(set_dim, 0, 0)
-                  for d in range(shard.world)]  # fmt: skip
-        mine = entry < shape[set_dim]
-        into = [out.narrow(set_dim, entry, 1).narrow(row_dim, row[s], row[s + 1] - row[s]) if mine
-                else out.narrow(set_dim, 0, 0) for s in range(shard.world)]  # fmt: skip
+        pieces = [entries[sets[d] + entry].narrow(row_dim, mine.start - row[shard.rank], len(mine)) if mine and sets[d] + entry < sets[d + 1]
+                  else nothing for d in range(shard.world)]  # fmt: skip
+        into = [out.narrow(set_dim, entry, 1).narrow(row_dim, sent[s].start - window.start, len(sent[s]))
+                if entry < shape[set_dim] else out.narrow(set_dim, 0, 0) for s in range(shard.world)]  # fmt: skip
         landing = [view if view.is_contiguous() else torch.empty_like(view) for view in into]
         _send_and_receive([piece.contiguous() for piece in pieces], landing, shard, largest)
         for view, landed in zip(into, landing):

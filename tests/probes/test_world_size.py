@@ -51,14 +51,19 @@ def _numbers(path: Path) -> dict[str, Any]:
     }
 
 
-def _both_ways(tmp_path: Path, cards: Path, probe: str, **overrides: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+def _both_ways(
+    tmp_path: Path, cards: Path, probe: str, micro_batch: int | None = None, **overrides: Any
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """(alone, two ranks, the two-rank record's environment) of one planned cell: 3 layer sets (one
     rank owns two, the other one) and 36 train images in forwards of 16 (one rank forwards 32 of a
-    batch, the other 4): the exchange between unequal shares."""
+    batch, the other 4): the exchange between unequal shares. ``micro_batch``: the attentive heads'
+    (a memory setting, outside the identity), so the owners receive a batch in windows of rows."""
     request = EvalRequest.from_options(
         "micro-cls", "digits", probe, limit=48, layers=LAYERS.get(probe, "0,1,2"), cards=cards, batch_size=16, **overrides
     )
     planned = LocalLauncher().plan(request).cells[0]
+    if micro_batch is not None:
+        planned = replace(planned, cell=replace(planned.cell, probe_config=replace(planned.cell.probe_config, micro_batch=micro_batch)))
     alone = replace(request.options, results_dir=tmp_path / "alone", cache_dir=tmp_path / "cache-alone")
     two = replace(request.options, results_dir=tmp_path / "two", cache_dir=tmp_path / "cache-two")
     registry = Registry.load([cards])
@@ -66,6 +71,8 @@ def _both_ways(tmp_path: Path, cards: Path, probe: str, **overrides: Any) -> tup
     torch.multiprocessing.spawn(_rank, args=(_free_port(), planned, two), nprocs=2, join=True)
     second = two.results_dir / first.relative_to(alone.results_dir)
     assert not list((two.results_dir / "state").glob("*.pt")), "the two ranks' resume states are cleared with the record"
+    if micro_batch is not None:  # the planned change reached the heads
+        assert json.loads(second.read_text())["probe_config"]["micro_batch"] == micro_batch
     return _numbers(first), _numbers(second), json.loads(second.read_text())["environment"]
 
 
@@ -76,9 +83,11 @@ def _both_ways(tmp_path: Path, cards: Path, probe: str, **overrides: Any) -> tup
         ("knn", {}),
         ("linear", {"protocol": "aimbench-fast", "epochs": 1, "data_mode": "online"}),  # augmented views, exchanged per step
         ("attentive", {"protocol": "aimbench-fast", "epochs": 2, "data_mode": "online"}),  # token maps exchanged per step
+        # windows of 12 rows: 0-11 and 12-23 on rank 0, 24-35 across both ranks' rows (32 and 4)
+        ("attentive", {"protocol": "aimbench-fast", "epochs": 2, "data_mode": "online", "micro_batch": 12}),
         ("attentive", {"protocol": "aimbench-fast", "epochs": 2, "data_mode": "cached"}),
     ],
-    ids=["linear-cached", "knn", "linear-online", "attentive-online", "attentive-cached"],
+    ids=["linear-cached", "knn", "linear-online", "attentive-online", "attentive-online-windows", "attentive-cached"],
 )
 def test_a_cell_on_two_ranks_gives_exactly_the_numbers_of_one(tmp_path: Path, tiny_cards: Path, probe: str, overrides: dict) -> None:
     alone, two, environment = _both_ways(tmp_path, tiny_cards, probe, **overrides)

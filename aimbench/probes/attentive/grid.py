@@ -41,12 +41,18 @@ class SetNorms(nn.Module):
         """(L, B, N, D) -> (L, B, N, D)."""
         return torch.stack([norm(x.transpose(1, 2)).transpose(1, 2) for norm, x in zip(self.norms, tokens)])
 
-    def normalise_(self, tokens: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward`, written over ``tokens`` one set at a time: a training batch's tokens are
-        the heads' largest input, and this keeps one copy of them (and one set's) instead of two."""
-        for norm, x in zip(self.norms, tokens):
-            x.copy_(norm(x.transpose(1, 2)).transpose(1, 2))
-        return tokens
+    def track_(self, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
+        """Fold a training batch's (L, D) mean and biased variance of ``count`` values per channel
+        into each set's running statistics, by ``BatchNorm1d``'s rule: the momentum's share of the
+        batch's, the variance unbiased (the batch normalised itself with ``batch_stats``)."""
+        for index, (mu, sigma2) in enumerate(zip(mean, var)):
+            norm = self.norm(index)
+            assert norm.running_mean is not None and norm.running_var is not None and norm.num_batches_tracked is not None
+            momentum = norm.momentum if norm.momentum is not None else 1.0 / float(norm.num_batches_tracked + 1)
+            unbiased = sigma2 * count / max(count - 1, 1)
+            norm.running_mean.copy_((1 - momentum) * norm.running_mean.double() + momentum * mu)
+            norm.running_var.copy_((1 - momentum) * norm.running_var.double() + momentum * unbiased)
+            norm.num_batches_tracked.add_(1)
 
     def norm(self, index: int) -> nn.BatchNorm1d:
         """The BatchNorm of layer set ``index``."""

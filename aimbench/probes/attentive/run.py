@@ -9,9 +9,11 @@ from functools import partial
 import torch
 
 from aimbench.cards.task_card import SPLITS
+from aimbench.dtypes import BYTES
 from aimbench.probes.attentive.config import AttentiveProbeConfig
-from aimbench.probes.attentive.memory import HEADS_SHARE, plan_passes
-from aimbench.probes.attentive.training import CachedTokens, train_attentive_probes
+from aimbench.probes.attentive.memory import HEADS_SHARE, TokenLayout, plan_passes
+from aimbench.probes.attentive.tokens import CachedTokens
+from aimbench.probes.attentive.training import train_attentive_probes
 from aimbench.probes.config import grid_points
 from aimbench.probes.features.cache import cached_tokens
 from aimbench.probes.features.layer_sets import blocks_needed
@@ -35,8 +37,10 @@ def run_attentive(job: ProbeJob) -> ProbeOutcome:
     backbone, splits, config, task = job.backbone, job.splits, job.config_of(AttentiveProbeConfig), job.task
     sets, shard = list(job.layer_sets), job.shard
     grid = len(grid_points(config))
-    plan = plan_passes(sets, backbone.dim, backbone.patch_tokens(), task.num_classes, grid, config.batch_size,
-                       memory_budget(job), config.micro_batch, backbone.heads, shard.world)  # fmt: skip
+    layout = TokenLayout.of(config.batch_size, shard.chunk, shard.world, BYTES[backbone.dtype], len(backbone.spec.prefix_layout),
+                            cached=config.data_mode == "cached")  # fmt: skip
+    plan = plan_passes(sets, backbone.dim, backbone.patch_tokens(), task.num_classes, grid, layout, memory_budget(job),
+                       config.micro_batch, backbone.heads, shard.world)  # fmt: skip
     cached: tuple[CachedTokens, CachedTokens, CachedTokens] | None = None
     cache, timing = {}, Timing()
     if config.data_mode == "cached":

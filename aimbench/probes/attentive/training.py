@@ -1,7 +1,8 @@
 """Training AIM attentive probes online: every (layer set x lr x wd) head from one backbone pass.
 
-Each step draws a batch of augmented views, runs the frozen backbone once under inference mode
-for every block any layer set needs, averages the raw block outputs of each window, and trains
+Each step draws a batch of augmented views, runs the frozen backbone once without autograd for
+every block any layer set needs, averages the raw block outputs of each window (``tokens``),
+normalises the batch in place (``batch_stats``), and trains
 all heads on those tokens with one cross-entropy call over their stacked logits. So the cost per
 epoch is one backbone forward per training image, however many layer sets and grid points.
 
@@ -23,23 +24,24 @@ exported as a standalone ``AttentivePoolingHead`` and only those score the test 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
-from typing import Any
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 
 from aimbench.adapters.base import Backbone
-from aimbench.data.images import LabelledImages, TransformedImages
+from aimbench.data.images import LabelledImages
+from aimbench.probes.attentive.batch_stats import batch_moments, normalise_
 from aimbench.probes.attentive.config import AttentiveProbeConfig
 from aimbench.probes.attentive.grid import AttentiveGrid, SetNorms
 from aimbench.probes.attentive.head import AttentivePoolingHead
+from aimbench.probes.attentive.tokens import CachedTokens, SetTokens, eval_tokens, forwarded_tokens
 from aimbench.probes.checkpoint import Checkpointing
 from aimbench.probes.config import grid_points
-from aimbench.probes.features.extract import eval_batches
-from aimbench.probes.features.layer_sets import LayerSet, blocks_needed
-from aimbench.probes.features.rank_batches import consecutive, in_chunks, rank_loader
+from aimbench.probes.features.layer_sets import LayerSet
+from aimbench.probes.features.rank_batches import rank_loader
 from aimbench.probes.features.views import AugmentedViews, train_transform
 from aimbench.probes.finite import finite_along, grid_point, require_finite_features, require_finite_heads
 from aimbench.probes.metrics import score_predictions, secondary_scores
@@ -49,70 +51,6 @@ from aimbench.probes.schedule import clip_per_head, epoch_batches, grid_optimize
 from aimbench.probes.sharding import to_owners
 
 TRAIN_AUTOCAST = ("cuda",)  # device types whose head training runs under bf16 autocast; scoring never does
-
-
-def _window_means(by_block: Mapping[int, torch.Tensor], sets: Sequence[LayerSet]) -> torch.Tensor:
-    """(L, B, N, D) float32: each layer set's mean of its blocks' patch tokens."""
-    return torch.stack([torch.stack([by_block[b] for b in s.blocks]).float().mean(dim=0) for s in sets])
-
-
-def set_tokens(backbone: Backbone, images: torch.Tensor, sets: Sequence[LayerSet]) -> torch.Tensor:
-    """Patch tokens of every layer set, (L, B, N, D) float32, from ONE backbone forward."""
-    with torch.inference_mode():
-        tokens = _window_means({b: o.patches for b, o in backbone.forward_layers(images, blocks_needed(sets)).items()}, sets)
-    return tokens.clone()  # a normal tensor, usable by autograd (inference tensors are not)
-
-
-def owned_tokens(backbone: Backbone, images: torch.Tensor | None, rows: int, sets: Sequence[LayerSet], shard: Shard) -> torch.Tensor:
-    """This rank's layer sets' tokens (L_own, rows, N, D) for a batch of ``rows`` images, of which
-    ``images`` are this rank's share: forwarded in chunks for every set of ``sets``, then exchanged
-    (``sharding.to_owners``); alone, every set's tokens of every image."""
-
-    def empty() -> torch.Tensor:
-        return torch.empty(len(sets), 0, backbone.patch_tokens(), backbone.dim, device=backbone.device)
-
-    local = in_chunks(lambda chunk: set_tokens(backbone, chunk, sets), images, shard.chunk, empty, dim=1)
-    return to_owners(local, shard, rows, set_dim=0, row_dim=1)
-
-
-class CachedTokens:
-    """A split's patch-token maps from the feature cache (eval crop): layer-set tokens for any
-    examples without running the backbone, for attentive probes in cached mode."""
-
-    def __init__(self, blocks: dict[int, torch.Tensor]) -> None:
-        self.blocks = blocks
-
-    def set_tokens(self, positions: Sequence[int], sets: Sequence[LayerSet], device: torch.device) -> torch.Tensor:
-        index = torch.as_tensor(list(positions), dtype=torch.long)
-        return _window_means({block: self.blocks[block][index] for block in blocks_needed(sets)}, sets).to(device)
-
-
-def eval_tokens(
-    backbone: Backbone,
-    images: LabelledImages,
-    sets: Sequence[LayerSet],
-    batch_size: int,
-    workers: int,
-    cached: CachedTokens | None = None,
-    shard: Shard = Shard(),
-) -> Iterator[torch.Tensor]:
-    """Eval-crop tokens (L, B, N, D) of this rank's layer sets of ``sets`` (alone: all of them) for
-    ``images`` in order, ``batch_size`` images at a time: from the cache when given, else one
-    backbone forward per batch. With several ranks, each forwards one batch of every ``world``
-    consecutive ones, and the heads still see the batches a rank alone gives them."""
-    if cached is not None:
-        for start in range(0, len(images), batch_size):
-            yield cached.set_tokens(range(start, min(start + batch_size, len(images))), shard.owned(sets), backbone.device)
-        return
-    if shard.alone:
-        for batch, _ in eval_batches(backbone, images, batch_size, workers):
-            yield set_tokens(backbone, batch, sets)
-        return
-    dataset: Any = TransformedImages(images, backbone.transform())  # a map-style dataset, not a Dataset subclass (torch-free)
-    for positions, loaded in rank_loader(dataset, consecutive(len(images), batch_size * shard.world), shard, workers):
-        tokens = owned_tokens(backbone, loaded, len(positions), sets, shard)
-        for start in range(0, len(positions), batch_size):
-            yield tokens[:, start : start + batch_size]
 
 
 class AttentiveTrainer:
@@ -149,19 +87,34 @@ class AttentiveTrainer:
         with torch.no_grad():
             return self.head_logits(self.norms(tokens), autocast=False)
 
-    def train_step(self, tokens: torch.Tensor, labels: torch.Tensor) -> None:
-        """One optimizer step of every head on a batch. The BatchNorm (no affine, nothing to learn)
-        normalises the whole batch first; the heads then run in micro-batches whose gradients add
-        up to the full batch's, so memory follows ``micro_batch``, not ``batch_size``."""
+    def train_step(self, local: SetTokens, labels: torch.Tensor, exchange: Shard | None = None) -> None:
+        """One optimizer step of every head on a batch of ``len(labels)`` rows. ``local``: every row
+        of this rank's sets (the default, nothing to exchange), or, online on several ranks, this
+        rank's rows of every forwarded set, whose owners receive them (``exchange``: the cell's
+        shard). The BatchNorm (no affine, nothing to learn) normalises the rows in place with the
+        whole batch's moments (``batch_stats``); the heads then run in micro-batches whose
+        gradients add up to the full batch's, and their owners receive one micro-batch of tokens
+        at a time, so memory follows ``micro_batch``, not ``batch_size``."""
+        exchange = exchange or replace(self.shard, rank=0, world=1)
+        rows, classes = labels.shape[0], self.grids[0].weight.shape[1]
         with torch.no_grad():
-            normed = self.norms.normalise_(tokens)  # in place: the batch's tokens are the heads' largest input
-        batch, classes = normed.shape[1], self.grids[0].weight.shape[1]
-        autocast = normed.device.type in TRAIN_AUTOCAST
+            mean, var, count = batch_moments(local, exchange, rows)
+            # a NaN or inf in any row of a set makes its moments so: every rank sees it alike, and none waits on the others
+            names = [f"layer set {s.name}" for s in (self.sets if exchange.alone else self.forwarded)]
+            require_finite_features(torch.stack([mean, var], dim=1), 0, names, "train")
+            normalise_(local, mean, var)
+            own = exchange.owned(range(len(local)))
+            self.norms.track_(mean[own], var[own], count)
+        autocast = self.backbone.device.type in TRAIN_AUTOCAST
         self.optimizer.zero_grad(set_to_none=True)
-        for start in range(0, batch, self.config.micro_batch):
-            logits = self.head_logits(normed[:, start : start + self.config.micro_batch], autocast)  # (G, L, m, C)
-            targets = labels[start : start + self.config.micro_batch].repeat(logits.shape[0] * logits.shape[1])
-            (F.cross_entropy(logits.reshape(-1, classes), targets, reduction="sum") / batch).backward()
+        for start in range(0, rows, self.config.micro_batch):
+            window = range(start, min(start + self.config.micro_batch, rows))
+            normed = to_owners(local, exchange, rows, window=window)  # (L_own, m, N, D)
+            if autocast:  # what autocast casts them to for every grid point's einsums: cast once, kept once for backward
+                normed = normed.to(torch.bfloat16)
+            logits = self.head_logits(normed, autocast)  # (G, L_own, m, C)
+            targets = labels[window.start : window.stop].repeat(logits.shape[0] * logits.shape[1])
+            (F.cross_entropy(logits.reshape(-1, classes), targets, reduction="sum") / rows).backward()
         if self.config.grad_clip is not None:  # per head: a grid point's tensors stack its layer sets' heads
             for grid in self.grids:
                 clip_per_head([t for tensors in grid.by_name().values() for t in tensors], self.config.grad_clip)
@@ -256,15 +209,15 @@ def fit(
     with checkpoint.training() if checkpoint is not None else nullcontext():
         while trainer.epoch < config.epochs:
             batches = epoch_batches(len(train), config.batch_size, seed, trainer.epoch)[trainer.step :]
-            if cached is not None:
-                steps = ((cached.set_tokens(idx, trainer.sets, backbone.device), torch.as_tensor(train.labels[idx])) for idx in batches)
-            else:  # this rank's rows of each batch forwarded in chunks, its sets' tokens of every row received
+            steps: Iterator[tuple[SetTokens, Sequence[int], Shard | None]]
+            if cached is not None:  # every row of this rank's sets
+                steps = ((cached.set_tokens(idx, trainer.sets, backbone.device), idx, None) for idx in batches)
+            else:  # this rank's rows of each batch forwarded in chunks, for every set; the owners receive them in train_step
                 views.epoch = trainer.epoch
-                steps = ((owned_tokens(backbone, images, len(idx), trainer.forwarded, trainer.shard), torch.as_tensor(train.labels[idx]))
+                steps = ((forwarded_tokens(backbone, images, trainer.forwarded, trainer.shard.chunk), idx, trainer.shard)
                          for idx, images in rank_loader(views, batches, trainer.shard, workers))  # fmt: skip
-            for tokens, labels in steps:
-                require_finite_features(tokens, 0, [f"layer set {s.name}" for s in trainer.sets], "train")
-                trainer.train_step(tokens, labels.to(backbone.device))
+            for tokens, idx, exchange in steps:
+                trainer.train_step(tokens, torch.as_tensor(train.labels[idx]).to(backbone.device), exchange)
                 scheduler.step()
                 trainer.step += 1
                 done += 1

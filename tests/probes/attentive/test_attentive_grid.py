@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from aimbench.probes.attentive.batch_stats import batch_moments, normalise_
 from aimbench.probes.attentive.grid import AttentiveGrid, SetNorms, standalone_head
+from aimbench.probes.ownership import Shard
 from aimbench.probes.schedule import head_seed
 
 DIM, HEADS, CLASSES = 16, 2, 5
@@ -51,3 +53,20 @@ def test_head_seed_depends_on_the_head_only() -> None:
     assert head_seed(0, "3", 1e-3, 0.1) == head_seed(0, "3", 1e-3, 0.1)
     assert len({head_seed(0, "3", 1e-3, 0.1), head_seed(1, "3", 1e-3, 0.1), head_seed(0, "4", 1e-3, 0.1),
                 head_seed(0, "3", 3e-3, 0.1), head_seed(0, "3", 1e-3, 0.05)}) == 5  # fmt: skip
+
+
+def test_batch_moments_normalise_and_track_as_batchnorm_does() -> None:
+    """A batch normalised from chunk moments (``batch_stats``), running statistics folded in by
+    ``SetNorms.track_``: what ``BatchNorm1d`` in training mode gives, over several steps."""
+    norms, reference = SetNorms(3, DIM), SetNorms(3, DIM)
+    for step in range(3):
+        tokens = _tokens(batch=7, seed=step) * (step + 1)
+        expected = reference(tokens)  # training mode: batch statistics, running statistics updated
+        mean, var, count = batch_moments(tokens, Shard(chunk=3), rows=7)
+        normalise_(tokens, mean, var)  # in place
+        torch.testing.assert_close(tokens, expected, rtol=1e-5, atol=1e-5)
+        norms.track_(mean, var, count)
+        for mine, theirs in zip(norms.norms, reference.norms):
+            torch.testing.assert_close(mine.running_mean, theirs.running_mean)
+            torch.testing.assert_close(mine.running_var, theirs.running_var)
+            assert int(mine.num_batches_tracked) == int(theirs.num_batches_tracked) == step + 1
