@@ -8,6 +8,7 @@ if TYPE_CHECKING:
     import torch
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}  # a value's size in each, for memory plans
 
 
 def torch_dtype(name: str) -> torch.dtype:

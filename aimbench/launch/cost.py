@@ -40,7 +40,7 @@ from aimbench.launch.preflight import cache_bytes
 from aimbench.launch.ranks import Ranks
 from aimbench.launch.shape import patch_tokens, plan_shape
 from aimbench.launch.throughput import Assumption, Rate, block_flops, calibrate
-from aimbench.probes import HEADS_SHARE, Exchange, probe_kind
+from aimbench.probes import HEADS_SHARE, Exchange, PlanShape, probe_kind
 
 if TYPE_CHECKING:
     from aimbench.launch.base import EvalPlan
@@ -220,7 +220,7 @@ def cell_cost(
     its share of the forwards, its owned sets' head FLOPs, and its sends to the set owners."""
     spec, kind, config = registry.backbone(cell.backbone), probe_kind(cell.probe), cell.probe_config
     shape = shape or geometry(spec)
-    planned = plan_shape(cell, registry, shape.patch_tokens)
+    planned = plan_shape(cell, registry, shape.patch_tokens, chunk or PlanShape.chunk)
     world = ranks.world
     memory = memory_need(spec, cell.dtype)
     budget = None if device_gb is None else int(HEADS_SHARE * (device_gb - memory.gb) * 1e9)  # what the run's budget would be

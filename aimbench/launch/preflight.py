@@ -176,7 +176,7 @@ def require_memory(cells: list[tuple[Cell, CellIdentity]], registry: Registry, o
     for cell, identity in cells:
         if not overwrite and record_path(options.results_dir, identity.record_name).exists():
             continue
-        need = cell_memory(cell, registry, splits, options.ranks)  # what one rank's device must hold
+        need = cell_memory(cell, registry, splits, options.ranks, options.batch_size)  # what one rank's device must hold
         if need.heads_gb * 1e9 > budget:
             where = "--memory-gb" if options.memory_gb is not None else f"the {device} device's memory"
             raise UserError(

@@ -11,6 +11,7 @@ import re
 from aimbench.cards.backbone_card import BackboneSpec
 from aimbench.cards.registry import Registry
 from aimbench.cards.task_card import SPLITS, TaskSpec
+from aimbench.dtypes import BYTES
 from aimbench.launch.cells import Cell
 from aimbench.models.presets import PRESETS
 from aimbench.probes import PlanShape
@@ -39,8 +40,9 @@ def split_sizes(task: TaskSpec, limit: int | None, val_fraction: float | None) -
     return {name: sizes[name] if limit is None else min(sizes[name], limit) for name in SPLITS}
 
 
-def plan_shape(cell: Cell, registry: Registry, patches: int) -> PlanShape:
-    """The cell's shape for its kind's hooks; ``patches``: patch tokens per image (cost and disk read them their own way)."""
+def plan_shape(cell: Cell, registry: Registry, patches: int, chunk: int = 64) -> PlanShape:
+    """The cell's shape for its kind's hooks; ``patches``: patch tokens per image (cost and disk read
+    them their own way); ``chunk``: images per backbone forward (``--batch-size``)."""
     spec, task = registry.backbone(cell.backbone), registry.task(cell.task)
     return PlanShape(
         layer_sets=cell.planned_sets,
@@ -50,4 +52,7 @@ def plan_shape(cell: Cell, registry: Registry, patches: int) -> PlanShape:
         probe_tokens=tuple(spec.probe_tokens),
         classes=task.num_classes,
         sizes=split_sizes(task, cell.limit, cell.val_fraction),
+        chunk=chunk,
+        value_bytes=BYTES[cell.dtype],
+        prefix_tokens=len(spec.prefix_layout),
     )

@@ -58,6 +58,9 @@ class PlanShape:
     probe_tokens: tuple[str, ...]  # the card's pooled token kinds (patch_mean, cls, ...)
     classes: int
     sizes: Mapping[str, int]  # train, val, test
+    chunk: int = 64  # images per backbone forward (--batch-size): what a forward holds of block outputs
+    value_bytes: int = FLOAT  # of the backbone's outputs, in the cell's dtype
+    prefix_tokens: int = 0  # cls and registers, before the patch tokens of every block output
 
     @property
     def evaluated(self) -> int:
@@ -122,7 +125,7 @@ class Exchange:
 
     step_bytes: int = 0  # per optimizer step (one global probe batch), while training
     total_bytes: int = 0  # over the whole cell: every exchanged batch (training and scoring) and any features gathered once
-    buffer_bytes: int = 0  # device memory the exchange adds to the heads' estimate at its peak (the outgoing outputs, where not counted)
+    buffer_bytes: int = 0  # device memory a rank holds of a batch beside its heads' estimate at its peak (outgoing outputs, batch tokens)
 
 
 def sent_bytes(per_image: int, images: int, world: int) -> int:

@@ -215,8 +215,7 @@ def test_each_kind_says_what_its_heads_hold_on_the_device(registry: Registry) ->
     )
     config, sets = registry.protocol("aim-v1"), 26  # AIM-600M: 24 blocks + the last and best windows
     points = len(config.sections["attentive"]["learning_rates"].value) * len(config.sections["attentive"]["weight_decays"].value)
-    batch = config.sections["attentive"]["batch_size"].value
-    assert attentive.head_memory_bytes == sets * bytes_per_layer_set(1536, 256, 1000, points, batch, 64, 12)
+    assert attentive.head_memory_bytes == sets * bytes_per_layer_set(1536, 256, 1000, points, 64, 12)
     linear_points = len(config.sections["linear"]["learning_rates"].value) * len(config.sections["linear"]["weight_decays"].value)
     assert linear.head_memory_bytes == 4 * 4 * (
         linear_points * sets * 1536 * 1000 + linear_points * sets * 1000

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from aimbench.probes.attentive.config import AttentiveProbeConfig
-from aimbench.probes.attentive.memory import bytes_per_layer_set, plan_passes
-from aimbench.probes.kinds import FLOAT, CacheNeed, Exchange, PlanShape, ProbeKind, held_bytes, sent_bytes
+from aimbench.probes.attentive.memory import TokenLayout, batch_tokens_bytes, bytes_per_layer_set, plan_passes
+from aimbench.probes.kinds import FLOAT, CacheNeed, Exchange, PlanShape, ProbeKind, sent_bytes
 from aimbench.probes.ownership import most_sets_per_rank
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ class AttentiveKind(ProbeKind[AttentiveProbeConfig]):
 
     def head_memory_bytes(self, config: AttentiveProbeConfig, shape: PlanShape, world: int = 1) -> int:
         """The sets the busiest rank owns, each set's heads as ``bytes_per_layer_set`` counts them
-        (its inputs are the whole global batch's tokens of that set, which its owner receives)."""
+        (its batch tokens: ``exchange``'s buffer)."""
         return self._per_set(config, shape) * most_sets_per_rank(len(shape.layer_sets), world)  # the run splits them into passes
 
     def least_head_memory_bytes(self, config: AttentiveProbeConfig, shape: PlanShape, world: int = 1) -> int:
@@ -55,37 +55,33 @@ class AttentiveKind(ProbeKind[AttentiveProbeConfig]):
         """As the run splits them (``plan_passes``, the same estimate, each pass's sets divided among
         the ``world`` ranks): one layer set that does not fit is refused here."""
         points = len(config.learning_rates) * len(config.weight_decays)
-        plan = plan_passes(shape.layer_sets, shape.dim, shape.patch_tokens, shape.classes, points, config.batch_size, budget_bytes,
-                           config.micro_batch, shape.attention_heads, world=world)  # fmt: skip
+        plan = plan_passes(shape.layer_sets, shape.dim, shape.patch_tokens, shape.classes, points, self._layout(config, shape, world),
+                           budget_bytes, config.micro_batch, shape.attention_heads, world=world)  # fmt: skip
         return len(plan.passes)
 
     def exchange(self, config: AttentiveProbeConfig, shape: PlanShape, world: int) -> Exchange:
         """Each image's patch tokens of every layer set, (L, N, D) float32, go to the sets' owners
         (``sent_bytes``): online, every training step's global batch and every val and test batch;
-        cached, the token maps of every split gathered once, and no step moves anything."""
+        cached, the token maps of every split gathered once, and no step moves anything. The
+        buffer is what a rank holds of a batch's tokens beside its heads (``batch_tokens_bytes``),
+        on one rank too."""
         per_image = FLOAT * len(shape.layer_sets) * shape.patch_tokens * shape.dim
         if config.data_mode == "online":
             images = config.epochs * shape.sizes["train"] + shape.evaluated
             step = sent_bytes(per_image, config.batch_size, world)
         else:
             images, step = sum(shape.sizes.values()), 0
-        return Exchange(step, sent_bytes(per_image, images, world), self._exchange_peak(config, shape, world))
+        owned = most_sets_per_rank(len(shape.layer_sets), world)
+        held = batch_tokens_bytes(shape.layer_sets, owned, shape.patch_tokens, shape.dim, self._layout(config, shape, world))
+        return Exchange(step, sent_bytes(per_image, images, world), held)
 
-    def _exchange_peak(self, config: AttentiveProbeConfig, shape: PlanShape, world: int) -> int:
-        """What the exchange adds to the heads' estimate at its peak. While a batch moves, a rank
-        holds its own rows of every set (``held_bytes``) beside the whole batch's tokens of the sets
-        it owns; the normalised copy of those tokens, which the heads' estimate also counts
-        (``bytes_per_layer_set``'s inputs), is made only once the rows are sent and freed. So the
-        exchange adds only what its outgoing rows exceed that copy by: nothing while
-        ``ceil(batch / W) x L <= batch x ceil(L / W)``, which rounding alone can break."""
-        held = held_bytes(FLOAT * len(shape.layer_sets) * shape.patch_tokens * shape.dim, config.batch_size, world)
-        copy = FLOAT * config.batch_size * most_sets_per_rank(len(shape.layer_sets), world) * shape.patch_tokens * shape.dim
-        return max(0, held - copy) if world > 1 else 0
+    @staticmethod
+    def _layout(config: AttentiveProbeConfig, shape: PlanShape, world: int) -> TokenLayout:
+        return TokenLayout.of(config.batch_size, shape.chunk, world, shape.value_bytes, shape.prefix_tokens, config.data_mode == "cached")
 
     def _per_set(self, config: AttentiveProbeConfig, shape: PlanShape) -> int:
         points = len(config.learning_rates) * len(config.weight_decays)
-        return bytes_per_layer_set(shape.dim, shape.patch_tokens, shape.classes, points, config.batch_size, config.micro_batch,
-                                   shape.attention_heads)  # fmt: skip
+        return bytes_per_layer_set(shape.dim, shape.patch_tokens, shape.classes, points, config.micro_batch, shape.attention_heads)
 
     def cache_blocks(self, config: AttentiveProbeConfig, shape: PlanShape) -> CacheNeed:
         return CacheNeed(tokens=frozenset(shape.blocks if config.data_mode == "cached" else ()))
