@@ -132,3 +132,4 @@ def eval_tokens(
         local = forwarded_tokens(backbone, loaded, sets, shard.chunk)
         for start in range(0, len(positions), batch_size):
             yield to_owners(local, shard, len(positions), window=range(start, min(start + batch_size, len(positions))))
+        del local  # before the next group is forwarded

@@ -115,6 +115,7 @@ class AttentiveTrainer:
             logits = self.head_logits(normed, autocast)  # (G, L_own, m, C)
             targets = labels[window.start : window.stop].repeat(logits.shape[0] * logits.shape[1])
             (F.cross_entropy(logits.reshape(-1, classes), targets, reduction="sum") / rows).backward()
+            del normed, logits  # before the next window is received: one window at a time
         if self.config.grad_clip is not None:  # per head: a grid point's tensors stack its layer sets' heads
             for grid in self.grids:
                 clip_per_head([t for tensors in grid.by_name().values() for t in tensors], self.config.grad_clip)
@@ -227,6 +228,7 @@ def fit(
                     checkpoint.after_step(done, total, lambda: trainer.state(scheduler))
                 if on_step is not None:
                     on_step(done)
+                del tokens  # before the next batch is forwarded: one batch's tokens at a time
             if not batches:  # an empty train split: nothing to learn
                 trainer.epoch += 1
     trainer.norms.eval()

@@ -4,8 +4,10 @@ test split never influences selection."""
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -48,6 +50,25 @@ def test_one_backbone_forward_per_training_batch_serves_every_head(micro_cls: Ba
     assert len(result.heads) == 4 * 2 * 2  # 4 layer sets x 2 lrs x 2 wds
     assert [r.layer_set for r in result.layers] == ["0", "1", "2", "avg:1-2"]
     assert result.last.layer_set == "2" and all(r.token == "attentive" for r in result.layers)
+
+
+def test_a_batchs_tokens_are_let_go_before_the_next_batch_is_forwarded(
+    micro_cls: Backbone, digits_48: TaskSplits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The memory plan counts one training batch's tokens: nothing may hold them while the next
+    batch is forwarded (a loop variable did, which doubled them)."""
+    made: list[weakref.ref[torch.Tensor]] = []
+    forward = attentive_training.forwarded_tokens
+
+    def tracked(*args: Any, **kwargs: Any) -> list[torch.Tensor]:
+        assert all(ref() is None for ref in made), "the previous batch's tokens are still held"
+        tokens = forward(*args, **kwargs)
+        made.extend(weakref.ref(t) for t in tokens)
+        return tokens
+
+    monkeypatch.setattr(attentive_training, "forwarded_tokens", tracked)
+    fit(AttentiveTrainer(micro_cls, parse_layer_sets("all,avg:1-2", micro_cls.depth), 10, CONFIG, seed=0), digits_48.train)
+    assert len(made) == 4 * 3 * CONFIG.epochs  # 4 layer sets, 3 batches an epoch
 
 
 def test_a_grid_head_scores_as_the_same_head_trained_alone(micro_cls: Backbone, digits_48: TaskSplits) -> None:
