@@ -162,6 +162,7 @@ def _fit(
             # head trains exactly as it would alone, and a resumed run sees the same batches
             for x, y in batches_of(data_pass, step):
                 heads.step(x, y)
+                del x, y  # not held while the next batch is made
                 step, done = step + 1, done + 1
                 if step == per_pass:
                     data_pass, step = data_pass + 1, 0
@@ -242,7 +243,10 @@ def train_linear_probes(
     def online_batches(epoch: int, step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         assert online is not None  # online_batches is used only when online batches are given
         for x, y in online(epoch, step):
-            yield (x.to(device) - mean) / std, y.to(device)
+            batch = (x.to(device) - mean) / std, y.to(device)
+            del x, y
+            yield batch
+            del batch  # one batch at a time: let go before the next is forwarded
 
     heads = _fit(cached_batches if online is None else online_batches, n, heads, config, checkpoint, on_epoch, halving)
 
