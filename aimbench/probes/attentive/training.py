@@ -231,6 +231,7 @@ def fit(
                 del tokens  # before the next batch is forwarded: one batch's tokens at a time
             if not batches:  # an empty train split: nothing to learn
                 trainer.epoch += 1
+    trainer.optimizer.zero_grad(set_to_none=True)  # scoring needs no gradients: their memory goes to the val and test batches
     trainer.norms.eval()
 
 
