@@ -142,7 +142,8 @@ def _rank_note(cost: SweepCost) -> str:
     peak, sent = cost.peak_memory, max((cell.exchange.total_bytes for cell in cost.to_run), default=0)
     comm = max((cell.comm_seconds for cell in cost.to_run), default=0.0)
     return (f"per rank: device memory up to {byte_size(cost.peak_rank_bytes)} (the backbone, {peak.describe() if peak else '0 GB'}, "
-            f"and up to {byte_size(cost.peak_head_bytes)} of heads in one pass: attentive heads that do not fit train in passes), "
+            f"up to {byte_size(cost.peak_head_bytes)} of heads in one pass: attentive heads that do not fit train in passes, "
+            f"and up to {byte_size(cost.peak_batch_bytes)} of a batch's tokens or outputs), "
             f"up to {byte_size(cost.peak_step_bytes)} sent per step to the layer sets' owners (up to {_volume(sent)} and "
             f"{_duration(comm)} a cell)")  # fmt: skip
 

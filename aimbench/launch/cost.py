@@ -191,8 +191,13 @@ class SweepCost:
         return max((cell.head_memory_bytes for cell in self.to_run), default=0)
 
     @property
+    def peak_batch_bytes(self) -> int:
+        """The most a rank holds of a batch beside its heads (a kind's ``Exchange.buffer_bytes``), over the cells."""
+        return max((cell.exchange.buffer_bytes for cell in self.to_run), default=0)
+
+    @property
     def peak_rank_bytes(self) -> int:
-        """The largest device memory one rank of a cell takes: backbone, heads in one pass and outgoing block outputs."""
+        """The largest device memory one rank of a cell takes: backbone, heads in one pass and what it holds of a batch."""
         return max((cell.rank_bytes for cell in self.to_run), default=0)
 
     @property

@@ -52,11 +52,11 @@ def memory_need(spec: BackboneSpec, dtype: str) -> MemoryNeed:
 def cell_memory(cell: Cell, registry: Registry, gpu: bool, world: int = 1, chunk: int = 64) -> MemoryNeed:
     """What ``cell`` needs of each of the ``world`` devices that run it: its backbone's memory, its
     heads' on the busiest rank (on a ``gpu`` the least a pass holds, elsewhere all of them) and the
-    block outputs it holds to send (a pass of one layer set, on a ``gpu``), each rounded up to 0.1 GB."""
+    batch it holds (on a ``gpu``, of the least pass: a layer set a rank), each rounded up to 0.1 GB."""
     spec = registry.backbone(cell.backbone)
     kind, shape, config = probe_kind(cell.probe), plan_shape(cell, registry, patch_tokens(spec), chunk), cell.probe_config
     heads = kind.least_head_memory_bytes(config, shape, world) if gpu else kind.head_memory_bytes(config, shape, world)
-    sent = kind.exchange(config, replace(shape, layer_sets=list(shape.layer_sets[:1])) if gpu else shape, world).buffer_bytes
+    sent = kind.exchange(config, replace(shape, layer_sets=list(shape.layer_sets[:world])) if gpu else shape, world).buffer_bytes
     return replace(memory_need(spec, cell.dtype), heads_gb=_tenths(heads), exchange_gb=_tenths(sent), ranks=world)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 from pathlib import Path
 
 import pytest
@@ -162,6 +163,17 @@ def test_slurm_sizes_a_gpu_by_one_ranks_need(registry: Registry) -> None:
     with pytest.raises(UserError, match="of GPU memory; the partition's GPUs have 48 GB"):
         cell_parameters(SlurmSettings(gpu_memory_gb=48), alone, "aim-7b")
     assert cell_parameters(SlurmSettings(gpu_memory_gb=48), spread, "aim-7b")["gpus_per_node"] == 1
+
+
+def test_a_slurm_job_of_many_ranks_is_sized_by_one_ranks_need(registry: Registry) -> None:
+    """2 nodes x 8 GPUs run AIM-7B's attentive cell: a GPU holds the backbone, one set's heads and its
+    64 rows of the 16 sets of the least pass (a set a rank), not a rank alone's whole batch."""
+    from aimbench.launch.slurm.launcher import SlurmLauncher
+
+    [cell] = EvalRequest.from_options("aim-7b", "imagenet-1k", "attentive").cells(registry)
+    _, need = SlurmLauncher(SlurmSettings(gpus_per_node=8, gpu_memory_gb=80), nodes=2, tasks_per_node=8).resources(cell, registry)
+    assert need is not None and need.ranks == 16 and need.heads_gb == math.ceil(PER_SET / 1e8) / 10  # GB, up to a tenth
+    assert need.exchange_gb == math.ceil(4 * ROWS * 16 * 256 * 4096 / 1e8) / 10
 
 
 def test_ranks_must_divide_evenly_over_the_nodes() -> None:

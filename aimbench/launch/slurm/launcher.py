@@ -108,7 +108,7 @@ class SlurmLauncher(Launcher):
         self.tasks_per_node = tasks_per_node or max(1, settings.gpus)  # one task per GPU
 
     def resources(self, cell: Cell, registry: Registry) -> tuple[dict[str, Any], MemoryNeed | None]:
-        need = cell_memory(cell, registry, gpu=self.settings.gpus > 0)
+        need = cell_memory(cell, registry, gpu=self.settings.gpus > 0, world=self.nodes * self.tasks_per_node)  # one rank's need
         return cell_parameters(self.settings, need, cell.backbone, self.nodes, self.tasks_per_node), need
 
     def submit(self, plan: EvalPlan) -> Launched:
