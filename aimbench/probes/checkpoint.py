@@ -128,6 +128,8 @@ class Checkpointing:
         if stopping or due:
             self.save({**state(), "done": steps_done, "total": total})
         if stopping:
+            if self.agree is not None:  # every rank's state is on disk before any hands the signal on (rank 0 requeues the job)
+                self.agree([True])
             raise Interrupted.requested() if stop is not None else Interrupted(signal.SIGTERM, None)  # another rank was signalled
 
     def training(self) -> AbstractContextManager[None]:

@@ -301,7 +301,8 @@ def test_a_preempted_two_rank_cell_requeues_once_and_resumes_to_the_one_rank_num
         assert time.monotonic() < deadline, Path(cell["stderr"]).read_text()[-2000:]
         time.sleep(1)
     rank_zero, rank_one = Path(cell["stdout"]).read_text(), Path(cell["stdout"].replace("_0_log.out", "_1_log.out")).read_text()
-    assert rank_zero.count(f"Requeued job {cell['job_id']}") == 1 and "Not checkpointing nor requeuing" in rank_one  # rank 0 alone requeues
+    # rank 0 alone requeues (rank 1's own "not requeuing" line races the requeue that ends it, so it may be missing)
+    assert rank_zero.count(f"Requeued job {cell['job_id']}") == 1 and "Requeued job" not in rank_one
     assert rank_zero.count("Starting with JobEnvironment") == 2 and rank_one.count("Starting with JobEnvironment") == 2
     assert "resuming" in Path(cell["stderr"]).read_text()  # from the states on disk, not from scratch
     assert "COMPLETED" in _wait_until_finished(results)
