@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import socket
 import tempfile
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import torch.distributed as dist
 import torch.multiprocessing
 
 from aimbench.dtypes import BYTES
+from aimbench.launch.spawn import free_port
 from aimbench.probes.attentive.config import AttentiveProbeConfig
 from aimbench.probes.attentive.memory import TokenLayout, batch_tokens_bytes, bytes_per_layer_set
 from aimbench.probes.attentive.training import AttentiveTrainer, fit
@@ -76,12 +76,6 @@ def _rank(rank: int, world: int, port: int, args: object, out: Path) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def main() -> None:
     parser = harness.parser(__doc__)
     parser.add_argument("--batch", type=int, default=1024, help="the attentive recipe's global batch")
@@ -93,7 +87,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder)
         for world in (1, 2):
-            torch.multiprocessing.spawn(_rank, args=(world, _free_port(), args, out), nprocs=world, join=True)
+            torch.multiprocessing.spawn(_rank, args=(world, free_port(), args, out), nprocs=world, join=True)
         print(f"{args.backbone} on {args.task}, batch {args.batch}, forwards of {args.chunk}, micro-batch {args.micro}, one epoch")
         print(f"{'ranks':>5} {'rank':>4} {'heads (plan)':>13} {'batch (plan)':>13} {'plan':>9} {'measured':>9} {'measured/plan':>13}")
         for world in (1, 2):

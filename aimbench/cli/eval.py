@@ -32,7 +32,7 @@ from aimbench.launch.memory import MemoryNeed
 from aimbench.launch.preflight import byte_size, estimate_bytes, space_shortfalls
 from aimbench.launch.request import EvalRequest
 from aimbench.launch.throughput import GPUS, Assumption
-from aimbench.launch.world import launched_nodes, launched_world, local_ranks, slurm_ranks
+from aimbench.launch.world import launched_world
 
 DEFAULT_PROTOCOL_HELP = ", ".join(f"{kind} {name}" for kind, name in DEFAULT_PROTOCOLS.items())
 WEIGHTS_HELP = "Override the card's weights: random | timm | open_clip:TAG | PATH | hf:OWNER/REPO/FILE."
@@ -288,15 +288,9 @@ def evaluate(
     console.quiet = rank != 0  # under torchrun every rank runs this command; rank 0 speaks for the run (errors still come from each)
     display = RichDisplay(console)
     launcher = cluster.launcher(display, nodes=nodes, tasks_per_node=tasks_per_node)
-    if launcher.local:
-        if nodes != 1 or tasks_per_node is not None:
-            raise UserError("--nodes and --tasks-per-node shape Slurm jobs (--cluster slurm); here, --gpus N runs each cell on N processes")
-        ranks, nodes = local_ranks(gpus, device), launched_nodes()
-    else:
-        from aimbench.launch.slurm.launcher import SlurmLauncher  # imported already: cluster.launcher built one
-
-        assert isinstance(launcher, SlurmLauncher)  # the only launcher that is not local
-        ranks = slurm_ranks(gpus, launcher.nodes, launcher.tasks_per_node)
+    if launcher.local and (nodes != 1 or tasks_per_node is not None):
+        raise UserError("--nodes and --tasks-per-node shape Slurm jobs (--cluster slurm); here, --gpus N runs each cell on N processes")
+    ranks, nodes = launcher.cell_world(gpus, device)
     request = EvalRequest.from_options(
         backbone, tasks, probe, seed=seed, seeds=seeds, layers=layers, limit=limit, weights=weights, name=name, protocol=protocol,
         dtype=dtype, epochs=epochs, data_mode=data_mode, grid_search=grid_search, head_precision=head_precision, overwrite=overwrite,

@@ -185,6 +185,11 @@ class Launcher(ABC):
         return {}, None
 
     @abstractmethod
+    def cell_world(self, gpus: int | None, device: str) -> tuple[int, int]:
+        """The ranks that run each cell together and the machines they span, given ``--gpus`` and
+        ``--device`` (``aimbench.launch.world``); refused in one line where they do not fit this backend."""
+
+    @abstractmethod
     def submit(self, plan: EvalPlan) -> Launched:
         """Run (here) or queue (on a cluster) every cell of ``plan`` that is not skipped."""
 

@@ -18,6 +18,7 @@ from aimbench.errors import UserError
 from aimbench.launch.base import STOPPED, CellResult, Display, EvalPlan, JobRow, Launched, Launcher
 from aimbench.launch.cell_progress import STATE_DIR, read_progress
 from aimbench.launch.preflight import preflight_pretrain
+from aimbench.launch.world import launched_nodes, local_ranks
 from aimbench.pretrain.request import PretrainRequest
 from aimbench.store.records import finished, record_path
 
@@ -31,6 +32,10 @@ class LocalLauncher(Launcher):
 
     def __init__(self, display: Display | None = None) -> None:
         self.display = display or Display()
+
+    def cell_world(self, gpus: int | None, device: str) -> tuple[int, int]:
+        """``--gpus N`` processes per cell here, or the world torchrun (or srun) started this process in."""
+        return local_ranks(gpus, device), launched_nodes()
 
     def submit(self, plan: EvalPlan) -> Launched:
         """Run the plan's cells in order; the display hears of each as soon as its record is written.

@@ -72,11 +72,11 @@ def local_ranks(gpus: int | None, device: str) -> int:
     return gpus
 
 
-def slurm_ranks(gpus: int | None, nodes: int, tasks_per_node: int) -> int:
-    """Ranks per cell on Slurm: one task per rank, ``nodes`` x ``tasks_per_node``."""
+def slurm_ranks(gpus: int | None, ranks: int) -> int:
+    """Ranks per cell on Slurm, the job's tasks (``--nodes`` x ``--tasks-per-node``), where this process may submit them."""
     if gpus is not None:
         raise UserError("--gpus N is for local runs; on Slurm give --nodes M and --gpus-per-node N (or --tasks-per-node N "
                         "on a CPU partition)")  # fmt: skip
     if launched_size() > 1:
         raise UserError("this process is one rank of a torchrun (or srun) world: submit to Slurm from a plain shell, not from every rank")
-    return nodes * tasks_per_node
+    return ranks

@@ -5,13 +5,13 @@ of a batch are the same numbers, bit for bit, however its rows are spread."""
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing
 
+from aimbench.launch.spawn import free_port
 from aimbench.probes.attentive.batch_stats import batch_moments
 from aimbench.probes.ownership import Shard
 from aimbench.probes.sharding import to_owners
@@ -35,14 +35,8 @@ def _rank(rank: int, port: int, out: Path) -> None:
     dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_owners_receive_every_window_of_rows_and_the_moments_do_not_depend_on_the_world(tmp_path: Path) -> None:
-    torch.multiprocessing.spawn(_rank, args=(_free_port(), tmp_path), nprocs=2, join=True)
+    torch.multiprocessing.spawn(_rank, args=(free_port(), tmp_path), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"{rank}.pt", weights_only=True) for rank in range(2)]
     whole = _batch()
     for rank, owned in enumerate([slice(0, 2), slice(2, 3)]):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,13 +24,7 @@ from aimbench.launch.local import LocalLauncher
 from aimbench.launch.options import RunOptions
 from aimbench.launch.request import EvalRequest
 from aimbench.launch.run_cell import run_cell
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
+from aimbench.launch.spawn import free_port
 
 LAYERS = {"knn": "0,1,2,avg:1-2"}  # an even split too
 
@@ -68,7 +61,7 @@ def _both_ways(
     two = replace(request.options, results_dir=tmp_path / "two", cache_dir=tmp_path / "cache-two")
     registry = Registry.load([cards])
     first = run_cell(planned, alone, registry=registry)
-    torch.multiprocessing.spawn(_rank, args=(_free_port(), planned, two), nprocs=2, join=True)
+    torch.multiprocessing.spawn(_rank, args=(free_port(), planned, two), nprocs=2, join=True)
     second = two.results_dir / first.relative_to(alone.results_dir)
     assert not list((two.results_dir / "state").glob("*.pt")), "the two ranks' resume states are cleared with the record"
     if micro_batch is not None:  # the planned change reached the heads
@@ -126,11 +119,11 @@ def test_a_two_rank_cell_stopped_mid_training_resumes_to_the_numbers_of_one_rank
         request.options, results_dir=tmp_path / "two", cache_dir=tmp_path / "cache", checkpoint_every=1000, checkpoint_seconds=0.0
     )
     first = run_cell(planned, alone, registry=Registry.load([tiny_cards]))
-    torch.multiprocessing.spawn(_stopping_rank, args=(_free_port(), planned, two), nprocs=2, join=True)  # spawn swallows the stop
+    torch.multiprocessing.spawn(_stopping_rank, args=(free_port(), planned, two), nprocs=2, join=True)  # spawn swallows the stop
     assert not (two.results_dir / "runs").exists() or not list((two.results_dir / "runs").glob("*.json")), "a stopped cell writes no record"
     states = sorted(path.name for path in (two.results_dir / "state").glob("*.pt"))
     assert states == [f"{planned.identity.stem}.rank{r}of2.pass0.pt" for r in (0, 1)]  # each rank saved its own heads
     if one_state_lost:
         (two.results_dir / "state" / states[1]).unlink()
-    torch.multiprocessing.spawn(_rank, args=(_free_port(), planned, two), nprocs=2, join=True)
+    torch.multiprocessing.spawn(_rank, args=(free_port(), planned, two), nprocs=2, join=True)
     assert _numbers(two.results_dir / first.relative_to(alone.results_dir)) == _numbers(first)

@@ -39,6 +39,7 @@ from aimbench.launch.slurm.pretrain_job import submit_pretrain
 from aimbench.launch.slurm.resources import cell_parameters
 from aimbench.launch.slurm.settings import SlurmSettings
 from aimbench.launch.slurm.submission import record_submission, submit_quietly
+from aimbench.launch.world import slurm_ranks
 from aimbench.pretrain.request import PretrainRequest
 
 REQUEUE_WAIT_S = 60.0
@@ -107,8 +108,16 @@ class SlurmLauncher(Launcher):
         self.settings, self.nodes = settings, nodes
         self.tasks_per_node = tasks_per_node or max(1, settings.gpus)  # one task per GPU
 
+    @property
+    def ranks(self) -> int:
+        """Ranks per cell: one task each, on every node."""
+        return self.nodes * self.tasks_per_node
+
+    def cell_world(self, gpus: int | None, device: str) -> tuple[int, int]:
+        return slurm_ranks(gpus, self.ranks), self.nodes
+
     def resources(self, cell: Cell, registry: Registry) -> tuple[dict[str, Any], MemoryNeed | None]:
-        need = cell_memory(cell, registry, gpu=self.settings.gpus > 0, world=self.nodes * self.tasks_per_node)  # one rank's need
+        need = cell_memory(cell, registry, gpu=self.settings.gpus > 0, world=self.ranks)  # one rank's need
         return cell_parameters(self.settings, need, cell.backbone, self.nodes, self.tasks_per_node), need
 
     def submit(self, plan: EvalPlan) -> Launched:
@@ -127,7 +136,7 @@ class SlurmLauncher(Launcher):
              "resources": p.resources}
             for p, j in zip(placed, submitted)
         ]  # fmt: skip
-        world = {"nodes": self.nodes, "tasks_per_node": self.tasks_per_node, "ranks": self.nodes * self.tasks_per_node}  # per cell
+        world = {"nodes": self.nodes, "tasks_per_node": self.tasks_per_node, "ranks": self.ranks}  # per cell
         state_file = record_submission(options.results_dir, submission_id, {"kind": "eval", "world": world, "cells": cells})
         return Launched(job_ids=[j.job_id for j in submitted], state_file=state_file)
 

@@ -94,9 +94,10 @@ def batch_tokens_bytes(sets: Sequence[LayerSet], owned: int, tokens: int, dim: i
     return held + outputs
 
 
-def _pass_bytes(chunk: Sequence[LayerSet], per_set: int, tokens: int, dim: int, world: int, layout: TokenLayout) -> int:
+def _pass_bytes(chunk: Sequence[LayerSet], per_set: int, tokens: int, dim: int, world: int, layout: TokenLayout) -> tuple[int, int]:
+    """The busiest rank's (heads, batch tokens) in a pass of ``chunk``."""
     owned = most_sets_per_rank(len(chunk), world)
-    return owned * per_set + batch_tokens_bytes(chunk, owned, tokens, dim, layout)
+    return owned * per_set, batch_tokens_bytes(chunk, owned, tokens, dim, layout)
 
 
 def plan_passes(
@@ -111,7 +112,8 @@ def plan_passes(
     for passes in range(1, max(len(sets), 1) + 1):
         bounds = split_evenly(len(sets), passes)  # balanced chunks
         chunks = [list(sets[a:b]) for a, b in zip(bounds, bounds[1:])]
-        need = max(_pass_bytes(chunk, per_set, tokens, dim, world, layout) for chunk in chunks) if sets else 0
+        needs = [_pass_bytes(chunk, per_set, tokens, dim, world, layout) for chunk in chunks] if sets else [(0, 0)]
+        need = max(sum(pair) for pair in needs)  # heads and batch tokens
         if budget_bytes is None or need <= budget_bytes:
             break
     else:
@@ -126,5 +128,4 @@ def plan_passes(
             f"({per_set / 2**30:.1f} GiB a set, budget {(budget_bytes or 0) / 2**30:.1f} GiB a rank), and every rank must own a set in every pass: "
             f"use more GPUs, --dtype bf16, or one GPU, which trains them in passes"
         )
-    batch = max((batch_tokens_bytes(c, most_sets_per_rank(len(c), world), tokens, dim, layout) for c in chunks), default=0)
-    return PassPlan(chunks, per_set, budget_bytes, batch)
+    return PassPlan(chunks, per_set, budget_bytes, max(batch for _, batch in needs))
