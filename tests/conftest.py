@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,8 +18,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-# downloads and the feature cache of the whole session go to a throw-away folder, never the user's
-os.environ.setdefault("AIMBENCH_CACHE", tempfile.mkdtemp(prefix="aimbench-test-cache-"))
+# downloads and the feature cache of the whole session go to a throw-away folder, never the user's;
+# made once, by the first process (workers and spawned ranks inherit it), and removed when that one ends
+if "AIMBENCH_CACHE" not in os.environ:
+    os.environ["AIMBENCH_CACHE"] = tempfile.mkdtemp(prefix="aimbench-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["AIMBENCH_CACHE"], ignore_errors=True)
 
 
 def micro_card_header(family: str) -> str:
